@@ -1,0 +1,108 @@
+"""Inference backends behind one small interface.
+
+Every backend turns one grayscale frame, float32 (H, W) in [0, 1], into the stylized frame of the same
+shape and range. The node and batch tools only see ``Engine.infer``; converting the wire dtype to and
+from float is the caller's concern (usnst_stream.frames), so a backend never knows about the protocol.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engines.checkpoint import file_sha256, load_checkpoint, resolve_model
+
+log = logging.getLogger(__name__)
+
+NOISE_MODES = ("frame", "off")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says why (never replaced silently)."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run a net: which noise, which seed, how many CPU threads."""
+
+    noise: str = "frame"  # "frame": fresh noise every frame; "off": noise planes are zero
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+
+class Engine:
+    """A loaded network ready to stylize frames."""
+
+    name = "abstract"
+
+    def infer(self, frame: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"backend": self.name}
+
+
+class TorchEagerEngine(Engine):
+    """PyTorch eager on CPU (or CUDA when asked): the reference every other backend is compared with."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, options: EngineOptions = EngineOptions(), device: str = "cpu",
+                 source: dict | None = None):
+        if options.noise not in NOISE_MODES:
+            raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {options.noise!r}")
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.options = options
+        self.source = source or {}
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(options.seed)
+
+    def _noise(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.options.noise == "off":
+            return [torch.zeros(s, device=x.device) for s in self.model.noise_shapes(*x.shape[:1], *x.shape[-2:])]
+        return self.model.make_noise(x, self.generator)
+
+    def infer(self, frame: np.ndarray) -> np.ndarray:
+        if frame.ndim != 2:
+            raise ValueError(f"engine expects a 2-D grayscale frame, got shape {frame.shape}")
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)).to(self.device)[None, None]
+            y = self.model(x, self._noise(x)).clamp_(0.0, 1.0)
+            return y[0, 0].cpu().numpy()
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": str(self.device), "noise": self.options.noise,
+                "seed": self.options.seed, **self.source}
+
+
+def _torch_factory(path: str, options: EngineOptions) -> Engine:
+    model, meta = load_checkpoint(path)
+    source = {"checkpoint": os.fspath(path), "checkpoint_sha256": file_sha256(path), "task": meta.get("task")}
+    return TorchEagerEngine(model, options, source=source)
+
+
+# name → (factory, reason it is unavailable or None). Later backends (onnxruntime, tensorrt) register here.
+_BACKENDS: dict[str, Callable[[str, EngineOptions], Engine]] = {"torch": _torch_factory}
+
+
+def available_backends() -> list[str]:
+    return list(_BACKENDS)
+
+
+def load_engine(model: str | os.PathLike | None = None, backend: str = "torch",
+                options: EngineOptions = EngineOptions()) -> Engine:
+    """Open ``model`` (a checkpoint path, an embedded model name, or None for the default) on ``backend``."""
+    path = resolve_model(model)
+    if backend == "auto":
+        backend = available_backends()[0]
+        log.info("backend auto → %s", backend)
+    if backend not in _BACKENDS:
+        raise BackendUnavailable(f"unknown backend {backend!r}; available here: {', '.join(available_backends())}")
+    return _BACKENDS[backend](str(path), options)

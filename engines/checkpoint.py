@@ -1,0 +1,110 @@
+"""Checkpoint files: the one documented container for a trained transform net (docs/CHECKPOINT.md).
+
+A checkpoint is a ``torch.save`` of plain containers only — tensors, numbers, strings, lists, dicts —
+so it loads with ``torch.load(weights_only=True)`` and opening a file never runs code from it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from importlib import metadata as _metadata
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from engines.transformer_net import NetConfig, TransformerNet
+
+FORMAT = "usnst-checkpoint"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = "lq2hq"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable or not a usnst checkpoint."""
+
+
+def code_version() -> str:
+    try:
+        return _metadata.version("usnst")
+    except _metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def save_checkpoint(path: str | os.PathLike, model: TransformerNet, meta: dict | None = None) -> Path:
+    """Write ``model`` with its config and metadata; atomic (temp file then rename) so a crash never
+    leaves a half-written checkpoint where a good one was."""
+    path = Path(path)
+    meta = dict(meta or {})
+    meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    meta.setdefault("code_version", code_version())
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "meta": meta,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint's raw dict, validated; raises CheckpointError with a sentence a user can act on."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (train one with `usnst train` or omit --model for the default)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, unsafe globals...
+        raise CheckpointError(f"{path} is not a loadable usnst checkpoint: {exc.__class__.__name__}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a usnst checkpoint (no '{FORMAT}' format marker)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {payload.get('format_version')}; this usnst reads {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerNet, dict]:
+    """Rebuild the network a checkpoint describes; returns (model in eval mode, metadata)."""
+    payload = read_checkpoint(path)
+    model = TransformerNet(NetConfig.from_dict(payload["config"]))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the stored network config: {exc}") from exc
+    model.eval()
+    return model, dict(payload.get("meta", {}))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Identity of a checkpoint file: engines built from it record this hash."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """Path of a model shipped inside the package (engines/default_models/NAME.pt)."""
+    path = Path(str(resources.files("engines") / "default_models" / f"{name}.pt"))
+    if not path.is_file():
+        raise CheckpointError(f"no embedded model named {name!r} (looked for {path})")
+    return path
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """A --model value: None or 'default' → the embedded LQ→HQ model, an embedded name, or a file path."""
+    if model is None or str(model) == "default":
+        return default_model_path()
+    p = Path(model)
+    if p.suffix == "" and not p.exists():
+        return default_model_path(str(model))
+    return p

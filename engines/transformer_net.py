@@ -1,0 +1,153 @@
+"""Johnson-style image transform network for 1-channel ultrasound frames.
+
+After Johnson et al. (2016) and pytorch/examples fast_neural_style: a conv encoder, residual blocks,
+and an upsample+conv decoder, with instance normalisation and reflection padding. The thesis adds
+noise injection in the decoder (StyleGAN-like): a per-channel learned weight times one Gaussian
+noise plane, active at inference, so the network can synthesise speckle it cannot infer from the input.
+
+The noise is an explicit input of ``forward`` rather than drawn inside the graph: TensorRT and ONNX
+freeze in-graph random ops at build time, so every backend feeds noise from outside the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Shape of a transform net; stored in every checkpoint so a file rebuilds its own network."""
+
+    width: int = 32  # channels of the first conv; the thesis net uses 32 → 64 → 128
+    n_residual: int = 5
+    noise: bool = True  # noise-injection layers in the decoder
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        known = {k: d[k] for k in ("width", "n_residual", "noise") if k in d}
+        return cls(**known)
+
+
+class ConvLayer(nn.Module):
+    """Reflection padding then conv: zero padding would darken the frame border."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(kernel // 2)
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride)
+
+    def forward(self, x):
+        return self.conv(self.pad(x))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3×3 convs with a skip: lets the net learn a correction to its input (He et al. 2016)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1 = ConvLayer(c, c, 3)
+        self.in1 = nn.InstanceNorm2d(c, affine=True)
+        self.conv2 = ConvLayer(c, c, 3)
+        self.in2 = nn.InstanceNorm2d(c, affine=True)
+
+    def forward(self, x):
+        y = F.relu(self.in1(self.conv1(x)))
+        return x + self.in2(self.conv2(y))
+
+
+class UpsampleConvLayer(nn.Module):
+    """Nearest ×2 upsampling then conv, instead of a transposed conv, to avoid checkerboard artifacts
+    (Odena et al. 2016) that would read as false speckle in ultrasound."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int):
+        super().__init__()
+        self.conv = ConvLayer(c_in, c_out, kernel)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class NoiseInjection(nn.Module):
+    """x + w_c · n: one Gaussian noise plane shared by all channels, scaled by a learned weight per channel
+    (StyleGAN, Karras et al. 2019). Starts at zero so a fresh net is noise-free until training asks for it."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(c))
+
+    def forward(self, x, noise):
+        return x + self.weight.view(1, -1, 1, 1) * noise
+
+
+class TransformerNet(nn.Module):
+    """Frame in [0, 1], shape (N, 1, H, W), any H and W → stylized frame of the same shape.
+
+    Two stride-2 convs divide the size by 4, so the input is reflection-padded to a multiple of 4 and
+    the output cropped back; the net is fully convolutional otherwise.
+    """
+
+    def __init__(self, config: NetConfig = NetConfig()):
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.conv1 = ConvLayer(1, w, 9)
+        self.in1 = nn.InstanceNorm2d(w, affine=True)
+        self.conv2 = ConvLayer(w, 2 * w, 3, stride=2)
+        self.in2 = nn.InstanceNorm2d(2 * w, affine=True)
+        self.conv3 = ConvLayer(2 * w, 4 * w, 3, stride=2)
+        self.in3 = nn.InstanceNorm2d(4 * w, affine=True)
+        self.res = nn.Sequential(*[ResidualBlock(4 * w) for _ in range(config.n_residual)])
+        self.deconv1 = UpsampleConvLayer(4 * w, 2 * w, 3)
+        self.in4 = nn.InstanceNorm2d(2 * w, affine=True)
+        self.deconv2 = UpsampleConvLayer(2 * w, w, 3)
+        self.in5 = nn.InstanceNorm2d(w, affine=True)
+        self.deconv3 = ConvLayer(w, 1, 9)
+        if config.noise:
+            self.noise1 = NoiseInjection(2 * w)
+            self.noise2 = NoiseInjection(w)
+
+    @staticmethod
+    def padded_size(h: int, w: int) -> tuple[int, int]:
+        return (h + 3) // 4 * 4, (w + 3) // 4 * 4
+
+    def noise_shapes(self, n: int, h: int, w: int) -> list[tuple[int, ...]]:
+        """Shapes of the noise planes ``forward`` takes for an (n, 1, h, w) input; empty without noise."""
+        if not self.config.noise:
+            return []
+        ph, pw = self.padded_size(h, w)
+        return [(n, 1, ph // 2, pw // 2), (n, 1, ph, pw)]
+
+    def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Fresh standard-normal planes for ``x``; a seeded generator makes outputs reproducible."""
+        n, _, h, w = x.shape
+        return [torch.randn(s, generator=generator, device=x.device, dtype=x.dtype) for s in self.noise_shapes(n, h, w)]
+
+    def forward(self, x: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = self.padded_size(h, w)
+        if (ph, pw) != (h, w):
+            # Reflection needs pad < size; replicate covers frames smaller than 4 pixels.
+            mode = "reflect" if min(h, w) > 3 else "replicate"
+            x = F.pad(x, (0, pw - w, 0, ph - h), mode=mode)
+        if self.config.noise and noise is None:
+            noise = self.make_noise(x)
+        y = F.relu(self.in1(self.conv1(x)))
+        y = F.relu(self.in2(self.conv2(y)))
+        y = F.relu(self.in3(self.conv3(y)))
+        y = self.res(y)
+        y = self.deconv1(y)
+        if self.config.noise:
+            y = self.noise1(y, noise[0])
+        y = F.relu(self.in4(y))
+        y = self.deconv2(y)
+        if self.config.noise:
+            y = self.noise2(y, noise[1])
+        y = F.relu(self.in5(y))
+        y = self.deconv3(y)
+        return y[..., :h, :w]

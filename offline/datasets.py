@@ -1,0 +1,51 @@
+"""Readers for the thesis dataset layouts and plain image folders.
+
+Simulated set: one PNG per sample with three equal panels side by side, LQ | HQ | segmentation
+(1000×1386 each in the thesis; ``usnst phantom`` writes the same layout at any size).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class Triptych:
+    name: str
+    lq: np.ndarray  # uint8 (H, W)
+    hq: np.ndarray  # uint8 (H, W)
+    seg: np.ndarray  # uint8 (H, W) labels
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise OSError(f"cannot read image {path}")
+    return img
+
+
+def split_triptych(img: np.ndarray, name: str = "") -> Triptych:
+    """Cut a side-by-side LQ | HQ | seg image into its three panels."""
+    if img.ndim != 2 or img.shape[1] % 3:
+        raise ValueError(f"{name or 'image'}: a triptych is a grayscale image whose width divides by 3, got {img.shape}")
+    w = img.shape[1] // 3
+    return Triptych(name, img[:, :w], img[:, w:2 * w], img[:, 2 * w:])
+
+
+def image_paths(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and ".tmp" not in p.name)
+    if not paths:
+        raise FileNotFoundError(f"no images in {folder}")
+    return paths
+
+
+def read_triptych_folder(folder: str | Path) -> list[Triptych]:
+    return [split_triptych(read_gray(p), p.name) for p in image_paths(folder)]

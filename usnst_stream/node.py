@@ -1,0 +1,210 @@
+"""The stylization node: SUB → validate → engine → PUB, always on the newest frame.
+
+Data path of one frame, top to bottom:
+
+    receiver thread:  recv (zero-copy) → protocol.decode (validate) → stamp recv_ns → LatestSlot.put
+    inference loop:   LatestSlot.take → frames.to_engine → engine.infer → frames.from_engine → stamp → send
+
+The two stages meet in a one-frame mailbox. When inference is slower than the input, a newer frame
+replaces the waiting one and the replaced frame is counted as *dropped*: the node never builds a backlog,
+its memory is bounded (one pending frame plus small ZeroMQ high-water marks), and latency stays that of
+one inference. Frames missing from the sequence numbers (lost in transport) are counted as *lost*.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from engines.backends import Engine
+from usnst_stream import frames, protocol
+from usnst_stream.sockets import attach
+from usnst_stream.stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeConfig:
+    input: str = ">tcp://127.0.0.1:5555"  # where the simulator publishes (connect by default)
+    output: str = "@tcp://127.0.0.1:5556"  # where consumers subscribe (bind by default)
+    input_topic: bytes = protocol.INPUT_TOPIC
+    output_topic: bytes = protocol.OUTPUT_TOPIC
+    limits: protocol.Limits = field(default_factory=protocol.Limits)
+    stats_interval: float = 5.0  # seconds between stats lines; 0 for none
+    rcvhwm: int = 4  # messages ZeroMQ may queue on input: small, the node wants the newest frame
+    sndhwm: int = 16  # per subscriber: a slow consumer loses frames instead of growing our memory
+
+
+class LatestSlot:
+    """A mailbox holding at most one item; putting replaces (and reports) an item not yet taken."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+
+    def put(self, item) -> bool:
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float):
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+
+class RateLimitedLog:
+    """Logs the first event of each kind at once, then at most one line per ``interval`` with the count
+    since, so a flood of bad frames cannot flood the log."""
+
+    def __init__(self, interval: float = 5.0):
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, kind: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -1e9) >= self.interval:
+            extra = self._suppressed.pop(kind, 0)
+            log.warning("%s%s", message, f" (+{extra} more since last report)" if extra else "")
+            self._last[kind] = now
+        else:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+
+
+class Node:
+    """Runs ``engine`` on a frame stream. ``start()`` returns once both sockets are open."""
+
+    def __init__(self, engine: Engine, config: NodeConfig = NodeConfig(), context: zmq.Context | None = None):
+        self.engine = engine
+        self.config = config
+        self.context = context or zmq.Context.instance()
+        self.stats = StreamStats()
+        self.endpoints: dict[str, list[str]] = {}
+        self._slot = LatestSlot()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._warn = RateLimitedLog()
+        self._last_seq: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> "Node":
+        sub = self.context.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
+        # Checked by libzmq per message part before it is buffered: a peer sending more is disconnected.
+        sub.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes())
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, self.config.input_topic)
+        pub = self.context.socket(zmq.PUB)
+        pub.setsockopt(zmq.SNDHWM, self.config.sndhwm)
+        pub.setsockopt(zmq.LINGER, 500)
+        try:
+            self.endpoints["input"] = attach(sub, self.config.input, default_bind=False)
+            self.endpoints["output"] = attach(pub, self.config.output, default_bind=True)
+        except zmq.ZMQError:
+            sub.close()
+            pub.close()
+            raise
+        log.info("node: input %s, output %s, engine %s", ", ".join(self.endpoints["input"]),
+                 ", ".join(self.endpoints["output"]), self.engine.describe())
+        self._threads = [threading.Thread(target=self._receive_loop, args=(sub,), name="usnst-recv", daemon=True),
+                         threading.Thread(target=self._infer_loop, args=(pub,), name="usnst-infer", daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> dict:
+        """Stop both loops, close the sockets and return the final stats snapshot."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        return self.stats.snapshot()
+
+    def run(self) -> dict:
+        """Serve until ``stop()`` (e.g. from a signal handler), logging stats periodically."""
+        if not self._threads:
+            self.start()
+        interval = self.config.stats_interval
+        while not self._stop.wait(interval if interval > 0 else 0.5):
+            if interval > 0:
+                log.info("%s", self.stats.interval_line())
+        final = self.stop()
+        log.info("final: %s", self.stats.summary_line())
+        return final
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # -- receiver thread: recv → validate → mailbox -----------------------------------------------
+    def _receive_loop(self, sub: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(100):
+                    continue
+                parts = sub.recv_multipart(copy=False)
+                recv_ns = protocol.now_ns()
+                self.stats.count("received")
+                frame = protocol.decode(parts, self.config.limits)
+                if isinstance(frame, protocol.Rejected):
+                    self.stats.reject(frame.reason)
+                    self._warn.warn(frame.reason, f"rejected frame: {frame.detail}")
+                    continue
+                self._track_sequence(frame.seq)
+                frame.stamps = {"recv_ns": recv_ns}
+                if self._slot.put(frame):
+                    self.stats.count("dropped")
+        except Exception:  # a bug here must be loud, and must not leave the node looking alive
+            log.exception("receiver stopped by an unexpected error")
+            self._stop.set()
+        finally:
+            sub.close()
+
+    def _track_sequence(self, seq: int) -> None:
+        last = self._last_seq
+        if last is not None:
+            if seq > last + 1:
+                self.stats.count("lost", seq - last - 1)
+            elif seq <= last:
+                self._warn.warn("seq_restart", f"sequence went from {last} to {seq}: the source restarted")
+        self._last_seq = seq
+
+    # -- inference loop: mailbox → engine → publish ----------------------------------------------
+    def _infer_loop(self, pub: zmq.Socket) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self._slot.take(timeout=0.1)
+                if frame is not None:
+                    self._process(frame, pub)
+        except Exception:
+            log.exception("inference loop stopped by an unexpected error")
+            self._stop.set()
+        finally:
+            pub.close()
+
+    def _process(self, frame: protocol.Frame, pub: zmq.Socket) -> None:
+        start_ns = protocol.now_ns()
+        try:
+            styled = self.engine.infer(frames.to_engine(frame.pixels))
+        except Exception as exc:  # one bad frame (e.g. out of memory on a huge frame) must not stop the stream
+            self.stats.count("engine_errors")
+            self._warn.warn("engine_error", f"engine failed on frame {frame.seq}: {exc.__class__.__name__}: {exc}")
+            return
+        end_ns = protocol.now_ns()
+        out = protocol.Frame(frame.seq, frame.capture_ns, frames.from_engine(styled, frame.pixels), frame.meta,
+                             {**frame.stamps, "infer_start_ns": start_ns, "infer_end_ns": end_ns},
+                             self.config.output_topic)
+        out.stamps["publish_ns"] = publish_ns = protocol.now_ns()
+        pub.send_multipart(protocol.encode(out), copy=False)
+        self.stats.count("published")
+        self.stats.stamp(frame.stamps["recv_ns"], start_ns, end_ns, publish_ns)

@@ -1,0 +1,281 @@
+"""Synthetic B-mode phantoms: what an ultrasound simulator renders, at two qualities, with its segmentation.
+
+The real simulator and the thesis datasets cannot be shipped, so the project renders its own scenes with
+the physics that make ultrasound look like ultrasound (Szabo, "Diagnostic Ultrasound Imaging", ch. 8-10):
+
+- a sector (fan) probe: samples taken along rays in polar coordinates, then scan-converted to pixels;
+- speckle: complex Gaussian scatterers fixed in the *world*, weighted by each tissue's echogenicity and
+  blurred by the point-spread function (axial × lateral Gaussian), whose magnitude is the echo envelope;
+- attenuation accumulated along each ray (bright skull → acoustic shadow, fluid → posterior enhancement)
+  with a time-gain compensation for average tissue, then log compression to a dynamic range;
+- a probe that drifts slowly: scatterers belong to the world, so consecutive frames are coherent.
+
+One scene renders a high-quality frame (HQ), a low-quality frame (LQ: fewer rays, fewer scatterers,
+a wider PSF, electronic noise, less dynamic range) and the segmentation map, whose labels follow the
+thesis convention: fetal structures in [150, 220], other tissue below 150, 0 outside the sector.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# Labels (thesis convention: fetus labels lie in [150, 220]).
+OUTSIDE, TISSUE, WALL, FLUID, PLACENTA = 0, 40, 60, 100, 120
+CHOROID, BRAIN, BODY, MIDLINE, SKULL = 160, 170, 180, 190, 210
+FETUS_LABELS = (CHOROID, BRAIN, BODY, MIDLINE, SKULL)
+
+# Per label: echogenicity (scatter amplitude) and attenuation (nepers per mm, round trip).
+_ECHO = np.zeros(256, np.float32)
+_ATTEN = np.zeros(256, np.float32)
+for _label, _echo, _att in [
+    (TISSUE, 1.0, 0.010), (WALL, 1.8, 0.014), (FLUID, 0.03, 0.001), (PLACENTA, 1.4, 0.011),
+    (CHOROID, 1.7, 0.010), (BRAIN, 0.35, 0.008), (BODY, 0.75, 0.010), (MIDLINE, 2.5, 0.010), (SKULL, 5.0, 0.09),
+]:
+    _ECHO[_label], _ATTEN[_label] = _echo, _att
+_TGC = 0.010  # compensates average tissue attenuation, so only departures from it show
+
+
+@dataclass(frozen=True)
+class ProbeGeometry:
+    """A curvilinear-like sector: rays fan out from an apex at the skin."""
+
+    depth_mm: float = 120.0
+    sector_deg: float = 70.0
+    start_mm: float = 3.0
+
+
+@dataclass(frozen=True)
+class Quality:
+    """How finely one frame is acquired. LQ differs from HQ the way a cheap simulator render does."""
+
+    rays: int
+    samples: int  # along each ray
+    lateral_sigma: float  # PSF width across rays, in rays
+    axial_sigma_mm: float
+    scatter_density: float  # fraction of world scatterers this quality sees
+    noise_db: float  # electronic noise relative to mean tissue echo; -inf for none
+    dynamic_range_db: float
+
+
+HQ = Quality(rays=256, samples=640, lateral_sigma=0.9, axial_sigma_mm=0.25, scatter_density=1.0,
+             noise_db=-math.inf, dynamic_range_db=55.0)
+LQ = Quality(rays=96, samples=256, lateral_sigma=1.1, axial_sigma_mm=0.6, scatter_density=0.5,
+             noise_db=-22.0, dynamic_range_db=45.0)
+
+
+@dataclass
+class Sample:
+    lq: np.ndarray  # float32 (H, W) in [0, 1]
+    hq: np.ndarray  # float32 (H, W) in [0, 1]
+    seg: np.ndarray  # uint8 (H, W) labels
+
+
+def probe_pose(t: float) -> tuple[float, float, float]:
+    """Apex (x, y) in mm and rotation in radians at time t seconds: a slow, smooth sweep like a trainee's hand."""
+    return 9.0 * math.sin(2 * math.pi * t / 11.0), 0.0, math.radians(7.0) * math.sin(2 * math.pi * t / 17.0)
+
+
+def _sparse_gain(uniform: np.ndarray, density: float) -> np.ndarray:
+    """Keep a ``density`` fraction of scatterers, rescaled so the mean echo power is unchanged."""
+    if density >= 1.0:
+        return np.ones_like(uniform)
+    return (uniform < density).astype(np.float32) / math.sqrt(density)
+
+
+def _in_ellipse(x, y, cx, cy, rx, ry, angle):
+    c, s = math.cos(angle), math.sin(angle)
+    u = ((x - cx) * c + (y - cy) * s) / rx
+    v = (-(x - cx) * s + (y - cy) * c) / ry
+    return u * u + v * v < 1.0, u, v
+
+
+class Scene:
+    """A random fetal-head scene in world millimetres: label geometry plus fixed scatterer fields."""
+
+    X0, X1, Y0, Y1 = -110.0, 110.0, -10.0, 140.0  # world extent covered by scatterers
+    RES = 0.15  # mm per scatterer cell
+
+    def __init__(self, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.fluid = (rng.uniform(-8, 8), rng.uniform(68, 78), rng.uniform(62, 78), rng.uniform(40, 48), rng.uniform(-0.15, 0.15))
+        fx, fy, frx, fry, fa = self.fluid
+        self.head_angle = rng.uniform(-0.7, 0.7)
+        self.head = (fx + rng.uniform(-12, 12), fy + rng.uniform(-4, 8), rng.uniform(24, 31), rng.uniform(19, 24))
+        side = rng.choice([-1.0, 1.0])
+        self.body = (self.head[0] + side * rng.uniform(38, 48), self.head[1] + rng.uniform(5, 15),
+                     rng.uniform(22, 28), rng.uniform(16, 20), rng.uniform(-0.4, 0.4))
+        self.placenta = (fx + rng.uniform(-20, 20), fy - fry + rng.uniform(4, 8), rng.uniform(30, 45), rng.uniform(7, 10))
+        self.wall_phase = rng.uniform(0, 2 * math.pi)
+        nx, ny = int((self.X1 - self.X0) / self.RES), int((self.Y1 - self.Y0) / self.RES)
+        self.scat_re = rng.standard_normal((ny, nx), dtype=np.float32)
+        self.scat_im = rng.standard_normal((ny, nx), dtype=np.float32)
+        self.sparse_mask = rng.random((ny, nx), dtype=np.float32)  # LQ keeps cells below its density
+        # Low-frequency tissue texture (≈ 4 mm blobs), so tissue is not a uniform grey.
+        tex = rng.standard_normal((ny // 16, nx // 16)).astype(np.float32)
+        tex = cv2.GaussianBlur(tex, (0, 0), 1.5)
+        tex /= tex.std() + 1e-6
+        self.texture = cv2.resize(np.exp(0.25 * tex), (nx, ny), interpolation=cv2.INTER_LINEAR)
+
+    def labels(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Label of every world point (x, y) in mm; later regions paint over earlier ones."""
+        lab = np.full(x.shape, TISSUE, np.uint8)
+        lab[y < 12.0 + 2.5 * np.sin(x / 14.0 + self.wall_phase)] = WALL
+        fx, fy, frx, fry, fa = self.fluid
+        in_fluid, _, _ = _in_ellipse(x, y, fx, fy, frx, fry, fa)
+        lab[in_fluid] = FLUID
+        px, py, prx, pry = self.placenta
+        lab[in_fluid & _in_ellipse(x, y, px, py, prx, pry, fa)[0]] = PLACENTA
+        bx, by, brx, bry, ba = self.body
+        lab[_in_ellipse(x, y, bx, by, brx, bry, ba)[0]] = BODY
+        hx, hy, hrx, hry = self.head
+        a = self.head_angle
+        lab[_in_ellipse(x, y, hx, hy, hrx + 3.0, hry + 3.0, a)[0]] = SKULL
+        in_brain, u, v = _in_ellipse(x, y, hx, hy, hrx, hry, a)
+        lab[in_brain] = BRAIN
+        lab[in_brain & (np.abs(v * hry) < 0.7) & (np.abs(u) < 0.85)] = MIDLINE
+        for side in (-1.0, 1.0):  # choroid plexus, one each side of the midline
+            c, s = math.cos(a), math.sin(a)
+            cx, cy = hx + 0.25 * hrx * c - side * 0.3 * hry * s, hy + 0.25 * hrx * s + side * 0.3 * hry * c
+            lab[in_brain & _in_ellipse(x, y, cx, cy, 0.22 * hrx, 0.12 * hry, a)[0]] = CHOROID
+        return lab
+
+    def world_to_cells(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ((x - self.X0) / self.RES).astype(np.float32), ((y - self.Y0) / self.RES).astype(np.float32)
+
+
+class _PolarGrid:
+    """Sample positions of one quality along its rays, relative to the probe apex."""
+
+    def __init__(self, geometry: ProbeGeometry, quality: Quality):
+        half = math.radians(geometry.sector_deg) / 2
+        self.r = np.linspace(geometry.start_mm, geometry.depth_mm, quality.samples, dtype=np.float32)
+        self.theta = np.linspace(-half, half, quality.rays, dtype=np.float32)
+        self.dr = float(self.r[1] - self.r[0])
+        self.local_x = self.r[:, None] * np.sin(self.theta)[None, :]
+        self.local_y = self.r[:, None] * np.cos(self.theta)[None, :]
+
+
+class PhantomRenderer:
+    """Renders (LQ, HQ, segmentation) frames of one scene at a chosen output size."""
+
+    def __init__(self, height: int = 256, width: int = 256, seed: int = 0, geometry: ProbeGeometry = ProbeGeometry()):
+        if height < 8 or width < 8:
+            raise ValueError(f"phantom frames must be at least 8×8 pixels, got {height}×{width}")
+        self.height, self.width, self.geometry = height, width, geometry
+        self.scene = Scene(seed)
+        self.noise_rng = np.random.default_rng(seed + 1_000_003)
+        self.grids = {q: _PolarGrid(geometry, q) for q in (HQ, LQ)}
+        # Pixel grid in probe coordinates (mm): apex at the top centre, the sector fitted inside the frame.
+        half = math.radians(geometry.sector_deg) / 2
+        box_w, box_h = 2 * geometry.depth_mm * math.sin(half), geometry.depth_mm
+        scale = max(box_w / width, box_h / height)
+        xs = (np.arange(width, dtype=np.float32) - (width - 1) / 2) * scale
+        ys = (np.arange(height, dtype=np.float32) + 0.5) * scale + (box_h - height * scale) / 2
+        self.pix_x, self.pix_y = np.meshgrid(xs, ys)
+        r = np.hypot(self.pix_x, self.pix_y)
+        th = np.arctan2(self.pix_x, self.pix_y)
+        self.in_sector = (r >= geometry.start_mm) & (r <= geometry.depth_mm) & (np.abs(th) <= half)
+        # Scan-conversion maps per quality: fractional (ray, sample) index of every pixel; -1 outside.
+        self.scan_maps = {}
+        for q, g in self.grids.items():
+            mx = (th + half) / (2 * half) * (q.rays - 1)
+            my = (r - geometry.start_mm) / g.dr
+            mx[~self.in_sector] = -1
+            my[~self.in_sector] = -1
+            self.scan_maps[q] = (mx.astype(np.float32), my.astype(np.float32))
+        self._ref = {q: self._reference_level(q) for q in (HQ, LQ)}
+
+    def _reference_level(self, q: Quality) -> float:
+        """Mean envelope of unit-echo tissue for this quality: a fixed 0 dB so brightness does not flicker."""
+        rng = np.random.default_rng(0)
+        re, im = (rng.standard_normal((256, 256), dtype=np.float32) for _ in range(2))
+        keep = _sparse_gain(rng.random((256, 256), dtype=np.float32), q.scatter_density)
+        re, im = re * keep, im * keep
+        sig = self._psf_sigmas(q)
+        env = np.hypot(cv2.GaussianBlur(re, (0, 0), sig[0], sigmaY=sig[1]), cv2.GaussianBlur(im, (0, 0), sig[0], sigmaY=sig[1]))
+        return float(env.mean())
+
+    def _psf_sigmas(self, q: Quality) -> tuple[float, float]:
+        return q.lateral_sigma, q.axial_sigma_mm / self.grids[q].dr
+
+    def _world(self, local_x, local_y, t: float):
+        ax, ay, rot = probe_pose(t)
+        c, s = math.cos(rot), math.sin(rot)
+        return ax + c * local_x + s * local_y, ay - s * local_x + c * local_y
+
+    def _render_quality(self, q: Quality, t: float) -> np.ndarray:
+        g = self.grids[q]
+        wx, wy = self._world(g.local_x, g.local_y, t)
+        labels = self.scene.labels(wx, wy)
+        cx, cy = self.scene.world_to_cells(wx, wy)
+        sample = lambda field: cv2.remap(field, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        echo = _ECHO[labels] * sample(self.scene.texture)
+        re, im = sample(self.scene.scat_re), sample(self.scene.scat_im)
+        if q.scatter_density < 1.0:
+            keep = _sparse_gain(sample(self.scene.sparse_mask), q.scatter_density)
+            re, im = re * keep, im * keep
+        sig_lat, sig_ax = self._psf_sigmas(q)
+        re = cv2.GaussianBlur(echo * re, (0, 0), sig_lat, sigmaY=sig_ax)
+        im = cv2.GaussianBlur(echo * im, (0, 0), sig_lat, sigmaY=sig_ax)
+        if q.noise_db > -math.inf:
+            sigma = self._ref[q] * 10 ** (q.noise_db / 20)
+            re += self.noise_rng.standard_normal(re.shape, dtype=np.float32) * sigma
+            im += self.noise_rng.standard_normal(im.shape, dtype=np.float32) * sigma
+        env = np.hypot(re, im)
+        # Attenuation integrated along each ray, minus the time-gain compensation for average tissue.
+        depth_gain = np.exp(-np.cumsum(_ATTEN[labels], axis=0) * g.dr + _TGC * g.r[:, None])
+        env *= depth_gain
+        db = 20 * np.log10(env / self._ref[q] + 1e-6)
+        # 0 dB (mean tissue) sits a third of the way down from white; the dynamic range sets the floor.
+        img = np.clip((db + q.dynamic_range_db * 2 / 3) / q.dynamic_range_db, 0.0, 1.0).astype(np.float32)
+        mx, my = self.scan_maps[q]
+        return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def segmentation(self, t: float = 0.0) -> np.ndarray:
+        wx, wy = self._world(self.pix_x, self.pix_y, t)
+        seg = self.scene.labels(wx, wy)
+        seg[~self.in_sector] = OUTSIDE
+        return seg
+
+    def render(self, t: float = 0.0) -> Sample:
+        """The scene seen at time t (seconds): the probe pose follows ``probe_pose(t)``."""
+        return Sample(lq=self._render_quality(LQ, t), hq=self._render_quality(HQ, t), seg=self.segmentation(t))
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+# The thesis' simulated dataset: one PNG per sample, three panels side by side (LQ | HQ | segmentation).
+THESIS_PANEL = (1000, 1386)  # height, width of one panel
+
+
+def triptych(sample: Sample) -> np.ndarray:
+    return np.concatenate([to_uint8(sample.lq), to_uint8(sample.hq), sample.seg], axis=1)
+
+
+def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], width: int = THESIS_PANEL[1],
+                   seed: int = 0, progress=None) -> list[Path]:
+    """Write ``n`` triptych PNGs, one random scene each (scene i uses seed + i), in the thesis layout.
+
+    Each file is written to a temporary name and renamed, so an interrupted run leaves only whole files.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = out / f"phantom_{seed + i:05d}.png"
+        renderer = PhantomRenderer(height, width, seed=seed + i)
+        sample = renderer.render(t=float(i % 7))  # vary the probe pose between scenes too
+        tmp = path.with_name(path.stem + ".tmp.png")
+        if not cv2.imwrite(str(tmp), triptych(sample)):
+            raise OSError(f"could not write {tmp}")
+        tmp.replace(path)
+        paths.append(path)
+        if progress is not None:
+            progress(1)
+    return paths

@@ -1,0 +1,150 @@
+"""The usnst frame wire protocol, version 1 (docs/PROTOCOL.md is the normative text).
+
+A frame is a ZeroMQ multipart message of exactly three parts:
+
+    [topic bytes] [msgpack header map] [raw pixels, row-major (H, W, C), little-endian]
+
+Decoding validates everything before it touches the pixels: a malformed message becomes a
+``Rejected`` with a short machine-readable reason, never an exception that could stop the node.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+VERSION = 1
+DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "float32": np.dtype("<f4")}
+CHANNELS = (1, 3)
+INPUT_TOPIC = b"usnst/frame"
+OUTPUT_TOPIC = b"usnst/stylized"
+MAX_HEADER_BYTES = 64 * 1024
+NODE_STAMPS = ("recv_ns", "infer_start_ns", "infer_end_ns", "publish_ns")
+_REQUIRED = {"version": int, "seq": int, "capture_ns": int, "width": int, "height": int, "channels": int, "dtype": str}
+_UINT64_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a receiver accepts; checked before any pixel buffer is allocated or viewed."""
+
+    max_width: int = 4096
+    max_height: int = 4096
+
+    def max_payload_bytes(self) -> int:
+        return self.max_width * self.max_height * max(CHANNELS) * max(dt.itemsize for dt in DTYPES.values())
+
+    def max_message_bytes(self) -> int:
+        """For ZMQ_MAXMSGSIZE: the largest single part a valid frame can have."""
+        return max(self.max_payload_bytes(), MAX_HEADER_BYTES)
+
+
+@dataclass
+class Frame:
+    """A decoded, validated frame. ``pixels`` may be a zero-copy view of the received buffer."""
+
+    seq: int
+    capture_ns: int
+    pixels: np.ndarray  # (H, W, C) with C in CHANNELS
+    meta: dict = field(default_factory=dict)
+    stamps: dict = field(default_factory=dict)  # node timestamps, present on output frames
+    topic: bytes = INPUT_TOPIC
+
+    @property
+    def dtype_name(self) -> str:
+        return self.pixels.dtype.name
+
+    def header(self) -> dict:
+        h, w, c = self.pixels.shape
+        header: dict[str, Any] = {"version": VERSION, "seq": self.seq, "capture_ns": self.capture_ns,
+                                  "width": w, "height": h, "channels": c, "dtype": self.dtype_name}
+        if self.meta:
+            header["meta"] = self.meta
+        header.update(self.stamps)
+        return header
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Why a message was not a frame. ``reason`` is a stable key for counters; ``detail`` is for logs."""
+
+    reason: str
+    detail: str
+
+
+def now_ns() -> int:
+    """Wall-clock nanoseconds since the Unix epoch: comparable between processes on one machine."""
+    return time.time_ns()
+
+
+def encode(frame: Frame) -> list:
+    """Multipart parts for ``frame``; the pixel part is the array's own buffer (send with copy=False)."""
+    pixels = frame.pixels
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.dtype.name not in DTYPES:
+        raise ValueError(f"unsupported dtype {pixels.dtype}; use one of {', '.join(DTYPES)}")
+    pixels = np.ascontiguousarray(pixels, dtype=DTYPES[pixels.dtype.name])
+    frame = Frame(frame.seq, frame.capture_ns, pixels, frame.meta, frame.stamps, frame.topic)
+    return [frame.topic, msgpack.packb(frame.header(), use_bin_type=True), memoryview(pixels).cast("B")]
+
+
+def _check_header(header: Any, limits: Limits) -> Rejected | None:
+    if not isinstance(header, dict):
+        return Rejected("header_type", f"header is a {type(header).__name__}, not a map")
+    for key, typ in _REQUIRED.items():
+        if key not in header:
+            return Rejected("missing_field", f"header has no '{key}'")
+        value = header[key]
+        if not isinstance(value, typ) or isinstance(value, bool):
+            return Rejected("field_type", f"'{key}' is {type(value).__name__}, expected {typ.__name__}")
+    if header["version"] != VERSION:
+        return Rejected("version", f"protocol version {header['version']} is not supported (this node speaks {VERSION})")
+    if not 0 <= header["seq"] <= _UINT64_MAX or not 0 <= header["capture_ns"] <= _UINT64_MAX:
+        return Rejected("field_range", "seq and capture_ns must be unsigned 64-bit integers")
+    if header["dtype"] not in DTYPES:
+        return Rejected("dtype", f"dtype {header['dtype']!r} is not one of {', '.join(DTYPES)}")
+    if header["channels"] not in CHANNELS:
+        return Rejected("channels", f"channels={header['channels']} (supported: {CHANNELS})")
+    w, h = header["width"], header["height"]
+    if not (1 <= w <= limits.max_width and 1 <= h <= limits.max_height):
+        return Rejected("dimensions", f"{w}×{h} outside 1…{limits.max_width}×1…{limits.max_height}")
+    if "meta" in header and not isinstance(header["meta"], dict):
+        return Rejected("field_type", "'meta' must be a map")
+    return None
+
+
+def decode(parts: list, limits: Limits = Limits(), check_finite: bool = True) -> Frame | Rejected:
+    """Validate and decode a received multipart message. Parts may be bytes or zmq.Frame objects;
+    with zmq.Frame the returned pixels are a view of the received buffer, not a copy."""
+    if len(parts) != 3:
+        return Rejected("parts", f"{len(parts)} message parts, expected 3 (topic, header, pixels)")
+    topic, raw_header, payload = (_buffer(p) for p in parts)
+    if len(raw_header) > MAX_HEADER_BYTES:
+        return Rejected("header_size", f"header of {len(raw_header)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True, max_buffer_size=MAX_HEADER_BYTES)
+    except Exception as exc:  # msgpack raises several unrelated types for malformed input
+        return Rejected("header_decode", f"header is not valid msgpack: {exc.__class__.__name__}")
+    problem = _check_header(header, limits)
+    if problem:
+        return problem
+    dtype = DTYPES[header["dtype"]]
+    shape = (header["height"], header["width"], header["channels"])
+    expected = shape[0] * shape[1] * shape[2] * dtype.itemsize
+    if len(payload) != expected:
+        return Rejected("payload_size", f"payload is {len(payload)} bytes, header implies {expected}")
+    pixels = np.frombuffer(payload, dtype=dtype).reshape(shape)
+    if check_finite and dtype.kind == "f" and not np.isfinite(pixels).all():
+        return Rejected("non_finite", "float frame contains NaN or infinity")
+    stamps = {k: header[k] for k in NODE_STAMPS if isinstance(header.get(k), int)}
+    return Frame(header["seq"], header["capture_ns"], pixels, header.get("meta", {}), stamps, bytes(topic))
+
+
+def _buffer(part) -> memoryview:
+    """bytes, bytearray, memoryview or zmq.Frame → memoryview, without copying."""
+    buf = getattr(part, "buffer", part)
+    return memoryview(buf)

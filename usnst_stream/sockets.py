@@ -1,0 +1,55 @@
+"""Opening ZeroMQ sockets from endpoint strings.
+
+Endpoints follow CZMQ's convention: ``@tcp://127.0.0.1:5555`` binds, ``>tcp://127.0.0.1:5555`` connects,
+and a bare endpoint does what the socket's role usually does (publishers bind, subscribers connect).
+Several endpoints may be given separated by commas.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from urllib.parse import urlsplit
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+
+def split_endpoint(spec: str, default_bind: bool) -> tuple[bool, str]:
+    spec = spec.strip()
+    if spec.startswith("@"):
+        return True, spec[1:]
+    if spec.startswith(">"):
+        return False, spec[1:]
+    return default_bind, spec
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc/inproc and tcp on 127.0.0.0/8, ::1 or localhost."""
+    parts = urlsplit(endpoint)
+    if parts.scheme in ("ipc", "inproc"):
+        return True
+    host = (parts.hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', interface names, host names: not loopback
+
+
+def attach(sock: zmq.Socket, spec: str, default_bind: bool) -> list[str]:
+    """Bind or connect ``sock`` to every endpoint in ``spec``; returns the endpoints actually used
+    (tcp://127.0.0.1:* binds to a free port, and the chosen port is returned)."""
+    used = []
+    for one in spec.split(","):
+        bind, endpoint = split_endpoint(one, default_bind)
+        if bind:
+            if not is_loopback(endpoint):
+                log.warning("listening beyond loopback on %s: any host that can reach it may connect", endpoint)
+            sock.bind(endpoint)
+            used.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        else:
+            sock.connect(endpoint)
+            used.append(endpoint)
+    return used
