@@ -114,7 +114,8 @@ class TransformerNet(nn.Module):
 
     @staticmethod
     def padded_size(h: int, w: int) -> tuple[int, int]:
-        return (h + 3) // 4 * 4, (w + 3) // 4 * 4
+        """Multiple of 4 (two stride-2 convs) and at least 8 (the 9×9 convs' reflection padding needs room)."""
+        return max(8, (h + 3) // 4 * 4), max(8, (w + 3) // 4 * 4)
 
     def noise_shapes(self, n: int, h: int, w: int) -> list[tuple[int, ...]]:
         """Shapes of the noise planes ``forward`` takes for an (n, 1, h, w) input; empty without noise."""
@@ -132,8 +133,8 @@ class TransformerNet(nn.Module):
         h, w = x.shape[-2:]
         ph, pw = self.padded_size(h, w)
         if (ph, pw) != (h, w):
-            # Reflection needs pad < size; replicate covers frames smaller than 4 pixels.
-            mode = "reflect" if min(h, w) > 3 else "replicate"
+            # Reflection needs pad < size; replicate covers tiny frames.
+            mode = "reflect" if ph - h < h and pw - w < w else "replicate"
             x = F.pad(x, (0, pw - w, 0, ph - h), mode=mode)
         if self.config.noise and noise is None:
             noise = self.make_noise(x)

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import zmq
 
 from engines.backends import Engine
@@ -37,6 +38,7 @@ class NodeConfig:
     stats_interval: float = 5.0  # seconds between stats lines; 0 for none
     rcvhwm: int = 4  # messages ZeroMQ may queue on input: small, the node wants the newest frame
     sndhwm: int = 16  # per subscriber: a slow consumer loses frames instead of growing our memory
+    warmup: tuple[int, int] | None = (64, 64)  # one inference at start, so the first real frame is not slow
 
 
 class LatestSlot:
@@ -97,6 +99,10 @@ class Node:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "Node":
+        if self.config.warmup:
+            t0 = time.perf_counter()
+            self.engine.infer(np.zeros(self.config.warmup, np.float32))
+            log.info("engine warm-up %.0f ms", (time.perf_counter() - t0) * 1e3)
         sub = self.context.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
         # Checked by libzmq per message part before it is buffered: a peer sending more is disconnected.
@@ -128,13 +134,21 @@ class Node:
             t.join(timeout=10)
         return self.stats.snapshot()
 
-    def run(self) -> dict:
-        """Serve until ``stop()`` (e.g. from a signal handler), logging stats periodically."""
+    def request_stop(self) -> None:
+        """Ask the loops to finish; safe from a signal handler."""
+        self._stop.set()
+
+    def run(self, duration: float | None = None) -> dict:
+        """Serve until ``request_stop()`` (e.g. from a signal handler) or for ``duration`` seconds, logging
+        stats periodically; returns the final stats."""
         if not self._threads:
             self.start()
-        interval = self.config.stats_interval
-        while not self._stop.wait(interval if interval > 0 else 0.5):
-            if interval > 0:
+        interval = self.config.stats_interval if self.config.stats_interval > 0 else 0.5
+        deadline = None if duration is None else time.monotonic() + duration
+        while not self._stop.wait(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if self.config.stats_interval > 0:
                 log.info("%s", self.stats.interval_line())
         final = self.stop()
         log.info("final: %s", self.stats.summary_line())

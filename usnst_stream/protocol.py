@@ -126,7 +126,7 @@ def decode(parts: list, limits: Limits = Limits(), check_finite: bool = True) ->
     if len(raw_header) > MAX_HEADER_BYTES:
         return Rejected("header_size", f"header of {len(raw_header)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
-        header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True, max_buffer_size=MAX_HEADER_BYTES)
+        header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
         return Rejected("header_decode", f"header is not valid msgpack: {exc.__class__.__name__}")
     problem = _check_header(header, limits)

@@ -1,0 +1,122 @@
+"""Every `usnst` subcommand, run as a user would: a real process, real sockets, real files."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from usnst_stream import protocol
+from usnst_stream.recording import RecordingReader
+
+COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "info"]
+
+
+def usnst(*args, timeout=120, check=True):
+    proc = subprocess.run([sys.executable, "-m", "usnst.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"usnst {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def spawn(*args):
+    return subprocess.Popen([sys.executable, "-m", "usnst.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_help_lists_every_subcommand():
+    out = usnst("--help").stdout
+    for command in COMMANDS:
+        assert command in out
+        assert usnst(command, "--help").returncode == 0
+
+
+def test_phantom_train_info(tmp_path):
+    usnst("phantom", "--out", tmp_path / "data", "-n", 3, "--size", "40x48")
+    assert len(list((tmp_path / "data").glob("*.png"))) == 3
+    proc = usnst("train", "--data", tmp_path / "data", "--out", tmp_path / "m.pt", "--steps", 3, "--crop", 32,
+                 "--batch", 2, "--width", 4, "--n-residual", 1)
+    assert "held-out: SSIM" in proc.stdout
+    info = json.loads(usnst("info", "--model", tmp_path / "m.pt").stdout)
+    assert info["config"] == {"width": 4, "n_residual": 1, "noise": True}
+    assert info["meta"]["task"] == "lq2hq" and info["meta"]["steps"] == 3
+    assert json.loads(usnst("info").stdout)["meta"]["task"] == "lq2hq"  # the embedded default
+
+
+def test_user_errors_are_one_clear_line_and_exit_2(tmp_path):
+    proc = usnst("info", "--model", tmp_path / "nope.pt", check=False)
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
+    proc = usnst("replay", tmp_path / "missing.usrec", check=False)
+    assert proc.returncode == 2 and "nothing to replay" in proc.stderr
+
+
+def test_simulate_serve_record_replay_over_ipc(tmp_path, tiny_checkpoint):
+    sim_ep, out_ep = f"ipc://{tmp_path}/sim", f"ipc://{tmp_path}/out"
+    serve = spawn("serve", "--in", ">" + sim_ep, "--out", "@" + out_ep, "--model", tiny_checkpoint,
+                  "--duration", 60, "--stats-interval", 1, "--json")
+    rec = spawn("record", "--in", ">" + out_ep, "--out", tmp_path / "styled.usrec", "--duration", 60)
+    time.sleep(3)  # both processes import torch/zmq and connect
+    usnst("simulate", "--out", "@" + sim_ep, "--size", "32x40", "--fps", 20, "--frames", 30)
+    time.sleep(1.5)
+    for p in (serve, rec):
+        p.send_signal(signal.SIGINT)
+    serve_out, serve_err = serve.communicate(timeout=30)
+    rec_out, _ = rec.communicate(timeout=30)
+    assert serve.returncode == 0 and rec.returncode == 0, serve_err
+    final = json.loads(serve_out.strip().splitlines()[-1])
+    assert final["received"] >= 20 and final["published"] >= 10 and final["rejected"] == 0
+    assert "stopped" in serve_out and "in " in serve_err  # periodic stats line went to the log
+    assert "wrote" in rec_out
+    recorded = [protocol.decode(m.parts) for m in RecordingReader(tmp_path / "styled.usrec")]
+    assert len(recorded) == final["published"]
+    assert all(f.pixels.shape == (32, 40, 1) and "publish_ns" in f.stamps for f in recorded)
+
+    # Replay the recording at a fixed rate to a subscriber: every frame arrives, unchanged.
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.bind(f"ipc://{tmp_path}/replay")
+    usnst("replay", tmp_path / "styled.usrec", "--out", f">ipc://{tmp_path}/replay", "--fps", 100, "--settle", 1.0)
+    got = []
+    while sub.poll(500):
+        got.append(protocol.decode(sub.recv_multipart()))
+    sub.close()
+    assert [f.seq for f in got] == [f.seq for f in recorded]
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(got, recorded))
+
+
+def test_demo_runs_end_to_end_and_writes_a_picture(tmp_path):
+    proc = usnst("demo", "--seconds", 2, "--size", 64, "--fps", 10, "--out", tmp_path / "demo.png", "--json")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["consumer"]["received"] > 0
+    assert report["consumer"]["end_to_end_ms"]["p50"] > 0
+    assert "end to end" in proc.stdout
+    picture = cv2.imread(str(tmp_path / "demo.png"))
+    assert picture.shape == (64, 3 * 64, 3)
+
+
+def test_demo_over_ipc(tmp_path):
+    proc = usnst("demo", "--seconds", 1.5, "--size", 48, "--fps", 10, "--transport", "ipc",
+                 "--out", tmp_path / "d.png", "--json")
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["consumer"]["received"] > 0
+
+
+def test_bench_reports_every_field(tmp_path, tiny_checkpoint):
+    out = tmp_path / "bench.json"
+    proc = usnst("bench", "--model", tiny_checkpoint, "--sizes", "32", "--seconds", 1, "--fps", 30,
+                 "--messages", 20, "--json", out)
+    assert "Protocol overhead" in proc.stdout
+    result = json.loads(out.read_text())
+    node, transport = result["node"][0], result["transport"][0]
+    assert node["size"] == 32 and node["published"] > 0 and node["throughput_fps"] > 0
+    assert node["published"] + node["dropped"] <= node["sent"]
+    for key in ("infer_ms", "node_ms", "wait_ms", "end_to_end_ms"):
+        assert node[key]["p50"] > 0 and node[key]["p99"] >= node[key]["p50"]
+    assert transport["messages"] == 20 and transport["bytes"] == 32 * 32
+    assert transport["plain_us"]["p50"] > 0 and transport["ratio_p50"] > 0

@@ -1,0 +1,157 @@
+"""The node end to end over real sockets: answers, stays current under load, survives bad input."""
+import time
+
+import msgpack
+import numpy as np
+import pytest
+
+from engines.backends import Engine
+from usnst_stream import protocol
+from usnst_stream.frames import from_engine, to_engine
+from usnst_stream.node import LatestSlot
+
+
+class SlowEngine(Engine):
+    """Wraps a real engine and sleeps, to make inference deliberately slower than the input."""
+
+    name = "slow"
+
+    def __init__(self, inner, seconds):
+        self.inner, self.seconds = inner, seconds
+        self.calls = 0
+
+    def infer(self, frame):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return self.inner.infer(frame)
+
+
+class FailingEngine(Engine):
+    """Raises on frames whose first pixel is 255, like an engine running out of memory on one frame."""
+
+    name = "failing"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def infer(self, frame):
+        if frame[0, 0] == 1.0:
+            raise MemoryError("simulated out of memory")
+        return self.inner.infer(frame)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_node_stylizes_frames_end_to_end(harness_factory, tiny_engine, transport):
+    h = harness_factory(tiny_engine, transport)
+    h.handshake()
+    sent = h.send_frame(h=30, w=41, meta={"probe": {"angle_rad": 0.25}})
+    out = h.recv()
+    assert isinstance(out, protocol.Frame)
+    assert out.seq == sent.seq and out.capture_ns == sent.capture_ns
+    assert out.pixels.shape == sent.pixels.shape and out.pixels.dtype == np.uint8
+    assert out.meta == {"probe": {"angle_rad": 0.25}}
+    assert out.topic == protocol.OUTPUT_TOPIC
+    s = out.stamps
+    assert sent.capture_ns <= s["recv_ns"] <= s["infer_start_ns"] <= s["infer_end_ns"] <= s["publish_ns"]
+    # The output is the engine's result on this frame, not an echo of the input.
+    expected_shape_ok = out.pixels[:, :, 0]
+    assert not np.array_equal(expected_shape_ok, sent.pixels[:, :, 0])
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.uint16, 1), (np.float32, 1), (np.uint8, 3)])
+def test_output_keeps_input_size_dtype_and_channels(harness_factory, tiny_engine, dtype, channels):
+    h = harness_factory(tiny_engine)
+    h.handshake()
+    sent = h.send_frame(h=17, w=13, dtype=dtype, channels=channels)
+    out = h.recv()
+    assert out.seq == sent.seq
+    assert out.pixels.dtype == np.dtype(dtype) and out.pixels.shape == (17, 13, channels)
+    if channels == 3:
+        assert np.array_equal(out.pixels[:, :, 0], out.pixels[:, :, 2])
+
+
+def test_slow_engine_processes_the_newest_frame_and_counts_drops(harness_factory, tiny_engine):
+    slow = SlowEngine(tiny_engine, 0.3)
+    h = harness_factory(slow)
+    h.handshake(timeout=15)
+    before = h.node.stats.snapshot()
+    sent = [h.send_frame() for _ in range(20)]  # a burst far faster than 0.3 s per frame
+    last = sent[-1].seq
+    received = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        out = h.recv(0.5)
+        if out is not None:
+            received.append(out.seq)
+            if out.seq == last:
+                break
+    assert received and received[-1] == last, "the newest frame must always be processed"
+    assert len(received) < 6, "a backlog was processed instead of skipping to the newest frame"
+    after = h.close()
+    dropped = after["dropped"] - before["dropped"]
+    published = after["published"] - before["published"]
+    assert dropped + published == 20 and dropped >= 14
+    assert after["lost"] == 0
+
+
+def test_latest_slot_holds_one_item_and_reports_replacement():
+    slot = LatestSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True
+    assert slot.take(0.01) == 2
+    assert slot.take(0.01) is None
+
+
+def test_malformed_messages_are_counted_by_reason_and_the_node_keeps_serving(harness_factory, tiny_engine):
+    h = harness_factory(tiny_engine)
+    h.handshake()
+    good_header = {"version": 1, "seq": 10**6, "capture_ns": 1, "width": 4, "height": 3, "channels": 1, "dtype": "uint8"}
+    bad = [
+        [b"usnst/frame", b"junk"],
+        [b"usnst/frame", b"\xc1", bytes(12)],
+        [b"usnst/frame", msgpack.packb({**good_header, "version": 9}), bytes(12)],
+        [b"usnst/frame", msgpack.packb({**good_header, "width": "4"}), bytes(12)],
+        [b"usnst/frame", msgpack.packb(good_header), bytes(5)],
+        [b"usnst/frame", msgpack.packb({**good_header, "width": 10**6}), bytes(12)],
+    ]
+    for parts in bad:
+        h.send(parts)
+    sent = h.send_frame()
+    out = h.recv()
+    assert out is not None and out.seq == sent.seq
+    snap = h.node.stats.snapshot()
+    assert snap["rejected"] == len(bad)
+    assert snap["rejected_by_reason"] == {"parts": 1, "header_decode": 1, "version": 1, "field_type": 1,
+                                         "payload_size": 1, "dimensions": 1}
+
+
+def test_engine_failure_on_one_frame_is_reported_and_serving_continues(harness_factory, tiny_engine):
+    h = harness_factory(FailingEngine(tiny_engine))
+    h.handshake()
+    doomed = protocol.Frame(next(h.seq), protocol.now_ns(), np.full((8, 8, 1), 255, np.uint8))
+    h.send(protocol.encode(doomed))
+    assert h.wait_for(lambda s: s["engine_errors"] == 1)
+    sent = h.send_frame()
+    out = h.recv()
+    assert out is not None and out.seq == sent.seq
+
+
+def test_sequence_gaps_are_counted_as_lost(harness_factory, tiny_engine):
+    h = harness_factory(tiny_engine)
+    h.handshake()
+    base = next(h.seq)
+    for seq in (base, base + 5):
+        h.send(protocol.encode(protocol.Frame(seq, protocol.now_ns(), np.zeros((4, 4, 1), np.uint8))))
+        assert h.recv() is not None
+    assert h.node.stats.snapshot()["lost"] == 4
+
+
+def test_frame_conversions_map_full_range_and_back():
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        px = np.array([[[0], [top]]], dtype)
+        g = to_engine(px)
+        assert g.dtype == np.float32 and g.tolist() == [[0.0, 1.0]]
+        assert np.array_equal(from_engine(g, px), px)
+    rgb = np.zeros((1, 1, 3), np.uint8)
+    rgb[0, 0] = (30, 60, 90)
+    assert to_engine(rgb)[0, 0] == pytest.approx(60 / 255)

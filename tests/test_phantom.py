@@ -1,0 +1,71 @@
+"""Synthetic B-mode phantoms and the thesis dataset layout."""
+import numpy as np
+import pytest
+
+from offline.datasets import read_triptych_folder, split_triptych
+from offline.metrics import psnr, ssim
+from usnst_stream.phantom import FETUS_LABELS, OUTSIDE, PhantomRenderer, triptych, write_phantoms
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return PhantomRenderer(96, 128, seed=3)
+
+
+def test_render_gives_lq_hq_and_labels_in_the_thesis_convention(renderer):
+    s = renderer.render(0.0)
+    assert s.lq.shape == s.hq.shape == s.seg.shape == (96, 128)
+    assert s.lq.dtype == s.hq.dtype == np.float32 and s.seg.dtype == np.uint8
+    assert 0 <= s.hq.min() and s.hq.max() <= 1
+    labels = set(np.unique(s.seg))
+    assert OUTSIDE in labels  # corners outside the fan
+    fetus = [l for l in labels if 150 <= l <= 220]
+    assert fetus and set(fetus) <= set(FETUS_LABELS)
+    assert (s.hq[s.seg == OUTSIDE] == 0).all()  # nothing is imaged outside the sector
+
+
+def test_lq_is_a_degraded_view_of_the_same_scene(renderer):
+    s = renderer.render(0.0)
+    other = PhantomRenderer(96, 128, seed=4).render(0.0)
+    inside = s.seg > 0
+    same = np.corrcoef(s.lq[inside], s.hq[inside])[0, 1]
+    different = np.corrcoef(s.lq[inside], other.hq[inside])[0, 1]
+    assert same > 0.5 and same > different + 0.2
+    assert ssim(s.lq, s.hq) < 0.95  # and yet not the same image
+
+
+def test_consecutive_frames_are_coherent_and_the_probe_moves(renderer):
+    a, b, far = renderer.render(0.0), renderer.render(1 / 30), renderer.render(3.0)
+    near = np.corrcoef(a.hq.ravel(), b.hq.ravel())[0, 1]
+    assert near > 0.8
+    assert not np.array_equal(a.hq, b.hq)
+    assert np.corrcoef(a.hq.ravel(), far.hq.ravel())[0, 1] < near - 0.1
+
+
+def test_same_seed_same_scene():
+    a = PhantomRenderer(40, 40, seed=9).render(0.5)
+    b = PhantomRenderer(40, 40, seed=9).render(0.5)
+    assert np.array_equal(a.hq, b.hq) and np.array_equal(a.seg, b.seg)
+
+
+def test_phantoms_are_written_in_the_thesis_triptych_layout(tmp_path):
+    paths = write_phantoms(tmp_path, 3, 40, 56, seed=2)
+    assert [p.name for p in paths] == ["phantom_00002.png", "phantom_00003.png", "phantom_00004.png"]
+    samples = read_triptych_folder(tmp_path)
+    assert len(samples) == 3
+    s = samples[0]
+    assert s.lq.shape == s.hq.shape == s.seg.shape == (40, 56)
+    assert set(np.unique(s.seg)) & set(FETUS_LABELS)
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_split_triptych_refuses_images_that_are_not_triptychs():
+    with pytest.raises(ValueError, match="divides by 3"):
+        split_triptych(np.zeros((4, 10), np.uint8))
+
+
+def test_psnr_uses_the_target_peak_as_the_thesis_defines():
+    target = np.array([[0, 100], [50, 100]], np.uint8)
+    out = target.astype(float) + np.array([[10, -10], [10, -10]])
+    assert psnr(out, target) == pytest.approx(20 * np.log10(100 / 10))
+    assert psnr(target, target) == float("inf")

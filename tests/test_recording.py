@@ -1,0 +1,130 @@
+"""Recording file format and record → replay over real sockets."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from usnst_stream import protocol
+from usnst_stream.publisher import open_publisher, publish
+from usnst_stream.recording import RecordingError, RecordingReader, RecordingWriter, record
+from usnst_stream.sources import limited, looped, open_source, phantom_stream
+
+from conftest import gray_frame
+
+
+def _write(path, n=5):
+    msgs = []
+    with RecordingWriter(path) as w:
+        for i in range(n):
+            parts = [bytes(p) for p in protocol.encode(gray_frame(i))]
+            w.write(1_000_000_000 + i * 33_000_000, parts)
+            msgs.append(parts)
+    return msgs
+
+
+def test_recording_reads_back_every_message_byte_for_byte(tmp_path):
+    msgs = _write(tmp_path / "r.usrec")
+    reader = RecordingReader(tmp_path / "r.usrec")
+    got = list(reader)
+    assert [m.parts for m in got] == msgs
+    assert got[1].recv_ns - got[0].recv_ns == 33_000_000
+    assert reader.status == "complete"
+
+
+@pytest.mark.parametrize("cut", [1, 7, 100, 400])
+def test_truncated_recording_replays_up_to_its_last_whole_frame(tmp_path, cut):
+    path = tmp_path / "r.usrec"
+    msgs = _write(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-cut])
+    reader = RecordingReader(path)
+    got = [m.parts for m in reader]
+    assert got == msgs[:len(got)] and len(got) < len(msgs)
+    assert "truncated" in reader.status
+
+
+def test_corrupted_record_is_detected_by_its_checksum(tmp_path):
+    path = tmp_path / "r.usrec"
+    msgs = _write(path, 3)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF  # flip bits inside the last frame's pixels
+    path.write_bytes(bytes(data))
+    reader = RecordingReader(path)
+    assert [m.parts for m in reader] == msgs[:2]
+    assert "checksum" in reader.status
+
+
+def test_a_file_that_is_not_a_recording_is_refused(tmp_path):
+    path = tmp_path / "x.usrec"
+    path.write_bytes(b"hello world, not a recording")
+    with pytest.raises(RecordingError, match="not a usnst recording"):
+        RecordingReader(path)
+
+
+def test_record_then_replay_sends_identical_bytes(tmp_path):
+    ctx = zmq.Context.instance()
+    # 1. A simulator stream recorded live.
+    sim, (sim_ep,) = open_publisher("@tcp://127.0.0.1:*", ctx)
+    path = tmp_path / "live.usrec"
+    ready, stop = threading.Event(), threading.Event()
+    result = {}
+    t = threading.Thread(target=lambda: result.update(record(">" + sim_ep, path, stop, frames=12, ready=ready)))
+    t.start()
+    ready.wait(5)
+    time.sleep(0.3)
+    publish(limited(phantom_stream(32, 40, fps=100), frames=12), sim)
+    t.join(10)
+    sim.close()
+    assert result["written"] == 12 and result["missing_by_seq"] == 0
+    recorded = [m.parts for m in RecordingReader(path)]
+    assert [protocol.decode(p).seq for p in recorded] == list(range(12))
+
+    # 2. Replayed to a subscriber: the same bytes, in order, at the recorded pace.
+    pub, (pub_ep,) = open_publisher("@tcp://127.0.0.1:*", ctx)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(pub_ep)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    counts = publish(open_source(path), pub)
+    elapsed = time.monotonic() - t0
+    got = [sub.recv_multipart() for _ in range(counts["sent"])]
+    pub.close()
+    sub.close()
+    assert got == recorded
+    assert elapsed >= 0.8 * 11 / 100  # 12 frames recorded at 100 fps take ≈ 0.11 s to replay
+
+
+def test_replay_options_restamp_retime_and_loop(tmp_path):
+    path = tmp_path / "r.usrec"
+    msgs = _write(path, 3)
+    before = protocol.now_ns()
+    restamped = list(open_source(path, restamp=True))
+    assert all(protocol.decode(p).capture_ns >= before for _, p in restamped)
+    assert [bytes(p[2]) for _, p in restamped] == [m[2] for m in msgs]
+    retimed = [t for t, _ in open_source(path, fps=10)]
+    assert retimed == pytest.approx([0.0, 0.1, 0.2])
+    looped_times = [t for t, _ in looped(lambda: open_source(path, fps=10), times=2)]
+    assert looped_times == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_image_folder_and_video_sources(tmp_path):
+    import cv2
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.full((10, 12), i * 50, np.uint8))
+    frames = [protocol.decode(p) for _, p in open_source(folder, fps=5)]
+    assert [f.pixels[0, 0, 0] for f in frames] == [0, 50, 100] and frames[2].meta["source"] == "f2.png"
+
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 12, (32, 24))
+    for i in range(4):
+        writer.write(np.full((24, 32, 3), 40 * i, np.uint8))
+    writer.release()
+    items = list(open_source(video))
+    assert len(items) == 4 and items[1][0] == pytest.approx(1 / 12)
+    assert protocol.decode(items[0][1]).pixels.shape == (24, 32, 1)

@@ -1,0 +1,331 @@
+"""The `usnst` command: one entry point, one subcommand per job. This module only parses flags, wires the
+packages together and words the results for a person; the work lives in the packages."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+log = logging.getLogger("usnst")
+
+ENDPOINT_HELP = "'@' binds, '>' connects (e.g. @tcp://127.0.0.1:5556, >ipc:///tmp/sim); comma-separate several"
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'256' → (256, 256); '256x352' → height 256, width 352."""
+    try:
+        if "x" in text.lower():
+            h, w = (int(v) for v in text.lower().split("x"))
+        else:
+            h = w = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}") from None
+    if h < 8 or w < 8:
+        raise argparse.ArgumentTypeError("size must be at least 8x8")
+    return h, w
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM set an event so long-running commands finish cleanly and print their summary."""
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _engine_options(args):
+    from engines.backends import EngineOptions
+
+    return EngineOptions(noise=args.noise, seed=args.seed, threads=args.threads)
+
+
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint path or embedded model name (default: the embedded lq2hq)")
+    p.add_argument("--backend", default="torch", help="inference backend: torch (eager), auto")
+    p.add_argument("--noise", default="frame", choices=["frame", "off"], help="noise injection: fresh every frame, or off")
+    p.add_argument("--seed", type=int, default=0, help="seed of the injected noise (reproducible outputs)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: torch's)")
+
+
+# -- subcommands ----------------------------------------------------------------------------------------
+def cmd_serve(args) -> int:
+    from engines.backends import load_engine
+    from usnst_stream.node import Node, NodeConfig
+    from usnst_stream.protocol import Limits
+
+    engine = load_engine(args.model, args.backend, _engine_options(args))
+    cfg = NodeConfig(input=args.input, output=args.output, limits=Limits(args.max_width, args.max_height),
+                     stats_interval=args.stats_interval, input_topic=args.input_topic.encode(),
+                     output_topic=args.output_topic.encode())
+    node = Node(engine, cfg).start()
+    signal.signal(signal.SIGINT, lambda *_: node.request_stop())
+    signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
+    print(f"usnst serve: {engine.describe()['backend']} engine; subscribing {', '.join(node.endpoints['input'])}; "
+          f"publishing {', '.join(node.endpoints['output'])}. Ctrl-C stops.", flush=True)
+    final = node.run(args.duration)
+    print(f"usnst serve: stopped. {node.stats.summary_line()}", flush=True)
+    if args.json:
+        print(json.dumps(final))
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from usnst_stream.publisher import open_publisher, publish
+    from usnst_stream.sources import limited, phantom_stream
+
+    stop = _stop_on_signals()
+    h, w = args.size
+    sock, bound = open_publisher(args.output)
+    print(f"usnst simulate: publishing {args.quality.upper()} {h}x{w} {args.dtype} frames at {args.fps:g} fps on "
+          f"{', '.join(bound)}. Ctrl-C stops.", flush=True)
+    source = limited(phantom_stream(h, w, args.fps, args.quality, args.seed, args.dtype), args.frames, args.duration)
+    counts = publish(source, sock, stop)
+    sock.close()
+    print(f"usnst simulate: sent {counts['sent']} frames ({counts['late']} late).", flush=True)
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from tqdm import tqdm
+
+    from usnst_stream.phantom import write_phantoms
+
+    h, w = args.size
+    with tqdm(total=args.n, desc="phantoms", unit="img", disable=None) as bar:
+        paths = write_phantoms(args.out, args.n, h, w, args.seed, progress=bar.update)
+    print(f"usnst phantom: wrote {len(paths)} triptychs (LQ | HQ | segmentation, {h}x{w} each) to {args.out}")
+    return 0
+
+
+def cmd_record(args) -> int:
+    from usnst_stream.recording import record
+
+    stop = _stop_on_signals()
+    print(f"usnst record: recording {args.input} to {args.out}. Ctrl-C stops.", flush=True)
+    counts = record(args.input, args.out, stop, args.frames, args.duration, args.topic.encode())
+    print(f"usnst record: wrote {counts['written']} messages to {counts['path']}; {counts['missing_by_seq']} frames "
+          f"missing from the sequence numbers; {counts['invalid']} not valid frames.", flush=True)
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from usnst_stream.publisher import open_publisher, publish
+    from usnst_stream.sources import limited, looped, open_source
+
+    stop = _stop_on_signals()
+    make = lambda: open_source(args.source, args.fps, args.restamp)
+    make()  # fail now, with a clear message, if the source cannot be opened
+    times = None if args.loop == 0 else args.loop
+    source = limited(looped(make, times), args.frames)
+    sock, bound = open_publisher(args.output)
+    print(f"usnst replay: publishing {args.source} on {', '.join(bound)}"
+          f"{' at ' + format(args.fps, 'g') + ' fps' if args.fps else ' at its recorded timing'}"
+          f"{' x' + format(args.speed, 'g') if args.speed != 1 else ''}. Ctrl-C stops.", flush=True)
+    import time
+
+    time.sleep(args.settle)  # give subscribers a moment to connect before the first frame
+    counts = publish(source, sock, stop, args.speed)
+    sock.close()
+    print(f"usnst replay: sent {counts['sent']} messages ({counts['late']} late).", flush=True)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from usnst_stream.demo import DemoConfig, run_demo
+
+    h, w = args.size
+    cfg = DemoConfig(seconds=args.seconds, fps=args.fps, height=h, width=w, model=args.model, backend=args.backend,
+                     transport=args.transport, out=args.out, seed=args.seed)
+    print(f"usnst demo: simulator -> node -> consumer over {cfg.transport} on loopback, {h}x{w} frames at "
+          f"{cfg.fps:g} fps for {cfg.seconds:g} s ...", flush=True)
+    r = run_demo(cfg)
+    node, cons = r["node"], r["consumer"]
+    lat = node["latency_ms"]
+    e2e = cons["end_to_end_ms"]
+    print(f"  engine      {r['engine']['backend']} ({r['engine'].get('task') or 'model'}), noise {r['engine']['noise']}")
+    print(f"  simulator   sent {r['simulator']['sent']} frames at {cfg.fps:g} fps")
+    print(f"  node        stylized {node['published']} frames ({node['fps_out']:.1f} fps), dropped {node['dropped']} "
+          f"to stay current, lost {node['lost']}, rejected {node['rejected']}")
+    print(f"  latency     inference p50 {lat['infer']['p50']:.1f} ms, p99 {lat['infer']['p99']:.1f} ms; "
+          f"queued p50 {lat['wait']['p50']:.1f} ms")
+    print(f"  end to end  capture -> consumer p50 {e2e['p50']:.1f} ms, p99 {e2e['p99']:.1f} ms, max {e2e['max']:.1f} ms "
+          f"({cons['received']} frames received, {cons['fps']:.1f} fps)")
+    if "picture" in r:
+        print(f"  picture     {r['picture']} (input | stylized | high-quality reference)")
+    else:
+        print("  picture     none: no stylized frame reached the consumer")
+    if args.json:
+        print(json.dumps(r))
+    return 0 if cons["received"] > 0 else 1
+
+
+def cmd_train(args) -> int:
+    from trainer.supervised import SupervisedConfig, train
+
+    cfg = SupervisedConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch, crop=args.crop,
+                           lr=args.lr, width=args.width, n_residual=args.n_residual, noise=not args.no_noise,
+                           seed=args.seed, threads=args.threads)
+    meta = train(cfg)
+    v = meta["validation"]
+    print(f"usnst train: saved {args.out} after {meta['steps']} steps ({meta['train_seconds']:.0f} s); L1 "
+          f"{meta['first_l1']:.4f} -> {meta['final_l1']:.4f}")
+    if v:
+        print(f"  held-out: SSIM {v['ssim']:.3f} (identity {v['identity_ssim']:.3f}), "
+              f"PSNR {v['psnr']:.2f} dB (identity {v['identity_psnr']:.2f} dB)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from engines.backends import load_engine
+    from usnst_stream.bench import format_tables, run_bench
+
+    engine = load_engine(args.model, args.backend, _engine_options(args))
+    sizes = [int(v) for v in args.sizes.split(",")]
+    result = run_bench(engine, sizes, args.fps, args.seconds, args.messages)
+    print(format_tables(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"usnst bench: wrote {args.json}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from engines.checkpoint import read_checkpoint, resolve_model
+
+    path = resolve_model(args.model)
+    payload = read_checkpoint(path)
+    n_params = sum(t.numel() for t in payload["state_dict"].values())
+    print(json.dumps({"path": str(path), "config": payload["config"], "parameters": n_params, "meta": payload["meta"]},
+                     indent=2, default=str))
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="usnst", description="Real-time neural style transfer for ultrasound simulators.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="stylize a live frame stream (SUB -> engine -> PUB)")
+    p.add_argument("--in", dest="input", default=">tcp://127.0.0.1:5555", help="simulator endpoint; " + ENDPOINT_HELP)
+    p.add_argument("--out", dest="output", default="@tcp://127.0.0.1:5556", help="output endpoint; " + ENDPOINT_HELP)
+    _add_engine_flags(p)
+    p.add_argument("--max-width", type=int, default=4096, help="reject frames wider than this")
+    p.add_argument("--max-height", type=int, default=4096, help="reject frames taller than this")
+    p.add_argument("--input-topic", default="usnst/frame")
+    p.add_argument("--output-topic", default="usnst/stylized")
+    p.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats lines (0: none)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--json", action="store_true", help="print the final stats as JSON")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("simulate", help="publish synthetic B-mode frames like an ultrasound simulator")
+    p.add_argument("--out", dest="output", default="@tcp://127.0.0.1:5555", help=ENDPOINT_HELP)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--size", type=_size, default=(256, 256), help="N or HxW (default 256)")
+    p.add_argument("--quality", default="lq", choices=["lq", "hq", "seg"], help="which rendering to publish")
+    p.add_argument("--dtype", default="uint8", choices=["uint8", "uint16", "float32"])
+    p.add_argument("--frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--seed", type=int, default=0, help="scene seed")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("phantom", help="write synthetic LQ | HQ | segmentation triptych PNGs (thesis layout)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("-n", type=int, default=10, help="number of samples")
+    p.add_argument("--size", type=_size, default=(1000, 1386), help="panel size N or HxW (default 1000x1386, the thesis')")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("record", help="record a frame stream to a crash-safe file")
+    p.add_argument("--in", dest="input", default=">tcp://127.0.0.1:5556", help=ENDPOINT_HELP)
+    p.add_argument("--out", required=True, help="recording file (.usrec)")
+    p.add_argument("--topic", default="", help="topic prefix to record (default: all)")
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--duration", type=float, default=None)
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("replay", help="publish a recording, a folder of images or a video")
+    p.add_argument("source", help="recording file, image folder or video file")
+    p.add_argument("--out", dest="output", default="@tcp://127.0.0.1:5555", help=ENDPOINT_HELP)
+    p.add_argument("--fps", type=float, default=None, help="fixed rate instead of the recorded timing")
+    p.add_argument("--speed", type=float, default=1.0, help="timing multiplier (2 = twice as fast)")
+    p.add_argument("--loop", type=int, default=1, help="play N times (0: for ever)")
+    p.add_argument("--frames", type=int, default=None, help="stop after N messages")
+    p.add_argument("--restamp", action="store_true", help="set capture_ns to the replay time")
+    p.add_argument("--settle", type=float, default=0.5, help="seconds to wait for subscribers before the first frame")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("demo", help="simulator -> node -> consumer on loopback, with stats and a picture")
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--size", type=_size, default=(256, 256))
+    p.add_argument("--model", default=None)
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--transport", default="tcp", choices=["tcp", "ipc"])
+    p.add_argument("--out", default="usnst-demo.png", help="side-by-side picture to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="also print the full report as JSON")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a transform net on LQ | HQ | seg triptychs (supervised L1)")
+    p.add_argument("--data", required=True, help="folder of triptychs (usnst phantom writes them)")
+    p.add_argument("--out", default="model.pt")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--width", type=int, default=16, help="channels of the first conv (thesis: 32)")
+    p.add_argument("--n-residual", type=int, default=5)
+    p.add_argument("--no-noise", action="store_true", help="build the net without noise injection")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="measure node throughput/latency and the protocol's overhead over plain pyzmq")
+    _add_engine_flags(p)
+    p.add_argument("--sizes", default="256,512", help="comma-separated square frame sizes")
+    p.add_argument("--fps", type=float, default=60.0, help="input rate (above the engine's rate measures throughput)")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds of stream per size")
+    p.add_argument("--messages", type=int, default=300, help="messages per transport measurement")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("info", help="show a checkpoint's config and metadata")
+    p.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    import zmq
+
+    from engines.backends import BackendUnavailable
+    from engines.checkpoint import CheckpointError
+    from usnst_stream.recording import RecordingError
+
+    try:
+        return args.func(args)
+    except (CheckpointError, BackendUnavailable, RecordingError, FileNotFoundError, ValueError) as exc:
+        print(f"usnst {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except zmq.ZMQError as exc:
+        print(f"usnst {args.command}: error: ZeroMQ: {exc} (is another process using that endpoint?)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""`usnst demo`: simulator → node → consumer on loopback, end to end, with a picture to look at.
+
+Everything runs in this process (three threads) but talks over real ZeroMQ sockets, exactly as separate
+processes would; the consumer measures end-to-end latency from the simulator's capture timestamp.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zmq
+
+from engines.backends import EngineOptions, load_engine
+from usnst_stream import protocol
+from usnst_stream.node import Node, NodeConfig
+from usnst_stream.phantom import to_uint8
+from usnst_stream.publisher import open_publisher, publish
+from usnst_stream.sources import limited, phantom_stream
+from usnst_stream.stats import LatencyWindow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoConfig:
+    seconds: float = 6.0
+    fps: float = 15.0
+    height: int = 256
+    width: int = 256
+    model: str | None = None  # None: the embedded LQ→HQ model
+    backend: str = "torch"
+    transport: str = "tcp"  # or "ipc"
+    out: str = "usnst-demo.png"
+    seed: int = 0
+
+
+class Consumer:
+    """Subscribes to stylized frames and measures what a display would experience."""
+
+    def __init__(self, endpoint: str, context: zmq.Context):
+        self.sock = context.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.SUBSCRIBE, protocol.OUTPUT_TOPIC)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.end_to_end = LatencyWindow(100_000)
+        self.received = 0
+        self.last: protocol.Frame | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="usnst-consumer", daemon=True)
+
+    def _loop(self):
+        try:
+            while not self.stop.is_set():
+                if not self.sock.poll(100):
+                    continue
+                frame = protocol.decode(self.sock.recv_multipart())
+                now = protocol.now_ns()
+                if isinstance(frame, protocol.Frame):
+                    self.received += 1
+                    self.end_to_end.add((now - frame.capture_ns) / 1e6)
+                    self.last = frame
+        finally:
+            self.sock.close()
+
+
+def _endpoints(transport: str) -> tuple[str, str]:
+    if transport == "tcp":
+        return "@tcp://127.0.0.1:*", "@tcp://127.0.0.1:*"
+    if transport == "ipc":
+        base = Path(tempfile.gettempdir()) / f"usnst-demo-{os.getpid()}"
+        return f"@ipc://{base}-sim", f"@ipc://{base}-out"
+    raise ValueError(f"transport must be tcp or ipc, got {transport!r}")
+
+
+def side_by_side(lq: np.ndarray, styled: np.ndarray, hq: np.ndarray) -> np.ndarray:
+    """input | stylized | high-quality reference, labelled, as one uint8 image."""
+    panels = []
+    for img, label in ((lq, "input (LQ)"), (styled, "stylized"), (hq, "reference (HQ)")):
+        panel = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        scale = max(img.shape[0] / 256, 0.4)
+        cv2.putText(panel, label, (6, int(20 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 220, 255), 1, cv2.LINE_AA)
+        panels.append(panel)
+    return np.concatenate(panels, axis=1)
+
+
+def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
+    engine = load_engine(cfg.model, cfg.backend, EngineOptions(seed=cfg.seed))
+    context = zmq.Context.instance()
+    sim_ep, out_ep = _endpoints(cfg.transport)
+    sim_sock, sim_bound = open_publisher(sim_ep, context)
+    node = Node(engine, NodeConfig(input=">" + sim_bound[0], output=out_ep, stats_interval=0), context).start()
+    consumer = Consumer(node.endpoints["output"][0], context)
+    consumer.thread.start()
+    time.sleep(0.5)  # let both subscriptions reach their publishers (ZeroMQ's slow joiner)
+
+    refs: OrderedDict[int, object] = OrderedDict()
+
+    def keep(seq, sample):
+        refs[seq] = sample
+        while len(refs) > 256:
+            refs.popitem(last=False)
+
+    source = limited(phantom_stream(cfg.height, cfg.width, cfg.fps, "lq", cfg.seed, keep=keep), duration=cfg.seconds)
+    t0 = time.monotonic()
+    sent = publish(source, sim_sock)
+    sim_sock.close()
+    # Let the last frame through the engine before stopping.
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and node.stats.snapshot()["published"] + node.stats.snapshot()["dropped"] < sent["sent"]:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    elapsed = time.monotonic() - t0
+    node_stats = node.stop()
+    consumer.stop.set()
+    consumer.thread.join(timeout=5)
+
+    report = {"engine": engine.describe(), "transport": cfg.transport, "frame": [cfg.height, cfg.width],
+              "seconds": elapsed, "simulator": {**sent, "fps": cfg.fps}, "node": node_stats,
+              "consumer": {"received": consumer.received,
+                           "fps": consumer.received / elapsed if elapsed else 0.0,
+                           "end_to_end_ms": dict(zip(("p50", "p99", "max"), consumer.end_to_end.percentiles((50, 99, 100))))}}
+    last = consumer.last
+    if last is not None and last.seq in refs:
+        sample = refs[last.seq]
+        picture = side_by_side(to_uint8(sample.lq), last.pixels[:, :, 0], to_uint8(sample.hq))
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(cfg.out, picture)
+        report["picture"] = cfg.out
+    return report
