@@ -82,11 +82,15 @@ def test_simulate_serve_record_replay_over_ipc(tmp_path, tiny_checkpoint):
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.bind(f"ipc://{tmp_path}/replay")
-    usnst("replay", tmp_path / "styled.usrec", "--out", f">ipc://{tmp_path}/replay", "--fps", 100, "--settle", 1.0)
+    replay = spawn("replay", tmp_path / "styled.usrec", "--out", f">ipc://{tmp_path}/replay", "--fps", 100,
+                   "--settle", 1.0)
     got = []
-    while sub.poll(500):
-        got.append(protocol.decode(sub.recv_multipart()))
+    # A bound SUB sends its subscription only while it polls (libzmq): keep polling while the replay runs.
+    while replay.poll() is None or sub.poll(500):
+        if sub.poll(50):
+            got.append(protocol.decode(sub.recv_multipart()))
     sub.close()
+    assert replay.returncode == 0
     assert [f.seq for f in got] == [f.seq for f in recorded]
     assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(got, recorded))
 
@@ -120,3 +124,15 @@ def test_bench_reports_every_field(tmp_path, tiny_checkpoint):
         assert node[key]["p50"] > 0 and node[key]["p99"] >= node[key]["p50"]
     assert transport["messages"] == 20 and transport["bytes"] == 32 * 32
     assert transport["plain_us"]["p50"] > 0 and transport["ratio_p50"] > 0
+
+
+def test_serve_stops_cleanly_on_sigterm_with_a_summary(tmp_path, tiny_checkpoint):
+    serve = spawn("serve", "--in", f">ipc://{tmp_path}/in", "--out", f"@ipc://{tmp_path}/out",
+                  "--model", tiny_checkpoint)
+    first = serve.stdout.readline()  # printed once both sockets are open
+    assert "usnst serve:" in first and "Ctrl-C stops" in first
+    serve.send_signal(signal.SIGTERM)
+    out, err = serve.communicate(timeout=20)
+    assert serve.returncode == 0, err
+    assert "stopped" in out and "received 0" in out
+    assert "received SIGTERM" in err or "final:" in err

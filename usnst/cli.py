@@ -28,16 +28,20 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _stop_on_signals() -> threading.Event:
-    """SIGINT/SIGTERM set an event so long-running commands finish cleanly and print their summary."""
-    stop = threading.Event()
+def _on_signals(action) -> None:
+    """SIGINT/SIGTERM call ``action`` so long-running commands finish cleanly and print their summary."""
 
     def handler(signum, _frame):
         log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
+        action()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    _on_signals(stop.set)
     return stop
 
 
@@ -66,8 +70,7 @@ def cmd_serve(args) -> int:
                      stats_interval=args.stats_interval, input_topic=args.input_topic.encode(),
                      output_topic=args.output_topic.encode())
     node = Node(engine, cfg).start()
-    signal.signal(signal.SIGINT, lambda *_: node.request_stop())
-    signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
+    _on_signals(node.request_stop)
     print(f"usnst serve: {engine.describe()['backend']} engine; subscribing {', '.join(node.endpoints['input'])}; "
           f"publishing {', '.join(node.endpoints['output'])}. Ctrl-C stops.", flush=True)
     final = node.run(args.duration)
@@ -325,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     except zmq.ZMQError as exc:
         print(f"usnst {args.command}: error: ZeroMQ: {exc} (is another process using that endpoint?)", file=sys.stderr)
         return 2
-
+    finally:
+        # Flush what publishers still hold (their linger) before the process exits.
+        zmq.Context.instance().destroy(linger=1000)
 
 if __name__ == "__main__":
     sys.exit(main())
