@@ -53,6 +53,9 @@ def transport_overhead(size: int, n: int = 300, endpoint: str = "tcp://127.0.0.1
         assert isinstance(frame, protocol.Frame)
         return frame.pixels
 
+    for i in range(20):  # warm-up: first sends allocate buffers on both sides
+        plain(i)
+        framed(i)
     times = {"plain": [], "protocol": []}
     for i in range(n):  # interleaved, so both see the same machine state
         for name, fn in (("plain", plain), ("protocol", framed)):
