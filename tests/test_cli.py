@@ -136,3 +136,20 @@ def test_serve_stops_cleanly_on_sigterm_with_a_summary(tmp_path, tiny_checkpoint
     assert serve.returncode == 0, err
     assert "stopped" in out and "received 0" in out
     assert "received SIGTERM" in err or "final:" in err
+
+
+def test_protocol_examples_interoperate_with_the_node(tmp_path, tiny_checkpoint):
+    """examples/ use only pyzmq + msgpack, as a C++ or C# team would from docs/PROTOCOL.md."""
+    examples = os.path.join(os.path.dirname(__file__), "..", "examples")
+    sim_ep, out_ep = f"ipc://{tmp_path}/sim", f"ipc://{tmp_path}/out"
+    serve = spawn("serve", "--in", ">" + sim_ep, "--out", "@" + out_ep, "--model", tiny_checkpoint)
+    assert "usnst serve:" in serve.stdout.readline()
+    consumer = subprocess.Popen([sys.executable, os.path.join(examples, "consume_stylized.py"), out_ep, "5"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    subprocess.run([sys.executable, os.path.join(examples, "publish_frames.py"), sim_ep, "30"], check=True, timeout=60)
+    out, err = consumer.communicate(timeout=30)
+    serve.send_signal(signal.SIGINT)
+    serve.communicate(timeout=20)
+    assert consumer.returncode == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 5 and all("160x128" in line and "end-to-end" in line for line in lines)
