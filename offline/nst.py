@@ -1,0 +1,203 @@
+"""Optimisation-based neural style transfer (Gatys et al. 2016) and the thesis' variants.
+
+The output image itself is optimised with Adam to minimise
+    content_weight · MSE(F_out, F_content) at block5_conv2
+  + style_weight · mean over style layers of ‖G_out − G_style‖²  (Gram matrices normalised by feature size)
+with no total-variation term (it would smooth away the speckle the style is made of).
+
+Variants, all through ``run_nst``:
+- plain: one Gram per layer over the whole image;
+- augmented: one masked Gram per segmentation label common to content and style (the style's own masks when it has
+  a segmentation, else the content's masks applied to both), averaged over labels;
+- local: ``run_local_nst`` optimises each label region on its own and sums the regions;
+- average style: the target Grams come from a folder of style images, by averaging features or averaging Grams.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from offline.gram import gram, label_masks, masked_gram, masks_for_layers
+
+log = logging.getLogger(__name__)
+
+CONTENT_LAYER = "block5_conv2"
+STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+# The thesis optimised in 0–255 pixel units (Keras' VGG preprocessing), so its Adam lr 5e-3 is a step of
+# 5e-3 grey levels; the image variable here is kept in those units for the same step size.
+PIXEL_SCALE = 255.0
+# Thesis task weights (content, style).
+TASK_WEIGHTS = {"lq2hq": (1e5, 1e-2), "seg2hq": (1e5, 1e-1), "hq2clinical": (5e5, 1e-2)}
+
+
+@dataclass
+class NSTConfig:
+    task: str = "lq2hq"
+    content_weight: float | None = None  # None: the task's thesis weight
+    style_weight: float | None = None
+    lr: float = 5e-3
+    iterations: int = 3000
+    init: str = "content"  # or "noise"
+    content_layer: str = CONTENT_LAYER
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    seed: int = 0
+    progress: bool = False
+
+    def weights(self) -> tuple[float, float]:
+        if self.task not in TASK_WEIGHTS:
+            raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASK_WEIGHTS)}")
+        cw, sw = TASK_WEIGHTS[self.task]
+        return (cw if self.content_weight is None else self.content_weight,
+                sw if self.style_weight is None else self.style_weight)
+
+
+@dataclass
+class StyleTarget:
+    """Target Grams per style layer: ``whole[layer]`` for plain NST, or ``by_label[label][layer]`` for the
+    augmented loss."""
+
+    whole: dict[str, torch.Tensor] = field(default_factory=dict)
+    by_label: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+@dataclass
+class NSTResult:
+    image: np.ndarray  # float32 (H, W) in [0, 1]
+    losses: list[tuple[float, float, float]]  # per iteration: total, content, style (weighted)
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 or float [0, 1] (H, W) → float32 (1, 1, H, W)."""
+    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x))[None, None]
+
+
+def _mask_tensors(masks: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:
+    return {k: torch.from_numpy(v)[None, None] for k, v in masks.items()}
+
+
+def style_target(vgg, style: np.ndarray, layers=STYLE_LAYERS, masks: dict[int, np.ndarray] | None = None) -> StyleTarget:
+    """Grams of one style image, plain or per label mask (masks in the style image's own geometry)."""
+    with torch.no_grad():
+        feats = vgg(to_tensor(style), layers)
+        if not masks:
+            return StyleTarget(whole={l: gram(f) for l, f in feats.items()})
+        target = StyleTarget()
+        for label, m in _mask_tensors(masks).items():
+            layer_masks = masks_for_layers(m, list(layers), vgg)
+            target.by_label[label] = {l: masked_gram(feats[l], layer_masks[l]) for l in layers}
+        return target
+
+
+def average_style_target(vgg, styles: list[np.ndarray], layers=STYLE_LAYERS, mode: str = "gram") -> StyleTarget:
+    """The average style of a set: ``mode="gram"`` averages the per-image Grams; ``mode="features"`` averages the
+    feature maps (images must share a size) and takes the Gram of the mean."""
+    if not styles:
+        raise ValueError("average style needs at least one style image")
+    with torch.no_grad():
+        if mode == "gram":
+            grams = [style_target(vgg, s, layers).whole for s in styles]
+            return StyleTarget(whole={l: torch.stack([g[l] for g in grams]).mean(0) for l in layers})
+        if mode == "features":
+            if len({s.shape for s in styles}) != 1:
+                raise ValueError("feature-space average style needs style images of one size (centre-crop them)")
+            feats = [vgg(to_tensor(s), layers) for s in styles]
+            return StyleTarget(whole={l: gram(torch.stack([f[l] for f in feats]).mean(0)) for l in layers})
+    raise ValueError(f"average style mode must be 'gram' or 'features', got {mode!r}")
+
+
+def _style_loss(feats: dict[str, torch.Tensor], target: StyleTarget, out_masks: dict[int, dict[str, torch.Tensor]]):
+    if target.by_label:
+        labels = [k for k in target.by_label if k in out_masks]
+        if not labels:
+            raise ValueError("no segmentation label is common to the content and the style")
+        per_label = [torch.stack([((masked_gram(feats[l], out_masks[k][l]) - g) ** 2).sum()
+                                  for l, g in target.by_label[k].items()]).mean() for k in labels]
+        return torch.stack(per_label).mean()
+    return torch.stack([((gram(feats[l]) - g) ** 2).sum() for l, g in target.whole.items()]).mean()
+
+
+def run_nst(vgg, content: np.ndarray, target: StyleTarget, cfg: NSTConfig = NSTConfig(),
+            content_masks: dict[int, np.ndarray] | None = None) -> NSTResult:
+    """Optimise an image towards ``content`` (content features) and ``target`` (style Grams).
+    ``content_masks`` are needed for an augmented (per-label) target: they mask the output's features."""
+    cw, sw = cfg.weights()
+    style_layers = list(target.whole or next(iter(target.by_label.values()), {}))
+    layers = list(dict.fromkeys([cfg.content_layer, *style_layers]))
+    x_content = to_tensor(content)
+    with torch.no_grad():
+        content_feat = vgg(x_content, [cfg.content_layer])[cfg.content_layer]
+    out_masks = {}
+    if target.by_label:
+        if not content_masks:
+            raise ValueError("an augmented (per-label) style target needs the content's label masks")
+        out_masks = {k: masks_for_layers(m, style_layers, vgg) for k, m in _mask_tensors(content_masks).items()}
+    if cfg.init == "content":
+        image = x_content.clone()
+    elif cfg.init == "noise":
+        image = torch.rand(x_content.shape, generator=torch.Generator().manual_seed(cfg.seed))
+    else:
+        raise ValueError(f"init must be 'content' or 'noise', got {cfg.init!r}")
+    pixels = (image * PIXEL_SCALE).requires_grad_(True)
+    opt = torch.optim.Adam([pixels], lr=cfg.lr)
+    losses = []
+    for _ in tqdm(range(cfg.iterations), desc="nst", unit="it", disable=not cfg.progress):
+        feats = vgg(pixels / PIXEL_SCALE, layers)
+        content_loss = cw * F.mse_loss(feats[cfg.content_layer], content_feat)
+        style_loss = sw * _style_loss(feats, target, out_masks)
+        loss = content_loss + style_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            pixels.clamp_(0.0, PIXEL_SCALE)
+        losses.append((loss.item(), content_loss.item(), style_loss.item()))
+    return NSTResult((pixels.detach() / PIXEL_SCALE)[0, 0].numpy(), losses)
+
+
+def augmented_target(vgg, style: np.ndarray, content_seg: np.ndarray, style_seg: np.ndarray | None = None,
+                     layers=STYLE_LAYERS) -> tuple[StyleTarget, dict[int, np.ndarray]]:
+    """Per-label style target and the content masks to pair with it. With a style segmentation, each image uses its
+    own masks and only labels present in both count; without one, the content's masks mask the style too."""
+    content_masks = label_masks(content_seg)
+    if style_seg is None:
+        if style.shape != content_seg.shape:
+            raise ValueError("without a style segmentation the content masks mask the style: sizes must match")
+        style_masks = content_masks
+    else:
+        style_masks = label_masks(style_seg)
+        common = set(content_masks) & set(style_masks)
+        content_masks = {k: v for k, v in content_masks.items() if k in common}
+        style_masks = {k: v for k, v in style_masks.items() if k in common}
+    if not content_masks:
+        raise ValueError("no label mask large enough (> 0.25 % of the image) is common to content and style")
+    return style_target(vgg, style, layers, style_masks), content_masks
+
+
+def run_local_nst(vgg, content: np.ndarray, style: np.ndarray, regions: dict[int, np.ndarray],
+                  cfg: NSTConfig = NSTConfig()) -> NSTResult:
+    """Local NST: each region (label → mask) is optimised on its own — content and style both restricted to the
+    region — and the results are summed; pixels in no region keep the content."""
+    total = np.zeros(content.shape, np.float32)
+    covered = np.zeros(content.shape, np.float32)
+    losses = None
+    content_f = to_tensor(content)[0, 0].numpy()
+    style_f = to_tensor(style)[0, 0].numpy()
+    for label, mask in regions.items():
+        target = style_target(vgg, style_f * mask if style.shape == mask.shape else style_f, cfg.style_layers)
+        result = run_nst(vgg, content_f * mask, target, cfg)
+        total += result.image * mask
+        covered += mask
+        losses = result.losses if losses is None else [tuple(a + b for a, b in zip(p, q)) for p, q in zip(losses, result.losses)]
+    rest = np.clip(1.0 - covered, 0.0, 1.0)
+    return NSTResult(total + content_f * rest, losses or [])
+
+
+def clear_background(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """Thesis post-step: zero everything outside the foreground (the scan sector), where optimisation leaves noise."""
+    return image * (foreground > 0)
