@@ -49,3 +49,22 @@ def image_paths(folder: str | Path) -> list[Path]:
 
 def read_triptych_folder(folder: str | Path) -> list[Triptych]:
     return [split_triptych(read_gray(p), p.name) for p in image_paths(folder)]
+
+
+def centre_crop(img: np.ndarray, size: int = 1000) -> np.ndarray:
+    """The central size×size square (the thesis cropped 1000×1386 panels to 1000×1000); smaller sides are kept."""
+    h, w = img.shape[:2]
+    ch, cw = min(size, h), min(size, w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return img[top:top + ch, left:left + cw]
+
+
+def resize_longest(img: np.ndarray, size: int, labels: bool = False) -> np.ndarray:
+    """Scale so the longer side is ``size`` (nearest for label maps, area/linear for images)."""
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    if scale == 1:
+        return img
+    dsize = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_NEAREST if labels else (cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return cv2.resize(img, dsize, interpolation=interp)

@@ -14,7 +14,7 @@ import zmq
 from usnst_stream import protocol
 from usnst_stream.recording import RecordingReader
 
-COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "info"]
+COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "info"]
 
 
 def usnst(*args, timeout=120, check=True):
@@ -153,3 +153,38 @@ def test_protocol_examples_interoperate_with_the_node(tmp_path, tiny_checkpoint)
     assert consumer.returncode == 0, err
     lines = out.strip().splitlines()
     assert len(lines) == 5 and all("160x128" in line and "end-to-end" in line for line in lines)
+
+
+@pytest.mark.parametrize("variant_args", [["--variant", "plain"], ["--variant", "augmented", "--clear-background"],
+                                          ["--variant", "local"], ["--style-dir", "STYLES", "--average", "features"]])
+def test_nst_command_writes_image_curves_and_report(tmp_path, variant_args):
+    from usnst_stream.phantom import write_phantoms
+
+    (path,) = write_phantoms(tmp_path / "data", 1, 40, 48, seed=3)
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(styles / f"s{i}.png"), np.random.default_rng(i).integers(0, 255, (40, 48), dtype=np.uint8))
+    args = [a.replace("STYLES", str(styles)) for a in variant_args]
+    proc = usnst("nst", "--triptych", path, "--vgg-weights", "random", "--iterations", 4, "--out", tmp_path / "o.png", *args)
+    assert "random (seed 0)" in proc.stdout
+    out = cv2.imread(str(tmp_path / "o.png"), cv2.IMREAD_GRAYSCALE)
+    assert out.shape == (40, 48)
+    rows = (tmp_path / "o.losses.csv").read_text().strip().splitlines()
+    assert rows[0] == "iteration,total,content,style" and len(rows) == 5
+    assert cv2.imread(str(tmp_path / "o.losses.png")) is not None
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert report["vgg_weights"] == "random (seed 0)" and "metrics_vs_hq" in report
+    if "--clear-background" in args:
+        seg = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)[:, 96:]
+        assert out[seg == 0].max() == 0
+
+
+def test_nst_without_vgg_weights_explains_where_to_put_them(tmp_path):
+    from usnst_stream.phantom import write_phantoms
+
+    (path,) = write_phantoms(tmp_path, 1, 24, 24)
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "USNST_VGG_WEIGHTS": ""}
+    proc = subprocess.run([sys.executable, "-m", "usnst.cli", "nst", "--triptych", str(path), "--iterations", "1",
+                           "--out", str(tmp_path / "o.png")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "VGG19 weights not found" in proc.stderr and "vgg19-dcbb9e9d.pth" in proc.stderr

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 log = logging.getLogger("usnst")
 
@@ -201,6 +202,29 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_nst(args) -> int:
+    from offline.nst import NSTConfig
+    from offline.nst_job import NSTJob, run_job
+
+    nst = NSTConfig(task=args.task, content_weight=args.content_weight, style_weight=args.style_weight, lr=args.lr,
+                    iterations=args.iterations, init=args.init, seed=args.seed, progress=not args.quiet)
+    job = NSTJob(out=args.out, content=args.content, style=args.style, content_seg=args.content_seg,
+                 style_seg=args.style_seg, triptych=args.triptych, style_dir=args.style_dir, average=args.average,
+                 variant=args.variant, size=args.size, clear_background=args.clear_background,
+                 vgg_weights=args.vgg_weights, nst=nst)
+    r = run_job(job)
+    total, content, style = r["final_loss"] or (float("nan"),) * 3
+    print(f"usnst nst: {r['variant']} NST, {nst.iterations} iterations in {r['seconds']:.1f} s -> {r['output']} "
+          f"(final loss {total:.4g}: content {content:.4g}, style {style:.4g})")
+    print(f"  VGG19 weights: {r['vgg_weights']}")
+    if "metrics_vs_hq" in r:
+        m = r["metrics_vs_hq"]
+        print(f"  vs HQ: SSIM {m['ssim']:.3f} (input {m['identity_ssim']:.3f}), PSNR {m['psnr']:.2f} dB "
+              f"(input {m['identity_psnr']:.2f} dB)")
+    print(f"  loss curves: {Path(r['output']).with_suffix('.losses.csv')}, .losses.png; report: .json")
+    return 0
+
+
 def cmd_info(args) -> int:
     from engines.checkpoint import read_checkpoint, resolve_model
 
@@ -304,6 +328,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("nst", help="optimisation-based style transfer (Gatys) and the thesis variants")
+    p.add_argument("--triptych", help="a thesis LQ | HQ | seg image: content and style follow from --task")
+    p.add_argument("--content", help="content image")
+    p.add_argument("--style", help="style image")
+    p.add_argument("--content-seg", help="segmentation of the content (augmented/local variants)")
+    p.add_argument("--style-seg", help="segmentation of the style (augmented variant, paired form)")
+    p.add_argument("--style-dir", help="folder of style images: use their average style")
+    p.add_argument("--average", default="gram", choices=["gram", "features"], help="how --style-dir is averaged")
+    p.add_argument("--variant", default="plain", choices=["plain", "augmented", "local"])
+    p.add_argument("--task", default="lq2hq", choices=["lq2hq", "seg2hq", "hq2clinical"], help="sets thesis weights")
+    p.add_argument("--content-weight", type=float, default=None)
+    p.add_argument("--style-weight", type=float, default=None)
+    p.add_argument("--lr", type=float, default=5e-3, help="Adam step, in grey levels (0-255)")
+    p.add_argument("--iterations", type=int, default=3000)
+    p.add_argument("--init", default="content", choices=["content", "noise"])
+    p.add_argument("--size", type=int, default=None, help="resize so the longer side is N (CPU runs: 128-256)")
+    p.add_argument("--clear-background", action="store_true", help="zero pixels outside the foreground mask")
+    p.add_argument("--vgg-weights", default=None, help="torchvision VGG19 state dict, or 'random' (tests only)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output PNG (loss curves and report are written beside it)")
+    p.set_defaults(func=cmd_nst)
+
     p = sub.add_parser("info", help="show a checkpoint's config and metadata")
     p.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
     p.set_defaults(func=cmd_info)
@@ -318,11 +364,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from engines.backends import BackendUnavailable
     from engines.checkpoint import CheckpointError
+    from offline.vgg import VGGWeightsError
     from usnst_stream.recording import RecordingError
 
     try:
         return args.func(args)
-    except (CheckpointError, BackendUnavailable, RecordingError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, BackendUnavailable, RecordingError, VGGWeightsError, FileNotFoundError, OSError,
+            ValueError) as exc:
         print(f"usnst {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except zmq.ZMQError as exc:

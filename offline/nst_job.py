@@ -1,0 +1,106 @@
+"""One NST run from files to files: read inputs, pick the variant, optimise, write image + loss curves + report.
+
+Inputs come either as separate images (content, style, optional segmentations) or as one thesis triptych
+(LQ | HQ | seg), from which the task decides the content (LQ, or the segmentation for seg2hq) and the style (HQ).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from offline import loss_curves
+from offline.datasets import image_paths, read_gray, resize_longest, split_triptych
+from offline.gram import foreground_mask, label_masks
+from offline.nst import (NSTConfig, augmented_target, average_style_target, clear_background, run_local_nst, run_nst,
+                         style_target)
+from offline.vgg import load_vgg19
+
+VARIANTS = ("plain", "augmented", "local")
+
+
+@dataclass
+class NSTJob:
+    out: str
+    content: str | None = None
+    style: str | None = None
+    content_seg: str | None = None
+    style_seg: str | None = None
+    triptych: str | None = None
+    style_dir: str | None = None  # average style over a folder
+    average: str = "gram"  # or "features"
+    variant: str = "plain"
+    size: int | None = None  # longest side; None keeps the input size
+    clear_background: bool = False
+    vgg_weights: str | None = None
+    nst: NSTConfig = field(default_factory=NSTConfig)
+
+
+def _inputs(job: NSTJob):
+    if job.triptych:
+        t = split_triptych(read_gray(job.triptych), job.triptych)
+        content = t.seg if job.nst.task == "seg2hq" else t.lq
+        return content, t.hq, t.seg, None if job.style_dir else t.seg, t.hq
+    if not job.content or not (job.style or job.style_dir):
+        raise ValueError("give --triptych, or --content with --style (or --style-dir)")
+    read_opt = lambda p: read_gray(p) if p else None
+    return read_gray(job.content), read_opt(job.style), read_opt(job.content_seg), read_opt(job.style_seg), None
+
+
+def run_job(job: NSTJob) -> dict:
+    if job.variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {job.variant!r}")
+    content, style, content_seg, style_seg, reference = _inputs(job)
+    if job.size:
+        content = resize_longest(content, job.size)
+        style = resize_longest(style, job.size) if style is not None else None
+        content_seg = resize_longest(content_seg, job.size, labels=True) if content_seg is not None else None
+        style_seg = resize_longest(style_seg, job.size, labels=True) if style_seg is not None else None
+        reference = resize_longest(reference, job.size) if reference is not None else None
+    vgg = load_vgg19(job.vgg_weights, seed=job.nst.seed)
+    cfg = job.nst
+    t0 = time.monotonic()
+    masks = None
+    if job.style_dir:
+        styles = [read_gray(p) for p in image_paths(job.style_dir)]
+        if job.size:
+            styles = [resize_longest(s, job.size) for s in styles]
+        target = average_style_target(vgg, styles, cfg.style_layers, job.average)
+        result = run_nst(vgg, content, target, cfg)
+    elif job.variant == "plain":
+        result = run_nst(vgg, content, style_target(vgg, style, cfg.style_layers), cfg)
+    elif job.variant == "augmented":
+        if content_seg is None:
+            raise ValueError("the augmented variant needs the content's segmentation (--content-seg or --triptych)")
+        target, masks = augmented_target(vgg, style, content_seg, style_seg, cfg.style_layers)
+        result = run_nst(vgg, content, target, cfg, masks)
+    else:
+        if content_seg is None:
+            raise ValueError("the local variant needs the content's segmentation (--content-seg or --triptych)")
+        result = run_local_nst(vgg, content, style, label_masks(content_seg), cfg)
+    image = result.image
+    if job.clear_background:
+        if content_seg is None:
+            raise ValueError("--clear-background needs the content's segmentation")
+        image = clear_background(image, foreground_mask(content_seg))
+    out = Path(job.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
+    loss_curves.write_csv(result.losses, out.with_suffix(".losses.csv"))
+    loss_curves.plot(result.losses, out.with_suffix(".losses.png"))
+    report = {"output": str(out), "variant": "average-" + job.average if job.style_dir else job.variant,
+              "vgg_weights": vgg.weights_source, "seconds": time.monotonic() - t0,
+              "final_loss": result.losses[-1] if result.losses else None, "labels": sorted(masks) if masks else None,
+              "config": {k: v for k, v in asdict(job).items() if k != "nst"}, "nst": asdict(cfg)}
+    if reference is not None:
+        from offline.metrics import psnr, ssim
+
+        out8 = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+        report["metrics_vs_hq"] = {"ssim": ssim(out8, reference), "psnr": psnr(out8, reference),
+                                   "identity_ssim": ssim(content, reference), "identity_psnr": psnr(content, reference)}
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
+    return report
