@@ -225,6 +225,25 @@ def cmd_nst(args) -> int:
     return 0
 
 
+def cmd_stylize(args) -> int:
+    from engines.backends import load_engine
+    from offline.stylize import StylizeJob, parse_shard, run_stylize
+
+    engine = load_engine(args.model, args.backend, _engine_options(args))
+    job = StylizeJob(inputs=args.inputs, out=args.out, layout=args.layout, targets=args.targets,
+                     metrics=args.metrics or bool(args.targets), shard=parse_shard(args.shard),
+                     overwrite=args.overwrite, progress=not args.quiet)
+    s = run_stylize(engine, job).summary()
+    print(f"usnst stylize: {s['inputs']} inputs in this shard: {s['written']} written, {s['skipped_existing']} already "
+          f"done, {s['failed']} failed -> {args.out}")
+    if "mean_ssim" in s:
+        print(f"  vs targets: SSIM {s['mean_ssim']:.3f} (input {s['mean_identity_ssim']:.3f}), "
+              f"PSNR {s['mean_psnr']:.2f} dB (input {s['mean_identity_psnr']:.2f} dB)")
+    for f in s["failures"]:
+        print(f"  failed: {f['input']}: {f['error']}")
+    return 1 if s["failed"] else 0
+
+
 def cmd_info(args) -> int:
     from engines.checkpoint import read_checkpoint, resolve_model
 
@@ -349,6 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output PNG (loss curves and report are written beside it)")
     p.set_defaults(func=cmd_nst)
+
+    p = sub.add_parser("stylize", help="stylize a folder or glob of images with a trained network (resumable, shardable)")
+    p.add_argument("inputs", help="folder (recursive) or glob pattern, e.g. 'data/**/*.png'")
+    p.add_argument("--out", required=True, help="output folder; input folder structure is kept")
+    _add_engine_flags(p)
+    p.add_argument("--layout", default="plain", choices=["plain", "triptych", "clinical"],
+                   help="triptych: stylize LQ, score against HQ; clinical: crop the brightness bar first")
+    p.add_argument("--metrics", action="store_true", help="SSIM/PSNR against paired targets (triptych HQ or --targets)")
+    p.add_argument("--targets", default=None, help="folder of targets with the inputs' relative paths")
+    p.add_argument("--shard", default="0/1", help="i/n: process every n-th input starting at i")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser("info", help="show a checkpoint's config and metadata")
     p.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")

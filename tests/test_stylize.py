@@ -1,0 +1,101 @@
+"""Batch stylization: structure kept, atomic and resumable, shards, failures reported, metrics."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from engines.backends import EngineOptions, load_engine
+from offline.stylize import StylizeJob, list_inputs, parse_shard, run_stylize
+from usnst_stream.phantom import write_phantoms
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "in"
+    for sub, n in (("a", 3), ("b/c", 2)):
+        (root / sub).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(root / sub / f"img{i}.png"), np.random.default_rng(i).integers(0, 255, (20, 28), dtype=np.uint8))
+    (root / "b" / "broken.png").write_bytes(b"not a png")
+    (root / "notes.txt").write_text("ignored")
+    return root
+
+
+def test_folder_structure_is_kept_and_failures_reported(tmp_path, tree, tiny_checkpoint):
+    engine = load_engine(tiny_checkpoint, options=EngineOptions(seed=0))
+    report = run_stylize(engine, StylizeJob(str(tree), str(tmp_path / "out"), progress=False))
+    outs = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert outs == ["a/img0.png", "a/img1.png", "a/img2.png", "b/c/img0.png", "b/c/img1.png"]
+    assert report.written == 5 and len(report.failed) == 1 and report.failed[0][0].endswith("broken.png")
+    assert cv2.imread(str(tmp_path / "out/a/img0.png"), cv2.IMREAD_GRAYSCALE).shape == (20, 28)
+    summary = json.loads((tmp_path / "out" / "stylize.json").read_text())
+    assert summary["failed"] == 1 and summary["written"] == 5
+
+
+def test_resume_skips_finished_outputs(tmp_path, tree, tiny_checkpoint):
+    engine = load_engine(tiny_checkpoint)
+    job = StylizeJob(str(tree), str(tmp_path / "out"), progress=False)
+    run_stylize(engine, job)
+    kept = tmp_path / "out/a/img1.png"
+    stamp = kept.stat().st_mtime_ns
+    (tmp_path / "out/a/img0.png").unlink()
+    again = run_stylize(engine, job)
+    assert again.written == 1 and again.skipped == 4
+    assert kept.stat().st_mtime_ns == stamp
+
+
+def test_shards_split_the_set_without_overlap(tmp_path, tree, tiny_checkpoint):
+    engine = load_engine(tiny_checkpoint)
+    done = []
+    for i in range(3):
+        run_stylize(engine, StylizeJob(str(tree), str(tmp_path / f"s{i}"), shard=(i, 3), progress=False))
+        done.append({p.relative_to(tmp_path / f"s{i}").as_posix() for p in (tmp_path / f"s{i}").rglob("*.png")})
+    assert sum(len(d) for d in done) == 5 and len(set().union(*done)) == 5
+    assert parse_shard("2/4") == (2, 4)
+    with pytest.raises(ValueError):
+        parse_shard("4/4")
+
+
+def test_glob_inputs_keep_paths_relative_to_the_glob_base(tree):
+    base, paths = list_inputs(str(tree) + "/**/img*.png")
+    assert base == tree and len(paths) == 5
+
+
+def test_triptych_layout_scores_against_hq(tmp_path, tiny_checkpoint):
+    write_phantoms(tmp_path / "data", 2, 32, 40, seed=1)
+    report = run_stylize(load_engine(tiny_checkpoint),
+                         StylizeJob(str(tmp_path / "data"), str(tmp_path / "out"), layout="triptych", metrics=True,
+                                    progress=False))
+    assert len(report.metrics) == 2
+    rows = (tmp_path / "out" / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0] == "input,ssim,psnr,identity_ssim,identity_psnr" and len(rows) == 3
+    assert cv2.imread(str(tmp_path / "out/phantom_00001.png"), cv2.IMREAD_GRAYSCALE).shape == (32, 40)
+
+
+def test_an_interrupted_run_leaves_only_whole_files_and_resumes(tmp_path, tiny_checkpoint):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(60):
+        cv2.imwrite(str(src / f"f{i:03d}.png"), np.random.default_rng(i).integers(0, 255, (96, 96), dtype=np.uint8))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "usnst.cli", "-q", "stylize", str(src), "--out", str(out), "--model", str(tiny_checkpoint)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 5:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = list(out.glob("*.png"))
+    assert 0 < len(partial) < 60
+    for p in partial:  # every file present is a whole, readable image
+        assert cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).shape == (96, 96)
+    (out / ".f999.tmp999999999.png").write_bytes(b"half")  # as if a killed run left its temp file
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(partial)} already done" in done.stdout or "already done" in done.stdout
+    assert len(list(out.glob("*.png"))) == 60 and not list(out.glob(".*.tmp*"))
