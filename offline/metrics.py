@@ -22,3 +22,53 @@ def ssim(output: np.ndarray, target: np.ndarray, data_range: float | None = None
     if data_range is None:
         data_range = float(np.iinfo(target.dtype).max) if np.issubdtype(target.dtype, np.integer) else 1.0
     return float(structural_similarity(output, target, data_range=data_range))
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray, eps: float = 1e-6) -> float:
+    """‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½) between two Gaussians (Heusel et al. 2017), with scipy's sqrtm.
+    Few samples make Σ singular; then a small ridge keeps the square root finite."""
+    from scipy import linalg
+
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(cov1 @ cov2)
+    if not np.isfinite(covmean).all():
+        ridge = np.eye(cov1.shape[0]) * eps
+        covmean = linalg.sqrtm((cov1 + ridge) @ (cov2 + ridge))
+    covmean = np.real(covmean)  # numerical error leaves a tiny imaginary part
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features, np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def patches(img: np.ndarray, size: int = 299, stride: int | None = None) -> list[np.ndarray]:
+    """Tiles of size×size on a regular grid (the thesis' 299×299 FID patches); an image smaller than a tile is
+    one patch as it is (the network resizes it)."""
+    stride = stride or size
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        return [img]
+    return [img[i:i + size, j:j + size] for i in range(0, h - size + 1, stride) for j in range(0, w - size + 1, stride)]
+
+
+def inception_features(model, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
+    """(N, 2048) pool features of uint8 or [0, 1] grayscale images."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for k in range(0, len(images), batch):
+            chunk = [torch.from_numpy(np.asarray(im, np.float32) / (255.0 if im.dtype == np.uint8 else 1.0))[None]
+                     for im in images[k:k + batch]]
+            sizes = {c.shape for c in chunk}
+            if len(sizes) == 1:
+                out.append(model(torch.stack(chunk)).numpy())
+            else:
+                out += [model(c[None]).numpy() for c in chunk]
+    return np.concatenate(out).astype(np.float64)
+
+
+def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
