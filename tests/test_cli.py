@@ -14,7 +14,7 @@ import zmq
 from usnst_stream import protocol
 from usnst_stream.recording import RecordingReader
 
-COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "info"]
+COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "info"]
 
 
 def usnst(*args, timeout=120, check=True):
@@ -188,3 +188,20 @@ def test_nst_without_vgg_weights_explains_where_to_put_them(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "usnst.cli", "nst", "--triptych", str(path), "--iterations", "1",
                            "--out", str(tmp_path / "o.png")], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "VGG19 weights not found" in proc.stderr and "vgg19-dcbb9e9d.pth" in proc.stderr
+
+
+def test_stylize_then_metrics_with_fid(tmp_path, tiny_checkpoint):
+    from usnst_stream.phantom import write_phantoms
+
+    write_phantoms(tmp_path / "data", 2, 80, 96, seed=4)
+    proc = usnst("stylize", tmp_path / "data", "--out", tmp_path / "out", "--model", tiny_checkpoint,
+                 "--layout", "triptych", "--metrics")
+    assert "2 written" in proc.stdout and "vs targets: SSIM" in proc.stdout
+    proc = usnst("metrics", tmp_path / "out", "--targets", tmp_path / "data", "--targets-layout", "triptych",
+                 "--fid", "--inception-weights", "random", "--patch", 40, "--csv", tmp_path / "m.csv",
+                 "--json", tmp_path / "m.json")
+    assert "whole-set FID" in proc.stdout and "random (seed 0)" in proc.stdout
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["summary"]["images"] == 2 and np.isfinite(result["summary"]["set_fid"])
+    assert all(np.isfinite(r["fid"]) and 0 < r["ssim"] <= 1 for r in result["rows"])
+    assert (tmp_path / "m.csv").read_text().startswith("image,ssim,psnr,fid")

@@ -244,6 +244,16 @@ def cmd_stylize(args) -> int:
     return 1 if s["failed"] else 0
 
 
+def cmd_metrics(args) -> int:
+    from offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
+
+    result = evaluate(MetricsJob(args.outputs, args.targets, args.targets_layout, args.fid, args.inception_weights,
+                                 args.patch))
+    print(format_table(result))
+    write_outputs(result, args.csv, args.json)
+    return 0 if result["rows"] else 1
+
+
 def cmd_info(args) -> int:
     from engines.checkpoint import read_checkpoint, resolve_model
 
@@ -381,6 +391,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.set_defaults(func=cmd_stylize)
 
+    p = sub.add_parser("metrics", help="SSIM, PSNR and FID of outputs against paired targets")
+    p.add_argument("outputs", help="folder (recursive) or glob of outputs")
+    p.add_argument("--targets", required=True, help="folder of targets with the outputs' relative paths")
+    p.add_argument("--targets-layout", default="plain", choices=["plain", "triptych"],
+                   help="triptych: the target is the HQ panel of the same-named triptych")
+    p.add_argument("--fid", action="store_true", help="also FID over patches, per image and for the whole set")
+    p.add_argument("--inception-weights", default=None, help="torchvision InceptionV3 state dict, or 'random' (tests)")
+    p.add_argument("--patch", type=int, default=299, help="FID patch size (thesis: 299)")
+    p.add_argument("--csv", default=None, help="write per-image rows here")
+    p.add_argument("--json", default=None, help="write rows and summary here")
+    p.set_defaults(func=cmd_metrics)
+
     p = sub.add_parser("info", help="show a checkpoint's config and metadata")
     p.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
     p.set_defaults(func=cmd_info)
@@ -395,12 +417,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from engines.backends import BackendUnavailable
     from engines.checkpoint import CheckpointError
+    from offline.inception import InceptionWeightsError
     from offline.vgg import VGGWeightsError
     from usnst_stream.recording import RecordingError
 
     try:
         return args.func(args)
-    except (CheckpointError, BackendUnavailable, RecordingError, VGGWeightsError, FileNotFoundError, OSError,
+    except (CheckpointError, BackendUnavailable, RecordingError, VGGWeightsError, InceptionWeightsError, OSError,
             ValueError) as exc:
         print(f"usnst {args.command}: error: {exc}", file=sys.stderr)
         return 2

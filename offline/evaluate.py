@@ -1,0 +1,91 @@
+"""`usnst metrics`: score a folder of outputs against paired targets — SSIM, PSNR and FID (per image over 299×299
+patches, averaged as the thesis does, and over the whole set)."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from offline.datasets import read_gray, split_triptych
+from offline.metrics import fid, inception_features, patches, psnr, ssim
+from offline.stylize import list_inputs
+
+
+@dataclass
+class MetricsJob:
+    outputs: str
+    targets: str
+    targets_layout: str = "plain"  # or "triptych": the target is the HQ panel of the same-named triptych
+    with_fid: bool = False
+    inception_weights: str | None = None
+    patch: int = 299
+
+
+def _target(job: MetricsJob, rel: Path) -> np.ndarray:
+    path = Path(job.targets) / rel
+    img = read_gray(path)
+    return split_triptych(img, str(path)).hq if job.targets_layout == "triptych" else img
+
+
+def evaluate(job: MetricsJob) -> dict:
+    base, paths = list_inputs(job.outputs)
+    model = None
+    if job.with_fid:
+        from offline.inception import load_inception
+
+        model = load_inception(job.inception_weights)
+    rows, failures, all_a, all_b = [], [], [], []
+    for path in paths:
+        rel = path.relative_to(base)
+        try:
+            out, target = read_gray(path), _target(job, rel)
+            if out.shape != target.shape:
+                raise ValueError(f"output {out.shape} and target {target.shape} differ in size")
+        except (OSError, ValueError) as exc:
+            failures.append({"output": str(rel), "error": str(exc)})
+            continue
+        row = {"image": str(rel), "ssim": ssim(out, target), "psnr": psnr(out, target)}
+        if model is not None:
+            fa = inception_features(model, patches(out, job.patch))
+            fb = inception_features(model, patches(target, job.patch))
+            row["fid"] = fid(fa, fb) if len(fa) > 1 else float("nan")
+            all_a.append(fa)
+            all_b.append(fb)
+        rows.append(row)
+    summary = {"images": len(rows), "failures": failures}
+    for key in ("ssim", "psnr", "fid"):
+        vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+        if vals:
+            summary[f"mean_{key}"] = float(np.mean(vals))
+    if all_a and sum(len(a) for a in all_a) > 1:
+        summary["set_fid"] = fid(np.concatenate(all_a), np.concatenate(all_b))
+        summary["inception_weights"] = model.weights_source
+    return {"rows": rows, "summary": summary}
+
+
+def format_table(result: dict) -> str:
+    rows, s = result["rows"], result["summary"]
+    has_fid = any("fid" in r for r in rows)
+    lines = [f"{'image':40} {'SSIM':>7} {'PSNR':>7}" + (f" {'FID':>9}" if has_fid else "")]
+    for r in rows:
+        lines.append(f"{r['image'][:40]:40} {r['ssim']:7.4f} {r['psnr']:7.2f}" + (f" {r['fid']:9.2f}" if has_fid else ""))
+    lines.append(f"{'mean':40} {s.get('mean_ssim', float('nan')):7.4f} {s.get('mean_psnr', float('nan')):7.2f}"
+                 + (f" {s.get('mean_fid', float('nan')):9.2f}" if has_fid else ""))
+    if "set_fid" in s:
+        lines.append(f"whole-set FID {s['set_fid']:.2f} (Inception weights: {s['inception_weights']})")
+    for f in s["failures"]:
+        lines.append(f"not scored: {f['output']}: {f['error']}")
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict, csv_path: str | None, json_path: str | None) -> None:
+    if csv_path and result["rows"]:
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(result["rows"][0]))
+            w.writeheader()
+            w.writerows(result["rows"])
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
