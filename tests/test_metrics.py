@@ -67,3 +67,13 @@ def test_missing_inception_weights_give_a_clear_error(tmp_path, monkeypatch):
 def test_psnr_of_a_uniform_error():
     t = np.full((4, 4), 200.0)
     assert psnr(t + 2, t) == pytest.approx(20 * np.log10(200 / 2))
+
+
+def test_low_rank_fid_equals_the_sqrtm_computation():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(9, 40))
+    b = rng.normal(size=(7, 40)) * 1.5 + 0.3
+    reference = frechet_distance(*gaussian_stats(a), *gaussian_stats(b))  # scipy sqrtm path
+    assert fid(a, b) == pytest.approx(reference, rel=1e-5)
+    with pytest.raises(ValueError, match="two samples"):
+        fid(a[:1], b)
