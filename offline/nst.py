@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from offline.gram import gram, label_masks, masked_gram, masks_for_layers
+from offline.gram import gram, label_masks, masked_gram, masks_for_layers, object_mask
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", 
 # The thesis optimised in 0–255 pixel units (Keras' VGG preprocessing), so its Adam lr 5e-3 is a step of
 # 5e-3 grey levels; the image variable here is kept in those units for the same step size.
 PIXEL_SCALE = 255.0
+OBJECT = 256  # key of the whole-object mask among the per-label masks (labels are 0..255)
 # Thesis task weights (content, style).
 TASK_WEIGHTS = {"lq2hq": (1e5, 1e-2), "seg2hq": (1e5, 1e-1), "hq2clinical": (5e5, 1e-2)}
 
@@ -71,24 +72,28 @@ class NSTResult:
     losses: list[tuple[float, float, float]]  # per iteration: total, content, style (weighted)
 
 
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 or float [0, 1] (H, W) → float32 (1, 1, H, W)."""
+def _device(vgg) -> torch.device:
+    return next(vgg.parameters()).device
+
+
+def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 or float [0, 1] (H, W) → float32 (1, 1, H, W) on ``device``."""
     x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x))[None, None]
+    return torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
 
 
-def _mask_tensors(masks: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:
-    return {k: torch.from_numpy(v)[None, None] for k, v in masks.items()}
+def _mask_tensors(masks: dict[int, np.ndarray], device) -> dict[int, torch.Tensor]:
+    return {k: torch.from_numpy(v)[None, None].to(device) for k, v in masks.items()}
 
 
 def style_target(vgg, style: np.ndarray, layers=STYLE_LAYERS, masks: dict[int, np.ndarray] | None = None) -> StyleTarget:
     """Grams of one style image, plain or per label mask (masks in the style image's own geometry)."""
     with torch.no_grad():
-        feats = vgg(to_tensor(style), layers)
+        feats = vgg(to_tensor(style, _device(vgg)), layers)
         if not masks:
             return StyleTarget(whole={l: gram(f) for l, f in feats.items()})
         target = StyleTarget()
-        for label, m in _mask_tensors(masks).items():
+        for label, m in _mask_tensors(masks, _device(vgg)).items():
             layer_masks = masks_for_layers(m, list(layers), vgg)
             target.by_label[label] = {l: masked_gram(feats[l], layer_masks[l]) for l in layers}
         return target
@@ -106,7 +111,7 @@ def average_style_target(vgg, styles: list[np.ndarray], layers=STYLE_LAYERS, mod
         if mode == "features":
             if len({s.shape for s in styles}) != 1:
                 raise ValueError("feature-space average style needs style images of one size (centre-crop them)")
-            feats = [vgg(to_tensor(s), layers) for s in styles]
+            feats = [vgg(to_tensor(s, _device(vgg)), layers) for s in styles]
             return StyleTarget(whole={l: gram(torch.stack([f[l] for f in feats]).mean(0)) for l in layers})
     raise ValueError(f"average style mode must be 'gram' or 'features', got {mode!r}")
 
@@ -129,18 +134,19 @@ def run_nst(vgg, content: np.ndarray, target: StyleTarget, cfg: NSTConfig = NSTC
     cw, sw = cfg.weights()
     style_layers = list(target.whole or next(iter(target.by_label.values()), {}))
     layers = list(dict.fromkeys([cfg.content_layer, *style_layers]))
-    x_content = to_tensor(content)
+    device = _device(vgg)
+    x_content = to_tensor(content, device)
     with torch.no_grad():
         content_feat = vgg(x_content, [cfg.content_layer])[cfg.content_layer]
     out_masks = {}
     if target.by_label:
         if not content_masks:
             raise ValueError("an augmented (per-label) style target needs the content's label masks")
-        out_masks = {k: masks_for_layers(m, style_layers, vgg) for k, m in _mask_tensors(content_masks).items()}
+        out_masks = {k: masks_for_layers(m, style_layers, vgg) for k, m in _mask_tensors(content_masks, device).items()}
     if cfg.init == "content":
         image = x_content.clone()
     elif cfg.init == "noise":
-        image = torch.rand(x_content.shape, generator=torch.Generator().manual_seed(cfg.seed))
+        image = torch.rand(x_content.shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     else:
         raise ValueError(f"init must be 'content' or 'noise', got {cfg.init!r}")
     pixels = (image * PIXEL_SCALE).requires_grad_(True)
@@ -157,20 +163,25 @@ def run_nst(vgg, content: np.ndarray, target: StyleTarget, cfg: NSTConfig = NSTC
         with torch.no_grad():
             pixels.clamp_(0.0, PIXEL_SCALE)
         losses.append((loss.item(), content_loss.item(), style_loss.item()))
-    return NSTResult((pixels.detach() / PIXEL_SCALE)[0, 0].numpy(), losses)
+    return NSTResult((pixels.detach() / PIXEL_SCALE)[0, 0].cpu().numpy(), losses)
 
 
 def augmented_target(vgg, style: np.ndarray, content_seg: np.ndarray, style_seg: np.ndarray | None = None,
-                     layers=STYLE_LAYERS) -> tuple[StyleTarget, dict[int, np.ndarray]]:
+                     layers=STYLE_LAYERS, whole_object: bool = True) -> tuple[StyleTarget, dict[int, np.ndarray]]:
     """Per-label style target and the content masks to pair with it. With a style segmentation, each image uses its
-    own masks and only labels present in both count; without one, the content's masks mask the style too."""
+    own masks and only labels present in both count; without one, the content's masks mask the style too.
+    ``whole_object`` adds the mask of all fetus labels together (key ``OBJECT``) as one more region."""
     content_masks = label_masks(content_seg)
+    if whole_object and content_masks:
+        content_masks[OBJECT] = object_mask(content_seg)
     if style_seg is None:
         if style.shape != content_seg.shape:
             raise ValueError("without a style segmentation the content masks mask the style: sizes must match")
         style_masks = content_masks
     else:
         style_masks = label_masks(style_seg)
+        if whole_object and style_masks:
+            style_masks[OBJECT] = object_mask(style_seg)
         common = set(content_masks) & set(style_masks)
         content_masks = {k: v for k, v in content_masks.items() if k in common}
         style_masks = {k: v for k, v in style_masks.items() if k in common}
@@ -187,7 +198,7 @@ def run_local_nst(vgg, content: np.ndarray, style: np.ndarray, regions: dict[int
     covered = np.zeros(content.shape, np.float32)
     losses = None
     content_f = to_tensor(content)[0, 0].numpy()
-    style_f = to_tensor(style)[0, 0].numpy()
+    style_f = to_tensor(style)[0, 0].numpy()  # both as float [0, 1]
     for label, mask in regions.items():
         target = style_target(vgg, style_f * mask if style.shape == mask.shape else style_f, cfg.style_layers)
         result = run_nst(vgg, content_f * mask, target, cfg)

@@ -37,6 +37,7 @@ class NSTJob:
     size: int | None = None  # longest side; None keeps the input size
     clear_background: bool = False
     vgg_weights: str | None = None
+    device: str = "cpu"  # "cuda" runs the optimisation on the GPU
     nst: NSTConfig = field(default_factory=NSTConfig)
 
 
@@ -61,7 +62,7 @@ def run_job(job: NSTJob) -> dict:
         content_seg = resize_longest(content_seg, job.size, labels=True) if content_seg is not None else None
         style_seg = resize_longest(style_seg, job.size, labels=True) if style_seg is not None else None
         reference = resize_longest(reference, job.size) if reference is not None else None
-    vgg = load_vgg19(job.vgg_weights, seed=job.nst.seed)
+    vgg = load_vgg19(job.vgg_weights, seed=job.nst.seed).to(job.device)
     cfg = job.nst
     t0 = time.monotonic()
     masks = None

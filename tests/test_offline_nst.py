@@ -5,7 +5,7 @@ import torch
 
 from offline.gram import (fake_pool, foreground_mask, gram, label_masks, masked_gram, masks_for_layers,
                           object_mask)
-from offline.nst import (NSTConfig, augmented_target, average_style_target, clear_background, run_local_nst,
+from offline.nst import (OBJECT, NSTConfig, augmented_target, average_style_target, clear_background, run_local_nst,
                          run_nst, style_target)
 from offline.vgg import VGGWeightsError, layer_names, load_vgg19
 from usnst_stream.phantom import PhantomRenderer, to_uint8
@@ -116,7 +116,8 @@ def test_gatys_from_content_with_its_own_style_stays_put(vgg, pair):
 def test_augmented_loss_pairs_common_labels_or_reuses_content_masks(vgg, pair):
     lq, hq, seg = pair
     target, masks = augmented_target(vgg, hq, seg)  # no style segmentation: content masks mask both
-    assert set(target.by_label) == set(masks) == set(label_masks(seg))
+    assert set(target.by_label) == set(masks) == set(label_masks(seg)) | {OBJECT}
+    assert np.array_equal(masks[OBJECT], object_mask(seg))
     style_seg = seg.copy()
     drop = next(iter(masks))
     style_seg[style_seg == drop] = 40

@@ -211,7 +211,7 @@ def cmd_nst(args) -> int:
     job = NSTJob(out=args.out, content=args.content, style=args.style, content_seg=args.content_seg,
                  style_seg=args.style_seg, triptych=args.triptych, style_dir=args.style_dir, average=args.average,
                  variant=args.variant, size=args.size, clear_background=args.clear_background,
-                 vgg_weights=args.vgg_weights, nst=nst)
+                 vgg_weights=args.vgg_weights, device=args.device, nst=nst)
     r = run_job(job)
     total, content, style = r["final_loss"] or (float("nan"),) * 3
     print(f"usnst nst: {r['variant']} NST, {nst.iterations} iterations in {r['seconds']:.1f} s -> {r['output']} "
@@ -375,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="resize so the longer side is N (CPU runs: 128-256)")
     p.add_argument("--clear-background", action="store_true", help="zero pixels outside the foreground mask")
     p.add_argument("--vgg-weights", default=None, help="torchvision VGG19 state dict, or 'random' (tests only)")
+    p.add_argument("--device", default="cpu", help="torch device for the optimisation, e.g. cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output PNG (loss curves and report are written beside it)")
     p.set_defaults(func=cmd_nst)
