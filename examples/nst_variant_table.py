@@ -1,7 +1,7 @@
 """SSIM/PSNR of every Gatys variant against the HQ target on fixed synthetic phantom pairs, next to the identity
 baseline (LQ vs HQ). Same seed and iterations for every variant.
 
-    python examples/nst_variant_table.py --pairs 4 --size 128 --iterations 300 --vgg-weights random
+    python examples/nst_variant_table.py --pairs 2 --size 64 --iterations 100 --vgg-weights random
 """
 import argparse
 import tempfile
@@ -23,13 +23,14 @@ parser.add_argument("--size", type=int, default=128)
 parser.add_argument("--iterations", type=int, default=300)
 parser.add_argument("--vgg-weights", default=None)
 parser.add_argument("--seed", type=int, default=2000)
+parser.add_argument("--lr", type=float, default=5e-3, help="Adam step in grey levels (thesis: 5e-3)")
 args = parser.parse_args()
 
 folder = Path(tempfile.mkdtemp(prefix="usnst-variants-"))
 write_phantoms(folder, args.pairs, 1000, 1386, seed=args.seed)
 samples = read_triptych_folder(folder)
 vgg = load_vgg19(args.vgg_weights)
-cfg = NSTConfig(task="lq2hq", iterations=args.iterations)
+cfg = NSTConfig(task="lq2hq", iterations=args.iterations, lr=args.lr)
 to8 = lambda x: np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
 small = [(resize_longest(s.lq, args.size), resize_longest(s.hq, args.size), resize_longest(s.seg, args.size, True))
          for s in samples]
@@ -60,4 +61,4 @@ print(f"{args.pairs} phantom pairs (seed {args.seed}), {args.size} px, {args.ite
 print(f"| variant | SSIM vs HQ | PSNR vs HQ (dB) |\n|---|---|---|")
 for name, vals in scores.items():
     s, p = np.mean(vals, axis=0)
-    print(f"| {name} | {s:.4f} | {p:.2f} |")
+    print(f"| {name} | {s:.4f} | {p:.2f} |", flush=True)
