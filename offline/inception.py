@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from offline.weights import WeightsNotFound, find_weights
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,8 @@ WEIGHTS_URL = f"https://download.pytorch.org/models/{WEIGHTS_FILE}"
 RANDOM = "random"
 
 
-class InceptionWeightsError(FileNotFoundError):
-    """No usable Inception weights; the message says where to put them."""
+class InceptionWeightsError(WeightsNotFound):
+    """Weights that are not a torchvision InceptionV3 state dict."""
 
 
 class BasicConv2d(nn.Module):
@@ -185,23 +186,8 @@ def load_inception(weights: str | os.PathLike | None = None, seed: int = 0, down
         model = InceptionV3Features()  # default init under a fixed seed
         model.weights_source = f"random (seed {seed})"
     else:
-        path = Path(weights) if weights is not None else None
-        if path is None:
-            candidates = [Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE]
-            if os.environ.get("USNST_INCEPTION_WEIGHTS"):
-                candidates.insert(0, Path(os.environ["USNST_INCEPTION_WEIGHTS"]))
-            path = next((p for p in candidates if p.is_file()), None)
-        if path is None and download:
-            try:
-                torch.hub.load_state_dict_from_url(WEIGHTS_URL, progress=False, map_location="cpu")
-                path = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
-            except Exception as exc:
-                log.debug("Inception download failed: %s", exc)
-        if path is None or not path.is_file():
-            cache = Path(torch.hub.get_dir()) / "checkpoints"
-            raise InceptionWeightsError(
-                f"Inception weights not found: pass --inception-weights PATH, or put {WEIGHTS_FILE} in {cache} "
-                f"(from {WEIGHTS_URL}), or use --inception-weights random for a test run")
+        path = find_weights(weights, WEIGHTS_FILE, WEIGHTS_URL, "USNST_INCEPTION_WEIGHTS", "--inception-weights",
+                            download)
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith(("AuxLogits.", "fc."))}
         try:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from offline.weights import WeightsNotFound, find_weights
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ RANDOM = "random"
 _BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
 
 
-class VGGWeightsError(FileNotFoundError):
-    """No usable VGG19 weights; the message says where to put them."""
+class VGGWeightsError(WeightsNotFound):
+    """Weights that are not a torchvision VGG19 state dict."""
 
 
 def layer_names() -> list[str]:
@@ -92,13 +93,6 @@ def _random_weights(model: VGG19Features, seed: int) -> None:
                 m.bias.zero_()
 
 
-def _find_weights() -> Path | None:
-    candidates = [Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE]
-    if os.environ.get("USNST_VGG_WEIGHTS"):
-        candidates.insert(0, Path(os.environ["USNST_VGG_WEIGHTS"]))
-    return next((p for p in candidates if p.is_file()), None)
-
-
 def load_vgg19(weights: str | os.PathLike | None = None, seed: int = 0, download: bool = True) -> VGG19Features:
     """VGG19 in eval mode with frozen parameters.
 
@@ -110,18 +104,7 @@ def load_vgg19(weights: str | os.PathLike | None = None, seed: int = 0, download
         _random_weights(model, seed)
         model.weights_source = f"random (seed {seed})"
     else:
-        path = Path(weights) if weights is not None else _find_weights()
-        if path is None and download:
-            try:
-                state = torch.hub.load_state_dict_from_url(WEIGHTS_URL, progress=False, map_location="cpu")
-                path = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
-            except Exception as exc:  # offline, proxy, HTTP error...
-                log.debug("VGG19 download failed: %s", exc)
-        if path is None or not path.is_file():
-            cache = Path(torch.hub.get_dir()) / "checkpoints"
-            raise VGGWeightsError(
-                f"VGG19 weights not found: pass --vgg-weights PATH, or put {WEIGHTS_FILE} in {cache} "
-                f"(from {WEIGHTS_URL}), or use --vgg-weights random for a test run")
+        path = find_weights(weights, WEIGHTS_FILE, WEIGHTS_URL, "USNST_VGG_WEIGHTS", "--vgg-weights", download)
         state = torch.load(path, map_location="cpu", weights_only=True)
         features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         try:

@@ -187,7 +187,7 @@ def test_nst_without_vgg_weights_explains_where_to_put_them(tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "USNST_VGG_WEIGHTS": ""}
     proc = subprocess.run([sys.executable, "-m", "usnst.cli", "nst", "--triptych", str(path), "--iterations", "1",
                            "--out", str(tmp_path / "o.png")], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 2 and "VGG19 weights not found" in proc.stderr and "vgg19-dcbb9e9d.pth" in proc.stderr
+    assert proc.returncode == 2 and "vgg19-dcbb9e9d.pth not found" in proc.stderr and "--vgg-weights" in proc.stderr
 
 
 def test_stylize_then_metrics_with_fid(tmp_path, tiny_checkpoint):

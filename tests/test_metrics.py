@@ -4,8 +4,9 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from offline.inception import InceptionWeightsError, load_inception
+from offline.inception import load_inception
 from offline.metrics import fid, frechet_distance, gaussian_stats, inception_features, patches, psnr, ssim
+from offline.weights import WeightsNotFound
 
 
 def test_ssim_agrees_with_scikit_image():
@@ -60,7 +61,7 @@ def test_inception_gives_2048_features_and_loads_a_torchvision_state_dict(tmp_pa
 def test_missing_inception_weights_give_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("USNST_INCEPTION_WEIGHTS", raising=False)
-    with pytest.raises(InceptionWeightsError, match="--inception-weights PATH"):
+    with pytest.raises(WeightsNotFound, match="pass --inception-weights PATH"):
         load_inception(None, download=False)
 
 

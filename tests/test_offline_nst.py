@@ -7,7 +7,8 @@ from offline.gram import (fake_pool, foreground_mask, gram, label_masks, masked_
                           object_mask)
 from offline.nst import (OBJECT, NSTConfig, augmented_target, average_style_target, clear_background, run_local_nst,
                          run_nst, style_target)
-from offline.vgg import VGGWeightsError, layer_names, load_vgg19
+from offline.vgg import layer_names, load_vgg19
+from offline.weights import WeightsNotFound
 from usnst_stream.phantom import PhantomRenderer, to_uint8
 
 
@@ -47,7 +48,7 @@ def test_vgg_loads_a_torchvision_format_state_dict(tmp_path, vgg):
 def test_missing_vgg_weights_give_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("USNST_VGG_WEIGHTS", raising=False)
-    with pytest.raises(VGGWeightsError, match="--vgg-weights PATH"):
+    with pytest.raises(WeightsNotFound, match="pass --vgg-weights PATH"):
         load_vgg19(None, download=False)
 
 

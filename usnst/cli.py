@@ -418,13 +418,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from engines.backends import BackendUnavailable
     from engines.checkpoint import CheckpointError
-    from offline.inception import InceptionWeightsError
-    from offline.vgg import VGGWeightsError
+    from offline.weights import WeightsNotFound
     from usnst_stream.recording import RecordingError
 
     try:
         return args.func(args)
-    except (CheckpointError, BackendUnavailable, RecordingError, VGGWeightsError, InceptionWeightsError, OSError,
+    except (CheckpointError, BackendUnavailable, RecordingError, WeightsNotFound, OSError,
             ValueError) as exc:
         print(f"usnst {args.command}: error: {exc}", file=sys.stderr)
         return 2
