@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from offline.weights import WeightsNotFound, find_weights
+from offline.weights import WeightsNotFound, find_weights, frozen
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,4 @@ def load_inception(weights: str | os.PathLike | None = None, seed: int = 0, down
         except RuntimeError as exc:
             raise InceptionWeightsError(f"{path} is not a torchvision InceptionV3 state dict: {exc}") from exc
         model.weights_source = str(path)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return frozen(model)

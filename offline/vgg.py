@@ -12,7 +12,7 @@ import os
 import torch
 from torch import nn
 
-from offline.weights import WeightsNotFound, find_weights
+from offline.weights import WeightsNotFound, find_weights, frozen
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,4 @@ def load_vgg19(weights: str | os.PathLike | None = None, seed: int = 0, download
         except RuntimeError as exc:
             raise VGGWeightsError(f"{path} is not a torchvision VGG19 state dict: {exc}") from exc
         model.weights_source = str(path)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return frozen(model)

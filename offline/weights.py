@@ -38,3 +38,11 @@ def find_weights(path: str | os.PathLike | None, filename: str, url: str, env_va
         raise WeightsNotFound(f"{filename} not found: pass {flag} PATH, or put {filename} in {cache} (from {url}), "
                               f"or set ${env_var}; {flag} random gives seeded random weights for a test run")
     return found
+
+
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, no gradients for the parameters: a fixed loss or feature network."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
