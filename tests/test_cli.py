@@ -40,7 +40,7 @@ def test_help_lists_every_subcommand():
 def test_phantom_train_info(tmp_path):
     usnst("phantom", "--out", tmp_path / "data", "-n", 3, "--size", "40x48")
     assert len(list((tmp_path / "data").glob("*.png"))) == 3
-    proc = usnst("train", "--data", tmp_path / "data", "--out", tmp_path / "m.pt", "--steps", 3, "--crop", 32,
+    proc = usnst("train", "--loss", "l1", "--data", tmp_path / "data", "--out", tmp_path / "m.pt", "--steps", 3, "--crop", 32,
                  "--batch", 2, "--width", 4, "--n-residual", 1)
     assert "held-out: SSIM" in proc.stdout
     info = json.loads(usnst("info", "--model", tmp_path / "m.pt").stdout)

@@ -171,19 +171,45 @@ def cmd_demo(args) -> int:
     return 0 if cons["received"] > 0 else 1
 
 
-def cmd_train(args) -> int:
-    from trainer.supervised import SupervisedConfig, train
+def _given(args, names) -> dict:
+    """The flags the user actually gave, so each trainer's own defaults apply to the rest."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
-    cfg = SupervisedConfig(data=args.data, out=args.out, steps=args.steps, batch=args.batch, crop=args.crop,
-                           lr=args.lr, width=args.width, n_residual=args.n_residual, noise=not args.no_noise,
-                           seed=args.seed, threads=args.threads)
-    meta = train(cfg)
-    v = meta["validation"]
-    print(f"usnst train: saved {args.out} after {meta['steps']} steps ({meta['train_seconds']:.0f} s); L1 "
-          f"{meta['first_l1']:.4f} -> {meta['final_l1']:.4f}")
-    if v:
+
+def cmd_train(args) -> int:
+    if args.loss == "l1":
+        from trainer.supervised import SupervisedConfig, train
+
+        cfg = SupervisedConfig(data=args.data, **_given(args, ["out", "steps", "batch", "crop", "lr", "width",
+                                                               "n_residual", "seed", "threads"]), noise=not args.no_noise)
+        meta = train(cfg)
+        v = meta["validation"]
+        print(f"usnst train: saved {cfg.out} after {meta['steps']} steps ({meta['train_seconds']:.0f} s); L1 "
+              f"{meta['first_l1']:.4f} -> {meta['final_l1']:.4f}")
+        if v:
+            print(f"  held-out: SSIM {v['ssim']:.3f} (identity {v['identity_ssim']:.3f}), "
+                  f"PSNR {v['psnr']:.2f} dB (identity {v['identity_psnr']:.2f} dB)")
+        return 0
+    from trainer.perceptual import TrainConfig, train
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(data=args.data, noise=not args.no_noise, amp=not args.no_amp, deterministic=args.deterministic,
+                      resume=args.resume, progress=not args.quiet,
+                      **_given(args, ["out_dir", "task", "style", "steps", "batch", "crop", "size", "lr", "content_weight",
+                                      "style_weight", "pixel_weight", "width", "n_residual", "val_every", "ckpt_every",
+                                      "vgg_weights", "inception_weights", "seed", "device"]))
+    r = train(cfg)
+    print(f"usnst train: {cfg.task}, {r['steps']} steps, loss {r['first_loss']:.4g} -> {r['last_loss']:.4g}, "
+          f"{r['images_per_s']:.2f} images/s; checkpoints in {r['out_dir']} (best.pt, final.pt, last_state.pt)")
+    v = r.get("validation") or {}
+    if "ssim" in v:
         print(f"  held-out: SSIM {v['ssim']:.3f} (identity {v['identity_ssim']:.3f}), "
               f"PSNR {v['psnr']:.2f} dB (identity {v['identity_psnr']:.2f} dB)")
+    elif "fid" in v:
+        print(f"  held-out: FID to the style set {v['fid']:.2f}")
     return 0
 
 
@@ -334,17 +360,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print the full report as JSON")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a transform net on LQ | HQ | seg triptychs (supervised L1)")
-    p.add_argument("--data", required=True, help="folder of triptychs (usnst phantom writes them)")
-    p.add_argument("--out", default="model.pt")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--width", type=int, default=16, help="channels of the first conv (thesis: 32)")
-    p.add_argument("--n-residual", type=int, default=5)
+    p = sub.add_parser("train", help="train a transform net: perceptual loss (thesis) or supervised L1")
+    p.add_argument("--data", required=True, help="folder of LQ | HQ | seg triptychs (usnst phantom writes them)")
+    p.add_argument("--loss", default="perceptual", choices=["perceptual", "l1"])
+    p.add_argument("--task", default=None, choices=["lq2hq", "seg2hq", "hq2clinical"], help="perceptual: which task")
+    p.add_argument("--style", default=None, help="perceptual: style image or folder (average style); default the HQ panels")
+    p.add_argument("--out-dir", default=None, help="perceptual: run folder (default runs/train)")
+    p.add_argument("--out", default=None, help="l1: checkpoint file (default model.pt)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--crop", type=int, default=None, help="perceptual: centre crop (thesis 1000); l1: random crop")
+    p.add_argument("--size", type=int, default=None, help="perceptual: resize the crop to this side (CPU runs)")
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-5 perceptual (thesis), 2e-3 l1")
+    p.add_argument("--content-weight", type=float, default=None, help="thesis: 1e2")
+    p.add_argument("--style-weight", type=float, default=None, help="thesis: 5e6 (5e7 for seg2hq)")
+    p.add_argument("--pixel-weight", type=float, default=None, help="perceptual: extra L1 to HQ (off in the thesis)")
+    p.add_argument("--width", type=int, default=None, help="channels of the first conv (thesis: 32)")
+    p.add_argument("--n-residual", type=int, default=None)
     p.add_argument("--no-noise", action="store_true", help="build the net without noise injection")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=None)
+    p.add_argument("--ckpt-every", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last_state.pt")
+    p.add_argument("--vgg-weights", default=None)
+    p.add_argument("--inception-weights", default=None, help="hq2clinical validation FID")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_train)
 

@@ -1,0 +1,317 @@
+"""Perceptual-loss training of the transform net (Johnson et al. 2016) with the thesis' settings.
+
+Loss per step, with the VGG19 loss network (offline.vgg):
+    content_weight · MSE(VGG(out), VGG(input)) at block5_conv2
+  + style_weight · mean over block{1..5}_conv1 of ‖G(out) − G(style)‖²   (Gram / C·H·W, offline.gram)
+  [+ pixel_weight · L1(out, HQ) for paired tasks — beyond the thesis, off by default]
+The style target is one image or the feature-space average of a folder, computed once.
+
+Reproducibility by construction: the sample and the injected noise of step s are drawn from generators seeded with
+(seed, s, rank), so a run resumed from a checkpoint at step s continues exactly as the uninterrupted run would —
+only the model, the optimiser and the step need saving. DDP (torchrun) gives each rank its own samples.
+
+Training is procedural, top to bottom: data → targets → loop (step, log, validate, checkpoint) → best model.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from engines.checkpoint import save_checkpoint
+from engines.transformer_net import NetConfig, TransformerNet
+from offline.datasets import centre_crop, image_paths, read_gray, read_triptych_folder, resize_longest
+from offline.gram import gram
+from offline.metrics import psnr, ssim
+from offline.nst import CONTENT_LAYER, STYLE_LAYERS, StyleTarget, average_style_target, to_tensor
+from offline.vgg import load_vgg19
+
+log = logging.getLogger(__name__)
+
+TASKS = ("lq2hq", "seg2hq", "hq2clinical")
+THESIS_STYLE_WEIGHT = {"lq2hq": 5e6, "seg2hq": 5e7, "hq2clinical": 5e6}
+STATE_FORMAT = "usnst-train-state"
+
+
+@dataclass
+class TrainConfig:
+    data: str  # folder of LQ | HQ | seg triptychs
+    out_dir: str = "runs/train"
+    task: str = "lq2hq"
+    style: str | None = None  # image or folder; default: the training HQ panels (average style)
+    steps: int = 1000
+    batch: int = 1
+    crop: int = 1000  # thesis: centre crop 1000×1000
+    size: int | None = None  # then resize to this side (CPU runs); None keeps the crop
+    lr: float = 1e-5
+    content_weight: float = 1e2
+    style_weight: float | None = None  # None: the task's thesis weight
+    pixel_weight: float = 0.0  # L1 to HQ (paired tasks only)
+    width: int = 32
+    n_residual: int = 5
+    noise: bool = True
+    val_fraction: float = 0.1
+    val_every: int = 100
+    ckpt_every: int = 100
+    vgg_weights: str | None = None
+    inception_weights: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True  # bf16 autocast on CUDA only
+    deterministic: bool = False
+    resume: bool = False
+    progress: bool = True
+
+    def resolved_style_weight(self) -> float:
+        return THESIS_STYLE_WEIGHT[self.task] if self.style_weight is None else self.style_weight
+
+
+def _prepare(img: np.ndarray, cfg: TrainConfig, labels: bool = False) -> np.ndarray:
+    img = centre_crop(img, cfg.crop)
+    return resize_longest(img, cfg.size, labels=labels) if cfg.size else img
+
+
+def load_pairs(cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(network input, HQ) per sample: LQ → HQ, or segmentation → HQ; HQ → clinical uses HQ as input."""
+    if cfg.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    pairs = []
+    for t in read_triptych_folder(cfg.data):
+        source = {"lq2hq": t.lq, "seg2hq": t.seg, "hq2clinical": t.hq}[cfg.task]
+        pairs.append((_prepare(source, cfg, labels=cfg.task == "seg2hq"), _prepare(t.hq, cfg)))
+    return pairs
+
+
+def style_images(cfg: TrainConfig, train_pairs) -> list[np.ndarray]:
+    if cfg.style is None:
+        if cfg.task == "hq2clinical":
+            raise ValueError("hq2clinical needs --style: a clinical image or folder")
+        return [hq for _, hq in train_pairs]
+    p = Path(cfg.style)
+    paths = image_paths(p) if p.is_dir() else [p]
+    return [_prepare(read_gray(q), cfg) for q in paths]
+
+
+def _step_generators(seed: int, step: int, rank: int):
+    """Independent, reproducible randomness for one step of one rank."""
+    ss = np.random.SeedSequence([seed, step, rank])
+    rng = np.random.default_rng(ss)
+    gen = torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> 1))
+    return rng, gen
+
+
+def _batch(pairs, rng, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = rng.integers(0, len(pairs), batch)
+    x = torch.cat([to_tensor(pairs[i][0]) for i in idx]).to(device)
+    y = torch.cat([to_tensor(pairs[i][1]) for i in idx]).to(device)
+    if rng.random() < 0.5:  # horizontal flip: sector images are left-right symmetric in distribution
+        x, y = x.flip(-1), y.flip(-1)
+    return x, y
+
+
+def losses(net, vgg, x, y, noise, style: StyleTarget, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weighted loss terms of one batch; ``net`` may be the model or its DDP wrapper."""
+    out = net(x, noise)
+    layers = [CONTENT_LAYER, *STYLE_LAYERS]
+    f_out = vgg(out, layers)
+    with torch.no_grad():
+        f_in = vgg(x, [CONTENT_LAYER])
+    terms = {"content": cfg.content_weight * F.mse_loss(f_out[CONTENT_LAYER], f_in[CONTENT_LAYER]),
+             "style": cfg.resolved_style_weight() * torch.stack(
+                 [((gram(f_out[l]) - style.whole[l]) ** 2).sum(dim=(1, 2)).mean() for l in STYLE_LAYERS]).mean()}
+    if cfg.pixel_weight and cfg.task != "hq2clinical":
+        terms["pixel"] = cfg.pixel_weight * F.l1_loss(out, y)
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def validate(model, pairs, cfg: TrainConfig, style_imgs, inception=None) -> dict:
+    """Paired tasks: PSNR/SSIM against HQ (and the identity baseline). Unpaired: FID to the style set."""
+    model.eval()
+    outs = []
+    with torch.inference_mode():
+        for i, (x, _) in enumerate(pairs):
+            t = to_tensor(x).to(cfg.device)
+            gen = torch.Generator().manual_seed(cfg.seed + i)
+            noise = [n.to(t.device) for n in model.make_noise(t.cpu(), gen)] if cfg.noise else None
+            y = model(t, noise).clamp(0, 1)[0, 0].float().cpu().numpy()
+            outs.append(np.rint(y * 255).astype(np.uint8))
+    model.train()
+    if cfg.task == "hq2clinical":
+        from offline.metrics import fid, inception_features, patches
+
+        pa, pb = [p for o in outs for p in patches(o)], [p for s in style_imgs for p in patches(s)]
+        if min(len(pa), len(pb)) < 2:
+            log.warning("validation FID needs at least 2 patches per side (got %d and %d): enlarge the split", len(pa), len(pb))
+            return {"fid": float("nan")}
+        return {"fid": fid(inception_features(inception, pa), inception_features(inception, pb))}
+    return {"ssim": float(np.mean([ssim(o, hq) for o, (_, hq) in zip(outs, pairs)])),
+            "psnr": float(np.mean([psnr(o, hq) for o, (_, hq) in zip(outs, pairs)])),
+            "identity_ssim": float(np.mean([ssim(x, hq) for x, hq in pairs])),
+            "identity_psnr": float(np.mean([psnr(x, hq) for x, hq in pairs]))}
+
+
+def _is_better(metrics: dict, best: float | None) -> tuple[bool, float]:
+    score = -metrics["fid"] if "fid" in metrics else metrics["ssim"]
+    if not np.isfinite(score):
+        return best is None, score if best is None else best
+    return (best is None or not np.isfinite(best) or score > best), score
+
+
+def _save_state(path: Path, model, opt, step: int, best: float | None, cfg: TrainConfig) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": STATE_FORMAT, "step": step, "best": best, "config": asdict(cfg),
+                "model": model.state_dict(), "net_config": model.config.to_dict(), "optimizer": opt.state_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a usnst training state")
+    return state
+
+
+class _Logger:
+    """CSV always; TensorBoard event files too when the tensorboard package is installed."""
+
+    def __init__(self, out_dir: Path, resume: bool):
+        self.path = out_dir / "log.csv"
+        self.fields = ["step", "total", "content", "style", "pixel", "ssim", "psnr", "fid", "images_per_s"]
+        new = not (resume and self.path.exists())
+        self.file = open(self.path, "w" if new else "a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        except Exception:  # tensorboard not installed: CSV only
+            self.tb = None
+
+    def log(self, step: int, values: dict) -> None:
+        self.writer.writerow({"step": step, **values})
+        self.file.flush()
+        if self.tb:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self):
+        self.file.close()
+        if self.tb:
+            self.tb.close()
+
+
+def train(cfg: TrainConfig) -> dict:
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+        if cfg.device.startswith("cuda"):
+            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.seed)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
+
+    pairs = load_pairs(cfg)
+    n_val = max(1, round(len(pairs) * cfg.val_fraction)) if len(pairs) > 1 else 0
+    val_pairs, train_pairs = pairs[:n_val], pairs[n_val:] or pairs
+    vgg = load_vgg19(cfg.vgg_weights, seed=cfg.seed).to(device)
+    style_imgs = style_images(cfg, train_pairs)
+    # Feature-space average style (thesis), precomputed once; one image is its own average.
+    style = average_style_target(vgg, style_imgs, STYLE_LAYERS, mode="features")
+    inception = None
+    if cfg.task == "hq2clinical" and val_pairs:
+        from offline.inception import load_inception
+
+        inception = load_inception(cfg.inception_weights)
+
+    model = TransformerNet(NetConfig(cfg.width, cfg.n_residual, cfg.noise)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, best = 0, None
+    state_path = out_dir / "last_state.pt"
+    if cfg.resume and state_path.exists():
+        state = _load_state(state_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        log.info("resumed from %s at step %d", state_path, step)
+    use_cuda = device.type == "cuda"
+    if use_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if use_cuda else None)
+    logger = _Logger(out_dir, cfg.resume) if rank == 0 else None
+    meta_base = {"task": cfg.task, "training": "perceptual loss (Johnson et al.) with VGG19 " + vgg.weights_source,
+                 "training_data": f"{len(train_pairs)} triptychs from {cfg.data}", "config": asdict(cfg),
+                 "command": " ".join(shlex.quote(a) for a in sys.argv)}
+    first_loss = last_loss = None
+    t0, images = time.monotonic(), 0
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.task}", unit="step",
+               disable=not cfg.progress or rank != 0)
+    while step < cfg.steps:
+        rng, gen = _step_generators(cfg.seed, step, rank)
+        x, y = _batch(train_pairs, rng, cfg.batch, device)
+        if use_cuda:
+            x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+        noise = [n.to(device) for n in model.make_noise(x.cpu(), gen)] if cfg.noise else None
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.amp):
+            terms = losses(net, vgg, x, y, noise, style, cfg)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        step += 1
+        images += cfg.batch * world
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        first_loss = values["total"] if first_loss is None else first_loss
+        last_loss = values["total"]
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
+        if rank != 0:
+            continue
+        values["images_per_s"] = images / (time.monotonic() - t0)
+        if val_pairs and (step % cfg.val_every == 0 or step == cfg.steps):
+            metrics = validate(model, val_pairs, cfg, style_imgs, inception)
+            values.update(metrics)
+            better, score = _is_better(metrics, best)
+            if better:
+                best = score
+                save_checkpoint(out_dir / "best.pt", model, {**meta_base, "steps": step, "validation": metrics})
+        logger.log(step, values)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            _save_state(state_path, model, opt, step, best, cfg)
+    bar.close()
+    result = {"steps": step, "first_loss": first_loss, "last_loss": last_loss,
+              "images_per_s": images / max(time.monotonic() - t0, 1e-9), "out_dir": str(out_dir)}
+    if rank == 0:
+        logger.close()
+        final_meta = {**meta_base, "steps": step}
+        if val_pairs:
+            final_meta["validation"] = validate(model, val_pairs, cfg, style_imgs, inception)
+            result["validation"] = final_meta["validation"]
+        save_checkpoint(out_dir / "final.pt", model, final_meta)
+        if not (out_dir / "best.pt").exists():
+            save_checkpoint(out_dir / "best.pt", model, final_meta)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return result
