@@ -76,3 +76,18 @@ def test_other_tasks_train(data, tmp_path, task):
     if task == "hq2clinical":
         assert np.isfinite(r["validation"]["fid"])
     assert (tmp_path / task / "best.pt").exists()
+
+
+def test_data_parallel_training_through_torchrun(data, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "usnst.cli", "-q", "train",
+           "--data", str(data), "--out-dir", str(tmp_path / "ddp"), "--steps", "4", "--crop", "64", "--width", "4",
+           "--n-residual", "1", "--vgg-weights", "random", "--val-every", "2", "--ckpt-every", "2", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("usnst train:") == 1  # rank 0 reports
+    assert (tmp_path / "ddp" / "final.pt").exists()
+    rows = (tmp_path / "ddp" / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -202,6 +203,8 @@ def cmd_train(args) -> int:
                                       "style_weight", "pixel_weight", "width", "n_residual", "val_every", "ckpt_every",
                                       "vgg_weights", "inception_weights", "seed", "device"]))
     r = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 reports for all
     print(f"usnst train: {cfg.task}, {r['steps']} steps, loss {r['first_loss']:.4g} -> {r['last_loss']:.4g}, "
           f"{r['images_per_s']:.2f} images/s; checkpoints in {r['out_dir']} (best.pt, final.pt, last_state.pt)")
     v = r.get("validation") or {}
