@@ -91,3 +91,25 @@ def test_data_parallel_training_through_torchrun(data, tmp_path):
     assert (tmp_path / "ddp" / "final.pt").exists()
     rows = (tmp_path / "ddp" / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 5
+
+
+def test_training_ssim_equals_scikit_image_and_has_gradients():
+    from skimage.metrics import structural_similarity
+
+    from trainer.ssim_loss import ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.random((30, 41))
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+    ta = torch.tensor(a, dtype=torch.float64)[None, None].requires_grad_(True)
+    value = ssim(ta, torch.tensor(b, dtype=torch.float64)[None, None])
+    assert value.item() == pytest.approx(structural_similarity(a, b, data_range=1.0), abs=1e-10)
+    value.backward()
+    assert torch.isfinite(ta.grad).all() and ta.grad.abs().sum() > 0
+
+
+def test_pixel_and_ssim_terms_are_logged_when_enabled(data, tmp_path):
+    train(_cfg(data, tmp_path, steps=2, pixel_weight=1.0, ssim_weight=1.0))
+    header, first = (tmp_path / "log.csv").read_text().splitlines()[:2]
+    row = dict(zip(header.split(","), first.split(",")))
+    assert float(row["pixel"]) > 0 and float(row["ssim_term"]) > 0

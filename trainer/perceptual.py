@@ -35,6 +35,7 @@ from offline.gram import gram
 from offline.metrics import psnr, ssim
 from offline.nst import CONTENT_LAYER, STYLE_LAYERS, StyleTarget, average_style_target, to_tensor
 from offline.vgg import load_vgg19
+from trainer import ssim_loss
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class TrainConfig:
     content_weight: float = 1e2
     style_weight: float | None = None  # None: the task's thesis weight
     pixel_weight: float = 0.0  # L1 to HQ (paired tasks only)
+    ssim_weight: float = 0.0  # 1 − SSIM to HQ (paired tasks only)
     width: int = 32
     n_residual: int = 5
     noise: bool = True
@@ -131,6 +133,8 @@ def losses(net, vgg, x, y, noise, style: StyleTarget, cfg: TrainConfig) -> dict[
                  [((gram(f_out[l]) - style.whole[l]) ** 2).sum(dim=(1, 2)).mean() for l in STYLE_LAYERS]).mean()}
     if cfg.pixel_weight and cfg.task != "hq2clinical":
         terms["pixel"] = cfg.pixel_weight * F.l1_loss(out, y)
+    if cfg.ssim_weight and cfg.task != "hq2clinical":
+        terms["ssim"] = cfg.ssim_weight * (1 - ssim_loss.ssim(out.float().clamp(0, 1), y.float()))
     terms["total"] = sum(terms.values())
     return terms
 
@@ -187,7 +191,7 @@ class _Logger:
 
     def __init__(self, out_dir: Path, resume: bool):
         self.path = out_dir / "log.csv"
-        self.fields = ["step", "total", "content", "style", "pixel", "ssim", "psnr", "fid", "images_per_s"]
+        self.fields = ["step", "total", "content", "style", "pixel", "ssim_term", "ssim", "psnr", "fid", "images_per_s"]
         new = not (resume and self.path.exists())
         self.file = open(self.path, "w" if new else "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
@@ -280,7 +284,7 @@ def train(cfg: TrainConfig) -> dict:
         opt.step()
         step += 1
         images += cfg.batch * world
-        values = {k: float(v.detach()) for k, v in terms.items()}
+        values = {("ssim_term" if k == "ssim" else k): float(v.detach()) for k, v in terms.items()}
         first_loss = values["total"] if first_loss is None else first_loss
         last_loss = values["total"]
         bar.update(1)

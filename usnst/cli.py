@@ -200,7 +200,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(data=args.data, noise=not args.no_noise, amp=not args.no_amp, deterministic=args.deterministic,
                       resume=args.resume, progress=not args.quiet,
                       **_given(args, ["out_dir", "task", "style", "steps", "batch", "crop", "size", "lr", "content_weight",
-                                      "style_weight", "pixel_weight", "width", "n_residual", "val_every", "ckpt_every",
+                                      "style_weight", "pixel_weight", "ssim_weight", "width", "n_residual", "val_every", "ckpt_every",
                                       "vgg_weights", "inception_weights", "seed", "device"]))
     r = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--content-weight", type=float, default=None, help="thesis: 1e2")
     p.add_argument("--style-weight", type=float, default=None, help="thesis: 5e6 (5e7 for seg2hq)")
     p.add_argument("--pixel-weight", type=float, default=None, help="perceptual: extra L1 to HQ (off in the thesis)")
+    p.add_argument("--ssim-weight", type=float, default=None, help="perceptual: extra 1-SSIM to HQ (off in the thesis)")
     p.add_argument("--width", type=int, default=None, help="channels of the first conv (thesis: 32)")
     p.add_argument("--n-residual", type=int, default=None)
     p.add_argument("--no-noise", action="store_true", help="build the net without noise injection")
