@@ -12,8 +12,7 @@ import numpy as np
 from offline.datasets import read_triptych_folder, resize_longest
 from offline.gram import foreground_mask, label_masks
 from offline.metrics import psnr, ssim
-from offline.nst import (NSTConfig, augmented_target, average_style_target, clear_background, run_local_nst, run_nst,
-                         style_target)
+from offline.nst import NSTConfig, augmented_target, average_style_target, clear_background, run_local_nst, run_nst, style_target
 from offline.vgg import load_vgg19
 from usnst_stream.phantom import write_phantoms
 
@@ -58,7 +57,7 @@ for i, (lq, hq, seg) in enumerate(small):
 
 print(f"{args.pairs} phantom pairs (seed {args.seed}), {args.size} px, {args.iterations} iterations, "
       f"lr {cfg.lr} grey levels, weights {cfg.weights()}, VGG19 {vgg.weights_source}")
-print(f"| variant | SSIM vs HQ | PSNR vs HQ (dB) |\n|---|---|---|")
+print("| variant | SSIM vs HQ | PSNR vs HQ (dB) |\n|---|---|---|")
 for name, vals in scores.items():
     s, p = np.mean(vals, axis=0)
     print(f"| {name} | {s:.4f} | {p:.2f} |", flush=True)

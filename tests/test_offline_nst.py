@@ -3,10 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from offline.gram import (fake_pool, foreground_mask, gram, label_masks, masked_gram, masks_for_layers,
-                          object_mask)
-from offline.nst import (OBJECT, NSTConfig, augmented_target, average_style_target, clear_background, run_local_nst,
-                         run_nst, style_target)
+from offline.gram import fake_pool, foreground_mask, gram, label_masks, masked_gram, masks_for_layers, object_mask
+from offline.nst import (
+    OBJECT,
+    NSTConfig,
+    augmented_target,
+    average_style_target,
+    clear_background,
+    run_local_nst,
+    run_nst,
+    style_target,
+)
 from offline.vgg import layer_names, load_vgg19
 from offline.weights import WeightsNotFound
 from usnst_stream.phantom import PhantomRenderer, to_uint8

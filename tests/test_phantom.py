@@ -4,7 +4,7 @@ import pytest
 
 from offline.datasets import read_triptych_folder, split_triptych
 from offline.metrics import psnr, ssim
-from usnst_stream.phantom import FETUS_LABELS, OUTSIDE, PhantomRenderer, triptych, write_phantoms
+from usnst_stream.phantom import FETUS_LABELS, OUTSIDE, PhantomRenderer, write_phantoms
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ import math
 import msgpack
 import numpy as np
 import pytest
+from conftest import gray_frame
 
 from usnst_stream import protocol
 from usnst_stream.protocol import Frame, Limits, Rejected, decode, encode
-
-from conftest import gray_frame
 
 
 def _header(**overrides):

@@ -5,13 +5,12 @@ import time
 import numpy as np
 import pytest
 import zmq
+from conftest import gray_frame
 
 from usnst_stream import protocol
 from usnst_stream.publisher import open_publisher, publish
 from usnst_stream.recording import RecordingError, RecordingReader, RecordingWriter, record
 from usnst_stream.sources import limited, looped, open_source, phantom_stream
-
-from conftest import gray_frame
 
 
 def _write(path, n=5):

@@ -5,8 +5,8 @@ import torch
 
 from engines.backends import load_engine
 from engines.checkpoint import load_checkpoint
-from offline.nst import STYLE_LAYERS, average_style_target, to_tensor
 from offline.gram import gram
+from offline.nst import STYLE_LAYERS, average_style_target, to_tensor
 from offline.vgg import load_vgg19
 from trainer.perceptual import TrainConfig, train
 from usnst_stream.phantom import write_phantoms

@@ -2,12 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, tiny_net
 
-from engines.backends import BackendUnavailable, EngineOptions, TorchEagerEngine, load_engine
+from engines.backends import BackendUnavailable, EngineOptions, load_engine
 from engines.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from engines.transformer_net import NetConfig, TransformerNet
-
-from conftest import TINY, tiny_net
 
 
 @pytest.mark.parametrize("h, w", [(1, 1), (5, 7), (33, 18), (64, 64), (101, 67)])
