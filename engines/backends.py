@@ -82,14 +82,26 @@ class TorchEagerEngine(Engine):
                 "seed": self.options.seed, **self.source}
 
 
-def _torch_factory(path: str, options: EngineOptions) -> Engine:
+def _torch_factory(path: str, options: EngineOptions, artifact: str | None = None) -> Engine:
+    if artifact:
+        raise BackendUnavailable("the torch backend runs checkpoints directly; --engine artifacts are for compiled backends")
     model, meta = load_checkpoint(path)
     source = {"checkpoint": os.fspath(path), "checkpoint_sha256": file_sha256(path), "task": meta.get("task")}
     return TorchEagerEngine(model, options, source=source)
 
 
-# name → (factory, reason it is unavailable or None). Later backends (onnxruntime, tensorrt) register here.
-_BACKENDS: dict[str, Callable[[str, EngineOptions], Engine]] = {"torch": _torch_factory}
+def _onnxruntime_factory(path: str, options: EngineOptions, artifact: str | None = None) -> Engine:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime backend: onnxruntime is not installed ({exc})") from exc
+    from engines.onnx_backend import load_onnx_engine
+
+    return load_onnx_engine(path, options, artifact)
+
+
+# name → factory(checkpoint path, options, engine artifact or None). TensorRT registers here with the engines issue.
+_BACKENDS: dict[str, Callable[..., Engine]] = {"torch": _torch_factory, "onnxruntime": _onnxruntime_factory}
 
 
 def available_backends() -> list[str]:
@@ -97,12 +109,13 @@ def available_backends() -> list[str]:
 
 
 def load_engine(model: str | os.PathLike | None = None, backend: str = "torch",
-                options: EngineOptions = EngineOptions()) -> Engine:
-    """Open ``model`` (a checkpoint path, an embedded model name, or None for the default) on ``backend``."""
+                options: EngineOptions = EngineOptions(), artifact: str | os.PathLike | None = None) -> Engine:
+    """Open ``model`` (a checkpoint path, an embedded model name, or None for the default) on ``backend``;
+    ``artifact`` is a prebuilt engine file for compiled backends (checked against the checkpoint)."""
     path = resolve_model(model)
     if backend == "auto":
         backend = available_backends()[0]
         log.info("backend auto → %s", backend)
     if backend not in _BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; available here: {', '.join(available_backends())}")
-    return _BACKENDS[backend](str(path), options)
+    return _BACKENDS[backend](str(path), options, str(artifact) if artifact else None)

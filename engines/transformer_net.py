@@ -129,15 +129,23 @@ class TransformerNet(nn.Module):
         n, _, h, w = x.shape
         return [torch.randn(s, generator=generator, device=x.device, dtype=x.dtype) for s in self.noise_shapes(n, h, w)]
 
+    @staticmethod
+    def pad_mode(h: int, w: int) -> str:
+        """Reflection needs pad < size; tiny frames are replicated instead (numpy: 'reflect' / 'edge')."""
+        ph, pw = TransformerNet.padded_size(h, w)
+        return "reflect" if ph - h < h and pw - w < w else "replicate"
+
     def forward(self, x: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
         ph, pw = self.padded_size(h, w)
         if (ph, pw) != (h, w):
-            # Reflection needs pad < size; replicate covers tiny frames.
-            mode = "reflect" if ph - h < h and pw - w < w else "replicate"
-            x = F.pad(x, (0, pw - w, 0, ph - h), mode=mode)
+            x = F.pad(x, (0, pw - w, 0, ph - h), mode=self.pad_mode(h, w))
         if self.config.noise and noise is None:
             noise = self.make_noise(x)
+        return self.body(x, noise)[..., :h, :w]
+
+    def body(self, x: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The network proper, on a frame already padded to ``padded_size``: the part compiled backends export."""
         y = F.relu(self.in1(self.conv1(x)))
         y = F.relu(self.in2(self.conv2(y)))
         y = F.relu(self.in3(self.conv3(y)))
@@ -150,5 +158,4 @@ class TransformerNet(nn.Module):
         if self.config.noise:
             y = self.noise2(y, noise[1])
         y = F.relu(self.in5(y))
-        y = self.deconv3(y)
-        return y[..., :h, :w]
+        return self.deconv3(y)

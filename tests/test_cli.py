@@ -14,7 +14,7 @@ import zmq
 from usnst_stream import protocol
 from usnst_stream.recording import RecordingReader
 
-COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "info"]
+COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "engine", "info"]
 
 
 def usnst(*args, timeout=120, check=True):
@@ -205,3 +205,24 @@ def test_stylize_then_metrics_with_fid(tmp_path, tiny_checkpoint):
     assert result["summary"]["images"] == 2 and np.isfinite(result["summary"]["set_fid"])
     assert all(np.isfinite(r["fid"]) and 0 < r["ssim"] <= 1 for r in result["rows"])
     assert (tmp_path / "m.csv").read_text().startswith("image,ssim,psnr,fid")
+
+
+def test_engine_build_then_serve_with_onnxruntime(tmp_path, tiny_checkpoint):
+    usnst("engine", "build", "--model", tiny_checkpoint, "--out", tmp_path / "m.onnx")
+    serve = spawn("serve", "--in", f">ipc://{tmp_path}/in", "--out", f"@ipc://{tmp_path}/out", "--model", tiny_checkpoint,
+                  "--backend", "onnxruntime", "--engine", tmp_path / "m.onnx")
+    assert "onnxruntime engine" in serve.stdout.readline()
+    serve.send_signal(signal.SIGINT)
+    assert serve.wait(timeout=20) == 0
+    other = tmp_path / "other.pt"
+    usnst("train", "--loss", "l1", "--data", _phantoms(tmp_path), "--out", other, "--steps", 1, "--crop", 16,
+          "--batch", 1, "--width", 4, "--n-residual", 1)
+    proc = usnst("serve", "--model", other, "--backend", "onnxruntime", "--engine", tmp_path / "m.onnx", check=False)
+    assert proc.returncode == 2 and "was built from checkpoint" in proc.stderr
+
+
+def _phantoms(tmp_path):
+    from usnst_stream.phantom import write_phantoms
+
+    write_phantoms(tmp_path / "ph", 2, 24, 24)
+    return tmp_path / "ph"

@@ -55,7 +55,8 @@ def _engine_options(args):
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint path or embedded model name (default: the embedded lq2hq)")
-    p.add_argument("--backend", default="torch", help="inference backend: torch (eager), auto")
+    p.add_argument("--backend", default="torch", help="inference backend: torch (eager), onnxruntime, auto")
+    p.add_argument("--engine", default=None, help="prebuilt engine artifact (usnst engine build); checked against --model")
     p.add_argument("--noise", default="frame", choices=["frame", "off"], help="noise injection: fresh every frame, or off")
     p.add_argument("--seed", type=int, default=0, help="seed of the injected noise (reproducible outputs)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: torch's)")
@@ -67,7 +68,7 @@ def cmd_serve(args) -> int:
     from usnst_stream.node import Node, NodeConfig
     from usnst_stream.protocol import Limits
 
-    engine = load_engine(args.model, args.backend, _engine_options(args))
+    engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
     cfg = NodeConfig(input=args.input, output=args.output, limits=Limits(args.max_width, args.max_height),
                      stats_interval=args.stats_interval, input_topic=args.input_topic.encode(),
                      output_topic=args.output_topic.encode())
@@ -220,7 +221,7 @@ def cmd_bench(args) -> int:
     from engines.backends import load_engine
     from usnst_stream.bench import format_tables, run_bench
 
-    engine = load_engine(args.model, args.backend, _engine_options(args))
+    engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
     sizes = [int(v) for v in args.sizes.split(",")]
     result = run_bench(engine, sizes, args.fps, args.seconds, args.messages)
     print(format_tables(result))
@@ -258,7 +259,7 @@ def cmd_stylize(args) -> int:
     from engines.backends import load_engine
     from offline.stylize import StylizeJob, parse_shard, run_stylize
 
-    engine = load_engine(args.model, args.backend, _engine_options(args))
+    engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
     job = StylizeJob(inputs=args.inputs, out=args.out, layout=args.layout, targets=args.targets,
                      metrics=args.metrics or bool(args.targets), shard=parse_shard(args.shard),
                      overwrite=args.overwrite, progress=not args.quiet)
@@ -281,6 +282,20 @@ def cmd_metrics(args) -> int:
     print(format_table(result))
     write_outputs(result, args.csv, args.json)
     return 0 if result["rows"] else 1
+
+
+def cmd_engine_build(args) -> int:
+    from engines.checkpoint import resolve_model
+
+    if args.backend != "onnxruntime":
+        print(f"usnst engine build: error: backend {args.backend!r} has no build step here (onnxruntime does)",
+              file=sys.stderr)
+        return 2
+    from engines.onnx_backend import export_onnx
+
+    path = export_onnx(resolve_model(args.model), args.out)
+    print(f"usnst engine build: wrote {path} (ONNX opset 17, fp32, dynamic frame size, noise as inputs)")
+    return 0
 
 
 def cmd_info(args) -> int:
@@ -450,6 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write rows and summary here")
     p.set_defaults(func=cmd_metrics)
 
+    p = sub.add_parser("engine", help="build engine artifacts for compiled backends")
+    engine_sub = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
+    b = engine_sub.add_parser("build", help="compile a checkpoint for a backend")
+    b.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
+    b.add_argument("--backend", default="onnxruntime", choices=["onnxruntime"])
+    b.add_argument("--out", required=True, help="artifact path, e.g. model.onnx")
+    b.set_defaults(func=cmd_engine_build)
+
     p = sub.add_parser("info", help="show a checkpoint's config and metadata")
     p.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
     p.set_defaults(func=cmd_info)
@@ -464,12 +487,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from engines.backends import BackendUnavailable
     from engines.checkpoint import CheckpointError
+    from engines.onnx_backend import EngineMismatch
     from offline.weights import WeightsNotFound
     from usnst_stream.recording import RecordingError
 
     try:
         return args.func(args)
-    except (CheckpointError, BackendUnavailable, RecordingError, WeightsNotFound, OSError,
+    except (CheckpointError, BackendUnavailable, EngineMismatch, RecordingError, WeightsNotFound, OSError,
             ValueError) as exc:
         print(f"usnst {args.command}: error: {exc}", file=sys.stderr)
         return 2

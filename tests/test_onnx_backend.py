@@ -1,0 +1,53 @@
+"""ONNX export and the ONNX Runtime backend: agreement with eager PyTorch, dynamic sizes, artifact checks."""
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_net
+
+from engines.backends import EngineOptions, load_engine
+from engines.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from engines.onnx_backend import EngineMismatch, OnnxRuntimeEngine, artifact_checkpoint_sha, export_onnx
+
+TOLERANCE = 1e-4  # max abs difference in [0, 1] output units
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("USNST_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("h, w", [(40, 48), (37, 53), (5, 6), (128, 96)])
+def test_onnxruntime_agrees_with_eager_torch_with_identical_noise(tmp_path, tiny_checkpoint, h, w):
+    artifact = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    engine = OnnxRuntimeEngine(artifact, EngineOptions(seed=3))
+    frame = np.random.default_rng(0).random((h, w), dtype=np.float32)
+    out = engine.infer(frame)
+    # Replay the same noise through the eager model: same seed, same numpy generator, same shapes.
+    net, _ = load_checkpoint(tiny_checkpoint)
+    rng = np.random.default_rng(3)
+    noise = [torch.from_numpy(rng.standard_normal(s, dtype=np.float32)) for s in net.noise_shapes(1, h, w)]
+    with torch.no_grad():
+        ref = net(torch.from_numpy(frame)[None, None], noise).clamp(0, 1)[0, 0].numpy()
+    assert out.shape == (h, w)
+    assert np.abs(out - ref).max() < TOLERANCE
+
+
+def test_noise_off_agrees_with_the_torch_backend(tmp_path, tiny_checkpoint, cache):
+    frame = np.random.default_rng(1).random((33, 44), dtype=np.float32)
+    a = load_engine(tiny_checkpoint, "torch", EngineOptions(noise="off")).infer(frame)
+    b = load_engine(tiny_checkpoint, "onnxruntime", EngineOptions(noise="off")).infer(frame)
+    assert np.abs(a - b).max() < TOLERANCE
+    assert len(list(cache.rglob("*.onnx"))) == 1  # exported once into the cache, reused after
+    load_engine(tiny_checkpoint, "onnxruntime")
+    assert len(list(cache.rglob("*.onnx"))) == 1
+
+
+def test_an_engine_built_for_one_checkpoint_refuses_another(tmp_path, tiny_checkpoint):
+    artifact = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    assert artifact_checkpoint_sha(artifact) == file_sha256(tiny_checkpoint)
+    other = save_checkpoint(tmp_path / "other.pt", tiny_net(seed=9))
+    with pytest.raises(EngineMismatch, match="was built from checkpoint"):
+        load_engine(other, "onnxruntime", artifact=artifact)
+    engine = load_engine(tiny_checkpoint, "onnxruntime", artifact=artifact)
+    assert engine.describe()["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
