@@ -114,8 +114,33 @@ def load_engine(model: str | os.PathLike | None = None, backend: str = "torch",
     ``artifact`` is a prebuilt engine file for compiled backends (checked against the checkpoint)."""
     path = resolve_model(model)
     if backend == "auto":
-        backend = available_backends()[0]
-        log.info("backend auto → %s", backend)
+        return fastest_engine(str(path), options)
     if backend not in _BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; available here: {', '.join(available_backends())}")
     return _BACKENDS[backend](str(path), options, str(artifact) if artifact else None)
+
+
+def fastest_engine(path: str, options: EngineOptions = EngineOptions(), size: int = 256, runs: int = 3) -> Engine:
+    """`--backend auto`: open every backend that works here, time ``runs`` inferences of a size×size frame after
+    one warm-up, keep the fastest and log the figures, so the choice is measured on this machine, not assumed."""
+    import time
+
+    frame = np.zeros((size, size), np.float32)
+    timings, engines = {}, {}
+    for name, factory in _BACKENDS.items():
+        try:
+            engine = factory(path, options, None)
+            engine.infer(frame)
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                engine.infer(frame)
+            timings[name] = (time.perf_counter() - t0) / runs * 1e3
+            engines[name] = engine
+        except Exception as exc:  # a backend that cannot run here is skipped, with its reason
+            log.info("backend auto: %s unavailable: %s", name, exc)
+    if not engines:
+        raise BackendUnavailable("no backend could run this model")
+    best = min(timings, key=timings.get)
+    log.info("backend auto → %s (%s ms per %dx%d frame)", best,
+             ", ".join(f"{k} {v:.1f}" for k, v in sorted(timings.items(), key=lambda kv: kv[1])), size, size)
+    return engines[best]

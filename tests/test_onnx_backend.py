@@ -51,3 +51,14 @@ def test_an_engine_built_for_one_checkpoint_refuses_another(tmp_path, tiny_check
         load_engine(other, "onnxruntime", artifact=artifact)
     engine = load_engine(tiny_checkpoint, "onnxruntime", artifact=artifact)
     assert engine.describe()["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
+
+
+def test_auto_backend_measures_and_picks_one_that_runs(tiny_checkpoint, cache, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="engines.backends"):
+        engine = load_engine(tiny_checkpoint, "auto")
+    assert engine.name in ("torch", "onnxruntime")
+    line = next(r.getMessage() for r in caplog.records if "backend auto" in r.getMessage())
+    assert engine.name in line and "torch" in line and "onnxruntime" in line
+    assert engine.infer(np.zeros((20, 20), np.float32)).shape == (20, 20)
