@@ -71,10 +71,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[TransformerNet, dict]:
+def build_model(config: dict) -> torch.nn.Module:
+    """The network a stored config describes: the Johnson net, or the CPU real-time net (``arch: fast``)."""
+    if config.get("arch") == "fast":
+        from engines.fast_net import FastNet, FastNetConfig
+
+        return FastNet(FastNetConfig.from_dict(config))
+    return TransformerNet(NetConfig.from_dict(config))
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network a checkpoint describes; returns (model in eval mode, metadata)."""
     payload = read_checkpoint(path)
-    model = TransformerNet(NetConfig.from_dict(payload["config"]))
+    model = build_model(payload["config"])
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

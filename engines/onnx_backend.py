@@ -18,7 +18,6 @@ import torch
 
 from engines.backends import Engine, EngineOptions
 from engines.checkpoint import code_version, file_sha256, load_checkpoint
-from engines.transformer_net import TransformerNet
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ class EngineMismatch(RuntimeError):
 
 
 class _Body(torch.nn.Module):
-    def __init__(self, net: TransformerNet):
+    def __init__(self, net: torch.nn.Module):
         super().__init__()
         self.net = net
 
@@ -40,7 +39,7 @@ class _Body(torch.nn.Module):
 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Export a checkpoint to ONNX (fp32, dynamic H×W); written atomically."""
+    """Export a checkpoint (either architecture) to ONNX (fp32, dynamic H×W); written atomically."""
     import onnx
 
     net, meta = load_checkpoint(checkpoint)
@@ -59,7 +58,9 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
         torch.onnx.export(_Body(net).eval(), (frame, *noise), str(tmp), input_names=names, output_names=["styled"],
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     model = onnx.load(str(tmp))
+    multiple = getattr(net.config, "factor", 4)  # the graph needs H and W divisible by this, and ≥ twice it
     for key, value in {META_SHA: file_sha256(checkpoint), "usnst.backend": "onnxruntime", "usnst.precision": "fp32",
+                       "usnst.pad_multiple": str(multiple),
                        "usnst.noise": str(bool(noise)).lower(), "usnst.version": code_version(),
                        "usnst.task": str(meta.get("task"))}.items():
         entry = model.metadata_props.add()
@@ -100,6 +101,8 @@ class OnnxRuntimeEngine(Engine):
             so.intra_op_num_threads = options.threads
         self.session = ort.InferenceSession(str(artifact), so, providers=providers())
         self.noise_inputs = [i.name for i in self.session.get_inputs() if i.name.startswith("noise")]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.multiple = int(meta.get("usnst.pad_multiple", 4))
         self.options = options
         self.rng = np.random.default_rng(options.seed)
         self.source = {"artifact": str(artifact), **(source or {})}
@@ -108,10 +111,11 @@ class OnnxRuntimeEngine(Engine):
         if frame.ndim != 2:
             raise ValueError(f"engine expects a 2-D grayscale frame, got shape {frame.shape}")
         h, w = frame.shape
-        ph, pw = TransformerNet.padded_size(h, w)
+        m = self.multiple
+        ph, pw = max(2 * m, (h + m - 1) // m * m), max(2 * m, (w + m - 1) // m * m)
         x = np.asarray(frame, np.float32)
-        if (ph, pw) != (h, w):
-            mode = "reflect" if TransformerNet.pad_mode(h, w) == "reflect" else "edge"
+        if (ph, pw) != (h, w):  # as the network's own forward pads: reflect, or edge for tiny frames
+            mode = "reflect" if ph - h < h and pw - w < w else "edge"
             x = np.pad(x, ((0, ph - h), (0, pw - w)), mode=mode)
         feeds = {"frame": x[None, None]}
         for name, shape in zip(self.noise_inputs, [(1, 1, ph // 2, pw // 2), (1, 1, ph, pw)]):

@@ -179,6 +179,19 @@ def _given(args, names) -> dict:
 
 
 def cmd_train(args) -> int:
+    if args.loss == "distill":
+        from trainer.distill import DistillConfig, distill
+
+        cfg = DistillConfig(data=args.data, progress=not args.quiet, **_given(
+            args, ["teacher", "out", "steps", "batch", "crop", "lr", "channels", "blocks", "seed"]))
+        meta = distill(cfg)
+        v = meta["validation"]
+        print(f"usnst train: distilled {cfg.out} from {meta['teacher']} in {meta['train_seconds']:.0f} s; L1 to teacher "
+              f"{meta['first_l1']:.4f} -> {meta['final_l1']:.4f}")
+        if v:
+            print(f"  held-out SSIM vs HQ: student {v['student_ssim']:.3f}, teacher {v['teacher_ssim']:.3f}, "
+                  f"identity {v['identity_ssim']:.3f}")
+        return 0
     if args.loss == "l1":
         from trainer.supervised import SupervisedConfig, train
 
@@ -380,7 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a transform net: perceptual loss (thesis) or supervised L1")
     p.add_argument("--data", required=True, help="folder of LQ | HQ | seg triptychs (usnst phantom writes them)")
-    p.add_argument("--loss", default="perceptual", choices=["perceptual", "l1"])
+    p.add_argument("--loss", default="perceptual", choices=["perceptual", "l1", "distill"],
+                   help="distill: train the CPU real-time net to reproduce --teacher")
+    p.add_argument("--teacher", default=None, help="distill: teacher checkpoint (default: the embedded model)")
+    p.add_argument("--channels", type=int, default=None, help="distill: channels of the real-time net (48)")
+    p.add_argument("--blocks", type=int, default=None, help="distill: separable blocks of the real-time net (6)")
     p.add_argument("--task", default=None, choices=["lq2hq", "seg2hq", "hq2clinical"], help="perceptual: which task")
     p.add_argument("--style", default=None, help="perceptual: style image or folder (average style); default the HQ panels")
     p.add_argument("--out-dir", default=None, help="perceptual: run folder (default runs/train)")

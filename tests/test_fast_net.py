@@ -1,0 +1,54 @@
+"""The CPU real-time net: any size, checkpoints, ONNX export, FLOP counting, distillation."""
+import numpy as np
+import pytest
+import torch
+
+from engines.backends import EngineOptions, load_engine
+from engines.checkpoint import load_checkpoint, save_checkpoint
+from engines.fast_net import FastNet, FastNetConfig, conv_gflops
+from engines.onnx_backend import OnnxRuntimeEngine, export_onnx
+from engines.transformer_net import NetConfig, TransformerNet
+from trainer.distill import DistillConfig, distill
+from usnst_stream.phantom import write_phantoms
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (7, 9), (64, 64), (101, 67)])
+def test_any_frame_size_keeps_its_shape(h, w):
+    net = FastNet(FastNetConfig(8, 2)).eval()
+    with torch.no_grad():
+        assert net(torch.rand(1, 1, h, w)).shape == (1, 1, h, w)
+
+
+def test_a_fresh_fast_net_is_near_identity_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    net = FastNet(FastNetConfig(8, 2)).eval()
+    path = save_checkpoint(tmp_path / "f.pt", net, {"task": "lq2hq"})
+    loaded, _ = load_checkpoint(path)
+    assert isinstance(loaded, FastNet) and loaded.config == net.config
+    x = torch.rand(1, 1, 24, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+def test_fast_net_runs_on_both_backends_in_agreement(tmp_path):
+    torch.manual_seed(1)
+    path = save_checkpoint(tmp_path / "f.pt", FastNet(FastNetConfig(8, 2)), {"task": "lq2hq"})
+    frame = np.random.default_rng(0).random((37, 50), dtype=np.float32)
+    a = load_engine(path, "torch", EngineOptions()).infer(frame)
+    b = OnnxRuntimeEngine(export_onnx(path, tmp_path / "f.onnx")).infer(frame)
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_flop_counter_matches_the_known_cost_of_the_thesis_net():
+    # 75.2 GFLOP per 512² frame for the width-32 Johnson net (../shared/REFERENCE.md, counted independently).
+    assert conv_gflops(TransformerNet(NetConfig(32, 5)), 512, 512) == pytest.approx(75.2, abs=0.1)
+    assert conv_gflops(FastNet(FastNetConfig(48, 6)), 512, 512) < 2.0
+
+
+def test_distillation_moves_the_student_towards_the_teacher(tmp_path, tiny_checkpoint):
+    write_phantoms(tmp_path / "data", 4, 48, 48, seed=3)
+    meta = distill(DistillConfig(data=str(tmp_path / "data"), teacher=str(tiny_checkpoint), out=str(tmp_path / "s.pt"),
+                                 steps=40, batch=4, crop=32, channels=8, blocks=2, progress=False))
+    assert meta["final_l1"] < meta["first_l1"]
+    assert set(meta["validation"]) >= {"student_ssim", "teacher_ssim", "identity_ssim"}
+    assert isinstance(load_checkpoint(tmp_path / "s.pt")[0], FastNet)
