@@ -226,3 +226,15 @@ def _phantoms(tmp_path):
 
     write_phantoms(tmp_path / "ph", 2, 24, 24)
     return tmp_path / "ph"
+
+
+def test_engine_only_bench_reports_every_field(tmp_path, tiny_checkpoint):
+    out = tmp_path / "e.json"
+    proc = usnst("bench", "--engine-only", "--model", tiny_checkpoint, "--sizes", "24,32", "--frames", 5, "--json", out)
+    assert "Engine only" in proc.stdout
+    rows = json.loads(out.read_text())["engine"]
+    assert {(r["backend"], r["size"]) for r in rows} == {("torch", 24), ("torch", 32), ("onnxruntime", 24),
+                                                          ("onnxruntime", 32)}
+    for r in rows:
+        assert r["frames"] == 5 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["fps"] > 0 and r["gflop_per_frame"] > 0 and r["gflop_per_s"] > 0

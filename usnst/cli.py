@@ -232,12 +232,24 @@ def cmd_train(args) -> int:
 
 def cmd_bench(args) -> int:
     from engines.backends import load_engine
-    from usnst_stream.bench import format_tables, run_bench
+    from usnst_stream.bench import engine_latency, format_engine_table, format_tables, run_bench
 
-    engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
     sizes = [int(v) for v in args.sizes.split(",")]
-    result = run_bench(engine, sizes, args.fps, args.seconds, args.messages)
-    print(format_tables(result))
+    if args.engine_only:
+        from engines.checkpoint import load_checkpoint, resolve_model
+        from engines.fast_net import conv_gflops
+
+        net, _ = load_checkpoint(resolve_model(args.model))
+        rows = []
+        for backend in args.backends.split(","):
+            engine = load_engine(args.model, backend, _engine_options(args))
+            rows += [engine_latency(engine, s, args.frames, gflop=conv_gflops(net, s, s)) for s in sizes]
+        result = {"engine": rows}
+        print(format_engine_table(rows))
+    else:
+        engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
+        result = run_bench(engine, sizes, args.fps, args.seconds, args.messages)
+        print(format_tables(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
@@ -432,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=60.0, help="input rate (above the engine's rate measures throughput)")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds of stream per size")
     p.add_argument("--messages", type=int, default=300, help="messages per transport measurement")
+    p.add_argument("--engine-only", action="store_true", help="time the engine alone, per backend and size")
+    p.add_argument("--backends", default="torch,onnxruntime", help="engine-only: backends to compare")
+    p.add_argument("--frames", type=int, default=30, help="engine-only: timed frames per backend and size")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=cmd_bench)
 

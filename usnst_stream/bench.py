@@ -105,6 +105,36 @@ def node_throughput(engine: Engine, size: int, fps: float = 60.0, seconds: float
     }
 
 
+def engine_latency(engine: Engine, size: int, frames: int = 30, warmup: int = 3, gflop: float | None = None) -> dict:
+    """Engine alone on size×size phantom frames: latency percentiles after warm-up, frames/s, and GFLOP/s achieved."""
+    imgs = [f.astype(np.float32) / 255.0 for f in _phantom_frames(size, 4)]
+    for i in range(warmup):
+        engine.infer(imgs[i % len(imgs)])
+    times = []
+    for i in range(frames):
+        t0 = time.perf_counter()
+        engine.infer(imgs[i % len(imgs)])
+        times.append((time.perf_counter() - t0) * 1e3)
+    p50, p95, p99, pmax = (float(v) for v in np.percentile(times, [50, 95, 99, 100]))
+    out = {"backend": engine.name, "size": size, "frames": frames, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+           "max_ms": pmax, "fps": 1e3 / float(np.mean(times))}
+    if gflop is not None:
+        out["gflop_per_frame"] = gflop
+        out["gflop_per_s"] = gflop * out["fps"]
+    return out
+
+
+def format_engine_table(rows: list[dict]) -> str:
+    lines = ["Engine only (after warm-up)",
+             f"{'backend':>12} {'size':>9} {'frames':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+             f"{'fps':>7} {'GFLOP':>7} {'GFLOP/s':>8}"]
+    for r in rows:
+        lines.append(f"{r['backend']:>12} {r['size']:>4}x{r['size']:<4} {r['frames']:>6} {r['p50_ms']:>8.1f} "
+                     f"{r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['fps']:>7.1f} "
+                     f"{r.get('gflop_per_frame', float('nan')):>7.2f} {r.get('gflop_per_s', float('nan')):>8.1f}")
+    return "\n".join(lines)
+
+
 def format_tables(result: dict) -> str:
     lines = ["Node throughput and latency (pre-rendered LQ phantom frames, tcp loopback)",
              f"{'size':>9} {'in fps':>7} {'out fps':>8} {'dropped':>8} {'infer p50':>10} {'infer p99':>10} "
