@@ -52,3 +52,9 @@ def test_distillation_moves_the_student_towards_the_teacher(tmp_path, tiny_check
     assert meta["final_l1"] < meta["first_l1"]
     assert set(meta["validation"]) >= {"student_ssim", "teacher_ssim", "identity_ssim"}
     assert isinstance(load_checkpoint(tmp_path / "s.pt")[0], FastNet)
+
+
+def test_the_embedded_real_time_model_loads_and_runs():
+    engine = load_engine("lq2hq_fast", "torch")
+    assert engine.describe()["task"] == "lq2hq"
+    assert engine.infer(np.full((64, 80), 0.5, np.float32)).shape == (64, 80)
