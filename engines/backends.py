@@ -25,13 +25,19 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here; the message says why (never replaced silently)."""
 
 
+class EngineMismatch(RuntimeError):
+    """An engine artifact that does not belong to this checkpoint, precision or device, or was modified."""
+
+
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to run a net: which noise, which seed, how many CPU threads."""
+    """How to run a net: which noise, which seed, how many CPU threads, on which device and precision."""
 
     noise: str = "frame"  # "frame": fresh noise every frame; "off": noise planes are zero
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    device: str = "cpu"  # "cpu" or "cuda[:N]"; compiled GPU backends (tensorrt) need cuda
+    precision: str = "fp32"  # "fp32" or "fp16" (GPU backends; normalisation layers stay fp32)
 
 
 class Engine:
@@ -66,7 +72,7 @@ class TorchEagerEngine(Engine):
 
     def _noise(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.options.noise == "off":
-            return [torch.zeros(s, device=x.device) for s in self.model.noise_shapes(*x.shape[:1], *x.shape[-2:])]
+            return [torch.zeros(s, device=x.device, dtype=x.dtype) for s in self.model.noise_shapes(*x.shape[:1], *x.shape[-2:])]
         return self.model.make_noise(x, self.generator)
 
     def infer(self, frame: np.ndarray) -> np.ndarray:
@@ -74,20 +80,56 @@ class TorchEagerEngine(Engine):
             raise ValueError(f"engine expects a 2-D grayscale frame, got shape {frame.shape}")
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)).to(self.device)[None, None]
+            x = x.to(next(self.model.parameters()).dtype)
             y = self.model(x, self._noise(x)).clamp_(0.0, 1.0)
-            return y[0, 0].cpu().numpy()
+            return y[0, 0].float().cpu().numpy()
 
     def describe(self) -> dict:
         return {"backend": self.name, "device": str(self.device), "noise": self.options.noise,
                 "seed": self.options.seed, **self.source}
 
 
+def check_device(options: EngineOptions) -> None:
+    """Refuse, with the reason, a device or precision this machine cannot give (never fall back silently)."""
+    if options.precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be fp32 or fp16, got {options.precision!r}")
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(f"device {options.device}: this PyTorch build sees no CUDA GPU "
+                                 f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'not compiled in'})")
+    if options.precision == "fp16" and not options.device.startswith("cuda"):
+        raise BackendUnavailable("fp16 inference is for GPUs; on CPU use fp32")
+
+
+def _checkpoint_source(path: str, meta: dict) -> dict:
+    return {"checkpoint": os.fspath(path), "checkpoint_sha256": file_sha256(path), "task": meta.get("task")}
+
+
 def _torch_factory(path: str, options: EngineOptions, artifact: str | None = None) -> Engine:
     if artifact:
         raise BackendUnavailable("the torch backend runs checkpoints directly; --engine artifacts are for compiled backends")
+    check_device(options)
     model, meta = load_checkpoint(path)
-    source = {"checkpoint": os.fspath(path), "checkpoint_sha256": file_sha256(path), "task": meta.get("task")}
-    return TorchEagerEngine(model, options, source=source)
+    if options.precision == "fp16":
+        model = model.half()
+    return TorchEagerEngine(model, options, device=options.device, source=_checkpoint_source(path, meta))
+
+
+def _torch_compile_factory(path: str, options: EngineOptions, artifact: str | None = None) -> Engine:
+    """torch.compile (inductor) of the network body; on CUDA with CUDA graphs ("reduce-overhead"), which
+    removes per-kernel launch cost for the fixed frame size of a stream. Each new frame size compiles once
+    (seconds to tens of seconds), which is why the node warms up before it subscribes."""
+    if artifact:
+        raise BackendUnavailable("torch-compile compiles in process; it has no --engine artifact")
+    check_device(options)
+    from engines.body_engine import BodyEngine, BodyModule
+
+    model, meta = load_checkpoint(path)
+    dtype = torch.float16 if options.precision == "fp16" else torch.float32
+    body = BodyModule(model).eval().to(options.device, dtype)
+    mode = "reduce-overhead" if options.device.startswith("cuda") else None
+    compiled = torch.compile(body, mode=mode, dynamic=False)
+    return BodyEngine("torch-compile", model, compiled, options, options.device, dtype,
+                      {"compile_mode": mode or "default", **_checkpoint_source(path, meta)})
 
 
 def _onnxruntime_factory(path: str, options: EngineOptions, artifact: str | None = None) -> Engine:
@@ -100,8 +142,15 @@ def _onnxruntime_factory(path: str, options: EngineOptions, artifact: str | None
     return load_onnx_engine(path, options, artifact)
 
 
-# name → factory(checkpoint path, options, engine artifact or None). TensorRT registers here with the engines issue.
-_BACKENDS: dict[str, Callable[..., Engine]] = {"torch": _torch_factory, "onnxruntime": _onnxruntime_factory}
+def _tensorrt_factory(path: str, options: EngineOptions, artifact: str | None = None) -> Engine:
+    from engines.tensorrt_backend import load_tensorrt_engine
+
+    return load_tensorrt_engine(path, options, artifact)
+
+
+# name → factory(checkpoint path, options, engine artifact or None).
+_BACKENDS: dict[str, Callable[..., Engine]] = {"torch": _torch_factory, "onnxruntime": _onnxruntime_factory,
+                                               "torch-compile": _torch_compile_factory, "tensorrt": _tensorrt_factory}
 
 
 def available_backends() -> list[str]:
@@ -128,6 +177,8 @@ def fastest_engine(path: str, options: EngineOptions = EngineOptions(), size: in
     frame = np.zeros((size, size), np.float32)
     timings, engines = {}, {}
     for name, factory in _BACKENDS.items():
+        if name == "torch-compile" and not options.device.startswith("cuda"):
+            continue  # compiling takes 15-45 s on CPU for about ONNX Runtime's speed: not worth it at startup
         try:
             engine = factory(path, options, None)
             engine.infer(frame)

@@ -16,26 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.backends import Engine, EngineOptions
+from engines.backends import Engine, EngineMismatch, EngineOptions
+from engines.body_engine import BodyModule, pad_multiple
 from engines.checkpoint import code_version, file_sha256, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 META_SHA = "usnst.checkpoint_sha256"
-
-
-class EngineMismatch(RuntimeError):
-    """An engine artifact that was built from a different checkpoint (or is not a usnst artifact)."""
-
-
-class _Body(torch.nn.Module):
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, frame, *noise):
-        return self.net.body(frame, list(noise) if noise else None)
 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -55,10 +43,10 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and shape-inference chatter
-        torch.onnx.export(_Body(net).eval(), (frame, *noise), str(tmp), input_names=names, output_names=["styled"],
+        torch.onnx.export(BodyModule(net).eval(), (frame, *noise), str(tmp), input_names=names, output_names=["styled"],
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     model = onnx.load(str(tmp))
-    multiple = getattr(net.config, "factor", 4)  # the graph needs H and W divisible by this, and ≥ twice it
+    multiple = pad_multiple(net)  # the graph needs H and W divisible by this, and ≥ twice it
     for key, value in {META_SHA: file_sha256(checkpoint), "usnst.backend": "onnxruntime", "usnst.precision": "fp32",
                        "usnst.pad_multiple": str(multiple),
                        "usnst.noise": str(bool(noise)).lower(), "usnst.version": code_version(),

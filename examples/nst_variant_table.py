@@ -12,7 +12,15 @@ import numpy as np
 from offline.datasets import read_triptych_folder, resize_longest
 from offline.gram import foreground_mask, label_masks
 from offline.metrics import psnr, ssim
-from offline.nst import NSTConfig, augmented_target, average_style_target, clear_background, run_local_nst, run_nst, style_target
+from offline.nst import (
+    NSTConfig,
+    augmented_target,
+    average_style_target,
+    clear_background,
+    run_local_nst,
+    run_nst,
+    style_target,
+)
 from offline.vgg import load_vgg19
 from usnst_stream.phantom import write_phantoms
 

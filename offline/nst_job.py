@@ -16,7 +16,15 @@ import numpy as np
 from offline import loss_curves
 from offline.datasets import image_paths, read_gray, resize_longest, split_triptych
 from offline.gram import foreground_mask, label_masks
-from offline.nst import NSTConfig, augmented_target, average_style_target, clear_background, run_local_nst, run_nst, style_target
+from offline.nst import (
+    NSTConfig,
+    augmented_target,
+    average_style_target,
+    clear_background,
+    run_local_nst,
+    run_nst,
+    style_target,
+)
 from offline.vgg import load_vgg19
 
 VARIANTS = ("plain", "augmented", "local")

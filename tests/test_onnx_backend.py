@@ -59,6 +59,6 @@ def test_auto_backend_measures_and_picks_one_that_runs(tiny_checkpoint, cache, c
     with caplog.at_level(logging.INFO, logger="engines.backends"):
         engine = load_engine(tiny_checkpoint, "auto")
     assert engine.name in ("torch", "onnxruntime")
-    line = next(r.getMessage() for r in caplog.records if "backend auto" in r.getMessage())
+    line = next(r.getMessage() for r in caplog.records if "backend auto →" in r.getMessage())
     assert engine.name in line and "torch" in line and "onnxruntime" in line
     assert engine.infer(np.zeros((20, 20), np.float32)).shape == (20, 20)

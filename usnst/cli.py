@@ -50,16 +50,20 @@ def _stop_on_signals() -> threading.Event:
 def _engine_options(args):
     from engines.backends import EngineOptions
 
-    return EngineOptions(noise=args.noise, seed=args.seed, threads=args.threads)
+    return EngineOptions(noise=args.noise, seed=args.seed, threads=args.threads, device=args.device,
+                         precision=args.precision)
 
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint path or embedded model name (default: the embedded lq2hq)")
-    p.add_argument("--backend", default="torch", help="inference backend: torch (eager), onnxruntime, auto")
+    p.add_argument("--backend", default="torch",
+                   help="inference backend: torch (eager), torch-compile, onnxruntime, tensorrt, auto (fastest here)")
     p.add_argument("--engine", default=None, help="prebuilt engine artifact (usnst engine build); checked against --model")
     p.add_argument("--noise", default="frame", choices=["frame", "off"], help="noise injection: fresh every frame, or off")
     p.add_argument("--seed", type=int, default=0, help="seed of the injected noise (reproducible outputs)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (tensorrt always runs on cuda)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="fp16 on GPU only; norms stay fp32")
 
 
 # -- subcommands ----------------------------------------------------------------------------------------
@@ -312,13 +316,18 @@ def cmd_metrics(args) -> int:
 def cmd_engine_build(args) -> int:
     from engines.checkpoint import resolve_model
 
-    if args.backend != "onnxruntime":
-        print(f"usnst engine build: error: backend {args.backend!r} has no build step here (onnxruntime does)",
-              file=sys.stderr)
-        return 2
+    model = resolve_model(args.model)
+    if args.backend == "tensorrt":
+        from engines.tensorrt_backend import ShapeRange, build_tensorrt
+
+        shapes = ShapeRange.parse(args.shapes)
+        path = build_tensorrt(model, args.out, args.precision, shapes, args.device)
+        print(f"usnst engine build: wrote {path} (+ .json record; TensorRT {args.precision}, frames {shapes}, "
+              "noise as inputs)")
+        return 0
     from engines.onnx_backend import export_onnx
 
-    path = export_onnx(resolve_model(args.model), args.out)
+    path = export_onnx(model, args.out)
     print(f"usnst engine build: wrote {path} (ONNX opset 17, fp32, dynamic frame size, noise as inputs)")
     return 0
 
@@ -501,8 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     engine_sub = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
     b = engine_sub.add_parser("build", help="compile a checkpoint for a backend")
     b.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
-    b.add_argument("--backend", default="onnxruntime", choices=["onnxruntime"])
-    b.add_argument("--out", required=True, help="artifact path, e.g. model.onnx")
+    b.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
+    b.add_argument("--out", required=True, help="artifact path, e.g. model.onnx or model.ep (tensorrt)")
+    b.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="tensorrt: engine precision")
+    b.add_argument("--shapes", default="256x256:512x512:1024x1024",
+                   help="tensorrt: frame size HxW, or a range MIN:OPT:MAX of HxW sizes")
+    b.add_argument("--device", default="cuda", help="tensorrt: the GPU to build on")
     b.set_defaults(func=cmd_engine_build)
 
     p = sub.add_parser("info", help="show a checkpoint's config and metadata")
@@ -517,9 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     import zmq
 
-    from engines.backends import BackendUnavailable
+    from engines.backends import BackendUnavailable, EngineMismatch
     from engines.checkpoint import CheckpointError
-    from engines.onnx_backend import EngineMismatch
     from offline.weights import WeightsNotFound
     from usnst_stream.recording import RecordingError
 
