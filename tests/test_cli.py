@@ -112,18 +112,51 @@ def test_demo_over_ipc(tmp_path):
 
 
 def test_bench_reports_every_field(tmp_path, tiny_checkpoint):
-    out = tmp_path / "bench.json"
-    proc = usnst("bench", "--model", tiny_checkpoint, "--sizes", "32", "--seconds", 1, "--fps", 30,
-                 "--messages", 20, "--json", out)
-    assert "Protocol overhead" in proc.stdout
+    out, plot = tmp_path / "bench.json", tmp_path / "lat.png"
+    proc = usnst("bench", "--model", tiny_checkpoint, "--sizes", "32", "--seconds", 0.6, "--rates", "20,40",
+                 "--frames", 5, "--messages", 20, "--json", out, "--plot", plot)
+    assert "End to end" in proc.stdout and "Transport baseline" in proc.stdout and "sustainable" in proc.stdout
     result = json.loads(out.read_text())
-    node, transport = result["node"][0], result["transport"][0]
-    assert node["size"] == 32 and node["published"] > 0 and node["throughput_fps"] > 0
-    assert node["published"] + node["dropped"] <= node["sent"]
-    for key in ("infer_ms", "node_ms", "wait_ms", "end_to_end_ms"):
-        assert node[key]["p50"] > 0 and node[key]["p99"] >= node[key]["p50"]
+    assert result["machine"]["cpus"] >= 1 and result["engine"]["backend"] == "torch"
+    (engine_row,) = result["engine_only"]
+    assert engine_row["frames"] == 5 and engine_row["gflop_per_frame"] > 0 and engine_row["fps"] > 0
+    assert {s["transport"] for s in result["stream"]} == {"tcp", "ipc"}
+    for sweep in result["stream"]:
+        assert [r["input_fps"] for r in sweep["runs"]] == [20.0, 40.0]
+        assert sweep["sustainable_fps"] in (None, 20.0, 40.0)
+        for r in sweep["runs"]:
+            assert r["sent"] == round(0.6 * r["input_fps"]) and 0 < r["delivered"] <= r["sent"]
+            assert r["drop_fraction"] == pytest.approx(1 - r["delivered"] / r["sent"])
+            assert "_e2e_samples" not in r
+            for stage in ("to_node", "wait", "infer", "publish", "to_consumer"):
+                assert 0 <= r["stages_ms"][stage]["p50"] <= r["stages_ms"][stage]["p99"] <= r["stages_ms"][stage]["max"]
+            e2e = r["end_to_end_ms"]
+            assert e2e["p50"] >= r["stages_ms"]["infer"]["p50"] and r["jitter_ms"] >= 0
+            assert r["output_interval_ms"]["p50"] > 0
+    transport = result["transport"][0]
     assert transport["messages"] == 20 and transport["bytes"] == 32 * 32
     assert transport["plain_us"]["p50"] > 0 and transport["ratio_p50"] > 0
+    assert plot.stat().st_size > 1000
+
+
+def test_rate_sweep_finds_the_rate_where_a_slow_engine_starts_dropping():
+    from usnst_stream.bench import sweep_rates
+
+    class SlowEngine:  # a 40 ms engine: 25 frames/s at most
+        name = "slow"
+
+        def infer(self, frame):
+            time.sleep(0.04)
+            return frame
+
+        def describe(self):
+            return {"backend": self.name}
+
+    sweep = sweep_rates(SlowEngine(), 24, "tcp", seconds=1.0, rates=[10, 50, 100], max_drop=0.05)
+    by_rate = {r["input_fps"]: r for r in sweep["runs"]}
+    assert by_rate[10]["drop_fraction"] <= 0.05 and by_rate[50]["drop_fraction"] > 0.3
+    assert sweep["sustainable_fps"] == 10 and len(sweep["runs"]) == 3
+    assert by_rate[50]["output_fps"] < 30
 
 
 def test_serve_stops_cleanly_on_sigterm_with_a_summary(tmp_path, tiny_checkpoint):
@@ -232,7 +265,7 @@ def test_engine_only_bench_reports_every_field(tmp_path, tiny_checkpoint):
     out = tmp_path / "e.json"
     proc = usnst("bench", "--engine-only", "--model", tiny_checkpoint, "--sizes", "24,32", "--frames", 5, "--json", out)
     assert "Engine only" in proc.stdout
-    rows = json.loads(out.read_text())["engine"]
+    rows = json.loads(out.read_text())["engine_only"]
     assert {(r["backend"], r["size"]) for r in rows} == {("torch", 24), ("torch", 32), ("onnxruntime", 24),
                                                           ("onnxruntime", 32)}
     for r in rows:

@@ -236,28 +236,44 @@ def cmd_train(args) -> int:
 
 def cmd_bench(args) -> int:
     from engines.backends import load_engine
-    from usnst_stream.bench import engine_latency, format_engine_table, format_tables, run_bench
+    from engines.checkpoint import load_checkpoint, resolve_model
+    from engines.fast_net import conv_gflops
+    from usnst_stream.bench import (
+        BenchPlan,
+        engine_latency,
+        format_engine_table,
+        format_report,
+        machine,
+        plot_latency_cdf,
+        run_bench,
+        strip_samples,
+    )
 
     sizes = [int(v) for v in args.sizes.split(",")]
+    net, _ = load_checkpoint(resolve_model(args.model))
+    gflop = {s: conv_gflops(net, s, s) for s in sizes}
+    curves = {}
     if args.engine_only:
-        from engines.checkpoint import load_checkpoint, resolve_model
-        from engines.fast_net import conv_gflops
-
-        net, _ = load_checkpoint(resolve_model(args.model))
         rows = []
         for backend in args.backends.split(","):
             engine = load_engine(args.model, backend, _engine_options(args))
-            rows += [engine_latency(engine, s, args.frames, gflop=conv_gflops(net, s, s)) for s in sizes]
-        result = {"engine": rows}
+            rows += [engine_latency(engine, s, args.frames, gflop=gflop[s]) for s in sizes]
+        result = {"machine": machine(), "engine_only": rows}
         print(format_engine_table(rows))
     else:
         engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
-        result = run_bench(engine, sizes, args.fps, args.seconds, args.messages)
-        print(format_tables(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"usnst bench: wrote {args.json}")
+        rates = tuple(float(v) for v in args.rates.split(",")) if args.rates else None
+        plan = BenchPlan(sizes=tuple(sizes), transports=tuple(args.transports.split(",")), seconds=args.seconds,
+                         rates=rates, engine_frames=args.frames, messages=args.messages, max_drop=args.max_drop,
+                         gflop=gflop)
+        result, curves = strip_samples(run_bench(engine, plan))
+        print(format_report(result))
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"usnst bench: wrote {args.json}")
+    if args.plot and curves:
+        plot_latency_cdf(curves, args.plot)
+        print(f"usnst bench: wrote {args.plot}")
     return 0
 
 
@@ -447,16 +463,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("bench", help="measure node throughput/latency and the protocol's overhead over plain pyzmq")
+    p = sub.add_parser("bench", help="engine latency, end-to-end rate sweep (tcp, ipc) and transport baseline")
     _add_engine_flags(p)
     p.add_argument("--sizes", default="256,512", help="comma-separated square frame sizes")
-    p.add_argument("--fps", type=float, default=60.0, help="input rate (above the engine's rate measures throughput)")
-    p.add_argument("--seconds", type=float, default=5.0, help="seconds of stream per size")
-    p.add_argument("--messages", type=int, default=300, help="messages per transport measurement")
-    p.add_argument("--engine-only", action="store_true", help="time the engine alone, per backend and size")
+    p.add_argument("--transports", default="tcp,ipc", help="end to end over these transports")
+    p.add_argument("--rates", default=None,
+                   help="input rates to sweep, e.g. 15,30,60 (default: around the engine's measured capacity)")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds of stream per rate")
+    p.add_argument("--max-drop", type=float, default=0.01, help="fraction of frames allowed not to come out")
+    p.add_argument("--messages", type=int, default=300, help="messages per transport-baseline measurement")
+    p.add_argument("--engine-only", action="store_true", help="only time the engines, per backend and size")
     p.add_argument("--backends", default="torch,onnxruntime", help="engine-only: backends to compare")
-    p.add_argument("--frames", type=int, default=30, help="engine-only: timed frames per backend and size")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--frames", type=int, default=30, help="timed engine-only frames per backend and size")
+    p.add_argument("--json", default="usnst-bench.json", help="where to write every figure (JSON)")
+    p.add_argument("--plot", default=None, help="also draw the end-to-end latency distribution to this PNG")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("nst", help="optimisation-based style transfer (Gatys) and the thesis variants")

@@ -42,6 +42,9 @@ class DemoConfig:
     seed: int = 0
 
 
+CONSUMER_STAGES = ("to_node", "wait", "infer", "publish", "to_consumer")
+
+
 class Consumer:
     """Subscribes to stylized frames and measures what a display would experience."""
 
@@ -51,6 +54,9 @@ class Consumer:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
         self.end_to_end = LatencyWindow(100_000)
+        # Per stage, from the protocol's timestamps: capture → node receive, queued, inference, publish, node → here.
+        self.stages = {name: LatencyWindow(100_000) for name in CONSUMER_STAGES}
+        self.arrivals: list[int] = []
         self.received = 0
         self.last: protocol.Frame | None = None
         self.stop = threading.Event()
@@ -66,9 +72,27 @@ class Consumer:
                 if isinstance(frame, protocol.Frame):
                     self.received += 1
                     self.end_to_end.add((now - frame.capture_ns) / 1e6)
+                    self._add_stages(frame, now)
                     self.last = frame
         finally:
             self.sock.close()
+
+    def reset(self) -> None:
+        """Forget what was measured so far (e.g. the frames of a connection handshake)."""
+        self.end_to_end = LatencyWindow(100_000)
+        self.stages = {name: LatencyWindow(100_000) for name in CONSUMER_STAGES}
+        self.arrivals = []
+        self.received = 0
+
+    def _add_stages(self, frame: protocol.Frame, now: int) -> None:
+        s = frame.stamps
+        if len(self.arrivals) < 100_000:
+            self.arrivals.append(now)
+        if not all(k in s for k in protocol.NODE_STAMPS):
+            return
+        marks = (frame.capture_ns, s["recv_ns"], s["infer_start_ns"], s["infer_end_ns"], s["publish_ns"], now)
+        for name, a, b in zip(CONSUMER_STAGES, marks, marks[1:]):
+            self.stages[name].add((b - a) / 1e6)
 
 
 def _endpoints(transport: str) -> tuple[str, str]:
