@@ -14,7 +14,7 @@ import zmq
 from usnst_stream import protocol
 from usnst_stream.recording import RecordingReader
 
-COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "engine", "info"]
+COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "engine", "keys", "info"]
 
 
 def usnst(*args, timeout=120, check=True):
@@ -271,3 +271,35 @@ def test_engine_only_bench_reports_every_field(tmp_path, tiny_checkpoint):
     for r in rows:
         assert r["frames"] == 5 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["fps"] > 0 and r["gflop_per_frame"] > 0 and r["gflop_per_s"] > 0
+
+
+def test_keys_then_an_encrypted_simulate_serve_record_chain(tmp_path, tiny_checkpoint):
+    k = tmp_path / "keys"
+    out = usnst("keys", "--out", k, "simulator", "node", "recorder").stdout
+    assert out.count("(share it)") == 3
+    for server, client in (("simulator", "node"), ("node", "recorder")):
+        (tmp_path / f"{server}-allow").mkdir()
+        (tmp_path / f"{server}-allow" / f"{client}.key").write_bytes((k / f"{client}.key").read_bytes())
+    sim_ep, out_ep = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
+    serve = spawn("serve", "--in", ">" + sim_ep, "--out", "@" + out_ep, "--model", tiny_checkpoint, "--json",
+                  "--curve-secret", k / "node.key_secret", "--curve-allow", tmp_path / "node-allow",
+                  "--curve-server", k / "simulator.key")
+    assert "usnst serve:" in serve.stdout.readline()
+    rec = spawn("record", "--in", ">" + out_ep, "--out", tmp_path / "r.usrec", "--frames", 5,
+                "--curve-secret", k / "recorder.key_secret", "--curve-server", k / "node.key")
+    time.sleep(2)
+    usnst("simulate", "--out", "@" + sim_ep, "--size", "24x24", "--fps", 20, "--frames", 60,
+          "--curve-secret", k / "simulator.key_secret", "--curve-allow", tmp_path / "simulator-allow")
+    rec_out, rec_err = rec.communicate(timeout=30)
+    serve.send_signal(signal.SIGINT)
+    serve.communicate(timeout=20)
+    assert rec.returncode == 0 and "wrote 5 messages" in rec_out, rec_err
+    assert len(list(RecordingReader(tmp_path / "r.usrec"))) == 5
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

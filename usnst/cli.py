@@ -66,6 +66,23 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="fp16 on GPU only; norms stay fp32")
 
 
+def _add_curve_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("CURVE encryption and authentication (keys from `usnst keys`)")
+    g.add_argument("--curve-secret", default=None, help="this side's NAME.key_secret; turns CURVE on")
+    g.add_argument("--curve-allow", default=None, help="where this side binds: folder of allowed clients' NAME.key")
+    g.add_argument("--curve-server", default=None, help="where this side connects: the server's NAME.key")
+
+
+def _curve(args):
+    from usnst_stream.security import CurveConfig
+
+    if not args.curve_secret:
+        if args.curve_allow or args.curve_server:
+            raise ValueError("--curve-allow/--curve-server need --curve-secret (this side's NAME.key_secret)")
+        return None
+    return CurveConfig(args.curve_secret, args.curve_allow, args.curve_server)
+
+
 # -- subcommands ----------------------------------------------------------------------------------------
 def cmd_serve(args) -> int:
     from engines.backends import load_engine
@@ -75,7 +92,7 @@ def cmd_serve(args) -> int:
     engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
     cfg = NodeConfig(input=args.input, output=args.output, limits=Limits(args.max_width, args.max_height),
                      stats_interval=args.stats_interval, input_topic=args.input_topic.encode(),
-                     output_topic=args.output_topic.encode())
+                     output_topic=args.output_topic.encode(), curve=_curve(args))
     node = Node(engine, cfg).start()
     _on_signals(node.request_stop)
     print(f"usnst serve: {engine.describe()['backend']} engine; subscribing {', '.join(node.endpoints['input'])}; "
@@ -93,7 +110,7 @@ def cmd_simulate(args) -> int:
 
     stop = _stop_on_signals()
     h, w = args.size
-    sock, bound = open_publisher(args.output)
+    sock, bound = open_publisher(args.output, curve=_curve(args))
     print(f"usnst simulate: publishing {args.quality.upper()} {h}x{w} {args.dtype} frames at {args.fps:g} fps on "
           f"{', '.join(bound)}. Ctrl-C stops.", flush=True)
     source = limited(phantom_stream(h, w, args.fps, args.quality, args.seed, args.dtype), args.frames, args.duration)
@@ -120,7 +137,7 @@ def cmd_record(args) -> int:
 
     stop = _stop_on_signals()
     print(f"usnst record: recording {args.input} to {args.out}. Ctrl-C stops.", flush=True)
-    counts = record(args.input, args.out, stop, args.frames, args.duration, args.topic.encode())
+    counts = record(args.input, args.out, stop, args.frames, args.duration, args.topic.encode(), curve=_curve(args))
     print(f"usnst record: wrote {counts['written']} messages to {counts['path']}; {counts['missing_by_seq']} frames "
           f"missing from the sequence numbers; {counts['invalid']} not valid frames.", flush=True)
     return 0
@@ -135,7 +152,7 @@ def cmd_replay(args) -> int:
     make()  # fail now, with a clear message, if the source cannot be opened
     times = None if args.loop == 0 else args.loop
     source = limited(looped(make, times), args.frames)
-    sock, bound = open_publisher(args.output)
+    sock, bound = open_publisher(args.output, curve=_curve(args))
     print(f"usnst replay: publishing {args.source} on {', '.join(bound)}"
           f"{' at ' + format(args.fps, 'g') + ' fps' if args.fps else ' at its recorded timing'}"
           f"{' x' + format(args.speed, 'g') if args.speed != 1 else ''}. Ctrl-C stops.", flush=True)
@@ -348,6 +365,17 @@ def cmd_engine_build(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from usnst_stream.security import generate_keys
+
+    for name in args.names:
+        public, secret = generate_keys(args.out, name)
+        print(f"usnst keys: {name}: public {public} (share it), secret {secret} (keep it; mode 600)")
+    print("A side that binds lists its allowed clients' public keys in a folder (--curve-allow DIR); a side that "
+          "connects names the server's public key (--curve-server FILE); each uses its own --curve-secret.")
+    return 0
+
+
 def cmd_info(args) -> int:
     from engines.checkpoint import read_checkpoint, resolve_model
 
@@ -377,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats lines (0: none)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--json", action="store_true", help="print the final stats as JSON")
+    _add_curve_flags(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("simulate", help="publish synthetic B-mode frames like an ultrasound simulator")
@@ -388,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--seed", type=int, default=0, help="scene seed")
+    _add_curve_flags(p)
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("phantom", help="write synthetic LQ | HQ | segmentation triptych PNGs (thesis layout)")
@@ -403,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", default="", help="topic prefix to record (default: all)")
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--duration", type=float, default=None)
+    _add_curve_flags(p)
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("replay", help="publish a recording, a folder of images or a video")
@@ -414,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None, help="stop after N messages")
     p.add_argument("--restamp", action="store_true", help="set capture_ns to the replay time")
     p.add_argument("--settle", type=float, default=0.5, help="seconds to wait for subscribers before the first frame")
+    _add_curve_flags(p)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("demo", help="simulator -> node -> consumer on loopback, with stats and a picture")
@@ -538,6 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cuda", help="tensorrt: the GPU to build on")
     b.set_defaults(func=cmd_engine_build)
 
+    p = sub.add_parser("keys", help="make CURVE key pairs for encrypted, authenticated streams")
+    p.add_argument("names", nargs="+", help="one key pair per name, e.g. simulator node viewer")
+    p.add_argument("--out", default="keys", help="folder for NAME.key and NAME.key_secret")
+    p.set_defaults(func=cmd_keys)
+
     p = sub.add_parser("info", help="show a checkpoint's config and metadata")
     p.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
     p.set_defaults(func=cmd_info)
@@ -566,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         # Flush what publishers still hold (their linger) before the process exits.
+        from usnst_stream.security import stop_authenticator
+
+        stop_authenticator(zmq.Context.instance())
         zmq.Context.instance().destroy(linger=1000)
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import zmq
 
 from engines.backends import Engine
 from usnst_stream import frames, protocol
+from usnst_stream.security import CurveConfig
 from usnst_stream.sockets import attach
 from usnst_stream.stats import StreamStats
 
@@ -39,6 +40,7 @@ class NodeConfig:
     rcvhwm: int = 4  # messages ZeroMQ may queue on input: small, the node wants the newest frame
     sndhwm: int = 16  # per subscriber: a slow consumer loses frames instead of growing our memory
     warmup: tuple[int, int] | None = (64, 64)  # one inference at start, so the first real frame is not slow
+    curve: CurveConfig | None = None  # CURVE on both sockets: server where the node binds, client where it connects
 
 
 class LatestSlot:
@@ -113,9 +115,9 @@ class Node:
         pub.setsockopt(zmq.SNDHWM, self.config.sndhwm)
         pub.setsockopt(zmq.LINGER, 500)
         try:
-            self.endpoints["input"] = attach(sub, self.config.input, default_bind=False)
-            self.endpoints["output"] = attach(pub, self.config.output, default_bind=True)
-        except zmq.ZMQError:
+            self.endpoints["input"] = attach(sub, self.config.input, default_bind=False, curve=self.config.curve)
+            self.endpoints["output"] = attach(pub, self.config.output, default_bind=True, curve=self.config.curve)
+        except (zmq.ZMQError, ValueError):
             sub.close()
             pub.close()
             raise

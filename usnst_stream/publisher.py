@@ -8,16 +8,22 @@ from typing import Iterable
 
 import zmq
 
+from usnst_stream.security import CurveConfig
 from usnst_stream.sockets import attach
 
 log = logging.getLogger(__name__)
 
 
-def open_publisher(endpoint: str, context: zmq.Context | None = None, sndhwm: int = 16) -> tuple[zmq.Socket, list[str]]:
+def open_publisher(endpoint: str, context: zmq.Context | None = None, sndhwm: int = 16,
+                   curve: CurveConfig | None = None) -> tuple[zmq.Socket, list[str]]:
     sock = (context or zmq.Context.instance()).socket(zmq.PUB)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.LINGER, 500)
-    return sock, attach(sock, endpoint, default_bind=True)
+    try:
+        return sock, attach(sock, endpoint, default_bind=True, curve=curve)
+    except (zmq.ZMQError, ValueError):
+        sock.close(0)
+        raise
 
 
 def publish(source: Iterable[tuple[float, list]], sock: zmq.Socket, stop: threading.Event | None = None,

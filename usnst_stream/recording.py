@@ -141,7 +141,7 @@ def _parse_body(body: bytes) -> Message | None:
 
 
 def record(endpoint: str, path: str | os.PathLike, stop=None, frames: int | None = None,
-           duration: float | None = None, topic: bytes = b"", context=None, ready=None) -> dict:
+           duration: float | None = None, topic: bytes = b"", context=None, ready=None, curve=None) -> dict:
     """Subscribe to ``endpoint`` and append every message to a recording until ``stop`` is set, ``frames``
     messages were written or ``duration`` seconds passed. Returns counts, including frames missing from the
     sequence numbers (e.g. while the publisher was down)."""
@@ -158,7 +158,11 @@ def record(endpoint: str, path: str | os.PathLike, stop=None, frames: int | None
     sock.setsockopt(zmq.SUBSCRIBE, topic)
     sock.setsockopt(zmq.RCVHWM, 1000)  # a recorder wants every frame; a deep queue absorbs disk hiccups
     sock.setsockopt(zmq.LINGER, 0)
-    attach(sock, endpoint, default_bind=False)
+    try:
+        attach(sock, endpoint, default_bind=False, curve=curve)
+    except (zmq.ZMQError, ValueError):
+        sock.close(0)
+        raise
     if ready is not None:
         ready.set()
     deadline = None if duration is None else time.monotonic() + duration

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import zmq
 
+from usnst_stream.security import CurveConfig, secure
+
 log = logging.getLogger(__name__)
 
 
@@ -38,12 +40,17 @@ def is_loopback(endpoint: str) -> bool:
         return False  # '*', interface names, host names: not loopback
 
 
-def attach(sock: zmq.Socket, spec: str, default_bind: bool) -> list[str]:
+def attach(sock: zmq.Socket, spec: str, default_bind: bool, curve: CurveConfig | None = None) -> list[str]:
     """Bind or connect ``sock`` to every endpoint in ``spec``; returns the endpoints actually used
-    (tcp://127.0.0.1:* binds to a free port, and the chosen port is returned)."""
+    (tcp://127.0.0.1:* binds to a free port, and the chosen port is returned). With ``curve`` the socket is
+    secured first, as CURVE server if it binds and client if it connects (one role per socket)."""
+    roles = [split_endpoint(one, default_bind) for one in spec.split(",")]
+    if curve is not None:
+        if len({bind for bind, _ in roles}) > 1:
+            raise ValueError(f"{spec}: with CURVE a socket either binds or connects, not both")
+        secure(sock, curve, roles[0][0])
     used = []
-    for one in spec.split(","):
-        bind, endpoint = split_endpoint(one, default_bind)
+    for bind, endpoint in roles:
         if bind:
             if not is_loopback(endpoint):
                 log.warning("listening beyond loopback on %s: any host that can reach it may connect", endpoint)
