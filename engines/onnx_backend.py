@@ -8,6 +8,7 @@ metadata, and loading refuses an artifact built from another checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 META_SHA = "usnst.checkpoint_sha256"
+META_GRAPH = "usnst.graph_sha256"  # of the serialized graph (nodes + weights): detects an edited artifact
 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -46,8 +48,9 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
         torch.onnx.export(BodyModule(net).eval(), (frame, *noise), str(tmp), input_names=names, output_names=["styled"],
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     model = onnx.load(str(tmp))
+    graph_sha = graph_sha256(model)
     multiple = pad_multiple(net)  # the graph needs H and W divisible by this, and ≥ twice it
-    for key, value in {META_SHA: file_sha256(checkpoint), "usnst.backend": "onnxruntime", "usnst.precision": "fp32",
+    for key, value in {META_SHA: file_sha256(checkpoint), META_GRAPH: graph_sha, "usnst.backend": "onnxruntime", "usnst.precision": "fp32",
                        "usnst.pad_multiple": str(multiple),
                        "usnst.noise": str(bool(noise)).lower(), "usnst.version": code_version(),
                        "usnst.task": str(meta.get("task"))}.items():
@@ -58,11 +61,30 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     return out
 
 
+def graph_sha256(model) -> str:
+    return hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+
+
 def artifact_checkpoint_sha(path: str | os.PathLike) -> str | None:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     return next((p.value for p in model.metadata_props if p.key == META_SHA), None)
+
+
+def check_artifact(path: str | os.PathLike, checkpoint: str | os.PathLike) -> None:
+    """Refuse an artifact built from another checkpoint, or whose graph was changed after it was built."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    sha = file_sha256(checkpoint)
+    rebuild = f"rebuild it with `usnst engine build --model {checkpoint}`"
+    if meta.get(META_SHA) != sha:
+        raise EngineMismatch(f"{path} was built from checkpoint {str(meta.get(META_SHA))[:12]}…, not from {checkpoint} "
+                             f"({sha[:12]}…): {rebuild}")
+    if meta.get(META_GRAPH) != graph_sha256(model):
+        raise EngineMismatch(f"{path}: its graph differs from the one exported (modified or corrupted): {rebuild}")
 
 
 def default_artifact_path(sha: str) -> Path:
@@ -119,7 +141,8 @@ class OnnxRuntimeEngine(Engine):
 
 def load_onnx_engine(checkpoint: str, options: EngineOptions, artifact: str | None = None) -> OnnxRuntimeEngine:
     """The ONNX Runtime engine for ``checkpoint``: from ``artifact`` if given (refused if built from another
-    checkpoint), else from the cache, exporting it there the first time."""
+    checkpoint or edited), else from the cache, exported there the first time and again if the cached file fails
+    its check (the cache is usnst's own)."""
     sha = file_sha256(checkpoint)
     path = Path(artifact) if artifact else default_artifact_path(sha)
     if not path.exists():
@@ -127,10 +150,14 @@ def load_onnx_engine(checkpoint: str, options: EngineOptions, artifact: str | No
             raise FileNotFoundError(f"engine artifact {path} not found (build it with `usnst engine build`)")
         log.info("exporting %s to ONNX at %s", checkpoint, path)
         export_onnx(checkpoint, path)
-    built_from = artifact_checkpoint_sha(path)
-    if built_from != sha:
-        raise EngineMismatch(f"{path} was built from checkpoint {str(built_from)[:12]}…, not from {checkpoint} "
-                             f"({sha[:12]}…): rebuild it with `usnst engine build --model {checkpoint}`")
+    try:
+        check_artifact(path, checkpoint)
+    except EngineMismatch:
+        if artifact:
+            raise
+        log.warning("cached ONNX artifact %s failed its check; exporting it again", path)  # ours to rebuild
+        export_onnx(checkpoint, path)
+        check_artifact(path, checkpoint)
     _, meta = load_checkpoint(checkpoint)
     return OnnxRuntimeEngine(path, options, {"checkpoint": str(checkpoint), "checkpoint_sha256": sha,
                                              "task": meta.get("task")})

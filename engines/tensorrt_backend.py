@@ -15,7 +15,6 @@ What the engine is, and why:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -118,14 +117,6 @@ def _gpu_identity(device: torch.device) -> dict:
     return {"gpu": props.name, "compute_capability": f"{props.major}.{props.minor}"}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sidecar_path(artifact: str | os.PathLike) -> Path:
     return Path(str(artifact) + ".json")
 
@@ -179,7 +170,7 @@ def build_tensorrt(checkpoint: str | os.PathLike, out: str | os.PathLike, precis
 def engine_record(checkpoint, artifact, precision: str, shapes: ShapeRange, gpu: dict, **extra) -> dict:
     """What the sidecar says about an engine: where it came from and what it may run on."""
     return {"format": "usnst-tensorrt", "checkpoint_sha256": file_sha256(checkpoint),
-            "artifact_sha256": _sha256(Path(artifact)), "backend": "tensorrt", "precision": precision,
+            "artifact_sha256": file_sha256(artifact), "backend": "tensorrt", "precision": precision,
             "shapes": asdict(shapes), "noise": "input", **gpu, "torch": torch.__version__, "usnst": code_version(),
             **extra}
 
@@ -204,7 +195,7 @@ def verify_artifact(artifact: str | os.PathLike, checkpoint: str | os.PathLike, 
     if record["checkpoint_sha256"] != file_sha256(checkpoint):
         raise EngineMismatch(f"{artifact} was built from checkpoint {record['checkpoint_sha256'][:12]}…, "
                              f"not from {checkpoint}: {rebuild}")
-    if record["artifact_sha256"] != _sha256(Path(artifact)):
+    if record["artifact_sha256"] != file_sha256(artifact):
         raise EngineMismatch(f"{artifact} differs from the engine that was built (modified or corrupted): {rebuild}")
     if record["precision"] != precision:
         raise EngineMismatch(f"{artifact} is a {record['precision']} engine, {precision} was asked for: {rebuild}")

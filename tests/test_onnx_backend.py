@@ -62,3 +62,19 @@ def test_auto_backend_measures_and_picks_one_that_runs(tiny_checkpoint, cache, c
     line = next(r.getMessage() for r in caplog.records if "backend auto →" in r.getMessage())
     assert engine.name in line and "torch" in line and "onnxruntime" in line
     assert engine.infer(np.zeros((20, 20), np.float32)).shape == (20, 20)
+
+
+def test_an_edited_onnx_artifact_is_refused(tmp_path, tiny_checkpoint):
+    import onnx
+    from onnx import numpy_helper
+
+    artifact = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    load_engine(tiny_checkpoint, "onnxruntime", artifact=artifact)  # untouched: accepted
+    model = onnx.load(str(artifact))
+    weight = model.graph.initializer[0]
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] += 1.0  # one weight changed, metadata (checkpoint hash) left as it was
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(artifact))
+    with pytest.raises(EngineMismatch, match="modified or corrupted"):
+        load_engine(tiny_checkpoint, "onnxruntime", artifact=artifact)
