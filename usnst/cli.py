@@ -92,7 +92,7 @@ def cmd_serve(args) -> int:
     engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
     cfg = NodeConfig(input=args.input, output=args.output, limits=Limits(args.max_width, args.max_height),
                      stats_interval=args.stats_interval, input_topic=args.input_topic.encode(),
-                     output_topic=args.output_topic.encode(), curve=_curve(args))
+                     output_topic=args.output_topic.encode(), curve=_curve(args), igtl_spacing_mm=args.igtl_spacing)
     node = Node(engine, cfg).start()
     _on_signals(node.request_stop)
     print(f"usnst serve: {engine.describe()['backend']} engine; subscribing {', '.join(node.endpoints['input'])}; "
@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="stylize a live frame stream (SUB -> engine -> PUB)")
     p.add_argument("--in", dest="input", default=">tcp://127.0.0.1:5555", help="simulator endpoint; " + ENDPOINT_HELP)
-    p.add_argument("--out", dest="output", default="@tcp://127.0.0.1:5556", help="output endpoint; " + ENDPOINT_HELP)
+    p.add_argument("--out", dest="output", default="@tcp://127.0.0.1:5556",
+                   help="output endpoint(s); " + ENDPOINT_HELP + "; igtl://127.0.0.1:18944 serves OpenIGTLink IMAGE messages")
     _add_engine_flags(p)
     p.add_argument("--max-width", type=int, default=4096, help="reject frames wider than this")
     p.add_argument("--max-height", type=int, default=4096, help="reject frames taller than this")
@@ -405,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats lines (0: none)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--json", action="store_true", help="print the final stats as JSON")
+    p.add_argument("--igtl-spacing", type=float, default=1.0,
+                   help="igtl:// outputs: pixel spacing in mm for frames whose meta has no spacing_mm")
     _add_curve_flags(p)
     p.set_defaults(func=cmd_serve)
 

@@ -22,6 +22,7 @@ import zmq
 
 from engines.backends import Engine
 from usnst_stream import frames, protocol
+from usnst_stream.igtl_sink import IgtlSink, is_igtl
 from usnst_stream.security import CurveConfig
 from usnst_stream.sockets import attach
 from usnst_stream.stats import StreamStats
@@ -41,6 +42,7 @@ class NodeConfig:
     sndhwm: int = 16  # per subscriber: a slow consumer loses frames instead of growing our memory
     warmup: tuple[int, int] | None = (64, 64)  # one inference at start, so the first real frame is not slow
     curve: CurveConfig | None = None  # CURVE on both sockets: server where the node binds, client where it connects
+    igtl_spacing_mm: float = 1.0  # OpenIGTLink outputs: pixel spacing when a frame's meta has no spacing_mm
 
 
 class LatestSlot:
@@ -98,6 +100,7 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._warn = RateLimitedLog()
         self._last_seq: int | None = None
+        self._igtl: list[IgtlSink] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "Node":
@@ -111,15 +114,22 @@ class Node:
         sub.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes())
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.SUBSCRIBE, self.config.input_topic)
+        zmq_out = ",".join(e for e in self.config.output.split(",") if not is_igtl(e))
         pub = self.context.socket(zmq.PUB)
         pub.setsockopt(zmq.SNDHWM, self.config.sndhwm)
         pub.setsockopt(zmq.LINGER, 500)
         try:
             self.endpoints["input"] = attach(sub, self.config.input, default_bind=False, curve=self.config.curve)
-            self.endpoints["output"] = attach(pub, self.config.output, default_bind=True, curve=self.config.curve)
-        except (zmq.ZMQError, ValueError):
+            self.endpoints["output"] = (attach(pub, zmq_out, default_bind=True, curve=self.config.curve)
+                                        if zmq_out else [])
+            for endpoint in (e for e in self.config.output.split(",") if is_igtl(e)):
+                self._igtl.append(IgtlSink(endpoint, spacing_mm=self.config.igtl_spacing_mm))
+                self.endpoints["output"].append(self._igtl[-1].endpoint)
+        except (zmq.ZMQError, ValueError, OSError):
             sub.close()
             pub.close()
+            for sink in self._igtl:
+                sink.close()
             raise
         log.info("node: input %s, output %s, engine %s", ", ".join(self.endpoints["input"]),
                  ", ".join(self.endpoints["output"]), self.engine.describe())
@@ -207,6 +217,8 @@ class Node:
             self._stop.set()
         finally:
             pub.close()
+            for sink in self._igtl:
+                sink.close()
 
     def _process(self, frame: protocol.Frame, pub: zmq.Socket) -> None:
         start_ns = protocol.now_ns()
@@ -221,6 +233,12 @@ class Node:
                              {**frame.stamps, "infer_start_ns": start_ns, "infer_end_ns": end_ns},
                              self.config.output_topic)
         out.stamps["publish_ns"] = publish_ns = protocol.now_ns()
-        pub.send_multipart(protocol.encode(out), copy=False)
+        pub.send_multipart(protocol.encode(out), copy=False)  # without zmq endpoints the PUB has no peers: no cost
+        for sink in self._igtl:
+            try:
+                sink.send(out)
+            except Exception as exc:  # a broken viewer connection must not stop the stream
+                self.stats.count("output_errors")
+                self._warn.warn("output_error", f"{sink.endpoint}: {exc.__class__.__name__}: {exc}")
         self.stats.count("published")
         self.stats.stamp(frame.stamps["recv_ns"], start_ns, end_ns, publish_ns)

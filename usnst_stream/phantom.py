@@ -173,6 +173,7 @@ class PhantomRenderer:
         half = math.radians(geometry.sector_deg) / 2
         box_w, box_h = 2 * geometry.depth_mm * math.sin(half), geometry.depth_mm
         scale = max(box_w / width, box_h / height)
+        self.pixel_mm = scale  # square pixels
         xs = (np.arange(width, dtype=np.float32) - (width - 1) / 2) * scale
         ys = (np.arange(height, dtype=np.float32) + 0.5) * scale + (box_h - height * scale) / 2
         self.pix_x, self.pix_y = np.meshgrid(xs, ys)

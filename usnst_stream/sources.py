@@ -58,6 +58,7 @@ def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", see
         img = sample.seg if quality == "seg" else to_uint8(getattr(sample, quality))
         ax, ay, rot = probe_pose(t)
         meta = {"source": "usnst-phantom", "quality": quality, "scene_seed": seed,
+                "spacing_mm": [round(renderer.pixel_mm, 6)] * 2,
                 "probe": {"apex_mm": [round(ax, 4), round(ay, 4)], "angle_rad": round(rot, 6),
                           "sector_deg": geometry.sector_deg, "depth_mm": geometry.depth_mm}}
         yield t, _encode(seq, convert_dtype(img, dtype), meta)

@@ -1,0 +1,51 @@
+"""OpenIGTLink output: a pyigtl client (as 3D Slicer / PLUS would connect) receives stylized IMAGE messages."""
+import socket
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from usnst_stream import protocol
+from usnst_stream.node import Node, NodeConfig
+
+pyigtl = pytest.importorskip("pyigtl", reason="pyigtl is not installed (pip install usnst[igtl])")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_stylized_frames_reach_an_openigtlink_client_with_spacing_and_timestamp(tiny_engine):
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    igtl_port = _free_port()
+    node = Node(tiny_engine, NodeConfig(input=f">tcp://127.0.0.1:{port}", stats_interval=0,
+                                        output=f"@tcp://127.0.0.1:*,igtl://127.0.0.1:{igtl_port}"), ctx).start()
+    assert node.endpoints["output"][-1] == f"igtl://127.0.0.1:{igtl_port}"
+    client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=igtl_port)
+    message = None
+    try:
+        deadline = time.monotonic() + 10
+        seq = 0
+        pixels = np.tile(np.arange(40, dtype=np.uint8), (30, 1))[:, :, None]  # 30 rows × 40 columns
+        while message is None and time.monotonic() < deadline:
+            capture = protocol.now_ns()
+            meta = {"spacing_mm": [0.25, 0.25]}
+            pub.send_multipart(protocol.encode(protocol.Frame(seq, capture, pixels, meta)))
+            seq += 1
+            message = client.wait_for_message("usnst", timeout=0.1)
+        stats = node.stats.snapshot()
+    finally:
+        client.stop()
+        node.stop()
+        pub.close(0)
+        ctx.term()
+    assert message is not None, "no IMAGE message reached the OpenIGTLink client"
+    assert message.image.shape == (1, 30, 40) and message.image.dtype == np.uint8
+    assert np.allclose(np.diag(message.ijk_to_world_matrix)[:3], [0.25, 0.25, 1.0])
+    assert abs(message.timestamp - time.time()) < 10  # seconds since the epoch, from capture_ns
+    assert stats["engine_errors"] == 0 and stats.get("output_errors", 0) == 0

@@ -1,0 +1,69 @@
+"""Stylized frames as OpenIGTLink IMAGE messages, for PLUS / 3D Slicer (``--out igtl://127.0.0.1:18944``).
+
+OpenIGTLink peers expect a TCP *server* on port 18944 that streams IMAGE messages: pixels plus a 4×4 ijk→world
+matrix (here: pixel spacing in mm on the diagonal) and a timestamp. pyigtl (extra ``usnst[igtl]``) provides the
+server. Its send queue is unbounded, so frames are only queued while a client is connected and at most a couple
+are pending: a slow or absent viewer loses frames instead of growing the node's memory.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from usnst_stream import protocol
+from usnst_stream.sockets import is_loopback
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 2
+
+
+def is_igtl(endpoint: str) -> bool:
+    return endpoint.strip().lstrip("@").startswith("igtl://")
+
+
+class IgtlSink:
+    """One OpenIGTLink server; ``send`` is called by the node's inference loop for every stylized frame."""
+
+    def __init__(self, endpoint: str, device_name: str = "usnst", spacing_mm: float = 1.0):
+        try:
+            import pyigtl
+        except ImportError as exc:
+            raise ValueError(f"{endpoint}: OpenIGTLink output needs pyigtl (`pip install usnst[igtl]`)") from exc
+        parts = urlsplit(endpoint.strip().lstrip("@"))
+        if not parts.port:
+            raise ValueError(f"{endpoint}: give a port, e.g. igtl://127.0.0.1:18944")
+        if not is_loopback(endpoint.strip().lstrip("@").replace("igtl://", "tcp://")):
+            # pyigtl listens on loopback or on a named network interface (igtl://eth0:18944).
+            log.warning("OpenIGTLink server on interface %s: any host that can reach it may connect", parts.hostname)
+        self.pyigtl = pyigtl
+        self.device_name, self.spacing_mm = device_name, spacing_mm
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        local = is_loopback("tcp://" + (parts.hostname or "") + ":1")
+        self.server = pyigtl.OpenIGTLinkServer(port=parts.port, local_server=local,
+                                               iface=None if local else parts.hostname)
+        for s, handler in saved.items():  # pyigtl installs its own handlers; the node owns signal handling
+            signal.signal(s, handler)
+        self.endpoint = f"igtl://{self.server.host}:{parts.port}"
+        self.sent = self.skipped = 0
+
+    def send(self, frame: protocol.Frame) -> bool:
+        """Queue ``frame`` for the connected client; False (skipped) when none is connected or it lags behind."""
+        if not self.server.is_connected() or len(self.server.outgoing_messages) >= MAX_PENDING:
+            self.skipped += 1
+            return False
+        pixels = frame.pixels
+        image = pixels[None, :, :, 0] if pixels.shape[2] == 1 else pixels[None]  # (k=1, j=rows, i=cols[, comp])
+        row_mm, col_mm = frame.meta.get("spacing_mm", (self.spacing_mm, self.spacing_mm))
+        matrix = np.diag([float(col_mm), float(row_mm), 1.0, 1.0])
+        message = self.pyigtl.ImageMessage(np.ascontiguousarray(image), ijk_to_world_matrix=matrix,
+                                           timestamp=frame.capture_ns / 1e9, device_name=self.device_name)
+        self.server.send_message(message, wait=False)
+        self.sent += 1
+        return True
+
+    def close(self) -> None:
+        self.server.stop()
