@@ -303,3 +303,41 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _c_example_build_reason() -> str:
+    import shutil
+
+    if not shutil.which("cc") or not shutil.which("pkg-config"):
+        return "no C compiler or pkg-config"
+    probe = subprocess.run(["pkg-config", "--exists", "libzmq", "msgpack"])
+    return "" if probe.returncode == 0 else "libzmq/msgpack-c development packages not installed (libzmq3-dev libmsgpack-dev)"
+
+
+@pytest.mark.skipif(bool(_c_example_build_reason()), reason=_c_example_build_reason() or "buildable")
+def test_the_c_publisher_example_speaks_the_protocol_to_the_node(tmp_path, tiny_checkpoint):
+    source = os.path.join(os.path.dirname(__file__), "..", "examples", "c_publisher", "publish_frames.c")
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libzmq", "msgpack"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    binary = tmp_path / "publish_frames"
+    subprocess.run(["cc", "-Wall", "-Werror", "-O2", source, "-o", binary, *flags], check=True)
+    sim_ep, out_ep = f"ipc://{tmp_path}/sim", f"ipc://{tmp_path}/out"
+    serve = spawn("serve", "--in", ">" + sim_ep, "--out", "@" + out_ep, "--model", tiny_checkpoint, "--json")
+    assert "usnst serve:" in serve.stdout.readline()
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(out_ep)
+    pub = subprocess.run([binary, sim_ep, "40", "48", "64"], capture_output=True, text=True, timeout=30)
+    frames = []
+    while sub.poll(1000):
+        frames.append(protocol.decode(sub.recv_multipart()))
+    sub.close(0)
+    serve.send_signal(signal.SIGINT)
+    out, _ = serve.communicate(timeout=20)
+    assert pub.returncode == 0 and "sent 40 frames" in pub.stdout, pub.stderr
+    final = json.loads(out.strip().splitlines()[-1])
+    assert final["rejected"] == 0 and final["received"] >= 30  # the first frames may precede the subscription
+    assert len(frames) >= 10
+    assert all(isinstance(f, protocol.Frame) and f.pixels.shape == (48, 64, 1) and f.meta == {"source": "c-example"}
+               for f in frames)
