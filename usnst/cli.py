@@ -365,6 +365,20 @@ def cmd_engine_build(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from usnst_stream.viewer import ViewConfig, Viewer
+
+    cfg = ViewConfig(input=args.input, styled=args.styled, window=not args.no_window, out=args.out, fps=args.fps,
+                     frames=args.frames, duration=args.duration)
+    viewer = Viewer(cfg)
+    print(f"usnst view: {args.input} | {args.styled}" + (f" -> {args.out}" if args.out else "") + ". Ctrl-C stops.",
+          flush=True)
+    result = viewer.run(_stop_on_signals())
+    print(f"usnst view: showed {result['shown']} stylized frames ({result['unpaired']} without their input)"
+          + (f"; wrote {args.out}" if args.out and result["shown"] else ""), flush=True)
+    return 0
+
+
 def cmd_keys(args) -> int:
     from usnst_stream.security import generate_keys
 
@@ -573,6 +587,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cuda", help="tensorrt: the GPU to build on")
     b.set_defaults(func=cmd_engine_build)
 
+    p = sub.add_parser("view", help="watch input and stylized frames side by side (window and/or video file)")
+    p.add_argument("--in", dest="input", default=">tcp://127.0.0.1:5555", help="the simulator's stream")
+    p.add_argument("--styled", default=">tcp://127.0.0.1:5556", help="the node's output stream")
+    p.add_argument("--out", default=None, help="also write the side-by-side view to this video (.mp4 or .avi)")
+    p.add_argument("--no-window", action="store_true", help="no window (headless: needs --out)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of the video file")
+    p.add_argument("--frames", type=int, default=None, help="stop after this many stylized frames")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(func=cmd_view)
+
     p = sub.add_parser("keys", help="make CURVE key pairs for encrypted, authenticated streams")
     p.add_argument("names", nargs="+", help="one key pair per name, e.g. simulator node viewer")
     p.add_argument("--out", default="keys", help="folder for NAME.key and NAME.key_secret")
@@ -594,11 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     from engines.checkpoint import CheckpointError
     from offline.weights import WeightsNotFound
     from usnst_stream.recording import RecordingError
+    from usnst_stream.viewer import GuiUnavailable
 
     try:
         return args.func(args)
     except (CheckpointError, BackendUnavailable, EngineMismatch, RecordingError, WeightsNotFound, OSError,
-            ValueError) as exc:
+            ValueError, GuiUnavailable) as exc:
         print(f"usnst {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except zmq.ZMQError as exc:

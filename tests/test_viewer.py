@@ -1,0 +1,60 @@
+"""`usnst view` headless: pairs input and stylized frames by seq and writes a playable side-by-side video."""
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from usnst_stream.viewer import GuiUnavailable, ViewConfig, Viewer, compose
+
+
+def _has_gui() -> bool:
+    try:
+        cv2.namedWindow("probe")
+        cv2.destroyAllWindows()
+        return True
+    except cv2.error:
+        return False
+
+
+def test_compose_puts_input_left_stylized_right_and_stats_below():
+    a = np.zeros((20, 30, 1), np.uint8)
+    b = np.full((20, 30, 1), 200, np.uint16) * 256
+    picture = compose(a, b, ["line one", "line two"])
+    assert picture.shape == (20 + 18 * 2 + 8, 60, 3)
+    assert picture[:20, :30].max() == 0 and picture[:20, 30:].min() == 200
+    assert picture[20:].max() > 0  # the text was drawn
+    assert compose(None, b, ["x"])[:20, :30].max() == 0  # input not (yet) seen: a black panel
+
+
+def test_viewer_writes_a_side_by_side_video_of_the_live_stream(harness_factory, tiny_engine, tmp_path):
+    h = harness_factory(tiny_engine)
+    h.handshake()
+    out = tmp_path / "view.mp4"
+    in_ep = h.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+    viewer = Viewer(ViewConfig(input=">" + in_ep, styled=">" + h.node.endpoints["output"][0], window=False,
+                               out=str(out), frames=10, duration=20), h.ctx)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(viewer.run()))
+    thread.start()
+    time.sleep(0.5)  # the viewer's subscriptions reach both publishers
+    for _ in range(60):
+        h.send_frame(h=32, w=48)
+        time.sleep(0.03)
+        if not thread.is_alive():
+            break
+    thread.join(20)
+    assert result["shown"] == 10 and result["unpaired"] <= 2
+    video = cv2.VideoCapture(str(out))
+    count = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = video.read()
+    video.release()
+    assert ok and count == 10 and first.shape[1] == 96 and first.shape[0] > 32
+
+
+@pytest.mark.skipif(_has_gui(), reason="this OpenCV build has a GUI")
+def test_window_mode_without_a_gui_build_says_how_to_get_one():
+    with pytest.raises(GuiUnavailable, match=r"usnst\[gui\]"):
+        Viewer(ViewConfig(window=True))

@@ -1,0 +1,155 @@
+"""`usnst view`: the simulator's frames and their stylized versions side by side, live, with a stats overlay.
+
+It subscribes to both streams and pairs frames by sequence number, so the two panels always show the same
+moment. Output goes to a window (needs the GUI build of OpenCV: ``pip install usnst[gui]``) and/or to a video
+file (works headless, e.g. to show a run to someone later).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zmq
+
+from usnst_stream import protocol
+from usnst_stream.sockets import attach
+
+log = logging.getLogger(__name__)
+
+WINDOW = "usnst view (q or Esc to quit)"
+
+
+class GuiUnavailable(RuntimeError):
+    """This OpenCV build cannot open windows (opencv-python-headless)."""
+
+
+@dataclass
+class ViewConfig:
+    input: str = ">tcp://127.0.0.1:5555"  # the simulator's stream
+    styled: str = ">tcp://127.0.0.1:5556"  # the node's output
+    window: bool = True
+    out: str | None = None  # video file (.mp4 / .avi)
+    fps: float = 30.0  # of the video file
+    frames: int | None = None  # stop after this many stylized frames
+    duration: float | None = None
+
+
+def to_display(pixels: np.ndarray) -> np.ndarray:
+    """Any wire frame (H, W, C) → 8-bit BGR for display."""
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    elif pixels.dtype != np.uint8:
+        pixels = np.rint(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    if pixels.ndim == 3 and pixels.shape[2] == 3:
+        return np.ascontiguousarray(pixels[:, :, ::-1])
+    return cv2.cvtColor(np.ascontiguousarray(pixels.reshape(pixels.shape[0], pixels.shape[1])), cv2.COLOR_GRAY2BGR)
+
+
+def compose(original: np.ndarray | None, styled: np.ndarray, lines: list[str]) -> np.ndarray:
+    """input | stylized, with the stats lines drawn on a strip below."""
+    right = to_display(styled)
+    left = to_display(original) if original is not None else np.zeros_like(right)
+    if left.shape != right.shape:
+        left = cv2.resize(left, (right.shape[1], right.shape[0]))
+    panels = np.concatenate([left, right], axis=1)
+    strip = np.zeros((18 * len(lines) + 8, panels.shape[1], 3), np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(strip, line, (6, 18 * i + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 220, 255), 1, cv2.LINE_AA)
+    return np.concatenate([panels, strip], axis=0)
+
+
+class Viewer:
+    def __init__(self, cfg: ViewConfig, context: zmq.Context | None = None):
+        if not cfg.window and not cfg.out:
+            raise ValueError("nothing to show: use the window, or --out FILE.mp4 (or both)")
+        if cfg.window:
+            try:
+                cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+            except cv2.error as exc:
+                raise GuiUnavailable("this OpenCV build has no GUI (opencv-python-headless): `pip install usnst[gui]`, "
+                                     "or write a video with --out run.mp4 --no-window") from exc
+        self.cfg = cfg
+        ctx = context or zmq.Context.instance()
+        self.sockets = []
+        for spec, topic in ((cfg.input, protocol.INPUT_TOPIC), (cfg.styled, protocol.OUTPUT_TOPIC)):
+            sock = ctx.socket(zmq.SUB)
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+            sock.setsockopt(zmq.RCVHWM, 64)
+            sock.setsockopt(zmq.LINGER, 0)
+            attach(sock, spec, default_bind=False)
+            self.sockets.append(sock)
+        self.originals: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.arrivals: deque[float] = deque(maxlen=60)
+        self.latency: deque[float] = deque(maxlen=120)
+        self.shown = self.unpaired = 0
+        self.writer: cv2.VideoWriter | None = None
+
+    def _write(self, picture: np.ndarray) -> None:
+        if self.writer is None:
+            Path(self.cfg.out).parent.mkdir(parents=True, exist_ok=True)
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.cfg.out.lower().endswith(".mp4") else "MJPG"))
+            self.writer = cv2.VideoWriter(self.cfg.out, fourcc, self.cfg.fps, (picture.shape[1], picture.shape[0]))
+            if not self.writer.isOpened():
+                raise OSError(f"cannot write video {self.cfg.out}")
+        self.writer.write(picture)
+
+    def _stats_lines(self, frame: protocol.Frame) -> list[str]:
+        fps = (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0]) if len(self.arrivals) > 1 else 0.0
+        lat = np.percentile(self.latency, [50, 99]) if self.latency else [float("nan")] * 2
+        infer = (frame.stamps.get("infer_end_ns", 0) - frame.stamps.get("infer_start_ns", 0)) / 1e6
+        return [f"seq {frame.seq}   stylized {fps:.1f} fps   inference {infer:.1f} ms",
+                f"capture -> here p50 {lat[0]:.1f} ms  p99 {lat[1]:.1f} ms   unpaired {self.unpaired}"]
+
+    def _on_styled(self, frame: protocol.Frame) -> bool:
+        now = time.monotonic()
+        self.arrivals.append(now)
+        self.latency.append((protocol.now_ns() - frame.capture_ns) / 1e6)
+        original = self.originals.pop(frame.seq, None)
+        if original is None:
+            self.unpaired += 1
+        picture = compose(original, frame.pixels, self._stats_lines(frame))
+        self.shown += 1
+        if self.cfg.out:
+            self._write(picture)
+        if self.cfg.window:
+            cv2.imshow(WINDOW, picture)
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                return False
+        return True
+
+    def run(self, stop: threading.Event | None = None) -> dict:
+        stop = stop or threading.Event()
+        poller = zmq.Poller()
+        for sock in self.sockets:
+            poller.register(sock, zmq.POLLIN)
+        deadline = None if self.cfg.duration is None else time.monotonic() + self.cfg.duration
+        going = True
+        try:
+            while going and not stop.is_set() and (self.cfg.frames is None or self.shown < self.cfg.frames):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                for sock, _ in poller.poll(100):
+                    frame = protocol.decode(sock.recv_multipart())
+                    if not isinstance(frame, protocol.Frame):
+                        continue  # the node counts bad input; a viewer just skips it
+                    if sock is self.sockets[0]:
+                        self.originals[frame.seq] = frame.pixels
+                        while len(self.originals) > 64:
+                            self.originals.popitem(last=False)
+                    elif not self._on_styled(frame):
+                        going = False
+                        break
+        finally:
+            for sock in self.sockets:
+                sock.close()
+            if self.writer is not None:
+                self.writer.release()
+            if self.cfg.window:
+                cv2.destroyAllWindows()
+        return {"shown": self.shown, "unpaired": self.unpaired, "video": self.cfg.out}
