@@ -341,3 +341,16 @@ def test_the_c_publisher_example_speaks_the_protocol_to_the_node(tmp_path, tiny_
     assert len(frames) >= 10
     assert all(isinstance(f, protocol.Frame) and f.pixels.shape == (48, 64, 1) and f.meta == {"source": "c-example"}
                for f in frames)
+
+
+def test_soak_reports_memory_and_latency_per_window(tmp_path, tiny_checkpoint):
+    out = tmp_path / "soak.json"
+    proc = usnst("bench", "--model", tiny_checkpoint, "--sizes", "32", "--soak", 2.4, "--soak-window", 0.8,
+                 "--fps", 30, "--transports", "ipc", "--json", out)
+    assert "memory growth" in proc.stdout
+    result = json.loads(out.read_text())
+    assert len(result["windows"]) == 3 and result["transport"] == "ipc"
+    for w in result["windows"]:
+        assert w["rss_mib"] > 0 and w["sent"] == 24 and 0 < w["delivered"] <= w["sent"]
+        assert 0 < w["e2e_p50_ms"] <= w["e2e_p99_ms"]
+    assert result["rss_growth_mib"] == result["windows"][-1]["rss_mib"] - result["windows"][0]["rss_mib"]

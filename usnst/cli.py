@@ -270,7 +270,13 @@ def cmd_bench(args) -> int:
     net, _ = load_checkpoint(resolve_model(args.model))
     gflop = {s: conv_gflops(net, s, s) for s in sizes}
     curves = {}
-    if args.engine_only:
+    if args.soak:
+        from usnst_stream.bench import format_soak, soak
+
+        engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
+        result = soak(engine, sizes[0], args.fps, args.soak, args.soak_window, args.transports.split(",")[0])
+        print(format_soak(result))
+    elif args.engine_only:
         rows = []
         for backend in args.backends.split(","):
             engine = load_engine(args.model, backend, _engine_options(args))
@@ -522,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=0.01, help="fraction of frames allowed not to come out")
     p.add_argument("--messages", type=int, default=300, help="messages per transport-baseline measurement")
     p.add_argument("--engine-only", action="store_true", help="only time the engines, per backend and size")
+    p.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+                   help="a long run at --fps (first size, first transport): memory and latency per window")
+    p.add_argument("--soak-window", type=float, default=30.0, help="seconds per soak window")
+    p.add_argument("--fps", type=float, default=30.0, help="soak: input rate")
     p.add_argument("--backends", default="torch,onnxruntime", help="engine-only: backends to compare")
     p.add_argument("--frames", type=int, default=30, help="timed engine-only frames per backend and size")
     p.add_argument("--json", default="usnst-bench.json", help="where to write every figure (JSON)")

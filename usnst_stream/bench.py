@@ -160,6 +160,60 @@ def stream_run(engine: Engine, size: int, fps: float, seconds: float = 3.0, tran
     return out
 
 
+def _rss_mib() -> float:
+    """Resident memory of this process (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+def soak(engine: Engine, size: int, fps: float, seconds: float, window: float = 30.0, transport: str = "tcp") -> dict:
+    """A long run at a fixed rate through one node: every ``window`` seconds, this process's resident memory
+    and the window's end-to-end p50/p99 and delivered fraction, so growth or drift shows as a trend."""
+    ctx = zmq.Context.instance()
+    in_ep, out_ep = _bench_endpoints(transport)
+    pub, (pub_ep,) = open_publisher(in_ep, ctx)
+    node = Node(engine, NodeConfig(input=">" + pub_ep, output=out_ep, stats_interval=0, warmup=(size, size)),
+                ctx).start()
+    consumer = Consumer(node.endpoints["output"][0], ctx)
+    consumer.thread.start()
+    frames = _phantom_frames(size, 16)
+    _handshake(pub, consumer)
+    windows = []
+    t0 = time.monotonic()
+    try:
+        for _ in range(max(1, round(seconds / window))):
+            sent = _paced_send(pub, frames, fps, window)
+            time.sleep(0.1)
+            e2e = consumer.end_to_end.percentiles((50, 99))
+            windows.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": _rss_mib(), "sent": sent,
+                            "delivered": consumer.received, "e2e_p50_ms": e2e[0], "e2e_p99_ms": e2e[1]})
+            log.info("soak %s", windows[-1])
+            consumer.reset()
+    finally:
+        stats = node.stop()
+        consumer.stop.set()
+        consumer.thread.join(5)
+        pub.close(0)
+    first, last = windows[0], windows[-1]
+    return {"size": size, "fps": fps, "seconds": seconds, "transport": transport, "windows": windows,
+            "rss_growth_mib": last["rss_mib"] - first["rss_mib"],
+            "p99_drift_ms": last["e2e_p99_ms"] - first["e2e_p99_ms"], "node": stats}
+
+
+def format_soak(result: dict) -> str:
+    lines = [f"Soak: {result['size']}x{result['size']} at {result['fps']:g} fps over {result['transport']} for "
+             f"{result['seconds']:g} s", f"{'t s':>7} {'RSS MiB':>8} {'sent':>6} {'out':>6} {'e2e p50':>8} {'e2e p99':>8}"]
+    for w in result["windows"]:
+        lines.append(f"{w['t_s']:>7.1f} {w['rss_mib']:>8.1f} {w['sent']:>6d} {w['delivered']:>6d} "
+                     f"{w['e2e_p50_ms']:>6.1f}ms {w['e2e_p99_ms']:>6.1f}ms")
+    lines.append(f"memory growth first -> last window: {result['rss_growth_mib']:+.1f} MiB; "
+                 f"e2e p99 drift: {result['p99_drift_ms']:+.1f} ms")
+    return "\n".join(lines)
+
+
 def _handshake(pub: zmq.Socket, consumer: Consumer, timeout: float = 5.0) -> None:
     """Wait until a frame gets through publisher → node → consumer (ZeroMQ's slow joiner), then reset counts."""
     probe = _phantom_frames(16, 1)[0]
