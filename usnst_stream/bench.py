@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from usnst_stream.demo import Consumer
 from usnst_stream.node import Node, NodeConfig
 from usnst_stream.phantom import PhantomRenderer, to_uint8
 from usnst_stream.publisher import open_publisher
+from usnst_stream.sockets import loopback_endpoints
 from usnst_stream.stats import LatencyWindow
 
 log = logging.getLogger(__name__)
@@ -80,19 +80,6 @@ def transport_overhead(size: int, n: int = 300, endpoint: str = "tcp://127.0.0.1
     return out
 
 
-_run_counter = itertools.count()
-
-
-def _bench_endpoints(transport: str) -> tuple[str, str]:
-    """Fresh bind endpoints for one run: tcp on an ephemeral loopback port, or unique ipc paths."""
-    if transport == "tcp":
-        return "@tcp://127.0.0.1:*", "@tcp://127.0.0.1:*"
-    if transport == "ipc":
-        base = Path(tempfile.gettempdir()) / f"usnst-bench-{os.getpid()}-{next(_run_counter)}"
-        return f"@ipc://{base}-in", f"@ipc://{base}-out"
-    raise ValueError(f"transport must be tcp or ipc, got {transport!r}")
-
-
 def _paced_send(pub: zmq.Socket, frames: list[np.ndarray], fps: float, seconds: float) -> int:
     """Send frames at exactly ``fps`` (sleep to each due time, no re-anchoring), stamping capture_ns at the
     moment of sending, so end-to-end latency starts when the frame leaves the 'simulator'."""
@@ -106,6 +93,19 @@ def _paced_send(pub: zmq.Socket, frames: list[np.ndarray], fps: float, seconds: 
     return n
 
 
+def _open_chain(engine: Engine, size: int, transport: str) -> tuple[zmq.Socket, Node, Consumer]:
+    """Publisher → node → consumer on fresh loopback endpoints, connected (handshake done) and counting from zero."""
+    ctx = zmq.Context.instance()
+    in_ep, out_ep = loopback_endpoints(transport, "usnst-bench")
+    pub, (pub_ep,) = open_publisher(in_ep, ctx)
+    node = Node(engine, NodeConfig(input=">" + pub_ep, output=out_ep, stats_interval=0, warmup=(size, size)),
+                ctx).start()
+    consumer = Consumer(node.endpoints["output"][0], ctx)
+    consumer.thread.start()
+    _handshake(pub, consumer)
+    return pub, node, consumer
+
+
 def _summary(window: LatencyWindow) -> dict:
     p50, p95, p99, pmax = window.percentiles((50, 95, 99, 100))
     return {"p50": p50, "p95": p95, "p99": p99, "max": pmax}
@@ -117,15 +117,8 @@ def stream_run(engine: Engine, size: int, fps: float, seconds: float = 3.0, tran
     Reports counts (sent, published, dropped by the node to stay current, lost before it), the fraction of
     frames that did not come out, per-stage latency from the protocol's timestamps, end-to-end latency,
     jitter (standard deviation of end-to-end latency) and the spacing of output frames."""
-    ctx = zmq.Context.instance()
-    in_ep, out_ep = _bench_endpoints(transport)
-    pub, (pub_ep,) = open_publisher(in_ep, ctx)
-    node = Node(engine, NodeConfig(input=">" + pub_ep, output=out_ep, stats_interval=0, warmup=(size, size)),
-                ctx).start()
-    consumer = Consumer(node.endpoints["output"][0], ctx)
-    consumer.thread.start()
+    pub, node, consumer = _open_chain(engine, size, transport)
     frames = frames or _phantom_frames(size, 16)
-    _handshake(pub, consumer)
     before = node.stats.snapshot()
     t0 = time.monotonic()
     sent = _paced_send(pub, frames, fps, seconds)
@@ -172,15 +165,8 @@ def _rss_mib() -> float:
 def soak(engine: Engine, size: int, fps: float, seconds: float, window: float = 30.0, transport: str = "tcp") -> dict:
     """A long run at a fixed rate through one node: every ``window`` seconds, this process's resident memory
     and the window's end-to-end p50/p99 and delivered fraction, so growth or drift shows as a trend."""
-    ctx = zmq.Context.instance()
-    in_ep, out_ep = _bench_endpoints(transport)
-    pub, (pub_ep,) = open_publisher(in_ep, ctx)
-    node = Node(engine, NodeConfig(input=">" + pub_ep, output=out_ep, stats_interval=0, warmup=(size, size)),
-                ctx).start()
-    consumer = Consumer(node.endpoints["output"][0], ctx)
-    consumer.thread.start()
+    pub, node, consumer = _open_chain(engine, size, transport)
     frames = _phantom_frames(size, 16)
-    _handshake(pub, consumer)
     windows = []
     t0 = time.monotonic()
     try:

@@ -6,8 +6,6 @@ processes would; the consumer measures end-to-end latency from the simulator's c
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +21,7 @@ from usnst_stream import protocol
 from usnst_stream.node import Node, NodeConfig
 from usnst_stream.phantom import to_uint8
 from usnst_stream.publisher import open_publisher, publish
+from usnst_stream.sockets import loopback_endpoints
 from usnst_stream.sources import limited, phantom_stream
 from usnst_stream.stats import LatencyWindow
 
@@ -95,15 +94,6 @@ class Consumer:
             self.stages[name].add((b - a) / 1e6)
 
 
-def _endpoints(transport: str) -> tuple[str, str]:
-    if transport == "tcp":
-        return "@tcp://127.0.0.1:*", "@tcp://127.0.0.1:*"
-    if transport == "ipc":
-        base = Path(tempfile.gettempdir()) / f"usnst-demo-{os.getpid()}"
-        return f"@ipc://{base}-sim", f"@ipc://{base}-out"
-    raise ValueError(f"transport must be tcp or ipc, got {transport!r}")
-
-
 def side_by_side(lq: np.ndarray, styled: np.ndarray, hq: np.ndarray) -> np.ndarray:
     """input | stylized | high-quality reference, labelled, as one uint8 image."""
     panels = []
@@ -118,7 +108,7 @@ def side_by_side(lq: np.ndarray, styled: np.ndarray, hq: np.ndarray) -> np.ndarr
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     engine = load_engine(cfg.model, cfg.backend, EngineOptions(seed=cfg.seed))
     context = zmq.Context.instance()
-    sim_ep, out_ep = _endpoints(cfg.transport)
+    sim_ep, out_ep = loopback_endpoints(cfg.transport, "usnst-demo")
     sim_sock, sim_bound = open_publisher(sim_ep, context)
     node = Node(engine, NodeConfig(input=">" + sim_bound[0], output=out_ep, stats_interval=0), context).start()
     consumer = Consumer(node.endpoints["output"][0], context)

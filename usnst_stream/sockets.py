@@ -7,7 +7,11 @@ Several endpoints may be given separated by commas.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
+import os
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import zmq
@@ -60,3 +64,17 @@ def attach(sock: zmq.Socket, spec: str, default_bind: bool, curve: CurveConfig |
             sock.connect(endpoint)
             used.append(endpoint)
     return used
+
+
+_fresh = itertools.count()
+
+
+def loopback_endpoints(transport: str, label: str = "usnst") -> tuple[str, str]:
+    """A pair of fresh bind endpoints (input side, output side) for an in-process chain: tcp on ephemeral
+    loopback ports, or ipc paths unique to this process and call."""
+    if transport == "tcp":
+        return "@tcp://127.0.0.1:*", "@tcp://127.0.0.1:*"
+    if transport == "ipc":
+        base = Path(tempfile.gettempdir()) / f"{label}-{os.getpid()}-{next(_fresh)}"
+        return f"@ipc://{base}-in", f"@ipc://{base}-out"
+    raise ValueError(f"transport must be tcp or ipc, got {transport!r}")
