@@ -18,7 +18,32 @@ from engines.checkpoint import file_sha256, load_checkpoint, resolve_model
 
 log = logging.getLogger(__name__)
 
-NOISE_MODES = ("frame", "off")
+NOISE_MODES = ("frame", "fixed", "off")
+
+
+class NoisePlanes:
+    """The noise planes of one engine, by mode: ``frame`` draws fresh planes for every frame (speckle 'boils' at
+    video rates), ``fixed`` draws them once per frame size and reuses them (a static input gives a static output:
+    the streaming default), ``off`` feeds zeros. ``draw(shapes)`` and ``zeros(shapes)`` come from the backend
+    (torch generator on the device, or numpy), so every backend keeps its own reproducible stream."""
+
+    def __init__(self, mode: str, draw: Callable, zeros: Callable):
+        if mode not in NOISE_MODES:
+            raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {mode!r}")
+        self.mode, self._draw, self._zeros = mode, draw, zeros
+        self._fixed: dict[tuple, list] = {}
+
+    def planes(self, shapes: list[tuple[int, ...]]) -> list:
+        if not shapes:
+            return []
+        if self.mode == "off":
+            return self._zeros(shapes)
+        if self.mode == "frame":
+            return self._draw(shapes)
+        key = tuple(map(tuple, shapes))
+        if key not in self._fixed:
+            self._fixed = {key: self._draw(shapes)}  # one size at a time: a new size replaces the old planes
+        return self._fixed[key]
 
 
 class BackendUnavailable(RuntimeError):
@@ -33,7 +58,7 @@ class EngineMismatch(RuntimeError):
 class EngineOptions:
     """How to run a net: which noise, which seed, how many CPU threads, on which device and precision."""
 
-    noise: str = "frame"  # "frame": fresh noise every frame; "off": noise planes are zero
+    noise: str = "frame"  # "frame": fresh every frame; "fixed": drawn once per frame size; "off": zeros
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
     device: str = "cpu"  # "cpu" or "cuda[:N]"; compiled GPU backends (tensorrt) need cuda
@@ -59,8 +84,6 @@ class TorchEagerEngine(Engine):
 
     def __init__(self, model: torch.nn.Module, options: EngineOptions = EngineOptions(), device: str = "cpu",
                  source: dict | None = None):
-        if options.noise not in NOISE_MODES:
-            raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {options.noise!r}")
         if options.threads:
             torch.set_num_threads(options.threads)
         self.device = torch.device(device)
@@ -69,11 +92,14 @@ class TorchEagerEngine(Engine):
         self.source = source or {}
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(options.seed)
+        dtype = next(self.model.parameters()).dtype
+        self.noise = NoisePlanes(
+            options.noise,
+            lambda shapes: [torch.randn(s, generator=self.generator, device=self.device, dtype=dtype) for s in shapes],
+            lambda shapes: [torch.zeros(s, device=self.device, dtype=dtype) for s in shapes])
 
     def _noise(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.options.noise == "off":
-            return [torch.zeros(s, device=x.device, dtype=x.dtype) for s in self.model.noise_shapes(*x.shape[:1], *x.shape[-2:])]
-        return self.model.make_noise(x, self.generator)
+        return self.noise.planes(self.model.noise_shapes(*x.shape[:1], *x.shape[-2:]))
 
     def infer(self, frame: np.ndarray) -> np.ndarray:
         if frame.ndim != 2:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from engines.backends import Engine, EngineOptions
+from engines.backends import Engine, EngineOptions, NoisePlanes
 
 
 class BodyModule(torch.nn.Module):
@@ -58,6 +58,10 @@ class BodyEngine(Engine):
         self.source = source or {}
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(options.seed)
+        self.noise = NoisePlanes(
+            options.noise,
+            lambda shapes: [torch.randn(s, generator=self.generator, device=self.device, dtype=dtype) for s in shapes],
+            lambda shapes: [torch.zeros(s, device=self.device, dtype=dtype) for s in shapes])
         self._staging: _Staging | None = None
 
     def _stage(self, shape: tuple[int, int]) -> _Staging:
@@ -76,9 +80,7 @@ class BodyEngine(Engine):
             ph, pw = self.net.padded_size(h, w)
             if (ph, pw) != (h, w):
                 x = F.pad(x, (0, pw - w, 0, ph - h), mode=self.net.pad_mode(h, w))
-            noise = [torch.zeros(s, device=self.device, dtype=self.dtype) if self.options.noise == "off"
-                     else torch.randn(s, generator=self.generator, device=self.device, dtype=self.dtype)
-                     for s in self.net.noise_shapes(1, ph, pw)]
+            noise = self.noise.planes(self.net.noise_shapes(1, ph, pw))
             y = self.body(x, *noise)[0, 0, :h, :w].clamp(0.0, 1.0).float()
             staging.download.copy_(y, non_blocking=True)
             if self.device.type == "cuda":

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.backends import Engine, EngineMismatch, EngineOptions
+from engines.backends import Engine, EngineMismatch, EngineOptions, NoisePlanes
 from engines.body_engine import BodyModule, pad_multiple
 from engines.checkpoint import code_version, file_sha256, load_checkpoint
 
@@ -115,6 +115,9 @@ class OnnxRuntimeEngine(Engine):
         self.multiple = int(meta.get("usnst.pad_multiple", 4))
         self.options = options
         self.rng = np.random.default_rng(options.seed)
+        self.noise = NoisePlanes(options.noise,
+                                 lambda shapes: [self.rng.standard_normal(s, dtype=np.float32) for s in shapes],
+                                 lambda shapes: [np.zeros(s, np.float32) for s in shapes])
         self.source = {"artifact": str(artifact), **(source or {})}
 
     def infer(self, frame: np.ndarray) -> np.ndarray:
@@ -128,9 +131,8 @@ class OnnxRuntimeEngine(Engine):
             mode = "reflect" if ph - h < h and pw - w < w else "edge"
             x = np.pad(x, ((0, ph - h), (0, pw - w)), mode=mode)
         feeds = {"frame": x[None, None]}
-        for name, shape in zip(self.noise_inputs, [(1, 1, ph // 2, pw // 2), (1, 1, ph, pw)]):
-            feeds[name] = (np.zeros(shape, np.float32) if self.options.noise == "off"
-                           else self.rng.standard_normal(shape, dtype=np.float32))
+        shapes = [(1, 1, ph // 2, pw // 2), (1, 1, ph, pw)][:len(self.noise_inputs)]
+        feeds.update(zip(self.noise_inputs, self.noise.planes(shapes)))
         y = self.session.run(None, feeds)[0][0, 0, :h, :w]
         return np.clip(y, 0.0, 1.0)
 

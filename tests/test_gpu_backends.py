@@ -122,3 +122,18 @@ def test_tensorrt_engine_agrees_with_eager_and_is_reloaded_without_rebuilding(tm
                         artifact=artifact)
     frame = np.full((64, 64), 0.5, np.float32)
     assert np.abs(noisy.infer(frame) - noisy.infer(frame)).max() > 1e-3  # noise is an input: it changes per frame
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "torch-compile"])
+def test_fixed_noise_keeps_a_static_input_static_and_frame_noise_does_not(tiny_checkpoint, backend, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setenv("USNST_CACHE", str(tmp_path / "cache"))
+    frame = np.random.default_rng(5).random((24, 28), dtype=np.float32)
+    fixed = load_engine(tiny_checkpoint, backend, EngineOptions(noise="fixed", seed=1))
+    a, b = fixed.infer(frame), fixed.infer(frame)
+    assert np.array_equal(a, b)
+    assert fixed.infer(np.zeros((16, 20), np.float32)).shape == (16, 20)  # a new size draws its own planes
+    per_frame = load_engine(tiny_checkpoint, backend, EngineOptions(noise="frame", seed=1))
+    c, d = per_frame.infer(frame), per_frame.infer(frame)
+    assert np.abs(c - d).max() > 1e-3
+    np.testing.assert_allclose(a, c, atol=1e-4)  # same seed: the fixed planes are the first per-frame draw

@@ -59,7 +59,8 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch",
                    help="inference backend: torch (eager), torch-compile, onnxruntime, tensorrt, auto (fastest here)")
     p.add_argument("--engine", default=None, help="prebuilt engine artifact (usnst engine build); checked against --model")
-    p.add_argument("--noise", default="frame", choices=["frame", "off"], help="noise injection: fresh every frame, or off")
+    p.add_argument("--noise", default="fixed", choices=["fixed", "frame", "off"],
+                   help="noise injection: fixed per stream (no speckle boiling; default), fresh every frame, or off")
     p.add_argument("--seed", type=int, default=0, help="seed of the injected noise (reproducible outputs)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (tensorrt always runs on cuda)")

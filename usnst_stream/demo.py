@@ -106,7 +106,7 @@ def side_by_side(lq: np.ndarray, styled: np.ndarray, hq: np.ndarray) -> np.ndarr
 
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
-    engine = load_engine(cfg.model, cfg.backend, EngineOptions(seed=cfg.seed))
+    engine = load_engine(cfg.model, cfg.backend, EngineOptions(seed=cfg.seed, noise="fixed"))
     context = zmq.Context.instance()
     sim_ep, out_ep = loopback_endpoints(cfg.transport, "usnst-demo")
     sim_sock, sim_bound = open_publisher(sim_ep, context)
