@@ -1,5 +1,7 @@
-"""`usnst metrics`: score a folder of outputs against paired targets — SSIM, PSNR and FID (per image over 299×299
-patches, averaged as the thesis does, and over the whole set)."""
+"""`usnst metrics`: score a folder of outputs against paired targets — SSIM, PSNR, FID (per image over 299×299
+patches, averaged as the thesis does, and over the whole set), KID over the whole set, and the Nakagami speckle
+statistic of outputs and targets. No single one of them decides realism: SSIM/PSNR reward closeness to one
+target, FID/KID compare feature distributions (with ImageNet weights), Nakagami m compares speckle statistics."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from offline.datasets import read_gray, split_triptych
-from offline.metrics import fid, inception_features, patches, psnr, ssim
+from offline.metrics import fid, inception_features, kid, nakagami, patches, psnr, ssim
 from offline.stylize import list_inputs
 
 
@@ -22,6 +24,8 @@ class MetricsJob:
     with_fid: bool = False
     inception_weights: str | None = None
     patch: int = 299
+    with_nakagami: bool = False
+    dynamic_range_db: float = 50.0
 
 
 def _target(job: MetricsJob, rel: Path) -> np.ndarray:
@@ -48,6 +52,9 @@ def evaluate(job: MetricsJob) -> dict:
             failures.append({"output": str(rel), "error": str(exc)})
             continue
         row = {"image": str(rel), "ssim": ssim(out, target), "psnr": psnr(out, target)}
+        if job.with_nakagami:
+            row["nakagami_m"] = nakagami(out, job.dynamic_range_db)["m"]
+            row["target_nakagami_m"] = nakagami(target, job.dynamic_range_db)["m"]
         if model is not None:
             fa = inception_features(model, patches(out, job.patch))
             fb = inception_features(model, patches(target, job.patch))
@@ -56,12 +63,13 @@ def evaluate(job: MetricsJob) -> dict:
             all_b.append(fb)
         rows.append(row)
     summary = {"images": len(rows), "failures": failures}
-    for key in ("ssim", "psnr", "fid"):
+    for key in ("ssim", "psnr", "fid", "nakagami_m", "target_nakagami_m"):
         vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
         if vals:
             summary[f"mean_{key}"] = float(np.mean(vals))
     if all_a and sum(len(a) for a in all_a) > 1:
         summary["set_fid"] = fid(np.concatenate(all_a), np.concatenate(all_b))
+        summary["set_kid"], summary["set_kid_std"] = kid(np.concatenate(all_a), np.concatenate(all_b))
         summary["inception_weights"] = model.weights_source
     return {"rows": rows, "summary": summary}
 
@@ -69,13 +77,19 @@ def evaluate(job: MetricsJob) -> dict:
 def format_table(result: dict) -> str:
     rows, s = result["rows"], result["summary"]
     has_fid = any("fid" in r for r in rows)
-    lines = [f"{'image':40} {'SSIM':>7} {'PSNR':>7}" + (f" {'FID':>9}" if has_fid else "")]
+    has_nak = any("nakagami_m" in r for r in rows)
+    lines = [f"{'image':40} {'SSIM':>7} {'PSNR':>7}" + (f" {'FID':>9}" if has_fid else "")
+             + (f" {'Nakagami m':>10} {'target m':>9}" if has_nak else "")]
     for r in rows:
-        lines.append(f"{r['image'][:40]:40} {r['ssim']:7.4f} {r['psnr']:7.2f}" + (f" {r['fid']:9.2f}" if has_fid else ""))
-    lines.append(f"{'mean':40} {s.get('mean_ssim', float('nan')):7.4f} {s.get('mean_psnr', float('nan')):7.2f}"
-                 + (f" {s.get('mean_fid', float('nan')):9.2f}" if has_fid else ""))
+        lines.append(f"{r['image'][:40]:40} {r['ssim']:7.4f} {r['psnr']:7.2f}" + (f" {r['fid']:9.2f}" if has_fid else "")
+                     + (f" {r['nakagami_m']:10.3f} {r['target_nakagami_m']:9.3f}" if has_nak else ""))
+    nan = float("nan")
+    lines.append(f"{'mean':40} {s.get('mean_ssim', nan):7.4f} {s.get('mean_psnr', nan):7.2f}"
+                 + (f" {s.get('mean_fid', nan):9.2f}" if has_fid else "")
+                 + (f" {s.get('mean_nakagami_m', nan):10.3f} {s.get('mean_target_nakagami_m', nan):9.3f}" if has_nak else ""))
     if "set_fid" in s:
-        lines.append(f"whole-set FID {s['set_fid']:.2f} (Inception weights: {s['inception_weights']})")
+        lines.append(f"whole-set FID {s['set_fid']:.2f}, KID {s['set_kid']:.4f} ± {s['set_kid_std']:.4f} "
+                     f"(Inception weights: {s['inception_weights']})")
     for f in s["failures"]:
         lines.append(f"not scored: {f['output']}: {f['error']}")
     return "\n".join(lines)

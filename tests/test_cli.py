@@ -231,12 +231,15 @@ def test_stylize_then_metrics_with_fid(tmp_path, tiny_checkpoint):
                  "--layout", "triptych", "--metrics")
     assert "2 written" in proc.stdout and "vs targets: SSIM" in proc.stdout
     proc = usnst("metrics", tmp_path / "out", "--targets", tmp_path / "data", "--targets-layout", "triptych",
-                 "--fid", "--inception-weights", "random", "--patch", 40, "--csv", tmp_path / "m.csv",
+                 "--fid", "--nakagami", "--inception-weights", "random", "--patch", 40, "--csv", tmp_path / "m.csv",
                  "--json", tmp_path / "m.json")
-    assert "whole-set FID" in proc.stdout and "random (seed 0)" in proc.stdout
+    assert "whole-set FID" in proc.stdout and "KID" in proc.stdout and "random (seed 0)" in proc.stdout
     result = json.loads((tmp_path / "m.json").read_text())
     assert result["summary"]["images"] == 2 and np.isfinite(result["summary"]["set_fid"])
+    assert np.isfinite(result["summary"]["set_kid"]) and result["summary"]["set_kid_std"] >= 0
     assert all(np.isfinite(r["fid"]) and 0 < r["ssim"] <= 1 for r in result["rows"])
+    assert all(r["target_nakagami_m"] > 0 for r in result["rows"])  # phantom HQ: tissue blocks exist
+    assert all(r["nakagami_m"] > 0 or np.isnan(r["nakagami_m"]) for r in result["rows"])  # NaN: no tissue found
     assert (tmp_path / "m.csv").read_text().startswith("image,ssim,psnr,fid")
 
 
@@ -354,3 +357,23 @@ def test_soak_reports_memory_and_latency_per_window(tmp_path, tiny_checkpoint):
         assert w["rss_mib"] > 0 and w["sent"] == 24 and 0 < w["delivered"] <= w["sent"]
         assert 0 < w["e2e_p50_ms"] <= w["e2e_p99_ms"]
     assert result["rss_growth_mib"] == result["windows"][-1]["rss_mib"] - result["windows"][0]["rss_mib"]
+
+
+def test_metrics_video_measures_flicker_of_a_sequence(tmp_path):
+    from offline.temporal import write_video
+
+    rng = np.random.default_rng(0)
+    still = rng.integers(0, 255, (32, 48), dtype=np.uint8)
+    inputs = [still] * 4 + [np.roll(still, i, axis=1) for i in range(1, 7)]
+    (tmp_path / "in").mkdir()
+    for i, f in enumerate(inputs):
+        cv2.imwrite(str(tmp_path / "in" / f"{i:03d}.png"), f)
+    boiling = [np.clip(f.astype(int) + rng.integers(-20, 20, f.shape), 0, 255).astype(np.uint8) for f in inputs]
+    write_video(boiling, tmp_path / "out.avi", 10)  # MJPG: lossy, as real videos are
+    proc = usnst("metrics", tmp_path / "out.avi", "--video", "--input", tmp_path / "in", "--json", tmp_path / "f.json")
+    result = json.loads((tmp_path / "f.json").read_text())
+    assert result["frames"] == 10 and result["static_pairs"] == 3 and "temporal stability" in proc.stdout
+    assert result["static_output_change"] > 3 and result["ratio"] > 0
+    proc = usnst("metrics", tmp_path / "in", "--video", "--input", tmp_path / "in", "--json", tmp_path / "g.json")
+    same = json.loads((tmp_path / "g.json").read_text())
+    assert same["ratio"] == 1.0 and same["static_output_change"] == 0.0

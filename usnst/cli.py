@@ -344,13 +344,34 @@ def cmd_stylize(args) -> int:
 
 
 def cmd_metrics(args) -> int:
+    if args.video:
+        return _video_metrics(args)
+    if not args.targets:
+        raise ValueError("--targets is required (or --video with --input for temporal stability)")
     from offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
 
     result = evaluate(MetricsJob(args.outputs, args.targets, args.targets_layout, args.fid, args.inception_weights,
-                                 args.patch))
+                                 args.patch, args.nakagami, args.dynamic_range))
     print(format_table(result))
     write_outputs(result, args.csv, args.json)
     return 0 if result["rows"] else 1
+
+
+def _video_metrics(args) -> int:
+    from offline.temporal import flicker, read_sequence
+
+    if not args.input:
+        raise ValueError("--video needs --input: the input sequence the outputs were made from")
+    result = flicker(read_sequence(args.input), read_sequence(args.outputs))
+    static = result["static_output_change"]
+    print(f"temporal stability over {result['frames']} frames: input changes {result['input_change']:.3f} grey levels "
+          f"per frame, output {result['output_change']:.3f} (ratio {result['ratio']:.3f}; 1 = moves as the input, "
+          f"> 1 = flicker); on {result['static_pairs']} static input pairs the output changed "
+          + (f"{static:.3f}" if static is not None else "n/a"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
 
 
 def cmd_engine_build(args) -> int:
@@ -575,11 +596,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser("metrics", help="SSIM, PSNR and FID of outputs against paired targets")
-    p.add_argument("outputs", help="folder (recursive) or glob of outputs")
-    p.add_argument("--targets", required=True, help="folder of targets with the outputs' relative paths")
+    p.add_argument("outputs", help="folder (recursive) or glob of outputs; with --video a sequence (folder, video, DICOM)")
+    p.add_argument("--targets", default=None, help="folder of targets with the outputs' relative paths")
+    p.add_argument("--video", action="store_true", help="temporal stability (flicker) of a sequence against --input")
+    p.add_argument("--input", default=None, help="--video: the input sequence the outputs were stylized from")
     p.add_argument("--targets-layout", default="plain", choices=["plain", "triptych"],
                    help="triptych: the target is the HQ panel of the same-named triptych")
-    p.add_argument("--fid", action="store_true", help="also FID over patches, per image and for the whole set")
+    p.add_argument("--fid", action="store_true", help="also FID over patches (per image and whole set) and set KID")
+    p.add_argument("--nakagami", action="store_true", help="also the Nakagami m of outputs and targets (speckle)")
+    p.add_argument("--dynamic-range", type=float, default=50.0, help="dB of log compression, to recover envelopes")
     p.add_argument("--inception-weights", default=None, help="torchvision InceptionV3 state dict, or 'random' (tests)")
     p.add_argument("--patch", type=int, default=299, help="FID patch size (thesis: 299)")
     p.add_argument("--csv", default=None, help="write per-image rows here")

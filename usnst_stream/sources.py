@@ -114,8 +114,25 @@ def video_stream(path: str | Path, fps: float | None = None) -> Iterator[Timed]:
         cap.release()
 
 
+def dicom_stream(path: str | Path, fps: float | None = None) -> Iterator[Timed]:
+    """The frames of a DICOM file (a cine loop or a still) as grayscale uint8, at the file's recorded frame
+    rate unless ``fps`` is given (a still, which has none, goes at 1 frame/s)."""
+    from usnst_io.dicom import read_dicom
+
+    series = read_dicom(path)
+    rate = fps or series.fps or 1.0
+    spacing = series.dataset.get("PixelSpacing")
+    meta = {"source": Path(path).name, "dicom_photometric": series.photometric}
+    if spacing:
+        meta["spacing_mm"] = [float(spacing[0]), float(spacing[1])]
+    for seq, img in enumerate(series.frames):
+        yield seq / rate, _encode(seq, img, {**meta, "frame_index": seq})
+
+
 def open_source(path: str | Path, fps: float | None = None, restamp: bool = False) -> Iterator[Timed]:
-    """A recording (.usrec or any file with the recording header), an image folder, or a video."""
+    """A recording (.usrec or any file with the recording header), an image folder, a video or a DICOM file."""
+    from usnst_io.dicom import is_dicom
+
     path = Path(path)
     if path.is_dir():
         return image_folder_stream(path, fps or 30.0)
@@ -123,6 +140,8 @@ def open_source(path: str | Path, fps: float | None = None, restamp: bool = Fals
         raise FileNotFoundError(f"nothing to replay at {path}")
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return video_stream(path, fps)
+    if path.suffix.lower() in (".dcm", ".dicom") or is_dicom(path):
+        return dicom_stream(path, fps)
     source = recording_stream(path, restamp)
     return retime(source, fps) if fps else source
 

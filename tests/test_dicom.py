@@ -1,0 +1,85 @@
+"""DICOM in and out on pydicom's own real ultrasound files (palette, RGB, YBR cine, JPEG 2000) and synthetic ones."""
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from pydicom import examples
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEGLSLossless
+
+from usnst_io.dicom import DicomError, read_dicom, write_derived
+from usnst_stream.sources import open_source
+
+
+def test_real_scanner_files_of_every_encoding_become_8_bit_grayscale():
+    palette = read_dicom(examples.get_path("palette_color"))
+    assert palette.photometric == "PALETTE COLOR" and len(palette.frames) == 1 and palette.fps is None
+    assert palette.frames[0].shape == (350, 800) and palette.frames[0].dtype == np.uint8
+    from pydicom.pixels import apply_color_lut
+
+    ds = pydicom.dcmread(examples.get_path("palette_color"))
+    rgb = apply_color_lut(ds.pixel_array, ds).astype(np.float64) / 257
+    luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    assert np.abs(palette.frames[0] - luma).max() <= 1.0
+
+    rgb_file = read_dicom(examples.get_path("rgb_color"))
+    expected = cv2.cvtColor(pydicom.dcmread(examples.get_path("rgb_color")).pixel_array, cv2.COLOR_RGB2GRAY)
+    assert rgb_file.photometric == "RGB" and np.abs(rgb_file.frames[0].astype(int) - expected).max() <= 1
+
+    cine = read_dicom(examples.get_path("ybr_color"))  # YBR_FULL_422, JPEG baseline, 30 frames
+    assert cine.photometric == "YBR_FULL_422" and len(cine.frames) == 30 and cine.fps == pytest.approx(30.0, rel=1e-3)
+    assert all(f.shape == (240, 320) for f in cine.frames) and np.std(cine.frames[0]) > 5
+    assert read_dicom(examples.get_path("jpeg2k")).frames[0].shape == (480, 640)
+
+
+def test_monochrome1_and_16_bit_frames_are_inverted_and_scaled(tmp_path):
+    ds = pydicom.dcmread(examples.get_path("rgb_color"))
+    ramp = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (10, 1))  # 10 × 256, 12-bit
+    ds.set_pixel_data(ramp, photometric_interpretation="MONOCHROME1", bits_stored=12)
+    ds.save_as(tmp_path / "m1.dcm", enforce_file_format=True)
+    frame = read_dicom(tmp_path / "m1.dcm").frames[0]
+    assert frame.dtype == np.uint8 and frame[0, 0] == 255 and frame[0, -1] == 0  # MONOCHROME1: high = dark
+    assert np.all(np.diff(frame[0].astype(int)) <= 0)
+
+
+def test_a_compressed_file_without_its_plugin_names_the_syntax_and_the_plugins(tmp_path):
+    ds = pydicom.dcmread(examples.get_path("rgb_color"))
+    ds.PixelData = encapsulate([b"\xff\xd8 not really JPEG-LS \xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.save_as(tmp_path / "jls.dcm")
+    with pytest.raises(DicomError, match=r"JPEG-LS.*pylibjpeg"):
+        read_dicom(tmp_path / "jls.dcm")
+    (tmp_path / "junk.dcm").write_bytes(b"not dicom at all")
+    with pytest.raises(DicomError, match="not a readable DICOM"):
+        read_dicom(tmp_path / "junk.dcm")
+
+
+def test_derived_output_has_new_uids_derived_flags_and_the_original_geometry(tmp_path):
+    cine = read_dicom(examples.get_path("ybr_color"))
+    styled = [255 - f for f in cine.frames]
+    out = write_derived(tmp_path / "styled.dcm", styled, cine, "usnst lq2hq (test)")
+    back = read_dicom(out)
+    src, ds = cine.dataset, back.dataset
+    assert ds.SOPInstanceUID != src.SOPInstanceUID and ds.SeriesInstanceUID != src.SeriesInstanceUID
+    assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.SOPClassUID == src.SOPClassUID
+    assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"] and ds.DerivationDescription == "usnst lq2hq (test)"
+    assert (ds.Rows, ds.Columns, int(ds.NumberOfFrames)) == (240, 320, 30) and back.fps == pytest.approx(cine.fps)
+    assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.file_meta.TransferSyntaxUID.is_little_endian
+    assert all(np.array_equal(a, b) for a, b in zip(back.frames, styled))
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(ValueError, match="geometry"):
+        write_derived(tmp_path / "bad.dcm", [f[:100] for f in styled], cine)
+
+
+def test_replay_plays_a_dicom_cine_at_its_recorded_rate():
+    from usnst_stream import protocol
+
+    items = list(open_source(examples.get_path("ybr_color")))
+    assert len(items) == 30
+    times = [t for t, _ in items]
+    assert times[1] - times[0] == pytest.approx(1 / 30, rel=1e-3)
+    frame = protocol.decode(items[0][1])
+    assert frame.pixels.shape == (240, 320, 1) and frame.meta["source"] == "examples_ybr_color.dcm"
+    assert [t for t, _ in open_source(examples.get_path("ybr_color"), fps=10)][1] == pytest.approx(0.1)

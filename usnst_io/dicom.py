@@ -1,0 +1,158 @@
+"""Ultrasound DICOM in and out, with pydicom.
+
+Scanners write B-mode frames in many encodings; everything here becomes what the networks see, 8-bit grayscale:
+MONOCHROME2 as is, MONOCHROME1 inverted, RGB / YBR_* (decoded to RGB by pydicom) and PALETTE COLOR (through
+its lookup table) converted to luma, more than 8 bits windowed (VOI LUT when the file has one) then scaled.
+Multi-frame cine loops keep their frame rate (Frame Time, Cine Rate, Recommended Display Frame Rate or the
+Frame Time Vector, in that order). Compressed transfer syntaxes decode when a pydicom pixel-data plugin for them
+is installed; otherwise the error names the syntax and the plugins that handle it.
+
+Output is a *derived* image: a copy of the source header with new SOP Instance and Series UIDs, ImageType
+DERIVED\\SECONDARY, a Derivation Description, 8-bit MONOCHROME2 uncompressed pixels, and the original geometry
+(rows, columns, pixel spacing, ultrasound regions, frame timing) kept.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+PLUGIN_HINT = ("install a pixel-data plugin that handles it, e.g. `pip install pylibjpeg pylibjpeg-libjpeg "
+               "pylibjpeg-openjpeg` (JPEG, JPEG-LS, JPEG 2000) or `pip install python-gdcm`")
+
+
+class DicomError(ValueError):
+    """A DICOM file that cannot be read as images, with the reason and what to do."""
+
+
+@dataclass
+class DicomSeries:
+    frames: list[np.ndarray]  # uint8 (rows, columns) each
+    fps: float | None  # from the file's timing; None for a still image
+    dataset: Dataset  # the header (pixel data kept only as read), for writing derived images
+    photometric: str
+    path: str
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """DICOM Part 10 files have 'DICM' after a 128-byte preamble; .dcm without it is still tried by the reader."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def frame_rate(ds: Dataset) -> float | None:
+    if ds.get("FrameTime"):
+        return 1000.0 / float(ds.FrameTime)
+    for key in ("CineRate", "RecommendedDisplayFrameRate"):
+        if ds.get(key):
+            return float(ds.get(key))
+    vector = [float(v) for v in (ds.get("FrameTimeVector") or []) if float(v) > 0]
+    return 1000.0 / float(np.mean(vector)) if vector else None
+
+
+def _to_gray8(pixels: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Decoded pixels of one or more frames → uint8 luma, shape (..., rows, columns)."""
+    from pydicom.pixels import apply_color_lut, apply_voi_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    if pixels.shape[-1] == 3 and int(ds.get("SamplesPerPixel", 1)) == 3 or photometric == "PALETTE COLOR":
+        rgb = pixels.astype(np.float32)
+        if rgb.max() > 255:  # 16-bit palette entries
+            rgb = rgb / 257.0
+        luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]  # ITU-R BT.601
+        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+    if pixels.dtype != np.uint8 or int(ds.get("BitsStored", 8)) > 8:
+        pixels = apply_voi_lut(pixels, ds) if "WindowCenter" in ds or "VOILUTSequence" in ds else pixels
+        pixels = pixels.astype(np.float32)
+        lo, hi = float(pixels.min()), float(pixels.max())
+        pixels = (pixels - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(pixels)
+        pixels = np.rint(pixels).astype(np.uint8)
+    if photometric == "MONOCHROME1":
+        pixels = 255 - pixels
+    return pixels
+
+
+def read_dicom(path: str | os.PathLike) -> DicomSeries:
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise DicomError(f"{path}: not a readable DICOM file ({exc.__class__.__name__}: {exc})") from exc
+    if "PixelData" not in ds:
+        raise DicomError(f"{path}: this DICOM object has no image (SOP class {ds.get('SOPClassUID', 'unknown')})")
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        name = getattr(syntax, "name", syntax)
+        raise DicomError(f"{path}: cannot decode pixel data stored as {name}: {PLUGIN_HINT} "
+                         f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    gray = _to_gray8(pixels, ds)
+    frames = list(gray) if n > 1 else [gray]
+    return DicomSeries(frames, frame_rate(ds) if n > 1 else None, ds,
+                       str(ds.get("PhotometricInterpretation", "")), os.fspath(path))
+
+
+_COLOUR_TAGS = ("PlanarConfiguration", "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+                "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData",
+                "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData",
+                "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
+                "SegmentedBluePaletteColorLookupTableData", "PaletteColorLookupTableUID", "WindowCenter", "WindowWidth",
+                "VOILUTSequence", "ICCProfile")
+
+
+def write_derived(path: str | os.PathLike, frames: list[np.ndarray], source: DicomSeries,
+                  description: str = "usnst style transfer") -> Path:
+    """Write ``frames`` (uint8, the source's size) as a derived DICOM of ``source``; atomic (temp file + rename)."""
+    rows, cols = int(source.dataset.Rows), int(source.dataset.Columns)
+    if any(f.shape != (rows, cols) for f in frames):
+        raise ValueError(f"derived frames must keep the source geometry {rows}x{cols}")
+    if len(frames) != len(source.frames):
+        raise ValueError(f"{len(frames)} frames for a source of {len(source.frames)}")
+    ds = copy.deepcopy(source.dataset)
+    for tag in _COLOUR_TAGS + ("PixelData",):
+        if tag in ds:
+            del ds[tag]
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    uid = generate_uid()
+    ds.SOPInstanceUID = uid
+    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesDescription = f"{ds.get('SeriesDescription', '')} [usnst]".strip()
+    original_type = [str(v) for v in (ds.get("ImageType") or [])][2:]
+    ds.ImageType = ["DERIVED", "SECONDARY", *original_type]
+    ds.DerivationDescription = description[:1024]
+    ds.BurnedInAnnotation = ds.get("BurnedInAnnotation", "NO")
+    data = np.stack(frames) if len(frames) > 1 else frames[0]
+    ds.set_pixel_data(np.ascontiguousarray(data), photometric_interpretation="MONOCHROME2", bits_stored=8)
+    if len(frames) > 1:
+        ds.NumberOfFrames = len(frames)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    ds.save_as(tmp, enforce_file_format=True)
+    os.replace(tmp, path)
+    return path
+
+
+def stylize_dicom(series: DicomSeries, stylize) -> list[np.ndarray]:
+    """Apply ``stylize`` (uint8 frame → uint8 frame) to every frame; a helper for batch tools."""
+    out = []
+    for frame in series.frames:
+        styled = stylize(frame)
+        if styled.shape != frame.shape:
+            styled = cv2.resize(styled, (frame.shape[1], frame.shape[0]))
+        out.append(styled)
+    return out
