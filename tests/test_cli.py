@@ -240,7 +240,7 @@ def test_stylize_then_metrics_with_fid(tmp_path, tiny_checkpoint):
     assert all(np.isfinite(r["fid"]) and 0 < r["ssim"] <= 1 for r in result["rows"])
     assert all(r["target_nakagami_m"] > 0 for r in result["rows"])  # phantom HQ: tissue blocks exist
     assert all(r["nakagami_m"] > 0 or np.isnan(r["nakagami_m"]) for r in result["rows"])  # NaN: no tissue found
-    assert (tmp_path / "m.csv").read_text().startswith("image,ssim,psnr,fid")
+    assert (tmp_path / "m.csv").read_text().startswith("image,ssim,psnr,nakagami_m,target_nakagami_m,fid")
 
 
 def test_engine_build_then_serve_with_onnxruntime(tmp_path, tiny_checkpoint):
