@@ -27,6 +27,7 @@ from offline.metrics import psnr, ssim
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("plain", "triptych", "clinical")
+DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
 @dataclass
@@ -39,6 +40,7 @@ class StylizeJob:
     shard: tuple[int, int] = (0, 1)
     overwrite: bool = False
     progress: bool = True
+    dicom_format: str = "png"  # DICOM inputs: "png" (one PNG per frame) or "dicom" (a derived DICOM, same geometry)
 
 
 @dataclass
@@ -72,7 +74,7 @@ def list_inputs(spec: str) -> tuple[Path, list[Path]]:
         if base == p:  # a single file
             base = p.parent
         paths = [Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file()]
-    paths = sorted(q for q in paths if q.suffix.lower() in IMAGE_SUFFIXES and ".tmp" not in q.name)
+    paths = sorted(q for q in paths if q.suffix.lower() in {*IMAGE_SUFFIXES, *DICOM_SUFFIXES} and ".tmp" not in q.name)
     if not paths:
         raise FileNotFoundError(f"no images found for {spec!r}")
     return base, paths
@@ -129,6 +131,9 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     report = StylizeReport(total=len(paths))
     for path in tqdm(paths, desc="stylize", unit="img", disable=not job.progress):
         rel = path.relative_to(base)
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            _stylize_dicom(engine, path, out_dir / rel, job, report)
+            continue
         out_path = (out_dir / rel).with_suffix(".png")
         if out_path.exists() and not job.overwrite and not job.metrics:
             report.skipped += 1
@@ -164,6 +169,34 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
             report.failed.append((str(path), f"{exc.__class__.__name__}: {exc}"))
     _write_reports(out_dir, job, report)
     return report
+
+
+def _stylize_dicom(engine: Engine, path: Path, out_base: Path, job: StylizeJob, report: StylizeReport) -> None:
+    """A DICOM still or cine: every frame stylized, written as a derived DICOM (same geometry, new UIDs) or as
+    PNGs (``name.png``, or ``name_0000.png``… for a cine). Resume checks the last file a run would write."""
+    from usnst_io.dicom import read_dicom, stylize_dicom, write_derived
+
+    try:
+        series = read_dicom(path)
+        n = len(series.frames)
+        if job.dicom_format == "dicom":
+            outputs = [out_base.with_suffix(".dcm")]
+        else:
+            outputs = ([out_base.with_suffix(".png")] if n == 1 else
+                       [out_base.with_name(f"{out_base.stem}_{i:04d}.png") for i in range(n)])
+        if outputs[-1].exists() and not job.overwrite:
+            report.skipped += 1
+            return
+        styled = stylize_dicom(series, lambda f: _stylize_one(engine, f))
+        if job.dicom_format == "dicom":
+            write_derived(outputs[0], styled, series, f"usnst style transfer ({engine.describe().get('task') or 'model'})")
+        else:
+            for out, frame in zip(outputs, styled):
+                _write_png_atomic(out, frame)
+        report.written += 1
+    except Exception as exc:  # one bad input must not end a long batch
+        log.warning("skipping %s: %s", path, exc)
+        report.failed.append((str(path), f"{exc.__class__.__name__}: {exc}"))
 
 
 def _write_reports(out_dir: Path, job: StylizeJob, report: StylizeReport) -> None:

@@ -83,3 +83,25 @@ def test_replay_plays_a_dicom_cine_at_its_recorded_rate():
     frame = protocol.decode(items[0][1])
     assert frame.pixels.shape == (240, 320, 1) and frame.meta["source"] == "examples_ybr_color.dcm"
     assert [t for t, _ in open_source(examples.get_path("ybr_color"), fps=10)][1] == pytest.approx(0.1)
+
+
+def test_stylize_takes_dicom_and_writes_derived_dicom_or_pngs(tmp_path, tiny_engine):
+    import shutil
+
+    from offline.stylize import StylizeJob, run_stylize
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(examples.get_path("ybr_color"), tmp_path / "in" / "cine.dcm")
+    shutil.copy(examples.get_path("palette_color"), tmp_path / "in" / "still.dcm")
+    report = run_stylize(tiny_engine, StylizeJob(str(tmp_path / "in"), str(tmp_path / "d"), dicom_format="dicom",
+                                                 progress=False))
+    assert report.written == 2 and not report.failed
+    cine = read_dicom(tmp_path / "d" / "cine.dcm")
+    assert len(cine.frames) == 30 and cine.fps == pytest.approx(30, rel=1e-3)
+    assert list(cine.dataset.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    again = run_stylize(tiny_engine, StylizeJob(str(tmp_path / "in"), str(tmp_path / "d"), dicom_format="dicom",
+                                                progress=False))
+    assert again.skipped == 2 and again.written == 0  # resume
+    report = run_stylize(tiny_engine, StylizeJob(str(tmp_path / "in"), str(tmp_path / "p"), progress=False))
+    assert report.written == 2
+    assert len(list((tmp_path / "p").glob("cine_*.png"))) == 30 and (tmp_path / "p" / "still.png").exists()

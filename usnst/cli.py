@@ -331,7 +331,7 @@ def cmd_stylize(args) -> int:
     engine = load_engine(args.model, args.backend, _engine_options(args), args.engine)
     job = StylizeJob(inputs=args.inputs, out=args.out, layout=args.layout, targets=args.targets,
                      metrics=args.metrics or bool(args.targets), shard=parse_shard(args.shard),
-                     overwrite=args.overwrite, progress=not args.quiet)
+                     overwrite=args.overwrite, progress=not args.quiet, dicom_format=args.dicom_format)
     s = run_stylize(engine, job).summary()
     print(f"usnst stylize: {s['inputs']} inputs in this shard: {s['written']} written, {s['skipped_existing']} already "
           f"done, {s['failed']} failed -> {args.out}")
@@ -593,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default=None, help="folder of targets with the inputs' relative paths")
     p.add_argument("--shard", default="0/1", help="i/n: process every n-th input starting at i")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--dicom-format", default="png", choices=["png", "dicom"],
+                   help="DICOM inputs: PNG per frame, or a derived DICOM (new UIDs, same geometry and frame timing)")
     p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser("metrics", help="SSIM, PSNR and FID of outputs against paired targets")
