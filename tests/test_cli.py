@@ -14,7 +14,7 @@ import zmq
 from usnst_stream import protocol
 from usnst_stream.recording import RecordingReader
 
-COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "engine", "view", "keys", "info"]
+COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "engine", "view", "clean", "keys", "info"]
 
 
 def usnst(*args, timeout=120, check=True):

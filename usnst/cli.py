@@ -407,6 +407,20 @@ def cmd_view(args) -> int:
     return 0
 
 
+def cmd_clean(args) -> int:
+    from offline.screenshot import clean_folder
+
+    s = clean_folder(args.inputs, args.out)
+    for row in s["rows"]:
+        print(f"{row['output']}: kept {100 * row['region_fraction']:.1f}% of the frame as image, "
+              f"{row['ui_pixels_removed']} UI pixels blanked, {row['overlay_pixels_inpainted']} overlay pixels inpainted, "
+              f"bars {', '.join(row['bars']) or 'none'}")
+    for f in s["failures"]:
+        print(f"not cleaned: {f['input']}: {f['error']}")
+    print(f"usnst clean: {s['images']} cleaned -> {args.out} (report: cleaning.json)")
+    return 0 if not s["failures"] else 1
+
+
 def cmd_keys(args) -> int:
     from usnst_stream.security import generate_keys
 
@@ -634,6 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None, help="stop after this many stylized frames")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("clean", help="clean scanner screenshots: keep the imaging region, remove bars, text, calipers")
+    p.add_argument("inputs", help="folder (recursive) or glob of screenshots (PNG/JPEG or DICOM)")
+    p.add_argument("--out", required=True, help="folder for the cleaned PNGs and cleaning.json")
+    p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("keys", help="make CURVE key pairs for encrypted, authenticated streams")
     p.add_argument("names", nargs="+", help="one key pair per name, e.g. simulator node viewer")
