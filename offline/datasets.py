@@ -47,6 +47,30 @@ def image_paths(folder: str | Path) -> list[Path]:
     return paths
 
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def read_style_set(path: str | Path) -> list[np.ndarray]:
+    """Grayscale uint8 style images from an image file, a DICOM file or a folder of either (searched
+    recursively); every frame of a DICOM cine counts as one style image."""
+    from usnst_io.dicom import read_dicom
+
+    path = Path(path)
+    if path.is_dir():
+        paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES
+                       and ".tmp" not in p.name)
+        if not paths:
+            raise FileNotFoundError(f"no images or DICOM files in {path}")
+    elif path.is_file():
+        paths = [path]
+    else:
+        raise FileNotFoundError(f"no such style image or folder: {path}")
+    images = []
+    for p in paths:
+        images += read_dicom(p).frames if p.suffix.lower() in DICOM_SUFFIXES else [read_gray(p)]
+    return images
+
+
 def read_triptych_folder(folder: str | Path) -> list[Triptych]:
     return [split_triptych(read_gray(p), p.name) for p in image_paths(folder)]
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from offline import loss_curves
-from offline.datasets import image_paths, read_gray, resize_longest, split_triptych
+from offline.datasets import read_gray, read_style_set, resize_longest, split_triptych
 from offline.gram import foreground_mask, label_masks
 from offline.nst import (
     NSTConfig,
@@ -74,7 +74,7 @@ def run_job(job: NSTJob) -> dict:
     t0 = time.monotonic()
     masks = None
     if job.style_dir:
-        styles = [read_gray(p) for p in image_paths(job.style_dir)]
+        styles = read_style_set(job.style_dir)
         if job.size:
             styles = [resize_longest(s, job.size) for s in styles]
         target = average_style_target(vgg, styles, cfg.style_layers, job.average)

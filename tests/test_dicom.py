@@ -105,3 +105,16 @@ def test_stylize_takes_dicom_and_writes_derived_dicom_or_pngs(tmp_path, tiny_eng
     report = run_stylize(tiny_engine, StylizeJob(str(tmp_path / "in"), str(tmp_path / "p"), progress=False))
     assert report.written == 2
     assert len(list((tmp_path / "p").glob("cine_*.png"))) == 30 and (tmp_path / "p" / "still.png").exists()
+
+
+def test_style_sets_read_dicom_cines_next_to_images(tmp_path):
+    import shutil
+
+    from offline.datasets import read_style_set
+
+    (tmp_path / "style" / "sub").mkdir(parents=True)
+    shutil.copy(examples.get_path("ybr_color"), tmp_path / "style" / "sub" / "cine.dcm")
+    cv2.imwrite(str(tmp_path / "style" / "a.png"), np.full((20, 30), 128, np.uint8))
+    images = read_style_set(tmp_path / "style")
+    assert len(images) == 31 and images[0].shape == (20, 30) and images[1].shape == (240, 320)
+    assert len(read_style_set(tmp_path / "style" / "sub" / "cine.dcm")) == 30

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from engines.checkpoint import save_checkpoint
 from engines.transformer_net import NetConfig, TransformerNet
-from offline.datasets import centre_crop, image_paths, read_gray, read_triptych_folder, resize_longest
+from offline.datasets import centre_crop, read_style_set, read_triptych_folder, resize_longest
 from offline.gram import gram
 from offline.metrics import psnr, ssim
 from offline.nst import CONTENT_LAYER, STYLE_LAYERS, StyleTarget, average_style_target, to_tensor
@@ -99,9 +99,7 @@ def style_images(cfg: TrainConfig, train_pairs) -> list[np.ndarray]:
         if cfg.task == "hq2clinical":
             raise ValueError("hq2clinical needs --style: a clinical image or folder")
         return [hq for _, hq in train_pairs]
-    p = Path(cfg.style)
-    paths = image_paths(p) if p.is_dir() else [p]
-    return [_prepare(read_gray(q), cfg) for q in paths]
+    return [_prepare(img, cfg) for img in read_style_set(cfg.style)]
 
 
 def _step_generators(seed: int, step: int, rank: int):
