@@ -78,3 +78,14 @@ def test_low_rank_fid_equals_the_sqrtm_computation():
     assert fid(a, b) == pytest.approx(reference, rel=1e-5)
     with pytest.raises(ValueError, match="two samples"):
         fid(a[:1], b)
+
+
+def test_random_inception_features_tell_images_apart():
+    """Seeded random weights are for exercising FID end to end: features must not collapse to one point."""
+    from offline.inception import load_inception
+
+    model = load_inception("random")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (64, 64), dtype=np.uint8) for _ in range(3)] + [np.zeros((64, 64), np.uint8)]
+    f = inception_features(model, images)
+    assert np.abs(f[0] - f[3]).max() > 1e-3 * max(np.abs(f).max(), 1e-12) and np.abs(f).max() > 1e-3
