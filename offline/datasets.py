@@ -47,13 +47,10 @@ def image_paths(folder: str | Path) -> list[Path]:
     return paths
 
 
-DICOM_SUFFIXES = (".dcm", ".dicom")
-
-
 def read_style_set(path: str | Path) -> list[np.ndarray]:
     """Grayscale uint8 style images from an image file, a DICOM file or a folder of either (searched
     recursively); every frame of a DICOM cine counts as one style image."""
-    from usnst_io.dicom import read_dicom
+    from usnst_io.dicom import DICOM_SUFFIXES, read_dicom
 
     path = Path(path)
     if path.is_dir():

@@ -131,7 +131,8 @@ def clean_folder(inputs: str, out: str) -> dict:
     import json
     from pathlib import Path
 
-    from offline.stylize import DICOM_SUFFIXES, _write_png_atomic, list_inputs
+    from offline.stylize import frame_png_paths, list_inputs, write_png_atomic
+    from usnst_io.dicom import DICOM_SUFFIXES, read_dicom
 
     base, paths = list_inputs(inputs)
     rows, failures = [], []
@@ -139,11 +140,8 @@ def clean_folder(inputs: str, out: str) -> dict:
         rel = path.relative_to(base)
         try:
             if path.suffix.lower() in DICOM_SUFFIXES:
-                from usnst_io.dicom import read_dicom
-
                 frames = read_dicom(path).frames
-                targets = ([Path(out) / rel.with_suffix(".png")] if len(frames) == 1 else
-                           [Path(out) / rel.parent / f"{rel.stem}_{i:04d}.png" for i in range(len(frames))])
+                targets = frame_png_paths(Path(out) / rel, len(frames))
             else:
                 img = cv2.imread(str(path), cv2.IMREAD_COLOR)
                 if img is None:
@@ -151,7 +149,7 @@ def clean_folder(inputs: str, out: str) -> dict:
                 frames, targets = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB)], [Path(out) / rel.with_suffix(".png")]
             for frame, target in zip(frames, targets):
                 result = clean_screenshot(frame)
-                _write_png_atomic(target, result.image)
+                write_png_atomic(target, result.image)
                 rows.append({"input": str(rel), "output": str(target.relative_to(out)), **result.report})
         except Exception as exc:  # one bad screenshot must not end the batch
             failures.append({"input": str(rel), "error": f"{exc.__class__.__name__}: {exc}"})

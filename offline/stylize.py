@@ -23,11 +23,11 @@ from tqdm import tqdm
 from engines.backends import Engine
 from offline.datasets import IMAGE_SUFFIXES, crop_brightness_bar, split_triptych
 from offline.metrics import psnr, ssim
+from usnst_io.dicom import DICOM_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("plain", "triptych", "clinical")
-DICOM_SUFFIXES = {".dcm", ".dicom"}
 
 
 @dataclass
@@ -74,7 +74,7 @@ def list_inputs(spec: str) -> tuple[Path, list[Path]]:
         if base == p:  # a single file
             base = p.parent
         paths = [Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file()]
-    paths = sorted(q for q in paths if q.suffix.lower() in {*IMAGE_SUFFIXES, *DICOM_SUFFIXES} and ".tmp" not in q.name)
+    paths = sorted(q for q in paths if q.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES and ".tmp" not in q.name)
     if not paths:
         raise FileNotFoundError(f"no images found for {spec!r}")
     return base, paths
@@ -91,12 +91,19 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _write_png_atomic(path: Path, img: np.ndarray) -> None:
+def write_png_atomic(path: Path, img: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
     if not cv2.imwrite(str(tmp), img):
         raise OSError(f"could not write {tmp}")
     os.replace(tmp, path)
+
+
+def frame_png_paths(out_base: Path, frames: int) -> list[Path]:
+    """Where the frames of one input go as PNGs: ``name.png`` for a still, ``name_0000.png``… for a cine."""
+    if frames == 1:
+        return [out_base.with_suffix(".png")]
+    return [out_base.with_name(f"{out_base.stem}_{i:04d}.png") for i in range(frames)]
 
 
 def _remove_stale_temp_files(out_dir: Path) -> int:
@@ -157,7 +164,7 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
                 report.skipped += 1
             else:
                 styled = _stylize_one(engine, img)
-                _write_png_atomic(out_path, styled)
+                write_png_atomic(out_path, styled)
                 report.written += 1
             if job.metrics and target is not None:
                 if target.shape != styled.shape:
@@ -179,11 +186,7 @@ def _stylize_dicom(engine: Engine, path: Path, out_base: Path, job: StylizeJob, 
     try:
         series = read_dicom(path)
         n = len(series.frames)
-        if job.dicom_format == "dicom":
-            outputs = [out_base.with_suffix(".dcm")]
-        else:
-            outputs = ([out_base.with_suffix(".png")] if n == 1 else
-                       [out_base.with_name(f"{out_base.stem}_{i:04d}.png") for i in range(n)])
+        outputs = [out_base.with_suffix(".dcm")] if job.dicom_format == "dicom" else frame_png_paths(out_base, n)
         if outputs[-1].exists() and not job.overwrite:
             report.skipped += 1
             return
@@ -192,7 +195,7 @@ def _stylize_dicom(engine: Engine, path: Path, out_base: Path, job: StylizeJob, 
             write_derived(outputs[0], styled, series, f"usnst style transfer ({engine.describe().get('task') or 'model'})")
         else:
             for out, frame in zip(outputs, styled):
-                _write_png_atomic(out, frame)
+                write_png_atomic(out, frame)
         report.written += 1
     except Exception as exc:  # one bad input must not end a long batch
         log.warning("skipping %s: %s", path, exc)

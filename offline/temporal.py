@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from usnst_io.dicom import DICOM_SUFFIXES, read_dicom
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv"}
 
@@ -41,9 +43,7 @@ def read_sequence(path: str | Path) -> list[np.ndarray]:
         if not frames:
             raise ValueError(f"{path}: no frames could be decoded")
         return frames
-    if path.suffix.lower() in (".dcm", ".dicom") or path.is_file():
-        from usnst_io.dicom import read_dicom
-
+    if path.suffix.lower() in DICOM_SUFFIXES or path.is_file():
         return read_dicom(path).frames
     raise ValueError(f"{path}: not a folder of images, a video or a DICOM file")
 

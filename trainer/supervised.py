@@ -58,21 +58,34 @@ def _crops(pairs: list[tuple[np.ndarray, np.ndarray]], batch: int, crop: int, rn
     return to_t(xs), to_t(ys)
 
 
-def evaluate(model: TransformerNet, pairs, seed: int = 0) -> dict:
-    """Mean PSNR/SSIM of the model and of the identity (LQ itself) against HQ on whole held-out frames."""
-    gen = torch.Generator().manual_seed(seed)
-    scores = {"psnr": [], "ssim": [], "identity_psnr": [], "identity_ssim": []}
-    model.eval()
+def held_out_scores(pairs, ways: dict) -> dict:
+    """Mean SSIM and PSNR against HQ on whole held-out frames for each named way of turning an LQ frame (uint8)
+    into an output (uint8), keys ``{prefix}ssim`` / ``{prefix}psnr``; the identity (LQ itself) is always scored."""
+    ways = {**ways, "identity_": lambda lq: lq}
+    scores = {f"{prefix}{metric}": [] for prefix in ways for metric in ("psnr", "ssim")}
     with torch.inference_mode():
         for lq, hq in pairs:
-            x = torch.from_numpy(lq.astype(np.float32) / 255.0)[None, None]
-            y = model(x, model.make_noise(x, gen)).clamp(0, 1)[0, 0].numpy()
-            out = np.rint(y * 255).astype(np.uint8)
-            scores["psnr"].append(psnr(out, hq))
-            scores["ssim"].append(ssim(out, hq))
-            scores["identity_psnr"].append(psnr(lq, hq))
-            scores["identity_ssim"].append(ssim(lq, hq))
+            for prefix, way in ways.items():
+                out = way(lq)
+                scores[f"{prefix}psnr"].append(psnr(out, hq))
+                scores[f"{prefix}ssim"].append(ssim(out, hq))
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def as_uint8_net(net, generator: torch.Generator | None = None):
+    """uint8 frame → uint8 frame through ``net`` (noise from ``generator`` when the net has noise layers)."""
+    net.eval()
+
+    def run(lq: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(lq.astype(np.float32) / 255.0)[None, None]
+        y = net(x, net.make_noise(x, generator)).clamp(0, 1)[0, 0].numpy()
+        return np.rint(y * 255).astype(np.uint8)
+    return run
+
+
+def evaluate(model: TransformerNet, pairs, seed: int = 0) -> dict:
+    """Mean PSNR/SSIM of the model and of the identity (LQ itself) against HQ on whole held-out frames."""
+    return held_out_scores(pairs, {"": as_uint8_net(model, torch.Generator().manual_seed(seed))})
 
 
 def train(cfg: SupervisedConfig) -> dict:

@@ -131,7 +131,7 @@ def dicom_stream(path: str | Path, fps: float | None = None) -> Iterator[Timed]:
 
 def open_source(path: str | Path, fps: float | None = None, restamp: bool = False) -> Iterator[Timed]:
     """A recording (.usrec or any file with the recording header), an image folder, a video or a DICOM file."""
-    from usnst_io.dicom import is_dicom
+    from usnst_io.dicom import DICOM_SUFFIXES, is_dicom
 
     path = Path(path)
     if path.is_dir():
@@ -140,7 +140,7 @@ def open_source(path: str | Path, fps: float | None = None, restamp: bool = Fals
         raise FileNotFoundError(f"nothing to replay at {path}")
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return video_stream(path, fps)
-    if path.suffix.lower() in (".dcm", ".dicom") or is_dicom(path):
+    if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
         return dicom_stream(path, fps)
     source = recording_stream(path, restamp)
     return retime(source, fps) if fps else source
