@@ -1,10 +1,10 @@
-"""The engine shared by the compiled backends (torch.compile, TensorRT): a compiled *body* wrapped in the
-padding, noise and cropping that ``TransformerNet.forward`` does in eager mode.
+"""The PyTorch engines: eager (the reference every other backend is compared with) and torch.compile, plus the
+engine TensorRT reuses. All run the network *body* on a frame padded by the net's ``geometry``, with the noise
+planes as inputs, and crop the result — exactly what ``FrameNet.forward`` does in eager mode.
 
-Compiled graphs see only the network body on a frame padded to the net's multiple, with the noise planes as
-inputs (TensorRT and ONNX freeze in-graph random ops at build time). On CUDA the host side uses pinned
-buffers and non-blocking copies, so the upload, the kernels and the download queue on one stream and the
-only synchronisation is the one that hands the result back to the caller.
+Compiled graphs see only the body (TensorRT and ONNX freeze in-graph random ops at build time, so noise is an
+input). On CUDA the host side uses pinned buffers and non-blocking copies, so the upload, the kernels and the
+download queue on one stream and the only synchronisation is the one that hands the result back to the caller.
 """
 from __future__ import annotations
 
@@ -12,26 +12,18 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from engines.backends import Engine, EngineOptions, NoisePlanes
-
-
-class BodyModule(torch.nn.Module):
-    """``net.body`` with the noise planes as positional inputs: the signature exporters and compilers want."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, frame, *noise):
-        return self.net.body(frame, list(noise) if noise else None)
-
-
-def pad_multiple(net: torch.nn.Module) -> int:
-    """Compiled bodies need frame sizes divisible by this: the Johnson net's two stride-2 convs (4), the fast
-    net's space-to-depth factor."""
-    return getattr(net.config, "factor", 4)
+from engines.base import (
+    BackendUnavailable,
+    Engine,
+    EngineOptions,
+    NoisePlanes,
+    check_device,
+    check_frame,
+    checkpoint_source,
+)
+from engines.checkpoint import load_checkpoint
+from engines.geometry import BodyModule, FrameNet
 
 
 class _Staging:
@@ -44,24 +36,22 @@ class _Staging:
 
 
 class BodyEngine(Engine):
-    """Runs ``body(padded_frame, *noise)`` on ``device`` in ``dtype``; ``net`` supplies the geometry
-    (padded size, pad mode, noise shapes) so padding and noise match eager PyTorch exactly."""
+    """Runs ``body(padded_frame, *noise)`` on ``device`` in ``dtype``; ``net.geometry`` gives the padding and the
+    noise shapes, so they match eager PyTorch exactly."""
 
-    def __init__(self, name: str, net: torch.nn.Module, body: Callable, options: EngineOptions = EngineOptions(),
+    def __init__(self, name: str, net: FrameNet, body: Callable, options: EngineOptions = EngineOptions(),
                  device: str = "cpu", dtype: torch.dtype = torch.float32, source: dict | None = None):
+        if options.threads and not str(device).startswith("cuda"):
+            torch.set_num_threads(options.threads)
         self.name = name
         self.net = net
+        self.geometry = net.geometry
         self.body = body
         self.options = options
         self.device = torch.device(device)
         self.dtype = dtype
         self.source = source or {}
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(options.seed)
-        self.noise = NoisePlanes(
-            options.noise,
-            lambda shapes: [torch.randn(s, generator=self.generator, device=self.device, dtype=dtype) for s in shapes],
-            lambda shapes: [torch.zeros(s, device=self.device, dtype=dtype) for s in shapes])
+        self.noise = NoisePlanes(options, self.device, dtype)
         self._staging: _Staging | None = None
 
     def _stage(self, shape: tuple[int, int]) -> _Staging:
@@ -70,18 +60,14 @@ class BodyEngine(Engine):
         return self._staging
 
     def infer(self, frame: np.ndarray) -> np.ndarray:
-        if frame.ndim != 2:
-            raise ValueError(f"engine expects a 2-D grayscale frame, got shape {frame.shape}")
+        check_frame(frame)
         h, w = frame.shape
         staging = self._stage((h, w))
         staging.upload.numpy()[...] = frame
         with torch.inference_mode():
             x = staging.upload.to(self.device, non_blocking=True).to(self.dtype)[None, None]
-            ph, pw = self.net.padded_size(h, w)
-            if (ph, pw) != (h, w):
-                x = F.pad(x, (0, pw - w, 0, ph - h), mode=self.net.pad_mode(h, w))
-            noise = self.noise.planes(self.net.noise_shapes(1, ph, pw))
-            y = self.body(x, *noise)[0, 0, :h, :w].clamp(0.0, 1.0).float()
+            noise = self.noise.planes(self.geometry.noise_shapes(1, h, w))
+            y = self.body(self.geometry.pad(x), *noise)[0, 0, :h, :w].clamp(0.0, 1.0).float()
             staging.download.copy_(y, non_blocking=True)
             if self.device.type == "cuda":
                 torch.cuda.current_stream(self.device).synchronize()
@@ -90,3 +76,40 @@ class BodyEngine(Engine):
     def describe(self) -> dict:
         return {"backend": self.name, "device": str(self.device), "precision": str(self.dtype).removeprefix("torch."),
                 "noise": self.options.noise, "seed": self.options.seed, **self.source}
+
+
+class TorchEagerEngine(BodyEngine):
+    """PyTorch eager on CPU (or CUDA when asked): the reference every other backend is compared with."""
+
+    def __init__(self, model: FrameNet, options: EngineOptions = EngineOptions(), device: str = "cpu",
+                 source: dict | None = None):
+        model = model.to(device).eval()
+        dtype = next(model.parameters()).dtype
+        super().__init__("torch", model, BodyModule(model), options, device, dtype, source)
+        self.model = model
+
+
+def load_torch(path: str, options: EngineOptions, artifact: str | None = None) -> Engine:
+    if artifact:
+        raise BackendUnavailable("the torch backend runs checkpoints directly; --engine artifacts are for compiled backends")
+    check_device(options)
+    model, meta = load_checkpoint(path)
+    if options.precision == "fp16":
+        model = model.half()
+    return TorchEagerEngine(model, options, device=options.device, source=checkpoint_source(path, meta))
+
+
+def load_torch_compile(path: str, options: EngineOptions, artifact: str | None = None) -> Engine:
+    """torch.compile (inductor) of the network body; on CUDA with CUDA graphs ("reduce-overhead"), which
+    removes per-kernel launch cost for the fixed frame size of a stream. Each new frame size compiles once
+    (seconds to tens of seconds), which is why the node warms up before it subscribes."""
+    if artifact:
+        raise BackendUnavailable("torch-compile compiles in process; it has no --engine artifact")
+    check_device(options)
+    model, meta = load_checkpoint(path)
+    dtype = torch.float16 if options.precision == "fp16" else torch.float32
+    body = BodyModule(model).eval().to(options.device, dtype)
+    mode = "reduce-overhead" if options.device.startswith("cuda") else None
+    compiled = torch.compile(body, mode=mode, dynamic=False)
+    return BodyEngine("torch-compile", model, compiled, options, options.device, dtype,
+                      {"compile_mode": mode or "default", **checkpoint_source(path, meta)})

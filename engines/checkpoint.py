@@ -11,10 +11,12 @@ import os
 from importlib import metadata as _metadata
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from usnst_io.media import atomic_path
 
-from engines.transformer_net import NetConfig, TransformerNet
+if TYPE_CHECKING:  # torch and the nets load when a checkpoint is opened, so the command line starts without them
+    import torch
 
 FORMAT = "usnst-checkpoint"
 FORMAT_VERSION = 1
@@ -32,9 +34,11 @@ def code_version() -> str:
         return "unknown"
 
 
-def save_checkpoint(path: str | os.PathLike, model: TransformerNet, meta: dict | None = None) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: dict | None = None) -> Path:
     """Write ``model`` with its config and metadata; atomic (temp file then rename) so a crash never
     leaves a half-written checkpoint where a good one was."""
+    import torch
+
     path = Path(path)
     meta = dict(meta or {})
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -46,15 +50,15 @@ def save_checkpoint(path: str | os.PathLike, model: TransformerNet, meta: dict |
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "meta": meta,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """The checkpoint's raw dict, validated; raises CheckpointError with a sentence a user can act on."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (train one with `usnst train` or omit --model for the default)")
@@ -77,6 +81,8 @@ def build_model(config: dict) -> torch.nn.Module:
         from engines.fast_net import FastNet, FastNetConfig
 
         return FastNet(FastNetConfig.from_dict(config))
+    from engines.transformer_net import NetConfig, TransformerNet
+
     return TransformerNet(NetConfig.from_dict(config))
 
 

@@ -4,7 +4,11 @@ Two cores reach ~40–66 GFLOP/s, so 30 frames/s at 512² allows ≲ 2 GFLOP per
 32) or ~19 (width 16). This net spends almost nothing at full resolution: the frame is folded into 16 channels at a
 quarter of its size (pixel unshuffle, lossless), a few depthwise-separable residual blocks work there, and a pixel
 shuffle unfolds the result, added to the input (the net learns a correction, not the whole image).
-It has no noise injection: distilled from a pixel-loss teacher, it would learn to ignore it.
+
+Noise injection (``noise=True``) gives it one full-resolution noise plane, folded by the same pixel unshuffle into
+factor² channels beside the frame's, so every output pixel has its own noise sample and the blocks decide, from
+the anatomy around it, how much speckle to make of it. The noise half of the head starts at zero: a fresh or
+distilled net ignores the noise until a distribution-matching loss asks for it.
 """
 from __future__ import annotations
 
@@ -14,13 +18,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engines.geometry import FrameGeometry, FrameNet
+
 
 @dataclass(frozen=True)
 class FastNetConfig:
     channels: int = 48
     blocks: int = 6
     factor: int = 4  # space-to-depth factor
-    noise: bool = False  # kept for the checkpoint/engine interface; this net has no noise layers
+    noise: bool = False  # one full-resolution noise plane, folded in beside the frame
     arch: str = "fast"
 
     def to_dict(self) -> dict:
@@ -28,7 +34,7 @@ class FastNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FastNetConfig":
-        return cls(**{k: d[k] for k in ("channels", "blocks", "factor") if k in d})
+        return cls(**{k: d[k] for k in ("channels", "blocks", "factor", "noise") if k in d})
 
 
 class SeparableBlock(nn.Module):
@@ -43,40 +49,31 @@ class SeparableBlock(nn.Module):
         return x + self.pointwise(F.relu(self.depthwise(x)))
 
 
-class FastNet(nn.Module):
+class FastNet(FrameNet):
     def __init__(self, config: FastNetConfig = FastNetConfig()):
         super().__init__()
         self.config = config
         f2 = config.factor ** 2
         self.unshuffle = nn.PixelUnshuffle(config.factor)
-        self.head = nn.Conv2d(f2, config.channels, 3, padding=1)
+        self.head = nn.Conv2d(2 * f2 if config.noise else f2, config.channels, 3, padding=1)
+        if config.noise:
+            with torch.no_grad():
+                self.head.weight[:, f2:] = 0
         self.blocks = nn.Sequential(*[SeparableBlock(config.channels) for _ in range(config.blocks)])
         self.tail = nn.Conv2d(config.channels, f2, 3, padding=1)
         self.shuffle = nn.PixelShuffle(config.factor)
 
-    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+    @property
+    def geometry(self) -> FrameGeometry:
+        """Space-to-depth by ``factor``: padded to a multiple of it, at least two folds; one full-size noise plane."""
         f = self.config.factor
-        return max(2 * f, (h + f - 1) // f * f), max(2 * f, (w + f - 1) // f * f)
+        return FrameGeometry(f, 2 * f, (1,) if self.config.noise else ())
 
-    def pad_mode(self, h: int, w: int) -> str:
-        ph, pw = self.padded_size(h, w)
-        return "reflect" if ph - h < h and pw - w < w else "replicate"
-
-    def noise_shapes(self, n: int, h: int, w: int) -> list:
-        return []
-
-    def make_noise(self, x, generator=None) -> list:
-        return []
-
-    def forward(self, x: torch.Tensor, noise=None) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = self.padded_size(h, w)
-        if (ph, pw) != (h, w):
-            x = F.pad(x, (0, pw - w, 0, ph - h), mode=self.pad_mode(h, w))
-        return self.body(x)[..., :h, :w]
-
-    def body(self, x: torch.Tensor, noise=None) -> torch.Tensor:
-        y = F.relu(self.head(self.unshuffle(x)))
+    def body(self, x: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        folded = self.unshuffle(x)
+        if self.config.noise:
+            folded = torch.cat([folded, self.unshuffle(noise[0])], dim=1)
+        y = F.relu(self.head(folded))
         return x + self.shuffle(self.tail(self.blocks(y)))
 
 

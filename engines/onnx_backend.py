@@ -1,10 +1,10 @@
 """ONNX export of the transform net and the ONNX Runtime backend.
 
-The exported graph is the network body on a frame already padded to a multiple of 4 (``TransformerNet.body``),
-with dynamic height and width and the noise planes as graph *inputs* (random ops would be frozen at export).
-Padding, noise generation and cropping happen here, around the session, exactly as ``TransformerNet.forward`` does
-them. The artifact records what it was built from (checkpoint SHA-256, precision, usnst version) in the ONNX
-metadata, and loading refuses an artifact built from another checkpoint.
+The exported graph is the network body on a padded frame (``FrameNet.body``), with dynamic height and width and
+the noise planes as graph *inputs* (random ops would be frozen at export). Padding, noise generation and cropping
+happen here, around the session, from the net's ``FrameGeometry``, which the artifact records in its metadata
+together with what it was built from (checkpoint SHA-256, precision, usnst version); loading refuses an artifact
+built from another checkpoint.
 """
 from __future__ import annotations
 
@@ -17,47 +17,48 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.backends import Engine, EngineMismatch, EngineOptions, NoisePlanes
-from engines.body_engine import BodyModule, pad_multiple
+from engines.base import BackendUnavailable, Engine, EngineMismatch, EngineOptions, NoisePlanes, check_frame
 from engines.checkpoint import code_version, file_sha256, load_checkpoint
+from engines.geometry import BodyModule, FrameGeometry, FrameNet
+from usnst_io.media import atomic_path
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 META_SHA = "usnst.checkpoint_sha256"
 META_GRAPH = "usnst.graph_sha256"  # of the serialized graph (nodes + weights): detects an edited artifact
+META_GEOMETRY = "usnst.geometry"  # the net's FrameGeometry as JSON: padding and noise planes
 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Export a checkpoint (either architecture) to ONNX (fp32, dynamic H×W); written atomically."""
+    """Export a checkpoint (any architecture) to ONNX (fp32, dynamic H×W); written atomically."""
+    net, meta = load_checkpoint(checkpoint)
+    return export_net(net, out, {META_SHA: file_sha256(checkpoint), "usnst.task": str(meta.get("task"))})
+
+
+def export_net(net: FrameNet, out: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Export ``net``'s body to ONNX: inputs ``frame`` and the geometry's noise planes, dynamic sizes from the
+    geometry, which is recorded in the metadata for the runtime to pad, draw noise and crop by."""
     import onnx
 
-    net, meta = load_checkpoint(checkpoint)
-    h, w = 64, 80
+    geometry = net.geometry
+    h, w = geometry.padded_size(64, 80)
     frame = torch.rand(1, 1, h, w)
-    noise = [torch.randn(s) for s in net.noise_shapes(1, h, w)]
-    names = ["frame"] + [f"noise{i + 1}" for i in range(len(noise))]
-    axes = {"frame": {2: "H", 3: "W"}, "styled": {2: "H", 3: "W"}}
-    if noise:
-        axes.update({"noise1": {2: "H_2", 3: "W_2"}, "noise2": {2: "H", 3: "W"}})
+    noise = [torch.randn(s) for s in geometry.noise_shapes(1, h, w)]
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and shape-inference chatter
-        torch.onnx.export(BodyModule(net).eval(), (frame, *noise), str(tmp), input_names=names, output_names=["styled"],
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    model = onnx.load(str(tmp))
-    graph_sha = graph_sha256(model)
-    multiple = pad_multiple(net)  # the graph needs H and W divisible by this, and ≥ twice it
-    for key, value in {META_SHA: file_sha256(checkpoint), META_GRAPH: graph_sha, "usnst.backend": "onnxruntime", "usnst.precision": "fp32",
-                       "usnst.pad_multiple": str(multiple),
-                       "usnst.noise": str(bool(noise)).lower(), "usnst.version": code_version(),
-                       "usnst.task": str(meta.get("task"))}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(tmp))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and shape-inference chatter
+            torch.onnx.export(BodyModule(net).eval(), (frame, *noise), str(tmp),
+                              input_names=["frame", *geometry.noise_names], output_names=["styled"],
+                              dynamic_axes=geometry.onnx_axes(), opset_version=OPSET, dynamo=False)
+        model = onnx.load(str(tmp))
+        for key, value in {META_GRAPH: graph_sha256(model), "usnst.backend": "onnxruntime", "usnst.precision": "fp32",
+                           META_GEOMETRY: geometry.to_json(), "usnst.version": code_version(),
+                           **(metadata or {})}.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(tmp))
     return out
 
 
@@ -83,6 +84,8 @@ def check_artifact(path: str | os.PathLike, checkpoint: str | os.PathLike) -> No
     if meta.get(META_SHA) != sha:
         raise EngineMismatch(f"{path} was built from checkpoint {str(meta.get(META_SHA))[:12]}…, not from {checkpoint} "
                              f"({sha[:12]}…): {rebuild}")
+    if META_GEOMETRY not in meta:
+        raise EngineMismatch(f"{path} records no frame geometry (built by an older usnst): {rebuild}")
     if meta.get(META_GRAPH) != graph_sha256(model):
         raise EngineMismatch(f"{path}: its graph differs from the one exported (modified or corrupted): {rebuild}")
 
@@ -101,6 +104,9 @@ def providers() -> list[str]:
 
 
 class OnnxRuntimeEngine(Engine):
+    """An ONNX Runtime session over an exported body; padding, noise and cropping by the geometry the artifact
+    records (noise drawn by the same seeded torch generator as the PyTorch engines, so outputs agree)."""
+
     name = "onnxruntime"
 
     def __init__(self, artifact: str | os.PathLike, options: EngineOptions = EngineOptions(), source: dict | None = None):
@@ -110,29 +116,19 @@ class OnnxRuntimeEngine(Engine):
         if options.threads:
             so.intra_op_num_threads = options.threads
         self.session = ort.InferenceSession(str(artifact), so, providers=providers())
-        self.noise_inputs = [i.name for i in self.session.get_inputs() if i.name.startswith("noise")]
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.multiple = int(meta.get("usnst.pad_multiple", 4))
+        if META_GEOMETRY not in meta:
+            raise EngineMismatch(f"{artifact} records no frame geometry: rebuild it with `usnst engine build`")
+        self.geometry = FrameGeometry.from_json(meta[META_GEOMETRY])
         self.options = options
-        self.rng = np.random.default_rng(options.seed)
-        self.noise = NoisePlanes(options.noise,
-                                 lambda shapes: [self.rng.standard_normal(s, dtype=np.float32) for s in shapes],
-                                 lambda shapes: [np.zeros(s, np.float32) for s in shapes])
+        self.noise = NoisePlanes(options, as_numpy=True)
         self.source = {"artifact": str(artifact), **(source or {})}
 
     def infer(self, frame: np.ndarray) -> np.ndarray:
-        if frame.ndim != 2:
-            raise ValueError(f"engine expects a 2-D grayscale frame, got shape {frame.shape}")
+        check_frame(frame)
         h, w = frame.shape
-        m = self.multiple
-        ph, pw = max(2 * m, (h + m - 1) // m * m), max(2 * m, (w + m - 1) // m * m)
-        x = np.asarray(frame, np.float32)
-        if (ph, pw) != (h, w):  # as the network's own forward pads: reflect, or edge for tiny frames
-            mode = "reflect" if ph - h < h and pw - w < w else "edge"
-            x = np.pad(x, ((0, ph - h), (0, pw - w)), mode=mode)
-        feeds = {"frame": x[None, None]}
-        shapes = [(1, 1, ph // 2, pw // 2), (1, 1, ph, pw)][:len(self.noise_inputs)]
-        feeds.update(zip(self.noise_inputs, self.noise.planes(shapes)))
+        feeds = {"frame": self.geometry.pad_numpy(np.asarray(frame, np.float32))[None, None]}
+        feeds.update(zip(self.geometry.noise_names, self.noise.planes(self.geometry.noise_shapes(1, h, w))))
         y = self.session.run(None, feeds)[0][0, 0, :h, :w]
         return np.clip(y, 0.0, 1.0)
 
@@ -142,9 +138,13 @@ class OnnxRuntimeEngine(Engine):
 
 
 def load_onnx_engine(checkpoint: str, options: EngineOptions, artifact: str | None = None) -> OnnxRuntimeEngine:
-    """The ONNX Runtime engine for ``checkpoint``: from ``artifact`` if given (refused if built from another
-    checkpoint or edited), else from the cache, exported there the first time and again if the cached file fails
+    """The ONNX Runtime engine for ``checkpoint`` (``Backend.load``): from ``artifact`` if given (refused if built
+    from another checkpoint or edited), else from the cache, exported there the first time and again if the cached file fails
     its check (the cache is usnst's own)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime backend: onnxruntime is not installed ({exc})") from exc
     sha = file_sha256(checkpoint)
     path = Path(artifact) if artifact else default_artifact_path(sha)
     if not path.exists():
@@ -163,3 +163,12 @@ def load_onnx_engine(checkpoint: str, options: EngineOptions, artifact: str | No
     _, meta = load_checkpoint(checkpoint)
     return OnnxRuntimeEngine(path, options, {"checkpoint": str(checkpoint), "checkpoint_sha256": sha,
                                              "task": meta.get("task")})
+
+
+def build_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, precision: str | None = None,
+               shapes: str | None = None, device: str | None = None) -> Path:
+    """``usnst engine build --backend onnxruntime`` (``Backend.build``): fp32, any frame size, so ``shapes`` and
+    ``device`` do not apply."""
+    if precision not in (None, "fp32"):
+        raise BackendUnavailable("ONNX artifacts are fp32 (ONNX Runtime on CPU); fp16 engines are built with tensorrt")
+    return export_onnx(checkpoint, out)

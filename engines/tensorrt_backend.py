@@ -6,8 +6,8 @@ What the engine is, and why:
   constant. Noise is drawn per frame on the GPU by a seeded torch generator (``BodyEngine``).
 - fp16 keeps every InstanceNorm in fp32 (explicit casts around it, built with explicit typing): the variance of
   an fp16 instance norm overflows in several runtimes (NVIDIA/TensorRT#3101). Other layers run in fp16.
-- Frame sizes: one static size, or a declared range ``min:opt:max``; heights and widths are multiples of the
-  net's padding multiple, since the body sees padded frames.
+- Frame sizes: one static size, or a declared range ``min:opt:max``; the compiled body sees frames padded by the
+  net's ``FrameGeometry``, which also gives the noise planes' shapes and dynamic dimensions.
 - The artifact is a torch ExportedProgram (``.ep``) beside a JSON sidecar recording the checkpoint's and the
   artifact's SHA-256, precision, shape range, GPU and library versions. Loading refuses another checkpoint,
   a modified artifact, another precision or a GPU of another compute capability, each with the command to rebuild.
@@ -24,9 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engines.backends import BackendUnavailable, EngineMismatch, EngineOptions, check_device
-from engines.body_engine import BodyEngine, pad_multiple
+from engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
+from engines.body_engine import BodyEngine
 from engines.checkpoint import code_version, file_sha256, load_checkpoint
+from engines.geometry import BodyModule, FrameGeometry
+from usnst_io.media import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,9 @@ class ShapeRange:
     def contains(self, h: int, w: int) -> bool:
         return self.min[0] <= h <= self.max[0] and self.min[1] <= w <= self.max[1]
 
-    def padded(self, net: nn.Module) -> "ShapeRange":
+    def padded(self, geometry: FrameGeometry) -> "ShapeRange":
         """The same range in padded body sizes (what the compiled graph sees)."""
-        return ShapeRange(*(net.padded_size(*s) for s in (self.min, self.opt, self.max)))
+        return ShapeRange(*(geometry.padded_size(*s) for s in (self.min, self.opt, self.max)))
 
     def __str__(self) -> str:
         fmt = "{}x{}".format
@@ -92,17 +94,6 @@ def half_with_fp32_norms(net: nn.Module) -> nn.Module:
     return net
 
 
-class _Body(nn.Module):
-    """The body with explicit positional inputs (torch.export wants a fixed signature, not *args)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, frame, noise1=None, noise2=None):
-        return self.net.body(frame, None if noise1 is None else [noise1, noise2])
-
-
 def _import_torch_tensorrt():
     try:
         import torch_tensorrt
@@ -121,31 +112,33 @@ def sidecar_path(artifact: str | os.PathLike) -> Path:
     return Path(str(artifact) + ".json")
 
 
-def build_tensorrt(checkpoint: str | os.PathLike, out: str | os.PathLike, precision: str = "fp16",
-                   shapes: ShapeRange | str = DEFAULT_SHAPES, device: str = "cuda") -> Path:
-    """Compile ``checkpoint`` with torch-tensorrt and save the ExportedProgram plus its JSON sidecar (atomic)."""
+def build_tensorrt(checkpoint: str | os.PathLike, out: str | os.PathLike, precision: str | None = "fp16",
+                   shapes: ShapeRange | str | None = DEFAULT_SHAPES, device: str | None = "cuda") -> Path:
+    """Compile ``checkpoint`` with torch-tensorrt and save the ExportedProgram plus its JSON sidecar (atomic);
+    ``Backend.build`` of the tensorrt backend (fp16 and the default shape range unless told)."""
     torch_tensorrt = _import_torch_tensorrt()
+    precision, device = precision or "fp16", device or "cuda"
     check_device(EngineOptions(device=device, precision=precision))
     if not device.startswith("cuda"):
         raise BackendUnavailable("tensorrt engines are built on a CUDA device")
-    shapes = ShapeRange.parse(shapes) if isinstance(shapes, str) else shapes
+    shapes = ShapeRange.parse(shapes or DEFAULT_SHAPES) if not isinstance(shapes, ShapeRange) else shapes
     net, meta = load_checkpoint(checkpoint)
+    geometry = net.geometry
     dtype = torch.float16 if precision == "fp16" else torch.float32
     compiled_net = half_with_fp32_norms(net) if precision == "fp16" else net
-    body = _Body(compiled_net).eval().to(device)
-    padded = shapes.padded(net)
-    m = pad_multiple(net)
+    body = BodyModule(compiled_net).eval().to(device)
+    padded = shapes.padded(geometry)
+    m = geometry.multiple
 
     def arg_shapes(h, w):
-        return [(1, 1, h, w)] + [tuple(s) for s in net.noise_shapes(1, h, w)]
+        return [(1, 1, h, w)] + [tuple(s) for s in geometry.noise_shapes(1, h, w)]
 
     example = [torch.zeros(s, device=device, dtype=dtype) for s in arg_shapes(*padded.opt)]
     dynamic = None
-    if not padded.static:  # H = m·kh, W = m·kw; the half-size noise plane is (m/2)·k
+    if not padded.static:  # H = multiple·kh, W = multiple·kw; each noise plane follows its scale
         kh = torch.export.Dim("kh", min=padded.min[0] // m, max=padded.max[0] // m)
         kw = torch.export.Dim("kw", min=padded.min[1] // m, max=padded.max[1] // m)
-        full = {2: m * kh, 3: m * kw}
-        dynamic = (full, {2: (m // 2) * kh, 3: (m // 2) * kw}, full)[:len(example)]
+        dynamic = geometry.export_dims(kh, kw)
     with torch.no_grad():
         program = torch.export.export(body, tuple(example), dynamic_shapes=dynamic)
     inputs = [torch_tensorrt.Input(min_shape=lo, opt_shape=opt, max_shape=hi, dtype=dtype)
@@ -154,16 +147,12 @@ def build_tensorrt(checkpoint: str | os.PathLike, out: str | os.PathLike, precis
     trt_module = torch_tensorrt.dynamo.compile(program, arg_inputs=inputs, use_explicit_typing=True,
                                                min_block_size=1)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.ep")
     save_kwargs = {"dynamic_shapes": dynamic} if dynamic else {}
-    torch_tensorrt.save(trt_module, str(tmp), output_format="exported_program", arg_inputs=example, **save_kwargs)
-    record = engine_record(checkpoint, tmp, precision, shapes, _gpu_identity(torch.device(device)),
-                           torch_tensorrt=getattr(torch_tensorrt, "__version__", "unknown"), task=meta.get("task"))
-    side_tmp = sidecar_path(tmp)
-    side_tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, out)
-    os.replace(side_tmp, sidecar_path(out))
+    with atomic_path(out, suffix=".ep") as tmp, atomic_path(sidecar_path(out)) as side_tmp:
+        torch_tensorrt.save(trt_module, str(tmp), output_format="exported_program", arg_inputs=example, **save_kwargs)
+        record = engine_record(checkpoint, tmp, precision, shapes, _gpu_identity(torch.device(device)),
+                               torch_tensorrt=getattr(torch_tensorrt, "__version__", "unknown"), task=meta.get("task"))
+        side_tmp.write_text(json.dumps(record, indent=2))
     return out
 
 

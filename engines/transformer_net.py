@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engines.geometry import FrameGeometry, FrameNet
+
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -85,11 +87,11 @@ class NoiseInjection(nn.Module):
         return x + self.weight.view(1, -1, 1, 1) * noise
 
 
-class TransformerNet(nn.Module):
+class TransformerNet(FrameNet):
     """Frame in [0, 1], shape (N, 1, H, W), any H and W → stylized frame of the same shape.
 
     Two stride-2 convs divide the size by 4, so the input is reflection-padded to a multiple of 4 and
-    the output cropped back; the net is fully convolutional otherwise.
+    the output cropped back (``geometry``; ``FrameNet.forward``); the net is fully convolutional otherwise.
     """
 
     def __init__(self, config: NetConfig = NetConfig()):
@@ -112,40 +114,14 @@ class TransformerNet(nn.Module):
             self.noise1 = NoiseInjection(2 * w)
             self.noise2 = NoiseInjection(w)
 
-    @staticmethod
-    def padded_size(h: int, w: int) -> tuple[int, int]:
-        """Multiple of 4 (two stride-2 convs) and at least 8 (the 9×9 convs' reflection padding needs room)."""
-        return max(8, (h + 3) // 4 * 4), max(8, (w + 3) // 4 * 4)
-
-    def noise_shapes(self, n: int, h: int, w: int) -> list[tuple[int, ...]]:
-        """Shapes of the noise planes ``forward`` takes for an (n, 1, h, w) input; empty without noise."""
-        if not self.config.noise:
-            return []
-        ph, pw = self.padded_size(h, w)
-        return [(n, 1, ph // 2, pw // 2), (n, 1, ph, pw)]
-
-    def make_noise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Fresh standard-normal planes for ``x``; a seeded generator makes outputs reproducible."""
-        n, _, h, w = x.shape
-        return [torch.randn(s, generator=generator, device=x.device, dtype=x.dtype) for s in self.noise_shapes(n, h, w)]
-
-    @staticmethod
-    def pad_mode(h: int, w: int) -> str:
-        """Reflection needs pad < size; tiny frames are replicated instead (numpy: 'reflect' / 'edge')."""
-        ph, pw = TransformerNet.padded_size(h, w)
-        return "reflect" if ph - h < h and pw - w < w else "replicate"
-
-    def forward(self, x: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = self.padded_size(h, w)
-        if (ph, pw) != (h, w):
-            x = F.pad(x, (0, pw - w, 0, ph - h), mode=self.pad_mode(h, w))
-        if self.config.noise and noise is None:
-            noise = self.make_noise(x)
-        return self.body(x, noise)[..., :h, :w]
+    @property
+    def geometry(self) -> FrameGeometry:
+        """Two stride-2 convs: padded to a multiple of 4, at least 8 (the 9×9 convs' reflection padding needs room);
+        noise planes at half size (after deconv1) and full size (after deconv2)."""
+        return FrameGeometry(4, 8, (2, 1) if self.config.noise else ())
 
     def body(self, x: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The network proper, on a frame already padded to ``padded_size``: the part compiled backends export."""
+        """The network proper, on a frame already padded by ``geometry``: the part compiled backends export."""
         y = F.relu(self.in1(self.conv1(x)))
         y = F.relu(self.in2(self.conv2(y)))
         y = F.relu(self.in3(self.conv3(y)))

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.backends import EngineOptions, load_engine
-from offline.temporal import flicker, write_video
-from usnst_stream.phantom import PhantomRenderer, to_uint8
+from engines.base import EngineOptions
+from engines.registry import load_engine
+from offline.temporal import flicker
+from usnst_io.media import to_float, to_uint8, write_video
+from usnst_stream.phantom import PhantomRenderer
 
 
 def main() -> None:
@@ -35,7 +37,7 @@ def main() -> None:
     outputs, report = {}, {"model": args.model or "lq2hq", "frames": n, "fps": args.fps, "size": args.size}
     for mode in ("frame", "fixed"):
         engine = load_engine(args.model, args.backend, EngineOptions(noise=mode, seed=0))
-        outputs[mode] = [np.rint(engine.infer(f.astype(np.float32) / 255) * 255).astype(np.uint8) for f in inputs]
+        outputs[mode] = [to_uint8(engine.infer(to_float(f))) for f in inputs]
         report[mode] = {"whole": flicker(inputs, outputs[mode]),
                         "moving": flicker(inputs[paused:], outputs[mode][paused:])}
     out = Path(args.out)

@@ -7,11 +7,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from offline.datasets import read_triptych_folder, resize_longest
-from offline.gram import foreground_mask, label_masks
-from offline.metrics import psnr, ssim
+from offline.masks import foreground_mask, label_masks
+from offline.metrics import mean_scores, score_pair
 from offline.nst import (
     NSTConfig,
     augmented_target,
@@ -22,6 +20,7 @@ from offline.nst import (
     style_target,
 )
 from offline.vgg import load_vgg19
+from usnst_io.media import to_uint8 as to8
 from usnst_stream.phantom import write_phantoms
 
 parser = argparse.ArgumentParser()
@@ -38,14 +37,13 @@ write_phantoms(folder, args.pairs, 1000, 1386, seed=args.seed)
 samples = read_triptych_folder(folder)
 vgg = load_vgg19(args.vgg_weights)
 cfg = NSTConfig(task="lq2hq", iterations=args.iterations, lr=args.lr)
-to8 = lambda x: np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
 small = [(resize_longest(s.lq, args.size), resize_longest(s.hq, args.size), resize_longest(s.seg, args.size, True))
          for s in samples]
 scores = {}
 
 
 def score(name, out, hq):
-    scores.setdefault(name, []).append((ssim(out, hq), psnr(out, hq)))
+    scores.setdefault(name, []).append(score_pair(out, hq))
 
 
 for i, (lq, hq, seg) in enumerate(small):
@@ -66,6 +64,6 @@ for i, (lq, hq, seg) in enumerate(small):
 print(f"{args.pairs} phantom pairs (seed {args.seed}), {args.size} px, {args.iterations} iterations, "
       f"lr {cfg.lr} grey levels, weights {cfg.weights()}, VGG19 {vgg.weights_source}")
 print("| variant | SSIM vs HQ | PSNR vs HQ (dB) |\n|---|---|---|")
-for name, vals in scores.items():
-    s, p = np.mean(vals, axis=0)
-    print(f"| {name} | {s:.4f} | {p:.2f} |", flush=True)
+for name, rows in scores.items():
+    m = mean_scores(rows)
+    print(f"| {name} | {m['ssim']:.4f} | {m['psnr']:.2f} |", flush=True)

@@ -1,7 +1,8 @@
-"""Readers for the thesis dataset layouts and plain image folders.
+"""The thesis dataset layouts: triptychs, clinical screenshots, and the crops and resizes training uses.
 
 Simulated set: one PNG per sample with three equal panels side by side, LQ | HQ | segmentation
-(1000×1386 each in the thesis; ``usnst phantom`` writes the same layout at any size).
+(1000×1386 each in the thesis; ``usnst phantom`` writes the same layout at any size). Clinical set: scanner
+screenshots with a brightness bar on the left. Files are found and read by usnst_io.media.
 """
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
+from usnst_io.media import image_files, read_gray
 
 @dataclass
 class Triptych:
@@ -20,13 +20,6 @@ class Triptych:
     lq: np.ndarray  # uint8 (H, W)
     hq: np.ndarray  # uint8 (H, W)
     seg: np.ndarray  # uint8 (H, W) labels
-
-
-def read_gray(path: str | Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise OSError(f"cannot read image {path}")
-    return img
 
 
 def split_triptych(img: np.ndarray, name: str = "") -> Triptych:
@@ -37,39 +30,8 @@ def split_triptych(img: np.ndarray, name: str = "") -> Triptych:
     return Triptych(name, img[:, :w], img[:, w:2 * w], img[:, 2 * w:])
 
 
-def image_paths(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no such folder: {folder}")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and ".tmp" not in p.name)
-    if not paths:
-        raise FileNotFoundError(f"no images in {folder}")
-    return paths
-
-
-def read_style_set(path: str | Path) -> list[np.ndarray]:
-    """Grayscale uint8 style images from an image file, a DICOM file or a folder of either (searched
-    recursively); every frame of a DICOM cine counts as one style image."""
-    from usnst_io.dicom import DICOM_SUFFIXES, read_dicom
-
-    path = Path(path)
-    if path.is_dir():
-        paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES
-                       and ".tmp" not in p.name)
-        if not paths:
-            raise FileNotFoundError(f"no images or DICOM files in {path}")
-    elif path.is_file():
-        paths = [path]
-    else:
-        raise FileNotFoundError(f"no such style image or folder: {path}")
-    images = []
-    for p in paths:
-        images += read_dicom(p).frames if p.suffix.lower() in DICOM_SUFFIXES else [read_gray(p)]
-    return images
-
-
 def read_triptych_folder(folder: str | Path) -> list[Triptych]:
-    return [split_triptych(read_gray(p), p.name) for p in image_paths(folder)]
+    return [split_triptych(read_gray(p), p.name) for p in image_files(folder)]
 
 
 def centre_crop(img: np.ndarray, size: int = 1000) -> np.ndarray:

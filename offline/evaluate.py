@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from offline.datasets import read_gray, split_triptych
-from offline.metrics import fid, inception_features, kid, nakagami, patches, psnr, ssim
-from offline.stylize import list_inputs
+from offline.datasets import split_triptych
+from offline.metrics import fid, inception_features, kid, mean_scores, nakagami, patches, score_pair
+from usnst_io.media import list_inputs, read_gray
+
+
+TARGET_LAYOUTS = ("plain", "triptych")
 
 
 @dataclass
@@ -46,12 +49,10 @@ def evaluate(job: MetricsJob) -> dict:
         rel = path.relative_to(base)
         try:
             out, target = read_gray(path), _target(job, rel)
-            if out.shape != target.shape:
-                raise ValueError(f"output {out.shape} and target {target.shape} differ in size")
+            row = {"image": str(rel), **score_pair(out, target)}
         except (OSError, ValueError) as exc:
             failures.append({"output": str(rel), "error": str(exc)})
             continue
-        row = {"image": str(rel), "ssim": ssim(out, target), "psnr": psnr(out, target)}
         if job.with_nakagami:
             row["nakagami_m"] = nakagami(out, job.dynamic_range_db)["m"]
             row["target_nakagami_m"] = nakagami(target, job.dynamic_range_db)["m"]
@@ -62,11 +63,7 @@ def evaluate(job: MetricsJob) -> dict:
             all_a.append(fa)
             all_b.append(fb)
         rows.append(row)
-    summary = {"images": len(rows), "failures": failures}
-    for key in ("ssim", "psnr", "fid", "nakagami_m", "target_nakagami_m"):
-        vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
-        if vals:
-            summary[f"mean_{key}"] = float(np.mean(vals))
+    summary = {"images": len(rows), "failures": failures, **mean_scores(rows, prefix="mean_")}
     if all_a and sum(len(a) for a in all_a) > 1:
         summary["set_fid"] = fid(np.concatenate(all_a), np.concatenate(all_b))
         summary["set_kid"], summary["set_kid_std"] = kid(np.concatenate(all_a), np.concatenate(all_b))

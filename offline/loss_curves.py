@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from usnst_io.media import write_png
+
 _COLOURS = {"total": (40, 40, 40), "content": (200, 90, 30), "style": (40, 60, 220)}  # BGR
 
 
@@ -38,5 +40,4 @@ def plot(losses: list[tuple[float, float, float]], path: str | Path, width: int 
         cv2.putText(img, f"iteration 0 .. {len(losses) - 1}", (margin, height - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                     (0, 0, 0), 1)
     cv2.rectangle(img, (margin, margin), (width - margin, height - margin), (160, 160, 160), 1)
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {path}")
+    write_png(path, img)

@@ -24,6 +24,27 @@ def ssim(output: np.ndarray, target: np.ndarray, data_range: float | None = None
     return float(structural_similarity(output, target, data_range=data_range))
 
 
+def score_pair(output: np.ndarray, target: np.ndarray, source: np.ndarray | None = None) -> dict[str, float]:
+    """The paired scores every tool reports: SSIM and PSNR of ``output`` against ``target`` and, given the
+    ``source`` the output was made from, the same for the source itself (the identity baseline a model must beat)."""
+    if output.shape != target.shape:
+        raise ValueError(f"output {output.shape} and target {target.shape} differ in size")
+    row = {"ssim": ssim(output, target), "psnr": psnr(output, target)}
+    if source is not None:
+        row.update(identity_ssim=ssim(source, target), identity_psnr=psnr(source, target))
+    return row
+
+
+def mean_scores(rows: list[dict], prefix: str = "") -> dict[str, float]:
+    """Mean of every numeric key over the rows, finite values only (PSNR of identical images is +inf)."""
+    keys = dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    out = {}
+    for key in keys:
+        vals = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+        out[f"{prefix}{key}"] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray, eps: float = 1e-6) -> float:
     """‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½) between two Gaussians (Heusel et al. 2017), with scipy's sqrtm.
     Few samples make Σ singular; then a small ridge keeps the square root finite."""

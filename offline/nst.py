@@ -15,31 +15,28 @@ Variants, all through ``run_nst``:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
-from offline.gram import gram, label_masks, masked_gram, masks_for_layers, object_mask
+from offline.losses import CONTENT_LAYER, STYLE_LAYERS, StyleTarget, content_loss, gram, masked_gram, style_loss
+from offline.masks import label_masks, masks_for_layers, object_mask
+from offline.tasks import DEFAULT_TASK, task
 
 log = logging.getLogger(__name__)
 
-CONTENT_LAYER = "block5_conv2"
-STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 # The thesis optimised in 0–255 pixel units (Keras' VGG preprocessing), so its Adam lr 5e-3 is a step of
 # 5e-3 grey levels; the image variable here is kept in those units for the same step size.
 PIXEL_SCALE = 255.0
 OBJECT = 256  # key of the whole-object mask among the per-label masks (labels are 0..255)
-# Thesis task weights (content, style).
-TASK_WEIGHTS = {"lq2hq": (1e5, 1e-2), "seg2hq": (1e5, 1e-1), "hq2clinical": (5e5, 1e-2)}
 
 
 @dataclass
 class NSTConfig:
-    task: str = "lq2hq"
-    content_weight: float | None = None  # None: the task's thesis weight
+    task: str = DEFAULT_TASK
+    content_weight: float | None = None  # None: the task's thesis weight (offline.tasks)
     style_weight: float | None = None
     lr: float = 5e-3
     iterations: int = 3000
@@ -50,20 +47,10 @@ class NSTConfig:
     progress: bool = False
 
     def weights(self) -> tuple[float, float]:
-        if self.task not in TASK_WEIGHTS:
-            raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASK_WEIGHTS)}")
-        cw, sw = TASK_WEIGHTS[self.task]
+        t = task(self.task)
+        cw, sw = t.nst_content_weight, t.nst_style_weight
         return (cw if self.content_weight is None else self.content_weight,
                 sw if self.style_weight is None else self.style_weight)
-
-
-@dataclass
-class StyleTarget:
-    """Target Grams per style layer: ``whole[layer]`` for plain NST, or ``by_label[label][layer]`` for the
-    augmented loss."""
-
-    whole: dict[str, torch.Tensor] = field(default_factory=dict)
-    by_label: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,23 +103,12 @@ def average_style_target(vgg, styles: list[np.ndarray], layers=STYLE_LAYERS, mod
     raise ValueError(f"average style mode must be 'gram' or 'features', got {mode!r}")
 
 
-def _style_loss(feats: dict[str, torch.Tensor], target: StyleTarget, out_masks: dict[int, dict[str, torch.Tensor]]):
-    if target.by_label:
-        labels = [k for k in target.by_label if k in out_masks]
-        if not labels:
-            raise ValueError("no segmentation label is common to the content and the style")
-        per_label = [torch.stack([((masked_gram(feats[l], out_masks[k][l]) - g) ** 2).sum()
-                                  for l, g in target.by_label[k].items()]).mean() for k in labels]
-        return torch.stack(per_label).mean()
-    return torch.stack([((gram(feats[l]) - g) ** 2).sum() for l, g in target.whole.items()]).mean()
-
-
 def run_nst(vgg, content: np.ndarray, target: StyleTarget, cfg: NSTConfig = NSTConfig(),
             content_masks: dict[int, np.ndarray] | None = None) -> NSTResult:
     """Optimise an image towards ``content`` (content features) and ``target`` (style Grams).
     ``content_masks`` are needed for an augmented (per-label) target: they mask the output's features."""
     cw, sw = cfg.weights()
-    style_layers = list(target.whole or next(iter(target.by_label.values()), {}))
+    style_layers = target.layers
     layers = list(dict.fromkeys([cfg.content_layer, *style_layers]))
     device = _device(vgg)
     x_content = to_tensor(content, device)
@@ -154,15 +130,15 @@ def run_nst(vgg, content: np.ndarray, target: StyleTarget, cfg: NSTConfig = NSTC
     losses = []
     for _ in tqdm(range(cfg.iterations), desc="nst", unit="it", disable=not cfg.progress):
         feats = vgg(pixels / PIXEL_SCALE, layers)
-        content_loss = cw * F.mse_loss(feats[cfg.content_layer], content_feat)
-        style_loss = sw * _style_loss(feats, target, out_masks)
-        loss = content_loss + style_loss
+        content_term = cw * content_loss(feats[cfg.content_layer], content_feat)
+        style_term = sw * style_loss(feats, target, out_masks)
+        loss = content_term + style_term
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             pixels.clamp_(0.0, PIXEL_SCALE)
-        losses.append((loss.item(), content_loss.item(), style_loss.item()))
+        losses.append((loss.item(), content_term.item(), style_term.item()))
     return NSTResult((pixels.detach() / PIXEL_SCALE)[0, 0].cpu().numpy(), losses)
 
 

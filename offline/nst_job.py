@@ -10,12 +10,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from offline import loss_curves
-from offline.datasets import read_gray, read_style_set, resize_longest, split_triptych
-from offline.gram import foreground_mask, label_masks
+from offline.datasets import resize_longest, split_triptych
+from offline.masks import foreground_mask, label_masks
+from offline.metrics import score_pair
 from offline.nst import (
     NSTConfig,
     augmented_target,
@@ -26,8 +24,11 @@ from offline.nst import (
     style_target,
 )
 from offline.vgg import load_vgg19
+from usnst_io.media import read_gray, read_stills, to_uint8, write_png
 
 VARIANTS = ("plain", "augmented", "local")
+AVERAGES = ("gram", "features")  # how a style folder is averaged (offline.nst.average_style_target)
+INITS = ("content", "noise")  # what the optimised image starts from
 
 
 @dataclass
@@ -74,7 +75,7 @@ def run_job(job: NSTJob) -> dict:
     t0 = time.monotonic()
     masks = None
     if job.style_dir:
-        styles = read_style_set(job.style_dir)
+        styles = read_stills(job.style_dir)
         if job.size:
             styles = [resize_longest(s, job.size) for s in styles]
         target = average_style_target(vgg, styles, cfg.style_layers, job.average)
@@ -96,8 +97,8 @@ def run_job(job: NSTJob) -> dict:
             raise ValueError("--clear-background needs the content's segmentation")
         image = clear_background(image, foreground_mask(content_seg))
     out = Path(job.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
+    out8 = to_uint8(image)
+    write_png(out, out8)
     loss_curves.write_csv(result.losses, out.with_suffix(".losses.csv"))
     loss_curves.plot(result.losses, out.with_suffix(".losses.png"))
     report = {"output": str(out), "variant": "average-" + job.average if job.style_dir else job.variant,
@@ -105,10 +106,6 @@ def run_job(job: NSTJob) -> dict:
               "final_loss": result.losses[-1] if result.losses else None, "labels": sorted(masks) if masks else None,
               "config": {k: v for k, v in asdict(job).items() if k != "nst"}, "nst": asdict(cfg)}
     if reference is not None:
-        from offline.metrics import psnr, ssim
-
-        out8 = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-        report["metrics_vs_hq"] = {"ssim": ssim(out8, reference), "psnr": psnr(out8, reference),
-                                   "identity_ssim": ssim(content, reference), "identity_psnr": psnr(content, reference)}
+        report["metrics_vs_hq"] = score_pair(out8, reference, content)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
     return report

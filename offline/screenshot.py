@@ -131,8 +131,8 @@ def clean_folder(inputs: str, out: str) -> dict:
     import json
     from pathlib import Path
 
-    from offline.stylize import frame_png_paths, list_inputs, write_png_atomic
-    from usnst_io.dicom import DICOM_SUFFIXES, read_dicom
+    from usnst_io.dicom import read_dicom
+    from usnst_io.media import DICOM_SUFFIXES, frame_png_paths, list_inputs, read_color, write_png
 
     base, paths = list_inputs(inputs)
     rows, failures = [], []
@@ -143,13 +143,10 @@ def clean_folder(inputs: str, out: str) -> dict:
                 frames = read_dicom(path).frames
                 targets = frame_png_paths(Path(out) / rel, len(frames))
             else:
-                img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise OSError("unreadable or not an image")
-                frames, targets = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB)], [Path(out) / rel.with_suffix(".png")]
+                frames, targets = [read_color(path)], [Path(out) / rel.with_suffix(".png")]
             for frame, target in zip(frames, targets):
                 result = clean_screenshot(frame)
-                write_png_atomic(target, result.image)
+                write_png(target, result.image)
                 rows.append({"input": str(rel), "output": str(target.relative_to(out)), **result.report})
         except Exception as exc:  # one bad screenshot must not end the batch
             failures.append({"input": str(rel), "error": f"{exc.__class__.__name__}: {exc}"})

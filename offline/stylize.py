@@ -9,25 +9,32 @@
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from engines.backends import Engine
-from offline.datasets import IMAGE_SUFFIXES, crop_brightness_bar, split_triptych
-from offline.metrics import psnr, ssim
-from usnst_io.dicom import DICOM_SUFFIXES
+from engines.base import Engine
+from offline.datasets import crop_brightness_bar, split_triptych
+from offline.metrics import mean_scores, score_pair
+from usnst_io.media import (
+    DICOM_SUFFIXES,
+    frame_png_paths,
+    list_inputs,
+    read_gray,
+    remove_stale_temp_files,
+    to_float,
+    to_uint8,
+    write_png,
+)
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("plain", "triptych", "clinical")
+DICOM_FORMATS = ("png", "dicom")
 
 
 @dataclass
@@ -55,29 +62,8 @@ class StylizeReport:
         out = {"inputs": self.total, "written": self.written, "skipped_existing": self.skipped,
                "failed": len(self.failed), "failures": [{"input": p, "error": e} for p, e in self.failed]}
         if self.metrics:
-            for key in ("ssim", "psnr", "identity_ssim", "identity_psnr"):
-                vals = [m[key] for m in self.metrics if np.isfinite(m[key])]
-                out[f"mean_{key}"] = float(np.mean(vals)) if vals else float("nan")
+            out.update(mean_scores(self.metrics, prefix="mean_"))
         return out
-
-
-def list_inputs(spec: str) -> tuple[Path, list[Path]]:
-    """(base folder, sorted image paths): a folder is searched recursively; anything else is a glob pattern whose
-    base is the part before its first wildcard. Outputs keep each input's path relative to the base."""
-    p = Path(spec)
-    if p.is_dir():
-        base, paths = p, [q for q in p.rglob("*") if q.is_file()]
-    else:
-        parts = Path(spec).parts
-        fixed = [x for x in parts[: next((i for i, x in enumerate(parts) if any(c in x for c in "*?[")), len(parts))]]
-        base = Path(*fixed) if fixed else Path(".")
-        if base == p:  # a single file
-            base = p.parent
-        paths = [Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file()]
-    paths = sorted(q for q in paths if q.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES and ".tmp" not in q.name)
-    if not paths:
-        raise FileNotFoundError(f"no images found for {spec!r}")
-    return base, paths
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -91,39 +77,8 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def write_png_atomic(path: Path, img: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    if not cv2.imwrite(str(tmp), img):
-        raise OSError(f"could not write {tmp}")
-    os.replace(tmp, path)
-
-
-def frame_png_paths(out_base: Path, frames: int) -> list[Path]:
-    """Where the frames of one input go as PNGs: ``name.png`` for a still, ``name_0000.png``… for a cine."""
-    if frames == 1:
-        return [out_base.with_suffix(".png")]
-    return [out_base.with_name(f"{out_base.stem}_{i:04d}.png") for i in range(frames)]
-
-
-def _remove_stale_temp_files(out_dir: Path) -> int:
-    """Temp files left by a killed run (its PID is in the name) are removed; a live shard's are left alone."""
-    removed = 0
-    for tmp in out_dir.rglob(".*.tmp*.png"):
-        try:
-            pid = int(tmp.name.rsplit(".tmp", 1)[1].split(".")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-            removed += 1
-        except (ValueError, PermissionError):
-            pass
-    return removed
-
-
 def _stylize_one(engine: Engine, img: np.ndarray) -> np.ndarray:
-    y = engine.infer(img.astype(np.float32) / 255.0)
-    return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+    return to_uint8(engine.infer(to_float(img)))
 
 
 def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
@@ -134,7 +89,7 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     paths = paths[i::n]
     out_dir = Path(job.out)
     if out_dir.is_dir():
-        _remove_stale_temp_files(out_dir)
+        remove_stale_temp_files(out_dir)
     report = StylizeReport(total=len(paths))
     for path in tqdm(paths, desc="stylize", unit="img", disable=not job.progress):
         rel = path.relative_to(base)
@@ -146,9 +101,7 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
             report.skipped += 1
             continue
         try:
-            img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                raise OSError("unreadable or not an image")
+            img = read_gray(path)
             target = None
             if job.layout == "triptych":
                 t = split_triptych(img, str(rel))
@@ -156,21 +109,16 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
             elif job.layout == "clinical":
                 img = crop_brightness_bar(img).image
             if job.metrics and job.targets:
-                target = cv2.imread(str(Path(job.targets) / rel), cv2.IMREAD_GRAYSCALE)
-                if target is None:
-                    raise OSError(f"no readable target {Path(job.targets) / rel}")
+                target = read_gray(Path(job.targets) / rel)
             if out_path.exists() and not job.overwrite:
-                styled = cv2.imread(str(out_path), cv2.IMREAD_GRAYSCALE)
+                styled = read_gray(out_path)
                 report.skipped += 1
             else:
                 styled = _stylize_one(engine, img)
-                write_png_atomic(out_path, styled)
+                write_png(out_path, styled)
                 report.written += 1
             if job.metrics and target is not None:
-                if target.shape != styled.shape:
-                    raise ValueError(f"target {target.shape} and output {styled.shape} differ in size")
-                report.metrics.append({"input": str(rel), "ssim": ssim(styled, target), "psnr": psnr(styled, target),
-                                       "identity_ssim": ssim(img, target), "identity_psnr": psnr(img, target)})
+                report.metrics.append({"input": str(rel), **score_pair(styled, target, img)})
         except Exception as exc:  # one bad input must not end a long batch
             log.warning("skipping %s: %s", path, exc)
             report.failed.append((str(path), f"{exc.__class__.__name__}: {exc}"))
@@ -195,7 +143,7 @@ def _stylize_dicom(engine: Engine, path: Path, out_base: Path, job: StylizeJob, 
             write_derived(outputs[0], styled, series, f"usnst style transfer ({engine.describe().get('task') or 'model'})")
         else:
             for out, frame in zip(outputs, styled):
-                write_png_atomic(out, frame)
+                write_png(out, frame)
         report.written += 1
     except Exception as exc:  # one bad input must not end a long batch
         log.warning("skipping %s: %s", path, exc)

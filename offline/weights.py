@@ -9,7 +9,10 @@ import logging
 import os
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where weights are loaded, so the command line starts without torch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,8 @@ def find_weights(path: str | os.PathLike | None, filename: str, url: str, env_va
         if not p.is_file():
             raise WeightsNotFound(f"{flag} {p}: no such file")
         return p
+    import torch
+
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     candidates = ([Path(os.environ[env_var])] if os.environ.get(env_var) else []) + [cache / filename]
     found = next((p for p in candidates if p.is_file()), None)

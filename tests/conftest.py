@@ -10,10 +10,11 @@ import pytest
 import torch
 import zmq
 
-from engines.backends import EngineOptions, TorchEagerEngine
+from engines.base import EngineOptions
+from engines.body_engine import TorchEagerEngine
 from engines.checkpoint import save_checkpoint
 from engines.transformer_net import NetConfig, TransformerNet
-from usnst_stream import protocol
+from usnst_io import protocol
 from usnst_stream.node import Node, NodeConfig
 
 TINY = NetConfig(width=4, n_residual=1, noise=True)

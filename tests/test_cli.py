@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
-from usnst_stream import protocol
-from usnst_stream.recording import RecordingReader
+from usnst_io import protocol
+from usnst_io.recording import RecordingReader
 
 COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "engine", "view", "clean", "keys", "info"]
 
@@ -360,7 +360,7 @@ def test_soak_reports_memory_and_latency_per_window(tmp_path, tiny_checkpoint):
 
 
 def test_metrics_video_measures_flicker_of_a_sequence(tmp_path):
-    from offline.temporal import write_video
+    from usnst_io.media import write_video
 
     rng = np.random.default_rng(0)
     still = rng.integers(0, 255, (32, 48), dtype=np.uint8)

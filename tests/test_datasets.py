@@ -2,7 +2,8 @@
 import numpy as np
 
 from offline.datasets import centre_crop, crop_brightness_bar, resize_longest
-from usnst_stream.phantom import PhantomRenderer, to_uint8
+from usnst_io.media import to_uint8
+from usnst_stream.phantom import PhantomRenderer
 
 
 def _screenshot(bar_left=6, bar_width=12, gap=9, top=20, bottom=150, descending=False, h=180, w=260):

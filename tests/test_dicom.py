@@ -74,7 +74,7 @@ def test_derived_output_has_new_uids_derived_flags_and_the_original_geometry(tmp
 
 
 def test_replay_plays_a_dicom_cine_at_its_recorded_rate():
-    from usnst_stream import protocol
+    from usnst_io import protocol
 
     items = list(open_source(examples.get_path("ybr_color")))
     assert len(items) == 30
@@ -110,11 +110,11 @@ def test_stylize_takes_dicom_and_writes_derived_dicom_or_pngs(tmp_path, tiny_eng
 def test_style_sets_read_dicom_cines_next_to_images(tmp_path):
     import shutil
 
-    from offline.datasets import read_style_set
+    from usnst_io.media import read_stills
 
     (tmp_path / "style" / "sub").mkdir(parents=True)
     shutil.copy(examples.get_path("ybr_color"), tmp_path / "style" / "sub" / "cine.dcm")
     cv2.imwrite(str(tmp_path / "style" / "a.png"), np.full((20, 30), 128, np.uint8))
-    images = read_style_set(tmp_path / "style")
+    images = read_stills(tmp_path / "style")
     assert len(images) == 31 and images[0].shape == (20, 30) and images[1].shape == (240, 320)
-    assert len(read_style_set(tmp_path / "style" / "sub" / "cine.dcm")) == 30
+    assert len(read_stills(tmp_path / "style" / "sub" / "cine.dcm")) == 30

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines.backends import EngineOptions, load_engine
+from engines.base import EngineOptions
+from engines.registry import load_engine
 from engines.checkpoint import load_checkpoint, save_checkpoint
 from engines.fast_net import FastNet, FastNetConfig, conv_gflops
 from engines.onnx_backend import OnnxRuntimeEngine, export_onnx

@@ -14,9 +14,10 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from usnst_stream import protocol
+from usnst_io import protocol
 from usnst_stream.node import Node, NodeConfig
-from usnst_stream.recording import RecordingReader, record
+from usnst_io.recording import RecordingReader
+from usnst_stream.recorder import record
 
 TOPIC = protocol.INPUT_TOPIC
 GOOD = {"version": 1, "seq": 1, "capture_ns": 1, "width": 4, "height": 3, "channels": 1, "dtype": "uint8"}
@@ -66,7 +67,8 @@ MALFORMED = st.one_of(
 def fuzz_harness(tmp_path_factory):
     from conftest import StreamHarness, tiny_net
 
-    from engines.backends import EngineOptions, TorchEagerEngine
+    from engines.base import EngineOptions
+    from engines.body_engine import TorchEagerEngine
 
     h = StreamHarness(TorchEagerEngine(tiny_net(), EngineOptions(threads=1)), "tcp", tmp_path_factory.mktemp("fz"),
                       rcvhwm=10_000)

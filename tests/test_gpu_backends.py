@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import tiny_net
 
-from engines.backends import BackendUnavailable, EngineMismatch, EngineOptions, check_device, load_engine
+from engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
+from engines.registry import load_engine
 from engines.checkpoint import save_checkpoint
 from engines.tensorrt_backend import (
     Fp32InstanceNorm,
@@ -34,8 +35,8 @@ def test_shape_ranges_parse_static_and_ranges_and_refuse_nonsense():
     assert static.static and static.opt == (512, 384) and str(static) == "512x384"
     r = ShapeRange.parse("256x256:512x512:1000x1000")
     assert not r.static and r.contains(700, 300) and not r.contains(1001, 500) and not r.contains(255, 300)
-    assert r.padded(tiny_net()).max == (1000, 1000)  # already a multiple of 4
-    assert ShapeRange.parse("37x53").padded(tiny_net()).opt == (40, 56)
+    assert r.padded(tiny_net().geometry).max == (1000, 1000)  # already a multiple of 4
+    assert ShapeRange.parse("37x53").padded(tiny_net().geometry).opt == (40, 56)
     for bad in ("512", "axb", "512x512:256x256:1024x1024", "1x2:3x4", "0x5"):
         with pytest.raises(ValueError):
             ShapeRange.parse(bad)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zmq
 
-from usnst_stream import protocol
+from usnst_io import protocol
 from usnst_stream.node import Node, NodeConfig
 
 pyigtl = pytest.importorskip("pyigtl", reason="pyigtl is not installed (pip install usnst[igtl])")

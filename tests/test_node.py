@@ -5,8 +5,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from engines.backends import Engine
-from usnst_stream import protocol
+from engines.base import Engine
+from usnst_io import protocol
 from usnst_stream.frames import from_engine, to_engine
 from usnst_stream.node import LatestSlot
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from offline.gram import fake_pool, foreground_mask, gram, label_masks, masked_gram, masks_for_layers, object_mask
+from offline.losses import gram, masked_gram
+from offline.masks import fake_pool, foreground_mask, label_masks, masks_for_layers, object_mask
 from offline.nst import (
     OBJECT,
     NSTConfig,
@@ -16,7 +17,8 @@ from offline.nst import (
 )
 from offline.vgg import layer_names, load_vgg19
 from offline.weights import WeightsNotFound
-from usnst_stream.phantom import PhantomRenderer, to_uint8
+from usnst_io.media import to_uint8
+from usnst_stream.phantom import PhantomRenderer
 
 
 @pytest.fixture(scope="module")

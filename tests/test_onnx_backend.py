@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import tiny_net
 
-from engines.backends import EngineOptions, load_engine
+from engines.base import EngineOptions
+from engines.registry import load_engine
 from engines.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from engines.onnx_backend import EngineMismatch, OnnxRuntimeEngine, artifact_checkpoint_sha, export_onnx
 
@@ -23,12 +24,12 @@ def test_onnxruntime_agrees_with_eager_torch_with_identical_noise(tmp_path, tiny
     engine = OnnxRuntimeEngine(artifact, EngineOptions(seed=3))
     frame = np.random.default_rng(0).random((h, w), dtype=np.float32)
     out = engine.infer(frame)
-    # Replay the same noise through the eager model: same seed, same numpy generator, same shapes.
+    # Replay the same noise through the eager model: same seed, same torch generator, same shapes.
     net, _ = load_checkpoint(tiny_checkpoint)
-    rng = np.random.default_rng(3)
-    noise = [torch.from_numpy(rng.standard_normal(s, dtype=np.float32)) for s in net.noise_shapes(1, h, w)]
+    x = torch.from_numpy(frame)[None, None]
+    noise = net.make_noise(x, torch.Generator().manual_seed(3))
     with torch.no_grad():
-        ref = net(torch.from_numpy(frame)[None, None], noise).clamp(0, 1)[0, 0].numpy()
+        ref = net(x, noise).clamp(0, 1)[0, 0].numpy()
     assert out.shape == (h, w)
     assert np.abs(out - ref).max() < TOLERANCE
 
@@ -56,7 +57,7 @@ def test_an_engine_built_for_one_checkpoint_refuses_another(tmp_path, tiny_check
 def test_auto_backend_measures_and_picks_one_that_runs(tiny_checkpoint, cache, caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="engines.backends"):
+    with caplog.at_level(logging.INFO, logger="engines.registry"):
         engine = load_engine(tiny_checkpoint, "auto")
     assert engine.name in ("torch", "onnxruntime")
     line = next(r.getMessage() for r in caplog.records if "backend auto →" in r.getMessage())

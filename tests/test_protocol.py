@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import gray_frame
 
-from usnst_stream import protocol
-from usnst_stream.protocol import Frame, Limits, Rejected, decode, encode
+from usnst_io import protocol
+from usnst_io.protocol import Frame, Limits, Rejected, decode, encode
 
 
 def _header(**overrides):

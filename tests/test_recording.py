@@ -7,9 +7,10 @@ import pytest
 import zmq
 from conftest import gray_frame
 
-from usnst_stream import protocol
+from usnst_io import protocol
 from usnst_stream.publisher import open_publisher, publish
-from usnst_stream.recording import RecordingError, RecordingReader, RecordingWriter, record
+from usnst_io.recording import RecordingError, RecordingReader, RecordingWriter
+from usnst_stream.recorder import record
 from usnst_stream.sources import limited, looped, open_source, phantom_stream
 
 

@@ -6,7 +6,8 @@ import pytest
 from pydicom import examples
 
 from offline.screenshot import clean_screenshot
-from usnst_stream.phantom import PhantomRenderer, to_uint8
+from usnst_io.media import to_uint8
+from usnst_stream.phantom import PhantomRenderer
 
 
 def synthetic_screenshot(rgb: bool):

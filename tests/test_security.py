@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zmq
 
-from usnst_stream import protocol
+from usnst_io import protocol
 from usnst_stream.node import Node, NodeConfig
 from usnst_stream.publisher import open_publisher
 from usnst_stream.security import CurveConfig, generate_keys, stop_authenticator

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.backends import EngineOptions, load_engine
+from engines.base import EngineOptions
+from engines.registry import load_engine
 from offline.stylize import StylizeJob, list_inputs, parse_shard, run_stylize
 from usnst_stream.phantom import write_phantoms
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from engines.backends import load_engine
+from engines.registry import load_engine
 from engines.checkpoint import load_checkpoint
-from offline.gram import gram
-from offline.nst import STYLE_LAYERS, average_style_target, to_tensor
+from offline.losses import STYLE_LAYERS, gram
+from offline.nst import average_style_target, to_tensor
 from offline.vgg import load_vgg19
 from trainer.perceptual import TrainConfig, train
 from usnst_stream.phantom import write_phantoms
@@ -96,7 +96,7 @@ def test_data_parallel_training_through_torchrun(data, tmp_path):
 def test_training_ssim_equals_scikit_image_and_has_gradients():
     from skimage.metrics import structural_similarity
 
-    from trainer.ssim_loss import ssim
+    from offline.ssim_torch import ssim
 
     rng = np.random.default_rng(0)
     a = rng.random((30, 41))

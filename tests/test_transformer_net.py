@@ -4,7 +4,8 @@ import pytest
 import torch
 from conftest import TINY, tiny_net
 
-from engines.backends import BackendUnavailable, EngineOptions, load_engine
+from engines.base import BackendUnavailable, EngineOptions
+from engines.registry import load_engine
 from engines.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from engines.transformer_net import NetConfig, TransformerNet
 

@@ -2,7 +2,7 @@
 
 Loss per step, with the VGG19 loss network (offline.vgg):
     content_weight · MSE(VGG(out), VGG(input)) at block5_conv2
-  + style_weight · mean over block{1..5}_conv1 of ‖G(out) − G(style)‖²   (Gram / C·H·W, offline.gram)
+  + style_weight · mean over block{1..5}_conv1 of ‖G(out) − G(style)‖²   (Gram / C·H·W)
   [+ pixel_weight · L1(out, HQ) for paired tasks — beyond the thesis, off by default]
 The style target is one image or the feature-space average of a folder, computed once.
 
@@ -11,36 +11,42 @@ Reproducibility by construction: the sample and the injected noise of step s are
 only the model, the optimiser and the step need saving. DDP (torchrun) gives each rank its own samples.
 
 Training is procedural, top to bottom: data → targets → loop (step, log, validate, checkpoint) → best model.
+The loss terms come from offline.losses, the task weights from offline.tasks, the shared run pieces from trainer.base.
 """
 from __future__ import annotations
 
 import csv
 import logging
 import os
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from engines.checkpoint import save_checkpoint
 from engines.transformer_net import NetConfig, TransformerNet
-from offline.datasets import centre_crop, read_style_set, read_triptych_folder, resize_longest
-from offline.gram import gram
-from offline.metrics import psnr, ssim
-from offline.nst import CONTENT_LAYER, STYLE_LAYERS, StyleTarget, average_style_target, to_tensor
+from offline.datasets import centre_crop, read_triptych_folder, resize_longest
+from offline.losses import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    StyleTarget,
+    content_loss,
+    pixel_loss,
+    ssim_loss,
+    style_loss,
+)
+from offline.metrics import mean_scores, score_pair
+from offline.nst import average_style_target, to_tensor
+from offline.tasks import DEFAULT_TASK, task
 from offline.vgg import load_vgg19
-from trainer import ssim_loss
+from trainer.base import command_line, save_state, split_held_out, step_generators
+from usnst_io.media import read_stills, to_uint8
 
 log = logging.getLogger(__name__)
 
-TASKS = ("lq2hq", "seg2hq", "hq2clinical")
-THESIS_STYLE_WEIGHT = {"lq2hq": 5e6, "seg2hq": 5e7, "hq2clinical": 5e6}
 STATE_FORMAT = "usnst-train-state"
 
 
@@ -48,15 +54,15 @@ STATE_FORMAT = "usnst-train-state"
 class TrainConfig:
     data: str  # folder of LQ | HQ | seg triptychs
     out_dir: str = "runs/train"
-    task: str = "lq2hq"
+    task: str = DEFAULT_TASK
     style: str | None = None  # image or folder; default: the training HQ panels (average style)
     steps: int = 1000
     batch: int = 1
     crop: int = 1000  # thesis: centre crop 1000×1000
     size: int | None = None  # then resize to this side (CPU runs); None keeps the crop
     lr: float = 1e-5
-    content_weight: float = 1e2
-    style_weight: float | None = None  # None: the task's thesis weight
+    content_weight: float | None = None  # None: the task's thesis weight (offline.tasks)
+    style_weight: float | None = None
     pixel_weight: float = 0.0  # L1 to HQ (paired tasks only)
     ssim_weight: float = 0.0  # 1 − SSIM to HQ (paired tasks only)
     width: int = 32
@@ -74,8 +80,11 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
 
+    def resolved_content_weight(self) -> float:
+        return task(self.task).content_weight if self.content_weight is None else self.content_weight
+
     def resolved_style_weight(self) -> float:
-        return THESIS_STYLE_WEIGHT[self.task] if self.style_weight is None else self.style_weight
+        return task(self.task).style_weight if self.style_weight is None else self.style_weight
 
 
 def _prepare(img: np.ndarray, cfg: TrainConfig, labels: bool = False) -> np.ndarray:
@@ -85,29 +94,17 @@ def _prepare(img: np.ndarray, cfg: TrainConfig, labels: bool = False) -> np.ndar
 
 def load_pairs(cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     """(network input, HQ) per sample: LQ → HQ, or segmentation → HQ; HQ → clinical uses HQ as input."""
-    if cfg.task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
-    pairs = []
-    for t in read_triptych_folder(cfg.data):
-        source = {"lq2hq": t.lq, "seg2hq": t.seg, "hq2clinical": t.hq}[cfg.task]
-        pairs.append((_prepare(source, cfg, labels=cfg.task == "seg2hq"), _prepare(t.hq, cfg)))
-    return pairs
+    spec = task(cfg.task)
+    return [(_prepare(getattr(t, spec.source), cfg, labels=spec.source == "seg"), _prepare(t.hq, cfg))
+            for t in read_triptych_folder(cfg.data)]
 
 
 def style_images(cfg: TrainConfig, train_pairs) -> list[np.ndarray]:
     if cfg.style is None:
-        if cfg.task == "hq2clinical":
+        if not task(cfg.task).paired:
             raise ValueError("hq2clinical needs --style: a clinical image or folder")
         return [hq for _, hq in train_pairs]
-    return [_prepare(img, cfg) for img in read_style_set(cfg.style)]
-
-
-def _step_generators(seed: int, step: int, rank: int):
-    """Independent, reproducible randomness for one step of one rank."""
-    ss = np.random.SeedSequence([seed, step, rank])
-    rng = np.random.default_rng(ss)
-    gen = torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> 1))
-    return rng, gen
+    return [_prepare(img, cfg) for img in read_stills(cfg.style)]
 
 
 def _batch(pairs, rng, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,13 +123,13 @@ def losses(net, vgg, x, y, noise, style: StyleTarget, cfg: TrainConfig) -> dict[
     f_out = vgg(out, layers)
     with torch.no_grad():
         f_in = vgg(x, [CONTENT_LAYER])
-    terms = {"content": cfg.content_weight * F.mse_loss(f_out[CONTENT_LAYER], f_in[CONTENT_LAYER]),
-             "style": cfg.resolved_style_weight() * torch.stack(
-                 [((gram(f_out[l]) - style.whole[l]) ** 2).sum(dim=(1, 2)).mean() for l in STYLE_LAYERS]).mean()}
-    if cfg.pixel_weight and cfg.task != "hq2clinical":
-        terms["pixel"] = cfg.pixel_weight * F.l1_loss(out, y)
-    if cfg.ssim_weight and cfg.task != "hq2clinical":
-        terms["ssim"] = cfg.ssim_weight * (1 - ssim_loss.ssim(out.float().clamp(0, 1), y.float()))
+    paired = task(cfg.task).paired
+    terms = {"content": cfg.resolved_content_weight() * content_loss(f_out[CONTENT_LAYER], f_in[CONTENT_LAYER]),
+             "style": cfg.resolved_style_weight() * style_loss(f_out, style)}
+    if cfg.pixel_weight and paired:
+        terms["pixel"] = cfg.pixel_weight * pixel_loss(out, y)
+    if cfg.ssim_weight and paired:
+        terms["ssim"] = cfg.ssim_weight * ssim_loss(out, y)
     terms["total"] = sum(terms.values())
     return terms
 
@@ -146,10 +143,9 @@ def validate(model, pairs, cfg: TrainConfig, style_imgs, inception=None) -> dict
             t = to_tensor(x).to(cfg.device)
             gen = torch.Generator().manual_seed(cfg.seed + i)
             noise = [n.to(t.device) for n in model.make_noise(t.cpu(), gen)] if cfg.noise else None
-            y = model(t, noise).clamp(0, 1)[0, 0].float().cpu().numpy()
-            outs.append(np.rint(y * 255).astype(np.uint8))
+            outs.append(to_uint8(model(t, noise).clamp(0, 1)[0, 0].float().cpu().numpy()))
     model.train()
-    if cfg.task == "hq2clinical":
+    if not task(cfg.task).paired:
         from offline.metrics import fid, inception_features, patches
 
         pa, pb = [p for o in outs for p in patches(o)], [p for s in style_imgs for p in patches(s)]
@@ -157,10 +153,7 @@ def validate(model, pairs, cfg: TrainConfig, style_imgs, inception=None) -> dict
             log.warning("validation FID needs at least 2 patches per side (got %d and %d): enlarge the split", len(pa), len(pb))
             return {"fid": float("nan")}
         return {"fid": fid(inception_features(inception, pa), inception_features(inception, pb))}
-    return {"ssim": float(np.mean([ssim(o, hq) for o, (_, hq) in zip(outs, pairs)])),
-            "psnr": float(np.mean([psnr(o, hq) for o, (_, hq) in zip(outs, pairs)])),
-            "identity_ssim": float(np.mean([ssim(x, hq) for x, hq in pairs])),
-            "identity_psnr": float(np.mean([psnr(x, hq) for x, hq in pairs]))}
+    return mean_scores([score_pair(o, hq, x) for o, (x, hq) in zip(outs, pairs)])
 
 
 def _is_better(metrics: dict, best: float | None) -> tuple[bool, float]:
@@ -171,10 +164,8 @@ def _is_better(metrics: dict, best: float | None) -> tuple[bool, float]:
 
 
 def _save_state(path: Path, model, opt, step: int, best: float | None, cfg: TrainConfig) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": STATE_FORMAT, "step": step, "best": best, "config": asdict(cfg),
-                "model": model.state_dict(), "net_config": model.config.to_dict(), "optimizer": opt.state_dict()}, tmp)
-    os.replace(tmp, path)
+    save_state(path, {"format": STATE_FORMAT, "step": step, "best": best, "config": asdict(cfg),
+                      "model": model.state_dict(), "net_config": model.config.to_dict(), "optimizer": opt.state_dict()})
 
 
 def _load_state(path: Path) -> dict:
@@ -230,15 +221,13 @@ def train(cfg: TrainConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
 
-    pairs = load_pairs(cfg)
-    n_val = max(1, round(len(pairs) * cfg.val_fraction)) if len(pairs) > 1 else 0
-    val_pairs, train_pairs = pairs[:n_val], pairs[n_val:] or pairs
+    val_pairs, train_pairs = split_held_out(load_pairs(cfg), cfg.val_fraction)
     vgg = load_vgg19(cfg.vgg_weights, seed=cfg.seed).to(device)
     style_imgs = style_images(cfg, train_pairs)
     # Feature-space average style (thesis), precomputed once; one image is its own average.
     style = average_style_target(vgg, style_imgs, STYLE_LAYERS, mode="features")
     inception = None
-    if cfg.task == "hq2clinical" and val_pairs:
+    if not task(cfg.task).paired and val_pairs:
         from offline.inception import load_inception
 
         inception = load_inception(cfg.inception_weights)
@@ -264,13 +253,13 @@ def train(cfg: TrainConfig) -> dict:
     logger = _Logger(out_dir, cfg.resume) if rank == 0 else None
     meta_base = {"task": cfg.task, "training": "perceptual loss (Johnson et al.) with VGG19 " + vgg.weights_source,
                  "training_data": f"{len(train_pairs)} triptychs from {cfg.data}", "config": asdict(cfg),
-                 "command": " ".join(shlex.quote(a) for a in sys.argv)}
+                 "command": command_line()}
     first_loss = last_loss = None
     t0, images = time.monotonic(), 0
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.task}", unit="step",
                disable=not cfg.progress or rank != 0)
     while step < cfg.steps:
-        rng, gen = _step_generators(cfg.seed, step, rank)
+        rng, gen = step_generators(cfg.seed, step, rank)
         x, y = _batch(train_pairs, rng, cfg.batch, device)
         if use_cuda:
             x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)

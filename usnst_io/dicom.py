@@ -24,7 +24,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-DICOM_SUFFIXES = (".dcm", ".dicom")
+from usnst_io.media import atomic_path
+
 PLUGIN_HINT = ("install a pixel-data plugin that handles it, e.g. `pip install pylibjpeg pylibjpeg-libjpeg "
                "pylibjpeg-openjpeg` (JPEG, JPEG-LS, JPEG 2000) or `pip install python-gdcm`")
 
@@ -140,12 +141,9 @@ def write_derived(path: str | os.PathLike, frames: list[np.ndarray], source: Dic
     ds.set_pixel_data(np.ascontiguousarray(data), photometric_interpretation="MONOCHROME2", bits_stored=8)
     if len(frames) > 1:
         ds.NumberOfFrames = len(frames)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return Path(path)
 
 
 def stylize_dicom(series: DicomSeries, stylize) -> list[np.ndarray]:

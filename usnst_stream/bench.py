@@ -18,11 +18,12 @@ import cv2
 import numpy as np
 import zmq
 
-from engines.backends import Engine
-from usnst_stream import protocol
+from engines.base import Engine
+from usnst_io import protocol
 from usnst_stream.demo import Consumer
 from usnst_stream.node import Node, NodeConfig
-from usnst_stream.phantom import PhantomRenderer, to_uint8
+from usnst_io.media import to_uint8, write_png
+from usnst_stream.phantom import PhantomRenderer
 from usnst_stream.publisher import open_publisher
 from usnst_stream.sockets import loopback_endpoints
 from usnst_stream.stats import LatencyWindow
@@ -394,5 +395,4 @@ def plot_latency_cdf(curves: dict[str, list[float]], path: str | Path, width: in
     cv2.putText(img, "fraction of frames", (4, top - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1)
     cv2.putText(img, "capture -> consumer latency, ms (log scale)", (left, height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 (0, 0, 0), 1)
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {path}")
+    write_png(path, img)

@@ -16,10 +16,11 @@ import cv2
 import numpy as np
 import zmq
 
-from engines.backends import EngineOptions, load_engine
-from usnst_stream import protocol
+from engines.base import EngineOptions
+from engines.registry import DEFAULT_BACKEND, load_engine
+from usnst_io import protocol
+from usnst_io.media import to_uint8, write_png
 from usnst_stream.node import Node, NodeConfig
-from usnst_stream.phantom import to_uint8
 from usnst_stream.publisher import open_publisher, publish
 from usnst_stream.sockets import loopback_endpoints
 from usnst_stream.sources import limited, phantom_stream
@@ -35,7 +36,7 @@ class DemoConfig:
     height: int = 256
     width: int = 256
     model: str | None = None  # None: the embedded LQ→HQ model
-    backend: str = "torch"
+    backend: str = DEFAULT_BACKEND
     transport: str = "tcp"  # or "ipc"
     out: str = "usnst-demo.png"
     seed: int = 0
@@ -106,7 +107,7 @@ def side_by_side(lq: np.ndarray, styled: np.ndarray, hq: np.ndarray) -> np.ndarr
 
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
-    engine = load_engine(cfg.model, cfg.backend, EngineOptions(seed=cfg.seed, noise="fixed"))
+    engine = load_engine(cfg.model, cfg.backend, EngineOptions(seed=cfg.seed))
     context = zmq.Context.instance()
     sim_ep, out_ep = loopback_endpoints(cfg.transport, "usnst-demo")
     sim_sock, sim_bound = open_publisher(sim_ep, context)
@@ -145,7 +146,6 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     if last is not None and last.seq in refs:
         sample = refs[last.seq]
         picture = side_by_side(to_uint8(sample.lq), last.pixels[:, :, 0], to_uint8(sample.hq))
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(cfg.out, picture)
+        write_png(cfg.out, picture)
         report["picture"] = cfg.out
     return report

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from usnst_stream import protocol
+from usnst_io import protocol
 from usnst_stream.sockets import is_loopback
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from engines.backends import Engine
-from usnst_stream import frames, protocol
+from engines.base import Engine
+from usnst_io import protocol
+from usnst_stream import frames
 from usnst_stream.igtl_sink import IgtlSink, is_igtl
 from usnst_stream.security import CurveConfig
-from usnst_stream.sockets import attach
+from usnst_stream.sockets import SIMULATOR_ENDPOINT, STYLIZED_ENDPOINT, attach, binding, connecting
 from usnst_stream.stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class NodeConfig:
-    input: str = ">tcp://127.0.0.1:5555"  # where the simulator publishes (connect by default)
-    output: str = "@tcp://127.0.0.1:5556"  # where consumers subscribe (bind by default)
+    input: str = connecting(SIMULATOR_ENDPOINT)  # where the simulator publishes
+    output: str = binding(STYLIZED_ENDPOINT)  # where consumers subscribe
     input_topic: bytes = protocol.INPUT_TOPIC
     output_topic: bytes = protocol.OUTPUT_TOPIC
     limits: protocol.Limits = field(default_factory=protocol.Limits)

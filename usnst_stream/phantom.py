@@ -23,6 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from usnst_io.media import to_uint8, write_png
+
 # Labels (thesis convention: fetus labels lie in [150, 220]).
 OUTSIDE, TISSUE, WALL, FLUID, PLACENTA = 0, 40, 60, 100, 120
 CHOROID, BRAIN, BODY, MIDLINE, SKULL = 160, 170, 180, 190, 210
@@ -247,10 +249,6 @@ class PhantomRenderer:
         return Sample(lq=self._render_quality(LQ, t), hq=self._render_quality(HQ, t), seg=self.segmentation(t))
 
 
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-
-
 # The thesis' simulated dataset: one PNG per sample, three panels side by side (LQ | HQ | segmentation).
 THESIS_PANEL = (1000, 1386)  # height, width of one panel
 
@@ -272,11 +270,7 @@ def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], w
         path = out / f"phantom_{seed + i:05d}.png"
         renderer = PhantomRenderer(height, width, seed=seed + i)
         sample = renderer.render(t=float(i % 7))  # vary the probe pose between scenes too
-        tmp = path.with_name(path.stem + ".tmp.png")
-        if not cv2.imwrite(str(tmp), triptych(sample)):
-            raise OSError(f"could not write {tmp}")
-        tmp.replace(path)
-        paths.append(path)
+        paths.append(write_png(path, triptych(sample)))
         if progress is not None:
             progress(1)
     return paths

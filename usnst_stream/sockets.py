@@ -20,6 +20,19 @@ from usnst_stream.security import CurveConfig, secure
 
 log = logging.getLogger(__name__)
 
+# The default endpoints of a live setup on one machine, written only here.
+SIMULATOR_ENDPOINT = "tcp://127.0.0.1:5555"  # simulators publish input frames here (they bind)
+STYLIZED_ENDPOINT = "tcp://127.0.0.1:5556"  # the node publishes stylized frames here (it binds)
+ENDPOINT_HELP = "'@' binds, '>' connects (e.g. @tcp://127.0.0.1:5556, >ipc:///tmp/sim); comma-separate several"
+
+
+def binding(endpoint: str) -> str:
+    return "@" + endpoint
+
+
+def connecting(endpoint: str) -> str:
+    return ">" + endpoint
+
 
 def split_endpoint(spec: str, default_bind: bool) -> tuple[bool, str]:
     spec = spec.strip()
@@ -67,6 +80,7 @@ def attach(sock: zmq.Socket, spec: str, default_bind: bool, curve: CurveConfig |
 
 
 _fresh = itertools.count()
+TRANSPORTS = ("tcp", "ipc")
 
 
 def loopback_endpoints(transport: str, label: str = "usnst") -> tuple[str, str]:
@@ -77,4 +91,4 @@ def loopback_endpoints(transport: str, label: str = "usnst") -> tuple[str, str]:
     if transport == "ipc":
         base = Path(tempfile.gettempdir()) / f"{label}-{os.getpid()}-{next(_fresh)}"
         return f"@ipc://{base}-in", f"@ipc://{base}-out"
-    raise ValueError(f"transport must be tcp or ipc, got {transport!r}")
+    raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")

@@ -7,22 +7,17 @@ notion of sockets or wall-clock time, which keeps each testable alone.
 from __future__ import annotations
 
 import itertools
-import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import cv2
 import numpy as np
 
-from usnst_stream import protocol
-from usnst_stream.phantom import PhantomRenderer, ProbeGeometry, probe_pose, to_uint8
-from usnst_stream.recording import RecordingReader
-
-log = logging.getLogger(__name__)
+from usnst_io import media, protocol
+from usnst_io.media import to_uint8
+from usnst_io.recording import RecordingReader
+from usnst_stream.phantom import PhantomRenderer, ProbeGeometry, probe_pose
 
 Timed = tuple[float, list]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 QUALITIES = ("lq", "hq", "seg")
 
 
@@ -81,69 +76,23 @@ def recording_stream(path: str | Path, restamp: bool = False) -> Iterator[Timed]
         yield (msg.recv_ns - first) / 1e9, parts
 
 
-def image_folder_stream(folder: str | Path, fps: float) -> Iterator[Timed]:
-    """The images of a folder in name order, as grayscale uint8 frames at ``fps``."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
-    seq = 0
-    for path in paths:
-        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            log.warning("skipping unreadable image %s", path)
-            continue
-        yield seq / fps, _encode(seq, img, {"source": path.name})
-        seq += 1
-
-
-def video_stream(path: str | Path, fps: float | None = None) -> Iterator[Timed]:
-    """The frames of a video file as grayscale uint8, at the file's own rate unless ``fps`` is given."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise FileNotFoundError(f"cannot open video {path}")
-    rate = fps or cap.get(cv2.CAP_PROP_FPS) or 30.0
-    try:
-        for seq in itertools.count():
-            ok, img = cap.read()
-            if not ok:
-                return
-            if img.ndim == 3:
-                img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-            yield seq / rate, _encode(seq, img, {"source": Path(path).name, "frame_index": seq})
-    finally:
-        cap.release()
-
-
-def dicom_stream(path: str | Path, fps: float | None = None) -> Iterator[Timed]:
-    """The frames of a DICOM file (a cine loop or a still) as grayscale uint8, at the file's recorded frame
-    rate unless ``fps`` is given (a still, which has none, goes at 1 frame/s)."""
-    from usnst_io.dicom import read_dicom
-
-    series = read_dicom(path)
-    rate = fps or series.fps or 1.0
-    spacing = series.dataset.get("PixelSpacing")
-    meta = {"source": Path(path).name, "dicom_photometric": series.photometric}
-    if spacing:
-        meta["spacing_mm"] = [float(spacing[0]), float(spacing[1])]
-    for seq, img in enumerate(series.frames):
-        yield seq / rate, _encode(seq, img, {**meta, "frame_index": seq})
+def file_stream(path: str | Path, fps: float | None = None) -> Iterator[Timed]:
+    """An image folder (name order, 30 frames/s unless ``fps``), a video (its own rate) or a DICOM still or cine
+    (its recorded rate; a still goes at 1 frame/s), read by usnst_io.media, as grayscale uint8 frames."""
+    for seq, (t, img, meta) in enumerate(media.iter_sequence(path, fps)):
+        yield t, _encode(seq, img, meta)
 
 
 def open_source(path: str | Path, fps: float | None = None, restamp: bool = False) -> Iterator[Timed]:
-    """A recording (.usrec or any file with the recording header), an image folder, a video or a DICOM file."""
-    from usnst_io.dicom import DICOM_SUFFIXES, is_dicom
-
-    path = Path(path)
-    if path.is_dir():
-        return image_folder_stream(path, fps or 30.0)
-    if not path.exists():
+    """A recording (.usrec or any file with the recording header), an image folder, a video or a DICOM file.
+    A recording replays its messages byte for byte; other sources are read (and fail) on opening."""
+    if not Path(path).exists():
         raise FileNotFoundError(f"nothing to replay at {path}")
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        return video_stream(path, fps)
-    if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
-        return dicom_stream(path, fps)
-    source = recording_stream(path, restamp)
-    return retime(source, fps) if fps else source
+    kind = media.sequence_kind(path)
+    if kind == "recording":
+        source = recording_stream(path, restamp)
+        return retime(source, fps) if fps else source
+    return file_stream(path, fps)
 
 
 def retime(source: Iterable[Timed], fps: float) -> Iterator[Timed]:

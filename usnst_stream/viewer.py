@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 import zmq
 
-from usnst_stream import protocol
-from usnst_stream.sockets import attach
+from usnst_io import protocol
+from usnst_io.media import gray_uint8, open_video_writer
+from usnst_stream.sockets import SIMULATOR_ENDPOINT, STYLIZED_ENDPOINT, attach, binding, connecting
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ class GuiUnavailable(RuntimeError):
 
 @dataclass
 class ViewConfig:
-    input: str = ">tcp://127.0.0.1:5555"  # the simulator's stream
-    styled: str = ">tcp://127.0.0.1:5556"  # the node's output
+    input: str = connecting(SIMULATOR_ENDPOINT)  # the simulator's stream
+    styled: str = connecting(STYLIZED_ENDPOINT)  # the node's output
     window: bool = True
     out: str | None = None  # video file (.mp4 / .avi)
     fps: float = 30.0  # of the video file
@@ -41,14 +42,10 @@ class ViewConfig:
 
 
 def to_display(pixels: np.ndarray) -> np.ndarray:
-    """Any wire frame (H, W, C) → 8-bit BGR for display."""
-    if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
-        pixels = np.rint(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    """Any wire frame (H, W, C) → 8-bit BGR for display (colour frames keep their colour)."""
     if pixels.ndim == 3 and pixels.shape[2] == 3:
-        return np.ascontiguousarray(pixels[:, :, ::-1])
-    return cv2.cvtColor(np.ascontiguousarray(pixels.reshape(pixels.shape[0], pixels.shape[1])), cv2.COLOR_GRAY2BGR)
+        return np.ascontiguousarray(np.stack([gray_uint8(pixels[:, :, c]) for c in (2, 1, 0)], axis=2))
+    return cv2.cvtColor(np.ascontiguousarray(gray_uint8(pixels)), cv2.COLOR_GRAY2BGR)
 
 
 def compose(original: np.ndarray | None, styled: np.ndarray, lines: list[str]) -> np.ndarray:
@@ -93,10 +90,7 @@ class Viewer:
     def _write(self, picture: np.ndarray) -> None:
         if self.writer is None:
             Path(self.cfg.out).parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.cfg.out.lower().endswith(".mp4") else "MJPG"))
-            self.writer = cv2.VideoWriter(self.cfg.out, fourcc, self.cfg.fps, (picture.shape[1], picture.shape[0]))
-            if not self.writer.isOpened():
-                raise OSError(f"cannot write video {self.cfg.out}")
+            self.writer = open_video_writer(self.cfg.out, self.cfg.fps, (picture.shape[1], picture.shape[0]))
         self.writer.write(picture)
 
     def _stats_lines(self, frame: protocol.Frame) -> list[str]:

@@ -1,4 +1,5 @@
-"""Gram matrices, plain and masked, and segmentation masks brought to VGG19's feature sizes.
+"""Segmentation masks for the augmented style loss, brought to VGG19's feature sizes (the masked Gram matrices
+they feed live with the other losses, in offline.losses).
 
 The thesis' augmented style loss compares textures per anatomical label: a binary mask per label, carried down
 VGG19 by operations that mirror its layers — a "fake conv" (3×3 average, same size) for every conv and a
@@ -13,23 +14,6 @@ from torch.nn import functional as F
 
 FETUS_RANGE = (150, 220)  # thesis: fetus labels
 MIN_AREA = 0.0025  # thesis: keep a label's mask only if it covers more than 0.25 % of the image
-
-
-def gram(features: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) → (N, C, C) = F Fᵀ / (C·H·W): normalised by feature size so layers of different sizes
-    weigh alike."""
-    n, c, h, w = features.shape
-    f = features.reshape(n, c, h * w)
-    return f @ f.transpose(1, 2) / (c * h * w)
-
-
-def masked_gram(features: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Gram of the features inside ``mask`` (N, 1, H, W), normalised by the mask's area instead of H·W, so the
-    texture of a small region counts as much as that of a large one. An all-ones mask gives ``gram``."""
-    n, c, h, w = features.shape
-    f = (features * mask).reshape(n, c, h * w)
-    area = mask.reshape(n, -1).sum(dim=1).clamp_min(eps).view(n, 1, 1)
-    return f @ f.transpose(1, 2) / (c * area)
 
 
 def fake_conv(mask: torch.Tensor) -> torch.Tensor:

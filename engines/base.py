@@ -1,0 +1,143 @@
+"""What every inference backend shares: the ``Engine`` interface, the options that say how to run a net, the noise
+planes fed to it, and the errors a backend raises. Backends import this module; it imports none of them.
+
+Every backend turns one grayscale frame, float32 (H, W) in [0, 1], into the stylized frame of the same shape and
+range. The node and batch tools only see ``Engine.infer``; converting the wire dtype to and from float is the
+caller's concern (usnst_stream.frames), so a backend never knows about the protocol.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from engines.checkpoint import file_sha256
+
+if TYPE_CHECKING:  # torch is imported where a net runs, so the command line starts without it
+    import torch
+
+NOISE_MODES = ("fixed", "frame", "off")
+PRECISIONS = ("fp32", "fp16")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says why (never replaced silently)."""
+
+
+class EngineMismatch(RuntimeError):
+    """An engine artifact that does not belong to this checkpoint, precision or device, or was modified."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run a net: which noise, which seed, how many CPU threads, on which device and precision."""
+
+    noise: str = "fixed"  # "fixed": drawn once per frame size, so a still scene stays still; "frame": fresh every
+    # frame (speckle 'boils' at video rates); "off": zeros
+    seed: int = 0  # seed of the injected noise (reproducible outputs)
+    threads: int | None = None  # CPU threads for inference; None leaves the runtime's default
+    device: str = "cpu"  # "cpu" or "cuda[:N]"; compiled GPU backends (tensorrt) need cuda
+    precision: str = "fp32"  # "fp32" or "fp16" (GPU backends; normalisation layers stay fp32)
+
+
+class NoisePlanes:
+    """The noise planes of one engine, by mode: ``frame`` draws fresh planes for every frame, ``fixed`` draws them
+    once per frame size and reuses them, ``off`` feeds zeros.
+
+    Planes are standard normal from a torch generator seeded with ``options.seed`` on ``device``; ``as_numpy``
+    hands them to runtimes that take numpy arrays. On the CPU every backend therefore draws the same planes for the
+    same seed, and gives the same output."""
+
+    def __init__(self, options: EngineOptions, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 as_numpy: bool = False):
+        import torch
+
+        if options.noise not in NOISE_MODES:
+            raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {options.noise!r}")
+        self.mode = options.noise
+        self.device, self.dtype, self.as_numpy = torch.device(device), dtype or torch.float32, as_numpy
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(options.seed)
+        self._fixed: dict[tuple, list] = {}
+
+    def _make(self, shapes, draw: bool) -> list:
+        import torch
+
+        make = (lambda s: torch.randn(s, generator=self.generator, device=self.device, dtype=self.dtype)) if draw \
+            else (lambda s: torch.zeros(s, device=self.device, dtype=self.dtype))
+        planes = [make(s) for s in shapes]
+        return [p.numpy() for p in planes] if self.as_numpy else planes
+
+    def planes(self, shapes: list[tuple[int, ...]]) -> list:
+        if not shapes:
+            return []
+        if self.mode != "fixed":
+            return self._make(shapes, draw=self.mode == "frame")
+        key = tuple(map(tuple, shapes))
+        if key not in self._fixed:
+            self._fixed = {key: self._make(shapes, draw=True)}  # one size at a time: a new size replaces the old
+        return self._fixed[key]
+
+
+class Engine:
+    """A loaded network ready to stylize frames."""
+
+    name = "abstract"
+
+    def infer(self, frame: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"backend": self.name}
+
+
+def check_frame(frame: np.ndarray) -> None:
+    if frame.ndim != 2:
+        raise ValueError(f"engine expects a 2-D grayscale frame, got shape {frame.shape}")
+
+
+def check_device(options: EngineOptions) -> None:
+    """Refuse, with the reason, a device or precision this machine cannot give (never fall back silently)."""
+    import torch
+
+    if options.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {options.precision!r}")
+    if options.device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(f"device {options.device}: this PyTorch build sees no CUDA GPU "
+                                 f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'not compiled in'})")
+    if options.precision == "fp16" and not options.device.startswith("cuda"):
+        raise BackendUnavailable("fp16 inference is for GPUs; on CPU use fp32")
+
+
+def checkpoint_source(path: str | os.PathLike, meta: dict) -> dict:
+    """What ``describe()`` says about the checkpoint an engine runs."""
+    return {"checkpoint": os.fspath(path), "checkpoint_sha256": file_sha256(path), "task": meta.get("task")}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend, named by where its code lives (``module:function``) so that a backend and the packages
+    it needs are imported only when it is used. ``load(checkpoint, options, artifact)`` → Engine; ``build(checkpoint,
+    out, precision, shapes, device)`` → artifact path, for backends that compile ahead of time (None for in-process
+    ones); ``builds`` says what their artifact is."""
+
+    name: str
+    load_at: str
+    build_at: str | None = None
+    builds: str = ""
+
+    @staticmethod
+    def _resolve(where: str) -> Callable:
+        module, function = where.split(":")
+        return getattr(importlib.import_module(module), function)
+
+    def load(self, checkpoint: str, options: EngineOptions, artifact: str | None = None) -> Engine:
+        return self._resolve(self.load_at)(checkpoint, options, artifact)
+
+    def build(self, checkpoint, out, precision: str | None = None, shapes: str | None = None, device: str | None = None):
+        if self.build_at is None:
+            raise BackendUnavailable(f"the {self.name} backend builds nothing ahead of time")
+        return self._resolve(self.build_at)(checkpoint, out, precision, shapes, device)

@@ -1,0 +1,91 @@
+"""The backends by name: how each loads a checkpoint and, for the compiled ones, builds its artifact.
+
+``load_engine`` opens a model on a named backend (or ``auto``: the fastest one measured here); ``build_artifact``
+is ``usnst engine build``. Adding a backend means writing its module (importing ``engines.base``, with a loader and,
+if it compiles ahead of time, a builder) and one entry in ``BACKENDS``; nothing else names backends. Entries name
+their code by module path, so a backend's packages (torch, onnxruntime, torch-tensorrt) load only when it is used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+
+from engines.base import Backend, BackendUnavailable, Engine, EngineOptions
+from engines.checkpoint import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("torch", "engines.body_engine:load_torch"),
+    Backend("onnxruntime", "engines.onnx_backend:load_onnx_engine", "engines.onnx_backend:build_onnx",
+            "ONNX opset 17, fp32, dynamic frame size, noise as inputs"),
+    Backend("torch-compile", "engines.body_engine:load_torch_compile"),
+    Backend("tensorrt", "engines.tensorrt_backend:load_tensorrt_engine", "engines.tensorrt_backend:build_tensorrt",
+            "TensorRT ExportedProgram + .json record, noise as inputs"),
+)}
+AUTO = "auto"
+DEFAULT_BACKEND = "torch"
+
+
+def available_backends() -> list[str]:
+    return list(BACKENDS)
+
+
+def buildable_backends() -> list[str]:
+    return [name for name, b in BACKENDS.items() if b.build_at]
+
+
+def _backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend {name!r}; available here: {', '.join(available_backends())}")
+    return BACKENDS[name]
+
+
+def load_engine(model: str | os.PathLike | None = None, backend: str = DEFAULT_BACKEND,
+                options: EngineOptions = EngineOptions(), artifact: str | os.PathLike | None = None) -> Engine:
+    """Open ``model`` (a checkpoint path, an embedded model name, or None for the default) on ``backend``;
+    ``artifact`` is a prebuilt engine file for compiled backends (checked against the checkpoint)."""
+    path = resolve_model(model)
+    if backend == AUTO:
+        return fastest_engine(str(path), options)
+    return _backend(backend).load(str(path), options, str(artifact) if artifact else None)
+
+
+def build_artifact(model: str | os.PathLike | None, backend: str, out: str | os.PathLike, precision: str | None = None,
+                   shapes: str | None = None, device: str | None = None):
+    """``usnst engine build``: the backend's own artifact for ``model``."""
+    spec = _backend(backend)
+    if spec.build_at is None:
+        raise BackendUnavailable(f"the {backend} backend builds nothing ahead of time; "
+                                 f"backends with artifacts: {', '.join(buildable_backends())}")
+    return spec.build(resolve_model(model), out, precision, shapes, device)
+
+
+def fastest_engine(path: str, options: EngineOptions = EngineOptions(), size: int = 256, runs: int = 3) -> Engine:
+    """`--backend auto`: open every backend that works here, time ``runs`` inferences of a size×size frame after
+    one warm-up, keep the fastest and log the figures, so the choice is measured on this machine, not assumed."""
+    frame = np.zeros((size, size), np.float32)
+    timings, engines = {}, {}
+    for name, spec in BACKENDS.items():
+        if name == "torch-compile" and not options.device.startswith("cuda"):
+            continue  # compiling takes 15-45 s on CPU for about ONNX Runtime's speed: not worth it at startup
+        try:
+            engine = spec.load(path, options, None)
+            engine.infer(frame)
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                engine.infer(frame)
+            timings[name] = (time.perf_counter() - t0) / runs * 1e3
+            engines[name] = engine
+        except Exception as exc:  # a backend that cannot run here is skipped, with its reason
+            log.info("backend auto: %s unavailable: %s", name, exc)
+    if not engines:
+        raise BackendUnavailable("no backend could run this model")
+    best = min(timings, key=timings.get)
+    log.info("backend auto → %s (%s ms per %dx%d frame)", best,
+             ", ".join(f"{k} {v:.1f}" for k, v in sorted(timings.items(), key=lambda kv: kv[1])), size, size)
+    return engines[best]

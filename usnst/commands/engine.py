@@ -1,0 +1,123 @@
+"""Engine subcommands: `engine build` (a backend's artifact, through the backend registry), `bench` (latency and
+rates), `info` (a checkpoint's config and provenance)."""
+from __future__ import annotations
+
+import json
+
+from usnst import flags
+
+
+# -- engine build ---------------------------------------------------------------------------------------
+def engine_flags(p) -> None:
+    from engines.base import PRECISIONS
+    from engines.registry import buildable_backends
+
+    actions = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
+    b = actions.add_parser("build", help="compile a checkpoint for a backend")
+    b.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
+    backends = buildable_backends()
+    b.add_argument("--backend", default=backends[0], choices=backends, help="which backend's artifact")
+    b.add_argument("--out", required=True, help="artifact path, e.g. model.onnx or model.ep (tensorrt)")
+    b.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="artifact precision (default: the backend's: fp32 for onnxruntime, fp16 for tensorrt)")
+    b.add_argument("--shapes", default=None,
+                   help="tensorrt: frame size HxW, or a range MIN:OPT:MAX of HxW sizes (default 256x256:512x512:1024x1024)")
+    b.add_argument("--device", default=None, help="tensorrt: the GPU to build on (default cuda)")
+    b.set_defaults(func=run_engine_build)
+
+
+def run_engine_build(args) -> int:
+    from engines.registry import BACKENDS, build_artifact
+
+    path = build_artifact(args.model, args.backend, args.out, args.precision, args.shapes, args.device)
+    print(f"usnst engine build: wrote {path} ({BACKENDS[args.backend].builds})")
+    return 0
+
+
+# -- bench ----------------------------------------------------------------------------------------------
+def bench_flags(p) -> None:
+    from engines.registry import available_backends
+    from usnst_stream.bench import BenchPlan
+
+    plan = BenchPlan()
+    flags.add_engine_flags(p)
+    p.add_argument("--sizes", default=",".join(map(str, plan.sizes)), help="comma-separated square frame sizes")
+    p.add_argument("--transports", default=",".join(plan.transports), help="end to end over these transports")
+    p.add_argument("--rates", default=None,
+                   help="input rates to sweep, e.g. 15,30,60 (default: around the engine's measured capacity)")
+    p.add_argument("--seconds", type=float, default=plan.seconds, help="seconds of stream per rate")
+    p.add_argument("--max-drop", type=float, default=plan.max_drop, help="fraction of frames allowed not to come out")
+    p.add_argument("--messages", type=int, default=plan.messages, help="messages per transport-baseline measurement")
+    p.add_argument("--engine-only", action="store_true", help="only time the engines, per backend and size")
+    p.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+                   help="a long run at --fps (first size, first transport): memory and latency per window")
+    p.add_argument("--soak-window", type=float, default=30.0, help="seconds per soak window")
+    p.add_argument("--fps", type=float, default=30.0, help="soak: input rate")
+    p.add_argument("--backends", default="torch,onnxruntime",
+                   help=f"engine-only: backends to compare (of {', '.join(available_backends())})")
+    p.add_argument("--frames", type=int, default=plan.engine_frames, help="timed engine-only frames per backend and size")
+    p.add_argument("--json", default="usnst-bench.json", help="where to write every figure (JSON)")
+    p.add_argument("--plot", default=None, help="also draw the end-to-end latency distribution to this PNG")
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args) -> int:
+    from engines.checkpoint import load_checkpoint, resolve_model
+    from engines.fast_net import conv_gflops
+    from engines.registry import load_engine
+    from usnst_stream import bench
+
+    sizes = [int(v) for v in args.sizes.split(",")]
+    net, _ = load_checkpoint(resolve_model(args.model))
+    gflop = {s: conv_gflops(net, s, s) for s in sizes}
+    curves = {}
+    if args.soak:
+        result = bench.soak(flags.open_engine(args), sizes[0], args.fps, args.soak, args.soak_window,
+                            args.transports.split(",")[0])
+        print(bench.format_soak(result))
+    elif args.engine_only:
+        rows = []
+        for backend in args.backends.split(","):
+            engine = load_engine(args.model, backend, flags.engine_options(args))
+            rows += [bench.engine_latency(engine, s, args.frames, gflop=gflop[s]) for s in sizes]
+        result = {"machine": bench.machine(), "engine_only": rows}
+        print(bench.format_engine_table(rows))
+    else:
+        rates = tuple(float(v) for v in args.rates.split(",")) if args.rates else None
+        plan = bench.BenchPlan(sizes=tuple(sizes), transports=tuple(args.transports.split(",")), seconds=args.seconds,
+                               rates=rates, engine_frames=args.frames, messages=args.messages, max_drop=args.max_drop,
+                               gflop=gflop)
+        result, curves = bench.strip_samples(bench.run_bench(flags.open_engine(args), plan))
+        print(bench.format_report(result))
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"usnst bench: wrote {args.json}")
+    if args.plot and curves:
+        bench.plot_latency_cdf(curves, args.plot)
+        print(f"usnst bench: wrote {args.plot}")
+    return 0
+
+
+# -- info -----------------------------------------------------------------------------------------------
+def info_flags(p) -> None:
+    p.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
+    p.set_defaults(func=run_info)
+
+
+def run_info(args) -> int:
+    from engines.checkpoint import read_checkpoint, resolve_model
+
+    path = resolve_model(args.model)
+    payload = read_checkpoint(path)
+    n_params = sum(t.numel() for t in payload["state_dict"].values())
+    print(json.dumps({"path": str(path), "config": payload["config"], "parameters": n_params, "meta": payload["meta"]},
+                     indent=2, default=str))
+    return 0
+
+
+# name → (help line, function adding its flags); usnst.cli builds a command's flags only when it runs
+COMMANDS = {
+    "engine": ("build engine artifacts for compiled backends", engine_flags),
+    "bench": ("engine latency, end-to-end rate sweep (tcp, ipc) and transport baseline", bench_flags),
+    "info": ("show a checkpoint's config and metadata", info_flags),
+}

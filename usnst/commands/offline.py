@@ -1,0 +1,211 @@
+"""Offline subcommands: phantom (synthetic data), nst (optimisation reference), stylize (batch), metrics, clean.
+Each parser sits beside the function that runs it; choices and defaults come from the jobs' dataclasses and the
+task table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from usnst import flags
+
+
+# -- phantom --------------------------------------------------------------------------------------------
+def phantom_flags(p) -> None:
+    from usnst_stream.phantom import THESIS_PANEL
+
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("-n", type=int, default=10, help="number of samples")
+    p.add_argument("--size", type=flags.size, default=THESIS_PANEL,
+                   help="panel size N or HxW (default {}x{}, the thesis')".format(*THESIS_PANEL))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_phantom)
+
+
+def run_phantom(args) -> int:
+    from tqdm import tqdm
+
+    from usnst_stream.phantom import write_phantoms
+
+    h, w = args.size
+    with tqdm(total=args.n, desc="phantoms", unit="img", disable=None) as bar:
+        paths = write_phantoms(args.out, args.n, h, w, args.seed, progress=bar.update)
+    print(f"usnst phantom: wrote {len(paths)} triptychs (LQ | HQ | segmentation, {h}x{w} each) to {args.out}")
+    return 0
+
+
+# -- nst ------------------------------------------------------------------------------------------------
+def nst_flags(p) -> None:
+    from offline.nst import NSTConfig
+    from offline.nst_job import AVERAGES, INITS, VARIANTS, NSTJob
+    from offline.tasks import TASKS
+
+    job, nst = NSTJob(out=""), NSTConfig()
+    p.add_argument("--triptych", help="a thesis LQ | HQ | seg image: content and style follow from --task")
+    p.add_argument("--content", help="content image")
+    p.add_argument("--style", help="style image")
+    p.add_argument("--content-seg", help="segmentation of the content (augmented/local variants)")
+    p.add_argument("--style-seg", help="segmentation of the style (augmented variant, paired form)")
+    p.add_argument("--style-dir", help="folder of style images: use their average style")
+    p.add_argument("--average", default=job.average, choices=AVERAGES, help="how --style-dir is averaged")
+    p.add_argument("--variant", default=job.variant, choices=VARIANTS)
+    p.add_argument("--task", default=nst.task, choices=list(TASKS), help="sets thesis weights")
+    p.add_argument("--content-weight", type=float, default=nst.content_weight, help="default: the task's thesis weight")
+    p.add_argument("--style-weight", type=float, default=nst.style_weight, help="default: the task's thesis weight")
+    p.add_argument("--lr", type=float, default=nst.lr, help="Adam step, in grey levels (0-255)")
+    p.add_argument("--iterations", type=int, default=nst.iterations)
+    p.add_argument("--init", default=nst.init, choices=INITS)
+    p.add_argument("--size", type=int, default=job.size, help="resize so the longer side is N (CPU runs: 128-256)")
+    p.add_argument("--clear-background", action="store_true", help="zero pixels outside the foreground mask")
+    p.add_argument("--vgg-weights", default=job.vgg_weights, help="torchvision VGG19 state dict, or 'random' (tests only)")
+    p.add_argument("--device", default=job.device, help="torch device for the optimisation, e.g. cuda")
+    p.add_argument("--seed", type=int, default=nst.seed)
+    p.add_argument("--out", required=True, help="output PNG (loss curves and report are written beside it)")
+    p.set_defaults(func=run_nst)
+
+
+def run_nst(args) -> int:
+    from offline.nst import NSTConfig
+    from offline.nst_job import NSTJob, run_job
+
+    nst = NSTConfig(task=args.task, content_weight=args.content_weight, style_weight=args.style_weight, lr=args.lr,
+                    iterations=args.iterations, init=args.init, seed=args.seed, progress=not args.quiet)
+    job = NSTJob(out=args.out, content=args.content, style=args.style, content_seg=args.content_seg,
+                 style_seg=args.style_seg, triptych=args.triptych, style_dir=args.style_dir, average=args.average,
+                 variant=args.variant, size=args.size, clear_background=args.clear_background,
+                 vgg_weights=args.vgg_weights, device=args.device, nst=nst)
+    r = run_job(job)
+    total, content, style = r["final_loss"] or (float("nan"),) * 3
+    print(f"usnst nst: {r['variant']} NST, {nst.iterations} iterations in {r['seconds']:.1f} s -> {r['output']} "
+          f"(final loss {total:.4g}: content {content:.4g}, style {style:.4g})")
+    print(f"  VGG19 weights: {r['vgg_weights']}")
+    if "metrics_vs_hq" in r:
+        m = r["metrics_vs_hq"]
+        print(f"  vs HQ: SSIM {m['ssim']:.3f} (input {m['identity_ssim']:.3f}), PSNR {m['psnr']:.2f} dB "
+              f"(input {m['identity_psnr']:.2f} dB)")
+    print(f"  loss curves: {Path(r['output']).with_suffix('.losses.csv')}, .losses.png; report: .json")
+    return 0
+
+
+# -- stylize --------------------------------------------------------------------------------------------
+def stylize_flags(p) -> None:
+    from offline.stylize import DICOM_FORMATS, LAYOUTS, StylizeJob
+
+    job = StylizeJob(inputs="", out="")
+    p.add_argument("inputs", help="folder (recursive) or glob pattern, e.g. 'data/**/*.png'")
+    p.add_argument("--out", required=True, help="output folder; input folder structure is kept")
+    flags.add_engine_flags(p)
+    p.add_argument("--layout", default=job.layout, choices=LAYOUTS,
+                   help="triptych: stylize LQ, score against HQ; clinical: crop the brightness bar first")
+    p.add_argument("--metrics", action="store_true", help="SSIM/PSNR against paired targets (triptych HQ or --targets)")
+    p.add_argument("--targets", default=job.targets, help="folder of targets with the inputs' relative paths")
+    p.add_argument("--shard", default="{}/{}".format(*job.shard), help="i/n: process every n-th input starting at i")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--dicom-format", default=job.dicom_format, choices=DICOM_FORMATS,
+                   help="DICOM inputs: PNG per frame, or a derived DICOM (new UIDs, same geometry and frame timing)")
+    p.set_defaults(func=run_stylize)
+
+
+def run_stylize(args) -> int:
+    from offline.stylize import StylizeJob, parse_shard, run_stylize as stylize
+
+    engine = flags.open_engine(args)
+    job = StylizeJob(inputs=args.inputs, out=args.out, layout=args.layout, targets=args.targets,
+                     metrics=args.metrics or bool(args.targets), shard=parse_shard(args.shard),
+                     overwrite=args.overwrite, progress=not args.quiet, dicom_format=args.dicom_format)
+    s = stylize(engine, job).summary()
+    print(f"usnst stylize: {s['inputs']} inputs in this shard: {s['written']} written, {s['skipped_existing']} already "
+          f"done, {s['failed']} failed -> {args.out}")
+    if "mean_ssim" in s:
+        print(f"  vs targets: SSIM {s['mean_ssim']:.3f} (input {s['mean_identity_ssim']:.3f}), "
+              f"PSNR {s['mean_psnr']:.2f} dB (input {s['mean_identity_psnr']:.2f} dB)")
+    for f in s["failures"]:
+        print(f"  failed: {f['input']}: {f['error']}")
+    return 1 if s["failed"] else 0
+
+
+# -- metrics --------------------------------------------------------------------------------------------
+def metrics_flags(p) -> None:
+    from offline.evaluate import TARGET_LAYOUTS, MetricsJob
+
+    job = MetricsJob(outputs="", targets="")
+    p.add_argument("outputs", help="folder (recursive) or glob of outputs; with --video a sequence (folder, video, "
+                                   "DICOM cine, .usrec recording)")
+    p.add_argument("--targets", default=None, help="folder of targets with the outputs' relative paths")
+    p.add_argument("--video", action="store_true", help="temporal stability (flicker) of a sequence against --input")
+    p.add_argument("--input", default=None, help="--video: the input sequence the outputs were stylized from")
+    p.add_argument("--targets-layout", default=job.targets_layout, choices=TARGET_LAYOUTS,
+                   help="triptych: the target is the HQ panel of the same-named triptych")
+    p.add_argument("--fid", action="store_true", help="also FID over patches (per image and whole set) and set KID")
+    p.add_argument("--nakagami", action="store_true", help="also the Nakagami m of outputs and targets (speckle)")
+    p.add_argument("--dynamic-range", type=float, default=job.dynamic_range_db,
+                   help="dB of log compression, to recover envelopes")
+    p.add_argument("--inception-weights", default=job.inception_weights,
+                   help="torchvision InceptionV3 state dict, or 'random' (tests)")
+    p.add_argument("--patch", type=int, default=job.patch, help="FID patch size (thesis: 299)")
+    p.add_argument("--csv", default=None, help="write per-image rows here")
+    p.add_argument("--json", default=None, help="write rows and summary here")
+    p.set_defaults(func=run_metrics)
+
+
+def run_metrics(args) -> int:
+    if args.video:
+        return _video_metrics(args)
+    if not args.targets:
+        raise ValueError("--targets is required (or --video with --input for temporal stability)")
+    from offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
+
+    result = evaluate(MetricsJob(args.outputs, args.targets, args.targets_layout, args.fid, args.inception_weights,
+                                 args.patch, args.nakagami, args.dynamic_range))
+    print(format_table(result))
+    write_outputs(result, args.csv, args.json)
+    return 0 if result["rows"] else 1
+
+
+def _video_metrics(args) -> int:
+    from offline.temporal import flicker
+    from usnst_io.media import read_sequence
+
+    if not args.input:
+        raise ValueError("--video needs --input: the input sequence the outputs were made from")
+    result = flicker(read_sequence(args.input).frames, read_sequence(args.outputs).frames)
+    static = result["static_output_change"]
+    print(f"temporal stability over {result['frames']} frames: input changes {result['input_change']:.3f} grey levels "
+          f"per frame, output {result['output_change']:.3f} (ratio {result['ratio']:.3f}; 1 = moves as the input, "
+          f"> 1 = flicker); on {result['static_pairs']} static input pairs the output changed "
+          + (f"{static:.3f}" if static is not None else "n/a"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+# -- clean ----------------------------------------------------------------------------------------------
+def clean_flags(p) -> None:
+    p.add_argument("inputs", help="folder (recursive) or glob of screenshots (PNG/JPEG or DICOM)")
+    p.add_argument("--out", required=True, help="folder for the cleaned PNGs and cleaning.json")
+    p.set_defaults(func=run_clean)
+
+
+def run_clean(args) -> int:
+    from offline.screenshot import clean_folder
+
+    s = clean_folder(args.inputs, args.out)
+    for row in s["rows"]:
+        print(f"{row['output']}: kept {100 * row['region_fraction']:.1f}% of the frame as image, "
+              f"{row['ui_pixels_removed']} UI pixels blanked, {row['overlay_pixels_inpainted']} overlay pixels inpainted, "
+              f"bars {', '.join(row['bars']) or 'none'}")
+    for f in s["failures"]:
+        print(f"not cleaned: {f['input']}: {f['error']}")
+    print(f"usnst clean: {s['images']} cleaned -> {args.out} (report: cleaning.json)")
+    return 0 if not s["failures"] else 1
+
+
+# name → (help line, function adding its flags); usnst.cli builds a command's flags only when it runs
+COMMANDS = {
+    "phantom": ("write synthetic LQ | HQ | segmentation triptych PNGs (thesis layout)", phantom_flags),
+    "nst": ("optimisation-based style transfer (Gatys) and the thesis variants", nst_flags),
+    "stylize": ("stylize a folder or glob of images with a trained network (resumable, shardable)", stylize_flags),
+    "metrics": ("SSIM, PSNR, FID/KID and Nakagami m of outputs against paired targets; flicker of a sequence "
+                "(--video)", metrics_flags),
+    "clean": ("clean scanner screenshots: keep the imaging region, remove bars, text, calipers", clean_flags),
+}

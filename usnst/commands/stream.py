@@ -1,0 +1,243 @@
+"""Live-stream subcommands: serve (the node), simulate, record, replay, demo, view, keys. Each parser sits beside
+the function that runs it; defaults come from the stream package's configs (NodeConfig, DemoConfig, ViewConfig)
+and endpoint constants."""
+from __future__ import annotations
+
+import json
+import time
+
+from usnst import flags
+from usnst_io import protocol
+from usnst_stream.demo import DemoConfig
+from usnst_stream.node import NodeConfig
+from usnst_stream.sockets import ENDPOINT_HELP, SIMULATOR_ENDPOINT, STYLIZED_ENDPOINT, TRANSPORTS, binding, connecting
+from usnst_stream.viewer import ViewConfig
+
+
+# -- serve ----------------------------------------------------------------------------------------------
+def serve_flags(p) -> None:
+    p.add_argument("--in", dest="input", default=NodeConfig.input, help="simulator endpoint; " + ENDPOINT_HELP)
+    p.add_argument("--out", dest="output", default=NodeConfig.output,
+                   help="output endpoint(s); " + ENDPOINT_HELP + "; igtl://127.0.0.1:18944 serves OpenIGTLink IMAGE messages")
+    flags.add_engine_flags(p)
+    limits = protocol.Limits()
+    p.add_argument("--max-width", type=int, default=limits.max_width, help="reject frames wider than this")
+    p.add_argument("--max-height", type=int, default=limits.max_height, help="reject frames taller than this")
+    p.add_argument("--input-topic", default=NodeConfig.input_topic.decode())
+    p.add_argument("--output-topic", default=NodeConfig.output_topic.decode())
+    p.add_argument("--stats-interval", type=float, default=NodeConfig.stats_interval,
+                   help="seconds between stats lines (0: none)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--json", action="store_true", help="print the final stats as JSON")
+    p.add_argument("--igtl-spacing", type=float, default=NodeConfig.igtl_spacing_mm,
+                   help="igtl:// outputs: pixel spacing in mm for frames whose meta has no spacing_mm")
+    flags.add_curve_flags(p)
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args) -> int:
+    from usnst_stream.node import Node
+
+    engine = flags.open_engine(args)
+    cfg = NodeConfig(input=args.input, output=args.output, limits=protocol.Limits(args.max_width, args.max_height),
+                     stats_interval=args.stats_interval, input_topic=args.input_topic.encode(),
+                     output_topic=args.output_topic.encode(), curve=flags.curve(args), igtl_spacing_mm=args.igtl_spacing)
+    node = Node(engine, cfg).start()
+    flags.on_signals(node.request_stop)
+    print(f"usnst serve: {engine.describe()['backend']} engine; subscribing {', '.join(node.endpoints['input'])}; "
+          f"publishing {', '.join(node.endpoints['output'])}. Ctrl-C stops.", flush=True)
+    final = node.run(args.duration)
+    print(f"usnst serve: stopped. {node.stats.summary_line()}", flush=True)
+    if args.json:
+        print(json.dumps(final))
+    return 0
+
+
+# -- simulate -------------------------------------------------------------------------------------------
+def simulate_flags(p) -> None:
+    from usnst_stream.sources import QUALITIES
+
+    p.add_argument("--out", dest="output", default=binding(SIMULATOR_ENDPOINT), help=ENDPOINT_HELP)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--size", type=flags.size, default=(256, 256), help="N or HxW (default 256)")
+    p.add_argument("--quality", default=QUALITIES[0], choices=QUALITIES, help="which rendering to publish")
+    p.add_argument("--dtype", default="uint8", choices=list(protocol.DTYPES))
+    p.add_argument("--frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--seed", type=int, default=0, help="scene seed")
+    flags.add_curve_flags(p)
+    p.set_defaults(func=run_simulate)
+
+
+def run_simulate(args) -> int:
+    from usnst_stream.publisher import open_publisher, publish
+    from usnst_stream.sources import limited, phantom_stream
+
+    stop = flags.stop_on_signals()
+    h, w = args.size
+    sock, bound = open_publisher(args.output, curve=flags.curve(args))
+    print(f"usnst simulate: publishing {args.quality.upper()} {h}x{w} {args.dtype} frames at {args.fps:g} fps on "
+          f"{', '.join(bound)}. Ctrl-C stops.", flush=True)
+    source = limited(phantom_stream(h, w, args.fps, args.quality, args.seed, args.dtype), args.frames, args.duration)
+    counts = publish(source, sock, stop)
+    sock.close()
+    print(f"usnst simulate: sent {counts['sent']} frames ({counts['late']} late).", flush=True)
+    return 0
+
+
+# -- record / replay ------------------------------------------------------------------------------------
+def record_flags(p) -> None:
+    p.add_argument("--in", dest="input", default=connecting(STYLIZED_ENDPOINT), help=ENDPOINT_HELP)
+    p.add_argument("--out", required=True, help="recording file (.usrec)")
+    p.add_argument("--topic", default="", help="topic prefix to record (default: all)")
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--duration", type=float, default=None)
+    flags.add_curve_flags(p)
+    p.set_defaults(func=run_record)
+
+
+def run_record(args) -> int:
+    from usnst_stream.recorder import record
+
+    stop = flags.stop_on_signals()
+    print(f"usnst record: recording {args.input} to {args.out}. Ctrl-C stops.", flush=True)
+    counts = record(args.input, args.out, stop, args.frames, args.duration, args.topic.encode(), curve=flags.curve(args))
+    print(f"usnst record: wrote {counts['written']} messages to {counts['path']}; {counts['missing_by_seq']} frames "
+          f"missing from the sequence numbers; {counts['invalid']} not valid frames.", flush=True)
+    return 0
+
+
+def replay_flags(p) -> None:
+    p.add_argument("source", help="recording file, image folder, video file or DICOM file")
+    p.add_argument("--out", dest="output", default=binding(SIMULATOR_ENDPOINT), help=ENDPOINT_HELP)
+    p.add_argument("--fps", type=float, default=None, help="fixed rate instead of the recorded timing")
+    p.add_argument("--speed", type=float, default=1.0, help="timing multiplier (2 = twice as fast)")
+    p.add_argument("--loop", type=int, default=1, help="play N times (0: for ever)")
+    p.add_argument("--frames", type=int, default=None, help="stop after N messages")
+    p.add_argument("--restamp", action="store_true", help="set capture_ns to the replay time")
+    p.add_argument("--settle", type=float, default=0.5, help="seconds to wait for subscribers before the first frame")
+    flags.add_curve_flags(p)
+    p.set_defaults(func=run_replay)
+
+
+def run_replay(args) -> int:
+    from usnst_stream.publisher import open_publisher, publish
+    from usnst_stream.sources import limited, looped, open_source
+
+    stop = flags.stop_on_signals()
+    make = lambda: open_source(args.source, args.fps, args.restamp)
+    make()  # fail now, with a clear message, if the source cannot be opened
+    times = None if args.loop == 0 else args.loop
+    source = limited(looped(make, times), args.frames)
+    sock, bound = open_publisher(args.output, curve=flags.curve(args))
+    print(f"usnst replay: publishing {args.source} on {', '.join(bound)}"
+          f"{' at ' + format(args.fps, 'g') + ' fps' if args.fps else ' at its recorded timing'}"
+          f"{' x' + format(args.speed, 'g') if args.speed != 1 else ''}. Ctrl-C stops.", flush=True)
+    time.sleep(args.settle)  # give subscribers a moment to connect before the first frame
+    counts = publish(source, sock, stop, args.speed)
+    sock.close()
+    print(f"usnst replay: sent {counts['sent']} messages ({counts['late']} late).", flush=True)
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------------------------
+def demo_flags(p) -> None:
+    from engines.registry import AUTO, available_backends
+
+    d = DemoConfig()
+    p.add_argument("--seconds", type=float, default=d.seconds, help="how long to stream")
+    p.add_argument("--fps", type=float, default=d.fps, help="simulator frame rate")
+    p.add_argument("--size", type=flags.size, default=(d.height, d.width), help="frame size N or HxW")
+    p.add_argument("--model", default=d.model, help="checkpoint path or embedded model name (default: the embedded one)")
+    p.add_argument("--backend", default=d.backend, choices=[*available_backends(), AUTO], help="inference backend")
+    p.add_argument("--transport", default=d.transport, choices=TRANSPORTS, help="loopback transport")
+    p.add_argument("--out", default=d.out, help="side-by-side picture to write")
+    p.add_argument("--seed", type=int, default=d.seed, help="scene and noise seed")
+    p.add_argument("--json", action="store_true", help="also print the full report as JSON")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args) -> int:
+    from usnst_stream.demo import run_demo as demo
+
+    h, w = args.size
+    cfg = DemoConfig(seconds=args.seconds, fps=args.fps, height=h, width=w, model=args.model, backend=args.backend,
+                     transport=args.transport, out=args.out, seed=args.seed)
+    print(f"usnst demo: simulator -> node -> consumer over {cfg.transport} on loopback, {h}x{w} frames at "
+          f"{cfg.fps:g} fps for {cfg.seconds:g} s ...", flush=True)
+    r = demo(cfg)
+    node, cons = r["node"], r["consumer"]
+    lat = node["latency_ms"]
+    e2e = cons["end_to_end_ms"]
+    print(f"  engine      {r['engine']['backend']} ({r['engine'].get('task') or 'model'}), noise {r['engine']['noise']}")
+    print(f"  simulator   sent {r['simulator']['sent']} frames at {cfg.fps:g} fps")
+    print(f"  node        stylized {node['published']} frames ({node['fps_out']:.1f} fps), dropped {node['dropped']} "
+          f"to stay current, lost {node['lost']}, rejected {node['rejected']}")
+    print(f"  latency     inference p50 {lat['infer']['p50']:.1f} ms, p99 {lat['infer']['p99']:.1f} ms; "
+          f"queued p50 {lat['wait']['p50']:.1f} ms")
+    print(f"  end to end  capture -> consumer p50 {e2e['p50']:.1f} ms, p99 {e2e['p99']:.1f} ms, max {e2e['max']:.1f} ms "
+          f"({cons['received']} frames received, {cons['fps']:.1f} fps)")
+    if "picture" in r:
+        print(f"  picture     {r['picture']} (input | stylized | high-quality reference)")
+    else:
+        print("  picture     none: no stylized frame reached the consumer")
+    if args.json:
+        print(json.dumps(r))
+    return 0 if cons["received"] > 0 else 1
+
+
+# -- view -----------------------------------------------------------------------------------------------
+def view_flags(p) -> None:
+    v = ViewConfig()
+    p.add_argument("--in", dest="input", default=v.input, help="the simulator's stream")
+    p.add_argument("--styled", default=v.styled, help="the node's output stream")
+    p.add_argument("--out", default=v.out, help="also write the side-by-side view to this video (.mp4 or .avi)")
+    p.add_argument("--no-window", action="store_true", help="no window (headless: needs --out)")
+    p.add_argument("--fps", type=float, default=v.fps, help="frame rate of the video file")
+    p.add_argument("--frames", type=int, default=v.frames, help="stop after this many stylized frames")
+    p.add_argument("--duration", type=float, default=v.duration, help="stop after this many seconds")
+    p.set_defaults(func=run_view)
+
+
+def run_view(args) -> int:
+    from usnst_stream.viewer import Viewer
+
+    cfg = ViewConfig(input=args.input, styled=args.styled, window=not args.no_window, out=args.out, fps=args.fps,
+                     frames=args.frames, duration=args.duration)
+    viewer = Viewer(cfg)
+    print(f"usnst view: {args.input} | {args.styled}" + (f" -> {args.out}" if args.out else "") + ". Ctrl-C stops.",
+          flush=True)
+    result = viewer.run(flags.stop_on_signals())
+    print(f"usnst view: showed {result['shown']} stylized frames ({result['unpaired']} without their input)"
+          + (f"; wrote {args.out}" if args.out and result["shown"] else ""), flush=True)
+    return 0
+
+
+# -- keys -----------------------------------------------------------------------------------------------
+def keys_flags(p) -> None:
+    p.add_argument("names", nargs="+", help="one key pair per name, e.g. simulator node viewer")
+    p.add_argument("--out", default="keys", help="folder for NAME.key and NAME.key_secret")
+    p.set_defaults(func=run_keys)
+
+
+def run_keys(args) -> int:
+    from usnst_stream.security import generate_keys
+
+    for name in args.names:
+        public, secret = generate_keys(args.out, name)
+        print(f"usnst keys: {name}: public {public} (share it), secret {secret} (keep it; mode 600)")
+    print("A side that binds lists its allowed clients' public keys in a folder (--curve-allow DIR); a side that "
+          "connects names the server's public key (--curve-server FILE); each uses its own --curve-secret.")
+    return 0
+
+
+# name → (help line, function adding its flags); usnst.cli builds a command's flags only when it runs
+COMMANDS = {
+    "serve": ("stylize a live frame stream (SUB -> engine -> PUB)", serve_flags),
+    "simulate": ("publish synthetic B-mode frames like an ultrasound simulator", simulate_flags),
+    "record": ("record a frame stream to a crash-safe file", record_flags),
+    "replay": ("publish a recording, a folder of images, a video or a DICOM cine", replay_flags),
+    "demo": ("simulator -> node -> consumer on loopback, with stats and a picture", demo_flags),
+    "view": ("watch input and stylized frames side by side (window and/or video file)", view_flags),
+    "keys": ("make CURVE key pairs for encrypted, authenticated streams", keys_flags),
+}

@@ -1,0 +1,106 @@
+"""`usnst train`: perceptual-loss training (thesis), supervised L1, or distillation into the CPU real-time net.
+Flags left unset take each trainer's own config defaults (trainer.perceptual.TrainConfig, trainer.supervised.
+SupervisedConfig, trainer.distill.DistillConfig) and the task table (offline.tasks)."""
+from __future__ import annotations
+
+import os
+
+from usnst import flags
+
+LOSSES = ("perceptual", "l1", "distill")
+
+
+def train_flags(p) -> None:
+    from offline.tasks import TASKS
+
+    p.add_argument("--data", required=True, help="folder of LQ | HQ | seg triptychs (usnst phantom writes them)")
+    p.add_argument("--loss", default=LOSSES[0], choices=LOSSES,
+                   help="distill: train the CPU real-time net to reproduce --teacher")
+    p.add_argument("--teacher", default=None, help="distill: teacher checkpoint (default: the embedded model)")
+    p.add_argument("--channels", type=int, default=None, help="distill: channels of the real-time net")
+    p.add_argument("--blocks", type=int, default=None, help="distill: separable blocks of the real-time net")
+    p.add_argument("--task", default=None, choices=list(TASKS), help="perceptual: which task")
+    p.add_argument("--style", default=None, help="perceptual: style image or folder (average style); default the HQ panels")
+    p.add_argument("--out-dir", default=None, help="perceptual: run folder (default runs/train)")
+    p.add_argument("--out", default=None, help="l1/distill: checkpoint file")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--crop", type=int, default=None, help="perceptual: centre crop (thesis 1000); l1/distill: random crop")
+    p.add_argument("--size", type=int, default=None, help="perceptual: resize the crop to this side (CPU runs)")
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-5 perceptual (thesis), 2e-3 l1/distill")
+    p.add_argument("--content-weight", type=float, default=None, help="default: the task's thesis weight")
+    p.add_argument("--style-weight", type=float, default=None, help="default: the task's thesis weight")
+    p.add_argument("--pixel-weight", type=float, default=None, help="perceptual: extra L1 to HQ (off in the thesis)")
+    p.add_argument("--ssim-weight", type=float, default=None, help="perceptual: extra 1-SSIM to HQ (off in the thesis)")
+    p.add_argument("--width", type=int, default=None, help="channels of the first conv (thesis: 32)")
+    p.add_argument("--n-residual", type=int, default=None)
+    p.add_argument("--no-noise", action="store_true", help="build the net without noise injection")
+    p.add_argument("--val-every", type=int, default=None)
+    p.add_argument("--ckpt-every", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last_state.pt")
+    p.add_argument("--vgg-weights", default=None)
+    p.add_argument("--inception-weights", default=None, help="hq2clinical validation FID")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=run_train)
+
+
+def _held_out_line(v: dict) -> str:
+    return (f"  held-out: SSIM {v['ssim']:.3f} (identity {v['identity_ssim']:.3f}), "
+            f"PSNR {v['psnr']:.2f} dB (identity {v['identity_psnr']:.2f} dB)")
+
+
+def run_train(args) -> int:
+    if args.loss == "distill":
+        from trainer.distill import DistillConfig, distill
+
+        cfg = DistillConfig(data=args.data, progress=not args.quiet, **flags.given(
+            args, ["teacher", "out", "steps", "batch", "crop", "lr", "channels", "blocks", "seed", "threads"]))
+        meta = distill(cfg)
+        v = meta["validation"]
+        print(f"usnst train: distilled {cfg.out} from {meta['teacher']} in {meta['train_seconds']:.0f} s; L1 to teacher "
+              f"{meta['first_l1']:.4f} -> {meta['final_l1']:.4f}")
+        if v:
+            print(f"  held-out SSIM vs HQ: student {v['student_ssim']:.3f}, teacher {v['teacher_ssim']:.3f}, "
+                  f"identity {v['identity_ssim']:.3f}")
+        return 0
+    if args.loss == "l1":
+        from trainer.supervised import SupervisedConfig, train
+
+        cfg = SupervisedConfig(data=args.data, progress=not args.quiet, noise=not args.no_noise, **flags.given(
+            args, ["out", "steps", "batch", "crop", "lr", "width", "n_residual", "seed", "threads"]))
+        meta = train(cfg)
+        print(f"usnst train: saved {cfg.out} after {meta['steps']} steps ({meta['train_seconds']:.0f} s); L1 "
+              f"{meta['first_l1']:.4f} -> {meta['final_l1']:.4f}")
+        if meta["validation"]:
+            print(_held_out_line(meta["validation"]))
+        return 0
+    from trainer.perceptual import TrainConfig, train
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(data=args.data, noise=not args.no_noise, amp=not args.no_amp, deterministic=args.deterministic,
+                      resume=args.resume, progress=not args.quiet,
+                      **flags.given(args, ["out_dir", "task", "style", "steps", "batch", "crop", "size", "lr",
+                                           "content_weight", "style_weight", "pixel_weight", "ssim_weight", "width",
+                                           "n_residual", "val_every", "ckpt_every", "vgg_weights", "inception_weights",
+                                           "seed", "device"]))
+    r = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 reports for all
+    print(f"usnst train: {cfg.task}, {r['steps']} steps, loss {r['first_loss']:.4g} -> {r['last_loss']:.4g}, "
+          f"{r['images_per_s']:.2f} images/s; checkpoints in {r['out_dir']} (best.pt, final.pt, last_state.pt)")
+    v = r.get("validation") or {}
+    if "ssim" in v:
+        print(_held_out_line(v))
+    elif "fid" in v:
+        print(f"  held-out: FID to the style set {v['fid']:.2f}")
+    return 0
+
+
+COMMANDS = {"train": ("train a transform net: perceptual loss (thesis), supervised L1, or distillation", train_flags)}

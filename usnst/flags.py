@@ -1,0 +1,97 @@
+"""Flags several subcommands share, and the small helpers every command uses. Defaults and choices are read from
+the config dataclasses and registries that own them (EngineOptions, the backend registry, the sockets module), so
+the command line never states a second value for the same fact."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+log = logging.getLogger("usnst")
+
+
+def size(text: str) -> tuple[int, int]:
+    """'256' → (256, 256); '256x352' → height 256, width 352."""
+    try:
+        if "x" in text.lower():
+            h, w = (int(v) for v in text.lower().split("x"))
+        else:
+            h = w = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}") from None
+    if h < 8 or w < 8:
+        raise argparse.ArgumentTypeError("size must be at least 8x8")
+    return h, w
+
+
+def on_signals(action) -> None:
+    """SIGINT/SIGTERM call ``action`` so long-running commands finish cleanly and print their summary."""
+
+    def handler(signum, _frame):
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        action()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    on_signals(stop.set)
+    return stop
+
+
+def given(args, names) -> dict:
+    """The flags the user actually gave (not None), so a config dataclass's own defaults apply to the rest."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    from engines.base import NOISE_MODES, PRECISIONS, EngineOptions
+    from engines.checkpoint import DEFAULT_MODEL
+    from engines.registry import AUTO, DEFAULT_BACKEND, available_backends
+
+    p.add_argument("--model", default=None, help=f"checkpoint path or embedded model name (default: {DEFAULT_MODEL})")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=[*available_backends(), AUTO],
+                   help=f"inference backend ({AUTO}: the fastest measured here; default {DEFAULT_BACKEND})")
+    p.add_argument("--engine", default=None, help="prebuilt engine artifact (usnst engine build); checked against --model")
+    p.add_argument("--noise", default=EngineOptions.noise, choices=NOISE_MODES,
+                   help="noise injection: fixed per stream (a still scene stays still), fresh every frame, or off "
+                        f"(default {EngineOptions.noise})")
+    p.add_argument("--seed", type=int, default=EngineOptions.seed, help="seed of the injected noise (reproducible outputs)")
+    p.add_argument("--threads", type=int, default=EngineOptions.threads, help="CPU threads for inference (default: the runtime's)")
+    p.add_argument("--device", default=EngineOptions.device, help="cpu or cuda[:N] (tensorrt always runs on cuda)")
+    p.add_argument("--precision", default=EngineOptions.precision, choices=PRECISIONS,
+                   help="fp16 on GPU only; norms stay fp32")
+
+
+def engine_options(args):
+    from engines.base import EngineOptions
+
+    return EngineOptions(noise=args.noise, seed=args.seed, threads=args.threads, device=args.device,
+                         precision=args.precision)
+
+
+def open_engine(args):
+    """The engine the engine flags describe."""
+    from engines.registry import load_engine
+
+    return load_engine(args.model, args.backend, engine_options(args), args.engine)
+
+
+def add_curve_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("CURVE encryption and authentication (keys from `usnst keys`)")
+    g.add_argument("--curve-secret", default=None, help="this side's NAME.key_secret; turns CURVE on")
+    g.add_argument("--curve-allow", default=None, help="where this side binds: folder of allowed clients' NAME.key")
+    g.add_argument("--curve-server", default=None, help="where this side connects: the server's NAME.key")
+
+
+def curve(args):
+    from usnst_stream.security import CurveConfig
+
+    if not args.curve_secret:
+        if args.curve_allow or args.curve_server:
+            raise ValueError("--curve-allow/--curve-server need --curve-secret (this side's NAME.key_secret)")
+        return None
+    return CurveConfig(args.curve_secret, args.curve_allow, args.curve_server)

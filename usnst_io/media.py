@@ -1,0 +1,313 @@
+"""Reading and writing media: the one place that knows file suffixes, lists inputs, reads any frame sequence
+(image folders, videos, DICOM stills and cines, ``.usrec`` recordings) as grayscale frames with timestamps, and
+writes PNGs, videos and any file atomically.
+
+Every command reads and writes through here, so a new format or a fix to timestamps reaches all of them at once.
+Frames are grayscale uint8 (H, W) unless said otherwise; a writer never leaves a half-written file where a good one
+was (temp file in the same folder, then rename).
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+RECORDING_SUFFIXES = (".usrec",)
+log = logging.getLogger(__name__)
+TEMP_MARK = ".tmp"  # in the names of files being written; listings skip them
+
+
+# -- writing -----------------------------------------------------------------------------------------------
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; on success it replaces ``path`` in one rename, on error
+    it is removed. The temp name holds this process's id (``.NAME.tmpPID<suffix>``), so a run can tell a killed
+    run's leftovers from a live one's (``remove_stale_temp_files``); ``suffix`` defaults to the file's own, for
+    writers that pick a format by suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}{path.suffix if suffix is None else suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> int:
+    """Temp files left by a killed run (its PID is in the name) are removed; a live process's are left alone."""
+    removed = 0
+    for tmp in Path(folder).rglob(f".*{TEMP_MARK}*"):
+        try:
+            pid = int(tmp.name.rsplit(TEMP_MARK, 1)[1].split(".")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        except (ValueError, PermissionError):
+            pass
+    return removed
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] → uint8 0–255 (rounded, clipped); uint8 passes through."""
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.rint(np.asarray(image, np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 0–255 → float32 in [0, 1]; float images pass through as float32."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255.0)
+    return np.asarray(image, np.float32)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """An image (uint8, or float in [0, 1]) as a PNG, atomically."""
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), to_uint8(image)):
+            raise OSError(f"could not write {path}")
+    return Path(path)
+
+
+def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float = 30.0) -> Path:
+    """uint8 grayscale or BGR frames to an MP4 (mp4v) or AVI (MJPG) file people can play, atomically."""
+    path = Path(path)
+    if not frames:
+        raise ValueError(f"no frames to write to {path}")
+    h, w = frames[0].shape[:2]
+    with atomic_path(path) as tmp:
+        writer = open_video_writer(tmp, fps, (w, h))
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame)
+        writer.release()
+    return path
+
+
+def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    """An OpenCV writer for BGR frames of ``size`` (width, height): mp4v for .mp4, MJPG otherwise."""
+    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if str(path).lower().endswith(".mp4") else "MJPG"))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, size)
+    if not writer.isOpened():
+        raise OSError(f"cannot write video {path}")
+    return writer
+
+
+def frame_png_paths(out_base: Path, frames: int) -> list[Path]:
+    """Where the frames of one input go as PNGs: ``name.png`` for a still, ``name_0000.png``… for a sequence."""
+    if frames == 1:
+        return [out_base.with_suffix(".png")]
+    return [out_base.with_name(f"{out_base.stem}_{i:04d}.png") for i in range(frames)]
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """One image file as grayscale uint8."""
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise OSError(f"cannot read image {path}")
+    return img
+
+
+def read_color(path: str | os.PathLike) -> np.ndarray:
+    """One image file as RGB uint8 (screenshots keep their colour overlays)."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f"cannot read image {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and TEMP_MARK not in path.name
+
+
+def is_still_or_dicom(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES and TEMP_MARK not in path.name
+
+
+def image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """The image files of a folder in name order (recursively by default); an error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    paths = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if is_image(p))
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return paths
+
+
+def list_inputs(spec: str | os.PathLike, accept=is_still_or_dicom) -> tuple[Path, list[Path]]:
+    """(base folder, sorted input paths): a folder is searched recursively; anything else is a glob pattern (or one
+    file) whose base is the part before its first wildcard. Outputs keep each input's path relative to the base."""
+    spec = str(spec)
+    p = Path(spec)
+    if p.is_dir():
+        base, paths = p, [q for q in p.rglob("*") if q.is_file()]
+    else:
+        parts = p.parts
+        fixed = list(parts[: next((i for i, x in enumerate(parts) if any(c in x for c in "*?[")), len(parts))])
+        base = Path(*fixed) if fixed else Path(".")
+        if base == p:  # a single file
+            base = p.parent
+        paths = [Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file()]
+    paths = sorted(q for q in paths if accept(q))
+    if not paths:
+        raise FileNotFoundError(f"no images found for {spec!r}")
+    return base, paths
+
+
+def read_stills(path: str | os.PathLike) -> list[np.ndarray]:
+    """Grayscale images from an image file, a DICOM file or a folder of either (searched recursively); every frame
+    of a DICOM cine counts as one image (style sets, screenshot sets)."""
+    path = Path(path)
+    if path.is_dir():
+        paths = sorted(p for p in path.rglob("*") if is_still_or_dicom(p))
+        if not paths:
+            raise FileNotFoundError(f"no images or DICOM files in {path}")
+    elif path.is_file():
+        paths = [path]
+    else:
+        raise FileNotFoundError(f"no such image or folder: {path}")
+    from usnst_io.dicom import read_dicom
+
+    images = []
+    for p in paths:
+        images += read_dicom(p).frames if p.suffix.lower() in DICOM_SUFFIXES else [read_gray(p)]
+    return images
+
+
+@dataclass
+class Sequence:
+    """Frames of one sequence with their times in seconds from the first frame, and what the file said about it."""
+
+    frames: list[np.ndarray]
+    times: list[float]
+    fps: float | None = None  # the rate the source declares, if any
+    meta: dict = field(default_factory=dict)  # e.g. spacing_mm, DICOM photometric interpretation
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def sequence_kind(path: str | os.PathLike) -> str:
+    """'images' (a folder), 'video', 'dicom' or 'recording' — how ``read_sequence`` will read ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        return "images"
+    if not path.exists():
+        raise FileNotFoundError(f"no such sequence: {path}")
+    from usnst_io.dicom import is_dicom
+    from usnst_io.recording import is_recording
+
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in RECORDING_SUFFIXES:
+        return "recording"
+    if suffix in DICOM_SUFFIXES or is_dicom(path):
+        return "dicom"
+    if is_recording(path):
+        return "recording"
+    raise ValueError(f"{path}: not a folder of images, a video ({', '.join(VIDEO_SUFFIXES)}), a DICOM file or a "
+                     f"usnst recording ({', '.join(RECORDING_SUFFIXES)})")
+
+
+def iter_sequence(path: str | os.PathLike, fps: float | None = None) -> Iterator[tuple[float, np.ndarray, dict]]:
+    """``(t, frame, meta)`` for each frame of a sequence, lazily: ``t`` in seconds from the first frame, by the
+    source's own timing (video and DICOM frame rate, a recording's receive times; image folders have none and go
+    at 30 frames/s) unless ``fps`` is given. Frames are grayscale uint8 except a recording's, which keep their wire
+    dtype and channels. Unreadable files in a folder are skipped; a folder with none readable is an error."""
+    path = Path(path)
+    kind = sequence_kind(path)
+    if kind == "images":
+        rate, index = fps or 30.0, 0
+        for p in image_files(path, recursive=False):
+            img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                log.warning("skipping unreadable image %s", p)
+                continue
+            yield index / rate, img, {"source": p.name}
+            index += 1
+        if index == 0:
+            raise ValueError(f"{path}: no readable images")
+    elif kind == "video":
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            raise FileNotFoundError(f"cannot open video {path}")
+        rate = fps or cap.get(cv2.CAP_PROP_FPS) or 30.0
+        try:
+            index = 0
+            while True:
+                ok, img = cap.read()
+                if not ok:
+                    break
+                yield index / rate, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img, \
+                    {"source": path.name, "frame_index": index}
+                index += 1
+        finally:
+            cap.release()
+        if index == 0:
+            raise ValueError(f"{path}: no frames could be decoded")
+    elif kind == "dicom":
+        from usnst_io.dicom import read_dicom
+
+        series = read_dicom(path)
+        rate = fps or series.fps or 1.0  # a still has no rate: one frame a second
+        meta = {"source": path.name, "dicom_photometric": series.photometric}
+        spacing = series.dataset.get("PixelSpacing")
+        if spacing:
+            meta["spacing_mm"] = [float(spacing[0]), float(spacing[1])]
+        for index, img in enumerate(series.frames):
+            yield index / rate, img, {**meta, "frame_index": index}
+    else:
+        from usnst_io import protocol
+        from usnst_io.recording import RecordingReader
+
+        first, index = None, 0
+        for msg in RecordingReader(path):
+            frame = protocol.decode(msg.parts, check_finite=False)
+            if isinstance(frame, protocol.Rejected):
+                continue
+            first = msg.recv_ns if first is None else first
+            t = index / fps if fps else (msg.recv_ns - first) / 1e9
+            yield t, frame.pixels, {**frame.meta, "seq": frame.seq, "capture_ns": frame.capture_ns}
+            index += 1
+
+
+def read_sequence(path: str | os.PathLike, fps: float | None = None) -> Sequence:
+    """A whole sequence in memory (see ``iter_sequence``); recording frames are converted to grayscale uint8."""
+    frames, times, meta = [], [], {}
+    for t, img, m in iter_sequence(path, fps):
+        frames.append(gray_uint8(img))
+        times.append(t)
+        meta = meta or m
+    if not frames:
+        raise ValueError(f"{path}: no frames")
+    declared = fps
+    if declared is None and len(times) > 1 and times[-1] > 0:
+        declared = (len(times) - 1) / times[-1]
+    return Sequence(frames, times, declared, meta)
+
+
+def gray_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Any wire frame (uint8/uint16/float32 in [0, 1], 1 or 3 channels) → grayscale uint8 for offline tools and
+    display: uint16 keeps its high byte, float is scaled from [0, 1], colour becomes its channel mean."""
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    elif pixels.dtype != np.uint8:
+        pixels = to_uint8(np.clip(pixels, 0.0, 1.0))
+    if pixels.ndim == 3:
+        pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else np.rint(pixels.mean(axis=2)).astype(np.uint8)
+    return pixels
