@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.base import BackendUnavailable, Engine, EngineMismatch, EngineOptions, NoisePlanes, check_frame
+from engines.base import (
+    BackendUnavailable,
+    Engine,
+    EngineMismatch,
+    EngineOptions,
+    NoisePlanes,
+    check_frame,
+)
 from engines.checkpoint import code_version, file_sha256, load_checkpoint
 from engines.geometry import BodyModule, FrameGeometry, FrameNet
 from usnst_io.media import atomic_path

@@ -14,6 +14,7 @@ import numpy as np
 
 from usnst_io.media import image_files, read_gray
 
+
 @dataclass
 class Triptych:
     name: str

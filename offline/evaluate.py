@@ -12,9 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from offline.datasets import split_triptych
-from offline.metrics import fid, inception_features, kid, mean_scores, nakagami, patches, score_pair
+from offline.metrics import (
+    fid,
+    inception_features,
+    kid,
+    mean_scores,
+    nakagami,
+    patches,
+    score_pair,
+)
 from usnst_io.media import list_inputs, read_gray
-
 
 TARGET_LAYOUTS = ("plain", "triptych")
 

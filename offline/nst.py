@@ -21,7 +21,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from offline.losses import CONTENT_LAYER, STYLE_LAYERS, StyleTarget, content_loss, gram, masked_gram, style_loss
+from offline.losses import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    StyleTarget,
+    content_loss,
+    gram,
+    masked_gram,
+    style_loss,
+)
 from offline.masks import label_masks, masks_for_layers, object_mask
 from offline.tasks import DEFAULT_TASK, task
 

@@ -132,7 +132,13 @@ def clean_folder(inputs: str, out: str) -> dict:
     from pathlib import Path
 
     from usnst_io.dicom import read_dicom
-    from usnst_io.media import DICOM_SUFFIXES, frame_png_paths, list_inputs, read_color, write_png
+    from usnst_io.media import (
+        DICOM_SUFFIXES,
+        frame_png_paths,
+        list_inputs,
+        read_color,
+        write_png,
+    )
 
     base, paths = list_inputs(inputs)
     rows, failures = [], []

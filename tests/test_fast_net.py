@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from engines.base import EngineOptions
-from engines.registry import load_engine
 from engines.checkpoint import load_checkpoint, save_checkpoint
 from engines.fast_net import FastNet, FastNetConfig, conv_gflops
 from engines.onnx_backend import OnnxRuntimeEngine, export_onnx
+from engines.registry import load_engine
 from engines.transformer_net import NetConfig, TransformerNet
 from trainer.distill import DistillConfig, distill
 from usnst_stream.phantom import write_phantoms

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from usnst_io import protocol
-from usnst_stream.node import Node, NodeConfig
 from usnst_io.recording import RecordingReader
+from usnst_stream.node import Node, NodeConfig
 from usnst_stream.recorder import record
 
 TOPIC = protocol.INPUT_TOPIC

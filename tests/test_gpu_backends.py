@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_net
 
 from engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
-from engines.registry import load_engine
 from engines.checkpoint import save_checkpoint
+from engines.registry import load_engine
 from engines.tensorrt_backend import (
     Fp32InstanceNorm,
     ShapeRange,

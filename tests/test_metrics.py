@@ -5,7 +5,15 @@ import torch
 from skimage.metrics import structural_similarity
 
 from offline.inception import load_inception
-from offline.metrics import fid, frechet_distance, gaussian_stats, inception_features, patches, psnr, ssim
+from offline.metrics import (
+    fid,
+    frechet_distance,
+    gaussian_stats,
+    inception_features,
+    patches,
+    psnr,
+    ssim,
+)
 from offline.weights import WeightsNotFound
 
 

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from offline.losses import gram, masked_gram
-from offline.masks import fake_pool, foreground_mask, label_masks, masks_for_layers, object_mask
+from offline.masks import (
+    fake_pool,
+    foreground_mask,
+    label_masks,
+    masks_for_layers,
+    object_mask,
+)
 from offline.nst import (
     OBJECT,
     NSTConfig,

@@ -5,9 +5,14 @@ import torch
 from conftest import tiny_net
 
 from engines.base import EngineOptions
-from engines.registry import load_engine
 from engines.checkpoint import file_sha256, load_checkpoint, save_checkpoint
-from engines.onnx_backend import EngineMismatch, OnnxRuntimeEngine, artifact_checkpoint_sha, export_onnx
+from engines.onnx_backend import (
+    EngineMismatch,
+    OnnxRuntimeEngine,
+    artifact_checkpoint_sha,
+    export_onnx,
+)
+from engines.registry import load_engine
 
 TOLERANCE = 1e-4  # max abs difference in [0, 1] output units
 

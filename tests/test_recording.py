@@ -8,8 +8,8 @@ import zmq
 from conftest import gray_frame
 
 from usnst_io import protocol
-from usnst_stream.publisher import open_publisher, publish
 from usnst_io.recording import RecordingError, RecordingReader, RecordingWriter
+from usnst_stream.publisher import open_publisher, publish
 from usnst_stream.recorder import record
 from usnst_stream.sources import limited, looped, open_source, phantom_stream
 

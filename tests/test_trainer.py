@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines.registry import load_engine
 from engines.checkpoint import load_checkpoint
+from engines.registry import load_engine
 from offline.losses import STYLE_LAYERS, gram
 from offline.nst import average_style_target, to_tensor
 from offline.vgg import load_vgg19

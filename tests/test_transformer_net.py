@@ -5,8 +5,13 @@ import torch
 from conftest import TINY, tiny_net
 
 from engines.base import BackendUnavailable, EngineOptions
+from engines.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from engines.registry import load_engine
-from engines.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from engines.transformer_net import NetConfig, TransformerNet
 
 

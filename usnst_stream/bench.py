@@ -20,9 +20,9 @@ import zmq
 
 from engines.base import Engine
 from usnst_io import protocol
+from usnst_io.media import to_uint8, write_png
 from usnst_stream.demo import Consumer
 from usnst_stream.node import Node, NodeConfig
-from usnst_io.media import to_uint8, write_png
 from usnst_stream.phantom import PhantomRenderer
 from usnst_stream.publisher import open_publisher
 from usnst_stream.sockets import loopback_endpoints

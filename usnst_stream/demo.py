@@ -10,7 +10,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -25,7 +25,13 @@ from usnst_io import protocol
 from usnst_stream import frames
 from usnst_stream.igtl_sink import IgtlSink, is_igtl
 from usnst_stream.security import CurveConfig
-from usnst_stream.sockets import SIMULATOR_ENDPOINT, STYLIZED_ENDPOINT, attach, binding, connecting
+from usnst_stream.sockets import (
+    SIMULATOR_ENDPOINT,
+    STYLIZED_ENDPOINT,
+    attach,
+    binding,
+    connecting,
+)
 from usnst_stream.stats import StreamStats
 
 log = logging.getLogger(__name__)

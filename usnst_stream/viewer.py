@@ -19,7 +19,12 @@ import zmq
 
 from usnst_io import protocol
 from usnst_io.media import gray_uint8, open_video_writer
-from usnst_stream.sockets import SIMULATOR_ENDPOINT, STYLIZED_ENDPOINT, attach, binding, connecting
+from usnst_stream.sockets import (
+    SIMULATOR_ENDPOINT,
+    STYLIZED_ENDPOINT,
+    attach,
+    connecting,
+)
 
 log = logging.getLogger(__name__)
 

@@ -106,7 +106,8 @@ def stylize_flags(p) -> None:
 
 
 def run_stylize(args) -> int:
-    from offline.stylize import StylizeJob, parse_shard, run_stylize as stylize
+    from offline.stylize import StylizeJob, parse_shard
+    from offline.stylize import run_stylize as stylize
 
     engine = flags.open_engine(args)
     job = StylizeJob(inputs=args.inputs, out=args.out, layout=args.layout, targets=args.targets,

@@ -10,7 +10,14 @@ from usnst import flags
 from usnst_io import protocol
 from usnst_stream.demo import DemoConfig
 from usnst_stream.node import NodeConfig
-from usnst_stream.sockets import ENDPOINT_HELP, SIMULATOR_ENDPOINT, STYLIZED_ENDPOINT, TRANSPORTS, binding, connecting
+from usnst_stream.sockets import (
+    ENDPOINT_HELP,
+    SIMULATOR_ENDPOINT,
+    STYLIZED_ENDPOINT,
+    TRANSPORTS,
+    binding,
+    connecting,
+)
 from usnst_stream.viewer import ViewConfig
 
 

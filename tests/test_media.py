@@ -1,0 +1,91 @@
+"""usnst_io.media: one reader for every sequence kind (with timestamps), inputs listed once, atomic writes."""
+import cv2
+import numpy as np
+import pytest
+
+from usnst_io import media, protocol
+from usnst_io.recording import RecordingWriter
+
+
+def _frames(n=4, h=24, w=32):
+    return [np.full((h, w), 30 * i + 10, np.uint8) for i in range(n)]
+
+
+def test_an_atomic_write_replaces_whole_or_leaves_the_old_file(tmp_path):
+    target = tmp_path / "sub" / "a.png"
+    media.write_png(target, np.full((8, 9), 100, np.uint8))
+    assert media.read_gray(target).max() == 100
+    with pytest.raises(RuntimeError):
+        with media.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("killed mid-write")
+    assert media.read_gray(target).max() == 100  # the good file is still there
+    assert [p.name for p in target.parent.iterdir()] == ["a.png"]  # and no temp file is left
+
+
+def test_stale_temp_files_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
+    import os
+
+    dead, live = tmp_path / ".x.png.tmp999999999.png", tmp_path / f".y.png.tmp{os.getpid()}.png"
+    dead.write_bytes(b"x")
+    live.write_bytes(b"y")
+    assert media.remove_stale_temp_files(tmp_path) == 1
+    assert not dead.exists() and live.exists()
+
+
+def test_image_folders_videos_dicom_and_recordings_read_as_timed_frames(tmp_path):
+    folder = tmp_path / "frames"
+    for i, f in enumerate(_frames()):
+        media.write_png(folder / f"f{i}.png", f)
+    seq = media.read_sequence(folder, fps=10)
+    assert len(seq) == 4 and seq.times == pytest.approx([0, 0.1, 0.2, 0.3]) and seq.frames[2].max() == 70
+
+    video = media.write_video(_frames(), tmp_path / "v.avi", fps=12)
+    seq = media.read_sequence(video)
+    assert len(seq) == 4 and seq.times[1] == pytest.approx(1 / 12) and abs(int(seq.frames[3].mean()) - 100) <= 3
+
+    rec = tmp_path / "run.usrec"
+    with RecordingWriter(rec) as writer:
+        for i, f in enumerate(_frames()):
+            pixels = (f.astype(np.uint16) * 257)[:, :, None]  # uint16 on the wire
+            writer.write(1_000_000_000 + i * 50_000_000, protocol.encode(protocol.Frame(i, 0, pixels, {"k": i})))
+    assert media.sequence_kind(rec) == "recording"
+    seq = media.read_sequence(rec)
+    assert seq.times == pytest.approx([0, 0.05, 0.1, 0.15])  # the recorded receive times
+    assert seq.frames[1].dtype == np.uint8 and seq.frames[1].max() == 40 and seq.fps == pytest.approx(20)
+
+    with pytest.raises(FileNotFoundError):
+        media.read_sequence(tmp_path / "missing.mp4")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not a folder of images"):
+        media.read_sequence(tmp_path / "notes.txt")
+
+
+def test_a_dicom_cine_reads_at_its_recorded_rate():
+    from pydicom import examples
+
+    seq = media.read_sequence(examples.get_path("ybr_color"))  # pydicom's 30-frame ultrasound cine at 30 frames/s
+    assert len(seq) == 30 and seq.frames[0].dtype == np.uint8 and seq.frames[0].ndim == 2
+    assert seq.times[1] == pytest.approx(1 / 30, rel=1e-3) and seq.meta["dicom_photometric"] == "YBR_FULL_422"
+
+
+def test_inputs_are_listed_once_by_folder_glob_or_file_without_temp_files(tmp_path):
+    for rel in ("a/1.png", "a/b/2.jpg", "c.dcm", "skip.txt", "a/.3.png.tmp1.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / rel), np.zeros((4, 4), np.uint8)) if rel.endswith((".png", ".jpg")) else \
+            (tmp_path / rel).write_bytes(b"x")
+    base, paths = media.list_inputs(tmp_path)
+    assert base == tmp_path and [p.relative_to(base).as_posix() for p in paths] == ["a/1.png", "a/b/2.jpg", "c.dcm"]
+    base, paths = media.list_inputs(f"{tmp_path}/a/**/*.jpg")
+    assert base == tmp_path / "a" and [p.name for p in paths] == ["2.jpg"]
+    with pytest.raises(FileNotFoundError, match="no images"):
+        media.list_inputs(f"{tmp_path}/*.gif")
+
+
+def test_wire_frames_become_grayscale_uint8():
+    assert media.gray_uint8(np.full((2, 2, 1), 51200, np.uint16)).max() == 200
+    assert media.gray_uint8(np.full((2, 2), 0.5, np.float32)).max() == 128
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[..., 0] = 90
+    assert media.gray_uint8(rgb).max() == 30
+    assert media.to_uint8(np.array([-0.1, 0.5, 1.2])).tolist() == [0, 128, 255]
