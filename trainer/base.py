@@ -73,6 +73,16 @@ def cosine_schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_sc
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
 
 
+def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, sched=None) -> float:
+    """One optimiser step on ``loss`` (and the schedule's, if any); returns the loss value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return loss.item()
+
+
 def uint8_runner(net, generator: torch.Generator | None = None, zero_noise: bool = False,
                  device: str | torch.device = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     """uint8 frame → uint8 frame through ``net`` in eval mode: noise from ``generator`` (or zeros)."""

@@ -22,6 +22,7 @@ from trainer.base import (
     command_line,
     cosine_schedule,
     held_out_scores,
+    optimise,
     random_crops,
     split_held_out,
     uint8_runner,
@@ -65,12 +66,7 @@ def distill(cfg: DistillConfig) -> dict:
         x, _ = random_crops(train_pairs, cfg.batch, cfg.crop, rng)
         with torch.no_grad():
             target = _run(teacher, x)
-        loss = pixel_loss(student(x), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(optimise(opt, pixel_loss(student(x), target), sched))
         bar.set_postfix(l1=f"{np.mean(losses[-20:]):.4f}")
     student.eval()
     scores = evaluate(student, teacher, val) if val else {}

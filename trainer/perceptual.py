@@ -42,7 +42,13 @@ from offline.metrics import mean_scores, score_pair
 from offline.nst import average_style_target, to_tensor
 from offline.tasks import DEFAULT_TASK, task
 from offline.vgg import load_vgg19
-from trainer.base import command_line, save_state, split_held_out, step_generators
+from trainer.base import (
+    command_line,
+    optimise,
+    save_state,
+    split_held_out,
+    step_generators,
+)
 from usnst_io.media import read_stills, to_uint8
 
 log = logging.getLogger(__name__)
@@ -266,9 +272,7 @@ def train(cfg: TrainConfig) -> dict:
         noise = [n.to(device) for n in model.make_noise(x.cpu(), gen)] if cfg.noise else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda and cfg.amp):
             terms = losses(net, vgg, x, y, noise, style, cfg)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt.step()
+        optimise(opt, terms["total"])
         step += 1
         images += cfg.batch * world
         values = {("ssim_term" if k == "ssim" else k): float(v.detach()) for k, v in terms.items()}

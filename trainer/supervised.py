@@ -22,6 +22,7 @@ from trainer.base import (
     command_line,
     cosine_schedule,
     held_out_scores,
+    optimise,
     random_crops,
     split_held_out,
     uint8_runner,
@@ -63,12 +64,7 @@ def train(cfg: SupervisedConfig) -> dict:
     for _ in bar:
         model.train()
         x, y = random_crops(train_pairs, cfg.batch, cfg.crop, rng)
-        loss = pixel_loss(model(x, model.make_noise(x, gen)), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(optimise(opt, pixel_loss(model(x, model.make_noise(x, gen)), y), sched))
         bar.set_postfix(l1=f"{np.mean(losses[-20:]):.4f}")
     seconds = time.monotonic() - t0
     scores = evaluate(model, val, cfg.seed) if val else {}
