@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from usnst_io.media import to_float
+
 
 def psnr(output: np.ndarray, target: np.ndarray) -> float:
     """PSNR = 20·log10(max(I) / √MSE) with the peak taken from the *target* image (thesis definition),
@@ -81,7 +83,7 @@ def inception_features(model, images: list[np.ndarray], batch: int = 16) -> np.n
     out = []
     with torch.inference_mode():
         for k in range(0, len(images), batch):
-            chunk = [torch.from_numpy(np.asarray(im, np.float32) / (255.0 if im.dtype == np.uint8 else 1.0))[None]
+            chunk = [torch.from_numpy(to_float(im))[None]
                      for im in images[k:k + batch]]
             sizes = {c.shape for c in chunk}
             if len(sizes) == 1:
@@ -134,20 +136,25 @@ def kid(features_a: np.ndarray, features_b: np.ndarray, subsets: int = 20, subse
     return float(np.mean(values)), float(np.std(values))
 
 
-def nakagami(image: np.ndarray, dynamic_range_db: float = 50.0, window: int = 16, min_level: int = 10) -> dict:
+def nakagami(image: np.ndarray, dynamic_range_db: float = 50.0, window: int = 16, min_level: int = 10,
+             mask: np.ndarray | None = None) -> dict:
     """Nakagami shape m and scale Ω of the speckle envelope, by moments over tissue windows.
 
     B-mode images are log-compressed envelopes, so the envelope is recovered first: R = 10^(I/255 · DR/20) for a
     display dynamic range DR (dB; the phantom uses 45–55). m = E[R²]² / Var(R²) (m = 1: fully developed speckle,
     Rayleigh; m < 1: pre-Rayleigh, sparse strong scatterers; m > 1: more regular structure), Ω = E[R²], computed
     per window×window block whose pixels are all at least ``min_level`` (inside the imaging sector, not shadow)
-    and reported as the median over blocks, with the number of blocks used."""
+    and reported as the median over blocks, with the number of blocks used. With ``mask`` (e.g. tissue from a label
+    map, offline.realism.tissue_mask) the blocks are those wholly inside it instead."""
     img = np.asarray(image, np.float64)
     envelope = 10.0 ** (img / 255.0 * dynamic_range_db / 20.0)
     h, w = (img.shape[0] // window) * window, (img.shape[1] // window) * window
     blocks = envelope[:h, :w].reshape(h // window, window, w // window, window).swapaxes(1, 2)
     levels = img[:h, :w].reshape(h // window, window, w // window, window).swapaxes(1, 2)
-    keep = levels.min(axis=(2, 3)) >= min_level
+    if mask is None:
+        keep = levels.min(axis=(2, 3)) >= min_level
+    else:
+        keep = mask[:h, :w].reshape(h // window, window, w // window, window).swapaxes(1, 2).all(axis=(2, 3))
     if not keep.any():
         return {"m": float("nan"), "omega": float("nan"), "blocks": 0}
     power = blocks[keep].reshape(int(keep.sum()), -1) ** 2

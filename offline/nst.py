@@ -32,6 +32,7 @@ from offline.losses import (
 )
 from offline.masks import label_masks, masks_for_layers, object_mask
 from offline.tasks import DEFAULT_TASK, task
+from usnst_io.media import to_float
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _device(vgg) -> torch.device:
 
 def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 or float [0, 1] (H, W) → float32 (1, 1, H, W) on ``device``."""
-    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    x = to_float(img)
     return torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
 
 

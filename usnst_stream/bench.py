@@ -20,7 +20,7 @@ import zmq
 
 from engines.base import Engine
 from usnst_io import protocol
-from usnst_io.media import to_uint8, write_png
+from usnst_io.media import to_float, to_uint8, write_png
 from usnst_stream.demo import Consumer
 from usnst_stream.node import Node, NodeConfig
 from usnst_stream.phantom import PhantomRenderer
@@ -241,7 +241,7 @@ def sweep_rates(engine: Engine, size: int, transport: str, seconds: float, rates
 def engine_latency(engine: Engine, size: int, frames: int = 30, warmup: int = 3, gflop: float | None = None,
                    imgs: list[np.ndarray] | None = None) -> dict:
     """Engine alone on size×size phantom frames: latency percentiles after warm-up, frames/s, and GFLOP/s achieved."""
-    imgs = [f.astype(np.float32) / 255.0 for f in (imgs or _phantom_frames(size, 4))]
+    imgs = [to_float(f) for f in (imgs or _phantom_frames(size, 4))]
     for i in range(warmup):
         engine.infer(imgs[i % len(imgs)])
     times = []

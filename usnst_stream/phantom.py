@@ -101,7 +101,9 @@ class Scene:
     X0, X1, Y0, Y1 = -110.0, 110.0, -10.0, 140.0  # world extent covered by scatterers
     RES = 0.15  # mm per scatterer cell
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, speckle_seed: int | None = None):
+        """``speckle_seed`` draws the scatterer fields from another seed: the same anatomy with independent speckle
+        (the oracle a realism model is measured against: it cannot copy HQ's speckle, only its statistics)."""
         rng = np.random.default_rng(seed)
         self.fluid = (rng.uniform(-8, 8), rng.uniform(68, 78), rng.uniform(62, 78), rng.uniform(40, 48), rng.uniform(-0.15, 0.15))
         fx, fy, frx, fry, fa = self.fluid
@@ -116,6 +118,10 @@ class Scene:
         self.scat_re = rng.standard_normal((ny, nx), dtype=np.float32)
         self.scat_im = rng.standard_normal((ny, nx), dtype=np.float32)
         self.sparse_mask = rng.random((ny, nx), dtype=np.float32)  # LQ keeps cells below its density
+        if speckle_seed is not None:
+            other = np.random.default_rng([speckle_seed, 7919])
+            self.scat_re = other.standard_normal((ny, nx), dtype=np.float32)
+            self.scat_im = other.standard_normal((ny, nx), dtype=np.float32)
         # Low-frequency tissue texture (≈ 4 mm blobs), so tissue is not a uniform grey.
         tex = rng.standard_normal((ny // 16, nx // 16)).astype(np.float32)
         tex = cv2.GaussianBlur(tex, (0, 0), 1.5)
@@ -164,11 +170,12 @@ class _PolarGrid:
 class PhantomRenderer:
     """Renders (LQ, HQ, segmentation) frames of one scene at a chosen output size."""
 
-    def __init__(self, height: int = 256, width: int = 256, seed: int = 0, geometry: ProbeGeometry = ProbeGeometry()):
+    def __init__(self, height: int = 256, width: int = 256, seed: int = 0, geometry: ProbeGeometry = ProbeGeometry(),
+                 speckle_seed: int | None = None):
         if height < 8 or width < 8:
             raise ValueError(f"phantom frames must be at least 8×8 pixels, got {height}×{width}")
         self.height, self.width, self.geometry = height, width, geometry
-        self.scene = Scene(seed)
+        self.scene = Scene(seed, speckle_seed)
         self.noise_rng = np.random.default_rng(seed + 1_000_003)
         self.grids = {q: _PolarGrid(geometry, q) for q in (HQ, LQ)}
         # Pixel grid in probe coordinates (mm): apex at the top centre, the sector fitted inside the frame.

@@ -1,0 +1,197 @@
+"""A realism report that needs no ImageNet network: does the output's speckle look like the target domain's, and did
+the anatomy survive?
+
+- **Speckle size**: full width at half maximum of the normalised autocorrelation of the speckle (the image minus
+  its local mean) inside tissue, axial (down the frame) and lateral (across), in pixels.
+- **Nakagami m** of the envelope in 16×16 tissue blocks (offline.metrics.nakagami), median over blocks.
+- **Tissue histogram distance**: 1-D Wasserstein distance between the grey levels of tissue pixels, in grey levels.
+- **Anatomy kept**: SSIM between low-passed images (a Gaussian wide enough to erase speckle), so a model may make
+  new speckle but not new structure.
+- **C2ST** (classifier two-sample test, Lopez-Paz & Oquab 2017): a small CNN is trained for a fixed budget and seed
+  to tell output patches from target-domain patches; its held-out accuracy is 0.5 when they are indistinguishable.
+
+"In tissue" means inside one label of the segmentation, eroded so no block or patch straddles a boundary (fluid,
+skull and outside-sector pixels are not tissue speckle); without a label map, the lit imaging region.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from offline.metrics import nakagami, ssim
+
+# Phantom / thesis labels that hold fully developed tissue speckle (usnst_stream.phantom: tissue, wall, placenta,
+# brain, body); fluid (anechoic), skull (specular), midline and choroid (thin) are left out.
+SPECKLE_LABELS = (40, 60, 120, 170, 180)
+LOWPASS_SIGMA = 3.0  # px: erases speckle (FWHM ≈ 1.5–2 px on HQ) but keeps organ boundaries
+PATCH = 32
+
+
+def tissue_mask(image: np.ndarray, seg: np.ndarray | None = None, margin: int = 4) -> np.ndarray:
+    """Bool mask of tissue pixels at least ``margin`` px from any other label (or from the dark background)."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    if seg is None:
+        lit = (cv2.GaussianBlur(image.astype(np.float32), (0, 0), 4.0) > 10).astype(np.uint8)
+        return cv2.erode(lit, kernel).astype(bool)
+    mask = np.zeros(seg.shape, bool)
+    for label in SPECKLE_LABELS:
+        region = (seg == label).astype(np.uint8)
+        if region.any():
+            mask |= cv2.erode(region, kernel).astype(bool)
+    return mask
+
+
+def speckle(image: np.ndarray, sigma: float = 4.0) -> np.ndarray:
+    """The image minus its local (Gaussian σ px) mean: the speckle, without the anatomy's slow variation."""
+    img = image.astype(np.float64)
+    return img - cv2.GaussianBlur(img, (0, 0), sigma)
+
+
+def _fwhm(profile: np.ndarray) -> float:
+    """Full width at half maximum of a symmetric profile given at lags 0, 1, 2 … (linear interpolation)."""
+    below = np.flatnonzero(profile < 0.5)
+    if below.size == 0:
+        return float("nan")
+    k = int(below[0])
+    a, b = profile[k - 1], profile[k]
+    return 2.0 * (k - 1 + (a - 0.5) / (a - b))
+
+
+def speckle_fwhm(image: np.ndarray, mask: np.ndarray, max_lag: int = 16) -> tuple[float, float]:
+    """(axial, lateral) FWHM in pixels of the speckle's autocorrelation inside ``mask``: masked autocovariance by FFT,
+    each lag divided by the number of pixel pairs it has, normalised to 1 at lag 0."""
+    if mask.sum() < 64:
+        return float("nan"), float("nan")
+    s = speckle(image)
+    m = mask.astype(np.float64)
+    x = (s - s[mask].mean()) * m
+    shape = [int(2 ** np.ceil(np.log2(n + max_lag + 1))) for n in x.shape]
+    fx, fm = np.fft.rfft2(x, shape), np.fft.rfft2(m, shape)
+    ac = np.fft.irfft2(fx * np.conj(fx), shape)
+    pairs = np.fft.irfft2(fm * np.conj(fm), shape)
+    norm = ac / np.maximum(pairs, 1.0)
+    norm = norm / norm[0, 0]
+    return _fwhm(norm[:max_lag + 1, 0]), _fwhm(norm[0, :max_lag + 1])
+
+
+def tissue_nakagami(image: np.ndarray, mask: np.ndarray, dynamic_range_db: float = 50.0) -> float:
+    """Median Nakagami m over 16×16 blocks lying wholly in ``mask``."""
+    return nakagami(image, dynamic_range_db, mask=mask)["m"]
+
+
+def histogram_distance(a: np.ndarray, mask_a: np.ndarray, b: np.ndarray, mask_b: np.ndarray) -> float:
+    """1-D Wasserstein distance (grey levels) between the tissue intensities of two images or sets."""
+    from scipy.stats import wasserstein_distance
+
+    va, vb = a[mask_a].astype(np.float64), b[mask_b].astype(np.float64)
+    if va.size == 0 or vb.size == 0:
+        return float("nan")
+    return float(wasserstein_distance(va, vb))
+
+
+def lowpass_ssim(a: np.ndarray, b: np.ndarray, sigma: float = LOWPASS_SIGMA) -> float:
+    """SSIM of the two images after a Gaussian low-pass: anatomy compared, speckle ignored."""
+    blur = lambda x: cv2.GaussianBlur(x.astype(np.float32) / 255.0, (0, 0), sigma)
+    return ssim(blur(a), blur(b), data_range=1.0)
+
+
+def tissue_patches(image: np.ndarray, mask: np.ndarray, n: int, rng: np.random.Generator,
+                   size: int = PATCH) -> list[np.ndarray]:
+    """Up to ``n`` size×size patches whose every pixel lies in ``mask`` (random positions, seeded)."""
+    h, w = mask.shape
+    if h < size or w < size:
+        return []
+    inside = cv2.erode(mask.astype(np.uint8), np.ones((size, size), np.uint8), anchor=(0, 0))[: h - size + 1, : w - size + 1]
+    ys, xs = np.nonzero(inside)
+    if ys.size == 0:
+        return []
+    pick = rng.choice(ys.size, size=min(n, ys.size), replace=False)
+    return [image[ys[k]:ys[k] + size, xs[k]:xs[k] + size] for k in pick]
+
+
+@dataclass(frozen=True)
+class C2STBudget:
+    """The classifier's fixed budget: reported with every C2ST figure so runs are comparable."""
+
+    steps: int = 300
+    batch: int = 64
+    lr: float = 2e-3
+    held_out: float = 0.3
+    seed: int = 0
+
+
+def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STBudget = C2STBudget()) -> float:
+    """Held-out accuracy of a small CNN trained to tell ``patches_a`` from ``patches_b`` (uint8, equal sizes).
+    0.5: indistinguishable; 1.0: always told apart. Classes are balanced to the smaller set."""
+    import torch
+    from torch import nn
+
+    n = min(len(patches_a), len(patches_b))
+    if n < 10:
+        return float("nan")
+    rng = np.random.default_rng(budget.seed)
+    a = np.stack([patches_a[i] for i in rng.permutation(len(patches_a))[:n]])
+    b = np.stack([patches_b[i] for i in rng.permutation(len(patches_b))[:n]])
+    x = torch.from_numpy(np.concatenate([a, b]).astype(np.float32)[:, None] / 255.0)
+    y = torch.cat([torch.zeros(n), torch.ones(n)])
+    order = torch.from_numpy(rng.permutation(2 * n))
+    n_test = max(2, int(round(2 * n * budget.held_out)))
+    test, train = order[:n_test], order[n_test:]
+    torch.manual_seed(budget.seed)
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(64, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=budget.lr)
+    gen = torch.Generator().manual_seed(budget.seed)
+    for _ in range(budget.steps):
+        idx = train[torch.randint(len(train), (budget.batch,), generator=gen)]
+        loss = nn.functional.binary_cross_entropy_with_logits(net(x[idx])[:, 0], y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        guess = (net(x[test])[:, 0] > 0).float()
+    return float((guess == y[test]).float().mean())
+
+
+def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
+                   references: list[np.ndarray] | None = None, target_segs: list[np.ndarray | None] | None = None, patches_per_image: int = 40,
+                   budget: C2STBudget = C2STBudget(), dynamic_range_db: float = 50.0) -> dict:
+    """The realism measures of a set of outputs against a set of target-domain images (uint8 grey).
+
+    ``segs``: label maps of the outputs' scenes (tissue masks; also the paired targets' unless ``target_segs`` gives
+    the targets' own). ``references``: what
+    anatomy must match after a low-pass — the paired targets, or the inputs for unpaired tasks (default: targets
+    when they pair with the outputs one to one)."""
+    segs = segs or [None] * len(outputs)
+    rng = np.random.default_rng(budget.seed)
+    out_masks = [tissue_mask(o, s) for o, s in zip(outputs, segs)]
+    paired = len(targets) == len(outputs)
+    target_segs = target_segs or (segs if paired else [None] * len(targets))
+    tgt_masks = [tissue_mask(t, s) for t, s in zip(targets, target_segs)]
+
+    def set_stats(images, masks):
+        fwhm = np.array([speckle_fwhm(i, m) for i, m in zip(images, masks)])
+        m = [tissue_nakagami(i, k, dynamic_range_db) for i, k in zip(images, masks)]
+        return {"nakagami_m": float(np.nanmedian(m)), "fwhm_axial_px": float(np.nanmedian(fwhm[:, 0])),
+                "fwhm_lateral_px": float(np.nanmedian(fwhm[:, 1]))}
+
+    report = {"output": set_stats(outputs, out_masks), "target": set_stats(targets, tgt_masks),
+              "images": len(outputs), "targets": len(targets)}
+    report["histogram_w1"] = histogram_distance(np.concatenate([o.ravel() for o in outputs]),
+                                                np.concatenate([m.ravel() for m in out_masks]),
+                                                np.concatenate([t.ravel() for t in targets]),
+                                                np.concatenate([m.ravel() for m in tgt_masks]))
+    references = references if references is not None else (targets if paired else None)
+    if references is not None:
+        report["lowpass_ssim"] = float(np.mean([lowpass_ssim(o, r) for o, r in zip(outputs, references)]))
+        report["ssim"] = float(np.mean([ssim(o, r) for o, r in zip(outputs, references)]))
+    pa = [p for o, m in zip(outputs, out_masks) for p in tissue_patches(o, m, patches_per_image, rng)]
+    pb = [p for t, m in zip(targets, tgt_masks) for p in tissue_patches(t, m, patches_per_image, rng)]
+    report["c2st"] = c2st(pa, pb, budget)
+    report["c2st_patches"] = min(len(pa), len(pb))
+    report["c2st_budget"] = {"steps": budget.steps, "batch": budget.batch, "seed": budget.seed,
+                             "patch": PATCH, "held_out": budget.held_out}
+    return report
