@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engines.geometry import FrameGeometry, FrameNet
+from engines.geometry import FrameGeometry, FrameNet, echo_region
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class FastNetConfig:
     blocks: int = 6
     factor: int = 4  # space-to-depth factor
     noise: bool = False  # one full-resolution noise plane, folded in beside the frame
+    echo_mask: bool = False  # output black where the input has no echo (geometry.echo_region)
     arch: str = "fast"
 
     def to_dict(self) -> dict:
@@ -34,7 +35,7 @@ class FastNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FastNetConfig":
-        return cls(**{k: d[k] for k in ("channels", "blocks", "factor", "noise") if k in d})
+        return cls(**{k: d[k] for k in ("channels", "blocks", "factor", "noise", "echo_mask") if k in d})
 
 
 class SeparableBlock(nn.Module):
@@ -74,7 +75,8 @@ class FastNet(FrameNet):
         if self.config.noise:
             folded = torch.cat([folded, self.unshuffle(noise[0])], dim=1)
         y = F.relu(self.head(folded))
-        return x + self.shuffle(self.tail(self.blocks(y)))
+        out = x + self.shuffle(self.tail(self.blocks(y)))
+        return out * echo_region(x) if self.config.echo_mask else out
 
 
 def conv_gflops(model: nn.Module, h: int, w: int) -> float:

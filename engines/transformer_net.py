@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engines.geometry import FrameGeometry, FrameNet
+from engines.geometry import FrameGeometry, FrameNet, echo_region
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,14 @@ class NetConfig:
     width: int = 32  # channels of the first conv; the thesis net uses 32 → 64 → 128
     n_residual: int = 5
     noise: bool = True  # noise-injection layers in the decoder
+    echo_mask: bool = False  # output black where the input has no echo (geometry.echo_region)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetConfig":
-        known = {k: d[k] for k in ("width", "n_residual", "noise") if k in d}
+        known = {k: d[k] for k in ("width", "n_residual", "noise", "echo_mask") if k in d}
         return cls(**known)
 
 
@@ -134,4 +135,5 @@ class TransformerNet(FrameNet):
         if self.config.noise:
             y = self.noise2(y, noise[1])
         y = F.relu(self.in5(y))
-        return self.deconv3(y)
+        out = self.deconv3(y)
+        return out * echo_region(x) if self.config.echo_mask else out

@@ -81,3 +81,77 @@ def ssim_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     from offline.ssim_torch import ssim
 
     return 1 - ssim(output.float().clamp(0, 1), target.float())
+
+
+# -- terms that learn the speckle distribution without pretrained weights ------------------------------------------
+def gaussian_lowpass(x: torch.Tensor, sigma: float = 3.0) -> torch.Tensor:
+    """Separable Gaussian blur of (N, 1, H, W) with reflect padding: keeps anatomy, erases speckle."""
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    return F.conv2d(x, k.view(1, 1, -1, 1))
+
+
+def anatomy_loss(output: torch.Tensor, target: torch.Tensor, sigma: float = 3.0) -> torch.Tensor:
+    """L1 between low-passed images: the output must keep the target's (or input's) anatomy but may make its own
+    speckle — a pixel loss on full-resolution images would pull the speckle to its conditional mean (smooth)."""
+    return F.l1_loss(gaussian_lowpass(output, sigma), gaussian_lowpass(target, sigma))
+
+
+class RandomFilterTexture(torch.nn.Module):
+    """Texture statistics from fixed random filters (Ustyuzhaninov et al. 2017, "Texture synthesis using shallow
+    convolutional networks with random filters"): at several scales (the image average-pooled ×1, ×2, ×4), banks of
+    zero-mean, unit-norm random k×k filters (k = 3 and 7) and a ReLU; Gram matrices of the responses on tiles of
+    ``tile``×``tile`` feature pixels. The loss is the *relative* Gram error per tile, ‖G − G_t‖² / ‖G_t‖², so a
+    dark tile counts as much as a bright one and no scale or kernel size swamps the others (a per-layer normalisation
+    let noise fill the background in the pilot); tiles whose target holds no texture (outside the sector) are skipped.
+    Needs no pretrained weights: the filters come from ``seed``."""
+
+    def __init__(self, filters: int = 32, kernels: tuple[int, ...] = (3, 7), scales: tuple[int, ...] = (1, 2, 4),
+                 tile: int = 16, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.kernels, self.scales, self.tile = kernels, scales, tile
+        for k in kernels:
+            w = torch.randn(filters, 1, k, k, generator=gen)
+            w = w - w.mean(dim=(2, 3), keepdim=True)
+            w = w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            self.register_buffer(f"bank{k}", w)
+
+    def tile_grams(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per scale and kernel: (N, tiles, C, C) Gram matrices of ``x`` (N, 1, H, W)."""
+        out = []
+        for s in self.scales:
+            xs = F.avg_pool2d(x, s) if s > 1 else x
+            for k in self.kernels:
+                f = F.relu(F.conv2d(F.pad(xs, (k // 2,) * 4, mode="reflect"), getattr(self, f"bank{k}")))
+                n, c, h, w = f.shape
+                t = self.tile
+                if h < t or w < t:
+                    continue
+                f = f[:, :, : h // t * t, : w // t * t].reshape(n, c, h // t, t, w // t, t)
+                f = f.permute(0, 2, 4, 1, 3, 5).reshape(n, (h // t) * (w // t), c, t * t)
+                out.append(f @ f.transpose(-1, -2) / (t * t))
+        return out
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        terms = []
+        for g, gt in zip(self.tile_grams(output), self.tile_grams(target)):
+            energy = (gt ** 2).sum(dim=(-2, -1))
+            textured = energy > 1e-3 * energy.mean().clamp_min(1e-12)
+            rel = ((g - gt) ** 2).sum(dim=(-2, -1)) / energy.clamp_min(1e-12)
+            terms.append((rel * textured).sum() / textured.sum().clamp_min(1))
+        return torch.stack(terms).mean()
+
+
+def lsgan_discriminator_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Least-squares GAN (Mao et al. 2017): real patches to 1, generated ones to 0."""
+    return 0.5 * (((real - 1) ** 2).mean() + (fake ** 2).mean())
+
+
+def lsgan_generator_loss(fake: torch.Tensor) -> torch.Tensor:
+    """The generator wants its patches scored as real."""
+    return 0.5 * ((fake - 1) ** 2).mean()

@@ -172,11 +172,15 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     target_segs = target_segs or (segs if paired else [None] * len(targets))
     tgt_masks = [tissue_mask(t, s) for t, s in zip(targets, target_segs)]
 
+    def median(values) -> float:
+        values = np.asarray(values, np.float64)
+        values = values[np.isfinite(values)]
+        return float(np.median(values)) if values.size else float("nan")
+
     def set_stats(images, masks):
         fwhm = np.array([speckle_fwhm(i, m) for i, m in zip(images, masks)])
         m = [tissue_nakagami(i, k, dynamic_range_db) for i, k in zip(images, masks)]
-        return {"nakagami_m": float(np.nanmedian(m)), "fwhm_axial_px": float(np.nanmedian(fwhm[:, 0])),
-                "fwhm_lateral_px": float(np.nanmedian(fwhm[:, 1]))}
+        return {"nakagami_m": median(m), "fwhm_axial_px": median(fwhm[:, 0]), "fwhm_lateral_px": median(fwhm[:, 1])}
 
     report = {"output": set_stats(outputs, out_masks), "target": set_stats(targets, tgt_masks),
               "images": len(outputs), "targets": len(targets)}

@@ -17,7 +17,7 @@ thesis convention: fetal structures in [150, 220], other tissue below 150, 0 out
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -61,6 +61,7 @@ class Quality:
     scatter_density: float  # fraction of world scatterers this quality sees
     noise_db: float  # electronic noise relative to mean tissue echo; -inf for none
     dynamic_range_db: float
+    gain_db: float = 0.0  # overall gain: brighter (> 0) or darker frames
 
 
 HQ = Quality(rays=256, samples=640, lateral_sigma=0.9, axial_sigma_mm=0.25, scatter_density=1.0,
@@ -171,13 +172,14 @@ class PhantomRenderer:
     """Renders (LQ, HQ, segmentation) frames of one scene at a chosen output size."""
 
     def __init__(self, height: int = 256, width: int = 256, seed: int = 0, geometry: ProbeGeometry = ProbeGeometry(),
-                 speckle_seed: int | None = None):
+                 speckle_seed: int | None = None, lq: Quality = LQ, hq: Quality = HQ):
         if height < 8 or width < 8:
             raise ValueError(f"phantom frames must be at least 8×8 pixels, got {height}×{width}")
         self.height, self.width, self.geometry = height, width, geometry
         self.scene = Scene(seed, speckle_seed)
+        self.lq, self.hq = lq, hq
         self.noise_rng = np.random.default_rng(seed + 1_000_003)
-        self.grids = {q: _PolarGrid(geometry, q) for q in (HQ, LQ)}
+        self.grids = {q: _PolarGrid(geometry, q) for q in (hq, lq)}
         # Pixel grid in probe coordinates (mm): apex at the top centre, the sector fitted inside the frame.
         half = math.radians(geometry.sector_deg) / 2
         box_w, box_h = 2 * geometry.depth_mm * math.sin(half), geometry.depth_mm
@@ -197,7 +199,7 @@ class PhantomRenderer:
             mx[~self.in_sector] = -1
             my[~self.in_sector] = -1
             self.scan_maps[q] = (mx.astype(np.float32), my.astype(np.float32))
-        self._ref = {q: self._reference_level(q) for q in (HQ, LQ)}
+        self._ref = {q: self._reference_level(q) for q in (hq, lq)}
 
     def _reference_level(self, q: Quality) -> float:
         """Mean envelope of unit-echo tissue for this quality: a fixed 0 dB so brightness does not flicker."""
@@ -239,7 +241,7 @@ class PhantomRenderer:
         # Attenuation integrated along each ray, minus the time-gain compensation for average tissue.
         depth_gain = np.exp(-np.cumsum(_ATTEN[labels], axis=0) * g.dr + _TGC * g.r[:, None])
         env *= depth_gain
-        db = 20 * np.log10(env / self._ref[q] + 1e-6)
+        db = 20 * np.log10(env / self._ref[q] + 1e-6) + q.gain_db
         # 0 dB (mean tissue) sits a third of the way down from white; the dynamic range sets the floor.
         img = np.clip((db + q.dynamic_range_db * 2 / 3) / q.dynamic_range_db, 0.0, 1.0).astype(np.float32)
         mx, my = self.scan_maps[q]
@@ -253,7 +255,7 @@ class PhantomRenderer:
 
     def render(self, t: float = 0.0) -> Sample:
         """The scene seen at time t (seconds): the probe pose follows ``probe_pose(t)``."""
-        return Sample(lq=self._render_quality(LQ, t), hq=self._render_quality(HQ, t), seg=self.segmentation(t))
+        return Sample(lq=self._render_quality(self.lq, t), hq=self._render_quality(self.hq, t), seg=self.segmentation(t))
 
 
 # The thesis' simulated dataset: one PNG per sample, three panels side by side (LQ | HQ | segmentation).
@@ -264,9 +266,32 @@ def triptych(sample: Sample) -> np.ndarray:
     return np.concatenate([to_uint8(sample.lq), to_uint8(sample.hq), sample.seg], axis=1)
 
 
+# Acquisition settings for training sets: probe geometry, depth, gain, PSF width and noise vary per scene within
+# "varied"; "outside" draws from beyond those ranges (to test that a model invents nothing on unfamiliar inputs).
+SETTINGS = ("default", "varied", "outside")
+
+
+def acquisition(kind: str, rng: np.random.Generator) -> dict:
+    """PhantomRenderer keyword arguments (geometry, lq, hq) for one scene under ``kind`` (see SETTINGS)."""
+    if kind == "default":
+        return {}
+    if kind not in SETTINGS:
+        raise ValueError(f"settings must be one of {SETTINGS}, got {kind!r}")
+    inside = kind == "varied"
+    pick = lambda lo, hi, out_lo, out_hi: rng.uniform(lo, hi) if inside else (
+        rng.uniform(out_lo, lo) if rng.random() < 0.5 else rng.uniform(hi, out_hi))
+    geometry = ProbeGeometry(depth_mm=pick(95, 135, 70, 160), sector_deg=pick(55, 80, 40, 95))
+    gain = pick(-4, 4, -9, 9)
+    lq = replace(LQ, lateral_sigma=pick(0.9, 1.4, 0.6, 2.0), axial_sigma_mm=pick(0.45, 0.75, 0.3, 1.0),
+                 noise_db=pick(-26, -18, -32, -12), dynamic_range_db=pick(40, 50, 34, 56), gain_db=gain)
+    hq = replace(HQ, gain_db=gain)
+    return {"geometry": geometry, "lq": lq, "hq": hq}
+
+
 def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], width: int = THESIS_PANEL[1],
-                   seed: int = 0, progress=None) -> list[Path]:
-    """Write ``n`` triptych PNGs, one random scene each (scene i uses seed + i), in the thesis layout.
+                   seed: int = 0, progress=None, settings: str = "default") -> list[Path]:
+    """Write ``n`` triptych PNGs, one random scene each (scene i uses seed + i), in the thesis layout; ``settings``
+    varies the acquisition per scene (SETTINGS).
 
     Each file is written to a temporary name and renamed, so an interrupted run leaves only whole files.
     """
@@ -275,7 +300,8 @@ def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], w
     paths = []
     for i in range(n):
         path = out / f"phantom_{seed + i:05d}.png"
-        renderer = PhantomRenderer(height, width, seed=seed + i)
+        kwargs = acquisition(settings, np.random.default_rng([seed + i, 4242]))
+        renderer = PhantomRenderer(height, width, seed=seed + i, **kwargs)
         sample = renderer.render(t=float(i % 7))  # vary the probe pose between scenes too
         paths.append(write_png(path, triptych(sample)))
         if progress is not None:

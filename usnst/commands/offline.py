@@ -11,13 +11,16 @@ from usnst import flags
 
 # -- phantom --------------------------------------------------------------------------------------------
 def phantom_flags(p) -> None:
-    from usnst_stream.phantom import THESIS_PANEL
+    from usnst_stream.phantom import SETTINGS, THESIS_PANEL
 
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("-n", type=int, default=10, help="number of samples")
     p.add_argument("--size", type=flags.size, default=THESIS_PANEL,
                    help="panel size N or HxW (default {}x{}, the thesis')".format(*THESIS_PANEL))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--settings", default=SETTINGS[0], choices=SETTINGS,
+                   help="acquisition per scene: the default probe; varied probe geometry, depth, gain, PSF and noise "
+                        "(training sets); or outside those ranges (generalisation tests)")
     p.set_defaults(func=run_phantom)
 
 
@@ -28,7 +31,7 @@ def run_phantom(args) -> int:
 
     h, w = args.size
     with tqdm(total=args.n, desc="phantoms", unit="img", disable=None) as bar:
-        paths = write_phantoms(args.out, args.n, h, w, args.seed, progress=bar.update)
+        paths = write_phantoms(args.out, args.n, h, w, args.seed, progress=bar.update, settings=args.settings)
     print(f"usnst phantom: wrote {len(paths)} triptychs (LQ | HQ | segmentation, {h}x{w} each) to {args.out}")
     return 0
 

@@ -7,7 +7,7 @@ import os
 
 from usnst import flags
 
-LOSSES = ("perceptual", "l1", "distill")
+LOSSES = ("perceptual", "l1", "distill", "realism")
 
 
 def train_flags(p) -> None:
@@ -15,7 +15,16 @@ def train_flags(p) -> None:
 
     p.add_argument("--data", required=True, help="folder of LQ | HQ | seg triptychs (usnst phantom writes them)")
     p.add_argument("--loss", default=LOSSES[0], choices=LOSSES,
-                   help="distill: train the CPU real-time net to reproduce --teacher")
+                   help="perceptual: VGG19 content+style (thesis, needs ImageNet weights); l1: supervised; distill: the CPU "
+                        "real-time net reproduces --teacher; realism: low-pass anatomy + PatchGAN (+ random-filter "
+                        "texture), no pretrained weights")
+    g = p.add_argument_group("realism (--loss realism; defaults in trainer.realism.RealismConfig)")
+    g.add_argument("--arch", default=None, choices=["fast", "johnson"], help="the CPU real-time net or the Johnson net")
+    g.add_argument("--anatomy-weight", type=float, default=None, help="L1 between low-passed output and HQ")
+    g.add_argument("--adversarial-weight", type=float, default=None, help="conditional PatchGAN (LSGAN)")
+    g.add_argument("--texture-weight", type=float, default=None, help="random-filter Gram texture, per tile")
+    g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
+    g.add_argument("--val-images", type=int, default=None, help="held-out frames in each realism report")
     p.add_argument("--teacher", default=None, help="distill: teacher checkpoint (default: the embedded model)")
     p.add_argument("--channels", type=int, default=None, help="distill: channels of the real-time net")
     p.add_argument("--blocks", type=int, default=None, help="distill: separable blocks of the real-time net")
@@ -30,7 +39,8 @@ def train_flags(p) -> None:
     p.add_argument("--lr", type=float, default=None, help="default: 1e-5 perceptual (thesis), 2e-3 l1/distill")
     p.add_argument("--content-weight", type=float, default=None, help="default: the task's thesis weight")
     p.add_argument("--style-weight", type=float, default=None, help="default: the task's thesis weight")
-    p.add_argument("--pixel-weight", type=float, default=None, help="perceptual: extra L1 to HQ (off in the thesis)")
+    p.add_argument("--pixel-weight", type=float, default=None,
+                   help="perceptual/realism: full-resolution L1 to HQ (off in the thesis)")
     p.add_argument("--ssim-weight", type=float, default=None, help="perceptual: extra 1-SSIM to HQ (off in the thesis)")
     p.add_argument("--width", type=int, default=None, help="channels of the first conv (thesis: 32)")
     p.add_argument("--n-residual", type=int, default=None)
@@ -66,6 +76,22 @@ def run_train(args) -> int:
         if v:
             print(f"  held-out SSIM vs HQ: student {v['student_ssim']:.3f}, teacher {v['teacher_ssim']:.3f}, "
                   f"identity {v['identity_ssim']:.3f}")
+        return 0
+    if args.loss == "realism":
+        from trainer.realism import RealismConfig, train as train_realism
+
+        cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
+            args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
+                   "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "val_every",
+                   "val_images", "seed", "threads"]))
+        r = train_realism(cfg)
+        last = r["last"]
+        print(f"usnst train: realism {cfg.arch}, {r['steps']} steps in {r['seconds']:.0f} s; best realism score "
+              f"{r['best_score']}; model {r['out']}, resumable state {r['state']}")
+        if "c2st" in last:
+            print(f"  last validation: C2ST {last['c2st']:.3f}, Nakagami m {last['nakagami_m']:.3f}, speckle FWHM "
+                  f"{last['fwhm_axial']:.2f}/{last['fwhm_lateral']:.2f} px, low-passed SSIM {last['lowpass_ssim']:.3f}, "
+                  f"SSIM {last['ssim']:.3f}")
         return 0
     if args.loss == "l1":
         from trainer.supervised import SupervisedConfig, train

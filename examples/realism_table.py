@@ -1,0 +1,98 @@
+"""The realism report of models on held-out phantoms, next to the identity (LQ) and the oracle (HQ of the same scene
+with an independent scatterer field: the best a model whose speckle is not copied from HQ can do).
+
+Scenes come from seeds never used for training (default 50000…), rendered here so the oracle can be re-rendered;
+``--outside`` adds the low-passed SSIM to the input on acquisition settings beyond the training ranges (a model that
+invents structure loses it there), ``--flicker`` the moving-probe flicker ratio and the paused-probe output change.
+
+    python examples/realism_table.py --models lq2hq,lq2hq_fast,runs/x/model.pt -n 24 --size 256 --outside --flicker
+"""
+import argparse
+import json
+
+import numpy as np
+
+from engines.base import EngineOptions
+from engines.registry import load_engine
+from offline.realism import C2STBudget, lowpass_ssim, realism_report
+from offline.temporal import flicker
+from usnst_io.media import to_float, to_uint8
+from usnst_stream.phantom import PhantomRenderer, acquisition
+
+
+def scenes(n: int, size: int, seed: int, settings: str = "default"):
+    """(LQ, HQ, seg, oracle HQ) per scene, exactly as `usnst phantom --settings` renders scene seed + i."""
+    out = []
+    for i in range(n):
+        kwargs = acquisition(settings, np.random.default_rng([seed + i, 4242]))
+        s = PhantomRenderer(size, size, seed=seed + i, **kwargs).render(float(i % 7))
+        o = PhantomRenderer(size, size, seed=seed + i, speckle_seed=seed + i + 1, **kwargs).render(float(i % 7))
+        out.append((to_uint8(s.lq), to_uint8(s.hq), s.seg, to_uint8(o.hq)))
+    return out
+
+
+def row(name, outputs, data, budget):
+    r = realism_report(outputs, [d[1] for d in data], [d[2] for d in data], budget=budget)
+    o = r["output"]
+    return {"model": name, "ssim": r["ssim"], "lowpass_ssim": r["lowpass_ssim"], "nakagami_m": o["nakagami_m"],
+            "fwhm_axial_px": o["fwhm_axial_px"], "fwhm_lateral_px": o["fwhm_lateral_px"], "c2st": r["c2st"],
+            "histogram_w1": r["histogram_w1"], "target": r["target"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="lq2hq,lq2hq_fast", help="comma-separated embedded names or checkpoints")
+    ap.add_argument("-n", type=int, default=24)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=50000, help="first scene seed (never used in training)")
+    ap.add_argument("--noise", default="fixed", help="engine noise mode")
+    ap.add_argument("--noise-off-too", action="store_true", help="also each model with its noise planes at zero")
+    ap.add_argument("--outside", action="store_true", help="also low-passed SSIM to the input, in and outside range")
+    ap.add_argument("--flicker", action="store_true", help="also temporal measures on a simulated scan")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    data = scenes(args.n, args.size, args.seed)
+    budget = C2STBudget()
+    rows = [row("identity (LQ)", [d[0] for d in data], data, budget)]
+    outside = scenes(args.n, args.size, args.seed + 20000, "outside") if args.outside else None
+    renderer = PhantomRenderer(args.size, args.size, seed=args.seed) if args.flicker else None
+    for name in args.models.split(","):
+        modes = [args.noise] + (["off"] if args.noise_off_too else [])
+        for mode in modes:
+            engine = load_engine(name, "torch", EngineOptions(noise=mode, seed=0))
+            run = lambda img: to_uint8(engine.infer(to_float(img)))
+            r = row(name + ("" if mode == args.noise else " (noise off)"), [run(d[0]) for d in data], data, budget)
+            if outside is not None:
+                r["lowpass_ssim_to_input"] = float(np.mean([lowpass_ssim(run(d[0]), d[0]) for d in data]))
+                r["lowpass_ssim_to_input_outside"] = float(np.mean([lowpass_ssim(run(d[0]), d[0]) for d in outside]))
+            if renderer is not None and mode == args.noise:
+                paused = [to_uint8(renderer.render(0.0).lq)] * 10
+                moving = [to_uint8(renderer.render(i / 30).lq) for i in range(60)]
+                r["paused_output_change"] = flicker(paused, [run(f) for f in paused])["output_change"]
+                r["flicker_ratio"] = flicker(moving, [run(f) for f in moving])["ratio"]
+            rows.append(r)
+    rows.append(row("oracle (HQ, new speckle)", [d[3] for d in data], data, budget))
+    target = rows[0]["target"]
+    print(f"{args.n} held-out phantoms {args.size}x{args.size} (seeds {args.seed}…), HQ target: Nakagami m "
+          f"{target['nakagami_m']:.3f}, speckle FWHM {target['fwhm_axial_px']:.2f} / {target['fwhm_lateral_px']:.2f} px; "
+          f"C2ST {budget.steps} steps, seed {budget.seed}")
+    print("| model | SSIM vs HQ | low-passed SSIM | Nakagami m | FWHM ax / lat px | C2ST | tissue W1 |"
+          + (" LP-SSIM to input (in / outside) |" if args.outside else "") + (" flicker ratio | paused change |" if args.flicker else ""))
+    print("|---" * (7 + bool(args.outside) + 2 * bool(args.flicker)) + "|")
+    for r in rows:
+        line = (f"| {r['model']} | {r['ssim']:.3f} | {r['lowpass_ssim']:.3f} | {r['nakagami_m']:.2f} | "
+                f"{r['fwhm_axial_px']:.2f} / {r['fwhm_lateral_px']:.2f} | {r['c2st']:.2f} | {r['histogram_w1']:.1f} |")
+        if args.outside:
+            line += (f" {r['lowpass_ssim_to_input']:.3f} / {r['lowpass_ssim_to_input_outside']:.3f} |"
+                     if "lowpass_ssim_to_input" in r else " |")
+        if args.flicker:
+            line += (f" {r['flicker_ratio']:.3f} | {r['paused_output_change']:.3f} |" if "flicker_ratio" in r else " | |")
+        print(line, flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Realism without ImageNet weights: each measure against a case with a known answer, each loss term by its
+behaviour, the discriminator's state resuming bit for bit, and outputs that stay black where the input has no echo."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engines.fast_net import FastNet, FastNetConfig
+from engines.transformer_net import NetConfig, TransformerNet
+from offline import realism
+from offline.losses import RandomFilterTexture, anatomy_loss, lsgan_discriminator_loss, lsgan_generator_loss
+from offline.metrics import nakagami
+from offline.patchgan import PatchDiscriminator, PatchGANConfig
+from usnst_io.media import to_uint8
+from usnst_stream.phantom import PhantomRenderer, write_phantoms
+
+
+def _field(h: int, w: int, box_axial: int, box_lateral: int, seed: int = 0) -> np.ndarray:
+    """White noise through a box filter: its autocorrelation is a triangle whose FWHM is the box width."""
+    f = cv2.blur(np.random.default_rng(seed).standard_normal((h, w)).astype(np.float32), (box_lateral, box_axial))
+    return np.clip(128 + f / f.std() * 30, 0, 255).astype(np.uint8)
+
+
+def test_speckle_fwhm_recovers_a_known_correlation_length():
+    mask = np.zeros((256, 256), bool)
+    mask[20:230, 30:220] = True
+    axial, lateral = realism.speckle_fwhm(_field(256, 256, 3, 2), mask)
+    # The local-mean removal (σ 4 px) that keeps anatomy out of the measure shortens it slightly (≈ 6–8 % here).
+    assert axial == pytest.approx(3.0, rel=0.1) and lateral == pytest.approx(2.0, rel=0.1)
+    wide = realism.speckle_fwhm(_field(256, 256, 5, 3, seed=1), mask)
+    assert wide[0] > axial + 1 and wide[1] > lateral + 0.4
+
+
+def test_c2st_is_chance_on_one_distribution_and_certain_on_two():
+    fine = [_field(32, 32, 2, 2, seed=s) for s in range(160)]
+    coarse = [_field(32, 32, 6, 6, seed=1000 + s) for s in range(80)]
+    budget = realism.C2STBudget(steps=150)
+    same = realism.c2st(fine[:80], fine[80:], budget)
+    assert 0.3 <= same <= 0.7
+    assert realism.c2st(fine[:80], coarse, budget) >= 0.9
+    assert np.isnan(realism.c2st(fine[:5], coarse[:5]))  # too few patches to say anything
+
+
+def test_tissue_nakagami_uses_only_blocks_inside_the_mask():
+    rng = np.random.default_rng(0)
+    dr = 50.0
+    envelope = np.sqrt(rng.gamma(shape=1.0, scale=1.0, size=(256, 256)))  # Rayleigh: m = 1
+    img = np.clip(255 * 20 * np.log10(envelope / envelope.max() * 10 ** (dr / 20)) / dr, 0, 255)
+    img[:, 128:] = 128  # a flat half: infinite m if counted
+    mask = np.zeros(img.shape, bool)
+    mask[:, :128] = True
+    m = nakagami(img, dr, mask=mask)
+    assert m["blocks"] == (256 // 16) * (128 // 16) and m["m"] == pytest.approx(1.0, rel=0.25)
+
+
+def test_histogram_distance_and_lowpass_ssim_have_their_plain_meanings():
+    a = _field(64, 64, 2, 2)
+    everywhere = np.ones(a.shape, bool)
+    assert realism.histogram_distance(a, everywhere, a.astype(np.int16) + 10, everywhere) == pytest.approx(10, abs=0.5)
+    assert realism.lowpass_ssim(a, a) == pytest.approx(1.0)
+    other_speckle = _field(64, 64, 2, 2, seed=5)
+    assert realism.lowpass_ssim(a, other_speckle) > 0.5 > realism.lowpass_ssim(a, 255 - a)
+
+
+def test_the_phantom_oracle_has_hq_anatomy_with_independent_speckle():
+    a = PhantomRenderer(96, 96, seed=3).render(0.0)
+    b = PhantomRenderer(96, 96, seed=3, speckle_seed=4).render(0.0)
+    assert np.array_equal(a.seg, b.seg)
+    hq_a, hq_b = to_uint8(a.hq), to_uint8(b.hq)
+    assert not np.array_equal(hq_a, hq_b)
+    assert realism.lowpass_ssim(hq_a, hq_b) > 0.9  # same anatomy
+    assert np.array_equal(to_uint8(PhantomRenderer(96, 96, seed=3).render(0.0).hq), hq_a)  # default unchanged
+
+
+def test_random_filter_texture_is_zero_on_itself_and_grows_with_speckle_size():
+    texture = RandomFilterTexture()
+    t = lambda img: torch.from_numpy(img.astype(np.float32) / 255)[None, None]
+    fine, fine2, coarse = _field(96, 96, 2, 2, 0), _field(96, 96, 2, 2, 1), _field(96, 96, 5, 5, 2)
+    assert texture(t(fine), t(fine)).item() == pytest.approx(0.0, abs=1e-7)
+    assert texture(t(fine), t(coarse)).item() > 3 * texture(t(fine), t(fine2)).item()
+    # per-tile normalisation: a tile with no texture in the target (black) is not counted
+    black = fine.copy()
+    black[:, :48] = 0
+    assert np.isfinite(texture(t(fine), t(black)).item())
+
+
+def test_anatomy_loss_ignores_speckle_but_not_structure():
+    base = np.full((64, 64), 0.3, np.float32)
+    base[16:48, 16:48] = 0.7
+    speckled = (base + 0.1 * np.random.default_rng(0).standard_normal(base.shape)).astype(np.float32)
+    moved = np.roll(base, 8, axis=1)
+    t = lambda a: torch.from_numpy(a)[None, None]
+    assert anatomy_loss(t(speckled), t(base)).item() < 0.25 * anatomy_loss(t(moved), t(base)).item()
+
+
+def test_patchgan_scores_patches_and_lsgan_targets():
+    disc = PatchDiscriminator(PatchGANConfig(conditional=True))
+    x, y = torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64)
+    scores = disc(y, x)
+    assert scores.shape[:2] == (2, 1) and scores.shape[-1] > 1  # one score per patch
+    ones, zeros = torch.ones(3), torch.zeros(3)
+    assert lsgan_discriminator_loss(ones, zeros).item() == 0 and lsgan_generator_loss(ones).item() == 0
+    assert lsgan_generator_loss(zeros).item() == pytest.approx(0.5)
+    unconditional = PatchDiscriminator(PatchGANConfig(conditional=False))
+    assert unconditional(y).shape == scores.shape
+
+
+@pytest.mark.parametrize("net", [FastNet(FastNetConfig(channels=8, blocks=1, noise=True, echo_mask=True)),
+                                 TransformerNet(NetConfig(width=4, n_residual=1, echo_mask=True))])
+def test_outputs_stay_black_where_the_input_has_no_echo(net):
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.rand(1, 1, 40, 48) * 0.8 + 0.1
+    x[..., :, 30:] = 0  # no echo on the right
+    y = net(x, net.make_noise(x, torch.Generator().manual_seed(0)))
+    assert y[..., :, 33:].abs().max() == 0  # beyond the 2-px reach: black
+    assert y[..., :, :28].abs().max() > 0
+
+
+def test_realism_training_resumes_bit_for_bit(tmp_path):
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 3, 48, 48, seed=7)
+    common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=2, crop=32, val_fraction=0.0,
+                  texture_weight=1.0, progress=False)
+    train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=4, **common))
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=2, **common))
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, resume=True, **common))
+    a = torch.load(tmp_path / "a" / "m.state.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "m.state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for part in ("generator", "discriminator"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(RealismConfig(out=str(tmp_path / "c" / "m.pt"), steps=2, resume=True, **common))
+
+
+def test_the_realism_report_tells_lq_from_hq_and_passes_the_oracle(tmp_path):
+    seeds = range(40, 44)
+    samples = [PhantomRenderer(192, 192, seed=s).render(0.0) for s in seeds]
+    oracle = [to_uint8(PhantomRenderer(192, 192, seed=s, speckle_seed=s + 1).render(0.0).hq) for s in seeds]
+    hq, lq, segs = [to_uint8(s.hq) for s in samples], [to_uint8(s.lq) for s in samples], [s.seg for s in samples]
+    budget = realism.C2STBudget(steps=150)
+    lq_report = realism.realism_report(lq, hq, segs, budget=budget)
+    oracle_report = realism.realism_report(oracle, hq, segs, budget=budget)
+    assert lq_report["output"]["fwhm_lateral_px"] > 1.5 * lq_report["target"]["fwhm_lateral_px"]
+    assert oracle_report["output"]["nakagami_m"] == pytest.approx(oracle_report["target"]["nakagami_m"], rel=0.15)
+    assert oracle_report["lowpass_ssim"] > lq_report["lowpass_ssim"]
+    assert oracle_report["c2st"] < lq_report["c2st"]

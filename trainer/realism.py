@@ -1,0 +1,224 @@
+"""Realism training without pretrained weights: a noise-injected transform net learns to *synthesise* speckle with
+the statistics of the target domain, while keeping the input's anatomy.
+
+Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
+    anatomy_weight     · L1 of low-passed output vs low-passed HQ (σ 3 px: anatomy, not speckle)
+  + pixel_weight       · L1 at full resolution (small or 0: a large one predicts the conditional mean, i.e. smooth)
+  + adversarial_weight · LSGAN loss of a conditional PatchGAN discriminator (offline.patchgan)
+  + texture_weight     · random-filter Gram texture loss, tile by tile against HQ (offline.losses)
+The net's noise planes are the speckle source (distribution-matching losses make the noise weights grow); its
+output is black wherever the input has no echo (``echo_mask``), so noise never paints outside the sector.
+
+Validation is the realism report (offline.realism: Nakagami m, speckle FWHM, C2ST, low-passed SSIM) on held-out
+frames, and the best checkpoint is the one with the lowest ``realism_score`` — not the lowest loss, which says
+little about a GAN. The discriminator, both optimisers and the step are saved with the generator, and every step's
+samples and noise come from generators seeded by (seed, step), so ``resume`` continues bit for bit.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engines.checkpoint import save_checkpoint
+from engines.fast_net import FastNet, FastNetConfig
+from engines.transformer_net import NetConfig, TransformerNet
+from offline.datasets import read_triptych_folder
+from offline.losses import (
+    RandomFilterTexture,
+    anatomy_loss,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    pixel_loss,
+)
+from offline.patchgan import PatchDiscriminator, PatchGANConfig
+from offline.realism import C2STBudget, realism_report
+from offline.tasks import task
+from trainer.base import (
+    RunConfig,
+    command_line,
+    optimise,
+    save_state,
+    split_held_out,
+    step_generators,
+    uint8_runner,
+)
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = "usnst-realism-state"
+ARCHS = ("fast", "johnson")
+
+
+@dataclass
+class RealismConfig(RunConfig):
+    out: str = "realism.pt"
+    task: str = "lq2hq"
+    arch: str = "fast"  # the CPU real-time net, or the Johnson net
+    channels: int = 96  # fast
+    blocks: int = 8  # fast
+    width: int = 16  # johnson
+    n_residual: int = 5  # johnson
+    steps: int = 2000
+    lr: float = 1e-3
+    d_lr: float = 1e-3
+    anatomy_weight: float = 1.0
+    pixel_weight: float = 0.2
+    adversarial_weight: float = 0.1
+    texture_weight: float = 0.0
+    val_every: int = 250
+    val_images: int = 8
+    resume: bool = False
+
+
+def realism_score(report: dict) -> float:
+    """Lower is better: C2ST accuracy above chance, plus the log-ratio errors of Nakagami m and speckle FWHM against
+    the target's, minus the low-passed SSIM (anatomy kept). Used to pick the best checkpoint."""
+    out, tgt = report["output"], report["target"]
+    errors = [abs(math.log(max(out[k], 1e-6) / max(tgt[k], 1e-6))) for k in ("nakagami_m", "fwhm_axial_px", "fwhm_lateral_px")]
+    value = 2 * (report["c2st"] - 0.5) + sum(errors) - report.get("lowpass_ssim", 0.0)
+    return value if math.isfinite(value) else float("inf")
+
+
+def build_generator(cfg: RealismConfig) -> torch.nn.Module:
+    if cfg.arch == "fast":
+        return FastNet(FastNetConfig(cfg.channels, cfg.blocks, noise=True, echo_mask=True))
+    if cfg.arch == "johnson":
+        return TransformerNet(NetConfig(cfg.width, cfg.n_residual, noise=True, echo_mask=True))
+    raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
+
+
+def _crops(samples, batch: int, crop: int, rng: np.random.Generator, source: str):
+    """Aligned random crops of (input panel, HQ) with random horizontal flips, as float tensors in [0, 1]."""
+    xs, ys = [], []
+    for _ in range(batch):
+        t = samples[rng.integers(len(samples))]
+        src, hq = getattr(t, source), t.hq
+        h, w = hq.shape
+        i, j = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+        a, b = src[i:i + crop, j:j + crop], hq[i:i + crop, j:j + crop]
+        if rng.random() < 0.5:
+            a, b = a[:, ::-1], b[:, ::-1]
+        xs.append(a)
+        ys.append(b)
+    to_t = lambda arrs: torch.from_numpy(np.ascontiguousarray(np.stack(arrs)[:, None]).astype(np.float32) / 255.0)
+    return to_t(xs), to_t(ys)
+
+
+def validate(net, samples, source: str, seed: int, budget: C2STBudget = C2STBudget(steps=200)) -> dict:
+    """The realism report of held-out outputs (noise from a fixed seed) against their HQ frames."""
+    run = uint8_runner(net, torch.Generator().manual_seed(seed))
+    outputs = [run(getattr(t, source)) for t in samples]
+    report = realism_report(outputs, [t.hq for t in samples], [t.seg for t in samples], budget=budget,
+                            patches_per_image=30)
+    net.train()
+    return report
+
+
+def _noise_weight(net) -> float:
+    """How much the net uses its noise: mean |weight| on the noise inputs (grows as it learns to make speckle)."""
+    if isinstance(net, FastNet):
+        f2 = net.config.factor ** 2
+        return float(net.head.weight[:, f2:].detach().abs().mean())
+    return float(np.mean([m.weight.abs().mean().item() for m in (net.noise1, net.noise2)]))
+
+
+def train(cfg: RealismConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    spec = task(cfg.task)
+    if not spec.paired:
+        raise ValueError(f"realism training needs paired data; {cfg.task} has none (unpaired training is not built yet)")
+    samples = read_triptych_folder(cfg.data)
+    if min(min(t.hq.shape) for t in samples) < cfg.crop:
+        raise ValueError(f"crop {cfg.crop} is larger than the smallest panel in {cfg.data}")
+    val, train_samples = split_held_out(samples, cfg.val_fraction)
+    val = val[:cfg.val_images]
+    out = Path(cfg.out)
+    state_path = out.with_name(out.stem + ".state.pt")
+    log_path = out.with_name(out.stem + ".log.csv")
+
+    net = build_generator(cfg)
+    disc = PatchDiscriminator(PatchGANConfig(conditional=True))
+    texture = RandomFilterTexture() if cfg.texture_weight else None
+    opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
+    step, best, history = 0, None, []
+    if cfg.resume:
+        if not state_path.exists():
+            raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{state_path} is not a usnst realism training state")
+        net.load_state_dict(state["generator"])
+        disc.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, best = state["step"], state["best"]
+        log.info("resumed from %s at step %d", state_path, step)
+    meta_base = {"task": cfg.task, "training": "realism: low-pass anatomy L1 + conditional PatchGAN (LSGAN, spectral "
+                 "norm)" + (" + random-filter texture" if texture else "") + "; no pretrained weights",
+                 "training_data": f"{len(train_samples)} triptychs from {cfg.data}", "config": asdict(cfg),
+                 "command": command_line()}
+    net.train()
+    t0 = time.monotonic()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"realism {cfg.arch}", unit="step",
+               disable=None if cfg.progress else True)
+    while step < cfg.steps:
+        rng, gen = step_generators(cfg.seed, step)
+        x, y = _crops(train_samples, cfg.batch, cfg.crop, rng, spec.source)
+        fake = net(x, net.make_noise(x, gen))
+        d_loss = lsgan_discriminator_loss(disc(y, x), disc(fake.detach(), x))
+        optimise(opt_d, d_loss)
+        terms = {"anatomy": cfg.anatomy_weight * anatomy_loss(fake, y),
+                 "adversarial": cfg.adversarial_weight * lsgan_generator_loss(disc(fake, x))}
+        if cfg.pixel_weight:
+            terms["pixel"] = cfg.pixel_weight * pixel_loss(fake, y)
+        if texture is not None:
+            terms["texture"] = cfg.texture_weight * texture(fake, y)
+        g_loss = sum(terms.values())
+        opt_d.zero_grad(set_to_none=True)  # the generator's backward must not leave gradients in D
+        optimise(opt_g, g_loss)
+        step += 1
+        row = {"step": step, "d_loss": d_loss.item(), **{k: v.item() for k, v in terms.items()},
+               "noise_weight": _noise_weight(net)}
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
+        if val and (step % cfg.val_every == 0 or step == cfg.steps):
+            report = validate(net, val, spec.source, cfg.seed)
+            score = realism_score(report)
+            row.update(score=score, c2st=report["c2st"], nakagami_m=report["output"]["nakagami_m"],
+                       fwhm_axial=report["output"]["fwhm_axial_px"], fwhm_lateral=report["output"]["fwhm_lateral_px"],
+                       lowpass_ssim=report["lowpass_ssim"], ssim=report["ssim"])
+            log.info("step %d: realism score %.3f %s", step, score, {k: round(v, 3) for k, v in row.items()
+                                                                    if isinstance(v, float)})
+            if best is None or score < best:
+                best = score
+                save_checkpoint(out, net, {**meta_base, "steps": step, "validation": report, "realism_score": score})
+            save_state(state_path, {"format": STATE_FORMAT, "step": step, "best": best, "generator": net.state_dict(),
+                                    "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                                    "opt_d": opt_d.state_dict(), "config": asdict(cfg)})
+        history.append(row)
+    bar.close()
+    if not out.exists():  # no validation split: the last generator is the model
+        save_checkpoint(out, net, {**meta_base, "steps": step})
+    save_state(state_path, {"format": STATE_FORMAT, "step": step, "best": best, "generator": net.state_dict(),
+                            "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                            "opt_d": opt_d.state_dict(), "config": asdict(cfg)})
+    if history:
+        fields = list(dict.fromkeys(k for r in history for k in r))
+        new = not (cfg.resume and log_path.exists())
+        with open(log_path, "w" if new else "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerows(history)
+    return {"steps": step, "best_score": best, "seconds": time.monotonic() - t0, "out": str(out),
+            "state": str(state_path), "last": history[-1] if history else {}}
