@@ -36,12 +36,17 @@ class MetricsJob:
     patch: int = 299
     with_nakagami: bool = False
     dynamic_range_db: float = 50.0
+    with_realism: bool = False  # the realism report (offline.realism): C2ST, speckle size, tissue m, low-passed SSIM
 
 
-def _target(job: MetricsJob, rel: Path) -> np.ndarray:
+def _target(job: MetricsJob, rel: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The target image and, for triptych targets, the scene's label map (tissue masks for the realism report)."""
     path = Path(job.targets) / rel
     img = read_gray(path)
-    return split_triptych(img, str(path)).hq if job.targets_layout == "triptych" else img
+    if job.targets_layout == "triptych":
+        t = split_triptych(img, str(path))
+        return t.hq, t.seg
+    return img, None
 
 
 def evaluate(job: MetricsJob) -> dict:
@@ -51,11 +56,11 @@ def evaluate(job: MetricsJob) -> dict:
         from offline.inception import load_inception
 
         model = load_inception(job.inception_weights)
-    rows, failures, all_a, all_b = [], [], [], []
+    rows, failures, all_a, all_b, kept = [], [], [], [], []
     for path in paths:
         rel = path.relative_to(base)
         try:
-            out, target = read_gray(path), _target(job, rel)
+            out, (target, seg) = read_gray(path), _target(job, rel)
             row = {"image": str(rel), **score_pair(out, target)}
         except (OSError, ValueError) as exc:
             failures.append({"output": str(rel), "error": str(exc)})
@@ -69,8 +74,15 @@ def evaluate(job: MetricsJob) -> dict:
             row["fid"] = fid(fa, fb) if len(fa) > 1 else float("nan")
             all_a.append(fa)
             all_b.append(fb)
+        if job.with_realism:
+            kept.append((out, target, seg))
         rows.append(row)
     summary = {"images": len(rows), "failures": failures, **mean_scores(rows, prefix="mean_")}
+    if kept:
+        from offline.realism import realism_report
+
+        summary["realism"] = realism_report([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept],
+                                            dynamic_range_db=job.dynamic_range_db)
     if all_a and sum(len(a) for a in all_a) > 1:
         summary["set_fid"] = fid(np.concatenate(all_a), np.concatenate(all_b))
         summary["set_kid"], summary["set_kid_std"] = kid(np.concatenate(all_a), np.concatenate(all_b))
@@ -91,6 +103,13 @@ def format_table(result: dict) -> str:
     lines.append(f"{'mean':40} {s.get('mean_ssim', nan):7.4f} {s.get('mean_psnr', nan):7.2f}"
                  + (f" {s.get('mean_fid', nan):9.2f}" if has_fid else "")
                  + (f" {s.get('mean_nakagami_m', nan):10.3f} {s.get('mean_target_nakagami_m', nan):9.3f}" if has_nak else ""))
+    if "realism" in s:
+        r, o, t = s["realism"], s["realism"]["output"], s["realism"]["target"]
+        lines.append(f"realism: Nakagami m {o['nakagami_m']:.3f} (target {t['nakagami_m']:.3f}), speckle FWHM axial/lateral "
+                     f"{o['fwhm_axial_px']:.2f}/{o['fwhm_lateral_px']:.2f} px (target {t['fwhm_axial_px']:.2f}/"
+                     f"{t['fwhm_lateral_px']:.2f}), C2ST {r['c2st']:.3f} (0.5: indistinguishable; {r['c2st_patches']} "
+                     f"patches a side), tissue histogram W1 {r['histogram_w1']:.1f} grey levels, low-passed SSIM "
+                     f"{r.get('lowpass_ssim', float('nan')):.3f}")
     if "set_fid" in s:
         lines.append(f"whole-set FID {s['set_fid']:.2f}, KID {s['set_kid']:.4f} ± {s['set_kid_std']:.4f} "
                      f"(Inception weights: {s['inception_weights']})")

@@ -54,6 +54,7 @@ class NSTConfig:
     style_layers: tuple[str, ...] = STYLE_LAYERS
     seed: int = 0
     progress: bool = False
+    loss_network: str = "vgg"  # or "random-filters": no pretrained weights (run_texture_nst)
 
     def weights(self) -> tuple[float, float]:
         t = task(self.task)
@@ -197,3 +198,41 @@ def run_local_nst(vgg, content: np.ndarray, style: np.ndarray, regions: dict[int
 def clear_background(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """Thesis post-step: zero everything outside the foreground (the scan sector), where optimisation leaves noise."""
     return image * (foreground > 0)
+
+
+LOSS_NETWORKS = ("vgg", "random-filters")
+TEXTURE_LR = 1.0  # grey levels per step for run_texture_nst: the thesis' 5e-3 (Keras units) barely moves it
+
+
+def run_texture_nst(content: np.ndarray, styles: list[np.ndarray], cfg: NSTConfig = NSTConfig(),
+                    content_weight: float = 1.0, style_weight: float = 1.0) -> NSTResult:
+    """Optimisation NST without pretrained weights: the style term is the random-filter texture loss (Gram matrices
+    of fixed random filter banks at three scales, offline.losses.RandomFilterTexture) against the average Grams of
+    ``styles``; the content term is the L1 of low-passed images (anatomy, not speckle). The reference an offline
+    user can compute on any machine; the VGG19 path (``run_nst``) stays the thesis' method."""
+    from offline.losses import RandomFilterTexture, anatomy_loss
+
+    texture = RandomFilterTexture(seed=cfg.seed)
+    x_content = to_tensor(content)
+    with torch.no_grad():
+        per_style = [texture.image_grams(to_tensor(s)) for s in styles]
+        target = [torch.stack([g[i] for g in per_style]).mean(0) for i in range(len(per_style[0]))]
+    if cfg.init == "content":
+        image = x_content.clone()
+    else:
+        image = torch.rand(x_content.shape, generator=torch.Generator().manual_seed(cfg.seed))
+    pixels = (image * PIXEL_SCALE).requires_grad_(True)
+    opt = torch.optim.Adam([pixels], lr=cfg.lr)
+    losses = []
+    for _ in tqdm(range(cfg.iterations), desc="texture nst", unit="it", disable=not cfg.progress):
+        x = pixels / PIXEL_SCALE
+        content_term = content_weight * anatomy_loss(x, x_content)
+        style_term = style_weight * texture.style_loss(x, target)
+        loss = content_term + style_term
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            pixels.clamp_(0.0, PIXEL_SCALE)
+        losses.append((loss.item(), content_term.item(), style_term.item()))
+    return NSTResult((pixels.detach() / PIXEL_SCALE)[0, 0].numpy(), losses)

@@ -8,7 +8,12 @@ import torch
 from engines.fast_net import FastNet, FastNetConfig
 from engines.transformer_net import NetConfig, TransformerNet
 from offline import realism
-from offline.losses import RandomFilterTexture, anatomy_loss, lsgan_discriminator_loss, lsgan_generator_loss
+from offline.losses import (
+    RandomFilterTexture,
+    anatomy_loss,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+)
 from offline.metrics import nakagami
 from offline.patchgan import PatchDiscriminator, PatchGANConfig
 from usnst_io.media import to_uint8
@@ -135,17 +140,81 @@ def test_realism_training_resumes_bit_for_bit(tmp_path):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(RealismConfig(out=str(tmp_path / "c" / "m.pt"), steps=2, resume=True, **common))
+    # a second stage continues another run's state into its own files
+    train(RealismConfig(out=str(tmp_path / "d" / "m.pt"), steps=4, resume_from=str(tmp_path / "b" / "m.state.pt"),
+                        **{**common, "texture_weight": 0.5}))
+    d = torch.load(tmp_path / "d" / "m.state.pt", weights_only=True)
+    assert d["step"] == 4 and all(torch.equal(d["generator"][k], b["generator"][k]) for k in d["generator"])
 
 
 def test_the_realism_report_tells_lq_from_hq_and_passes_the_oracle(tmp_path):
     seeds = range(40, 44)
-    samples = [PhantomRenderer(192, 192, seed=s).render(0.0) for s in seeds]
-    oracle = [to_uint8(PhantomRenderer(192, 192, seed=s, speckle_seed=s + 1).render(0.0).hq) for s in seeds]
+    samples = [PhantomRenderer(256, 256, seed=s).render(0.0) for s in seeds]
+    oracle = [to_uint8(PhantomRenderer(256, 256, seed=s, speckle_seed=s + 1).render(0.0).hq) for s in seeds]
     hq, lq, segs = [to_uint8(s.hq) for s in samples], [to_uint8(s.lq) for s in samples], [s.seg for s in samples]
     budget = realism.C2STBudget(steps=150)
-    lq_report = realism.realism_report(lq, hq, segs, budget=budget)
-    oracle_report = realism.realism_report(oracle, hq, segs, budget=budget)
+    lq_report = realism.realism_report(lq, hq, segs, budget=budget, patches_per_image=60)
+    oracle_report = realism.realism_report(oracle, hq, segs, budget=budget, patches_per_image=60)
     assert lq_report["output"]["fwhm_lateral_px"] > 1.5 * lq_report["target"]["fwhm_lateral_px"]
     assert oracle_report["output"]["nakagami_m"] == pytest.approx(oracle_report["target"]["nakagami_m"], rel=0.15)
     assert oracle_report["lowpass_ssim"] > lq_report["lowpass_ssim"]
     assert oracle_report["c2st"] < lq_report["c2st"]
+
+
+def test_optimisation_nst_runs_on_random_filters_without_pretrained_weights(tmp_path):
+    from offline.nst import NSTConfig, run_texture_nst
+    from offline.nst_job import NSTJob, run_job
+
+    s = PhantomRenderer(64, 64, seed=9).render(0.0)
+    lq, hq = to_uint8(s.lq), to_uint8(s.hq)
+    result = run_texture_nst(lq, [hq], NSTConfig(iterations=40, lr=1.0))
+    styles = [step[2] for step in result.losses]
+    assert styles[-1] < 0.7 * styles[0]  # the texture moves towards the style's
+    assert np.abs(result.image - lq / 255.0).max() > 0.02
+    cv2.imwrite(str(tmp_path / "t.png"), np.concatenate([lq, hq, s.seg], axis=1))
+    report = run_job(NSTJob(out=str(tmp_path / "o.png"), triptych=str(tmp_path / "t.png"),
+                            nst=NSTConfig(iterations=3, lr=1.0, loss_network="random-filters")))
+    assert report["loss_network"] == "random-filters" and report["vgg_weights"] is None
+    assert (tmp_path / "o.png").exists() and "metrics_vs_hq" in report
+    with pytest.raises(ValueError, match="plain variant"):
+        run_job(NSTJob(out=str(tmp_path / "a.png"), triptych=str(tmp_path / "t.png"), variant="augmented",
+                       nst=NSTConfig(iterations=1, loss_network="random-filters")))
+
+
+def test_metrics_realism_report_from_the_command_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    write_phantoms(tmp_path / "data", 3, 160, 160, seed=21)
+    out = tmp_path / "out"
+    out.mkdir()
+    for p in sorted((tmp_path / "data").glob("*.png")):
+        img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(out / p.name), img[:, :160])  # the LQ panel as the "output"
+    proc = subprocess.run([sys.executable, "-m", "usnst.cli", "metrics", str(out), "--targets", str(tmp_path / "data"),
+                           "--targets-layout", "triptych", "--realism", "--json", str(tmp_path / "m.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "realism: Nakagami m" in proc.stdout and "C2ST" in proc.stdout
+    realism_summary = json.loads((tmp_path / "m.json").read_text())["summary"]["realism"]
+    assert realism_summary["images"] == 3 and 0 <= realism_summary["lowpass_ssim"] <= 1
+
+
+def test_train_realism_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    write_phantoms(tmp_path / "data", 3, 48, 48, seed=3)
+    cmd = [sys.executable, "-m", "usnst.cli", "-q", "train", "--loss", "realism", "--data", str(tmp_path / "data"),
+           "--channels", "8", "--blocks", "1", "--crop", "32", "--batch", "2", "--steps", "2", "--texture-weight", "0.3"]
+    done = subprocess.run(cmd + ["--out", str(tmp_path / "m.pt")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "realism fast, 2 steps" in done.stdout and (tmp_path / "m.pt").exists() and (tmp_path / "m.state.pt").exists()
+    from engines.checkpoint import load_checkpoint
+
+    net, meta = load_checkpoint(tmp_path / "m.pt")
+    assert net.config.noise and net.config.echo_mask and "PatchGAN" in meta["training"]
+    again = subprocess.run(cmd + ["--out", str(tmp_path / "other.pt"), "--resume"], capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 2 and "nothing to resume" in again.stderr

@@ -75,6 +75,7 @@ class RealismConfig(RunConfig):
     val_every: int = 250
     val_images: int = 8
     resume: bool = False
+    resume_from: str | None = None  # a state file of another run: continue it under this run's losses (a second stage)
 
 
 def realism_score(report: dict) -> float:
@@ -151,18 +152,19 @@ def train(cfg: RealismConfig) -> dict:
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     step, best, history = 0, None, []
-    if cfg.resume:
-        if not state_path.exists():
-            raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if cfg.resume or cfg.resume_from:
+        source = Path(cfg.resume_from) if cfg.resume_from and not (cfg.resume and state_path.exists()) else state_path
+        if not source.exists():
+            raise FileNotFoundError(f"nothing to resume: {source} does not exist")
+        state = torch.load(source, map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{state_path} is not a usnst realism training state")
+            raise ValueError(f"{source} is not a usnst realism training state")
         net.load_state_dict(state["generator"])
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        step, best = state["step"], state["best"]
-        log.info("resumed from %s at step %d", state_path, step)
+        step, best = state["step"], state["best"] if source == state_path else None  # a new stage keeps its own best
+        log.info("resumed from %s at step %d", source, step)
     meta_base = {"task": cfg.task, "training": "realism: low-pass anatomy L1 + conditional PatchGAN (LSGAN, spectral "
                  "norm)" + (" + random-filter texture" if texture else "") + "; no pretrained weights",
                  "training_data": f"{len(train_samples)} triptychs from {cfg.data}", "config": asdict(cfg),

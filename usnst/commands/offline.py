@@ -38,7 +38,7 @@ def run_phantom(args) -> int:
 
 # -- nst ------------------------------------------------------------------------------------------------
 def nst_flags(p) -> None:
-    from offline.nst import NSTConfig
+    from offline.nst import LOSS_NETWORKS, NSTConfig
     from offline.nst_job import AVERAGES, INITS, VARIANTS, NSTJob
     from offline.tasks import TASKS
 
@@ -59,6 +59,10 @@ def nst_flags(p) -> None:
     p.add_argument("--init", default=nst.init, choices=INITS)
     p.add_argument("--size", type=int, default=job.size, help="resize so the longer side is N (CPU runs: 128-256)")
     p.add_argument("--clear-background", action="store_true", help="zero pixels outside the foreground mask")
+    p.add_argument("--loss-network", default=nst.loss_network, choices=LOSS_NETWORKS,
+                   help="vgg: the thesis' VGG19 losses (ImageNet weights); random-filters: texture of fixed random "
+                        "filter banks + low-passed content, no pretrained weights (plain and --style-dir variants; "
+                        "weights default to 1, lr to 1 grey level)")
     p.add_argument("--vgg-weights", default=job.vgg_weights, help="torchvision VGG19 state dict, or 'random' (tests only)")
     p.add_argument("--device", default=job.device, help="torch device for the optimisation, e.g. cuda")
     p.add_argument("--seed", type=int, default=nst.seed)
@@ -70,8 +74,14 @@ def run_nst(args) -> int:
     from offline.nst import NSTConfig
     from offline.nst_job import NSTJob, run_job
 
-    nst = NSTConfig(task=args.task, content_weight=args.content_weight, style_weight=args.style_weight, lr=args.lr,
-                    iterations=args.iterations, init=args.init, seed=args.seed, progress=not args.quiet)
+    lr = args.lr
+    if args.loss_network == "random-filters" and lr == NSTConfig.lr:
+        from offline.nst import TEXTURE_LR
+
+        lr = TEXTURE_LR
+    nst = NSTConfig(task=args.task, content_weight=args.content_weight, style_weight=args.style_weight, lr=lr,
+                    iterations=args.iterations, init=args.init, seed=args.seed, progress=not args.quiet,
+                    loss_network=args.loss_network)
     job = NSTJob(out=args.out, content=args.content, style=args.style, content_seg=args.content_seg,
                  style_seg=args.style_seg, triptych=args.triptych, style_dir=args.style_dir, average=args.average,
                  variant=args.variant, size=args.size, clear_background=args.clear_background,
@@ -80,7 +90,8 @@ def run_nst(args) -> int:
     total, content, style = r["final_loss"] or (float("nan"),) * 3
     print(f"usnst nst: {r['variant']} NST, {nst.iterations} iterations in {r['seconds']:.1f} s -> {r['output']} "
           f"(final loss {total:.4g}: content {content:.4g}, style {style:.4g})")
-    print(f"  VGG19 weights: {r['vgg_weights']}")
+    print(f"  loss network: {r['loss_network']}" + (f", VGG19 weights {r['vgg_weights']}" if r["vgg_weights"] else
+                                                     " (fixed random filters, no pretrained weights)"))
     if "metrics_vs_hq" in r:
         m = r["metrics_vs_hq"]
         print(f"  vs HQ: SSIM {m['ssim']:.3f} (input {m['identity_ssim']:.3f}), PSNR {m['psnr']:.2f} dB "
@@ -141,6 +152,9 @@ def metrics_flags(p) -> None:
                    help="triptych: the target is the HQ panel of the same-named triptych")
     p.add_argument("--fid", action="store_true", help="also FID over patches (per image and whole set) and set KID")
     p.add_argument("--nakagami", action="store_true", help="also the Nakagami m of outputs and targets (speckle)")
+    p.add_argument("--realism", action="store_true",
+                   help="also the realism report, no ImageNet weights needed: C2ST, speckle FWHM, Nakagami m in tissue "
+                        "(label map from triptych targets), tissue histogram W1, low-passed SSIM")
     p.add_argument("--dynamic-range", type=float, default=job.dynamic_range_db,
                    help="dB of log compression, to recover envelopes")
     p.add_argument("--inception-weights", default=job.inception_weights,
@@ -159,7 +173,7 @@ def run_metrics(args) -> int:
     from offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
 
     result = evaluate(MetricsJob(args.outputs, args.targets, args.targets_layout, args.fid, args.inception_weights,
-                                 args.patch, args.nakagami, args.dynamic_range))
+                                 args.patch, args.nakagami, args.dynamic_range, args.realism))
     print(format_table(result))
     write_outputs(result, args.csv, args.json)
     return 0 if result["rows"] else 1

@@ -25,6 +25,9 @@ def train_flags(p) -> None:
     g.add_argument("--texture-weight", type=float, default=None, help="random-filter Gram texture, per tile")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
     g.add_argument("--val-images", type=int, default=None, help="held-out frames in each realism report")
+    g.add_argument("--resume-from", default=None,
+                   help="another run's STATE.pt: continue its generator, discriminator and optimisers as a new stage "
+                        "under this run's loss weights and --out")
     p.add_argument("--teacher", default=None, help="distill: teacher checkpoint (default: the embedded model)")
     p.add_argument("--channels", type=int, default=None, help="distill: channels of the real-time net")
     p.add_argument("--blocks", type=int, default=None, help="distill: separable blocks of the real-time net")
@@ -78,12 +81,13 @@ def run_train(args) -> int:
                   f"identity {v['identity_ssim']:.3f}")
         return 0
     if args.loss == "realism":
-        from trainer.realism import RealismConfig, train as train_realism
+        from trainer.realism import RealismConfig
+        from trainer.realism import train as train_realism
 
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "val_every",
-                   "val_images", "seed", "threads"]))
+                   "val_images", "resume_from", "seed", "threads"]))
         r = train_realism(cfg)
         last = r["last"]
         print(f"usnst train: realism {cfg.arch}, {r['steps']} steps in {r['seconds']:.0f} s; best realism score "
