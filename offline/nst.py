@@ -129,19 +129,29 @@ def run_nst(vgg, content: np.ndarray, target: StyleTarget, cfg: NSTConfig = NSTC
         if not content_masks:
             raise ValueError("an augmented (per-label) style target needs the content's label masks")
         out_masks = {k: masks_for_layers(m, style_layers, vgg) for k, m in _mask_tensors(content_masks, device).items()}
+
+    def terms(image):
+        feats = vgg(image, layers)
+        return cw * content_loss(feats[cfg.content_layer], content_feat), sw * style_loss(feats, target, out_masks)
+
+    return optimise_image(x_content, terms, cfg)
+
+
+def optimise_image(x_content: torch.Tensor, terms, cfg: NSTConfig, desc: str = "nst") -> NSTResult:
+    """Adam on the image itself, from the content or from noise (``cfg.init``), in 0–255 pixel units (the thesis'
+    step size), clamped to the valid range after every step; ``terms(image in [0, 1])`` gives the weighted
+    (content, style) losses. Returns the image and the (total, content, style) curve."""
     if cfg.init == "content":
         image = x_content.clone()
     elif cfg.init == "noise":
-        image = torch.rand(x_content.shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+        image = torch.rand(x_content.shape, generator=torch.Generator().manual_seed(cfg.seed)).to(x_content.device)
     else:
         raise ValueError(f"init must be 'content' or 'noise', got {cfg.init!r}")
     pixels = (image * PIXEL_SCALE).requires_grad_(True)
     opt = torch.optim.Adam([pixels], lr=cfg.lr)
     losses = []
-    for _ in tqdm(range(cfg.iterations), desc="nst", unit="it", disable=not cfg.progress):
-        feats = vgg(pixels / PIXEL_SCALE, layers)
-        content_term = cw * content_loss(feats[cfg.content_layer], content_feat)
-        style_term = sw * style_loss(feats, target, out_masks)
+    for _ in tqdm(range(cfg.iterations), desc=desc, unit="it", disable=not cfg.progress):
+        content_term, style_term = terms(pixels / PIXEL_SCALE)
         loss = content_term + style_term
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -217,22 +227,5 @@ def run_texture_nst(content: np.ndarray, styles: list[np.ndarray], cfg: NSTConfi
     with torch.no_grad():
         per_style = [texture.image_grams(to_tensor(s)) for s in styles]
         target = [torch.stack([g[i] for g in per_style]).mean(0) for i in range(len(per_style[0]))]
-    if cfg.init == "content":
-        image = x_content.clone()
-    else:
-        image = torch.rand(x_content.shape, generator=torch.Generator().manual_seed(cfg.seed))
-    pixels = (image * PIXEL_SCALE).requires_grad_(True)
-    opt = torch.optim.Adam([pixels], lr=cfg.lr)
-    losses = []
-    for _ in tqdm(range(cfg.iterations), desc="texture nst", unit="it", disable=not cfg.progress):
-        x = pixels / PIXEL_SCALE
-        content_term = content_weight * anatomy_loss(x, x_content)
-        style_term = style_weight * texture.style_loss(x, target)
-        loss = content_term + style_term
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            pixels.clamp_(0.0, PIXEL_SCALE)
-        losses.append((loss.item(), content_term.item(), style_term.item()))
-    return NSTResult((pixels.detach() / PIXEL_SCALE)[0, 0].numpy(), losses)
+    return optimise_image(x_content, lambda x: (content_weight * anatomy_loss(x, x_content),
+                                                style_weight * texture.style_loss(x, target)), cfg, "texture nst")

@@ -45,6 +45,7 @@ from trainer.base import (
     RunConfig,
     command_line,
     optimise,
+    random_crops,
     save_state,
     split_held_out,
     step_generators,
@@ -95,23 +96,6 @@ def build_generator(cfg: RealismConfig) -> torch.nn.Module:
     raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
 
 
-def _crops(samples, batch: int, crop: int, rng: np.random.Generator, source: str):
-    """Aligned random crops of (input panel, HQ) with random horizontal flips, as float tensors in [0, 1]."""
-    xs, ys = [], []
-    for _ in range(batch):
-        t = samples[rng.integers(len(samples))]
-        src, hq = getattr(t, source), t.hq
-        h, w = hq.shape
-        i, j = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-        a, b = src[i:i + crop, j:j + crop], hq[i:i + crop, j:j + crop]
-        if rng.random() < 0.5:
-            a, b = a[:, ::-1], b[:, ::-1]
-        xs.append(a)
-        ys.append(b)
-    to_t = lambda arrs: torch.from_numpy(np.ascontiguousarray(np.stack(arrs)[:, None]).astype(np.float32) / 255.0)
-    return to_t(xs), to_t(ys)
-
-
 def validate(net, samples, source: str, seed: int, budget: C2STBudget = C2STBudget(steps=200)) -> dict:
     """The realism report of held-out outputs (noise from a fixed seed) against their HQ frames."""
     run = uint8_runner(net, torch.Generator().manual_seed(seed))
@@ -142,6 +126,7 @@ def train(cfg: RealismConfig) -> dict:
         raise ValueError(f"crop {cfg.crop} is larger than the smallest panel in {cfg.data}")
     val, train_samples = split_held_out(samples, cfg.val_fraction)
     val = val[:cfg.val_images]
+    pairs = [(getattr(t, spec.source), t.hq) for t in train_samples]
     out = Path(cfg.out)
     state_path = out.with_name(out.stem + ".state.pt")
     log_path = out.with_name(out.stem + ".log.csv")
@@ -175,7 +160,7 @@ def train(cfg: RealismConfig) -> dict:
                disable=None if cfg.progress else True)
     while step < cfg.steps:
         rng, gen = step_generators(cfg.seed, step)
-        x, y = _crops(train_samples, cfg.batch, cfg.crop, rng, spec.source)
+        x, y = random_crops(pairs, cfg.batch, cfg.crop, rng)
         fake = net(x, net.make_noise(x, gen))
         d_loss = lsgan_discriminator_loss(disc(y, x), disc(fake.detach(), x))
         optimise(opt_d, d_loss)
