@@ -218,3 +218,15 @@ def test_train_realism_from_the_command_line(tmp_path):
     again = subprocess.run(cmd + ["--out", str(tmp_path / "other.pt"), "--resume"], capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+def test_histogram_loss_compares_grey_level_distributions_not_positions():
+    from offline.losses import histogram_loss
+
+    x = torch.rand(2, 1, 16, 16)
+    shuffled = x.flatten(1)[:, torch.randperm(256)].view_as(x)
+    assert histogram_loss(shuffled, x).item() == pytest.approx(0.0, abs=1e-7)  # same values, other places
+    assert histogram_loss(x + 0.1, x).item() == pytest.approx(0.1, abs=1e-6)
+    tail = x.clone()
+    tail.view(2, -1)[:, :5] = 1.0  # a few saturated pixels
+    assert histogram_loss(tail, x).item() > 0

@@ -6,6 +6,7 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
   + pixel_weight       · L1 at full resolution (small or 0: a large one predicts the conditional mean, i.e. smooth)
   + adversarial_weight · LSGAN loss of a conditional PatchGAN discriminator (offline.patchgan)
   + texture_weight     · random-filter Gram texture loss, tile by tile against HQ (offline.losses)
+  + histogram_weight   · 1-D Wasserstein distance of the crop's grey levels to HQ's (the tails set Nakagami m)
 The net's noise planes are the speckle source (distribution-matching losses make the noise weights grow); its
 output is black wherever the input has no echo (``echo_mask``), so noise never paints outside the sector.
 
@@ -34,6 +35,7 @@ from offline.datasets import read_triptych_folder
 from offline.losses import (
     RandomFilterTexture,
     anatomy_loss,
+    histogram_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
     pixel_loss,
@@ -73,6 +75,7 @@ class RealismConfig(RunConfig):
     pixel_weight: float = 0.2
     adversarial_weight: float = 0.1
     texture_weight: float = 0.0
+    histogram_weight: float = 0.0  # grey-level distribution (sorted values) against HQ's
     val_every: int = 250
     val_images: int = 8
     resume: bool = False
@@ -170,6 +173,8 @@ def train(cfg: RealismConfig) -> dict:
             terms["pixel"] = cfg.pixel_weight * pixel_loss(fake, y)
         if texture is not None:
             terms["texture"] = cfg.texture_weight * texture(fake, y)
+        if cfg.histogram_weight:
+            terms["histogram"] = cfg.histogram_weight * histogram_loss(fake, y)
         g_loss = sum(terms.values())
         opt_d.zero_grad(set_to_none=True)  # the generator's backward must not leave gradients in D
         optimise(opt_g, g_loss)

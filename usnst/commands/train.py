@@ -23,6 +23,7 @@ def train_flags(p) -> None:
     g.add_argument("--anatomy-weight", type=float, default=None, help="L1 between low-passed output and HQ")
     g.add_argument("--adversarial-weight", type=float, default=None, help="conditional PatchGAN (LSGAN)")
     g.add_argument("--texture-weight", type=float, default=None, help="random-filter Gram texture, per tile")
+    g.add_argument("--histogram-weight", type=float, default=None, help="grey-level distribution vs HQ (sorted L1)")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
     g.add_argument("--val-images", type=int, default=None, help="held-out frames in each realism report")
     g.add_argument("--resume-from", default=None,
@@ -86,7 +87,7 @@ def run_train(args) -> int:
 
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
-                   "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "val_every",
+                   "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight", "val_every",
                    "val_images", "resume_from", "seed", "threads"]))
         r = train_realism(cfg)
         last = r["last"]
