@@ -17,16 +17,15 @@ from engines.registry import load_engine
 from offline.realism import C2STBudget, lowpass_ssim, realism_report
 from offline.temporal import flicker
 from usnst_io.media import to_float, to_uint8
-from usnst_stream.phantom import PhantomRenderer, acquisition
+from usnst_stream.phantom import PhantomRenderer, render_scene
 
 
 def scenes(n: int, size: int, seed: int, settings: str = "default"):
     """(LQ, HQ, seg, oracle HQ) per scene, exactly as `usnst phantom --settings` renders scene seed + i."""
     out = []
     for i in range(n):
-        kwargs = acquisition(settings, np.random.default_rng([seed + i, 4242]))
-        s = PhantomRenderer(size, size, seed=seed + i, **kwargs).render(float(i % 7))
-        o = PhantomRenderer(size, size, seed=seed + i, speckle_seed=seed + i + 1, **kwargs).render(float(i % 7))
+        s = render_scene(seed + i, i, size, size, settings)
+        o = render_scene(seed + i, i, size, size, settings, speckle_seed=seed + i + 1)
         out.append((to_uint8(s.lq), to_uint8(s.hq), s.seg, to_uint8(o.hq)))
     return out
 

@@ -157,6 +157,13 @@ def train(cfg: RealismConfig) -> dict:
                  "norm)" + (" + random-filter texture" if texture else "") + "; no pretrained weights",
                  "training_data": f"{len(train_samples)} triptychs from {cfg.data}", "config": asdict(cfg),
                  "command": command_line()}
+
+    def checkpoint_state() -> dict:
+        """Everything a resume needs: both nets, both optimisers, the step and the best score so far."""
+        return {"format": STATE_FORMAT, "step": step, "best": best, "generator": net.state_dict(),
+                "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "config": asdict(cfg)}
+
     net.train()
     t0 = time.monotonic()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"realism {cfg.arch}", unit="step",
@@ -176,7 +183,6 @@ def train(cfg: RealismConfig) -> dict:
         if cfg.histogram_weight:
             terms["histogram"] = cfg.histogram_weight * histogram_loss(fake, y)
         g_loss = sum(terms.values())
-        opt_d.zero_grad(set_to_none=True)  # the generator's backward must not leave gradients in D
         optimise(opt_g, g_loss)
         step += 1
         row = {"step": step, "d_loss": d_loss.item(), **{k: v.item() for k, v in terms.items()},
@@ -194,16 +200,12 @@ def train(cfg: RealismConfig) -> dict:
             if best is None or score < best:
                 best = score
                 save_checkpoint(out, net, {**meta_base, "steps": step, "validation": report, "realism_score": score})
-            save_state(state_path, {"format": STATE_FORMAT, "step": step, "best": best, "generator": net.state_dict(),
-                                    "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                                    "opt_d": opt_d.state_dict(), "config": asdict(cfg)})
+            save_state(state_path, checkpoint_state())
         history.append(row)
     bar.close()
     if not out.exists():  # no validation split: the last generator is the model
         save_checkpoint(out, net, {**meta_base, "steps": step})
-    save_state(state_path, {"format": STATE_FORMAT, "step": step, "best": best, "generator": net.state_dict(),
-                            "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                            "opt_d": opt_d.state_dict(), "config": asdict(cfg)})
+    save_state(state_path, checkpoint_state())
     if history:
         fields = list(dict.fromkeys(k for r in history for k in r))
         new = not (cfg.resume and log_path.exists())

@@ -288,6 +288,15 @@ def acquisition(kind: str, rng: np.random.Generator) -> dict:
     return {"geometry": geometry, "lq": lq, "hq": hq}
 
 
+def render_scene(seed: int, index: int, height: int, width: int, settings: str = "default",
+                 speckle_seed: int | None = None) -> Sample:
+    """Scene ``seed`` as the ``index``-th of a set renders it (``write_phantoms``): its acquisition drawn for
+    ``settings``, the probe pose varied with the index; ``speckle_seed`` gives the oracle (new scatterers)."""
+    kwargs = acquisition(settings, np.random.default_rng([seed, 4242]))
+    renderer = PhantomRenderer(height, width, seed=seed, speckle_seed=speckle_seed, **kwargs)
+    return renderer.render(t=float(index % 7))
+
+
 def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], width: int = THESIS_PANEL[1],
                    seed: int = 0, progress=None, settings: str = "default") -> list[Path]:
     """Write ``n`` triptych PNGs, one random scene each (scene i uses seed + i), in the thesis layout; ``settings``
@@ -300,10 +309,7 @@ def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], w
     paths = []
     for i in range(n):
         path = out / f"phantom_{seed + i:05d}.png"
-        kwargs = acquisition(settings, np.random.default_rng([seed + i, 4242]))
-        renderer = PhantomRenderer(height, width, seed=seed + i, **kwargs)
-        sample = renderer.render(t=float(i % 7))  # vary the probe pose between scenes too
-        paths.append(write_png(path, triptych(sample)))
+        paths.append(write_png(path, triptych(render_scene(seed + i, i, height, width, settings))))
         if progress is not None:
             progress(1)
     return paths
