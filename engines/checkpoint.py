@@ -107,11 +107,17 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def embedded_models() -> list[str]:
+    """Names of the models shipped inside the package (engines/default_models/NAME.pt)."""
+    folder = Path(str(resources.files("engines") / "default_models"))
+    return sorted(p.stem for p in folder.glob("*.pt"))
+
+
 def default_model_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of a model shipped inside the package (engines/default_models/NAME.pt)."""
     path = Path(str(resources.files("engines") / "default_models" / f"{name}.pt"))
     if not path.is_file():
-        raise CheckpointError(f"no embedded model named {name!r} (looked for {path})")
+        raise CheckpointError(f"no embedded model named {name!r}; embedded models: {', '.join(embedded_models())}")
     return path
 
 

@@ -27,13 +27,14 @@ class NetConfig:
     n_residual: int = 5
     noise: bool = True  # noise-injection layers in the decoder
     echo_mask: bool = False  # output black where the input has no echo (geometry.echo_region)
+    residual: bool = False  # output = input + net: the net learns a correction, anatomy comes through unchanged
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetConfig":
-        known = {k: d[k] for k in ("width", "n_residual", "noise", "echo_mask") if k in d}
+        known = {k: d[k] for k in ("width", "n_residual", "noise", "echo_mask", "residual") if k in d}
         return cls(**known)
 
 
@@ -136,4 +137,6 @@ class TransformerNet(FrameNet):
             y = self.noise2(y, noise[1])
         y = F.relu(self.in5(y))
         out = self.deconv3(y)
+        if self.config.residual:  # realism training: speckle is a correction to the frame, anatomy passes through
+            out = x + out
         return out * echo_region(x) if self.config.echo_mask else out

@@ -6,6 +6,11 @@ Scenes come from seeds never used for training (default 50000…), rendered here
 invents structure loses it there), ``--flicker`` the moving-probe flicker ratio and the paused-probe output change.
 
     python examples/realism_table.py --models lq2hq,lq2hq_fast,runs/x/model.pt -n 24 --size 256 --outside --flicker
+    python examples/realism_table.py --task seg2hq --models seg2hq -n 24
+    python examples/realism_table.py --task hq2clinical --models hq2clinical --style data/clinical -n 24
+
+Unpaired tasks (hq2clinical) are scored against the style set (C2ST, m, FWHM, W1) and keep anatomy against their
+input (low-passed SSIM to the HQ frame); they have no oracle row.
 """
 import argparse
 import json
@@ -15,9 +20,13 @@ import numpy as np
 from engines.base import EngineOptions
 from engines.registry import load_engine
 from offline.realism import C2STBudget, lowpass_ssim, realism_report
+from offline.tasks import task
 from offline.temporal import flicker
-from usnst_io.media import to_float, to_uint8
+from usnst_io.media import read_stills, to_float, to_uint8
 from usnst_stream.phantom import PhantomRenderer, render_scene
+
+
+SOURCE_INDEX = {"lq": 0, "hq": 1, "seg": 2}
 
 
 def scenes(n: int, size: int, seed: int, settings: str = "default"):
@@ -26,12 +35,16 @@ def scenes(n: int, size: int, seed: int, settings: str = "default"):
     for i in range(n):
         s = render_scene(seed + i, i, size, size, settings)
         o = render_scene(seed + i, i, size, size, settings, speckle_seed=seed + i + 1)
-        out.append((to_uint8(s.lq), to_uint8(s.hq), s.seg, to_uint8(o.hq)))
+        out.append((to_uint8(s.lq), to_uint8(s.hq), s.seg.astype(np.uint8), to_uint8(o.hq)))
     return out
 
 
-def row(name, outputs, data, budget):
-    r = realism_report(outputs, [d[1] for d in data], [d[2] for d in data], budget=budget)
+def row(name, outputs, data, budget, style=None, source=0):
+    """One table row: against each scene's HQ (paired) or against the style set, anatomy kept to the input."""
+    if style is None:
+        r = realism_report(outputs, [d[1] for d in data], [d[2] for d in data], budget=budget)
+    else:
+        r = realism_report(outputs, style, [d[2] for d in data], references=[d[source] for d in data], budget=budget)
     o = r["output"]
     return {"model": name, "ssim": r["ssim"], "lowpass_ssim": r["lowpass_ssim"], "nakagami_m": o["nakagami_m"],
             "fwhm_axial_px": o["fwhm_axial_px"], "fwhm_lateral_px": o["fwhm_lateral_px"], "c2st": r["c2st"],
@@ -41,6 +54,8 @@ def row(name, outputs, data, budget):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="lq2hq,lq2hq_fast", help="comma-separated embedded names or checkpoints")
+    ap.add_argument("--task", default="lq2hq", help="which panel is the input (lq2hq, seg2hq, hq2clinical)")
+    ap.add_argument("--style", default=None, help="unpaired tasks: the target-domain images (folder)")
     ap.add_argument("-n", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=50000, help="first scene seed (never used in training)")
@@ -53,7 +68,12 @@ def main() -> None:
 
     data = scenes(args.n, args.size, args.seed)
     budget = C2STBudget()
-    rows = [row("identity (LQ)", [d[0] for d in data], data, budget)]
+    spec = task(args.task)
+    src = SOURCE_INDEX[spec.source]
+    style = None if spec.paired else read_stills(args.style) if args.style else None
+    if not spec.paired and style is None:
+        ap.error(f"{args.task} is unpaired: give --style, the target-domain images")
+    rows = [row(f"identity ({spec.source.upper()})", [d[src] for d in data], data, budget, style, src)]
     outside = scenes(args.n, args.size, args.seed + 20000, "outside") if args.outside else None
     renderer = PhantomRenderer(args.size, args.size, seed=args.seed) if args.flicker else None
     for name in args.models.split(","):
@@ -61,19 +81,24 @@ def main() -> None:
         for mode in modes:
             engine = load_engine(name, "torch", EngineOptions(noise=mode, seed=0))
             run = lambda img: to_uint8(engine.infer(to_float(img)))
-            r = row(name + ("" if mode == args.noise else " (noise off)"), [run(d[0]) for d in data], data, budget)
+            r = row(name + ("" if mode == args.noise else " (noise off)"), [run(d[src]) for d in data], data, budget,
+                    style, src)
             if outside is not None:
-                r["lowpass_ssim_to_input"] = float(np.mean([lowpass_ssim(run(d[0]), d[0]) for d in data]))
-                r["lowpass_ssim_to_input_outside"] = float(np.mean([lowpass_ssim(run(d[0]), d[0]) for d in outside]))
+                r["lowpass_ssim_to_input"] = float(np.mean([lowpass_ssim(run(d[src]), d[src]) for d in data]))
+                r["lowpass_ssim_to_input_outside"] = float(np.mean([lowpass_ssim(run(d[src]), d[src])
+                                                                    for d in outside]))
             if renderer is not None and mode == args.noise:
-                paused = [to_uint8(renderer.render(0.0).lq)] * 10
-                moving = [to_uint8(renderer.render(i / 30).lq) for i in range(60)]
+                frame = lambda t: to_uint8(getattr(renderer.render(t), spec.source))
+                paused = [frame(0.0)] * 10
+                moving = [frame(i / 30) for i in range(60)]
                 r["paused_output_change"] = flicker(paused, [run(f) for f in paused])["output_change"]
                 r["flicker_ratio"] = flicker(moving, [run(f) for f in moving])["ratio"]
             rows.append(r)
-    rows.append(row("oracle (HQ, new speckle)", [d[3] for d in data], data, budget))
+    if spec.paired:
+        rows.append(row("oracle (HQ, new speckle)", [d[3] for d in data], data, budget))
     target = rows[0]["target"]
-    print(f"{args.n} held-out phantoms {args.size}x{args.size} (seeds {args.seed}…), HQ target: Nakagami m "
+    print(f"{args.task}: {args.n} held-out phantoms {args.size}x{args.size} (seeds {args.seed}…), "
+          f"{'HQ' if spec.paired else f'style set ({len(style)} images)'} target: Nakagami m "
           f"{target['nakagami_m']:.3f}, speckle FWHM {target['fwhm_axial_px']:.2f} / {target['fwhm_lateral_px']:.2f} px; "
           f"C2ST {budget.steps} steps, seed {budget.seed}")
     print("| model | SSIM vs HQ | low-passed SSIM | Nakagami m | FWHM ax / lat px | C2ST | tissue W1 |"

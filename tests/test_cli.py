@@ -44,7 +44,7 @@ def test_phantom_train_info(tmp_path):
                  "--batch", 2, "--width", 4, "--n-residual", 1)
     assert "held-out: SSIM" in proc.stdout
     info = json.loads(usnst("info", "--model", tmp_path / "m.pt").stdout)
-    assert info["config"] == {"width": 4, "n_residual": 1, "noise": True, "echo_mask": False}
+    assert info["config"] == {"width": 4, "n_residual": 1, "noise": True, "echo_mask": False, "residual": False}
     assert info["meta"]["task"] == "lq2hq" and info["meta"]["steps"] == 3
     assert json.loads(usnst("info").stdout)["meta"]["task"] == "lq2hq"  # the embedded default
 
@@ -54,6 +54,18 @@ def test_user_errors_are_one_clear_line_and_exit_2(tmp_path):
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
     proc = usnst("replay", tmp_path / "missing.usrec", check=False)
     assert proc.returncode == 2 and "nothing to replay" in proc.stderr
+    proc = usnst("info", "--model", "lq2hq_fastt", check=False)
+    assert proc.returncode == 2 and "embedded models: " in proc.stderr and "lq2hq_fast" in proc.stderr
+
+
+@pytest.mark.parametrize("endpoint, says", [("@tcp://127.0.0.1:99999", "1-65535"), ("@tcp://127.0.0.1:17605x", "1-65535"),
+                                            ("tcp:/127.0.0.1:5556", "not an endpoint"), ("@tcp://:5556", "HOST:PORT")])
+def test_a_malformed_endpoint_is_refused_before_the_engine_starts(endpoint, says):
+    started = time.monotonic()
+    proc = usnst("serve", "--out", endpoint, "--duration", 1, check=False)
+    assert proc.returncode == 2 and says in proc.stderr and "another process" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "engine" not in proc.stdout  # refused before the engine was opened
+    assert time.monotonic() - started < 60
 
 
 def test_simulate_serve_record_replay_over_ipc(tmp_path, tiny_checkpoint):

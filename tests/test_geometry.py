@@ -109,3 +109,21 @@ def test_a_fresh_real_time_net_ignores_its_noise_until_trained():
         a = net(x, net.make_noise(x, torch.Generator().manual_seed(0)))
         b = net(x, [torch.zeros(s) for s in net.noise_shapes(1, 24, 32)])
     assert torch.equal(a, b)
+
+
+def test_the_realism_johnson_net_exports_with_its_input_skip_and_echo_mask(tmp_path):
+    from engines.transformer_net import NetConfig, TransformerNet
+
+    net = TransformerNet(NetConfig(width=4, n_residual=1, noise=True, echo_mask=True, residual=True))
+    with torch.no_grad():
+        net.noise2.weight.fill_(0.3)
+    path = save_checkpoint(tmp_path / "j.pt", net, {"task": "lq2hq"})
+    artifact = export_onnx(path, tmp_path / "j.onnx")
+    options = EngineOptions(noise="frame", seed=3)
+    frame = np.random.default_rng(0).random((37, 53), dtype=np.float32)
+    frame[:, :10] = 0  # no echo: must stay black
+    eager = load_engine(path, "torch", options).infer(frame)
+    assert np.abs(load_engine(path, "onnxruntime", options, artifact).infer(frame) - eager).max() < TOLERANCE
+    assert np.all(eager[:, :7] == 0)
+    rebuilt = load_engine(path, "torch", options)
+    assert rebuilt.net.config.residual and rebuilt.net.config.echo_mask

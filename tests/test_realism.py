@@ -230,3 +230,84 @@ def test_histogram_loss_compares_grey_level_distributions_not_positions():
     tail = x.clone()
     tail.view(2, -1)[:, :5] = 1.0  # a few saturated pixels
     assert histogram_loss(tail, x).item() > 0
+
+
+def test_block_nakagami_equals_the_metric_and_its_loss_sees_only_speckle_shape():
+    from offline.losses import block_nakagami, nakagami_loss
+
+    rng = np.random.default_rng(0)
+    rayleigh = np.sqrt(rng.exponential(size=(128, 128)))  # fully developed speckle: m = 1
+    grey = np.clip(255 + 20 * np.log10(rayleigh / rayleigh.max()) * 255 / 50, 0, 255).astype(np.uint8)
+    x = torch.from_numpy(grey / 255.0).float()[None, None]
+    blocks = block_nakagami(x)
+    assert float(blocks.flatten().quantile(0.5)) == pytest.approx(nakagami(grey, min_level=0)["m"], rel=1e-3)
+    assert float(blocks.median()) == pytest.approx(1.0, abs=0.2)
+    assert nakagami_loss(x, x).item() == 0
+    brighter = (x + 10 / 255).clamp(max=1)  # a gain change scales the envelope: m is unchanged
+    assert nakagami_loss(brighter, x).item() < 0.05
+    spiky = x.clone()
+    spiky.view(-1)[::97] = 1.0  # sparse bright scatterers: a heavy tail, m falls
+    assert nakagami_loss(spiky, x).item() > 0.3
+
+
+def test_correlation_loss_is_zero_on_itself_and_grows_with_grain_size():
+    from offline.losses import correlation_loss
+
+    fine = torch.from_numpy(_field(128, 128, 1, 1) / 255.0).float()[None, None]
+    coarse = torch.from_numpy(_field(128, 128, 3, 3, seed=1) / 255.0).float()[None, None]
+    other_fine = torch.from_numpy(_field(128, 128, 1, 1, seed=2) / 255.0).float()[None, None]
+    tissue = torch.ones_like(fine)
+    assert correlation_loss(fine, fine, tissue).item() == 0
+    assert correlation_loss(coarse, fine, tissue).item() > 5 * correlation_loss(other_fine, fine, tissue).item()
+    half = torch.zeros_like(fine)
+    half[..., :48, :] = 1  # only where the mask is (beyond the σ-4 high-pass reach): a coarse lower half is unseen
+    mixed = torch.cat([fine[..., :64, :], coarse[..., 64:, :]], dim=2)
+    assert correlation_loss(mixed, fine, half).item() == 0
+
+
+def test_unpaired_realism_training_uses_the_style_set_and_the_input_anatomy(tmp_path):
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 4, 64, 64, seed=5)
+    style = tmp_path / "style"
+    style.mkdir()
+    for s in range(3):
+        cv2.imwrite(str(style / f"c{s}.png"), _field(80, 80, 2, 3, seed=10 + s))
+    cfg = RealismConfig(data=str(tmp_path / "data"), task="hq2clinical", style=str(style), out=str(tmp_path / "m.pt"),
+                        channels=8, blocks=1, steps=2, batch=2, crop=32, pixel_weight=0, texture_weight=0.3,
+                        histogram_weight=0.1, val_every=2, val_images=1, progress=False)
+    r = train(cfg)
+    assert r["steps"] == 2 and set(r["last"]) >= {"anatomy", "adversarial", "texture", "histogram", "c2st"}
+    from engines.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(tmp_path / "m.pt")
+    assert "unconditional PatchGAN" in meta["training"] and "to the input" in meta["training"]
+    assert "style: 3 images" in meta["training_data"]
+    with pytest.raises(ValueError, match="aligned pairs"):
+        train(RealismConfig(data=str(tmp_path / "data"), task="hq2clinical", style=str(style), pixel_weight=0.2))
+    with pytest.raises(ValueError, match="--style"):
+        train(RealismConfig(data=str(tmp_path / "data"), task="hq2clinical", pixel_weight=0))
+
+
+def test_tissue_crops_avoid_black_margins():
+    from trainer.base import tissue_crops
+
+    img = np.zeros((64, 64), np.uint8)
+    img[:, 40:] = 120  # a lit strip 24 px wide
+    crops = tissue_crops([img], 16, 16, np.random.default_rng(0))
+    assert crops.shape == (16, 1, 16, 16) and bool((crops > 0).all())
+
+
+def test_envelope_histogram_loss_weighs_the_bright_tail():
+    from offline.losses import histogram_loss
+
+    x = torch.rand(1, 1, 64, 64) * 0.8
+    order = x.view(-1).argsort()
+    tail, mid = x.clone(), x.clone()
+    tail.view(-1)[order[-8:]] += 0.15  # the brightest 0.2 % of pixels 0.15 brighter
+    mid.view(-1)[order[2000:2008]] += 0.15  # the same change to 8 mid-grey pixels
+    grey_tail, grey_mid = histogram_loss(tail, x).item(), histogram_loss(mid, x).item()
+    env_tail, env_mid = histogram_loss(tail, x, 50.0).item(), histogram_loss(mid, x, 50.0).item()
+    assert grey_tail == pytest.approx(grey_mid, rel=1e-3)  # grey levels: the same distance
+    assert env_tail > 5 * env_mid  # envelope power: the tail rules
+    assert histogram_loss(x, x, 50.0).item() == 0

@@ -117,3 +117,14 @@ def test_curve_misconfiguration_is_a_clear_error(keys, tiny_engine):
     finally:
         stop_authenticator(ctx)
         ctx.term()
+
+
+def test_endpoint_lists_are_checked_before_use():
+    from usnst_stream.sockets import SCHEMES, check_endpoints
+
+    assert check_endpoints("@tcp://127.0.0.1:*,>ipc:///tmp/x") == [(True, "tcp://127.0.0.1:*"), (False, "ipc:///tmp/x")]
+    assert check_endpoints("tcp://[::1]:5556") == [(True, "tcp://[::1]:5556")]
+    for bad in ("@tcp://127.0.0.1:0", "@tcp://127.0.0.1:65536", "tcp://host", "ipc://", "igtl://127.0.0.1:18944"):
+        with pytest.raises(ValueError):
+            check_endpoints(bad)
+    assert check_endpoints("igtl://127.0.0.1:18944", SCHEMES + ("igtl",)) == [(True, "igtl://127.0.0.1:18944")]

@@ -41,22 +41,43 @@ def split_held_out(samples: list, fraction: float) -> tuple[list, list]:
     return samples[:n_val], samples[n_val:] or samples
 
 
-def random_crops(pairs: list[tuple[np.ndarray, np.ndarray]], batch: int, crop: int, rng: np.random.Generator):
-    """A batch of random aligned crops (with random horizontal flips) as (N, 1, crop, crop) tensors in [0, 1]."""
-    xs, ys = [], []
+def random_crops(pairs: list[tuple[np.ndarray, ...]], batch: int, crop: int, rng: np.random.Generator):
+    """A batch of random aligned crops (with random horizontal flips) as (N, 1, crop, crop) tensors in [0, 1], one
+    per array of the tuples (input, target[, mask …]); uint8 arrays are scaled to [0, 1], others kept as they are."""
+    crops = [[] for _ in pairs[0]]
     for _ in range(batch):
-        lq, hq = pairs[rng.integers(len(pairs))]
-        h, w = lq.shape
+        arrays = pairs[rng.integers(len(pairs))]
+        h, w = arrays[0].shape
         if min(h, w) < crop:
             raise ValueError(f"crop {crop} is larger than a {h}x{w} panel")
         i, j = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-        a, b = lq[i:i + crop, j:j + crop], hq[i:i + crop, j:j + crop]
-        if rng.random() < 0.5:
-            a, b = a[:, ::-1], b[:, ::-1]
-        xs.append(a)
-        ys.append(b)
+        flip = rng.random() < 0.5
+        for out, a in zip(crops, arrays):
+            c = a[i:i + crop, j:j + crop]
+            out.append(c[:, ::-1] if flip else c)
     to_t = lambda arrs: torch.from_numpy(to_float(np.ascontiguousarray(np.stack(arrs)[:, None])))
-    return to_t(xs), to_t(ys)
+    return tuple(to_t(c) for c in crops)
+
+
+def tissue_crops(images: list[np.ndarray], batch: int, crop: int, rng: np.random.Generator,
+                 min_lit: float = 0.95, tries: int = 50) -> torch.Tensor:
+    """A batch of random crops (random horizontal flips) lying inside the imaging region — at least ``min_lit`` of
+    their pixels above grey 10 — as (N, 1, crop, crop) in [0, 1]. Unpaired training compares *textures* of two
+    domains, so neither side may show the black outside a sector or a scanner's UI margin (a discriminator would
+    learn "black corner = fake" from that alone)."""
+    out = []
+    for _ in range(batch):
+        for attempt in range(tries):
+            img = images[rng.integers(len(images))]
+            h, w = img.shape
+            if min(h, w) < crop:
+                raise ValueError(f"crop {crop} is larger than a {h}x{w} image")
+            i, j = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+            c = img[i:i + crop, j:j + crop]
+            if (c > 10).mean() >= min_lit or attempt == tries - 1:
+                break
+        out.append(c[:, ::-1] if rng.random() < 0.5 else c)
+    return torch.from_numpy(to_float(np.ascontiguousarray(np.stack(out)[:, None])))
 
 
 def step_generators(seed: int, step: int, rank: int = 0) -> tuple[np.random.Generator, torch.Generator]:

@@ -6,7 +6,9 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
   + pixel_weight       · L1 at full resolution (small or 0: a large one predicts the conditional mean, i.e. smooth)
   + adversarial_weight · LSGAN loss of a conditional PatchGAN discriminator (offline.patchgan)
   + texture_weight     · random-filter Gram texture loss, tile by tile against HQ (offline.losses)
-  + histogram_weight   · 1-D Wasserstein distance of the crop's grey levels to HQ's (the tails set Nakagami m)
+  + histogram_weight   · 1-D Wasserstein distance of the crop's envelope powers to HQ's (the bright tail sets m)
+  + nakagami_weight    · |log m| error of the envelope's Nakagami m, 16×16 block by block against HQ (speckle shape)
+  + correlation_weight · error of the speckle autocorrelation at lags 1–2 against HQ's (speckle grain size)
 The net's noise planes are the speckle source (distribution-matching losses make the noise weights grow); its
 output is black wherever the input has no echo (``echo_mask``), so noise never paints outside the sector.
 
@@ -35,13 +37,15 @@ from offline.datasets import read_triptych_folder
 from offline.losses import (
     RandomFilterTexture,
     anatomy_loss,
+    correlation_loss,
     histogram_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
+    nakagami_loss,
     pixel_loss,
 )
 from offline.patchgan import PatchDiscriminator, PatchGANConfig
-from offline.realism import C2STBudget, realism_report
+from offline.realism import C2STBudget, realism_report, tissue_mask
 from offline.tasks import task
 from trainer.base import (
     RunConfig,
@@ -51,8 +55,10 @@ from trainer.base import (
     save_state,
     split_held_out,
     step_generators,
+    tissue_crops,
     uint8_runner,
 )
+from usnst_io.media import read_stills
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "usnst-realism-state"
@@ -75,11 +81,15 @@ class RealismConfig(RunConfig):
     pixel_weight: float = 0.2
     adversarial_weight: float = 0.1
     texture_weight: float = 0.0
-    histogram_weight: float = 0.0  # grey-level distribution (sorted values) against HQ's
+    histogram_weight: float = 0.0  # envelope-power distribution (sorted values) against HQ's
+    dynamic_range_db: float = 50.0  # display dynamic range assumed to recover the envelope from grey (metrics use 50)
+    nakagami_weight: float = 0.0  # block Nakagami m against HQ's
+    correlation_weight: float = 0.0  # speckle autocorrelation (lags 1, 2) against HQ's
     val_every: int = 250
     val_images: int = 8
     resume: bool = False
     resume_from: str | None = None  # a state file of another run: continue it under this run's losses (a second stage)
+    style: str | None = None  # unpaired tasks (hq2clinical): the target-domain images (folder, cine, DICOM)
 
 
 def realism_score(report: dict) -> float:
@@ -91,20 +101,39 @@ def realism_score(report: dict) -> float:
     return value if math.isfinite(value) else float("inf")
 
 
+def describe_losses(cfg: RealismConfig, paired: bool) -> str:
+    """The generator's loss as a model card states it: the terms with non-zero weight."""
+    names = [("anatomy_weight", "low-passed L1 to " + ("HQ" if paired else "the input")),
+             ("pixel_weight", "L1"),
+             ("adversarial_weight", ("conditional" if paired else "unconditional") + " PatchGAN (LSGAN, spectral norm)"),
+             ("texture_weight", "random-filter texture" + ("" if paired else " (average style)")),
+             ("histogram_weight", "envelope-power histogram"), ("nakagami_weight", "block Nakagami m"),
+             ("correlation_weight", "speckle autocorrelation")]
+    terms = [f"{getattr(cfg, k):g} × {label}" for k, label in names if getattr(cfg, k)]
+    return "realism: " + " + ".join(terms) + "; no pretrained weights"
+
+
 def build_generator(cfg: RealismConfig) -> torch.nn.Module:
     if cfg.arch == "fast":
         return FastNet(FastNetConfig(cfg.channels, cfg.blocks, noise=True, echo_mask=True))
     if cfg.arch == "johnson":
-        return TransformerNet(NetConfig(cfg.width, cfg.n_residual, noise=True, echo_mask=True))
+        return TransformerNet(NetConfig(cfg.width, cfg.n_residual, noise=True, echo_mask=True, residual=True))
     raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
 
 
-def validate(net, samples, source: str, seed: int, budget: C2STBudget = C2STBudget(steps=200)) -> dict:
-    """The realism report of held-out outputs (noise from a fixed seed) against their HQ frames."""
+def validate(net, samples, source: str, seed: int, style: list[np.ndarray] | None = None,
+             budget: C2STBudget = C2STBudget(steps=200)) -> dict:
+    """The realism report of held-out outputs (noise from a fixed seed) against their HQ frames — or, unpaired,
+    against the style set, with anatomy compared to the input."""
     run = uint8_runner(net, torch.Generator().manual_seed(seed))
-    outputs = [run(getattr(t, source)) for t in samples]
-    report = realism_report(outputs, [t.hq for t in samples], [t.seg for t in samples], budget=budget,
-                            patches_per_image=30)
+    inputs = [getattr(t, source) for t in samples]
+    outputs = [run(x) for x in inputs]
+    if style is None:
+        report = realism_report(outputs, [t.hq for t in samples], [t.seg for t in samples], budget=budget,
+                                patches_per_image=30)
+    else:
+        report = realism_report(outputs, style, [t.seg for t in samples], references=inputs, budget=budget,
+                                patches_per_image=30)
     net.train()
     return report
 
@@ -122,20 +151,29 @@ def train(cfg: RealismConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = task(cfg.task)
+    style = None
     if not spec.paired:
-        raise ValueError(f"realism training needs paired data; {cfg.task} has none (unpaired training is not built yet)")
+        if not cfg.style:
+            raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
+        if cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight:
+            raise ValueError("pixel, nakagami and correlation terms compare aligned pairs; set them to 0 for "
+                             f"{cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
+        style = read_stills(cfg.style)
+        if not style:
+            raise ValueError(f"no images in --style {cfg.style}")
     samples = read_triptych_folder(cfg.data)
     if min(min(t.hq.shape) for t in samples) < cfg.crop:
         raise ValueError(f"crop {cfg.crop} is larger than the smallest panel in {cfg.data}")
     val, train_samples = split_held_out(samples, cfg.val_fraction)
     val = val[:cfg.val_images]
-    pairs = [(getattr(t, spec.source), t.hq) for t in train_samples]
+    # (input, HQ, tissue): the tissue mask (eroded label regions) is where speckle statistics are compared
+    pairs = [(getattr(t, spec.source), t.hq, tissue_mask(t.hq, t.seg)) for t in train_samples]
     out = Path(cfg.out)
     state_path = out.with_name(out.stem + ".state.pt")
     log_path = out.with_name(out.stem + ".log.csv")
 
     net = build_generator(cfg)
-    disc = PatchDiscriminator(PatchGANConfig(conditional=True))
+    disc = PatchDiscriminator(PatchGANConfig(conditional=spec.paired))
     texture = RandomFilterTexture() if cfg.texture_weight else None
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
@@ -152,11 +190,15 @@ def train(cfg: RealismConfig) -> dict:
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         step, best = state["step"], state["best"] if source == state_path else None  # a new stage keeps its own best
+        if source != state_path:  # a new stage runs at its own learning rates (the optimiser state carries the old)
+            for opt, lr in ((opt_g, cfg.lr), (opt_d, cfg.d_lr)):
+                for group in opt.param_groups:
+                    group["lr"] = lr
         log.info("resumed from %s at step %d", source, step)
-    meta_base = {"task": cfg.task, "training": "realism: low-pass anatomy L1 + conditional PatchGAN (LSGAN, spectral "
-                 "norm)" + (" + random-filter texture" if texture else "") + "; no pretrained weights",
-                 "training_data": f"{len(train_samples)} triptychs from {cfg.data}", "config": asdict(cfg),
-                 "command": command_line()}
+    meta_base = {"task": cfg.task, "training": describe_losses(cfg, spec.paired),
+                 "training_data": f"{len(train_samples)} triptychs from {cfg.data}"
+                 + (f"; style: {len(style)} images from {cfg.style}" if style else ""),
+                 "config": asdict(cfg), "command": command_line()}
 
     def checkpoint_state() -> dict:
         """Everything a resume needs: both nets, both optimisers, the step and the best score so far."""
@@ -170,18 +212,29 @@ def train(cfg: RealismConfig) -> dict:
                disable=None if cfg.progress else True)
     while step < cfg.steps:
         rng, gen = step_generators(cfg.seed, step)
-        x, y = random_crops(pairs, cfg.batch, cfg.crop, rng)
+        if style is None:  # paired: y is x's HQ, aligned; the discriminator sees the input beside each image
+            x, y, tissue = random_crops(pairs, cfg.batch, cfg.crop, rng)
+            condition, anatomy_ref = x, y
+        else:  # unpaired: y is any target-domain texture; anatomy is the input's own
+            x = tissue_crops([p[0] for p in pairs], cfg.batch, cfg.crop, rng)
+            y = tissue_crops(style, cfg.batch, cfg.crop, rng)
+            condition, anatomy_ref = None, x
         fake = net(x, net.make_noise(x, gen))
-        d_loss = lsgan_discriminator_loss(disc(y, x), disc(fake.detach(), x))
+        d_loss = lsgan_discriminator_loss(disc(y, condition), disc(fake.detach(), condition))
         optimise(opt_d, d_loss)
-        terms = {"anatomy": cfg.anatomy_weight * anatomy_loss(fake, y),
-                 "adversarial": cfg.adversarial_weight * lsgan_generator_loss(disc(fake, x))}
+        terms = {"anatomy": cfg.anatomy_weight * anatomy_loss(fake, anatomy_ref),
+                 "adversarial": cfg.adversarial_weight * lsgan_generator_loss(disc(fake, condition))}
         if cfg.pixel_weight:
             terms["pixel"] = cfg.pixel_weight * pixel_loss(fake, y)
-        if texture is not None:
-            terms["texture"] = cfg.texture_weight * texture(fake, y)
+        if texture is not None:  # paired: tile by tile; unpaired: the batch's average style (thesis' Gram average)
+            terms["texture"] = cfg.texture_weight * (texture(fake, y) if style is None else texture.style_loss(
+                fake, [g.mean(0, keepdim=True) for g in texture.image_grams(y)]))
         if cfg.histogram_weight:
-            terms["histogram"] = cfg.histogram_weight * histogram_loss(fake, y)
+            terms["histogram"] = cfg.histogram_weight * histogram_loss(fake, y, cfg.dynamic_range_db)
+        if cfg.nakagami_weight:
+            terms["nakagami"] = cfg.nakagami_weight * nakagami_loss(fake, y, cfg.dynamic_range_db)
+        if cfg.correlation_weight:
+            terms["correlation"] = cfg.correlation_weight * correlation_loss(fake, y, tissue)
         g_loss = sum(terms.values())
         optimise(opt_g, g_loss)
         step += 1
@@ -190,7 +243,7 @@ def train(cfg: RealismConfig) -> dict:
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
         if val and (step % cfg.val_every == 0 or step == cfg.steps):
-            report = validate(net, val, spec.source, cfg.seed)
+            report = validate(net, val, spec.source, cfg.seed, style)
             score = realism_score(report)
             row.update(score=score, c2st=report["c2st"], nakagami_m=report["output"]["nakagami_m"],
                        fwhm_axial=report["output"]["fwhm_axial_px"], fwhm_lateral=report["output"]["fwhm_lateral_px"],

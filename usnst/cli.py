@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usnst {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except zmq.ZMQError as exc:
-        print(f"usnst {args.command}: error: ZeroMQ: {exc} (is another process using that endpoint?)", file=sys.stderr)
+        hint = " (is another process using that endpoint?)" if exc.errno == zmq.EADDRINUSE else ""
+        print(f"usnst {args.command}: error: ZeroMQ: {exc}{hint}", file=sys.stderr)
         return 2
     finally:
         # Flush what publishers still hold (their linger) before the process exits.

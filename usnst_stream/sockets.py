@@ -43,6 +43,34 @@ def split_endpoint(spec: str, default_bind: bool) -> tuple[bool, str]:
     return default_bind, spec
 
 
+SCHEMES = ("tcp", "ipc", "inproc")
+
+
+def check_endpoints(spec: str, schemes: tuple[str, ...] = SCHEMES) -> list[tuple[bool, str]]:
+    """Parse an endpoint list, refusing what ZeroMQ would misread instead of failing: a tcp port outside 1–65535
+    (libzmq takes port 99999 modulo 65536 and binds 34463) or with trailing characters ('17605x' binds 17605), a
+    missing scheme or host. Returns (bind?, endpoint) per entry; called before anything slow starts. ``schemes``:
+    the transports the caller serves (the node's output adds OpenIGTLink, ``igtl``)."""
+    roles = []
+    for one in spec.split(","):
+        bind, endpoint = split_endpoint(one, True)
+        scheme, sep, rest = endpoint.partition("://")
+        if not sep or scheme not in schemes:
+            raise ValueError(f"{endpoint!r} is not an endpoint: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME"
+                             + (" or igtl://HOST:PORT" if "igtl" in schemes else ""))
+        if scheme in ("tcp", "igtl"):
+            host, colon, port = rest.rpartition(":")
+            if not colon or not host:
+                raise ValueError(f"{endpoint!r}: a tcp endpoint needs HOST:PORT")
+            if port != "*" and not (port.isdigit() and 1 <= int(port) <= 65535):
+                raise ValueError(f"{endpoint!r}: the port must be a number in 1-65535, or * for any free port "
+                                 f"(got {port!r})")
+        elif not rest:
+            raise ValueError(f"{endpoint!r}: {scheme} endpoints need a name after {scheme}://")
+        roles.append((bind, endpoint))
+    return roles
+
+
 def is_loopback(endpoint: str) -> bool:
     """True for ipc/inproc and tcp on 127.0.0.0/8, ::1 or localhost."""
     parts = urlsplit(endpoint)
@@ -61,6 +89,7 @@ def attach(sock: zmq.Socket, spec: str, default_bind: bool, curve: CurveConfig |
     """Bind or connect ``sock`` to every endpoint in ``spec``; returns the endpoints actually used
     (tcp://127.0.0.1:* binds to a free port, and the chosen port is returned). With ``curve`` the socket is
     secured first, as CURVE server if it binds and client if it connects (one role per socket)."""
+    check_endpoints(spec)
     roles = [split_endpoint(one, default_bind) for one in spec.split(",")]
     if curve is not None:
         if len({bind for bind, _ in roles}) > 1:

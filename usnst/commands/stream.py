@@ -44,7 +44,10 @@ def serve_flags(p) -> None:
 
 def run_serve(args) -> int:
     from usnst_stream.node import Node
+    from usnst_stream.sockets import SCHEMES, check_endpoints
 
+    check_endpoints(args.input)  # a typo fails now, not after the engine's warm-up
+    check_endpoints(args.output, SCHEMES + ("igtl",))
     engine = flags.open_engine(args)
     cfg = NodeConfig(input=args.input, output=args.output, limits=protocol.Limits(args.max_width, args.max_height),
                      stats_interval=args.stats_interval, input_topic=args.input_topic.encode(),

@@ -23,7 +23,10 @@ def train_flags(p) -> None:
     g.add_argument("--anatomy-weight", type=float, default=None, help="L1 between low-passed output and HQ")
     g.add_argument("--adversarial-weight", type=float, default=None, help="conditional PatchGAN (LSGAN)")
     g.add_argument("--texture-weight", type=float, default=None, help="random-filter Gram texture, per tile")
-    g.add_argument("--histogram-weight", type=float, default=None, help="grey-level distribution vs HQ (sorted L1)")
+    g.add_argument("--histogram-weight", type=float, default=None, help="envelope-power distribution vs HQ (sorted L1; its bright tail sets Nakagami m)")
+    g.add_argument("--nakagami-weight", type=float, default=None, help="speckle shape: block Nakagami m vs HQ")
+    g.add_argument("--correlation-weight", type=float, default=None,
+                   help="speckle grain: autocorrelation at lags 1-2 vs HQ")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
     g.add_argument("--val-images", type=int, default=None, help="held-out frames in each realism report")
     g.add_argument("--resume-from", default=None,
@@ -33,7 +36,7 @@ def train_flags(p) -> None:
     p.add_argument("--channels", type=int, default=None, help="distill: channels of the real-time net")
     p.add_argument("--blocks", type=int, default=None, help="distill: separable blocks of the real-time net")
     p.add_argument("--task", default=None, choices=list(TASKS), help="perceptual: which task")
-    p.add_argument("--style", default=None, help="perceptual: style image or folder (average style); default the HQ panels")
+    p.add_argument("--style", default=None, help="perceptual: style image or folder (average style; default the HQ panels); realism, unpaired tasks: the target-domain images (e.g. `usnst clean` output)")
     p.add_argument("--out-dir", default=None, help="perceptual: run folder (default runs/train)")
     p.add_argument("--out", default=None, help="l1/distill: checkpoint file")
     p.add_argument("--steps", type=int, default=None)
@@ -87,8 +90,8 @@ def run_train(args) -> int:
 
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
-                   "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight", "val_every",
-                   "val_images", "resume_from", "seed", "threads"]))
+                   "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
+                   "nakagami_weight", "correlation_weight", "val_every", "val_images", "resume_from", "style", "seed", "threads"]))
         r = train_realism(cfg)
         last = r["last"]
         print(f"usnst train: realism {cfg.arch}, {r['steps']} steps in {r['seconds']:.0f} s; best realism score "
