@@ -25,7 +25,6 @@ from offline.temporal import flicker
 from usnst_io.media import read_stills, to_float, to_uint8
 from usnst_stream.phantom import PhantomRenderer, render_scene
 
-
 SOURCE_INDEX = {"lq": 0, "hq": 1, "seg": 2}
 
 
