@@ -192,11 +192,14 @@ def block_nakagami(x: torch.Tensor, dynamic_range_db: float = 50.0, window: int 
 
 
 def nakagami_loss(output: torch.Tensor, target: torch.Tensor, dynamic_range_db: float = 50.0, window: int = 16,
-                  min_level: float = 10 / 255) -> torch.Tensor:
-    """Mean |log m(output) − log m(target)| over the blocks where the target has echo throughout. The envelope's
-    moments are ruled by the brightest speckle, which a grey-level loss (L1, sorted-L1 histogram) barely weighs:
-    this term pins the speckle's shape m block by block, where the adversarial and texture terms leave it loose."""
-    lit = (-F.max_pool2d(-target, window) >= min_level).to(output.dtype)
+                  tissue: torch.Tensor | None = None, min_level: float = 10 / 255) -> torch.Tensor:
+    """Mean |log m(output) − log m(target)| over the blocks lying wholly in ``tissue`` (default: where the target
+    has echo throughout). The envelope's moments are ruled by the brightest speckle, which a grey-level loss (L1,
+    sorted-L1 histogram) barely weighs: this term pins the speckle's shape m block by block, where the adversarial
+    and texture terms leave it loose. Blocks across anatomical edges have no speckle m to match: pass a tissue mask
+    (eroded label regions) where there is one."""
+    region = tissue.to(output.dtype) if tissue is not None else (target >= min_level).to(output.dtype)
+    lit = -F.max_pool2d(-region, window)
     error = (block_nakagami(output, dynamic_range_db, window).log() - block_nakagami(target, dynamic_range_db,
                                                                                       window).log()).abs()
     return (error * lit).sum() / lit.sum().clamp_min(1)

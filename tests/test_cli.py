@@ -389,3 +389,9 @@ def test_metrics_video_measures_flicker_of_a_sequence(tmp_path):
     proc = usnst("metrics", tmp_path / "in", "--video", "--input", tmp_path / "in", "--json", tmp_path / "g.json")
     same = json.loads((tmp_path / "g.json").read_text())
     assert same["ratio"] == 1.0 and same["static_output_change"] == 0.0
+
+
+@pytest.mark.parametrize("command", ["simulate", "phantom", "demo"])
+def test_an_impossible_frame_size_is_a_clear_error_not_a_memory_error(command, tmp_path):
+    proc = usnst(command, "--size", "100000", *(["--out", tmp_path / "p"] if command == "phantom" else []), check=False)
+    assert proc.returncode == 2 and "at most 4096x4096" in proc.stderr and "MemoryError" not in proc.stderr

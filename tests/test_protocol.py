@@ -116,3 +116,15 @@ def test_non_finite_float_frames_are_rejected(bad):
 def test_unsupported_dtype_is_refused_at_encode():
     with pytest.raises(ValueError, match="unsupported dtype"):
         encode(Frame(1, 1, np.zeros((2, 2), np.int32)))
+
+
+def test_restamp_rewrites_only_the_header_and_leaves_malformed_messages_alone():
+    frame = protocol.Frame(7, 123, np.arange(12, dtype=np.uint8).reshape(3, 4), {"k": 1})
+    parts = protocol.encode(frame)
+    before = protocol.now_ns()
+    again = protocol.decode(protocol.restamp(parts))
+    assert again.capture_ns >= before and again.seq == 7 and again.meta == {"k": 1}
+    assert np.array_equal(again.pixels[:, :, 0], frame.pixels)
+    assert protocol.decode(protocol.restamp(parts, 5)).capture_ns == 5
+    junk = [b"", b"\xc1not msgpack", b"x"]
+    assert protocol.restamp(junk) is junk and protocol.restamp([b"one"]) == [b"one"]

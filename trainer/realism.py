@@ -232,7 +232,7 @@ def train(cfg: RealismConfig) -> dict:
         if cfg.histogram_weight:
             terms["histogram"] = cfg.histogram_weight * histogram_loss(fake, y, cfg.dynamic_range_db)
         if cfg.nakagami_weight:
-            terms["nakagami"] = cfg.nakagami_weight * nakagami_loss(fake, y, cfg.dynamic_range_db)
+            terms["nakagami"] = cfg.nakagami_weight * nakagami_loss(fake, y, cfg.dynamic_range_db, tissue=tissue)
         if cfg.correlation_weight:
             terms["correlation"] = cfg.correlation_weight * correlation_loss(fake, y, tissue)
         g_loss = sum(terms.values())

@@ -8,6 +8,8 @@ import logging
 import signal
 import threading
 
+from usnst_io.protocol import Limits
+
 log = logging.getLogger("usnst")
 
 
@@ -22,6 +24,10 @@ def size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}") from None
     if h < 8 or w < 8:
         raise argparse.ArgumentTypeError("size must be at least 8x8")
+    limits = Limits()
+    if h > limits.max_height or w > limits.max_width:  # what a node accepts by default; beyond it, memory runs out
+        raise argparse.ArgumentTypeError(f"size must be at most {limits.max_height}x{limits.max_width} "
+                                         f"(the frame limit of the wire protocol), got {h}x{w}")
     return h, w
 
 

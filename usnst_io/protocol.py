@@ -92,6 +92,22 @@ def encode(frame: Frame) -> list:
     return [frame.topic, msgpack.packb(frame.header(), use_bin_type=True), memoryview(pixels).cast("B")]
 
 
+def restamp(parts: list, capture_ns: int | None = None) -> list:
+    """The same message with ``capture_ns`` set (default: now), rewriting only the header part — for senders that
+    stamp a frame the moment it goes onto the wire. Parts that are not a well-formed frame go unchanged (a replay
+    sends a recording's malformed messages as they were)."""
+    if len(parts) != 3:
+        return parts
+    try:
+        header = msgpack.unpackb(bytes(parts[1]), raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return parts
+    if not isinstance(header, dict) or "capture_ns" not in header:
+        return parts
+    header["capture_ns"] = now_ns() if capture_ns is None else capture_ns
+    return [parts[0], msgpack.packb(header, use_bin_type=True), parts[2]]
+
+
 def _check_header(header: Any, limits: Limits) -> Rejected | None:
     if not isinstance(header, dict):
         return Rejected("header_type", f"header is a {type(header).__name__}, not a map")

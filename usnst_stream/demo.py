@@ -124,7 +124,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
 
     source = limited(phantom_stream(cfg.height, cfg.width, cfg.fps, "lq", cfg.seed, keep=keep), duration=cfg.seconds)
     t0 = time.monotonic()
-    sent = publish(source, sim_sock)
+    sent = publish(source, sim_sock, stamp=True)
     sim_sock.close()
     # Let the last frame through the engine before stopping.
     deadline = time.monotonic() + 5.0

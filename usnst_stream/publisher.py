@@ -8,6 +8,7 @@ from typing import Iterable
 
 import zmq
 
+from usnst_io import protocol
 from usnst_stream.security import CurveConfig
 from usnst_stream.sockets import attach
 
@@ -27,10 +28,13 @@ def open_publisher(endpoint: str, context: zmq.Context | None = None, sndhwm: in
 
 
 def publish(source: Iterable[tuple[float, list]], sock: zmq.Socket, stop: threading.Event | None = None,
-            speed: float = 1.0) -> dict:
+            speed: float = 1.0, stamp: bool = False) -> dict:
     """Send each message when its time comes (t / speed after the first). A slow source or a busy machine
     makes frames late, never bunched: a late frame goes at once and the schedule is not caught up by bursts
-    of more than one frame. Returns counts: sent, late (sent more than 5 ms after their time)."""
+    of more than one frame. With ``stamp`` each frame's capture_ns is set as it is sent (a source makes its frames
+    ahead of their time; stamped then, consumers would see a frame period of latency that is not there); without,
+    messages go byte for byte (a recording replayed as recorded). Returns counts: sent, late (sent more than 5 ms
+    after their time)."""
     stop = stop or threading.Event()
     start = None
     sent = late = 0
@@ -48,6 +52,6 @@ def publish(source: Iterable[tuple[float, list]], sock: zmq.Socket, stop: thread
             late += 1
             # Re-anchor so a stall is not followed by a burst that would flood the receiver.
             start = now - t / speed
-        sock.send_multipart(parts, copy=False)
+        sock.send_multipart(protocol.restamp(parts) if stamp else parts, copy=False)
         sent += 1
     return {"sent": sent, "late": late}

@@ -67,13 +67,7 @@ def recording_stream(path: str | Path, restamp: bool = False) -> Iterator[Timed]
     first = None
     for msg in reader:
         first = msg.recv_ns if first is None else first
-        parts = msg.parts
-        if restamp:
-            frame = protocol.decode(parts)
-            if isinstance(frame, protocol.Frame):
-                frame.capture_ns = protocol.now_ns()
-                parts = protocol.encode(frame)
-        yield (msg.recv_ns - first) / 1e9, parts
+        yield (msg.recv_ns - first) / 1e9, protocol.restamp(msg.parts) if restamp else msg.parts
 
 
 def file_stream(path: str | Path, fps: float | None = None) -> Iterator[Timed]:

@@ -89,7 +89,7 @@ def run_simulate(args) -> int:
     print(f"usnst simulate: publishing {args.quality.upper()} {h}x{w} {args.dtype} frames at {args.fps:g} fps on "
           f"{', '.join(bound)}. Ctrl-C stops.", flush=True)
     source = limited(phantom_stream(h, w, args.fps, args.quality, args.seed, args.dtype), args.frames, args.duration)
-    counts = publish(source, sock, stop)
+    counts = publish(source, sock, stop, stamp=True)
     sock.close()
     print(f"usnst simulate: sent {counts['sent']} frames ({counts['late']} late).", flush=True)
     return 0
@@ -124,19 +124,21 @@ def replay_flags(p) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="timing multiplier (2 = twice as fast)")
     p.add_argument("--loop", type=int, default=1, help="play N times (0: for ever)")
     p.add_argument("--frames", type=int, default=None, help="stop after N messages")
-    p.add_argument("--restamp", action="store_true", help="set capture_ns to the replay time")
+    p.add_argument("--restamp", action="store_true", help="recordings: set capture_ns to the moment each frame is re-sent (files always are)")
     p.add_argument("--settle", type=float, default=0.5, help="seconds to wait for subscribers before the first frame")
     flags.add_curve_flags(p)
     p.set_defaults(func=run_replay)
 
 
 def run_replay(args) -> int:
+    from usnst_io import media
     from usnst_stream.publisher import open_publisher, publish
     from usnst_stream.sources import limited, looped, open_source
 
     stop = flags.stop_on_signals()
-    make = lambda: open_source(args.source, args.fps, args.restamp)
-    make()  # fail now, with a clear message, if the source cannot be opened
+    make = lambda: open_source(args.source, args.fps)  # publish() does the restamping, at send time
+    if next(iter(make()), None) is None:  # fail now, with a clear message, if there is nothing to send
+        raise ValueError(f"nothing to replay in {args.source}: no readable frames (images, video, DICOM, recording)")
     times = None if args.loop == 0 else args.loop
     source = limited(looped(make, times), args.frames)
     sock, bound = open_publisher(args.output, curve=flags.curve(args))
@@ -144,7 +146,9 @@ def run_replay(args) -> int:
           f"{' at ' + format(args.fps, 'g') + ' fps' if args.fps else ' at its recorded timing'}"
           f"{' x' + format(args.speed, 'g') if args.speed != 1 else ''}. Ctrl-C stops.", flush=True)
     time.sleep(args.settle)  # give subscribers a moment to connect before the first frame
-    counts = publish(source, sock, stop, args.speed)
+    # Files are stamped as each frame is sent; a recording goes byte for byte unless --restamp.
+    stamp = args.restamp or media.sequence_kind(args.source) != "recording"
+    counts = publish(source, sock, stop, args.speed, stamp=stamp)
     sock.close()
     print(f"usnst replay: sent {counts['sent']} messages ({counts['late']} late).", flush=True)
     return 0
