@@ -14,7 +14,7 @@ import zmq
 from usnst_io import protocol
 from usnst_io.recording import RecordingReader
 
-COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "engine", "view", "clean", "keys", "info"]
+COMMANDS = ["serve", "simulate", "phantom", "record", "replay", "demo", "train", "bench", "nst", "stylize", "metrics", "engine", "view", "clean", "keys", "info", "models"]
 
 
 def usnst(*args, timeout=120, check=True):
@@ -395,3 +395,12 @@ def test_metrics_video_measures_flicker_of_a_sequence(tmp_path):
 def test_an_impossible_frame_size_is_a_clear_error_not_a_memory_error(command, tmp_path):
     proc = usnst(command, "--size", "100000", *(["--out", tmp_path / "p"] if command == "phantom" else []), check=False)
     assert proc.returncode == 2 and "at most 4096x4096" in proc.stderr and "MemoryError" not in proc.stderr
+
+
+def test_version_and_the_embedded_model_list():
+    assert usnst("--version").stdout.startswith("usnst ")
+    listing = json.loads(usnst("models", "--json").stdout)
+    names = [m["name"] for m in listing]
+    assert "lq2hq" in names and "lq2hq_fast" in names
+    assert all(m["parameters"] > 0 and m["task"] for m in listing)
+    assert "| lq2hq_fast |" in usnst("models").stdout

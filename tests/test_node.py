@@ -155,3 +155,17 @@ def test_frame_conversions_map_full_range_and_back():
     rgb = np.zeros((1, 1, 3), np.uint8)
     rgb[0, 0] = (30, 60, 90)
     assert to_engine(rgb)[0, 0] == pytest.approx(60 / 255)
+
+
+def test_a_node_without_input_says_it_is_waiting_instead_of_printing_nan(tiny_engine, caplog):
+    import logging
+
+    from usnst_stream.node import Node, NodeConfig
+
+    node = Node(tiny_engine, NodeConfig(input=">tcp://127.0.0.1:5999", output="@tcp://127.0.0.1:*",
+                                        stats_interval=0.1)).start()
+    with caplog.at_level(logging.INFO, logger="usnst_stream.node"):
+        node.run(0.35)
+    text = caplog.text
+    assert "waiting for input on tcp://127.0.0.1:5999" in text and "nan" not in text
+    assert "received 0" in node.stats.summary_line() and "nan" not in node.stats.summary_line()

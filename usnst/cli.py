@@ -15,6 +15,15 @@ from usnst.commands import engine, offline, stream, train
 GROUPS = (stream, offline, train, engine)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("usnst")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _command_named(argv: list[str]) -> str | None:
     """The subcommand in ``argv``: its first word that is not an option."""
     return next((a for a in argv if not a.startswith("-")), None)
@@ -25,6 +34,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usnst", description="Real-time neural style transfer for ultrasound simulators.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"usnst {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {name: spec for group in GROUPS for name, spec in group.COMMANDS.items()}
     wanted = None if argv is None else _command_named(argv)

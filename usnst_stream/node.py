@@ -167,7 +167,9 @@ class Node:
         while not self._stop.wait(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))):
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if self.config.stats_interval > 0:
+            if self.config.stats_interval > 0 and self.stats.snapshot()["received"] == 0:
+                log.info("waiting for input on %s", ", ".join(self.endpoints["input"]))
+            elif self.config.stats_interval > 0:
                 log.info("%s", self.stats.interval_line())
         final = self.stop()
         log.info("final: %s", self.stats.summary_line())

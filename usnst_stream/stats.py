@@ -1,6 +1,7 @@
 """Counters and latency percentiles for a stream, cheap enough to update on every frame."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -103,5 +104,6 @@ def _totals_and_latency(snap: dict) -> str:
              f"lost {snap['lost']}", f"rejected {rejected}"]
     if snap["engine_errors"]:
         parts.append(f"engine errors {snap['engine_errors']}")
-    stages = " | ".join(f"{s} p50 {lat[s]['p50']:.1f} p99 {lat[s]['p99']:.1f} ms" for s in ("wait", "infer", "node"))
-    return " | ".join(parts) + " | " + stages
+    stages = [f"{s} p50 {lat[s]['p50']:.1f} p99 {lat[s]['p99']:.1f} ms" for s in ("wait", "infer", "node")
+              if math.isfinite(lat[s]["p50"])]  # no frame yet: no percentiles, rather than 'nan'
+    return " | ".join(parts + stages)

@@ -115,8 +115,53 @@ def run_info(args) -> int:
     return 0
 
 
+# -- models ---------------------------------------------------------------------------------------------
+def models_flags(p) -> None:
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=run_models)
+
+
+def headline(name: str) -> dict:
+    """A shipped model's own row of its card's realism report (NAME.realism.json beside the checkpoint), if any."""
+    from engines.checkpoint import default_model_path
+
+    path = default_model_path(name).with_suffix(".realism.json")
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text())
+    mine = next((r for r in rows if r.get("model") == name), None)
+    return {k: mine[k] for k in ("ssim", "lowpass_ssim", "nakagami_m", "fwhm_axial_px", "fwhm_lateral_px", "c2st")
+            if k in mine} if mine else {}
+
+
+def run_models(args) -> int:
+    from engines.checkpoint import default_model_path, embedded_models, read_checkpoint
+
+    listing = []
+    for name in embedded_models():
+        payload = read_checkpoint(default_model_path(name))
+        meta = payload["meta"]
+        listing.append({"name": name, "task": meta.get("task"), "network": payload["config"].get("arch", "johnson"),
+                        "parameters": sum(t.numel() for t in payload["state_dict"].values()),
+                        "training": meta.get("training", ""), "realism": headline(name),
+                        "card": str(default_model_path(name).with_suffix(".md"))})
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    print("| model | task | parameters | SSIM vs target | low-passed SSIM | Nakagami m | FWHM ax/lat px | C2ST |")
+    print("|---|---|---|---|---|---|---|---|")
+    for m in listing:
+        r = m["realism"]
+        figures = (f"{r['ssim']:.3f} | {r['lowpass_ssim']:.3f} | {r['nakagami_m']:.2f} | "
+                   f"{r['fwhm_axial_px']:.2f}/{r['fwhm_lateral_px']:.2f} | {r['c2st']:.2f}") if r else "| | | |"
+        print(f"| {m['name']} | {m['task']} | {m['parameters']:,} | {figures} |")
+    print("(held-out 256x256 phantoms; each model's card: engines/default_models/NAME.md)")
+    return 0
+
+
 # name → (help line, function adding its flags); usnst.cli builds a command's flags only when it runs
 COMMANDS = {
+    "models": ("list the embedded models with their cards' realism figures", models_flags),
     "engine": ("build engine artifacts for compiled backends", engine_flags),
     "bench": ("engine latency, end-to-end rate sweep (tcp, ipc) and transport baseline", bench_flags),
     "info": ("show a checkpoint's config and metadata", info_flags),
