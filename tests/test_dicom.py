@@ -64,7 +64,13 @@ def test_derived_output_has_new_uids_derived_flags_and_the_original_geometry(tmp
     src, ds = cine.dataset, back.dataset
     assert ds.SOPInstanceUID != src.SOPInstanceUID and ds.SeriesInstanceUID != src.SeriesInstanceUID
     assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.SOPClassUID == src.SOPClassUID
-    assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"] and ds.DerivationDescription == "usnst lq2hq (test)"
+    assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert ds.DerivationDescription.startswith("usnst lq2hq (test); burned-in annotations of the source")
+    # The source states nothing about burned-in text and shows some: the derived image must not claim NO.
+    assert "BurnedInAnnotation" not in src and ds.BurnedInAnnotation == "YES"
+    assert ds.SeriesNumber == int(src.SeriesNumber) + 1000
+    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    assert ds.SourceImageSequence[0].ReferencedSOPClassUID == src.SOPClassUID
     assert (ds.Rows, ds.Columns, int(ds.NumberOfFrames)) == (240, 320, 30) and back.fps == pytest.approx(cine.fps)
     assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.file_meta.TransferSyntaxUID.is_little_endian
     assert all(np.array_equal(a, b) for a, b in zip(back.frames, styled))
@@ -118,3 +124,30 @@ def test_style_sets_read_dicom_cines_next_to_images(tmp_path):
     images = read_stills(tmp_path / "style")
     assert len(images) == 31 and images[0].shape == (20, 30) and images[1].shape == (240, 320)
     assert len(read_stills(tmp_path / "style" / "sub" / "cine.dcm")) == 30
+
+
+def test_cleaned_pixels_may_say_no_burned_in_annotation(tmp_path):
+    cine = read_dicom(examples.get_path("ybr_color"))
+    out = write_derived(tmp_path / "clean.dcm", cine.frames, cine, "cleaned", annotations_removed=True)
+    ds = read_dicom(out).dataset
+    assert ds.BurnedInAnnotation == "NO" and "annotations removed" in ds.DerivationDescription
+
+
+def test_a_big_endian_source_is_written_little_endian(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    series = read_dicom(get_testdata_file("ExplVR_BigEnd.dcm"))
+    out = write_derived(tmp_path / "le.dcm", series.frames, series)
+    back = read_dicom(out)
+    assert back.dataset.file_meta.TransferSyntaxUID.is_little_endian
+    assert all(np.array_equal(a, b) for a, b in zip(back.frames, series.frames))
+
+
+def test_a_truncated_uncompressed_file_is_called_damaged_not_a_missing_plugin(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    data = open(get_testdata_file("ExplVR_BigEnd.dcm"), "rb").read()
+    (tmp_path / "cut.dcm").write_bytes(data[: len(data) - 2000])
+    with pytest.raises(DicomError) as info:
+        read_dicom(tmp_path / "cut.dcm")
+    assert "truncated or damaged" in str(info.value) and "pip install" not in str(info.value)

@@ -98,8 +98,11 @@ def read_dicom(path: str | os.PathLike) -> DicomSeries:
         pixels = ds.pixel_array
     except Exception as exc:
         name = getattr(syntax, "name", syntax)
-        raise DicomError(f"{path}: cannot decode pixel data stored as {name}: {PLUGIN_HINT} "
-                         f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
+        detail = f"({exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0]})"
+        if syntax is not None and not getattr(syntax, "is_compressed", True):  # no plugin would help
+            raise DicomError(f"{path}: its {name} pixel data does not match its header (Rows, Columns, "
+                             f"frames, bits): a truncated or damaged file? {detail}") from exc
+        raise DicomError(f"{path}: cannot decode pixel data stored as {name}: {PLUGIN_HINT} {detail}") from exc
     n = int(ds.get("NumberOfFrames", 1) or 1)
     gray = _to_gray8(pixels, ds)
     frames = list(gray) if n > 1 else [gray]
@@ -116,14 +119,20 @@ _COLOUR_TAGS = ("PlanarConfiguration", "RedPaletteColorLookupTableDescriptor", "
 
 
 def write_derived(path: str | os.PathLike, frames: list[np.ndarray], source: DicomSeries,
-                  description: str = "usnst style transfer") -> Path:
-    """Write ``frames`` (uint8, the source's size) as a derived DICOM of ``source``; atomic (temp file + rename)."""
+                  description: str = "usnst style transfer", annotations_removed: bool = False) -> Path:
+    """Write ``frames`` (uint8, the source's size) as a derived DICOM of ``source``; atomic (temp file + rename).
+
+    It is a new series (new Series Instance UID, Series Number = the source's + 1000) that references its source
+    image (Source Image Sequence). Burned In Annotation says what the pixels may still show: style transfer keeps
+    whatever text the source had burned in, so it is the source's own statement, or YES when the source makes none
+    — NO only with ``annotations_removed`` (pixels cleaned of annotations, e.g. by `usnst clean`)."""
     rows, cols = int(source.dataset.Rows), int(source.dataset.Columns)
     if any(f.shape != (rows, cols) for f in frames):
         raise ValueError(f"derived frames must keep the source geometry {rows}x{cols}")
     if len(frames) != len(source.frames):
         raise ValueError(f"{len(frames)} frames for a source of {len(source.frames)}")
     ds = copy.deepcopy(source.dataset)
+    original = source.dataset
     for tag in _COLOUR_TAGS + ("PixelData",):
         if tag in ds:
             del ds[tag]
@@ -132,17 +141,27 @@ def write_derived(path: str | os.PathLike, frames: list[np.ndarray], source: Dic
     ds.SOPInstanceUID = uid
     ds.file_meta.MediaStorageSOPInstanceUID = uid
     ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = int(original.get("SeriesNumber") or 0) + 1000
+    if "SOPInstanceUID" in original:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = original.get("SOPClassUID", ds.get("SOPClassUID"))
+        ref.ReferencedSOPInstanceUID = original.SOPInstanceUID
+        ds.SourceImageSequence = [ref]
     ds.SeriesDescription = f"{ds.get('SeriesDescription', '')} [usnst]".strip()
     original_type = [str(v) for v in (ds.get("ImageType") or [])][2:]
     ds.ImageType = ["DERIVED", "SECONDARY", *original_type]
-    ds.DerivationDescription = description[:1024]
-    ds.BurnedInAnnotation = ds.get("BurnedInAnnotation", "NO")
+    burned_in = "NO" if annotations_removed else str(original.get("BurnedInAnnotation") or "YES")
+    ds.BurnedInAnnotation = burned_in
+    note = ("annotations removed from the pixels" if annotations_removed else
+            "burned-in annotations of the source, if any, are not removed")
+    ds.DerivationDescription = f"{description}; {note}"[:1024]
     data = np.stack(frames) if len(frames) > 1 else frames[0]
     ds.set_pixel_data(np.ascontiguousarray(data), photometric_interpretation="MONOCHROME2", bits_stored=8)
     if len(frames) > 1:
         ds.NumberOfFrames = len(frames)
     with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        # Always Explicit VR Little Endian, whatever the source used (a big-endian source is converted on writing).
+        pydicom.dcmwrite(tmp, ds, implicit_vr=False, little_endian=True, enforce_file_format=True)
     return Path(path)
 
 
