@@ -128,6 +128,8 @@ class Backend:
     load_at: str
     build_at: str | None = None
     builds: str = ""
+    suffix: str = ""  # file suffix of its artifact (`--model m.onnx` runs on the backend whose artifact it is)
+    artifact_at: str | None = None  # loader of an artifact alone: (artifact, options) → Engine
 
     @staticmethod
     def _resolve(where: str) -> Callable:
@@ -136,6 +138,11 @@ class Backend:
 
     def load(self, checkpoint: str, options: EngineOptions, artifact: str | None = None) -> Engine:
         return self._resolve(self.load_at)(checkpoint, options, artifact)
+
+    def load_artifact(self, artifact: str, options: EngineOptions) -> Engine:
+        if self.artifact_at is None:
+            raise BackendUnavailable(f"the {self.name} backend has no artifacts to load")
+        return self._resolve(self.artifact_at)(artifact, options)
 
     def build(self, checkpoint, out, precision: str | None = None, shapes: str | None = None, device: str | None = None):
         if self.build_at is None:

@@ -97,6 +97,20 @@ def check_artifact(path: str | os.PathLike, checkpoint: str | os.PathLike) -> No
         raise EngineMismatch(f"{path}: its graph differs from the one exported (modified or corrupted): {rebuild}")
 
 
+def load_onnx_artifact(artifact: str, options: EngineOptions) -> OnnxRuntimeEngine:
+    """An ONNX artifact on its own (`--model m.onnx`): padding and noise from the geometry it records, provenance
+    (checkpoint hash, task) from its metadata. An artifact whose graph was changed after export is refused."""
+    import onnx
+
+    model = onnx.load(str(artifact), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if META_GRAPH not in meta or meta[META_GRAPH] != graph_sha256(model):
+        raise EngineMismatch(f"{artifact}: not a usnst ONNX export, or its graph was changed after export "
+                             "(rebuild it with `usnst engine build`)")
+    return OnnxRuntimeEngine(artifact, options, {"checkpoint_sha256": meta.get(META_SHA),
+                                                 "task": meta.get("usnst.task")})
+
+
 def default_artifact_path(sha: str) -> Path:
     root = Path(os.environ.get("USNST_CACHE", Path.home() / ".cache" / "usnst")) / "engines"
     return root / f"{sha[:16]}-fp32.onnx"

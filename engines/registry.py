@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -22,10 +23,11 @@ log = logging.getLogger(__name__)
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "engines.body_engine:load_torch"),
     Backend("onnxruntime", "engines.onnx_backend:load_onnx_engine", "engines.onnx_backend:build_onnx",
-            "ONNX opset 17, fp32, dynamic frame size, noise as inputs"),
+            "ONNX opset 17, fp32, dynamic frame size, noise as inputs", ".onnx", "engines.onnx_backend:load_onnx_artifact"),
     Backend("torch-compile", "engines.body_engine:load_torch_compile"),
     Backend("tensorrt", "engines.tensorrt_backend:load_tensorrt_engine", "engines.tensorrt_backend:build_tensorrt",
-            "TensorRT ExportedProgram + .json record, noise as inputs"),
+            "TensorRT ExportedProgram + .json record, noise as inputs", ".ep",
+            "engines.tensorrt_backend:load_tensorrt_artifact"),
 )}
 AUTO = "auto"
 DEFAULT_BACKEND = "torch"
@@ -45,11 +47,29 @@ def _backend(name: str) -> Backend:
     return BACKENDS[name]
 
 
-def load_engine(model: str | os.PathLike | None = None, backend: str = DEFAULT_BACKEND,
+def artifact_backend(model: str | os.PathLike | None) -> str | None:
+    """The backend whose engine artifact ``model`` is (by its suffix: .onnx, .ep), or None for a checkpoint/name."""
+    suffix = Path(str(model)).suffix if model else ""
+    return next((b.name for b in BACKENDS.values() if b.suffix and b.suffix == suffix), None)
+
+
+def load_engine(model: str | os.PathLike | None = None, backend: str | None = None,
                 options: EngineOptions = EngineOptions(), artifact: str | os.PathLike | None = None) -> Engine:
-    """Open ``model`` (a checkpoint path, an embedded model name, or None for the default) on ``backend``;
-    ``artifact`` is a prebuilt engine file for compiled backends (checked against the checkpoint)."""
+    """Open ``model`` — a checkpoint path, an embedded model name, None for the default, or an engine artifact
+    (.onnx, .ep) — on ``backend`` (None: the artifact's own backend, else ``DEFAULT_BACKEND``); ``artifact`` is a
+    prebuilt engine file for a checkpoint on a compiled backend (checked against the checkpoint)."""
+    own = artifact_backend(model)
+    if own is not None:
+        if backend not in (None, AUTO, own):
+            raise BackendUnavailable(f"{model} is a {own} engine artifact: it runs on --backend {own} (or give its "
+                                     f"checkpoint to run on {backend})")
+        if artifact:
+            raise ValueError(f"--model {model} is already an engine artifact; --engine is for a checkpoint's artifact")
+        if not Path(str(model)).is_file():
+            raise FileNotFoundError(f"engine artifact {model} not found")
+        return _backend(own).load_artifact(str(model), options)
     path = resolve_model(model)
+    backend = backend or DEFAULT_BACKEND
     if backend == AUTO:
         return fastest_engine(str(path), options)
     return _backend(backend).load(str(path), options, str(artifact) if artifact else None)

@@ -151,7 +151,8 @@ def build_tensorrt(checkpoint: str | os.PathLike, out: str | os.PathLike, precis
     with atomic_path(out, suffix=".ep") as tmp, atomic_path(sidecar_path(out)) as side_tmp:
         torch_tensorrt.save(trt_module, str(tmp), output_format="exported_program", arg_inputs=example, **save_kwargs)
         record = engine_record(checkpoint, tmp, precision, shapes, _gpu_identity(torch.device(device)),
-                               torch_tensorrt=getattr(torch_tensorrt, "__version__", "unknown"), task=meta.get("task"))
+                               torch_tensorrt=getattr(torch_tensorrt, "__version__", "unknown"), task=meta.get("task"),
+                               checkpoint=str(Path(checkpoint).resolve()))
         side_tmp.write_text(json.dumps(record, indent=2))
     return out
 
@@ -211,6 +212,16 @@ class TensorRtEngine(BodyEngine):
             raise ValueError(f"frame {frame.shape[0]}x{frame.shape[1]} is outside this TensorRT engine's sizes "
                              f"({self.shapes}); rebuild with `usnst engine build --backend tensorrt --shapes ...`")
         return super().infer(frame)
+
+
+def load_tensorrt_artifact(artifact: str, options: EngineOptions) -> TensorRtEngine:
+    """A TensorRT engine named alone (`--model m.ep`): its sidecar names the checkpoint it was built from (the net
+    supplies padding and noise shapes), which must still be there and unchanged."""
+    checkpoint = read_sidecar(artifact).get("checkpoint")
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise EngineMismatch(f"{artifact}: the checkpoint it was built from ({checkpoint or 'not recorded'}) is not "
+                             f"here; run it as --model CHECKPOINT --engine {artifact}")
+    return load_tensorrt_engine(checkpoint, options, artifact)
 
 
 def load_tensorrt_engine(checkpoint: str, options: EngineOptions, artifact: str | None = None) -> TensorRtEngine:

@@ -84,3 +84,21 @@ def test_an_edited_onnx_artifact_is_refused(tmp_path, tiny_checkpoint):
     onnx.save(model, str(artifact))
     with pytest.raises(EngineMismatch, match="modified or corrupted"):
         load_engine(tiny_checkpoint, "onnxruntime", artifact=artifact)
+    with pytest.raises(EngineMismatch, match="changed after export"):
+        load_engine(artifact)  # named alone: the same check
+
+
+def test_an_onnx_artifact_named_as_the_model_runs_on_its_own_backend(tmp_path, tiny_checkpoint):
+    from engines.base import BackendUnavailable
+
+    artifact = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    options = EngineOptions(noise="fixed", seed=5)
+    frame = np.random.default_rng(0).random((40, 52), dtype=np.float32)
+    alone = load_engine(artifact, options=options)
+    with_checkpoint = load_engine(tiny_checkpoint, "onnxruntime", options, artifact)
+    assert alone.name == "onnxruntime" and np.array_equal(alone.infer(frame), with_checkpoint.infer(frame))
+    assert alone.describe()["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
+    with pytest.raises(BackendUnavailable, match="runs on --backend onnxruntime"):
+        load_engine(artifact, "torch")
+    with pytest.raises(FileNotFoundError):
+        load_engine(tmp_path / "missing.onnx")

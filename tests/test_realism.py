@@ -311,3 +311,19 @@ def test_envelope_histogram_loss_weighs_the_bright_tail():
     assert grey_tail == pytest.approx(grey_mid, rel=1e-3)  # grey levels: the same distance
     assert env_tail > 5 * env_mid  # envelope power: the tail rules
     assert histogram_loss(x, x, 50.0).item() == 0
+
+
+def test_local_histogram_loss_sees_speckle_shape_not_brightness():
+    from offline.losses import local_histogram_loss
+
+    rng = np.random.default_rng(3)
+    rayleigh = np.sqrt(rng.exponential(size=(64, 64)))
+    log_speckle = torch.from_numpy(np.clip(0.6 + 0.1 * np.log(rayleigh), 0, 1)).float()[None, None]  # skewed dark
+    tissue = torch.ones_like(log_speckle)
+    assert local_histogram_loss(log_speckle, log_speckle, tissue).item() == 0
+    brighter = log_speckle + 0.1 * torch.linspace(0, 1, 64).view(1, 1, -1, 1).round()  # anatomy: blockwise offsets
+    assert local_histogram_loss(brighter, log_speckle, tissue).item() < 1e-6
+    mirrored = 1.2 - log_speckle  # same spread, skewed bright instead of dark
+    assert local_histogram_loss(mirrored, log_speckle, tissue).item() > 0.01
+    none = torch.zeros_like(tissue)
+    assert local_histogram_loss(mirrored, log_speckle, none).item() == 0  # no tissue block: nothing compared

@@ -7,7 +7,8 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
   + adversarial_weight · LSGAN loss of a conditional PatchGAN discriminator (offline.patchgan)
   + texture_weight     · random-filter Gram texture loss, tile by tile against HQ (offline.losses)
   + histogram_weight   · 1-D Wasserstein distance of the crop's envelope powers to HQ's (the bright tail sets m)
-  + nakagami_weight    · |log m| error of the envelope's Nakagami m, 16×16 block by block against HQ (speckle shape)
+  + nakagami_weight    · |log m| error of the envelope's Nakagami m, 16×16 block by block against HQ
+  + local_histogram_weight · mean-removed grey-level distribution of each 16×16 tissue block against HQ's (shape)
   + correlation_weight · error of the speckle autocorrelation at lags 1–2 against HQ's (speckle grain size)
 The net's noise planes are the speckle source (distribution-matching losses make the noise weights grow); its
 output is black wherever the input has no echo (``echo_mask``), so noise never paints outside the sector.
@@ -39,6 +40,7 @@ from offline.losses import (
     anatomy_loss,
     correlation_loss,
     histogram_loss,
+    local_histogram_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
     nakagami_loss,
@@ -84,6 +86,7 @@ class RealismConfig(RunConfig):
     histogram_weight: float = 0.0  # envelope-power distribution (sorted values) against HQ's
     dynamic_range_db: float = 50.0  # display dynamic range assumed to recover the envelope from grey (metrics use 50)
     nakagami_weight: float = 0.0  # block Nakagami m against HQ's
+    local_histogram_weight: float = 0.0  # local (16×16 tissue block) speckle histogram against HQ's
     correlation_weight: float = 0.0  # speckle autocorrelation (lags 1, 2) against HQ's
     val_every: int = 250
     val_images: int = 8
@@ -108,6 +111,7 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
              ("adversarial_weight", ("conditional" if paired else "unconditional") + " PatchGAN (LSGAN, spectral norm)"),
              ("texture_weight", "random-filter texture" + ("" if paired else " (average style)")),
              ("histogram_weight", "envelope-power histogram"), ("nakagami_weight", "block Nakagami m"),
+             ("local_histogram_weight", "local speckle histogram"),
              ("correlation_weight", "speckle autocorrelation")]
     terms = [f"{getattr(cfg, k):g} × {label}" for k, label in names if getattr(cfg, k)]
     return "realism: " + " + ".join(terms) + "; no pretrained weights"
@@ -155,7 +159,7 @@ def train(cfg: RealismConfig) -> dict:
     if not spec.paired:
         if not cfg.style:
             raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
-        if cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight:
+        if cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight or cfg.local_histogram_weight:
             raise ValueError("pixel, nakagami and correlation terms compare aligned pairs; set them to 0 for "
                              f"{cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
         style = read_stills(cfg.style)
@@ -233,6 +237,8 @@ def train(cfg: RealismConfig) -> dict:
             terms["histogram"] = cfg.histogram_weight * histogram_loss(fake, y, cfg.dynamic_range_db)
         if cfg.nakagami_weight:
             terms["nakagami"] = cfg.nakagami_weight * nakagami_loss(fake, y, cfg.dynamic_range_db, tissue=tissue)
+        if cfg.local_histogram_weight:
+            terms["local_histogram"] = cfg.local_histogram_weight * local_histogram_loss(fake, y, tissue)
         if cfg.correlation_weight:
             terms["correlation"] = cfg.correlation_weight * correlation_loss(fake, y, tissue)
         g_loss = sum(terms.values())

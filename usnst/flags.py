@@ -58,9 +58,11 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     from engines.checkpoint import DEFAULT_MODEL
     from engines.registry import AUTO, DEFAULT_BACKEND, available_backends
 
-    p.add_argument("--model", default=None, help=f"checkpoint path or embedded model name (default: {DEFAULT_MODEL})")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=[*available_backends(), AUTO],
-                   help=f"inference backend ({AUTO}: the fastest measured here; default {DEFAULT_BACKEND})")
+    p.add_argument("--model", default=None, help="embedded model name (`usnst models`), checkpoint path, or engine "
+                   f"artifact (.onnx, .ep: runs on its own backend) (default: {DEFAULT_MODEL})")
+    p.add_argument("--backend", default=None, choices=[*available_backends(), AUTO],
+                   help=f"inference backend ({AUTO}: the fastest measured here; default: an artifact's own backend, "
+                        f"else {DEFAULT_BACKEND})")
     p.add_argument("--engine", default=None, help="prebuilt engine artifact (usnst engine build); checked against --model")
     p.add_argument("--noise", default=EngineOptions.noise, choices=NOISE_MODES,
                    help="noise injection: fixed per stream (a still scene stays still), fresh every frame, or off "

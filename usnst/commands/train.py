@@ -25,6 +25,8 @@ def train_flags(p) -> None:
     g.add_argument("--texture-weight", type=float, default=None, help="random-filter Gram texture, per tile")
     g.add_argument("--histogram-weight", type=float, default=None, help="envelope-power distribution vs HQ (sorted L1; its bright tail sets Nakagami m)")
     g.add_argument("--nakagami-weight", type=float, default=None, help="speckle shape: block Nakagami m vs HQ")
+    g.add_argument("--local-histogram-weight", type=float, default=None,
+                   help="speckle shape: mean-removed histogram of each 16x16 tissue block vs HQ")
     g.add_argument("--correlation-weight", type=float, default=None,
                    help="speckle grain: autocorrelation at lags 1-2 vs HQ")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
@@ -91,7 +93,7 @@ def run_train(args) -> int:
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
-                   "nakagami_weight", "correlation_weight", "val_every", "val_images", "resume_from", "style", "seed", "threads"]))
+                   "nakagami_weight", "local_histogram_weight", "correlation_weight", "val_every", "val_images", "resume_from", "style", "seed", "threads"]))
         r = train_realism(cfg)
         last = r["last"]
         print(f"usnst train: realism {cfg.arch}, {r['steps']} steps in {r['seconds']:.0f} s; best realism score "
