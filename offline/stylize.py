@@ -81,6 +81,36 @@ def _stylize_one(engine: Engine, img: np.ndarray) -> np.ndarray:
     return to_uint8(engine.infer(to_float(img)))
 
 
+IDENTITY_FILE = "usnst-model.json"
+
+
+def model_identity(engine: Engine) -> dict:
+    """What makes two runs' outputs comparable: the checkpoint's bytes (SHA-256), the noise mode and its seed."""
+    d = engine.describe()
+    return {"checkpoint_sha256": d.get("checkpoint_sha256"), "task": d.get("task"), "noise": d.get("noise"),
+            "seed": d.get("seed")}
+
+
+def claim_output_folder(out_dir: Path, engine: Engine, overwrite: bool) -> None:
+    """Record which model writes ``out_dir`` and refuse to resume into a folder another model (or another noise)
+    wrote: "N already done" would otherwise silently mix two models' outputs in one set."""
+    mine = model_identity(engine)
+    marker = out_dir / IDENTITY_FILE
+    if marker.is_file() and not overwrite:
+        theirs = json.loads(marker.read_text())
+        if theirs != mine:
+            differ = ", ".join(f"{k} {str(theirs.get(k))[:12]} here vs {str(mine[k])[:12]} now" for k in mine
+                               if theirs.get(k) != mine[k])
+            raise ValueError(f"{out_dir} holds another model's outputs ({differ}): choose another --out, or "
+                             "--overwrite to replace them")
+    elif not marker.is_file() and not overwrite and out_dir.is_dir() and any(
+            p.suffix.lower() in (".png", ".dcm") for p in out_dir.rglob("*")):
+        raise ValueError(f"{out_dir} holds images no usnst stylize run has claimed ({IDENTITY_FILE} is missing): "
+                         "choose another --out, or --overwrite to replace them")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(mine, indent=2))
+
+
 def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     if job.layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {job.layout!r}")
@@ -90,6 +120,7 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     out_dir = Path(job.out)
     if out_dir.is_dir():
         remove_stale_temp_files(out_dir)
+    claim_output_folder(out_dir, engine, job.overwrite)
     report = StylizeReport(total=len(paths))
     for path in tqdm(paths, desc="stylize", unit="img", disable=not job.progress):
         rel = path.relative_to(base)

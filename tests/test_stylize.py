@@ -101,3 +101,30 @@ def test_an_interrupted_run_leaves_only_whole_files_and_resumes(tmp_path, tiny_c
     assert done.returncode == 0, done.stderr
     assert f"{len(partial)} already done" in done.stdout or "already done" in done.stdout
     assert len(list(out.glob("*.png"))) == 60 and not list(out.glob(".*.tmp*"))
+
+
+def test_an_output_folder_belongs_to_one_model_and_noise(tmp_path, tree, tiny_checkpoint):
+    from conftest import tiny_net
+
+    from engines.checkpoint import save_checkpoint
+
+    out = tmp_path / "out"
+    job = StylizeJob(str(tree), str(out), progress=False)
+    run_stylize(load_engine(tiny_checkpoint, options=EngineOptions(seed=0)), job)
+    identity = json.loads((out / "usnst-model.json").read_text())
+    assert len(identity["checkpoint_sha256"]) == 64 and identity["noise"] == "fixed" and identity["seed"] == 0
+    other = save_checkpoint(tmp_path / "other.pt", tiny_net(seed=99), {"task": "lq2hq"})
+    with pytest.raises(ValueError, match="another model's outputs.*checkpoint_sha256"):
+        run_stylize(load_engine(other), job)
+    with pytest.raises(ValueError, match="seed 0 here vs 1 now"):
+        run_stylize(load_engine(tiny_checkpoint, options=EngineOptions(seed=1)), job)
+    again = run_stylize(load_engine(tiny_checkpoint, options=EngineOptions(seed=0)), job)  # same model: resumes
+    assert again.skipped == 5 and again.written == 0
+    replaced = run_stylize(load_engine(other), StylizeJob(str(tree), str(out), overwrite=True, progress=False))
+    assert replaced.written == 5 and json.loads((out / "usnst-model.json").read_text())["checkpoint_sha256"] != \
+        identity["checkpoint_sha256"]
+    unclaimed = tmp_path / "unclaimed"
+    unclaimed.mkdir()
+    cv2.imwrite(str(unclaimed / "x.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="no usnst stylize run has claimed"):
+        run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tree), str(unclaimed), progress=False))
