@@ -22,9 +22,14 @@ from offline.datasets import crop_brightness_bar, split_triptych
 from offline.metrics import mean_scores, score_pair
 from usnst_io.media import (
     DICOM_SUFFIXES,
+    RECORDING_SUFFIXES,
+    VIDEO_SUFFIXES,
+    atomic_path,
     frame_png_paths,
+    is_stylizable,
     list_inputs,
     read_gray,
+    read_sequence,
     remove_stale_temp_files,
     to_float,
     to_uint8,
@@ -114,7 +119,7 @@ def claim_output_folder(out_dir: Path, engine: Engine, overwrite: bool) -> None:
 def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     if job.layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {job.layout!r}")
-    base, paths = list_inputs(job.inputs)
+    base, paths = list_inputs(job.inputs, accept=is_stylizable)
     i, n = job.shard
     paths = paths[i::n]
     out_dir = Path(job.out)
@@ -126,6 +131,9 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
         rel = path.relative_to(base)
         if path.suffix.lower() in DICOM_SUFFIXES:
             _stylize_dicom(engine, path, out_dir / rel, job, report)
+            continue
+        if path.suffix.lower() in VIDEO_SUFFIXES + RECORDING_SUFFIXES:
+            _stylize_sequence(engine, path, out_dir / rel, job, report)
             continue
         out_path = (out_dir / rel).with_suffix(".png")
         if out_path.exists() and not job.overwrite and not job.metrics:
@@ -175,6 +183,26 @@ def _stylize_dicom(engine: Engine, path: Path, out_base: Path, job: StylizeJob, 
         else:
             for out, frame in zip(outputs, styled):
                 write_png(out, frame)
+        report.written += 1
+    except Exception as exc:  # one bad input must not end a long batch
+        log.warning("skipping %s: %s", path, exc)
+        report.failed.append((str(path), f"{exc.__class__.__name__}: {exc}"))
+
+
+def _stylize_sequence(engine: Engine, path: Path, out_base: Path, job: StylizeJob, report: StylizeReport) -> None:
+    """A recording (.usrec) or a video: every frame stylized, written as ``name_0000.png``… with ``name.times.csv``
+    (file, seconds from the first frame) so `usnst export`-style timing survives. Resume checks the last file."""
+    try:
+        seq = read_sequence(path)
+        outputs = frame_png_paths(out_base, len(seq.frames))
+        if outputs[-1].exists() and not job.overwrite:
+            report.skipped += 1
+            return
+        for out, frame in zip(outputs, seq.frames):
+            write_png(out, _stylize_one(engine, frame))
+        with atomic_path(out_base.with_name(out_base.stem + ".times.csv")) as tmp:
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([("file", "t_s"), *((o.name, round(t, 6)) for o, t in zip(outputs, seq.times))])
         report.written += 1
     except Exception as exc:  # one bad input must not end a long batch
         log.warning("skipping %s: %s", path, exc)

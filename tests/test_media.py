@@ -78,7 +78,7 @@ def test_inputs_are_listed_once_by_folder_glob_or_file_without_temp_files(tmp_pa
     assert base == tmp_path and [p.relative_to(base).as_posix() for p in paths] == ["a/1.png", "a/b/2.jpg", "c.dcm"]
     base, paths = media.list_inputs(f"{tmp_path}/a/**/*.jpg")
     assert base == tmp_path / "a" and [p.name for p in paths] == ["2.jpg"]
-    with pytest.raises(FileNotFoundError, match="no images"):
+    with pytest.raises(FileNotFoundError, match="no inputs"):
         media.list_inputs(f"{tmp_path}/*.gif")
 
 
@@ -89,3 +89,71 @@ def test_wire_frames_become_grayscale_uint8():
     rgb[..., 0] = 90
     assert media.gray_uint8(rgb).max() == 30
     assert media.to_uint8(np.array([-0.1, 0.5, 1.2])).tolist() == [0, 128, 255]
+
+
+def _recording(path, n=6, period_s=0.2, size=(24, 32)):
+    with RecordingWriter(path) as writer:
+        for i in range(n):
+            pixels = np.full(size, 20 * i, np.uint8)
+            writer.write(1_000_000_000 + int(i * period_s * 1e9), protocol.encode(protocol.Frame(i, 0, pixels)))
+    return path
+
+
+def test_a_timed_video_lasts_as_long_as_its_frames_did(tmp_path):
+    import cv2
+
+    writer = media.TimedVideoWriter(tmp_path / "v.avi", fps=10)
+    for t, level in ((5.0, 0), (5.02, 250), (5.5, 100), (7.0, 200)):  # 2 s of irregular frames
+        writer.add(t, np.full((16, 24), level, np.uint8))
+    assert writer.close() == tmp_path / "v.avi"
+    video = cv2.VideoCapture(str(tmp_path / "v.avi"))
+    frames = []
+    while True:
+        ok, f = video.read()
+        if not ok:
+            break
+        frames.append(int(f.mean()))
+    assert len(frames) == 21  # 2 s at 10 fps, plus the last frame
+    assert abs(frames[0] - 250) < 8  # 0 and 250 came within one period: the later one is shown
+    assert abs(frames[5] - 100) < 8 and abs(frames[19] - 100) < 8 and abs(frames[20] - 200) < 8
+    aborted = media.TimedVideoWriter(tmp_path / "w.avi", fps=10)
+    aborted.add(0.0, np.zeros((8, 8), np.uint8))
+    aborted.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.avi"]  # no partial file, no temp file
+
+
+def test_export_writes_a_recording_at_its_timestamps(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    import cv2
+
+    rec = _recording(tmp_path / "run.usrec")  # 6 frames over 1 s
+    run = lambda *a: subprocess.run([sys.executable, "-m", "usnst.cli", "export", str(rec), *a], capture_output=True,
+                                    text=True, timeout=60)
+    done = run("--out", str(tmp_path / "run.avi"), "--fps", "20")
+    assert done.returncode == 0, done.stderr
+    count = int(cv2.VideoCapture(str(tmp_path / "run.avi")).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert count == 21 and "(1.05 s)" in done.stdout  # 1 s at 20 fps + the last frame, not 6 frames
+    done = run("--out", str(tmp_path / "frames"))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader(open(tmp_path / "frames" / "times.csv")))
+    assert rows[0] == ["file", "t_s"] and len(rows) == 7 and float(rows[-1][1]) == pytest.approx(1.0)
+    assert cv2.imread(str(tmp_path / "frames" / rows[3][0]), cv2.IMREAD_GRAYSCALE).max() == 40
+
+
+def test_stylize_takes_a_recording(tmp_path, tiny_checkpoint):
+    import csv
+
+    from engines.registry import load_engine
+    from offline.stylize import StylizeJob, run_stylize
+
+    _recording(tmp_path / "in" / "run.usrec", n=3)
+    report = run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tmp_path / "in"), str(tmp_path / "out"),
+                                                                  progress=False))
+    assert report.written == 1 and not report.failed
+    assert sorted(p.name for p in (tmp_path / "out").glob("run_*.png")) == ["run_0000.png", "run_0001.png",
+                                                                           "run_0002.png"]
+    rows = list(csv.reader(open(tmp_path / "out" / "run.times.csv")))
+    assert [float(r[1]) for r in rows[1:]] == pytest.approx([0, 0.2, 0.4])

@@ -8,10 +8,11 @@ was (temp file in the same folder, then rename).
 """
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -96,13 +97,81 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float = 
     return path
 
 
+@functools.cache
+def h264_available() -> bool:
+    """Whether this OpenCV build can encode H.264 (pip's opencv-python-headless usually cannot). Probed once on a
+    scratch file with the C library's stderr silenced: FFmpeg prints a screenful when an encoder is missing."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+                writer = cv2.VideoWriter(os.path.join(d, "probe.mp4"), cv2.VideoWriter_fourcc(*"avc1"), 10, (16, 16))
+                ok = writer.isOpened()
+                writer.release()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return ok
+
+
 def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    """An OpenCV writer for BGR frames of ``size`` (width, height): mp4v for .mp4, MJPG otherwise."""
-    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if str(path).lower().endswith(".mp4") else "MJPG"))
-    writer = cv2.VideoWriter(str(path), fourcc, fps, size)
-    if not writer.isOpened():
-        raise OSError(f"cannot write video {path}")
-    return writer
+    """An OpenCV writer for BGR frames of ``size`` (width, height): for .mp4, H.264 where this OpenCV build can
+    encode it (players everywhere take it), else MPEG-4 Part 2 (mp4v); MJPG for other suffixes."""
+    is_mp4 = str(path).lower().endswith(".mp4")
+    for codec in ((("avc1",) if h264_available() else ()) + ("mp4v",) if is_mp4 else ("MJPG",)):
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
+        if writer.isOpened():
+            return writer
+        writer.release()
+    raise OSError(f"cannot write video {path}")
+
+
+class TimedVideoWriter:
+    """A fixed-rate video in which each frame appears at its own timestamp: a frame is repeated until the next one's
+    time comes, and of frames closer together than one period the last wins. A 20 s session is then a 20 s video,
+    however irregularly its frames came (one file frame per received frame made 20 s of a slow stream 0.93 s).
+    Written to a temp file and renamed on ``close`` (atomic, like every writer here)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0):
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path, self.fps = Path(path), fps
+        self._stack = ExitStack()
+        self._writer: cv2.VideoWriter | None = None
+        self._t0 = self._last = None
+        self.written = 0
+
+    def add(self, t: float, frame: np.ndarray) -> None:
+        """``frame`` (grey or BGR uint8) shown from time ``t`` seconds (any origin; non-decreasing)."""
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
+        if self._writer is None:
+            tmp = self._stack.enter_context(atomic_path(self.path))
+            self._writer = open_video_writer(tmp, self.fps, (frame.shape[1], frame.shape[0]))
+            self._t0 = t
+        due = int(round((t - self._t0) * self.fps))  # the file frame at which this frame starts
+        while self._last is not None and self.written < due:
+            self._writer.write(self._last)
+            self.written += 1
+        self._last = frame
+
+    def close(self) -> Path | None:
+        """Write the last frame and move the file into place; None if no frame was ever added."""
+        if self._writer is None:
+            return None
+        self._writer.write(self._last)
+        self.written += 1
+        self._writer.release()
+        self._stack.close()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file (an error mid-way)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def frame_png_paths(out_base: Path, frames: int) -> list[Path]:
@@ -137,6 +206,12 @@ def is_still_or_dicom(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES and TEMP_MARK not in path.name
 
 
+def is_stylizable(path: Path) -> bool:
+    """What batch stylization takes: stills, DICOM, videos and recordings."""
+    return (path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES + VIDEO_SUFFIXES + RECORDING_SUFFIXES
+            and TEMP_MARK not in path.name)
+
+
 def image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """The image files of a folder in name order (recursively by default); an error when there are none."""
     folder = Path(folder)
@@ -164,7 +239,7 @@ def list_inputs(spec: str | os.PathLike, accept=is_still_or_dicom) -> tuple[Path
         paths = [Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file()]
     paths = sorted(q for q in paths if accept(q))
     if not paths:
-        raise FileNotFoundError(f"no images found for {spec!r}")
+        raise FileNotFoundError(f"no inputs found for {spec!r}")
     return base, paths
 
 

@@ -11,14 +11,13 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import zmq
 
 from usnst_io import protocol
-from usnst_io.media import gray_uint8, open_video_writer
+from usnst_io.media import TimedVideoWriter, gray_uint8
 from usnst_stream.sockets import (
     SIMULATOR_ENDPOINT,
     STYLIZED_ENDPOINT,
@@ -90,13 +89,8 @@ class Viewer:
         self.arrivals: deque[float] = deque(maxlen=60)
         self.latency: deque[float] = deque(maxlen=120)
         self.shown = self.unpaired = 0
-        self.writer: cv2.VideoWriter | None = None
-
-    def _write(self, picture: np.ndarray) -> None:
-        if self.writer is None:
-            Path(self.cfg.out).parent.mkdir(parents=True, exist_ok=True)
-            self.writer = open_video_writer(self.cfg.out, self.cfg.fps, (picture.shape[1], picture.shape[0]))
-        self.writer.write(picture)
+        # Frames go into the file at the time they arrived, so the video lasts as long as the session did.
+        self.writer = TimedVideoWriter(self.cfg.out, self.cfg.fps) if self.cfg.out else None
 
     def _stats_lines(self, frame: protocol.Frame) -> list[str]:
         fps = (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0]) if len(self.arrivals) > 1 else 0.0
@@ -114,8 +108,8 @@ class Viewer:
             self.unpaired += 1
         picture = compose(original, frame.pixels, self._stats_lines(frame))
         self.shown += 1
-        if self.cfg.out:
-            self._write(picture)
+        if self.writer is not None:
+            self.writer.add(now, picture)
         if self.cfg.window:
             cv2.imshow(WINDOW, picture)
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
@@ -148,7 +142,8 @@ class Viewer:
             for sock in self.sockets:
                 sock.close()
             if self.writer is not None:
-                self.writer.release()
+                self.writer.close()
             if self.cfg.window:
                 cv2.destroyAllWindows()
-        return {"shown": self.shown, "unpaired": self.unpaired, "video": self.cfg.out}
+        return {"shown": self.shown, "unpaired": self.unpaired, "video": self.cfg.out,
+                "video_frames": self.writer.written if self.writer is not None else 0}

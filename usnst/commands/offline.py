@@ -219,7 +219,67 @@ def run_clean(args) -> int:
 
 
 # name → (help line, function adding its flags); usnst.cli builds a command's flags only when it runs
+# -- export ---------------------------------------------------------------------------------------------
+def export_flags(p) -> None:
+    p.add_argument("source", help="a recording (.usrec), video, DICOM file or image folder")
+    p.add_argument("--out", required=True, help="a video file (.mp4: H.264 where OpenCV has it, else MPEG-4; .avi: "
+                   "MJPG) or a folder for PNG frames plus times.csv")
+    p.add_argument("--fps", type=float, default=30.0,
+                   help="video: the file's frame rate (frames still appear at their recorded times) (default 30)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    """Frames of any sequence at their own timestamps: a video that lasts as long as the recording, or numbered PNGs
+    with a times.csv (file, seconds from the first frame)."""
+    import csv
+
+    from usnst_io.media import (
+        VIDEO_SUFFIXES,
+        TimedVideoWriter,
+        gray_uint8,
+        iter_sequence,
+        write_png,
+    )
+
+    out = Path(args.out)
+    as_video = out.suffix.lower() in VIDEO_SUFFIXES
+    writer = TimedVideoWriter(out, args.fps) if as_video else None
+    stop = flags.stop_on_signals()
+    times, n = [], 0
+    try:
+        for t, img, _ in iter_sequence(args.source):
+            if stop.is_set():
+                break
+            frame = gray_uint8(img)
+            if writer is not None:
+                writer.add(t, frame)
+            else:
+                name = f"frame_{n:05d}.png"
+                write_png(out / name, frame)
+                times.append((name, round(t, 6)))
+            n += 1
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if n == 0:
+        raise ValueError(f"nothing to export: {args.source} has no readable frames")
+    if writer is not None:
+        writer.close()
+        what = f"{writer.written} video frames at {args.fps:g} fps ({writer.written / args.fps:.2f} s)"
+    else:
+        with open(out / "times.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("file", "t_s"), *times])
+        what = "PNG frames + times.csv"
+    stopped = " (stopped early by a signal: the frames so far)" if stop.is_set() else ""
+    print(f"usnst export: {n} frames of {args.source} -> {out}: {what}{stopped}")
+    return 0
+
+
 COMMANDS = {
+    "export": ("write a recording, video, DICOM cine or image folder as a video or PNG frames at its own "
+               "timestamps", export_flags),
     "phantom": ("write synthetic LQ | HQ | segmentation triptych PNGs (thesis layout)", phantom_flags),
     "nst": ("optimisation-based style transfer (Gatys) and the thesis variants", nst_flags),
     "stylize": ("stylize a folder or glob of images with a trained network (resumable, shardable)", stylize_flags),
