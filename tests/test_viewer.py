@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import zmq
 
+from usnst_io import protocol
 from usnst_stream.viewer import GuiUnavailable, ViewConfig, Viewer, compose
 
 
@@ -61,3 +62,29 @@ def test_viewer_writes_a_side_by_side_video_of_the_live_stream(harness_factory, 
 def test_window_mode_without_a_gui_build_says_how_to_get_one():
     with pytest.raises(GuiUnavailable, match=r"usnst\[gui\]"):
         Viewer(ViewConfig(window=True))
+
+
+def test_view_plays_a_recording_of_both_streams_side_by_side_at_its_timing(tmp_path):
+    import subprocess
+    import sys
+
+    from usnst_io.recording import RecordingWriter
+
+    rec = tmp_path / "both.usrec"
+    with RecordingWriter(rec) as writer:
+        for i in range(5):  # each input frame, then its stylized answer 10 ms later; 0.25 s apart
+            t = 1_000_000_000 + i * 250_000_000
+            pixels = np.full((24, 32), 40 * i, np.uint8)
+            writer.write(t, protocol.encode(protocol.Frame(i, t, pixels, topic=protocol.INPUT_TOPIC)))
+            writer.write(t + 10_000_000, protocol.encode(protocol.Frame(i, t, 255 - pixels,
+                                                                        topic=protocol.OUTPUT_TOPIC)))
+    out = tmp_path / "both.avi"
+    done = subprocess.run([sys.executable, "-m", "usnst.cli", "view", str(rec), "--no-window", "--out", str(out),
+                           "--fps", "20"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "showed 5 stylized frames (0 without their input)" in done.stdout
+    video = cv2.VideoCapture(str(out))
+    count = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = video.read()
+    assert ok and count == 21  # 1 s at 20 fps + the last frame
+    assert first[:24, :32].mean() < 8 and first[:24, 32:64].mean() > 245  # input 0 | stylized 255

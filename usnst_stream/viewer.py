@@ -1,4 +1,5 @@
-"""`usnst view`: the simulator's frames and their stylized versions side by side, live, with a stats overlay.
+"""`usnst view`: the simulator's frames and their stylized versions side by side, live or from a recording, with a
+stats overlay.
 
 It subscribes to both streams and pairs frames by sequence number, so the two panels always show the same
 moment. Output goes to a window (needs the GUI build of OpenCV: ``pip install usnst[gui]``) and/or to a video
@@ -66,7 +67,8 @@ def compose(original: np.ndarray | None, styled: np.ndarray, lines: list[str]) -
 
 
 class Viewer:
-    def __init__(self, cfg: ViewConfig, context: zmq.Context | None = None):
+    def __init__(self, cfg: ViewConfig, context: zmq.Context | None = None, live: bool = True):
+        """``live``: subscribe to cfg.input and cfg.styled (``run``); False for ``play``ing a recording."""
         if not cfg.window and not cfg.out:
             raise ValueError("nothing to show: use the window, or --out FILE.mp4 (or both)")
         if cfg.window:
@@ -78,7 +80,7 @@ class Viewer:
         self.cfg = cfg
         ctx = context or zmq.Context.instance()
         self.sockets = []
-        for spec, topic in ((cfg.input, protocol.INPUT_TOPIC), (cfg.styled, protocol.OUTPUT_TOPIC)):
+        for spec, topic in ((cfg.input, protocol.INPUT_TOPIC), (cfg.styled, protocol.OUTPUT_TOPIC)) if live else ():
             sock = ctx.socket(zmq.SUB)
             sock.setsockopt(zmq.SUBSCRIBE, topic)
             sock.setsockopt(zmq.RCVHWM, 64)
@@ -99,10 +101,12 @@ class Viewer:
         return [f"seq {frame.seq}   stylized {fps:.1f} fps   inference {infer:.1f} ms",
                 f"capture -> here p50 {lat[0]:.1f} ms  p99 {lat[1]:.1f} ms   unpaired {self.unpaired}"]
 
-    def _on_styled(self, frame: protocol.Frame) -> bool:
-        now = time.monotonic()
+    def _on_styled(self, frame: protocol.Frame, now: float | None = None, latency_ms: float | None = None) -> bool:
+        """Show one stylized frame beside its input; ``now`` and ``latency_ms`` default to the live values (a
+        recording supplies its own: receive time, and receive time − capture time)."""
+        now = time.monotonic() if now is None else now
         self.arrivals.append(now)
-        self.latency.append((protocol.now_ns() - frame.capture_ns) / 1e6)
+        self.latency.append((protocol.now_ns() - frame.capture_ns) / 1e6 if latency_ms is None else latency_ms)
         original = self.originals.pop(frame.seq, None)
         if original is None:
             self.unpaired += 1
@@ -115,6 +119,47 @@ class Viewer:
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 return False
         return True
+
+    def play(self, path: str, stop: threading.Event | None = None) -> dict:
+        """A recording instead of live streams, at its recorded pace: output-topic frames are paired with the
+        input-topic frames of the same seq (a recording of both streams); a recording of one stream shows its
+        frames on the right. The video file gets the recorded timing."""
+        from usnst_io.recording import RecordingReader
+
+        stop = stop or threading.Event()
+        messages = [(m.recv_ns, protocol.decode(m.parts)) for m in RecordingReader(path)]
+        frames = [(t, f) for t, f in messages if isinstance(f, protocol.Frame)]
+        if not frames:
+            raise ValueError(f"{path}: no frames to show")
+        both = any(f.topic == protocol.INPUT_TOPIC for _, f in frames) and \
+            any(f.topic == protocol.OUTPUT_TOPIC for _, f in frames)
+        start, t0 = time.monotonic(), frames[0][0]
+        try:
+            for recv_ns, frame in frames:
+                if stop.is_set() or (self.cfg.frames is not None and self.shown >= self.cfg.frames):
+                    break
+                t = (recv_ns - t0) / 1e9
+                if self.cfg.window and stop.wait(max(0.0, start + t - time.monotonic())):
+                    break
+                if both and frame.topic == protocol.INPUT_TOPIC:
+                    self.originals[frame.seq] = frame.pixels
+                elif not self._on_styled(frame, t, (recv_ns - frame.capture_ns) / 1e6):
+                    break
+        finally:
+            self._close()
+        return self._result()
+
+    def _close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.cfg.window:
+            cv2.destroyAllWindows()
+
+    def _result(self) -> dict:
+        return {"shown": self.shown, "unpaired": self.unpaired, "video": self.cfg.out,
+                "video_frames": self.writer.written if self.writer is not None else 0}
 
     def run(self, stop: threading.Event | None = None) -> dict:
         stop = stop or threading.Event()
@@ -139,11 +184,5 @@ class Viewer:
                         going = False
                         break
         finally:
-            for sock in self.sockets:
-                sock.close()
-            if self.writer is not None:
-                self.writer.close()
-            if self.cfg.window:
-                cv2.destroyAllWindows()
-        return {"shown": self.shown, "unpaired": self.unpaired, "video": self.cfg.out,
-                "video_frames": self.writer.written if self.writer is not None else 0}
+            self._close()
+        return self._result()

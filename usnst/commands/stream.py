@@ -203,6 +203,9 @@ def run_demo(args) -> int:
 # -- view -----------------------------------------------------------------------------------------------
 def view_flags(p) -> None:
     v = ViewConfig()
+    p.add_argument("recording", nargs="?", default=None,
+                   help="play a recording (.usrec) instead of live streams: a recording of both streams is shown "
+                        "side by side, one of a single stream on its own")
     p.add_argument("--in", dest="input", default=v.input, help="the simulator's stream")
     p.add_argument("--styled", default=v.styled, help="the node's output stream")
     p.add_argument("--out", default=v.out, help="also write the side-by-side view to this video (.mp4 or .avi)")
@@ -218,10 +221,11 @@ def run_view(args) -> int:
 
     cfg = ViewConfig(input=args.input, styled=args.styled, window=not args.no_window, out=args.out, fps=args.fps,
                      frames=args.frames, duration=args.duration)
-    viewer = Viewer(cfg)
-    print(f"usnst view: {args.input} | {args.styled}" + (f" -> {args.out}" if args.out else "") + ". Ctrl-C stops.",
-          flush=True)
-    result = viewer.run(flags.stop_on_signals())
+    viewer = Viewer(cfg, live=args.recording is None)
+    source = args.recording or f"{args.input} | {args.styled}"
+    print(f"usnst view: {source}" + (f" -> {args.out}" if args.out else "") + ". Ctrl-C stops.", flush=True)
+    stop = flags.stop_on_signals()
+    result = viewer.play(args.recording, stop) if args.recording else viewer.run(stop)
     print(f"usnst view: showed {result['shown']} stylized frames ({result['unpaired']} without their input)"
           + (f"; wrote {args.out}" if args.out and result["shown"] else ""), flush=True)
     return 0
