@@ -327,3 +327,27 @@ def test_local_histogram_loss_sees_speckle_shape_not_brightness():
     assert local_histogram_loss(mirrored, log_speckle, tissue).item() > 0.01
     none = torch.zeros_like(tissue)
     assert local_histogram_loss(mirrored, log_speckle, none).item() == 0  # no tissue block: nothing compared
+
+
+def test_sigterm_stops_training_after_a_step_with_its_state_saved_and_resume_continues(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_phantoms(tmp_path / "data", 3, 48, 48, seed=3)
+    cmd = [sys.executable, "-m", "usnst.cli", "train", "--loss", "realism", "--data", str(tmp_path / "data"),
+           "--channels", "8", "--blocks", "1", "--crop", "32", "--batch", "2", "--steps", "100000", "--val-every",
+           "100000", "--out", str(tmp_path / "m.pt")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # past start-up, into the steps
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "stopped by a signal after step" in out and "--resume" in out
+    state = torch.load(tmp_path / "m.state.pt", weights_only=True)
+    assert 0 < state["step"] < 100000
+    resumed = subprocess.run(cmd[:-4] + ["--steps", str(state["step"] + 2), "--out", str(tmp_path / "m.pt"),
+                                         "--resume"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(tmp_path / "m.state.pt", weights_only=True)["step"] == state["step"] + 2

@@ -128,3 +128,20 @@ def test_an_output_folder_belongs_to_one_model_and_noise(tmp_path, tree, tiny_ch
     cv2.imwrite(str(unclaimed / "x.png"), np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError, match="no usnst stylize run has claimed"):
         run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tree), str(unclaimed), progress=False))
+
+
+def test_ctrl_c_ends_stylize_with_one_line_and_no_traceback(tmp_path, tiny_checkpoint):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(200):
+        cv2.imwrite(str(src / f"f{i:03d}.png"), np.random.default_rng(i).integers(0, 255, (64, 64), dtype=np.uint8))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "usnst.cli", "-q", "stylize", str(src), "--out", str(out), "--model", str(tiny_checkpoint)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("f*.png"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "usnst stylize: interrupted." in err and "run the same command again to resume" in err

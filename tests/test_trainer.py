@@ -113,3 +113,28 @@ def test_pixel_and_ssim_terms_are_logged_when_enabled(data, tmp_path):
     header, first = (tmp_path / "log.csv").read_text().splitlines()[:2]
     row = dict(zip(header.split(","), first.split(",")))
     assert float(row["pixel"]) > 0 and float(row["ssim_term"]) > 0
+
+
+def test_a_stop_request_saves_the_state_and_resume_continues_exactly(data, tmp_path):
+    import threading
+
+    class StopAfter(threading.Event):
+        """Set once the trainer has asked ``n`` times: a signal arriving mid-run."""
+
+        def __init__(self, n):
+            super().__init__()
+            self.n = n
+
+        def is_set(self):
+            self.n -= 1
+            return self.n < 0
+
+    train(_cfg(data, tmp_path / "straight", steps=8))
+    r = train(_cfg(data, tmp_path / "split", steps=8), stop=StopAfter(5))
+    assert r["interrupted"] and r["steps"] == 5 and not (tmp_path / "split" / "final.pt").exists()
+    train(_cfg(data, tmp_path / "split", steps=8, resume=True))
+    a, _ = load_checkpoint(tmp_path / "straight" / "final.pt")
+    b, _ = load_checkpoint(tmp_path / "split" / "final.pt")
+    assert all(torch.equal(pa, pb) for pa, pb in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(_cfg(data, tmp_path / "never", resume=True))

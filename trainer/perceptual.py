@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -212,7 +213,9 @@ class _Logger:
             self.tb.close()
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, stop: threading.Event | None = None) -> dict:
+    """Train as ``cfg`` says (torchrun: one process per rank). ``stop`` (SIGINT/SIGTERM in the CLI) ends a
+    single-process run after the current step with its state saved for ``resume``."""
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if world > 1:
         import torch.distributed as dist
@@ -242,7 +245,9 @@ def train(cfg: TrainConfig) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, best = 0, None
     state_path = out_dir / "last_state.pt"
-    if cfg.resume and state_path.exists():
+    if cfg.resume:
+        if not state_path.exists():
+            raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
         state = _load_state(state_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -264,7 +269,10 @@ def train(cfg: TrainConfig) -> dict:
     t0, images = time.monotonic(), 0
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.task}", unit="step",
                disable=not cfg.progress or rank != 0)
-    while step < cfg.steps:
+    # A signal ends a single-process run after its current step (ranks of a data-parallel run would disagree on
+    # when, and wait for each other for ever: they stop as torchrun stops them).
+    stopping = lambda: stop is not None and world == 1 and stop.is_set()
+    while step < cfg.steps and not stopping():
         rng, gen = step_generators(cfg.seed, step, rank)
         x, y = _batch(train_pairs, rng, cfg.batch, device)
         if use_cuda:
@@ -295,7 +303,12 @@ def train(cfg: TrainConfig) -> dict:
             _save_state(state_path, model, opt, step, best, cfg)
     bar.close()
     result = {"steps": step, "first_loss": first_loss, "last_loss": last_loss,
-              "images_per_s": images / max(time.monotonic() - t0, 1e-9), "out_dir": str(out_dir)}
+              "images_per_s": images / max(time.monotonic() - t0, 1e-9), "out_dir": str(out_dir),
+              "interrupted": step < cfg.steps, "state": str(state_path)}
+    if result["interrupted"]:
+        _save_state(state_path, model, opt, step, best, cfg)
+        logger.close()
+        return result
     if rank == 0:
         logger.close()
         final_meta = {**meta_base, "steps": step}

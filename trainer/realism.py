@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -150,7 +151,9 @@ def _noise_weight(net) -> float:
     return float(np.mean([m.weight.abs().mean().item() for m in (net.noise1, net.noise2)]))
 
 
-def train(cfg: RealismConfig) -> dict:
+def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
+    """Train as ``cfg`` says; ``stop`` (set by SIGINT/SIGTERM in the CLI) ends the run after the current step, with
+    the resumable state saved, so `--resume` continues exactly where it stopped."""
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -214,7 +217,7 @@ def train(cfg: RealismConfig) -> dict:
     t0 = time.monotonic()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"realism {cfg.arch}", unit="step",
                disable=None if cfg.progress else True)
-    while step < cfg.steps:
+    while step < cfg.steps and not (stop is not None and stop.is_set()):
         rng, gen = step_generators(cfg.seed, step)
         if style is None:  # paired: y is x's HQ, aligned; the discriminator sees the input beside each image
             x, y, tissue = random_crops(pairs, cfg.batch, cfg.crop, rng)
@@ -274,4 +277,4 @@ def train(cfg: RealismConfig) -> dict:
                 w.writeheader()
             w.writerows(history)
     return {"steps": step, "best_score": best, "seconds": time.monotonic() - t0, "out": str(out),
-            "state": str(state_path), "last": history[-1] if history else {}}
+            "state": str(state_path), "last": history[-1] if history else {}, "interrupted": step < cfg.steps}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from usnst.commands import engine, offline, stream, train
@@ -45,6 +46,22 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# What an interrupted command (Ctrl-C, SIGTERM) leaves behind, and how to go on; one line instead of a traceback.
+ON_INTERRUPT = {
+    "stylize": "every output written so far is whole and kept; run the same command again to resume",
+    "train": "run the same command with --resume to continue from the last saved state",
+    "nst": "outputs finished so far are kept; the image being optimised starts over when run again",
+    "metrics": "no report was written; run it again",
+    "bench": "no report was written; run it again",
+    "phantom": "the triptychs written so far are whole; run it again to write the set",
+    "export": "run it again",
+}
+
+
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
@@ -58,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     from usnst_io.recording import RecordingError
     from usnst_stream.viewer import GuiUnavailable
 
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends a command as Ctrl-C does (stream commands set their own)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"\nusnst {args.command}: interrupted. {ON_INTERRUPT.get(args.command, 'nothing to resume')}",
+              file=sys.stderr)
+        return 130
     except (CheckpointError, BackendUnavailable, EngineMismatch, RecordingError, WeightsNotFound, OSError,
             ValueError, GuiUnavailable) as exc:
         print(f"usnst {args.command}: error: {exc}", file=sys.stderr)

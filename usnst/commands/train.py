@@ -93,9 +93,13 @@ def run_train(args) -> int:
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
-                   "nakagami_weight", "local_histogram_weight", "correlation_weight", "val_every", "val_images", "resume_from", "style", "seed", "threads"]))
-        r = train_realism(cfg)
+                   "nakagami_weight", "local_histogram_weight", "correlation_weight", "val_every", "val_images",
+                   "resume_from", "style", "seed", "threads"]))
+        r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
+        if r["interrupted"]:
+            print(f"usnst train: stopped by a signal after step {r['steps']} of {cfg.steps}; state saved to "
+                  f"{r['state']}: run the same command with --resume to continue")
         print(f"usnst train: realism {cfg.arch}, {r['steps']} steps in {r['seconds']:.0f} s; best realism score "
               f"{r['best_score']}; model {r['out']}, resumable state {r['state']}")
         if "c2st" in last:
@@ -126,9 +130,13 @@ def run_train(args) -> int:
                                            "content_weight", "style_weight", "pixel_weight", "ssim_weight", "width",
                                            "n_residual", "val_every", "ckpt_every", "vgg_weights", "inception_weights",
                                            "seed", "device"]))
-    r = train(cfg)
+    r = train(cfg, flags.stop_on_signals())
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports for all
+    if r["interrupted"]:
+        print(f"usnst train: stopped by a signal after step {r['steps']} of {cfg.steps}; state saved to {r['state']}: "
+              "run the same command with --resume to continue")
+        return 0
     print(f"usnst train: {cfg.task}, {r['steps']} steps, loss {r['first_loss']:.4g} -> {r['last_loss']:.4g}, "
           f"{r['images_per_s']:.2f} images/s; checkpoints in {r['out_dir']} (best.pt, final.pt, last_state.pt)")
     v = r.get("validation") or {}
