@@ -404,3 +404,15 @@ def test_version_and_the_embedded_model_list():
     assert "lq2hq" in names and "lq2hq_fast" in names
     assert all(m["parameters"] > 0 and m["task"] for m in listing)
     assert "| lq2hq_fast |" in usnst("models").stdout
+
+
+def test_serve_reads_a_toml_config_and_command_line_options_win(tmp_path, tiny_checkpoint):
+    config = tmp_path / "node.toml"
+    config.write_text(f'in = ">tcp://127.0.0.1:5999"\nout = "@tcp://127.0.0.1:*"\nmodel = "{tiny_checkpoint}"\n'
+                      'noise = "off"\nstats-interval = 0\nduration = 30\n')
+    proc = usnst("serve", "--config", config, "--duration", "0.5", "--seed", "3")
+    assert 'noise = "off"' in proc.stderr and "duration = 0.5" in proc.stderr and "seed = 3" in proc.stderr
+    assert "stopped." in proc.stdout
+    config.write_text('in = ">tcp://127.0.0.1:5999"\nnoise_level = 3\n')
+    proc = usnst("serve", "--config", config, check=False)
+    assert proc.returncode == 2 and "unknown option 'noise_level'" in proc.stderr

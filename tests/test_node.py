@@ -169,3 +169,28 @@ def test_a_node_without_input_says_it_is_waiting_instead_of_printing_nan(tiny_en
     text = caplog.text
     assert "waiting for input on tcp://127.0.0.1:5999" in text and "nan" not in text
     assert "received 0" in node.stats.summary_line() and "nan" not in node.stats.summary_line()
+
+
+def test_prometheus_metrics_are_scraped_live_during_a_run(harness_factory, tiny_engine):
+    import re
+    import urllib.request
+
+    h = harness_factory(tiny_engine, metrics="127.0.0.1:0")
+    h.handshake()
+    for _ in range(6):
+        h.send_frame()
+        assert h.recv() is not None
+    h.send([b"usnst/frame", b"\xc1", b""])  # malformed: rejected by reason
+    time.sleep(0.3)
+    url = h.node.endpoints["metrics"][0]
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    value = lambda pattern: float(re.search(pattern + r" ([0-9.e+]+)", text).group(1))
+    published = value(r'usnst_frames_total\{outcome="published"\}')
+    assert published >= 6 and value(r'usnst_frames_total\{outcome="received"\}') >= published
+    assert value(r'usnst_rejected_frames_total\{reason="[a-z_]+"\}') == 1
+    assert value(r'usnst_stage_latency_seconds_count\{stage="infer"\}') == published
+    assert value(r'usnst_stage_latency_seconds_bucket\{le="\+Inf",stage="node"\}') == published
+    assert 'usnst_engine_info{' in text and 'noise="fixed"' in text
+    h.close()
+    with pytest.raises(OSError):  # the endpoint goes with the node
+        urllib.request.urlopen(url, timeout=2)

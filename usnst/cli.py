@@ -39,11 +39,44 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {name: spec for group in GROUPS for name, spec in group.COMMANDS.items()}
     wanted = None if argv is None else _command_named(argv)
+    parser.subcommands = {}
     for name, (help_line, add_flags) in commands.items():
-        p = sub.add_parser(name, help=help_line)
+        p = sub.add_parser(name, help=help_line, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser.subcommands[name] = p
         if argv is None or name == wanted:
             add_flags(p)
     return parser
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: list[str], args: argparse.Namespace):
+    """``--config FILE.toml``: the file's values become the command's defaults and argv is parsed again, so an
+    option given on the command line wins. Unknown keys are an error (a typo must not be ignored silently)."""
+    import tomllib
+
+    try:
+        with open(args.config, "rb") as f:
+            values = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"config file {args.config} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {args.config}: {exc}") from None
+    sub = parser.subcommands[args.command]
+    known = {}  # option name (as typed, without dashes, - or _) or dest → dest
+    for action in sub._actions:
+        if action.dest in ("help", "config"):
+            continue
+        known[action.dest] = action.dest
+        for option in action.option_strings:
+            known[option.lstrip("-").replace("-", "_")] = action.dest
+    defaults = {}
+    for key, value in values.items():
+        dest = known.get(key.replace("-", "_"))
+        if dest is None:
+            raise ValueError(f"config file {args.config}: unknown option {key!r} for `usnst {args.command}`")
+        # argparse applies an option's type to string defaults only: give every value as the text a user would type
+        defaults[dest] = value if isinstance(value, bool) else str(value)
+    sub.set_defaults(**defaults)
+    return parser.parse_args(argv)
 
 
 # What an interrupted command (Ctrl-C, SIGTERM) leaves behind, and how to go on; one line instead of a traceback.
@@ -64,7 +97,8 @@ def _interrupt(signum, _frame):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     import zmq
@@ -77,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends a command as Ctrl-C does (stream commands set their own)
     try:
+        if getattr(args, "config", None):
+            from usnst import flags
+
+            args = apply_config_file(parser, argv, args)
+            print(f"usnst {args.command}: effective configuration (from {args.config} and the command line):\n"
+                  + flags.effective_config(args), file=sys.stderr)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"\nusnst {args.command}: interrupted. {ON_INTERRUPT.get(args.command, 'nothing to resume')}",

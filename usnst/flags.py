@@ -4,6 +4,7 @@ the command line never states a second value for the same fact."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import threading
@@ -51,6 +52,30 @@ def stop_on_signals() -> threading.Event:
 def given(args, names) -> dict:
     """The flags the user actually gave (not None), so a config dataclass's own defaults apply to the rest."""
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def add_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="read this command's options from a TOML file (keys: the long option names, with - or _); "
+                        "options given on the command line win; the effective configuration is printed at start")
+
+
+def effective_config(args, skip=("func", "command", "config", "verbose", "quiet")) -> str:
+    """The options a command runs with, as TOML a user can save and pass back with --config."""
+    lines = []
+    for key, value in sorted(vars(args).items()):
+        if key in skip or value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        elif isinstance(value, tuple) and all(isinstance(v, int) for v in value):  # a size (h, w)
+            text = json.dumps("x".join(map(str, value)))
+        else:
+            text = json.dumps(str(value))
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines)
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:

@@ -50,6 +50,7 @@ class NodeConfig:
     warmup: tuple[int, int] | None = (64, 64)  # one inference at start, so the first real frame is not slow
     curve: CurveConfig | None = None  # CURVE on both sockets: server where the node binds, client where it connects
     igtl_spacing_mm: float = 1.0  # OpenIGTLink outputs: pixel spacing when a frame's meta has no spacing_mm
+    metrics: str | None = None  # Prometheus endpoint: "PORT" (loopback) or "HOST:PORT"; None for none
 
 
 class LatestSlot:
@@ -108,6 +109,7 @@ class Node:
         self._warn = RateLimitedLog()
         self._last_seq: int | None = None
         self._igtl: list[IgtlSink] = []
+        self._metrics_server = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "Node":
@@ -138,6 +140,12 @@ class Node:
             for sink in self._igtl:
                 sink.close()
             raise
+        if self.config.metrics:
+            from usnst_stream.prometheus import serve_metrics
+
+            self._metrics_server, url = serve_metrics(self, self.config.metrics)
+            self.endpoints["metrics"] = [url]
+            log.info("node: Prometheus metrics at %s", url)
         log.info("node: input %s, output %s, engine %s", ", ".join(self.endpoints["input"]),
                  ", ".join(self.endpoints["output"]), self.engine.describe())
         self._threads = [threading.Thread(target=self._receive_loop, args=(sub,), name="usnst-recv", daemon=True),
@@ -151,6 +159,10 @@ class Node:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=10)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
         return self.stats.snapshot()
 
     def request_stop(self) -> None:

@@ -1,6 +1,8 @@
 """Counters and latency percentiles for a stream, cheap enough to update on every frame."""
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import threading
 import time
@@ -34,12 +36,17 @@ class StreamStats:
     """
 
     STAGES = ("wait", "infer", "publish", "node")
+    # Latency histogram bucket bounds (ms) for live metrics: around a 33 ms frame period, up to a second.
+    BUCKETS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 33.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
     def __init__(self):
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.latency = {s: LatencyWindow() for s in self.STAGES}
+        # Since start, per stage: samples per bucket (the last one open-ended) and their sum (ms).
+        self.buckets = {s: [0] * (len(self.BUCKETS_MS) + 1) for s in self.STAGES}
+        self.sums_ms = dict.fromkeys(self.STAGES, 0.0)
         self.started = time.monotonic()
         self._last_report = (self.started, 0, 0)
 
@@ -53,11 +60,23 @@ class StreamStats:
             self.counts["rejected"] += 1
 
     def stamp(self, recv_ns: int, start_ns: int, end_ns: int, publish_ns: int) -> None:
+        values = {"wait": start_ns - recv_ns, "infer": end_ns - start_ns, "publish": publish_ns - end_ns,
+                  "node": publish_ns - recv_ns}
         with self._lock:
-            self.latency["wait"].add((start_ns - recv_ns) / 1e6)
-            self.latency["infer"].add((end_ns - start_ns) / 1e6)
-            self.latency["publish"].add((publish_ns - end_ns) / 1e6)
-            self.latency["node"].add((publish_ns - recv_ns) / 1e6)
+            for stage, ns in values.items():
+                ms = ns / 1e6
+                self.latency[stage].add(ms)
+                self.buckets[stage][bisect.bisect_left(self.BUCKETS_MS, ms)] += 1
+                self.sums_ms[stage] += ms
+
+    def histograms(self) -> dict:
+        """Per stage: (cumulative counts per bucket bound, with +inf last; sum in ms) since start."""
+        with self._lock:
+            out = {}
+            for stage in self.STAGES:
+                cumulative = list(itertools.accumulate(self.buckets[stage]))
+                out[stage] = (list(zip((*self.BUCKETS_MS, math.inf), cumulative)), self.sums_ms[stage])
+            return out
 
     def snapshot(self) -> dict:
         """A plain dict (JSON-ready) of everything counted so far."""

@@ -38,6 +38,10 @@ def serve_flags(p) -> None:
     p.add_argument("--json", action="store_true", help="print the final stats as JSON")
     p.add_argument("--igtl-spacing", type=float, default=NodeConfig.igtl_spacing_mm,
                    help="igtl:// outputs: pixel spacing in mm for frames whose meta has no spacing_mm")
+    p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
+                   help="serve Prometheus metrics (frames by outcome, rejections by reason, per-stage latency "
+                        "histograms, engine info) at http://HOST:PORT/metrics; HOST defaults to 127.0.0.1")
+    flags.add_config_flag(p)
     flags.add_curve_flags(p)
     p.set_defaults(func=run_serve)
 
@@ -51,11 +55,13 @@ def run_serve(args) -> int:
     engine = flags.open_engine(args)
     cfg = NodeConfig(input=args.input, output=args.output, limits=protocol.Limits(args.max_width, args.max_height),
                      stats_interval=args.stats_interval, input_topic=args.input_topic.encode(),
-                     output_topic=args.output_topic.encode(), curve=flags.curve(args), igtl_spacing_mm=args.igtl_spacing)
+                     output_topic=args.output_topic.encode(), curve=flags.curve(args), igtl_spacing_mm=args.igtl_spacing,
+                     metrics=args.metrics)
     node = Node(engine, cfg).start()
     flags.on_signals(node.request_stop)
     print(f"usnst serve: {engine.describe()['backend']} engine; subscribing {', '.join(node.endpoints['input'])}; "
-          f"publishing {', '.join(node.endpoints['output'])}. Ctrl-C stops.", flush=True)
+          f"publishing {', '.join(node.endpoints['output'])}"
+          + (f"; metrics at {node.endpoints['metrics'][0]}" if args.metrics else "") + ". Ctrl-C stops.", flush=True)
     final = node.run(args.duration)
     print(f"usnst serve: stopped. {node.stats.summary_line()}", flush=True)
     if args.json:
