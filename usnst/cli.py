@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines.checkpoint import CheckpointError
     from offline.weights import WeightsNotFound
     from usnst_io.recording import RecordingError
-    from usnst_stream.viewer import GuiUnavailable
+    from usnst_stream.window import GuiUnavailable
 
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends a command as Ctrl-C does (stream commands set their own)
     try:

@@ -2,7 +2,7 @@
 stats overlay.
 
 It subscribes to both streams and pairs frames by sequence number, so the two panels always show the same
-moment. Output goes to a window (needs the GUI build of OpenCV: ``pip install usnst[gui]``) and/or to a video
+moment. Output goes to a window (Tk, from the standard library: usnst_stream.window) and/or to a video
 file (works headless, e.g. to show a run to someone later).
 """
 from __future__ import annotations
@@ -25,14 +25,11 @@ from usnst_stream.sockets import (
     attach,
     connecting,
 )
+from usnst_stream.window import TkWindow
 
 log = logging.getLogger(__name__)
 
 WINDOW = "usnst view (q or Esc to quit)"
-
-
-class GuiUnavailable(RuntimeError):
-    """This OpenCV build cannot open windows (opencv-python-headless)."""
 
 
 @dataclass
@@ -71,12 +68,7 @@ class Viewer:
         """``live``: subscribe to cfg.input and cfg.styled (``run``); False for ``play``ing a recording."""
         if not cfg.window and not cfg.out:
             raise ValueError("nothing to show: use the window, or --out FILE.mp4 (or both)")
-        if cfg.window:
-            try:
-                cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
-            except cv2.error as exc:
-                raise GuiUnavailable("this OpenCV build has no GUI (opencv-python-headless): `pip install usnst[gui]`, "
-                                     "or write a video with --out run.mp4 --no-window") from exc
+        self.window = TkWindow(WINDOW) if cfg.window else None
         self.cfg = cfg
         ctx = context or zmq.Context.instance()
         self.sockets = []
@@ -114,10 +106,8 @@ class Viewer:
         self.shown += 1
         if self.writer is not None:
             self.writer.add(now, picture)
-        if self.cfg.window:
-            cv2.imshow(WINDOW, picture)
-            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                return False
+        if self.window is not None and not self.window.show(picture):
+            return False
         return True
 
     def play(self, path: str, stop: threading.Event | None = None) -> dict:
@@ -154,8 +144,8 @@ class Viewer:
             sock.close()
         if self.writer is not None:
             self.writer.close()
-        if self.cfg.window:
-            cv2.destroyAllWindows()
+        if self.window is not None:
+            self.window.close()
 
     def _result(self) -> dict:
         return {"shown": self.shown, "unpaired": self.unpaired, "video": self.cfg.out,
