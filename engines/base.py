@@ -59,6 +59,7 @@ class NoisePlanes:
             raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {options.noise!r}")
         self.mode = options.noise
         self.device, self.dtype, self.as_numpy = torch.device(device), dtype or torch.float32, as_numpy
+        self.seed = options.seed
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(options.seed)
         self._fixed: dict[tuple, list] = {}
@@ -78,6 +79,9 @@ class NoisePlanes:
             return self._make(shapes, draw=self.mode == "frame")
         key = tuple(map(tuple, shapes))
         if key not in self._fixed:
+            # Drawn from the seed afresh, so a size's planes depend on (seed, size) only — not on which sizes came
+            # before (a node's warm-up frame, an earlier stream): the node and the in-process API agree.
+            self.generator.manual_seed(self.seed)
             self._fixed = {key: self._make(shapes, draw=True)}  # one size at a time: a new size replaces the old
         return self._fixed[key]
 

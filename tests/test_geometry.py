@@ -127,3 +127,13 @@ def test_the_realism_johnson_net_exports_with_its_input_skip_and_echo_mask(tmp_p
     assert np.all(eager[:, :7] == 0)
     rebuilt = load_engine(path, "torch", options)
     assert rebuilt.net.config.residual and rebuilt.net.config.echo_mask
+
+
+def test_fixed_noise_depends_on_seed_and_size_only():
+    from engines.base import NoisePlanes
+
+    fresh = NoisePlanes(EngineOptions(noise="fixed", seed=2)).planes([(1, 1, 8, 12)])[0]
+    used = NoisePlanes(EngineOptions(noise="fixed", seed=2))
+    used.planes([(1, 1, 16, 16)])  # another size first (a warm-up frame)
+    assert torch.equal(used.planes([(1, 1, 8, 12)])[0], fresh)
+    assert not torch.equal(NoisePlanes(EngineOptions(noise="fixed", seed=3)).planes([(1, 1, 8, 12)])[0], fresh)

@@ -194,3 +194,26 @@ def test_prometheus_metrics_are_scraped_live_during_a_run(harness_factory, tiny_
     h.close()
     with pytest.raises(OSError):  # the endpoint goes with the node
         urllib.request.urlopen(url, timeout=2)
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, 1), (np.uint16, 1), (np.float32, 3)])
+def test_the_python_api_gives_what_the_node_publishes(harness_factory, tiny_checkpoint, dtype, channels):
+    from conftest import gray_frame
+
+    from engines.registry import load_engine
+    from usnst import Stylizer
+
+    stylizer = Stylizer(str(tiny_checkpoint), noise="fixed", seed=4)
+    h = harness_factory(load_engine(tiny_checkpoint, options=stylizer.engine.options))
+    h.handshake()
+    frame = gray_frame(1000, h=40, w=52, dtype=dtype, channels=channels)
+    h.send(protocol.encode(frame))
+    out = h.recv()
+    while out is not None and out.seq != 1000:
+        out = h.recv()
+    mine = stylizer(frame.pixels)
+    assert mine.dtype == frame.pixels.dtype and mine.shape == out.pixels.shape
+    assert np.array_equal(mine, out.pixels)
+    assert stylizer.describe()["noise"] == "fixed"
+    with pytest.raises(ValueError, match="uint8, uint16 or float32"):
+        stylizer(np.zeros((8, 8), np.int32))

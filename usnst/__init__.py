@@ -1,2 +1,13 @@
-"""The `usnst` command line: cli assembles the subcommands of usnst.commands (stream, offline, train, engine); flags
-holds the flags several commands share. Defaults and choices are read from the packages' configs and registries."""
+"""usnst: real-time neural style transfer for ultrasound simulators.
+
+In-process use: ``from usnst import Stylizer`` (usnst.api). The command line: usnst.cli assembles the subcommands of
+usnst.commands (stream, offline, train, engine); usnst.flags holds the flags several commands share."""
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `usnst simulate` and the other stream commands start without loading torch.
+    if name == "Stylizer":
+        from usnst.api import Stylizer
+
+        return Stylizer
+    raise AttributeError(f"module 'usnst' has no attribute {name!r}")
