@@ -73,7 +73,10 @@ def test_simulate_serve_record_replay_over_ipc(tmp_path, tiny_checkpoint):
     serve = spawn("serve", "--in", ">" + sim_ep, "--out", "@" + out_ep, "--model", tiny_checkpoint,
                   "--duration", 60, "--stats-interval", 1, "--json")
     rec = spawn("record", "--in", ">" + out_ep, "--out", tmp_path / "styled.usrec", "--duration", 60)
-    time.sleep(3)  # both processes import torch/zmq and connect
+    while "usnst serve:" not in serve.stderr.readline():  # started (with --json its lines go to stderr)
+        pass
+    assert "usnst record:" in rec.stdout.readline()
+    time.sleep(1.5)  # the recorder's subscription reaches the node
     usnst("simulate", "--out", "@" + sim_ep, "--size", "32x40", "--fps", 20, "--frames", 30)
     time.sleep(1.5)
     for p in (serve, rec):
@@ -81,9 +84,9 @@ def test_simulate_serve_record_replay_over_ipc(tmp_path, tiny_checkpoint):
     serve_out, serve_err = serve.communicate(timeout=30)
     rec_out, _ = rec.communicate(timeout=30)
     assert serve.returncode == 0 and rec.returncode == 0, serve_err
-    final = json.loads(serve_out.strip().splitlines()[-1])
+    final = json.loads(serve_out)  # with --json, stdout is the JSON alone; the user's lines go to stderr
     assert final["received"] >= 20 and final["published"] >= 10 and final["rejected"] == 0
-    assert "stopped" in serve_out and "in " in serve_err  # periodic stats line went to the log
+    assert "stopped" in serve_err and "in " in serve_err  # periodic stats line went to the log
     assert "wrote" in rec_out
     recorded = [protocol.decode(m.parts) for m in RecordingReader(tmp_path / "styled.usrec")]
     assert len(recorded) == final["published"]
@@ -109,10 +112,10 @@ def test_simulate_serve_record_replay_over_ipc(tmp_path, tiny_checkpoint):
 
 def test_demo_runs_end_to_end_and_writes_a_picture(tmp_path):
     proc = usnst("demo", "--seconds", 2, "--size", 64, "--fps", 10, "--out", tmp_path / "demo.png", "--json")
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = json.loads(proc.stdout)
     assert report["consumer"]["received"] > 0
     assert report["consumer"]["end_to_end_ms"]["p50"] > 0
-    assert "end to end" in proc.stdout
+    assert "end to end" in proc.stderr
     picture = cv2.imread(str(tmp_path / "demo.png"))
     assert picture.shape == (64, 3 * 64, 3)
 
@@ -120,7 +123,7 @@ def test_demo_runs_end_to_end_and_writes_a_picture(tmp_path):
 def test_demo_over_ipc(tmp_path):
     proc = usnst("demo", "--seconds", 1.5, "--size", 48, "--fps", 10, "--transport", "ipc",
                  "--out", tmp_path / "d.png", "--json")
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["consumer"]["received"] > 0
+    assert json.loads(proc.stdout)["consumer"]["received"] > 0
 
 
 def test_bench_reports_every_field(tmp_path, tiny_checkpoint):
@@ -296,7 +299,7 @@ def test_keys_then_an_encrypted_simulate_serve_record_chain(tmp_path, tiny_check
         (tmp_path / f"{server}-allow").mkdir()
         (tmp_path / f"{server}-allow" / f"{client}.key").write_bytes((k / f"{client}.key").read_bytes())
     sim_ep, out_ep = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
-    serve = spawn("serve", "--in", ">" + sim_ep, "--out", "@" + out_ep, "--model", tiny_checkpoint, "--json",
+    serve = spawn("serve", "--in", ">" + sim_ep, "--out", "@" + out_ep, "--model", tiny_checkpoint,
                   "--curve-secret", k / "node.key_secret", "--curve-allow", tmp_path / "node-allow",
                   "--curve-server", k / "simulator.key")
     assert "usnst serve:" in serve.stdout.readline()
@@ -338,7 +341,8 @@ def test_the_c_publisher_example_speaks_the_protocol_to_the_node(tmp_path, tiny_
     subprocess.run(["cc", "-Wall", "-Werror", "-O2", source, "-o", binary, *flags], check=True)
     sim_ep, out_ep = f"ipc://{tmp_path}/sim", f"ipc://{tmp_path}/out"
     serve = spawn("serve", "--in", ">" + sim_ep, "--out", "@" + out_ep, "--model", tiny_checkpoint, "--json")
-    assert "usnst serve:" in serve.stdout.readline()
+    while "usnst serve:" not in serve.stderr.readline():  # with --json the user's lines go to stderr
+        pass
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -351,7 +355,7 @@ def test_the_c_publisher_example_speaks_the_protocol_to_the_node(tmp_path, tiny_
     serve.send_signal(signal.SIGINT)
     out, _ = serve.communicate(timeout=20)
     assert pub.returncode == 0 and "sent 40 frames" in pub.stdout, pub.stderr
-    final = json.loads(out.strip().splitlines()[-1])
+    final = json.loads(out)
     assert final["rejected"] == 0 and final["received"] >= 30  # the first frames may precede the subscription
     assert len(frames) >= 10
     assert all(isinstance(f, protocol.Frame) and f.pixels.shape == (48, 64, 1) and f.meta == {"source": "c-example"}
@@ -416,3 +420,9 @@ def test_serve_reads_a_toml_config_and_command_line_options_win(tmp_path, tiny_c
     config.write_text('in = ">tcp://127.0.0.1:5999"\nnoise_level = 3\n')
     proc = usnst("serve", "--config", config, check=False)
     assert proc.returncode == 2 and "unknown option 'noise_level'" in proc.stderr
+
+
+def test_json_to_stdout_is_valid_json_and_to_a_path_the_same(tmp_path):
+    listing = json.loads(usnst("models", "--json").stdout)
+    usnst("models", "--json", tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text()) == listing

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import signal
+import sys
 import threading
 
 from usnst_io.protocol import Limits
@@ -52,6 +53,32 @@ def stop_on_signals() -> threading.Event:
 def given(args, names) -> dict:
     """The flags the user actually gave (not None), so a config dataclass's own defaults apply to the rest."""
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def add_json_flag(p: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
+    """``--json PATH`` writes ``what`` there; ``--json`` alone (or ``-``) prints it on stdout, and every human line of
+    the command then goes to stderr, so stdout is valid JSON for a pipe. The same meaning in every command."""
+    p.add_argument("--json", nargs="?", const="-", default=default, metavar="PATH",
+                   help=f"write {what} as JSON to PATH; without PATH (or '-'): to stdout, other output to stderr")
+
+
+def say(args, text: str = "") -> None:
+    """A line for the user: stdout, or stderr when stdout carries the JSON."""
+    print(text, file=sys.stderr if getattr(args, "json", None) == "-" else sys.stdout, flush=True)
+
+
+def emit_json(args, payload) -> None:
+    """The command's JSON, where ``--json`` said (nothing without it)."""
+    if not getattr(args, "json", None):
+        return
+    text = json.dumps(payload, indent=2, default=str)
+    if args.json == "-":
+        print(text, flush=True)
+    else:
+        from pathlib import Path
+
+        Path(args.json).write_text(text + "\n")
+        say(args, f"wrote {args.json}")
 
 
 def add_config_flag(p: argparse.ArgumentParser) -> None:

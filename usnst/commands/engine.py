@@ -56,7 +56,7 @@ def bench_flags(p) -> None:
     p.add_argument("--backends", default="torch,onnxruntime",
                    help=f"engine-only: backends to compare (of {', '.join(available_backends())})")
     p.add_argument("--frames", type=int, default=plan.engine_frames, help="timed engine-only frames per backend and size")
-    p.add_argument("--json", default="usnst-bench.json", help="where to write every figure (JSON)")
+    flags.add_json_flag(p, "every figure", default="usnst-bench.json")
     p.add_argument("--plot", default=None, help="also draw the end-to-end latency distribution to this PNG")
     p.set_defaults(func=run_bench)
 
@@ -74,27 +74,25 @@ def run_bench(args) -> int:
     if args.soak:
         result = bench.soak(flags.open_engine(args), sizes[0], args.fps, args.soak, args.soak_window,
                             args.transports.split(",")[0])
-        print(bench.format_soak(result))
+        flags.say(args, bench.format_soak(result))
     elif args.engine_only:
         rows = []
         for backend in args.backends.split(","):
             engine = load_engine(args.model, backend, flags.engine_options(args))
             rows += [bench.engine_latency(engine, s, args.frames, gflop=gflop[s]) for s in sizes]
         result = {"machine": bench.machine(), "engine_only": rows}
-        print(bench.format_engine_table(rows))
+        flags.say(args, bench.format_engine_table(rows))
     else:
         rates = tuple(float(v) for v in args.rates.split(",")) if args.rates else None
         plan = bench.BenchPlan(sizes=tuple(sizes), transports=tuple(args.transports.split(",")), seconds=args.seconds,
                                rates=rates, engine_frames=args.frames, messages=args.messages, max_drop=args.max_drop,
                                gflop=gflop)
         result, curves = bench.strip_samples(bench.run_bench(flags.open_engine(args), plan))
-        print(bench.format_report(result))
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"usnst bench: wrote {args.json}")
+        flags.say(args, bench.format_report(result))
+    flags.emit_json(args, result)
     if args.plot and curves:
         bench.plot_latency_cdf(curves, args.plot)
-        print(f"usnst bench: wrote {args.plot}")
+        flags.say(args, f"usnst bench: wrote {args.plot}")
     return 0
 
 
@@ -117,7 +115,7 @@ def run_info(args) -> int:
 
 # -- models ---------------------------------------------------------------------------------------------
 def models_flags(p) -> None:
-    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    flags.add_json_flag(p, "the list")
     p.set_defaults(func=run_models)
 
 
@@ -146,16 +144,16 @@ def run_models(args) -> int:
                         "training": meta.get("training", ""), "realism": headline(name),
                         "card": str(default_model_path(name).with_suffix(".md"))})
     if args.json:
-        print(json.dumps(listing, indent=2))
+        flags.emit_json(args, listing)
         return 0
-    print("| model | task | parameters | SSIM vs target | low-passed SSIM | Nakagami m | FWHM ax/lat px | C2ST |")
-    print("|---|---|---|---|---|---|---|---|")
+    flags.say(args, "| model | task | parameters | SSIM vs target | low-passed SSIM | Nakagami m | FWHM ax/lat px | C2ST |")
+    flags.say(args, "|---|---|---|---|---|---|---|---|")
     for m in listing:
         r = m["realism"]
         figures = (f"{r['ssim']:.3f} | {r['lowpass_ssim']:.3f} | {r['nakagami_m']:.2f} | "
                    f"{r['fwhm_axial_px']:.2f}/{r['fwhm_lateral_px']:.2f} | {r['c2st']:.2f}") if r else "| | | |"
-        print(f"| {m['name']} | {m['task']} | {m['parameters']:,} | {figures} |")
-    print("(held-out 256x256 phantoms; each model's card: engines/default_models/NAME.md)")
+        flags.say(args, f"| {m['name']} | {m['task']} | {m['parameters']:,} | {figures} |")
+    flags.say(args, "(held-out 256x256 phantoms; each model's card: engines/default_models/NAME.md)")
     return 0
 
 

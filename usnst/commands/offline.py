@@ -3,7 +3,6 @@ Each parser sits beside the function that runs it; choices and defaults come fro
 task table."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from usnst import flags
@@ -161,7 +160,7 @@ def metrics_flags(p) -> None:
                    help="torchvision InceptionV3 state dict, or 'random' (tests)")
     p.add_argument("--patch", type=int, default=job.patch, help="FID patch size (thesis: 299)")
     p.add_argument("--csv", default=None, help="write per-image rows here")
-    p.add_argument("--json", default=None, help="write rows and summary here")
+    flags.add_json_flag(p, "rows and summary")
     p.set_defaults(func=run_metrics)
 
 
@@ -174,8 +173,9 @@ def run_metrics(args) -> int:
 
     result = evaluate(MetricsJob(args.outputs, args.targets, args.targets_layout, args.fid, args.inception_weights,
                                  args.patch, args.nakagami, args.dynamic_range, args.realism))
-    print(format_table(result))
-    write_outputs(result, args.csv, args.json)
+    flags.say(args, format_table(result))
+    write_outputs(result, args.csv, None)
+    flags.emit_json(args, result)
     return 0 if result["rows"] else 1
 
 
@@ -187,13 +187,11 @@ def _video_metrics(args) -> int:
         raise ValueError("--video needs --input: the input sequence the outputs were made from")
     result = flicker(read_sequence(args.input).frames, read_sequence(args.outputs).frames)
     static = result["static_output_change"]
-    print(f"temporal stability over {result['frames']} frames: input changes {result['input_change']:.3f} grey levels "
+    flags.say(args, f"temporal stability over {result['frames']} frames: input changes {result['input_change']:.3f} grey levels "
           f"per frame, output {result['output_change']:.3f} (ratio {result['ratio']:.3f}; 1 = moves as the input, "
           f"> 1 = flicker); on {result['static_pairs']} static input pairs the output changed "
           + (f"{static:.3f}" if static is not None else "n/a"))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    flags.emit_json(args, result)
     return 0
 
 

@@ -3,7 +3,6 @@ the function that runs it; defaults come from the stream package's configs (Node
 and endpoint constants."""
 from __future__ import annotations
 
-import json
 import time
 
 from usnst import flags
@@ -35,7 +34,7 @@ def serve_flags(p) -> None:
     p.add_argument("--stats-interval", type=float, default=NodeConfig.stats_interval,
                    help="seconds between stats lines (0: none)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--json", action="store_true", help="print the final stats as JSON")
+    flags.add_json_flag(p, "the final stats")
     p.add_argument("--igtl-spacing", type=float, default=NodeConfig.igtl_spacing_mm,
                    help="igtl:// outputs: pixel spacing in mm for frames whose meta has no spacing_mm")
     p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
@@ -59,13 +58,12 @@ def run_serve(args) -> int:
                      metrics=args.metrics)
     node = Node(engine, cfg).start()
     flags.on_signals(node.request_stop)
-    print(f"usnst serve: {engine.describe()['backend']} engine; subscribing {', '.join(node.endpoints['input'])}; "
+    flags.say(args, f"usnst serve: {engine.describe()['backend']} engine; subscribing {', '.join(node.endpoints['input'])}; "
           f"publishing {', '.join(node.endpoints['output'])}"
-          + (f"; metrics at {node.endpoints['metrics'][0]}" if args.metrics else "") + ". Ctrl-C stops.", flush=True)
+          + (f"; metrics at {node.endpoints['metrics'][0]}" if args.metrics else "") + ". Ctrl-C stops.")
     final = node.run(args.duration)
-    print(f"usnst serve: stopped. {node.stats.summary_line()}", flush=True)
-    if args.json:
-        print(json.dumps(final))
+    flags.say(args, f"usnst serve: stopped. {node.stats.summary_line()}")
+    flags.emit_json(args, final)
     return 0
 
 
@@ -173,7 +171,7 @@ def demo_flags(p) -> None:
     p.add_argument("--transport", default=d.transport, choices=TRANSPORTS, help="loopback transport")
     p.add_argument("--out", default=d.out, help="side-by-side picture to write")
     p.add_argument("--seed", type=int, default=d.seed, help="scene and noise seed")
-    p.add_argument("--json", action="store_true", help="also print the full report as JSON")
+    flags.add_json_flag(p, "the full report")
     p.set_defaults(func=run_demo)
 
 
@@ -183,26 +181,25 @@ def run_demo(args) -> int:
     h, w = args.size
     cfg = DemoConfig(seconds=args.seconds, fps=args.fps, height=h, width=w, model=args.model, backend=args.backend,
                      transport=args.transport, out=args.out, seed=args.seed)
-    print(f"usnst demo: simulator -> node -> consumer over {cfg.transport} on loopback, {h}x{w} frames at "
-          f"{cfg.fps:g} fps for {cfg.seconds:g} s ...", flush=True)
+    flags.say(args, f"usnst demo: simulator -> node -> consumer over {cfg.transport} on loopback, {h}x{w} frames at "
+          f"{cfg.fps:g} fps for {cfg.seconds:g} s ...")
     r = demo(cfg)
     node, cons = r["node"], r["consumer"]
     lat = node["latency_ms"]
     e2e = cons["end_to_end_ms"]
-    print(f"  engine      {r['engine']['backend']} ({r['engine'].get('task') or 'model'}), noise {r['engine']['noise']}")
-    print(f"  simulator   sent {r['simulator']['sent']} frames at {cfg.fps:g} fps")
-    print(f"  node        stylized {node['published']} frames ({node['fps_out']:.1f} fps), dropped {node['dropped']} "
+    flags.say(args, f"  engine      {r['engine']['backend']} ({r['engine'].get('task') or 'model'}), noise {r['engine']['noise']}")
+    flags.say(args, f"  simulator   sent {r['simulator']['sent']} frames at {cfg.fps:g} fps")
+    flags.say(args, f"  node        stylized {node['published']} frames ({node['fps_out']:.1f} fps), dropped {node['dropped']} "
           f"to stay current, lost {node['lost']}, rejected {node['rejected']}")
-    print(f"  latency     inference p50 {lat['infer']['p50']:.1f} ms, p99 {lat['infer']['p99']:.1f} ms; "
+    flags.say(args, f"  latency     inference p50 {lat['infer']['p50']:.1f} ms, p99 {lat['infer']['p99']:.1f} ms; "
           f"queued p50 {lat['wait']['p50']:.1f} ms")
-    print(f"  end to end  capture -> consumer p50 {e2e['p50']:.1f} ms, p99 {e2e['p99']:.1f} ms, max {e2e['max']:.1f} ms "
+    flags.say(args, f"  end to end  capture -> consumer p50 {e2e['p50']:.1f} ms, p99 {e2e['p99']:.1f} ms, max {e2e['max']:.1f} ms "
           f"({cons['received']} frames received, {cons['fps']:.1f} fps)")
     if "picture" in r:
-        print(f"  picture     {r['picture']} (input | stylized | high-quality reference)")
+        flags.say(args, f"  picture     {r['picture']} (input | stylized | high-quality reference)")
     else:
-        print("  picture     none: no stylized frame reached the consumer")
-    if args.json:
-        print(json.dumps(r))
+        flags.say(args, "  picture     none: no stylized frame reached the consumer")
+    flags.emit_json(args, r)
     return 0 if cons["received"] > 0 else 1
 
 
