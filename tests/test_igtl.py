@@ -49,3 +49,37 @@ def test_stylized_frames_reach_an_openigtlink_client_with_spacing_and_timestamp(
     assert np.allclose(np.diag(message.ijk_to_world_matrix)[:3], [0.25, 0.25, 1.0])
     assert abs(message.timestamp - time.time()) < 10  # seconds since the epoch, from capture_ns
     assert stats["engine_errors"] == 0 and stats.get("output_errors", 0) == 0
+
+
+def test_a_client_that_disconnects_leaves_no_traceback_and_the_next_one_is_served(tiny_engine, capfd):
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    igtl_port = _free_port()
+    node = Node(tiny_engine, NodeConfig(input=f">tcp://127.0.0.1:{port}", stats_interval=0,
+                                        output=f"igtl://127.0.0.1:{igtl_port}"), ctx).start()
+    pixels = np.zeros((30, 40, 1), np.uint8)
+    send = lambda seq: pub.send_multipart(protocol.encode(protocol.Frame(seq, protocol.now_ns(), pixels)))
+    try:
+        rude = socket.create_connection(("127.0.0.1", igtl_port))
+        for seq in range(30):  # frames flow to the raw client, which never reads …
+            send(seq)
+            time.sleep(0.02)
+        rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        rude.close()  # … and is gone (reset)
+        for seq in range(30, 60):
+            send(seq)
+            time.sleep(0.02)
+        client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=igtl_port)
+        message, deadline, seq = None, time.monotonic() + 10, 60
+        while message is None and time.monotonic() < deadline:
+            send(seq)
+            seq += 1
+            message = client.wait_for_message("usnst", timeout=0.1)
+        client.stop()
+    finally:
+        node.stop()
+        pub.close(0)
+        ctx.term()
+    assert message is not None  # the server went on serving
+    assert "Traceback" not in capfd.readouterr().err

@@ -25,6 +25,32 @@ def is_igtl(endpoint: str) -> bool:
     return endpoint.strip().lstrip("@").startswith("igtl://")
 
 
+def _quiet_handler(base):
+    """pyigtl's connection handler, but a client that goes away (BrokenPipe, reset) ends its connection with one
+    log line instead of a traceback printed into the node's log: 3D Slicer closing is routine, not an error."""
+
+    class QuietHandler(base):
+        def handle(self):
+            server = self.server
+            server._connected = True
+            self.request.settimeout(0.01)
+            try:
+                while not server.communication_thread_stop_requested:
+                    while server._receive_message_from_socket(self.request):
+                        if server.communication_thread_stop_requested:
+                            return
+                    while server._send_queued_message_from_socket(self.request):
+                        pass
+            except (ConnectionError, OSError) as exc:
+                log.info("OpenIGTLink client disconnected (%s)", exc.__class__.__name__)
+                server._communication_error_occurred()
+            except Exception as exc:  # anything else: one line, and the server waits for the next client
+                log.warning("OpenIGTLink connection ended: %s: %s", exc.__class__.__name__, exc)
+                server._communication_error_occurred()
+
+    return QuietHandler
+
+
 class IgtlSink:
     """One OpenIGTLink server; ``send`` is called by the node's inference loop for every stylized frame."""
 
@@ -47,6 +73,7 @@ class IgtlSink:
                                                iface=None if local else parts.hostname)
         for s, handler in saved.items():  # pyigtl installs its own handlers; the node owns signal handling
             signal.signal(s, handler)
+        self.server.RequestHandlerClass = _quiet_handler(self.server.RequestHandlerClass)
         self.endpoint = f"igtl://{self.server.host}:{parts.port}"
         self.sent = self.skipped = 0
 
