@@ -426,3 +426,11 @@ def test_json_to_stdout_is_valid_json_and_to_a_path_the_same(tmp_path):
     listing = json.loads(usnst("models", "--json").stdout)
     usnst("models", "--json", tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == listing
+
+
+def test_quiet_after_the_subcommand_and_defaults_in_help(tmp_path):
+    proc = usnst("phantom", "--out", tmp_path / "p", "-n", 1, "--size", 32, "-q")
+    assert proc.returncode == 0
+    text = usnst("demo", "--help").stdout
+    assert "--duration SECONDS" in text and "(default: 6.0)" in text.replace("\n", " ").replace("  ", " ")
+    assert "(default: None)" not in text

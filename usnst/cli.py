@@ -16,6 +16,18 @@ from usnst.commands import engine, offline, stream, train
 GROUPS = (stream, offline, train, engine)
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help already states one or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or not action.option_strings:
+            return text
+        default = "x".join(map(str, action.default)) if isinstance(action.default, tuple) else action.default
+        return f"{text} (default: {default})"
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -41,8 +53,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wanted = None if argv is None else _command_named(argv)
     parser.subcommands = {}
     for name, (help_line, add_flags) in commands.items():
-        p = sub.add_parser(name, help=help_line, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help_line, formatter_class=_DefaultsShown)
         parser.subcommands[name] = p
+        # Also accepted after the subcommand; SUPPRESS keeps a value given before it
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
         if argv is None or name == wanted:
             add_flags(p)
     return parser

@@ -163,7 +163,8 @@ def demo_flags(p) -> None:
     from engines.registry import AUTO, available_backends
 
     d = DemoConfig()
-    p.add_argument("--seconds", type=float, default=d.seconds, help="how long to stream")
+    p.add_argument("--duration", "--seconds", dest="seconds", type=float, default=d.seconds,
+                   help="how long to stream, in seconds")
     p.add_argument("--fps", type=float, default=d.fps, help="simulator frame rate")
     p.add_argument("--size", type=flags.size, default=(d.height, d.width), help="frame size N or HxW")
     p.add_argument("--model", default=d.model, help="checkpoint path or embedded model name (default: the embedded one)")
