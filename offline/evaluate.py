@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from offline.datasets import split_triptych
 from offline.metrics import (
@@ -37,6 +38,7 @@ class MetricsJob:
     with_nakagami: bool = False
     dynamic_range_db: float = 50.0
     with_realism: bool = False  # the realism report (offline.realism): C2ST, speckle size, tissue m, low-passed SSIM
+    progress: bool = True  # a progress bar (FID over many patches takes minutes on a CPU)
 
 
 def _target(job: MetricsJob, rel: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -57,7 +59,7 @@ def evaluate(job: MetricsJob) -> dict:
 
         model = load_inception(job.inception_weights)
     rows, failures, all_a, all_b, kept = [], [], [], [], []
-    for path in paths:
+    for path in tqdm(paths, desc="metrics", unit="img", disable=None if job.progress else True):
         rel = path.relative_to(base)
         try:
             out, (target, seg) = read_gray(path), _target(job, rel)
@@ -87,12 +89,15 @@ def evaluate(job: MetricsJob) -> dict:
         summary["set_fid"] = fid(np.concatenate(all_a), np.concatenate(all_b))
         summary["set_kid"], summary["set_kid_std"] = kid(np.concatenate(all_a), np.concatenate(all_b))
         summary["inception_weights"] = model.weights_source
+        if model.weights_source.startswith("random"):
+            summary["fid_meaningless"] = ("Inception weights are random: FID/KID computed for testing only, not "
+                                          "comparable to anything; give --inception-weights (ImageNet InceptionV3)")
     return {"rows": rows, "summary": summary}
 
 
 def format_table(result: dict) -> str:
     rows, s = result["rows"], result["summary"]
-    has_fid = any("fid" in r for r in rows)
+    has_fid = any("fid" in r for r in rows) and "fid_meaningless" not in s  # never print a number that means nothing
     has_nak = any("nakagami_m" in r for r in rows)
     lines = [f"{'image':40} {'SSIM':>7} {'PSNR':>7}" + (f" {'FID':>9}" if has_fid else "")
              + (f" {'Nakagami m':>10} {'target m':>9}" if has_nak else "")]
@@ -110,7 +115,9 @@ def format_table(result: dict) -> str:
                      f"{t['fwhm_lateral_px']:.2f}), C2ST {r['c2st']:.3f} (0.5: indistinguishable; {r['c2st_patches']} "
                      f"patches a side), tissue histogram W1 {r['histogram_w1']:.1f} grey levels, low-passed SSIM "
                      f"{r.get('lowpass_ssim', float('nan')):.3f}")
-    if "set_fid" in s:
+    if "fid_meaningless" in s:
+        lines.append(f"FID/KID not shown: {s['fid_meaningless']}")
+    elif "set_fid" in s:
         lines.append(f"whole-set FID {s['set_fid']:.2f}, KID {s['set_kid']:.4f} ± {s['set_kid_std']:.4f} "
                      f"(Inception weights: {s['inception_weights']})")
     for f in s["failures"]:

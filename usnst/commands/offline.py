@@ -172,7 +172,7 @@ def run_metrics(args) -> int:
     from offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
 
     result = evaluate(MetricsJob(args.outputs, args.targets, args.targets_layout, args.fid, args.inception_weights,
-                                 args.patch, args.nakagami, args.dynamic_range, args.realism))
+                                 args.patch, args.nakagami, args.dynamic_range, args.realism, progress=not args.quiet))
     flags.say(args, format_table(result))
     write_outputs(result, args.csv, None)
     flags.emit_json(args, result)
