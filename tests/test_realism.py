@@ -351,3 +351,21 @@ def test_sigterm_stops_training_after_a_step_with_its_state_saved_and_resume_con
                                          "--resume"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(tmp_path / "m.state.pt", weights_only=True)["step"] == state["step"] + 2
+
+
+def test_init_starts_the_generator_from_a_checkpoint_of_the_same_architecture(tmp_path):
+    from engines.checkpoint import load_checkpoint, save_checkpoint
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 3, 48, 48, seed=3)
+    start = FastNet(FastNetConfig(8, 1, noise=True, echo_mask=True))
+    with torch.no_grad():
+        for p in start.parameters():
+            p.add_(0.01)
+    save_checkpoint(tmp_path / "start.pt", start, {"task": "lq2hq"})
+    base = dict(data=str(tmp_path / "data"), channels=8, blocks=1, steps=0, crop=32, batch=2, progress=False)
+    train(RealismConfig(out=str(tmp_path / "m.pt"), init=str(tmp_path / "start.pt"), **base))
+    net, _ = load_checkpoint(tmp_path / "m.pt")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), start.state_dict().values()))
+    with pytest.raises(ValueError, match="not the architecture"):
+        train(RealismConfig(out=str(tmp_path / "n.pt"), init=str(tmp_path / "start.pt"), **{**base, "channels": 16}))

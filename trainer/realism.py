@@ -94,6 +94,7 @@ class RealismConfig(RunConfig):
     resume: bool = False
     resume_from: str | None = None  # a state file of another run: continue it under this run's losses (a second stage)
     style: str | None = None  # unpaired tasks (hq2clinical): the target-domain images (folder, cine, DICOM)
+    init: str | None = None  # start the generator from this checkpoint's weights (same architecture); fresh optimisers
 
 
 def realism_score(report: dict) -> float:
@@ -185,6 +186,15 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     step, best, history = 0, None, []
+    if cfg.init and not cfg.resume:
+        from engines.checkpoint import load_checkpoint
+
+        start, _ = load_checkpoint(cfg.init)
+        try:
+            net.load_state_dict(start.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f"--init {cfg.init}: not the architecture this run builds ({exc})") from None
+        log.info("generator initialised from %s", cfg.init)
     if cfg.resume or cfg.resume_from:
         source = Path(cfg.resume_from) if cfg.resume_from and not (cfg.resume and state_path.exists()) else state_path
         if not source.exists():

@@ -29,6 +29,7 @@ def train_flags(p) -> None:
                    help="speckle shape: mean-removed histogram of each 16x16 tissue block vs HQ")
     g.add_argument("--correlation-weight", type=float, default=None,
                    help="speckle grain: autocorrelation at lags 1-2 vs HQ")
+    g.add_argument("--init", default=None, help="start the generator from this checkpoint (same architecture)")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
     g.add_argument("--val-images", type=int, default=None, help="held-out frames in each realism report")
     g.add_argument("--resume-from", default=None,
@@ -94,7 +95,7 @@ def run_train(args) -> int:
             args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "val_every", "val_images",
-                   "resume_from", "style", "seed", "threads"]))
+                   "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
         if r["interrupted"]:
