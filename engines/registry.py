@@ -68,7 +68,7 @@ def load_engine(model: str | os.PathLike | None = None, backend: str | None = No
         if not Path(str(model)).is_file():
             raise FileNotFoundError(f"engine artifact {model} not found")
         return _backend(own).load_artifact(str(model), options)
-    path = resolve_model(model)
+    path = resolve_model(model, options.device)
     backend = backend or DEFAULT_BACKEND
     if backend == AUTO:
         return fastest_engine(str(path), options)

@@ -128,3 +128,11 @@ def test_image_folder_and_video_sources(tmp_path):
     items = list(open_source(video))
     assert len(items) == 4 and items[1][0] == pytest.approx(1 / 12)
     assert protocol.decode(items[0][1]).pixels.shape == (24, 32, 1)
+
+
+def test_a_prerendered_phantom_loop_repeats_its_frames_with_counting_seq_and_time():
+    items = list(limited(phantom_stream(32, 40, fps=10, loop_frames=3), frames=7))
+    frames = [protocol.decode(p) for _, p in items]
+    assert [f.seq for f in frames] == list(range(7)) and [t for t, _ in items][-1] == pytest.approx(0.6)
+    assert np.array_equal(frames[0].pixels, frames[3].pixels) and np.array_equal(frames[1].pixels, frames[4].pixels)
+    assert not np.array_equal(frames[0].pixels, frames[1].pixels)  # the probe moves within the loop

@@ -5,6 +5,7 @@ processes would; the consumer measures end-to-end latency from the simulator's c
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -16,7 +17,7 @@ import numpy as np
 import zmq
 
 from engines.base import EngineOptions
-from engines.registry import DEFAULT_BACKEND, load_engine
+from engines.registry import AUTO, load_engine
 from usnst_io import protocol
 from usnst_io.media import to_uint8, write_png
 from usnst_stream.node import Node, NodeConfig
@@ -34,8 +35,10 @@ class DemoConfig:
     fps: float = 15.0
     height: int = 256
     width: int = 256
-    model: str | None = None  # None: the embedded LQ→HQ model
-    backend: str = DEFAULT_BACKEND
+    model: str | None = None  # None: the embedded default for the device (engines.checkpoint.default_model)
+    backend: str = AUTO  # the fastest backend that runs here, timed at start
+    threads: int | None = None  # inference threads; None: the runtime's
+    loop_seconds: float = 4.0  # the simulator pre-renders this much and loops it (0: renders live)
     transport: str = "tcp"  # or "ipc"
     out: str = "usnst-demo.png"
     seed: int = 0
@@ -106,15 +109,7 @@ def side_by_side(lq: np.ndarray, styled: np.ndarray, hq: np.ndarray) -> np.ndarr
 
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
-    engine = load_engine(cfg.model, cfg.backend, EngineOptions(seed=cfg.seed))
-    context = zmq.Context.instance()
-    sim_ep, out_ep = loopback_endpoints(cfg.transport, "usnst-demo")
-    sim_sock, sim_bound = open_publisher(sim_ep, context)
-    node = Node(engine, NodeConfig(input=">" + sim_bound[0], output=out_ep, stats_interval=0), context).start()
-    consumer = Consumer(node.endpoints["output"][0], context)
-    consumer.thread.start()
-    time.sleep(0.5)  # let both subscriptions reach their publishers (ZeroMQ's slow joiner)
-
+    engine = load_engine(cfg.model, cfg.backend, EngineOptions(seed=cfg.seed, threads=cfg.threads))
     refs: OrderedDict[int, object] = OrderedDict()
 
     def keep(seq, sample):
@@ -122,7 +117,17 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
         while len(refs) > 256:
             refs.popitem(last=False)
 
-    source = limited(phantom_stream(cfg.height, cfg.width, cfg.fps, "lq", cfg.seed, keep=keep), duration=cfg.seconds)
+    stream = phantom_stream(cfg.height, cfg.width, cfg.fps, "lq", cfg.seed, keep=keep,
+                            loop_frames=int(round(cfg.loop_seconds * cfg.fps)))
+    first = next(stream)  # renders the loop before anything starts
+    context = zmq.Context.instance()
+    sim_ep, out_ep = loopback_endpoints(cfg.transport, "usnst-demo")
+    sim_sock, sim_bound = open_publisher(sim_ep, context)
+    node = Node(engine, NodeConfig(input=">" + sim_bound[0], output=out_ep, stats_interval=0), context).start()
+    consumer = Consumer(node.endpoints["output"][0], context)
+    consumer.thread.start()
+    time.sleep(0.5)  # let both subscriptions reach their publishers (ZeroMQ's slow joiner)
+    source = limited(itertools.chain([first], stream), duration=cfg.seconds)
     t0 = time.monotonic()
     sent = publish(source, sim_sock, stamp=True)
     sim_sock.close()

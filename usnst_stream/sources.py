@@ -37,26 +37,35 @@ def convert_dtype(img8: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", seed: int = 0,
-                   dtype: str = "uint8", keep=None) -> Iterator[Timed]:
+                   dtype: str = "uint8", keep=None, loop_frames: int = 0) -> Iterator[Timed]:
     """An endless simulated scan: frame i shows the scene at t = i / fps with the probe drifting.
 
-    ``keep(seq, sample)``, if given, receives every rendered sample (the demo keeps HQ references)."""
+    ``loop_frames`` > 0 renders that many frames before the first is sent and then plays them in a loop (sequence
+    numbers and times keep counting): rendering a 512² phantom costs about a frame period on 2 cores, so a
+    stand-in simulator rendering live falls behind its own rate and becomes the bottleneck it is meant to test.
+    ``keep(seq, sample)``, if given, receives every sample as it is sent (the demo keeps HQ references)."""
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
     renderer = PhantomRenderer(height, width, seed=seed)
     geometry: ProbeGeometry = renderer.geometry
-    for seq in itertools.count():
-        t = seq / fps
+
+    def frame(i: int):
+        t = i / fps
         sample = renderer.render(t)
-        if keep is not None:
-            keep(seq, sample)
         img = sample.seg if quality == "seg" else to_uint8(getattr(sample, quality))
         ax, ay, rot = probe_pose(t)
         meta = {"source": "usnst-phantom", "quality": quality, "scene_seed": seed,
                 "spacing_mm": [round(renderer.pixel_mm, 6)] * 2,
                 "probe": {"apex_mm": [round(ax, 4), round(ay, 4)], "angle_rad": round(rot, 6),
                           "sector_deg": geometry.sector_deg, "depth_mm": geometry.depth_mm}}
-        yield t, _encode(seq, convert_dtype(img, dtype), meta)
+        return sample, convert_dtype(img, dtype), meta
+
+    loop = [frame(i) for i in range(loop_frames)]
+    for seq in itertools.count():
+        sample, img, meta = loop[seq % len(loop)] if loop else frame(seq)
+        if keep is not None:
+            keep(seq, sample)
+        yield seq / fps, _encode(seq, img, meta)
 
 
 def recording_stream(path: str | Path, restamp: bool = False) -> Iterator[Timed]:

@@ -3,6 +3,7 @@ the function that runs it; defaults come from the stream package's configs (Node
 and endpoint constants."""
 from __future__ import annotations
 
+import itertools
 import time
 
 from usnst import flags
@@ -79,6 +80,9 @@ def simulate_flags(p) -> None:
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--seed", type=int, default=0, help="scene seed")
+    p.add_argument("--loop-seconds", type=float, default=4.0,
+                   help="render this many seconds of frames before sending and play them in a loop, so rendering "
+                        "never makes frames late; 0 renders every frame live")
     flags.add_curve_flags(p)
     p.set_defaults(func=run_simulate)
 
@@ -90,9 +94,14 @@ def run_simulate(args) -> int:
     stop = flags.stop_on_signals()
     h, w = args.size
     sock, bound = open_publisher(args.output, curve=flags.curve(args))
+    loop = int(round(args.loop_seconds * args.fps))
+    if loop:
+        print(f"usnst simulate: rendering a {loop}-frame loop ({args.loop_seconds:g} s) ...", flush=True)
+    stream = phantom_stream(h, w, args.fps, args.quality, args.seed, args.dtype, loop_frames=loop)
+    first = next(stream)  # renders the loop before the clock starts
     print(f"usnst simulate: publishing {args.quality.upper()} {h}x{w} {args.dtype} frames at {args.fps:g} fps on "
           f"{', '.join(bound)}. Ctrl-C stops.", flush=True)
-    source = limited(phantom_stream(h, w, args.fps, args.quality, args.seed, args.dtype), args.frames, args.duration)
+    source = limited(itertools.chain([first], stream), args.frames, args.duration)
     counts = publish(source, sock, stop, stamp=True)
     sock.close()
     print(f"usnst simulate: sent {counts['sent']} frames ({counts['late']} late).", flush=True)
@@ -167,9 +176,14 @@ def demo_flags(p) -> None:
                    help="how long to stream, in seconds")
     p.add_argument("--fps", type=float, default=d.fps, help="simulator frame rate")
     p.add_argument("--size", type=flags.size, default=(d.height, d.width), help="frame size N or HxW")
-    p.add_argument("--model", default=d.model, help="checkpoint path or embedded model name (default: the embedded one)")
+    p.add_argument("--model", default=d.model, help="embedded name, checkpoint or artifact (default: the real-time "
+                   "model on a CPU)")
     p.add_argument("--backend", default=d.backend, choices=[*available_backends(), AUTO], help="inference backend")
     p.add_argument("--transport", default=d.transport, choices=TRANSPORTS, help="loopback transport")
+    p.add_argument("--threads", type=int, default=flags.default_threads(),
+                   help="inference threads; the default, half the cores, leaves the rest to the simulator")
+    p.add_argument("--loop-seconds", type=float, default=d.loop_seconds,
+                   help="the simulator pre-renders this many seconds and loops them (0: renders live)")
     p.add_argument("--out", default=d.out, help="side-by-side picture to write")
     p.add_argument("--seed", type=int, default=d.seed, help="scene and noise seed")
     flags.add_json_flag(p, "the full report")
@@ -181,7 +195,8 @@ def run_demo(args) -> int:
 
     h, w = args.size
     cfg = DemoConfig(seconds=args.seconds, fps=args.fps, height=h, width=w, model=args.model, backend=args.backend,
-                     transport=args.transport, out=args.out, seed=args.seed)
+                     transport=args.transport, out=args.out, seed=args.seed, threads=args.threads,
+                     loop_seconds=args.loop_seconds)
     flags.say(args, f"usnst demo: simulator -> node -> consumer over {cfg.transport} on loopback, {h}x{w} frames at "
           f"{cfg.fps:g} fps for {cfg.seconds:g} s ...")
     r = demo(cfg)
