@@ -41,11 +41,10 @@ def test_known_overlays_are_removed_and_the_image_is_kept(rgb):
     shot, overlay, sector = synthetic_screenshot(rgb)
     result = clean_screenshot(shot)
     assert result.report["bars"] == ["left"]
-    cut = result.report["bar_columns_removed"] if "bar_columns_removed" in result.report else 0
-    top, left, hh, ww = result.box
-    # Map the cleaned crop back onto screenshot coordinates.
+    top, left, hh, ww = result.box  # in the screenshot's own coordinates (the bar cut included)
+    assert result.report["crop"] == [top, left, hh, ww]
     back = np.zeros(overlay.shape, np.int16) - 1
-    back[top:top + hh, cut + left:cut + left + ww] = result.image
+    back[top:top + hh, left:left + ww] = result.image
     gray = cv2.cvtColor(shot, cv2.COLOR_RGB2GRAY) if rgb else shot
     removed = ((back[overlay] == -1) | (back[overlay] == 0) | (np.abs(back[overlay] - gray[overlay]) > 30)).mean()
     near_overlay = cv2.dilate(overlay.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
@@ -85,3 +84,5 @@ def test_usnst_clean_writes_cleaned_images_and_a_report(tmp_path):
     cleaned = cv2.imread(str(tmp_path / "out" / "shot.png"), cv2.IMREAD_GRAYSCALE)
     assert cleaned.shape[0] < shot.shape[0] and cleaned.shape[1] < shot.shape[1]
     assert len(list((tmp_path / "out").glob("cine_*.png"))) == 30
+    crops = {tuple(r["crop"]) for r in report["rows"] if r["input"] == "cine.dcm"}
+    assert len(crops) == 1  # one region and one crop for the whole cine (the UI does not move)
