@@ -104,7 +104,8 @@ def main() -> None:
           + (" LP-SSIM to input (in / outside) |" if args.outside else "") + (" flicker ratio | paused change |" if args.flicker else ""))
     print("|---" * (7 + bool(args.outside) + 2 * bool(args.flicker)) + "|")
     for r in rows:
-        line = (f"| {r['model']} | {r['ssim']:.3f} | {r['lowpass_ssim']:.3f} | {r['nakagami_m']:.2f} | "
+        m = f"{r['nakagami_m']:.2f}" if r["nakagami_m"] < 100 else "n/a (flat)"  # a label map has no speckle
+        line = (f"| {r['model']} | {r['ssim']:.3f} | {r['lowpass_ssim']:.3f} | {m} | "
                 f"{r['fwhm_axial_px']:.2f} / {r['fwhm_lateral_px']:.2f} | {r['c2st']:.2f} | {r['histogram_w1']:.1f} |")
         if args.outside:
             line += (f" {r['lowpass_ssim_to_input']:.3f} / {r['lowpass_ssim_to_input_outside']:.3f} |"

@@ -116,6 +116,14 @@ def claim_output_folder(out_dir: Path, engine: Engine, overwrite: bool) -> None:
     marker.write_text(json.dumps(mine, indent=2))
 
 
+def _source_panel(engine: Engine) -> str:
+    """Which triptych panel the engine's model takes as input, from its task (LQ when the task is unknown)."""
+    from offline.tasks import TASKS
+
+    spec = TASKS.get(engine.describe().get("task") or "")
+    return spec.source if spec else "lq"
+
+
 def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     if job.layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {job.layout!r}")
@@ -126,6 +134,7 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     if out_dir.is_dir():
         remove_stale_temp_files(out_dir)
     claim_output_folder(out_dir, engine, job.overwrite)
+    source_panel = _source_panel(engine)
     report = StylizeReport(total=len(paths))
     for path in tqdm(paths, desc="stylize", unit="img", disable=not job.progress):
         rel = path.relative_to(base)
@@ -142,9 +151,9 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
         try:
             img = read_gray(path)
             target = None
-            if job.layout == "triptych":
+            if job.layout == "triptych":  # the panel the model's task takes (LQ, or the label map for seg2hq)
                 t = split_triptych(img, str(rel))
-                img, target = t.lq, t.hq
+                img, target = getattr(t, source_panel), t.hq
             elif job.layout == "clinical":
                 img = crop_brightness_bar(img).image
             if job.metrics and job.targets:

@@ -145,3 +145,18 @@ def test_ctrl_c_ends_stylize_with_one_line_and_no_traceback(tmp_path, tiny_check
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
     assert "usnst stylize: interrupted." in err and "run the same command again to resume" in err
+
+
+def test_a_seg2hq_model_reads_the_label_panel_of_a_triptych(tmp_path):
+    from engines.checkpoint import default_model_path, load_checkpoint
+
+    write_phantoms(tmp_path / "data", 1, 48, 48, seed=2)
+    engine = load_engine("seg2hq", options=EngineOptions(noise="off"))
+    run_stylize(engine, StylizeJob(str(tmp_path / "data"), str(tmp_path / "out"), layout="triptych", progress=False))
+    from offline.datasets import read_triptych_folder
+
+    t = read_triptych_folder(tmp_path / "data")[0]
+    expected = (engine.infer(t.seg.astype(np.float32) / 255) * 255).round().clip(0, 255).astype(np.uint8)
+    written = cv2.imread(str(next((tmp_path / "out").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
+    assert np.abs(written.astype(int) - expected).max() <= 1
+    assert load_checkpoint(default_model_path("seg2hq"))[1]["task"] == "seg2hq"
