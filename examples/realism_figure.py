@@ -47,14 +47,16 @@ def main() -> None:
     ap.add_argument("--out", default="docs/realism.png")
     ap.add_argument("--seed", type=int, default=50000, help="scene seed (held out: never used in training)")
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--style", default="data/clinical", help="a clinical frame for the HQ → Clinical row")
+    ap.add_argument("--style", default="data/clinical", help="the clinical style set, for the HQ → Clinical row")
+    ap.add_argument("--style-index", type=int, default=1,
+                    help="which style image to show (sorted by name; 1: the cardiac cine's first frame)")
     ap.add_argument("--zoom-at", default="0.6,0.5", help="centre of the zoomed square, as fractions of height,width")
     args = ap.parse_args()
 
     scene = render_scene(args.seed, 0, args.size, args.size)
     panels = {"lq": to_uint8(scene.lq), "hq": to_uint8(scene.hq), "seg": scene.seg.astype(np.uint8)}
     try:
-        clinical = read_stills(args.style)[0]
+        clinical = read_stills(args.style)[args.style_index]
         panels["clinical"] = cv2.resize(clinical, (args.size, args.size * clinical.shape[0] // clinical.shape[1]))
     except (FileNotFoundError, IndexError):
         pass
