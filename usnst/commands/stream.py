@@ -4,6 +4,7 @@ and endpoint constants."""
 from __future__ import annotations
 
 import itertools
+import os
 import time
 
 from usnst import flags
@@ -180,8 +181,9 @@ def demo_flags(p) -> None:
                    "model on a CPU)")
     p.add_argument("--backend", default=d.backend, choices=[*available_backends(), AUTO], help="inference backend")
     p.add_argument("--transport", default=d.transport, choices=TRANSPORTS, help="loopback transport")
-    p.add_argument("--threads", type=int, default=flags.default_threads(),
-                   help="inference threads; the default, half the cores, leaves the rest to the simulator")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="inference threads; the demo's simulator plays a pre-rendered loop, so inference may use "
+                        "every core (at 512² on 2 cores: 94 %% of frames delivered with 2 threads, 54 %% with 1)")
     p.add_argument("--loop-seconds", type=float, default=d.loop_seconds,
                    help="the simulator pre-renders this many seconds and loops them (0: renders live)")
     p.add_argument("--out", default=d.out, help="side-by-side picture to write")
