@@ -144,7 +144,7 @@ def clean_cine(frames: list[np.ndarray]) -> list[CleanResult]:
 
 
 def clean_folder(inputs: str, out: str) -> dict:
-    """Clean every screenshot of a folder/glob (images in colour, DICOM frames in grey) into PNGs under ``out``
+    """Clean every screenshot of a folder/glob (images and DICOM, in colour where they have it) into PNGs under ``out``
     (same relative paths; a cine gives name_0000.png…), with ``cleaning.json`` listing what was removed."""
     import json
     from pathlib import Path
@@ -164,7 +164,7 @@ def clean_folder(inputs: str, out: str) -> dict:
         rel = path.relative_to(base)
         try:
             if path.suffix.lower() in DICOM_SUFFIXES:
-                frames = read_dicom(path).frames
+                frames = read_dicom(path, colour=True).frames  # colour finds calipers and Doppler overlays
                 targets = frame_png_paths(Path(out) / rel, len(frames))
             else:
                 frames, targets = [read_color(path)], [Path(out) / rel.with_suffix(".png")]

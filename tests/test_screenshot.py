@@ -86,3 +86,18 @@ def test_usnst_clean_writes_cleaned_images_and_a_report(tmp_path):
     assert len(list((tmp_path / "out").glob("cine_*.png"))) == 30
     crops = {tuple(r["crop"]) for r in report["rows"] if r["input"] == "cine.dcm"}
     assert len(crops) == 1  # one region and one crop for the whole cine (the UI does not move)
+
+
+def test_a_colour_dicom_is_cleaned_in_colour_so_doppler_flow_is_removed(tmp_path):
+    import json
+    import shutil
+
+    from offline.screenshot import clean_folder
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(examples.get_path("rgb_color"), tmp_path / "in" / "ge.dcm")  # power Doppler over B-mode, in colour
+    clean_folder(str(tmp_path / "in"), str(tmp_path / "out"))
+    row = json.loads((tmp_path / "out" / "cleaning.json").read_text())["rows"][0]
+    ds = pydicom.dcmread(examples.get_path("rgb_color"))
+    coloured = int(((ds.pixel_array.max(axis=2).astype(int) - ds.pixel_array.min(axis=2)) > 40).sum())
+    assert coloured > 4000 and row["overlay_pixels_inpainted"] >= coloured  # every flow pixel (and its rim) inpainted

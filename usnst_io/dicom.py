@@ -62,17 +62,27 @@ def frame_rate(ds: Dataset) -> float | None:
     return 1000.0 / float(np.mean(vector)) if vector else None
 
 
-def _to_gray8(pixels: np.ndarray, ds: Dataset) -> np.ndarray:
-    """Decoded pixels of one or more frames → uint8 luma, shape (..., rows, columns)."""
-    from pydicom.pixels import apply_color_lut, apply_voi_lut
+def _rgb(pixels: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Decoded colour pixels (RGB, YBR as pydicom decodes it, or palette colour) as float RGB in 0–255, shape
+    (..., rows, columns, 3); None for a grey image."""
+    from pydicom.pixels import apply_color_lut
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         pixels = apply_color_lut(pixels, ds)
-    if pixels.shape[-1] == 3 and int(ds.get("SamplesPerPixel", 1)) == 3 or photometric == "PALETTE COLOR":
-        rgb = pixels.astype(np.float32)
-        if rgb.max() > 255:  # 16-bit palette entries
-            rgb = rgb / 257.0
+    elif not (pixels.shape[-1] == 3 and int(ds.get("SamplesPerPixel", 1)) == 3):
+        return None
+    rgb = pixels.astype(np.float32)
+    return rgb / 257.0 if rgb.max() > 255 else rgb  # 16-bit palette entries
+
+
+def _to_gray8(pixels: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Decoded pixels of one or more frames → uint8 luma, shape (..., rows, columns)."""
+    from pydicom.pixels import apply_voi_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    rgb = _rgb(pixels, ds)
+    if rgb is not None:
         luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]  # ITU-R BT.601
         return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
     if pixels.dtype != np.uint8 or int(ds.get("BitsStored", 8)) > 8:
@@ -86,7 +96,9 @@ def _to_gray8(pixels: np.ndarray, ds: Dataset) -> np.ndarray:
     return pixels
 
 
-def read_dicom(path: str | os.PathLike) -> DicomSeries:
+def read_dicom(path: str | os.PathLike, colour: bool = False) -> DicomSeries:
+    """Every frame of a DICOM file as uint8 grey (rows, columns) — or, with ``colour``, colour images as uint8 RGB
+    (rows, columns, 3): screenshot cleaning needs the colour to find calipers and Doppler overlays."""
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:
@@ -104,8 +116,9 @@ def read_dicom(path: str | os.PathLike) -> DicomSeries:
                              f"frames, bits): a truncated or damaged file? {detail}") from exc
         raise DicomError(f"{path}: cannot decode pixel data stored as {name}: {PLUGIN_HINT} {detail}") from exc
     n = int(ds.get("NumberOfFrames", 1) or 1)
-    gray = _to_gray8(pixels, ds)
-    frames = list(gray) if n > 1 else [gray]
+    rgb = _rgb(pixels, ds) if colour else None
+    image = np.clip(np.rint(rgb), 0, 255).astype(np.uint8) if rgb is not None else _to_gray8(pixels, ds)
+    frames = list(image) if n > 1 else [image]
     return DicomSeries(frames, frame_rate(ds) if n > 1 else None, ds,
                        str(ds.get("PhotometricInterpretation", "")), os.fspath(path))
 
