@@ -138,7 +138,9 @@ def test_ctrl_c_ends_stylize_with_one_line_and_no_traceback(tmp_path, tiny_check
         cv2.imwrite(str(src / f"f{i:03d}.png"), frame)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "usnst.cli", "-q", "stylize", str(src), "--out", str(out), "--model", str(tiny_checkpoint)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a shell starts background jobs with SIGINT ignored, and Python keeps it so (CI may run so).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(out.glob("f*.png")):
         time.sleep(0.01)
