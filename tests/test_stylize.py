@@ -163,3 +163,11 @@ def test_a_seg2hq_model_reads_the_label_panel_of_a_triptych(tmp_path):
     written = cv2.imread(str(next((tmp_path / "out").glob("*.png"))), cv2.IMREAD_GRAYSCALE)
     assert np.abs(written.astype(int) - expected).max() <= 1
     assert load_checkpoint(default_model_path("seg2hq"))[1]["task"] == "seg2hq"
+
+
+def test_stylize_json_summary_on_stdout(tmp_path, tree, tiny_checkpoint):
+    proc = subprocess.run([sys.executable, "-m", "usnst.cli", "-q", "stylize", str(tree), "--out", str(tmp_path / "o"),
+                           "--model", str(tiny_checkpoint), "--json"], capture_output=True, text=True, timeout=120)
+    summary = json.loads(proc.stdout)  # stdout is the JSON alone; the human lines went to stderr
+    assert summary["written"] == 5 and summary["failed"] == 1 and "usnst stylize:" in proc.stderr
+    assert proc.returncode == 1  # one input failed

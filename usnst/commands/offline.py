@@ -113,6 +113,7 @@ def stylize_flags(p) -> None:
     p.add_argument("--targets", default=job.targets, help="folder of targets with the inputs' relative paths")
     p.add_argument("--shard", default="{}/{}".format(*job.shard), help="i/n: process every n-th input starting at i")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    flags.add_json_flag(p, "the run's summary (counts, failures, mean scores)")
     p.add_argument("--dicom-format", default=job.dicom_format, choices=DICOM_FORMATS,
                    help="DICOM inputs: PNG per frame, or a derived DICOM (new UIDs, same geometry and frame timing)")
     p.set_defaults(func=run_stylize)
@@ -127,13 +128,14 @@ def run_stylize(args) -> int:
                      metrics=args.metrics or bool(args.targets), shard=parse_shard(args.shard),
                      overwrite=args.overwrite, progress=not args.quiet, dicom_format=args.dicom_format)
     s = stylize(engine, job).summary()
-    print(f"usnst stylize: {s['inputs']} inputs in this shard: {s['written']} written, {s['skipped_existing']} already "
+    flags.say(args, f"usnst stylize: {s['inputs']} inputs in this shard: {s['written']} written, {s['skipped_existing']} already "
           f"done, {s['failed']} failed -> {args.out}")
     if "mean_ssim" in s:
-        print(f"  vs targets: SSIM {s['mean_ssim']:.3f} (input {s['mean_identity_ssim']:.3f}), "
+        flags.say(args, f"  vs targets: SSIM {s['mean_ssim']:.3f} (input {s['mean_identity_ssim']:.3f}), "
               f"PSNR {s['mean_psnr']:.2f} dB (input {s['mean_identity_psnr']:.2f} dB)")
     for f in s["failures"]:
-        print(f"  failed: {f['input']}: {f['error']}")
+        flags.say(args, f"  failed: {f['input']}: {f['error']}")
+    flags.emit_json(args, s)
     return 1 if s["failed"] else 0
 
 
