@@ -168,6 +168,12 @@ class RandomFilterTexture(torch.nn.Module):
         return torch.stack(terms).mean()
 
 
+def envelope_power(x: torch.Tensor, dynamic_range_db: float = 50.0) -> torch.Tensor:
+    """R² of the envelope behind log-compressed grey x in [0, 1] displayed over ``dynamic_range_db``, scaled so white
+    is 1 (the moments and ratios taken of it are scale-free)."""
+    return 10.0 ** ((x - 1.0) * dynamic_range_db / 10.0)
+
+
 def histogram_loss(output: torch.Tensor, target: torch.Tensor, dynamic_range_db: float | None = None) -> torch.Tensor:
     """1-D Wasserstein distance between the grey-level distributions of each output and its target (sorted values,
     L1). With ``dynamic_range_db`` the values compared are the envelope powers R² recovered from the log-compressed
@@ -176,7 +182,7 @@ def histogram_loss(output: torch.Tensor, target: torch.Tensor, dynamic_range_db:
     (what kept the real-time net's m at 0.7 against HQ's 1.2) weighs next to nothing."""
     a, b = output.flatten(1), target.flatten(1)
     if dynamic_range_db is not None:
-        a, b = (10.0 ** ((v - 1.0) * dynamic_range_db / 10.0) for v in (a, b))
+        a, b = envelope_power(a, dynamic_range_db), envelope_power(b, dynamic_range_db)
         scale = b.mean(dim=1, keepdim=True).clamp_min(1e-12)
         a, b = a / scale, b / scale
     return F.l1_loss(a.sort(dim=1).values, b.sort(dim=1).values)
@@ -185,7 +191,7 @@ def histogram_loss(output: torch.Tensor, target: torch.Tensor, dynamic_range_db:
 def block_nakagami(x: torch.Tensor, dynamic_range_db: float = 50.0, window: int = 16) -> torch.Tensor:
     """Nakagami m = E[R²]² / Var(R²) of the envelope R recovered from log-compressed grey (x in [0, 1]), per
     window×window block: (N, 1, H/window, W/window). Differentiable twin of offline.metrics.nakagami."""
-    power = 10.0 ** ((x - 1.0) * dynamic_range_db / 10.0)  # R², scaled so white is 1 (m is scale-free)
+    power = envelope_power(x, dynamic_range_db)
     omega = F.avg_pool2d(power, window)
     var = (F.avg_pool2d(power ** 2, window) - omega ** 2).clamp_min(1e-12)
     return omega ** 2 / var

@@ -24,7 +24,6 @@ from usnst_io.media import (
     DICOM_SUFFIXES,
     RECORDING_SUFFIXES,
     VIDEO_SUFFIXES,
-    atomic_path,
     frame_png_paths,
     is_stylizable,
     list_inputs,
@@ -33,6 +32,7 @@ from usnst_io.media import (
     remove_stale_temp_files,
     to_float,
     to_uint8,
+    write_frame_times,
     write_png,
 )
 
@@ -209,9 +209,7 @@ def _stylize_sequence(engine: Engine, path: Path, out_base: Path, job: StylizeJo
             return
         for out, frame in zip(outputs, seq.frames):
             write_png(out, _stylize_one(engine, frame))
-        with atomic_path(out_base.with_name(out_base.stem + ".times.csv")) as tmp:
-            with open(tmp, "w", newline="") as f:
-                csv.writer(f).writerows([("file", "t_s"), *((o.name, round(t, 6)) for o, t in zip(outputs, seq.times))])
+        write_frame_times(out_base.with_name(out_base.stem + ".times.csv"), [o.name for o in outputs], seq.times)
         report.written += 1
     except Exception as exc:  # one bad input must not end a long batch
         log.warning("skipping %s: %s", path, exc)

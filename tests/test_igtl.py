@@ -18,13 +18,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_stylized_frames_reach_an_openigtlink_client_with_spacing_and_timestamp(tiny_engine):
+def _node_serving_igtl(engine, also: str = ""):
+    """A publisher → a real node whose output includes an OpenIGTLink server: (context, publisher, node, igtl port)."""
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     igtl_port = _free_port()
-    node = Node(tiny_engine, NodeConfig(input=f">tcp://127.0.0.1:{port}", stats_interval=0,
-                                        output=f"@tcp://127.0.0.1:*,igtl://127.0.0.1:{igtl_port}"), ctx).start()
+    node = Node(engine, NodeConfig(input=f">tcp://127.0.0.1:{port}", stats_interval=0,
+                                   output=f"{also}igtl://127.0.0.1:{igtl_port}"), ctx).start()
+    return ctx, pub, node, igtl_port
+
+
+def test_stylized_frames_reach_an_openigtlink_client_with_spacing_and_timestamp(tiny_engine):
+    ctx, pub, node, igtl_port = _node_serving_igtl(tiny_engine, also="@tcp://127.0.0.1:*,")
     assert node.endpoints["output"][-1] == f"igtl://127.0.0.1:{igtl_port}"
     client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=igtl_port)
     message = None
@@ -52,12 +58,7 @@ def test_stylized_frames_reach_an_openigtlink_client_with_spacing_and_timestamp(
 
 
 def test_a_client_that_disconnects_leaves_no_traceback_and_the_next_one_is_served(tiny_engine, capfd):
-    ctx = zmq.Context()
-    pub = ctx.socket(zmq.PUB)
-    port = pub.bind_to_random_port("tcp://127.0.0.1")
-    igtl_port = _free_port()
-    node = Node(tiny_engine, NodeConfig(input=f">tcp://127.0.0.1:{port}", stats_interval=0,
-                                        output=f"igtl://127.0.0.1:{igtl_port}"), ctx).start()
+    ctx, pub, node, igtl_port = _node_serving_igtl(tiny_engine)
     pixels = np.zeros((30, 40, 1), np.uint8)
     send = lambda seq: pub.send_multipart(protocol.encode(protocol.Frame(seq, protocol.now_ns(), pixels)))
     try:

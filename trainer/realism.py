@@ -133,13 +133,9 @@ def validate(net, samples, source: str, seed: int, style: list[np.ndarray] | Non
     against the style set, with anatomy compared to the input."""
     run = uint8_runner(net, torch.Generator().manual_seed(seed))
     inputs = [getattr(t, source) for t in samples]
-    outputs = [run(x) for x in inputs]
-    if style is None:
-        report = realism_report(outputs, [t.hq for t in samples], [t.seg for t in samples], budget=budget,
-                                patches_per_image=30)
-    else:
-        report = realism_report(outputs, style, [t.seg for t in samples], references=inputs, budget=budget,
-                                patches_per_image=30)
+    report = realism_report([run(x) for x in inputs], [t.hq for t in samples] if style is None else style,
+                            [t.seg for t in samples], references=None if style is None else inputs, budget=budget,
+                            patches_per_image=30)
     net.train()
     return report
 

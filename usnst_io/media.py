@@ -84,17 +84,28 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 
 def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float = 30.0) -> Path:
-    """uint8 grayscale or BGR frames to an MP4 (mp4v) or AVI (MJPG) file people can play, atomically."""
-    path = Path(path)
+    """uint8 grayscale or BGR frames, one per period, to an MP4 or AVI file people can play, atomically."""
     if not frames:
         raise ValueError(f"no frames to write to {path}")
-    h, w = frames[0].shape[:2]
+    writer = TimedVideoWriter(path, fps)
+    try:
+        for i, frame in enumerate(frames):
+            writer.add(i / fps, frame)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+def write_frame_times(path: str | os.PathLike, names: list[str], times: list[float]) -> Path:
+    """``file,t_s`` rows (a frame's file name and its seconds from the first frame), atomically: the timing that
+    PNG frames of a sequence would otherwise lose."""
+    import csv
+
     with atomic_path(path) as tmp:
-        writer = open_video_writer(tmp, fps, (w, h))
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame)
-        writer.release()
-    return path
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([("file", "t_s"), *((n, round(t, 6)) for n, t in zip(names, times))])
+    return Path(path)
 
 
 @functools.cache

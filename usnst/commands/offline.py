@@ -232,13 +232,12 @@ def export_flags(p) -> None:
 def run_export(args) -> int:
     """Frames of any sequence at their own timestamps: a video that lasts as long as the recording, or numbered PNGs
     with a times.csv (file, seconds from the first frame)."""
-    import csv
-
     from usnst_io.media import (
         VIDEO_SUFFIXES,
         TimedVideoWriter,
         gray_uint8,
         iter_sequence,
+        write_frame_times,
         write_png,
     )
 
@@ -257,7 +256,7 @@ def run_export(args) -> int:
             else:
                 name = f"frame_{n:05d}.png"
                 write_png(out / name, frame)
-                times.append((name, round(t, 6)))
+                times.append((name, t))
             n += 1
     except BaseException:
         if writer is not None:
@@ -269,8 +268,7 @@ def run_export(args) -> int:
         writer.close()
         what = f"{writer.written} video frames at {args.fps:g} fps ({writer.written / args.fps:.2f} s)"
     else:
-        with open(out / "times.csv", "w", newline="") as f:
-            csv.writer(f).writerows([("file", "t_s"), *times])
+        write_frame_times(out / "times.csv", [n for n, _ in times], [t for _, t in times])
         what = "PNG frames + times.csv"
     stopped = " (stopped early by a signal: the frames so far)" if stop.is_set() else ""
     print(f"usnst export: {n} frames of {args.source} -> {out}: {what}{stopped}")
