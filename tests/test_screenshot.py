@@ -101,3 +101,33 @@ def test_a_colour_dicom_is_cleaned_in_colour_so_doppler_flow_is_removed(tmp_path
     ds = pydicom.dcmread(examples.get_path("rgb_color"))
     coloured = int(((ds.pixel_array.max(axis=2).astype(int) - ds.pixel_array.min(axis=2)) > 40).sum())
     assert coloured > 4000 and row["overlay_pixels_inpainted"] >= coloured  # every flow pixel (and its rim) inpainted
+
+
+def test_legends_header_bands_and_markers_are_cut_from_real_screenshots():
+    from pydicom.pixels import apply_color_lut
+
+    from offline.screenshot import box_lines
+
+    ge = pydicom.dcmread(examples.get_path("rgb_color")).pixel_array  # GE lymph node: "PWR" legends at both sides
+    result = clean_screenshot(ge)
+    top, left, h, w = result.box
+    assert result.report["ui_elements_cut"] == 2
+    assert left >= 19 and left + w <= 301  # the legends lie in columns 11–19 and 301–309 (rows 78–111)
+    assert box_lines(cv2.cvtColor(ge, cv2.COLOR_RGB2GRAY)).sum() > 500  # the Doppler box outline, found ...
+    assert box_lines(result.image).sum() < 50  # ... and gone from the cleaned image
+    ds = pydicom.dcmread(examples.get_path("palette_color"))  # Philips OB: blue header band down to row 59
+    rgb = (apply_color_lut(ds.pixel_array, ds) / 257).astype(np.uint8)
+    top, left, h, w = clean_screenshot(rgb).box
+    assert top >= 60  # no header band rows
+    assert left > 332  # the orientation marker (a blue disc at columns 311–332) is outside the region
+
+
+def test_speckle_is_neither_flat_ui_nor_a_box_line():
+    from offline.screenshot import box_lines, flat_ui
+
+    frame = to_uint8(PhantomRenderer(256, 256, seed=5).render(0.0).hq)
+    assert not flat_ui(frame).any() and box_lines(frame).sum() == 0
+    drawn = frame.copy()
+    cv2.rectangle(drawn, (40, 60), (200, 180), 255, 1)
+    found = box_lines(drawn)
+    assert found[60, 50:190].mean() > 0.9 and found[70:170, 40].mean() > 0.9 and found.sum() < 4 * 2 * (160 + 120)

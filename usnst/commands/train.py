@@ -54,7 +54,8 @@ def train_flags(p) -> None:
     p.add_argument("--ssim-weight", type=float, default=None, help="perceptual: extra 1-SSIM to HQ (off in the thesis)")
     p.add_argument("--width", type=int, default=None, help="channels of the first conv (thesis: 32)")
     p.add_argument("--n-residual", type=int, default=None)
-    p.add_argument("--no-noise", action="store_true", help="build the net without noise injection")
+    p.add_argument("--no-noise", action="store_true",
+                   help="build the net without noise injection (distill: default, a noise plane when the teacher has one)")
     p.add_argument("--val-every", type=int, default=None)
     p.add_argument("--ckpt-every", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last_state.pt")
@@ -77,7 +78,7 @@ def run_train(args) -> int:
     if args.loss == "distill":
         from trainer.distill import DistillConfig, distill
 
-        cfg = DistillConfig(data=args.data, progress=not args.quiet, **flags.given(
+        cfg = DistillConfig(data=args.data, progress=not args.quiet, noise=False if args.no_noise else None, **flags.given(
             args, ["teacher", "out", "steps", "batch", "crop", "lr", "channels", "blocks", "seed", "threads"]))
         meta = distill(cfg)
         v = meta["validation"]
