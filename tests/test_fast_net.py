@@ -10,7 +10,7 @@ from engines.onnx_backend import OnnxRuntimeEngine, export_onnx
 from engines.registry import load_engine
 from engines.transformer_net import NetConfig, TransformerNet
 from trainer.distill import DistillConfig, distill
-from usnst_stream.phantom import write_phantoms
+from usnst_stream.phantom import PhantomRenderer, write_phantoms
 
 
 @pytest.mark.parametrize("h, w", [(1, 1), (7, 9), (64, 64), (101, 67)])
@@ -53,6 +53,28 @@ def test_distillation_moves_the_student_towards_the_teacher(tmp_path, tiny_check
     assert meta["final_l1"] < meta["first_l1"]
     assert set(meta["validation"]) >= {"student_ssim", "teacher_ssim", "identity_ssim"}
     assert isinstance(load_checkpoint(tmp_path / "s.pt")[0], FastNet)
+
+
+def test_a_noise_injected_student_learns_the_teachers_noise_response(tmp_path):
+    """A FastNet teacher with noise: both nets get the same noise, so the student copies what the noise does."""
+    torch.manual_seed(0)
+    teacher = FastNet(FastNetConfig(8, 1, noise=True, echo_mask=True))
+    with torch.no_grad():
+        teacher.head.weight[:, 16:].normal_(0, 0.1)  # a teacher that makes speckle from its noise
+    teacher_path = save_checkpoint(tmp_path / "t.pt", teacher, {"task": "lq2hq"})
+    write_phantoms(tmp_path / "data", 4, 48, 48, seed=3)
+    meta = distill(DistillConfig(data=str(tmp_path / "data"), teacher=str(teacher_path), out=str(tmp_path / "s.pt"),
+                                 steps=300, batch=4, crop=32, channels=8, blocks=1, lr=1e-2, progress=False))
+    assert "same noise" in meta["training"]
+    student, _ = load_checkpoint(tmp_path / "s.pt")
+    assert student.config.noise and student.config.echo_mask
+    x = torch.from_numpy(PhantomRenderer(48, 48, seed=9).render(0.0).lq.astype(np.float32))[None, None]
+    n = [torch.randn(1, 1, 48, 48, generator=torch.Generator().manual_seed(7))]
+    zero = [torch.zeros(1, 1, 48, 48)]
+    with torch.no_grad():
+        want, got = teacher(x, n) - teacher(x, zero), student(x, n) - student(x, zero)
+    assert got.abs().max() > 0  # a fresh student ignores its noise (zero-initialised noise head); this one uses it
+    assert torch.corrcoef(torch.stack([want.ravel(), got.ravel()]))[0, 1] > 0.3  # like the teacher (0.47 measured)
 
 
 def test_the_embedded_real_time_model_loads_and_runs():
