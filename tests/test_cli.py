@@ -228,6 +228,16 @@ def test_nst_command_writes_image_curves_and_report(tmp_path, variant_args):
         assert out[seg == 0].max() == 0
 
 
+def test_nst_json_on_stdout_is_its_report(tmp_path):
+    from usnst_stream.phantom import write_phantoms
+
+    (path,) = write_phantoms(tmp_path / "data", 1, 32, 32, seed=3)
+    proc = usnst("nst", "--triptych", path, "--loss-network", "random-filters", "--iterations", 2,
+                 "--out", tmp_path / "o.png", "--json")
+    report = json.loads(proc.stdout)  # stdout is the JSON alone; the human lines went to stderr
+    assert report == json.loads((tmp_path / "o.json").read_text()) and "usnst nst:" in proc.stderr
+
+
 def test_nst_without_vgg_weights_explains_where_to_put_them(tmp_path):
     from usnst_stream.phantom import write_phantoms
 

@@ -66,6 +66,7 @@ def nst_flags(p) -> None:
     p.add_argument("--device", default=job.device, help="torch device for the optimisation, e.g. cuda")
     p.add_argument("--seed", type=int, default=nst.seed)
     p.add_argument("--out", required=True, help="output PNG (loss curves and report are written beside it)")
+    flags.add_json_flag(p, "the run's report (also written beside the output as OUT.json)")
     p.set_defaults(func=run_nst)
 
 
@@ -87,15 +88,16 @@ def run_nst(args) -> int:
                  vgg_weights=args.vgg_weights, device=args.device, nst=nst)
     r = run_job(job)
     total, content, style = r["final_loss"] or (float("nan"),) * 3
-    print(f"usnst nst: {r['variant']} NST, {nst.iterations} iterations in {r['seconds']:.1f} s -> {r['output']} "
-          f"(final loss {total:.4g}: content {content:.4g}, style {style:.4g})")
-    print(f"  loss network: {r['loss_network']}" + (f", VGG19 weights {r['vgg_weights']}" if r["vgg_weights"] else
-                                                     " (fixed random filters, no pretrained weights)"))
+    flags.say(args, f"usnst nst: {r['variant']} NST, {nst.iterations} iterations in {r['seconds']:.1f} s -> "
+              f"{r['output']} (final loss {total:.4g}: content {content:.4g}, style {style:.4g})")
+    flags.say(args, f"  loss network: {r['loss_network']}" + (
+        f", VGG19 weights {r['vgg_weights']}" if r["vgg_weights"] else " (fixed random filters, no pretrained weights)"))
     if "metrics_vs_hq" in r:
         m = r["metrics_vs_hq"]
-        print(f"  vs HQ: SSIM {m['ssim']:.3f} (input {m['identity_ssim']:.3f}), PSNR {m['psnr']:.2f} dB "
-              f"(input {m['identity_psnr']:.2f} dB)")
-    print(f"  loss curves: {Path(r['output']).with_suffix('.losses.csv')}, .losses.png; report: .json")
+        flags.say(args, f"  vs HQ: SSIM {m['ssim']:.3f} (input {m['identity_ssim']:.3f}), PSNR {m['psnr']:.2f} dB "
+                  f"(input {m['identity_psnr']:.2f} dB)")
+    flags.say(args, f"  loss curves: {Path(r['output']).with_suffix('.losses.csv')}, .losses.png; report: .json")
+    flags.emit_json(args, r)
     return 0
 
 
