@@ -7,6 +7,7 @@ invents structure loses it there), ``--flicker`` the moving-probe flicker ratio 
 
     python examples/realism_table.py --models lq2hq,lq2hq_fast,runs/x/model.pt -n 24 --size 256 --outside --flicker
     python examples/realism_table.py --task seg2hq --models seg2hq -n 24
+    python examples/realism_table.py --models a.pt,b.pt -n 24 --seed 1000 --settings varied   # calibration split
     python examples/realism_table.py --task hq2clinical --models hq2clinical --style data/clinical -n 24
 
 Unpaired tasks (hq2clinical) are scored against the style set (C2ST, m, FWHM, W1) and keep anatomy against their
@@ -58,6 +59,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=50000, help="first scene seed (never used in training)")
+    ap.add_argument("--settings", default="default", choices=["default", "varied", "outside"],
+                    help="acquisition settings of the scenes; `--seed 1000 --settings varied` renders the first "
+                         "held-out frames of the training set (what noise scales are chosen on, never the test seeds)")
     ap.add_argument("--noise", default="fixed", help="engine noise mode")
     ap.add_argument("--noise-off-too", action="store_true", help="also each model with its noise planes at zero")
     ap.add_argument("--outside", action="store_true", help="also low-passed SSIM to the input, in and outside range")
@@ -65,7 +69,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
-    data = scenes(args.n, args.size, args.seed)
+    data = scenes(args.n, args.size, args.seed, args.settings)
     budget = C2STBudget()
     spec = task(args.task)
     src = SOURCE_INDEX[spec.source]

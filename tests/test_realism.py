@@ -39,7 +39,7 @@ def test_speckle_fwhm_recovers_a_known_correlation_length():
 def test_c2st_is_chance_on_one_distribution_and_certain_on_two():
     fine = [_field(32, 32, 2, 2, seed=s) for s in range(160)]
     coarse = [_field(32, 32, 6, 6, seed=1000 + s) for s in range(80)]
-    budget = realism.C2STBudget(steps=150)
+    budget = realism.C2STBudget(steps=150, repeats=1)
     same = realism.c2st(fine[:80], fine[80:], budget)
     assert 0.3 <= same <= 0.7
     assert realism.c2st(fine[:80], coarse, budget) >= 0.9
@@ -152,7 +152,7 @@ def test_the_realism_report_tells_lq_from_hq_and_passes_the_oracle(tmp_path):
     samples = [PhantomRenderer(256, 256, seed=s).render(0.0) for s in seeds]
     oracle = [to_uint8(PhantomRenderer(256, 256, seed=s, speckle_seed=s + 1).render(0.0).hq) for s in seeds]
     hq, lq, segs = [to_uint8(s.hq) for s in samples], [to_uint8(s.lq) for s in samples], [s.seg for s in samples]
-    budget = realism.C2STBudget(steps=150)
+    budget = realism.C2STBudget(steps=150, repeats=1)
     lq_report = realism.realism_report(lq, hq, segs, budget=budget, patches_per_image=60)
     oracle_report = realism.realism_report(oracle, hq, segs, budget=budget, patches_per_image=60)
     assert lq_report["output"]["fwhm_lateral_px"] > 1.5 * lq_report["target"]["fwhm_lateral_px"]
@@ -263,6 +263,34 @@ def test_correlation_loss_is_zero_on_itself_and_grows_with_grain_size():
     half[..., :48, :] = 1  # only where the mask is (beyond the σ-4 high-pass reach): a coarse lower half is unseen
     mixed = torch.cat([fine[..., :64, :], coarse[..., 64:, :]], dim=2)
     assert correlation_loss(mixed, fine, half).item() == 0
+
+
+def test_longer_correlation_lags_see_a_tail_that_lags_one_and_two_miss():
+    from offline.losses import correlation_loss
+
+    n = np.random.default_rng(0).standard_normal((128, 131)).astype(np.float32)
+    white = n[:, :128]
+    echo = white + 0.8 * n[:, 3:]  # correlated with itself three pixels across only: r₃ ≈ 0.49, r₁ = r₂ = 0
+    t = lambda a: torch.from_numpy(0.5 + 0.1 * a / a.std()).float()[None, None]
+    tissue = torch.ones(1, 1, 128, 128)
+    assert correlation_loss(t(echo), t(white), tissue, 2).item() < 0.03
+    assert correlation_loss(t(echo), t(white), tissue, 4).item() > 0.05  # r₃ 0.47 against −0.02, one of 8 values
+
+
+def test_brightness_loss_is_the_block_mean_offset_in_tissue_only():
+    from offline.losses import brightness_loss
+
+    img = torch.from_numpy(_field(64, 64, 2, 2) / 255.0).float()[None, None]
+    tissue = torch.zeros_like(img)
+    tissue[..., :32, :] = 1
+    assert brightness_loss(img, img, tissue).item() == 0
+    assert brightness_loss(img + 0.02, img, tissue).item() == pytest.approx(0.02, abs=1e-6)
+    outside = img.clone()
+    outside[..., 32:, :] += 0.2
+    assert brightness_loss(outside, img, tissue).item() == 0  # changed only outside the tissue
+    within = img.clone()
+    within[..., :16, :16] = within[..., :16, :16].flip(-1).flip(-2)  # pixels moved inside one block: same mean
+    assert brightness_loss(within, img, tissue).item() < 1e-7
 
 
 def test_unpaired_realism_training_uses_the_style_set_and_the_input_anatomy(tmp_path):

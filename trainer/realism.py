@@ -9,7 +9,8 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
   + histogram_weight   · 1-D Wasserstein distance of the crop's envelope powers to HQ's (the bright tail sets m)
   + nakagami_weight    · |log m| error of the envelope's Nakagami m, 16×16 block by block against HQ
   + local_histogram_weight · mean-removed grey-level distribution of each 16×16 tissue block against HQ's (shape)
-  + correlation_weight · error of the speckle autocorrelation at lags 1–2 against HQ's (speckle grain size)
+  + correlation_weight · error of the speckle autocorrelation at lags 1–``correlation_lags`` against HQ's (grain)
+  + brightness_weight  · mean grey level of each 16×16 tissue block against HQ's (the low-passed L1 aims at a median)
 The net's noise planes are the speckle source (distribution-matching losses make the noise weights grow); its
 output is black wherever the input has no echo (``echo_mask``), so noise never paints outside the sector.
 
@@ -39,6 +40,7 @@ from offline.datasets import read_triptych_folder
 from offline.losses import (
     RandomFilterTexture,
     anatomy_loss,
+    brightness_loss,
     correlation_loss,
     histogram_loss,
     local_histogram_loss,
@@ -88,7 +90,9 @@ class RealismConfig(RunConfig):
     dynamic_range_db: float = 50.0  # display dynamic range assumed to recover the envelope from grey (metrics use 50)
     nakagami_weight: float = 0.0  # block Nakagami m against HQ's
     local_histogram_weight: float = 0.0  # local (16×16 tissue block) speckle histogram against HQ's
-    correlation_weight: float = 0.0  # speckle autocorrelation (lags 1, 2) against HQ's
+    correlation_weight: float = 0.0  # speckle autocorrelation (lags 1 … correlation_lags) against HQ's
+    correlation_lags: int = 2
+    brightness_weight: float = 0.0  # mean grey of 16×16 tissue blocks against HQ's
     val_every: int = 250
     val_images: int = 8
     resume: bool = False
@@ -114,7 +118,8 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
              ("texture_weight", "random-filter texture" + ("" if paired else " (average style)")),
              ("histogram_weight", "envelope-power histogram"), ("nakagami_weight", "block Nakagami m"),
              ("local_histogram_weight", "local speckle histogram"),
-             ("correlation_weight", "speckle autocorrelation")]
+             ("correlation_weight", f"speckle autocorrelation (lags 1–{cfg.correlation_lags})"),
+             ("brightness_weight", "tissue block brightness")]
     terms = [f"{getattr(cfg, k):g} × {label}" for k, label in names if getattr(cfg, k)]
     return "realism: " + " + ".join(terms) + "; no pretrained weights"
 
@@ -128,7 +133,7 @@ def build_generator(cfg: RealismConfig) -> torch.nn.Module:
 
 
 def validate(net, samples, source: str, seed: int, style: list[np.ndarray] | None = None,
-             budget: C2STBudget = C2STBudget(steps=200)) -> dict:
+             budget: C2STBudget = C2STBudget(steps=1000, repeats=1)) -> dict:
     """The realism report of held-out outputs (noise from a fixed seed) against their HQ frames — or, unpaired,
     against the style set, with anatomy compared to the input."""
     run = uint8_runner(net, torch.Generator().manual_seed(seed))
@@ -159,8 +164,10 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     if not spec.paired:
         if not cfg.style:
             raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
-        if cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight or cfg.local_histogram_weight:
-            raise ValueError("pixel, nakagami and correlation terms compare aligned pairs; set them to 0 for "
+        if (cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight or cfg.local_histogram_weight
+                or cfg.brightness_weight):
+            raise ValueError("pixel, nakagami, local histogram, correlation and brightness terms compare aligned "
+                             "pairs; set them to 0 for "
                              f"{cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
         style = read_stills(cfg.style)
         if not style:
@@ -249,7 +256,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         if cfg.local_histogram_weight:
             terms["local_histogram"] = cfg.local_histogram_weight * local_histogram_loss(fake, y, tissue)
         if cfg.correlation_weight:
-            terms["correlation"] = cfg.correlation_weight * correlation_loss(fake, y, tissue)
+            terms["correlation"] = cfg.correlation_weight * correlation_loss(fake, y, tissue, cfg.correlation_lags)
+        if cfg.brightness_weight:
+            terms["brightness"] = cfg.brightness_weight * brightness_loss(fake, y, tissue)
         g_loss = sum(terms.values())
         optimise(opt_g, g_loss)
         step += 1

@@ -28,7 +28,10 @@ def train_flags(p) -> None:
     g.add_argument("--local-histogram-weight", type=float, default=None,
                    help="speckle shape: mean-removed histogram of each 16x16 tissue block vs HQ")
     g.add_argument("--correlation-weight", type=float, default=None,
-                   help="speckle grain: autocorrelation at lags 1-2 vs HQ")
+                   help="speckle grain: autocorrelation at lags 1-N vs HQ (N: --correlation-lags)")
+    g.add_argument("--correlation-lags", type=int, default=None, help="largest lag of the autocorrelation term")
+    g.add_argument("--brightness-weight", type=float, default=None,
+                   help="mean grey of each 16x16 tissue block vs HQ (the low-passed L1 aims at a median)")
     g.add_argument("--init", default=None, help="start the generator from this checkpoint (same architecture)")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
     g.add_argument("--val-images", type=int, default=None, help="held-out frames in each realism report")
@@ -95,7 +98,8 @@ def run_train(args) -> int:
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
-                   "nakagami_weight", "local_histogram_weight", "correlation_weight", "val_every", "val_images",
+                   "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
+                   "brightness_weight", "val_every", "val_images",
                    "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
