@@ -110,6 +110,18 @@ def test_patchgan_scores_patches_and_lsgan_targets():
     assert unconditional(y).shape == scores.shape
 
 
+def test_the_discriminator_can_go_without_spectral_norm():
+    from torch.nn.utils import parametrize
+
+    plain = PatchDiscriminator(PatchGANConfig(conditional=False, spectral_norm=False))
+    normed = PatchDiscriminator(PatchGANConfig(conditional=False))
+    convs = lambda d: [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert not any(parametrize.is_parametrized(c) for c in convs(plain))
+    assert all(parametrize.is_parametrized(c) for c in convs(normed))
+    y = torch.rand(2, 1, 64, 64)
+    assert plain(y).shape == normed(y).shape
+
+
 @pytest.mark.parametrize("net", [FastNet(FastNetConfig(channels=8, blocks=1, noise=True, echo_mask=True)),
                                  TransformerNet(NetConfig(width=4, n_residual=1, echo_mask=True))])
 def test_outputs_stay_black_where_the_input_has_no_echo(net):

@@ -99,6 +99,7 @@ class RealismConfig(RunConfig):
     resume_from: str | None = None  # a state file of another run: continue it under this run's losses (a second stage)
     style: str | None = None  # unpaired tasks (hq2clinical): the target-domain images (folder, cine, DICOM)
     init: str | None = None  # start the generator from this checkpoint's weights (same architecture); fresh optimisers
+    d_spectral_norm: bool = True  # False: a discriminator that keeps learning (offline.patchgan)
 
 
 def realism_score(report: dict) -> float:
@@ -114,7 +115,8 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
     """The generator's loss as a model card states it: the terms with non-zero weight."""
     names = [("anatomy_weight", "low-passed L1 to " + ("HQ" if paired else "the input")),
              ("pixel_weight", "L1"),
-             ("adversarial_weight", ("conditional" if paired else "unconditional") + " PatchGAN (LSGAN, spectral norm)"),
+             ("adversarial_weight", ("conditional" if paired else "unconditional") + " PatchGAN (LSGAN"
+              + (", spectral norm)" if cfg.d_spectral_norm else ")")),
              ("texture_weight", "random-filter texture" + ("" if paired else " (average style)")),
              ("histogram_weight", "envelope-power histogram"), ("nakagami_weight", "block Nakagami m"),
              ("local_histogram_weight", "local speckle histogram"),
@@ -184,7 +186,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     log_path = out.with_name(out.stem + ".log.csv")
 
     net = build_generator(cfg)
-    disc = PatchDiscriminator(PatchGANConfig(conditional=spec.paired))
+    disc = PatchDiscriminator(PatchGANConfig(conditional=spec.paired, spectral_norm=cfg.d_spectral_norm))
     texture = RandomFilterTexture() if cfg.texture_weight else None
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))

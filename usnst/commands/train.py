@@ -3,6 +3,7 @@ Flags left unset take each trainer's own config defaults (trainer.perceptual.Tra
 SupervisedConfig, trainer.distill.DistillConfig) and the task table (offline.tasks)."""
 from __future__ import annotations
 
+import argparse
 import os
 
 from usnst import flags
@@ -34,6 +35,8 @@ def train_flags(p) -> None:
                    help="mean grey of each 16x16 tissue block vs HQ (the low-passed L1 aims at a median)")
     g.add_argument("--init", default=None, help="start the generator from this checkpoint (same architecture)")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
+    g.add_argument("--d-spectral-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="spectral norm on the discriminator (default on; off: it keeps learning, a stronger teacher)")
     g.add_argument("--val-images", type=int, default=None, help="held-out frames in each realism report")
     g.add_argument("--resume-from", default=None,
                    help="another run's STATE.pt: continue its generator, discriminator and optimisers as a new stage "
@@ -99,7 +102,7 @@ def run_train(args) -> int:
             args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
-                   "brightness_weight", "val_every", "val_images",
+                   "brightness_weight", "d_spectral_norm", "val_every", "val_images",
                    "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
