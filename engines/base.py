@@ -39,6 +39,7 @@ class EngineOptions:
     # frame (speckle 'boils' at video rates); "off": zeros
     seed: int = 0  # seed of the injected noise (reproducible outputs)
     threads: int | None = None  # CPU threads for inference; None leaves the runtime's default
+    spin: bool = False  # ONNX Runtime: let idle inference threads spin-wait (see onnx_backend.OnnxRuntimeEngine)
     device: str = "cpu"  # "cpu" or "cuda[:N]"; compiled GPU backends (tensorrt) need cuda
     precision: str = "fp32"  # "fp32" or "fp16" (GPU backends; normalisation layers stay fp32)
 

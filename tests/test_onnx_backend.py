@@ -102,3 +102,11 @@ def test_an_onnx_artifact_named_as_the_model_runs_on_its_own_backend(tmp_path, t
         load_engine(artifact, "torch")
     with pytest.raises(FileNotFoundError):
         load_engine(tmp_path / "missing.onnx")
+
+
+def test_threads_do_not_spin_unless_asked_and_results_do_not_depend_on_it(tiny_checkpoint, cache):
+    frame = np.random.default_rng(2).random((40, 56), dtype=np.float32)
+    quiet = load_engine(tiny_checkpoint, "onnxruntime", EngineOptions(seed=3, threads=2))
+    spinning = load_engine(tiny_checkpoint, "onnxruntime", EngineOptions(seed=3, threads=2, spin=True))
+    assert quiet.describe()["spin"] is False and spinning.describe()["spin"] is True
+    np.testing.assert_array_equal(quiet.infer(frame), spinning.infer(frame))

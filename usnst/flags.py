@@ -125,6 +125,9 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=default_threads(),
                    help="CPU threads for inference; the default, half the cores, leaves the rest to a simulator on "
                         "the same machine (an engine using every core next to a busy simulator ran 45x slower)")
+    p.add_argument("--spin", action="store_true",
+                   help="let ONNX Runtime's idle threads spin-wait: ~1-2 ms faster when the node has the cores to "
+                        "itself, but at 30 fps it burns ~50%% more CPU, which a simulator on the same machine needs")
     p.add_argument("--device", default=EngineOptions.device, help="cpu or cuda[:N] (tensorrt always runs on cuda)")
     p.add_argument("--precision", default=EngineOptions.precision, choices=PRECISIONS,
                    help="fp16 on GPU only; norms stay fp32")
@@ -140,7 +143,7 @@ def engine_options(args):
     from engines.base import EngineOptions
 
     return EngineOptions(noise=args.noise, seed=args.seed, threads=args.threads, device=args.device,
-                         precision=args.precision)
+                         precision=args.precision, spin=args.spin)
 
 
 def open_engine(args):
