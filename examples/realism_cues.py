@@ -68,7 +68,7 @@ def main() -> None:
 
     print("C2ST (as the realism report: split by image, 2,000 steps, mean of 3)")
     kinds = ["as is", "low-passed σ 1.5", "low-passed σ 3", "high-passed σ 2", "mean grey matched"]
-    print("| output | " + " | ".join(kinds) + " |\n|---" * (len(kinds) + 1) + "|")
+    print("| output | " + " | ".join(kinds) + " |\n" + "|---" * (len(kinds) + 1) + "|")
     for name, images in sets.items():
         cells = []
         for kind in kinds:
@@ -84,7 +84,7 @@ def main() -> None:
         patches = [p for i, m in zip(images, masks) for p in tissue_patches(i, m, 40, rng)]
         stats[name] = np.mean([patch_statistics(p) for p in patches], axis=0)
     print("\nTissue patches (32², mean over patches; r(axial, lateral) lags)")
-    print("| statistic | " + " | ".join(stats) + " |\n|---" * (len(stats) + 1) + "|")
+    print("| statistic | " + " | ".join(stats) + " |\n" + "|---" * (len(stats) + 1) + "|")
     for i, stat in enumerate(names):
         print(f"| {stat} | " + " | ".join(f"{stats[k][i]:.3f}" for k in stats) + " |")
 

@@ -81,3 +81,30 @@ def test_the_embedded_real_time_model_loads_and_runs():
     engine = load_engine("lq2hq_fast", "torch")
     assert engine.describe()["task"] == "lq2hq"
     assert engine.infer(np.full((64, 80), 0.5, np.float32)).shape == (64, 80)
+
+
+def test_the_speckle_head_makes_rayleigh_speckle_around_its_base():
+    """Flat base, flat contrast: the output's envelope (undoing the dB display) is Rayleigh — Nakagami m = 1 with the
+    post-log kernel at identity — and its mean grey is the base, whatever the PSF."""
+    from engines.fast_net import SpeckleHead
+    from offline.losses import block_nakagami
+
+    head = SpeckleHead()
+    with torch.no_grad():
+        head.post.fill_(-30.0)
+        head.post[0, 0, 1, 1] = 30.0  # identity: a pure Rayleigh field
+        head.psf.copy_(torch.rand(head.psf.shape))  # any PSF keeps the base the mean
+    gen = torch.Generator().manual_seed(0)
+    re, im = (torch.randn(1, 1, 256, 256, generator=gen) for _ in range(2))
+    contrast = 20 / np.log(10) / 50  # a 50 dB display, as the metrics assume
+    with torch.no_grad():
+        out = head(torch.full_like(re, 0.6), torch.full_like(re, contrast), re, im)
+        m = block_nakagami(out, 50.0, window=32).median()
+    assert abs(out.mean().item() - 0.6) < 0.01
+    assert 0.9 < m.item() < 1.1
+    with torch.no_grad():  # a wider PSF makes coarser grain, and the mean stays
+        head.psf.copy_(torch.exp(-torch.arange(-3, 4.0) ** 2 / 8)[None, :] * torch.exp(-torch.arange(-3, 4.0) ** 2 / 8)[:, None])
+        wide = head(torch.full_like(re, 0.6), torch.full_like(re, contrast), re, im)
+    lag = lambda x: torch.corrcoef(torch.stack([x[..., :, 1:].ravel(), x[..., :, :-1].ravel()]))[0, 1]
+    assert lag(wide) > lag(out) + 0.2
+    assert abs(wide.mean().item() - 0.6) < 0.01

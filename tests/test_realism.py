@@ -1,10 +1,13 @@
 """Realism without ImageNet weights: each measure against a case with a known answer, each loss term by its
 behaviour, the discriminator's state resuming bit for bit, and outputs that stay black where the input has no echo."""
+import csv
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from engines.checkpoint import load_checkpoint
 from engines.fast_net import FastNet, FastNetConfig
 from engines.transformer_net import NetConfig, TransformerNet
 from offline import realism
@@ -123,6 +126,7 @@ def test_the_discriminator_can_go_without_spectral_norm():
 
 
 @pytest.mark.parametrize("net", [FastNet(FastNetConfig(channels=8, blocks=1, noise=True, echo_mask=True)),
+                                 FastNet(FastNetConfig(channels=8, blocks=1, speckle=True, echo_mask=True)),
                                  TransformerNet(NetConfig(width=4, n_residual=1, echo_mask=True))])
 def test_outputs_stay_black_where_the_input_has_no_echo(net):
     with torch.no_grad():
@@ -409,3 +413,20 @@ def test_init_starts_the_generator_from_a_checkpoint_of_the_same_architecture(tm
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), start.state_dict().values()))
     with pytest.raises(ValueError, match="not the architecture"):
         train(RealismConfig(out=str(tmp_path / "n.pt"), init=str(tmp_path / "start.pt"), **{**base, "channels": 16}))
+
+
+def test_the_speckle_heads_base_learns_hqs_mean_grey_and_needs_the_head(tmp_path):
+    """--base-weight fits the base image (before speckle) to HQ; the speckle itself is left to the other terms."""
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 4, 48, 48, seed=5)
+    common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=4, crop=32, val_fraction=0.0, lr=1e-2,
+                  anatomy_weight=0.0, adversarial_weight=0.0, pixel_weight=0.0, progress=False)
+    cfg = RealismConfig(out=str(tmp_path / "m.pt"), steps=60, speckle=True, base_weight=10.0, **common)
+    train(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "m.log.csv")))
+    assert float(rows[-1]["base"]) < 0.5 * float(rows[0]["base"])
+    net, meta = load_checkpoint(tmp_path / "m.pt")
+    assert net.config.speckle and "speckle head's base" in meta["training"]
+    with pytest.raises(ValueError, match="speckle head"):
+        train(RealismConfig(out=str(tmp_path / "n.pt"), steps=1, base_weight=1.0, **common))

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from engines.checkpoint import save_checkpoint
 from engines.fast_net import FastNet, FastNetConfig
+from engines.geometry import echo_region
 from engines.transformer_net import NetConfig, TransformerNet
 from offline.datasets import read_triptych_folder
 from offline.losses import (
@@ -42,6 +43,7 @@ from offline.losses import (
     anatomy_loss,
     brightness_loss,
     correlation_loss,
+    gaussian_lowpass,
     histogram_loss,
     local_histogram_loss,
     lsgan_discriminator_loss,
@@ -76,6 +78,9 @@ class RealismConfig(RunConfig):
     task: str = "lq2hq"
     arch: str = "fast"  # the CPU real-time net, or the Johnson net
     channels: int = 96  # fast
+    speckle: bool = False  # fast: a speckle head (engines.fast_net.SpeckleHead) instead of folded noise
+    base_weight: float = 0.0  # speckle head: squared error of its base image (the local mean grey) to HQ
+    base_sigma: float = 0.0  # … to HQ low-passed by this σ (px): the mean grey without HQ's own speckle
     blocks: int = 8  # fast
     width: int = 16  # johnson
     n_residual: int = 5  # johnson
@@ -95,6 +100,7 @@ class RealismConfig(RunConfig):
     brightness_weight: float = 0.0  # mean grey of 16×16 tissue blocks against HQ's
     val_every: int = 250
     val_images: int = 8
+    val_c2st_steps: int = 1000  # the validation classifier's budget: too few steps and every checkpoint reads ~0.5
     resume: bool = False
     resume_from: str | None = None  # a state file of another run: continue it under this run's losses (a second stage)
     style: str | None = None  # unpaired tasks (hq2clinical): the target-domain images (folder, cine, DICOM)
@@ -113,7 +119,9 @@ def realism_score(report: dict) -> float:
 
 def describe_losses(cfg: RealismConfig, paired: bool) -> str:
     """The generator's loss as a model card states it: the terms with non-zero weight."""
-    names = [("anatomy_weight", "low-passed L1 to " + ("HQ" if paired else "the input")),
+    names = [("base_weight", "squared error of the speckle head's base to HQ"
+              + (f" low-passed (σ {cfg.base_sigma:g} px)" if cfg.base_sigma else "")),
+             ("anatomy_weight", "low-passed L1 to " + ("HQ" if paired else "the input")),
              ("pixel_weight", "L1"),
              ("adversarial_weight", ("conditional" if paired else "unconditional") + " PatchGAN (LSGAN"
               + (", spectral norm)" if cfg.d_spectral_norm else ")")),
@@ -128,7 +136,8 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
 
 def build_generator(cfg: RealismConfig) -> torch.nn.Module:
     if cfg.arch == "fast":
-        return FastNet(FastNetConfig(cfg.channels, cfg.blocks, noise=True, echo_mask=True))
+        return FastNet(FastNetConfig(cfg.channels, cfg.blocks, noise=not cfg.speckle, echo_mask=True,
+                                     speckle=cfg.speckle))
     if cfg.arch == "johnson":
         return TransformerNet(NetConfig(cfg.width, cfg.n_residual, noise=True, echo_mask=True, residual=True))
     raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
@@ -151,6 +160,8 @@ def _noise_weight(net) -> float:
     """How much the net uses its noise: mean |weight| on the noise inputs (grows as it learns to make speckle)."""
     if isinstance(net, FastNet):
         f2 = net.config.factor ** 2
+        if net.config.speckle:  # the speckle head's contrast where the tail predicts nothing else
+            return float(torch.nn.functional.softplus(net.tail.bias[f2:].detach()).mean())
         return float(net.head.weight[:, f2:].detach().abs().mean())
     return float(np.mean([m.weight.abs().mean().item() for m in (net.noise1, net.noise2)]))
 
@@ -246,6 +257,12 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         optimise(opt_d, d_loss)
         terms = {"anatomy": cfg.anatomy_weight * anatomy_loss(fake, anatomy_ref),
                  "adversarial": cfg.adversarial_weight * lsgan_generator_loss(disc(fake, condition))}
+        if cfg.base_weight:
+            if not getattr(net.config, "speckle", False):
+                raise ValueError("--base-weight needs the speckle head (--speckle)")
+            base, _ = net.base_and_contrast(x)
+            target = gaussian_lowpass(y, cfg.base_sigma) if cfg.base_sigma else y
+            terms["base"] = cfg.base_weight * torch.mean((base * echo_region(x) - target) ** 2)
         if cfg.pixel_weight:
             terms["pixel"] = cfg.pixel_weight * pixel_loss(fake, y)
         if texture is not None:  # paired: tile by tile; unpaired: the batch's average style (thesis' Gram average)
@@ -269,7 +286,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
         if val and (step % cfg.val_every == 0 or step == cfg.steps):
-            report = validate(net, val, spec.source, cfg.seed, style)
+            report = validate(net, val, spec.source, cfg.seed, style, C2STBudget(steps=cfg.val_c2st_steps, repeats=1))
             score = realism_score(report)
             row.update(score=score, c2st=report["c2st"], nakagami_m=report["output"]["nakagami_m"],
                        fwhm_axial=report["output"]["fwhm_axial_px"], fwhm_lateral=report["output"]["fwhm_lateral_px"],

@@ -183,7 +183,7 @@ def demo_flags(p) -> None:
     p.add_argument("--transport", default=d.transport, choices=TRANSPORTS, help="loopback transport")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="inference threads; the demo's simulator plays a pre-rendered loop, so inference may use "
-                        "every core (at 512² on 2 cores: 94 %% of frames delivered with 2 threads, 54 %% with 1)")
+                        "every core (at 512²/30 fps on 2 cores: 180/180 frames delivered in 7 of 7 runs with 2 threads)")
     p.add_argument("--loop-seconds", type=float, default=d.loop_seconds,
                    help="the simulator pre-renders this many seconds and loops them (0: renders live)")
     p.add_argument("--out", default=d.out, help="side-by-side picture to write")

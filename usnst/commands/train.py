@@ -21,6 +21,12 @@ def train_flags(p) -> None:
                         "texture), no pretrained weights")
     g = p.add_argument_group("realism (--loss realism; defaults in trainer.realism.RealismConfig)")
     g.add_argument("--arch", default=None, choices=["fast", "johnson"], help="the CPU real-time net or the Johnson net")
+    g.add_argument("--speckle", action="store_true", default=None,
+                   help="fast net with a speckle head: Rayleigh speckle from PSF-blurred complex noise on a base image")
+    g.add_argument("--base-weight", type=float, default=None,
+                   help="speckle head: squared error of the base (mean grey) image to HQ")
+    g.add_argument("--base-sigma", type=float, default=None,
+                   help="speckle head: compare the base with HQ low-passed by this sigma (px), i.e. without HQ's speckle")
     g.add_argument("--anatomy-weight", type=float, default=None, help="L1 between low-passed output and HQ")
     g.add_argument("--adversarial-weight", type=float, default=None, help="conditional PatchGAN (LSGAN)")
     g.add_argument("--texture-weight", type=float, default=None, help="random-filter Gram texture, per tile")
@@ -38,6 +44,8 @@ def train_flags(p) -> None:
     g.add_argument("--d-spectral-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="spectral norm on the discriminator (default on; off: it keeps learning, a stronger teacher)")
     g.add_argument("--val-images", type=int, default=None, help="held-out frames in each realism report")
+    g.add_argument("--val-c2st-steps", type=int, default=None,
+                   help="training steps of the validation's C2ST classifier (default 1000; the test tables use 3 x 2000)")
     g.add_argument("--resume-from", default=None,
                    help="another run's STATE.pt: continue its generator, discriminator and optimisers as a new stage "
                         "under this run's loss weights and --out")
@@ -99,10 +107,10 @@ def run_train(args) -> int:
         from trainer.realism import train as train_realism
 
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
-            args, ["out", "task", "arch", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
+            args, ["out", "task", "arch", "speckle", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
-                   "brightness_weight", "d_spectral_norm", "val_every", "val_images",
+                   "brightness_weight", "d_spectral_norm", "val_every", "val_images", "val_c2st_steps",
                    "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
