@@ -81,20 +81,22 @@ def transport_overhead(size: int, n: int = 300, endpoint: str = "tcp://127.0.0.1
     return out
 
 
-def _paced_send(pub: zmq.Socket, frames: list[np.ndarray], fps: float, seconds: float) -> int:
+def _paced_send(pub: zmq.Socket, frames: list[np.ndarray], fps: float, seconds: float, first_seq: int = 0) -> int:
     """Send frames at exactly ``fps`` (sleep to each due time, no re-anchoring), stamping capture_ns at the
-    moment of sending, so end-to-end latency starts when the frame leaves the 'simulator'."""
+    moment of sending, so end-to-end latency starts when the frame leaves the 'simulator'. Sequence numbers go on
+    from ``first_seq``: a source that starts again at 0 is, to the node, a restarted simulator."""
     n = max(1, int(round(seconds * fps)))
     t0 = time.monotonic()
     for i in range(n):
         delay = t0 + i / fps - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        pub.send_multipart(protocol.encode(protocol.Frame(i, protocol.now_ns(), frames[i % len(frames)])), copy=False)
+        frame = protocol.Frame(first_seq + i, protocol.now_ns(), frames[i % len(frames)])
+        pub.send_multipart(protocol.encode(frame), copy=False)
     return n
 
 
-def _open_chain(engine: Engine, size: int, transport: str) -> tuple[zmq.Socket, Node, Consumer]:
+def _open_chain(engine: Engine, size: int, transport: str) -> tuple[zmq.Socket, Node, Consumer, int]:
     """Publisher → node → consumer on fresh loopback endpoints, connected (handshake done) and counting from zero."""
     ctx = zmq.Context.instance()
     in_ep, out_ep = loopback_endpoints(transport, "usnst-bench")
@@ -103,8 +105,7 @@ def _open_chain(engine: Engine, size: int, transport: str) -> tuple[zmq.Socket, 
                 ctx).start()
     consumer = Consumer(node.endpoints["output"][0], ctx)
     consumer.thread.start()
-    _handshake(pub, consumer)
-    return pub, node, consumer
+    return pub, node, consumer, _handshake(pub, consumer)
 
 
 def _summary(window: LatencyWindow) -> dict:
@@ -118,11 +119,11 @@ def stream_run(engine: Engine, size: int, fps: float, seconds: float = 3.0, tran
     Reports counts (sent, published, dropped by the node to stay current, lost before it), the fraction of
     frames that did not come out, per-stage latency from the protocol's timestamps, end-to-end latency,
     jitter (standard deviation of end-to-end latency) and the spacing of output frames."""
-    pub, node, consumer = _open_chain(engine, size, transport)
+    pub, node, consumer, seq = _open_chain(engine, size, transport)
     frames = frames or _phantom_frames(size, 16)
     before = node.stats.snapshot()
     t0 = time.monotonic()
-    sent = _paced_send(pub, frames, fps, seconds)
+    sent = _paced_send(pub, frames, fps, seconds, first_seq=seq)
     # Wait for the frame in flight: until nothing new has arrived for a while (≥ 2 inference times).
     infer_ms = node.stats.snapshot()["latency_ms"]["infer"]["p99"]
     settle = 0.2 + 2 * (0 if infer_ms != infer_ms else infer_ms) / 1e3  # NaN when nothing came out yet
@@ -166,13 +167,14 @@ def _rss_mib() -> float:
 def soak(engine: Engine, size: int, fps: float, seconds: float, window: float = 30.0, transport: str = "tcp") -> dict:
     """A long run at a fixed rate through one node: every ``window`` seconds, this process's resident memory
     and the window's end-to-end p50/p99 and delivered fraction, so growth or drift shows as a trend."""
-    pub, node, consumer = _open_chain(engine, size, transport)
+    pub, node, consumer, seq = _open_chain(engine, size, transport)
     frames = _phantom_frames(size, 16)
     windows = []
     t0 = time.monotonic()
     try:
         for _ in range(max(1, round(seconds / window))):
-            sent = _paced_send(pub, frames, fps, window)
+            sent = _paced_send(pub, frames, fps, window, first_seq=seq)
+            seq += sent
             time.sleep(0.1)
             e2e = consumer.end_to_end.percentiles((50, 99))
             windows.append({"t_s": round(time.monotonic() - t0, 1), "rss_mib": _rss_mib(), "sent": sent,
@@ -201,15 +203,19 @@ def format_soak(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _handshake(pub: zmq.Socket, consumer: Consumer, timeout: float = 5.0) -> None:
-    """Wait until a frame gets through publisher → node → consumer (ZeroMQ's slow joiner), then reset counts."""
+def _handshake(pub: zmq.Socket, consumer: Consumer, timeout: float = 5.0) -> int:
+    """Wait until a frame gets through publisher → node → consumer (ZeroMQ's slow joiner), then reset counts.
+    Returns the next sequence number: the probes are numbered like any frame, so the run goes on from them."""
     probe = _phantom_frames(16, 1)[0]
     deadline = time.monotonic() + timeout
+    seq = 0
     while consumer.received == 0 and time.monotonic() < deadline:
-        pub.send_multipart(protocol.encode(protocol.Frame(0, protocol.now_ns(), probe)), copy=False)
+        pub.send_multipart(protocol.encode(protocol.Frame(seq, protocol.now_ns(), probe)), copy=False)
+        seq += 1
         time.sleep(0.05)
     time.sleep(0.1)
     consumer.reset()
+    return seq
 
 
 def sweep_rates(engine: Engine, size: int, transport: str, seconds: float, rates: list[float] | None = None,
