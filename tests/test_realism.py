@@ -430,3 +430,22 @@ def test_the_speckle_heads_base_learns_hqs_mean_grey_and_needs_the_head(tmp_path
     assert net.config.speckle and "speckle head's base" in meta["training"]
     with pytest.raises(ValueError, match="speckle head"):
         train(RealismConfig(out=str(tmp_path / "n.pt"), steps=1, base_weight=1.0, **common))
+
+
+def test_the_generators_moving_average_is_saved_and_resumes_bit_for_bit(tmp_path):
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 3, 48, 48, seed=7)
+    common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=2, crop=32, val_fraction=0.0, ema=0.5,
+                  progress=False)
+    train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=4, **common))
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=2, **common))
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, resume=True, **common))
+    a = torch.load(tmp_path / "a" / "m.state.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "m.state.pt", weights_only=True)
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    # the average lags the generator, and the saved model is the average
+    assert any(not torch.equal(a["ema"][k], a["generator"][k]) for k in a["ema"])
+    saved, meta = load_checkpoint(tmp_path / "a" / "m.pt")
+    assert all(torch.equal(v, a["ema"][k]) for k, v in saved.state_dict().items())
+    assert "EMA, decay 0.5" in meta["training"]

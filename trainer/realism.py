@@ -21,6 +21,7 @@ samples and noise come from generators seeded by (seed, step), so ``resume`` con
 """
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
@@ -106,6 +107,7 @@ class RealismConfig(RunConfig):
     style: str | None = None  # unpaired tasks (hq2clinical): the target-domain images (folder, cine, DICOM)
     init: str | None = None  # start the generator from this checkpoint's weights (same architecture); fresh optimisers
     d_spectral_norm: bool = True  # False: a discriminator that keeps learning (offline.patchgan)
+    ema: float = 0.0  # > 0: validate and save an exponential moving average of the generator's weights (decay)
 
 
 def realism_score(report: dict) -> float:
@@ -131,7 +133,8 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
              ("correlation_weight", f"speckle autocorrelation (lags 1–{cfg.correlation_lags})"),
              ("brightness_weight", "tissue block brightness")]
     terms = [f"{getattr(cfg, k):g} × {label}" for k, label in names if getattr(cfg, k)]
-    return "realism: " + " + ".join(terms) + "; no pretrained weights"
+    averaged = f"; the generator's weights averaged (EMA, decay {cfg.ema:g})" if cfg.ema else ""
+    return "realism: " + " + ".join(terms) + averaged + "; no pretrained weights"
 
 
 def build_generator(cfg: RealismConfig) -> torch.nn.Module:
@@ -197,6 +200,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     log_path = out.with_name(out.stem + ".log.csv")
 
     net = build_generator(cfg)
+    ema = copy.deepcopy(net).requires_grad_(False) if cfg.ema else None
     disc = PatchDiscriminator(PatchGANConfig(conditional=spec.paired, spectral_norm=cfg.d_spectral_norm))
     texture = RandomFilterTexture() if cfg.texture_weight else None
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
@@ -210,6 +214,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             net.load_state_dict(start.state_dict())
         except RuntimeError as exc:
             raise ValueError(f"--init {cfg.init}: not the architecture this run builds ({exc})") from None
+        if ema is not None:
+            ema.load_state_dict(net.state_dict())
         log.info("generator initialised from %s", cfg.init)
     if cfg.resume or cfg.resume_from:
         source = Path(cfg.resume_from) if cfg.resume_from and not (cfg.resume and state_path.exists()) else state_path
@@ -219,6 +225,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"{source} is not a usnst realism training state")
         net.load_state_dict(state["generator"])
+        if ema is not None:  # a state saved without an average starts one from its generator
+            ema.load_state_dict(state.get("ema") or state["generator"])
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
@@ -237,7 +245,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         """Everything a resume needs: both nets, both optimisers, the step and the best score so far."""
         return {"format": STATE_FORMAT, "step": step, "best": best, "generator": net.state_dict(),
                 "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "config": asdict(cfg)}
+                "config": asdict(cfg), **({"ema": ema.state_dict()} if ema is not None else {})}
+
+    model = ema if ema is not None else net  # what is validated and saved
 
     net.train()
     t0 = time.monotonic()
@@ -280,13 +290,17 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             terms["brightness"] = cfg.brightness_weight * brightness_loss(fake, y, tissue)
         g_loss = sum(terms.values())
         optimise(opt_g, g_loss)
+        if ema is not None:
+            with torch.no_grad():
+                for averaged, current in zip(ema.state_dict().values(), net.state_dict().values()):
+                    averaged.lerp_(current, 1.0 - cfg.ema)
         step += 1
         row = {"step": step, "d_loss": d_loss.item(), **{k: v.item() for k, v in terms.items()},
                "noise_weight": _noise_weight(net)}
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
         if val and (step % cfg.val_every == 0 or step == cfg.steps):
-            report = validate(net, val, spec.source, cfg.seed, style, C2STBudget(steps=cfg.val_c2st_steps, repeats=1))
+            report = validate(model, val, spec.source, cfg.seed, style, C2STBudget(steps=cfg.val_c2st_steps, repeats=1))
             score = realism_score(report)
             row.update(score=score, c2st=report["c2st"], nakagami_m=report["output"]["nakagami_m"],
                        fwhm_axial=report["output"]["fwhm_axial_px"], fwhm_lateral=report["output"]["fwhm_lateral_px"],
@@ -295,12 +309,12 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
                                                                     if isinstance(v, float)})
             if best is None or score < best:
                 best = score
-                save_checkpoint(out, net, {**meta_base, "steps": step, "validation": report, "realism_score": score})
+                save_checkpoint(out, model, {**meta_base, "steps": step, "validation": report, "realism_score": score})
             save_state(state_path, checkpoint_state())
         history.append(row)
     bar.close()
     if not out.exists():  # no validation split: the last generator is the model
-        save_checkpoint(out, net, {**meta_base, "steps": step})
+        save_checkpoint(out, model, {**meta_base, "steps": step})
     save_state(state_path, checkpoint_state())
     if history:
         fields = list(dict.fromkeys(k for r in history for k in r))

@@ -44,6 +44,9 @@ def train_flags(p) -> None:
     g.add_argument("--d-spectral-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="spectral norm on the discriminator (default on; off: it keeps learning, a stronger teacher)")
     g.add_argument("--val-images", type=int, default=None, help="held-out frames in each realism report")
+    g.add_argument("--ema", type=float, default=None,
+                   help="validate and save an exponential moving average of the generator's weights with this decay "
+                        "(e.g. 0.999): a GAN's generator oscillates from step to step, its average much less")
     g.add_argument("--val-c2st-steps", type=int, default=None,
                    help="training steps of the validation's C2ST classifier (default 1000; the test tables use 3 x 2000)")
     g.add_argument("--resume-from", default=None,
@@ -110,7 +113,7 @@ def run_train(args) -> int:
             args, ["out", "task", "arch", "speckle", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
-                   "brightness_weight", "d_spectral_norm", "val_every", "val_images", "val_c2st_steps",
+                   "brightness_weight", "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
                    "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
