@@ -4,7 +4,8 @@ statistics a classifier can use, next to HQ's and the oracle's (HQ of the same s
 A C2ST that stays high on high-passed images but drops on low-passed ones says the fine speckle is the cue, and
 the other way round; a drop after matching the mean grey level says brightness is part of it. The statistics
 table (patch mean and std, skewness and kurtosis of the mean-removed grey levels, autocorrelation at small lags,
-axial × lateral, share of dark pixels) names the candidates to put in a loss.
+axial × lateral, share of dark pixels) names the candidates to put in a loss; the phase-grid table shows a decoder's
+periodic pattern (pixel shuffle: the fine texture's mean and RMS differ by pixel phase mod 4).
 
     python examples/realism_cues.py --models lq2hq_fast,lq2hq -n 24
 """
@@ -12,10 +13,12 @@ import argparse
 
 import cv2
 import numpy as np
+import torch
 from scipy.stats import kurtosis, skew
 
 from engines.base import EngineOptions
 from engines.registry import load_engine
+from offline.losses import phase_statistics
 from offline.realism import realism_report, tissue_mask, tissue_patches
 from realism_table import scenes
 from usnst_io.media import to_float, to_uint8
@@ -87,6 +90,15 @@ def main() -> None:
     print("| statistic | " + " | ".join(stats) + " |\n" + "|---" * (len(stats) + 1) + "|")
     for i, stat in enumerate(names):
         print(f"| {stat} | " + " | ".join(f"{stats[k][i]:.3f}" for k in stats) + " |")
+
+    print("\nPhase grid: high-passed texture in tissue per pixel phase (y, x mod 4), as offline.losses.phase_loss sees it")
+    print("| output | mean over phases (grey levels) | RMS spread over phases |\n|---|---|---|")
+    for name, images in {"HQ": hq, **sets}.items():
+        h, w = (s - s % 4 for s in images[0].shape)
+        x = torch.from_numpy(np.stack([i[:h, :w] for i in images]).astype(np.float32))[:, None]
+        t = torch.from_numpy(np.stack([m[:h, :w] for m in masks]))[:, None]
+        mean, rms = phase_statistics(x, t)
+        print(f"| {name} | {mean.min():+.2f} … {mean.max():+.2f} | {(rms.max() - rms.min()) / rms.mean() * 100:.1f} % |")
 
 
 if __name__ == "__main__":

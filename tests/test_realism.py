@@ -449,3 +449,24 @@ def test_the_generators_moving_average_is_saved_and_resumes_bit_for_bit(tmp_path
     saved, meta = load_checkpoint(tmp_path / "a" / "m.pt")
     assert all(torch.equal(v, a["ema"][k]) for k, v in saved.state_dict().items())
     assert "EMA, decay 0.5" in meta["training"]
+
+
+def test_phase_loss_sees_a_pixel_shuffle_grid_and_not_speckle_or_brightness():
+    from offline.losses import phase_loss, phase_statistics
+
+    gen = torch.Generator().manual_seed(0)
+    speckle = 0.5 + 0.1 * torch.randn(4, 1, 128, 128, generator=gen)
+    tissue = torch.ones_like(speckle, dtype=torch.bool)
+    grid = 0.04 * (torch.rand(1, 1, 4, 4, generator=gen) - 0.5)  # every sub-pixel of a 4×4 cell its own offset
+    grid[..., 1, 2], grid[..., 3, 0] = 0.03, -0.03
+    gridded = speckle + grid.repeat(1, 1, 32, 32)
+    clean = phase_loss(speckle, tissue).item()
+    assert clean < 0.004  # a stationary field: only sampling noise
+    assert phase_loss(gridded, tissue).item() > 3 * clean
+    assert phase_loss(speckle + 0.2, tissue).item() == pytest.approx(clean, abs=1e-5)  # brightness is not a phase
+    mean, rms = phase_statistics(gridded, tissue)
+    assert mean.shape == rms.shape == (16,) and mean[1 * 4 + 2] > 0.02 and mean[3 * 4 + 0] < -0.02
+    half = tissue.clone()
+    half[..., 64:] = False  # outside the tissue mask nothing counts (but for the blur's reach across the border)
+    inside_only = phase_loss(torch.where(half, speckle, gridded), half).item()
+    assert inside_only < 0.5 * phase_loss(gridded, half).item()

@@ -11,6 +11,7 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
   + local_histogram_weight · mean-removed grey-level distribution of each 16×16 tissue block against HQ's (shape)
   + correlation_weight · error of the speckle autocorrelation at lags 1–``correlation_lags`` against HQ's (grain)
   + brightness_weight  · mean grey level of each 16×16 tissue block against HQ's (the low-passed L1 aims at a median)
+  + phase_weight       · spread of the high-passed texture's mean and RMS over pixel phases mod 4 (a decoder's grid)
 The net's noise planes are the speckle source (distribution-matching losses make the noise weights grow); its
 output is black wherever the input has no echo (``echo_mask``), so noise never paints outside the sector.
 
@@ -36,7 +37,7 @@ from tqdm import tqdm
 
 from engines.checkpoint import save_checkpoint
 from engines.fast_net import FastNet, FastNetConfig
-from engines.geometry import echo_region
+from engines.geometry import ECHO_LEVEL, echo_region
 from engines.transformer_net import NetConfig, TransformerNet
 from offline.datasets import read_triptych_folder
 from offline.losses import (
@@ -50,6 +51,7 @@ from offline.losses import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
     nakagami_loss,
+    phase_loss,
     pixel_loss,
 )
 from offline.patchgan import PatchDiscriminator, PatchGANConfig
@@ -99,6 +101,7 @@ class RealismConfig(RunConfig):
     correlation_weight: float = 0.0  # speckle autocorrelation (lags 1 … correlation_lags) against HQ's
     correlation_lags: int = 2
     brightness_weight: float = 0.0  # mean grey of 16×16 tissue blocks against HQ's
+    phase_weight: float = 0.0  # fine texture alike at every pixel phase mod 4 (no pixel-shuffle grid)
     val_every: int = 250
     val_images: int = 8
     val_c2st_steps: int = 1000  # the validation classifier's budget: too few steps and every checkpoint reads ~0.5
@@ -131,7 +134,7 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
              ("histogram_weight", "envelope-power histogram"), ("nakagami_weight", "block Nakagami m"),
              ("local_histogram_weight", "local speckle histogram"),
              ("correlation_weight", f"speckle autocorrelation (lags 1–{cfg.correlation_lags})"),
-             ("brightness_weight", "tissue block brightness")]
+             ("brightness_weight", "tissue block brightness"), ("phase_weight", "texture phase grid")]
     terms = [f"{getattr(cfg, k):g} × {label}" for k, label in names if getattr(cfg, k)]
     averaged = f"; the generator's weights averaged (EMA, decay {cfg.ema:g})" if cfg.ema else ""
     return "realism: " + " + ".join(terms) + averaged + "; no pretrained weights"
@@ -288,6 +291,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             terms["correlation"] = cfg.correlation_weight * correlation_loss(fake, y, tissue, cfg.correlation_lags)
         if cfg.brightness_weight:
             terms["brightness"] = cfg.brightness_weight * brightness_loss(fake, y, tissue)
+        if cfg.phase_weight:  # paired: in tissue; unpaired: wherever the crop has echo
+            where = tissue if style is None else (x > ECHO_LEVEL)
+            terms["phase"] = cfg.phase_weight * phase_loss(fake, where)
         g_loss = sum(terms.values())
         optimise(opt_g, g_loss)
         if ema is not None:
