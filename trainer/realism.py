@@ -175,6 +175,8 @@ def _noise_weight(net) -> float:
 def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     """Train as ``cfg`` says; ``stop`` (set by SIGINT/SIGTERM in the CLI) ends the run after the current step, with
     the resumable state saved, so `--resume` continues exactly where it stopped."""
+    if cfg.base_weight and not (cfg.arch == "fast" and cfg.speckle):
+        raise ValueError("--base-weight needs the speckle head (--arch fast --speckle)")
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -271,8 +273,6 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         terms = {"anatomy": cfg.anatomy_weight * anatomy_loss(fake, anatomy_ref),
                  "adversarial": cfg.adversarial_weight * lsgan_generator_loss(disc(fake, condition))}
         if cfg.base_weight:
-            if not getattr(net.config, "speckle", False):
-                raise ValueError("--base-weight needs the speckle head (--speckle)")
             base, _ = net.base_and_contrast(x)
             target = gaussian_lowpass(y, cfg.base_sigma) if cfg.base_sigma else y
             terms["base"] = cfg.base_weight * torch.mean((base * echo_region(x) - target) ** 2)
