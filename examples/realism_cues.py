@@ -5,9 +5,13 @@ A C2ST that stays high on high-passed images but drops on low-passed ones says t
 the other way round; a drop after matching the mean grey level says brightness is part of it. The statistics
 table (patch mean and std, skewness and kurtosis of the mean-removed grey levels, autocorrelation at small lags,
 axial × lateral, share of dark pixels) names the candidates to put in a loss; the phase-grid table shows a decoder's
-periodic pattern (pixel shuffle: the fine texture's mean and RMS differ by pixel phase mod 4).
+periodic pattern (pixel shuffle: the fine texture's mean and RMS differ by pixel phase mod 4); the spectrum table
+gives each output's texture power against HQ's by spatial frequency, axial and lateral (a decoder's grid is a peak
+at 0.25 cycles/px; grain too fine is power near Nyquist, 0.5) and the spectrum loss the trainer's
+``--spectrum-weight`` would see.
 
     python examples/realism_cues.py --models lq2hq_fast,lq2hq -n 24
+    python examples/realism_cues.py --models runs/x/model.pt --no-c2st      # statistics only: seconds, not minutes
 """
 import argparse
 
@@ -18,12 +22,14 @@ from scipy.stats import kurtosis, skew
 
 from engines.base import EngineOptions
 from engines.registry import load_engine
-from offline.losses import phase_statistics
+from offline.losses import phase_statistics, speckle_spectrum, spectrum_loss
 from offline.realism import realism_report, tissue_mask, tissue_patches
 from realism_table import scenes
 from usnst_io.media import to_float, to_uint8
 
 LAGS = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2), (3, 0), (0, 3))
+BANDS = {"0.03–0.12": (0.03, 0.125), "0.16–0.22": (0.15, 0.22), "0.25 (grid)": (0.24, 0.26), "0.28–0.41": (0.27, 0.42),
+         "0.44–0.5": (0.43, 0.51)}  # cycles per pixel
 
 
 def filtered(images: list[np.ndarray], kind: str, gain: float = 1.0) -> list[np.ndarray]:
@@ -59,6 +65,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=50000)
+    ap.add_argument("--no-c2st", action="store_true", help="skip the filtered C2ST table (the slow part)")
     args = ap.parse_args()
     data = scenes(args.n, args.size, args.seed)
     hq, segs = [d[1] for d in data], [d[2] for d in data]
@@ -72,7 +79,7 @@ def main() -> None:
     print("C2ST (as the realism report: split by image, 2,000 steps, mean of 3)")
     kinds = ["as is", "low-passed σ 1.5", "low-passed σ 3", "high-passed σ 2", "mean grey matched"]
     print("| output | " + " | ".join(kinds) + " |\n" + "|---" * (len(kinds) + 1) + "|")
-    for name, images in sets.items():
+    for name, images in ({} if args.no_c2st else sets).items():
         cells = []
         for kind in kinds:
             gain = mean_of(hq) / mean_of(images)
@@ -99,6 +106,29 @@ def main() -> None:
         t = torch.from_numpy(np.stack([m[:h, :w] for m in masks]))[:, None]
         mean, rms = phase_statistics(x, t)
         print(f"| {name} | {mean.min():+.2f} … {mean.max():+.2f} | {(rms.max() - rms.min()) / rms.mean() * 100:.1f} % |")
+    spectra(hq, masks, sets)
+
+
+def spectra(hq: list[np.ndarray], masks: list[np.ndarray], sets: dict) -> None:
+    """Texture power by frequency band against HQ's, in the 32×32 tissue tiles a C2ST patch covers."""
+    as_t = lambda images: torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)[:, None]
+    tissue = as_t(masks) * 255.0
+    ref, keep = speckle_spectrum(as_t(hq), tissue, window=32, stride=8)
+    fy = np.abs(np.fft.fftfreq(32))[:, None] * np.ones((1, 17))  # axial frequency of each bin
+    fx = np.fft.rfftfreq(32)[None, :] * np.ones((32, 1))  # lateral
+    print("\nTexture power against HQ's, by frequency (cycles/px), in 32×32 tissue tiles (offline.losses.speckle_spectrum);"
+          " spectrum loss: the trainer's term (16×16 tiles) against HQ")
+    print("| output | total | " + " | ".join(f"axial {b}" for b in BANDS) + " | "
+          + " | ".join(f"lateral {b}" for b in BANDS) + " | spectrum loss |\n" + "|---" * (3 + 2 * len(BANDS)) + "|")
+    for name, images in sets.items():
+        power, _ = speckle_spectrum(as_t(images), tissue, window=32, stride=8, keep=keep)
+        ratio = lambda sel: float(power.numpy()[sel].sum() / ref.numpy()[sel].sum())
+        # a band of one direction, summed over every frequency of the other
+        cells = [ratio((fy >= lo) & (fy < hi)) for lo, hi in BANDS.values()]
+        cells += [ratio((fx >= lo) & (fx < hi)) for lo, hi in BANDS.values()]
+        loss = spectrum_loss(as_t(images), as_t(hq), tissue).item()
+        print(f"| {name} | {ratio(np.ones_like(fy, bool)):.2f} | " + " | ".join(f"{c:.2f}" for c in cells)
+              + f" | {loss:.3f} |")
 
 
 if __name__ == "__main__":

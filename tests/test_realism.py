@@ -470,3 +470,35 @@ def test_phase_loss_sees_a_pixel_shuffle_grid_and_not_speckle_or_brightness():
     half[..., 64:] = False  # outside the tissue mask nothing counts (but for the blur's reach across the border)
     inside_only = phase_loss(torch.where(half, speckle, gridded), half).item()
     assert inside_only < 0.5 * phase_loss(gridded, half).item()
+
+
+def test_tiled_correlation_loss_sees_grain_that_changes_with_depth():
+    from offline.losses import correlation_loss
+
+    field = lambda sx, sy, seed: torch.from_numpy(_field(128, 128, sx, sy, seed=seed) / 255.0).float()[None, None]
+    # HQ after scan conversion: fine grain near the probe, laterally coarser deep down, where the rays fan out.
+    deep_coarse = lambda seed: torch.cat([field(1, 1, seed)[..., :64, :], field(1, 3, seed + 1)[..., 64:, :]], dim=2)
+    target, alike = deep_coarse(0), deep_coarse(10)
+    upside_down = alike.flip(2)  # the same grains in the same amounts, at the wrong depths
+    tissue = torch.ones_like(target)
+    whole = lambda out: correlation_loss(out, target, tissue, 2).item()
+    tiled = lambda out: correlation_loss(out, target, tissue, 2, window=32).item()
+    assert tiled(target) == 0
+    assert whole(upside_down) < 2 * whole(alike) + 0.01  # one statistic per image cannot tell where the grain is
+    assert tiled(upside_down) > 3 * tiled(alike)
+    assert correlation_loss(upside_down, target, torch.zeros_like(tissue), 2, window=32).item() == 0  # no tissue tile
+
+
+def test_spectrum_loss_sees_an_upsampling_grid_that_leaves_the_grey_levels_alone():
+    from offline.losses import spectrum_loss
+
+    field = lambda seed: torch.from_numpy(_field(128, 128, 2, 2, seed=seed) / 255.0).float()[None, None]
+    target, alike = field(0), field(1)
+    tissue = torch.ones_like(target)
+    grid = torch.zeros(1, 1, 128, 128)
+    grid[..., ::4, ::4] = 0.05  # one pixel in 16 a little brighter: a ×4 decoder's period-4 pattern
+    assert spectrum_loss(target, target, tissue).item() == 0
+    assert spectrum_loss(alike + grid, target, tissue).item() > 2 * spectrum_loss(alike, target, tissue).item()
+    brighter = spectrum_loss(alike + 0.1, target, tissue).item()  # tiles' means are removed: brightness is not texture
+    assert brighter == pytest.approx(spectrum_loss(alike, target, tissue).item(), rel=1e-3)
+    assert spectrum_loss(alike + grid, target, torch.zeros_like(tissue)).item() == 0

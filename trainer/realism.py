@@ -12,6 +12,7 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
   + correlation_weight · error of the speckle autocorrelation at lags 1–``correlation_lags`` against HQ's (grain)
   + brightness_weight  · mean grey level of each 16×16 tissue block against HQ's (the low-passed L1 aims at a median)
   + phase_weight       · spread of the high-passed texture's mean and RMS over pixel phases mod 4 (a decoder's grid)
+  + spectrum_weight    · log-ratio of the texture's power spectrum (16×16 tissue tiles) to HQ's, every frequency
 The net's noise planes are the speckle source (distribution-matching losses make the noise weights grow); its
 output is black wherever the input has no echo (``echo_mask``), so noise never paints outside the sector.
 
@@ -52,6 +53,7 @@ from offline.losses import (
     lsgan_generator_loss,
     nakagami_loss,
     phase_loss,
+    spectrum_loss,
     pixel_loss,
 )
 from offline.patchgan import PatchDiscriminator, PatchGANConfig
@@ -100,8 +102,10 @@ class RealismConfig(RunConfig):
     local_histogram_weight: float = 0.0  # local (16×16 tissue block) speckle histogram against HQ's
     correlation_weight: float = 0.0  # speckle autocorrelation (lags 1 … correlation_lags) against HQ's
     correlation_lags: int = 2
+    correlation_window: int = 0  # > 0: compare the autocorrelation tile by tile (window×window), not per crop
     brightness_weight: float = 0.0  # mean grey of 16×16 tissue blocks against HQ's
     phase_weight: float = 0.0  # fine texture alike at every pixel phase mod 4 (no pixel-shuffle grid)
+    spectrum_weight: float = 0.0  # texture power spectrum in tissue tiles against HQ's
     val_every: int = 250
     val_images: int = 8
     val_c2st_steps: int = 1000  # the validation classifier's budget: too few steps and every checkpoint reads ~0.5
@@ -133,8 +137,10 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
              ("texture_weight", "random-filter texture" + ("" if paired else " (average style)")),
              ("histogram_weight", "envelope-power histogram"), ("nakagami_weight", "block Nakagami m"),
              ("local_histogram_weight", "local speckle histogram"),
-             ("correlation_weight", f"speckle autocorrelation (lags 1–{cfg.correlation_lags})"),
-             ("brightness_weight", "tissue block brightness"), ("phase_weight", "texture phase grid")]
+             ("correlation_weight", f"speckle autocorrelation (lags 1–{cfg.correlation_lags}"
+                                    + (f", {cfg.correlation_window}×{cfg.correlation_window} tiles)" if cfg.correlation_window else ")")),
+             ("brightness_weight", "tissue block brightness"), ("phase_weight", "texture phase grid"),
+             ("spectrum_weight", "texture power spectrum")]
     terms = [f"{getattr(cfg, k):g} × {label}" for k, label in names if getattr(cfg, k)]
     averaged = f"; the generator's weights averaged (EMA, decay {cfg.ema:g})" if cfg.ema else ""
     return "realism: " + " + ".join(terms) + averaged + "; no pretrained weights"
@@ -186,8 +192,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         if not cfg.style:
             raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
         if (cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight or cfg.local_histogram_weight
-                or cfg.brightness_weight):
-            raise ValueError("pixel, nakagami, local histogram, correlation and brightness terms compare aligned "
+                or cfg.brightness_weight or cfg.spectrum_weight):
+            raise ValueError("pixel, nakagami, local histogram, correlation, brightness and spectrum terms compare aligned "
                              "pairs; set them to 0 for "
                              f"{cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
         style = read_stills(cfg.style)
@@ -288,12 +294,15 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         if cfg.local_histogram_weight:
             terms["local_histogram"] = cfg.local_histogram_weight * local_histogram_loss(fake, y, tissue)
         if cfg.correlation_weight:
-            terms["correlation"] = cfg.correlation_weight * correlation_loss(fake, y, tissue, cfg.correlation_lags)
+            terms["correlation"] = cfg.correlation_weight * correlation_loss(
+                fake, y, tissue, cfg.correlation_lags, cfg.correlation_window)
         if cfg.brightness_weight:
             terms["brightness"] = cfg.brightness_weight * brightness_loss(fake, y, tissue)
         if cfg.phase_weight:  # paired: in tissue; unpaired: wherever the crop has echo
             where = tissue if style is None else (x > ECHO_LEVEL)
             terms["phase"] = cfg.phase_weight * phase_loss(fake, where)
+        if cfg.spectrum_weight:
+            terms["spectrum"] = cfg.spectrum_weight * spectrum_loss(fake, y, tissue)
         g_loss = sum(terms.values())
         optimise(opt_g, g_loss)
         if ema is not None:

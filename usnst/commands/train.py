@@ -37,10 +37,14 @@ def train_flags(p) -> None:
     g.add_argument("--correlation-weight", type=float, default=None,
                    help="speckle grain: autocorrelation at lags 1-N vs HQ (N: --correlation-lags)")
     g.add_argument("--correlation-lags", type=int, default=None, help="largest lag of the autocorrelation term")
+    g.add_argument("--correlation-window", type=int, default=None,
+                   help="compare the autocorrelation in NxN tiles (grain that changes with depth), not whole crops")
     g.add_argument("--brightness-weight", type=float, default=None,
                    help="mean grey of each 16x16 tissue block vs HQ (the low-passed L1 aims at a median)")
     g.add_argument("--phase-weight", type=float, default=None,
                    help="fine texture alike at every pixel phase mod 4: no pixel-shuffle grid (no target needed)")
+    g.add_argument("--spectrum-weight", type=float, default=None,
+                   help="texture power spectrum in 16x16 tissue tiles vs HQ's (log ratio, every frequency alike)")
     g.add_argument("--init", default=None, help="start the generator from this checkpoint (same architecture)")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
     g.add_argument("--d-spectral-norm", action=argparse.BooleanOptionalAction, default=None,
@@ -114,8 +118,8 @@ def run_train(args) -> int:
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "speckle", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
-                   "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
-                   "brightness_weight", "phase_weight", "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
+                   "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags", "correlation_window",
+                   "brightness_weight", "phase_weight", "spectrum_weight", "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
                    "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
