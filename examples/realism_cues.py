@@ -65,9 +65,11 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=50000)
+    ap.add_argument("--settings", default="default", choices=["default", "varied", "outside"],
+                    help="acquisition settings of the scenes (`--seed 1000 --settings varied`: the training set's held-out frames)")
     ap.add_argument("--no-c2st", action="store_true", help="skip the filtered C2ST table (the slow part)")
     args = ap.parse_args()
-    data = scenes(args.n, args.size, args.seed)
+    data = scenes(args.n, args.size, args.seed, args.settings)
     hq, segs = [d[1] for d in data], [d[2] for d in data]
     sets = {"oracle": [d[3] for d in data], "identity (LQ)": [d[0] for d in data]}
     for name in args.models.split(","):

@@ -349,11 +349,16 @@ def spectrum_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tens
     return ((p_out + eps).log() - (p_tgt + eps).log()).abs().mean()
 
 
-def lsgan_discriminator_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """Least-squares GAN (Mao et al. 2017): real patches to 1, generated ones to 0."""
+def lsgan_discriminator_loss(real: torch.Tensor, fake: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    """Least-squares GAN (Mao et al. 2017): real patches to 1, generated ones to 0; ``where`` (bool, the scores'
+    shape): only those patch scores count."""
+    if where is not None:
+        real, fake = real[where], fake[where]
     return 0.5 * (((real - 1) ** 2).mean() + (fake ** 2).mean())
 
 
-def lsgan_generator_loss(fake: torch.Tensor) -> torch.Tensor:
-    """The generator wants its patches scored as real."""
+def lsgan_generator_loss(fake: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    """The generator wants its patches scored as real (only the ``where`` scores, if given)."""
+    if where is not None:
+        fake = fake[where]
     return 0.5 * ((fake - 1) ** 2).mean()

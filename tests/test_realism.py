@@ -502,3 +502,38 @@ def test_spectrum_loss_sees_an_upsampling_grid_that_leaves_the_grey_levels_alone
     brighter = spectrum_loss(alike + 0.1, target, tissue).item()  # tiles' means are removed: brightness is not texture
     assert brighter == pytest.approx(spectrum_loss(alike, target, tissue).item(), rel=1e-3)
     assert spectrum_loss(alike + grid, target, torch.zeros_like(tissue)).item() == 0
+
+
+def test_tissue_scores_keep_only_patches_wholly_in_tissue():
+    from trainer.realism import tissue_scores
+
+    disc = PatchDiscriminator(PatchGANConfig(conditional=False))
+    scores = disc(torch.rand(1, 1, 128, 128))
+    tissue = torch.zeros(1, 1, 128, 128)
+    tissue[..., :64, :] = 1  # tissue in the top half only
+    where = tissue_scores(tissue, scores)
+    assert where.shape == scores.shape and where.any()
+    rows = where[0, 0].any(dim=1).nonzero().flatten()
+    assert rows.max() < scores.shape[-2] * 64 / 128  # no score of a patch reaching into the lower half
+    assert not tissue_scores(torch.zeros_like(tissue), scores).any()
+
+
+def test_the_tissue_discriminator_learns_and_resumes_bit_for_bit(tmp_path):
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 3, 256, 256, seed=7)  # smaller phantoms hold no 32² patch wholly in tissue
+    common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=4, crop=128, val_fraction=0.0,
+                  tissue_d_weight=0.5, progress=False)
+    train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=4, **common))
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=2, **common))
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, resume=True, **common))
+    a = torch.load(tmp_path / "a" / "m.state.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "m.state.pt", weights_only=True)
+    train(RealismConfig(out=str(tmp_path / "c" / "m.pt"), steps=1, **common))
+    c = torch.load(tmp_path / "c" / "m.state.pt", weights_only=True)
+    # it learns: three more steps changed it (crops with no 32² tissue patch would leave it as it was)
+    weights = [k for k in a["tissue_discriminator"] if k.endswith(("original", "bias"))]  # not spectral norm's buffers
+    assert weights and any(not torch.equal(a["tissue_discriminator"][k], c["tissue_discriminator"][k]) for k in weights)
+    for part in ("generator", "tissue_discriminator"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert "unconditional PatchGAN on tissue texture" in load_checkpoint(tmp_path / "a" / "m.pt")[1]["training"]

@@ -5,6 +5,7 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
     anatomy_weight     · L1 of low-passed output vs low-passed HQ (σ 3 px: anatomy, not speckle)
   + pixel_weight       · L1 at full resolution (small or 0: a large one predicts the conditional mean, i.e. smooth)
   + adversarial_weight · LSGAN loss of a conditional PatchGAN discriminator (offline.patchgan)
+  + tissue_d_weight    · LSGAN loss of a second, unconditional PatchGAN that only judges texture in tissue
   + texture_weight     · random-filter Gram texture loss, tile by tile against HQ (offline.losses)
   + histogram_weight   · 1-D Wasserstein distance of the crop's envelope powers to HQ's (the bright tail sets m)
   + nakagami_weight    · |log m| error of the envelope's Nakagami m, 16×16 block by block against HQ
@@ -57,7 +58,7 @@ from offline.losses import (
     pixel_loss,
 )
 from offline.patchgan import PatchDiscriminator, PatchGANConfig
-from offline.realism import C2STBudget, realism_report, tissue_mask
+from offline.realism import PATCH, C2STBudget, realism_report, tissue_mask
 from offline.tasks import task
 from trainer.base import (
     RunConfig,
@@ -114,7 +115,17 @@ class RealismConfig(RunConfig):
     style: str | None = None  # unpaired tasks (hq2clinical): the target-domain images (folder, cine, DICOM)
     init: str | None = None  # start the generator from this checkpoint's weights (same architecture); fresh optimisers
     d_spectral_norm: bool = True  # False: a discriminator that keeps learning (offline.patchgan)
+    tissue_d_weight: float = 0.0  # a second, unconditional discriminator scoring only patches wholly in tissue
     ema: float = 0.0  # > 0: validate and save an exponential moving average of the generator's weights (decay)
+
+
+def tissue_scores(tissue: torch.Tensor, scores: torch.Tensor, reach: int = PATCH) -> torch.Tensor:
+    """Which patch scores (bool, ``scores``' shape) judge texture alone: those whose patch — taken as reach×reach,
+    the discriminator's receptive field (34 px) and the C2ST's patch (32 px) — lies wholly in ``tissue``. Whole-crop
+    scores also judge anatomy and the sector's edge, which the conditional discriminator already sees; a
+    classifier that tells a model from HQ looks at tissue texture only (offline.realism)."""
+    whole = torch.nn.functional.avg_pool2d(tissue.to(scores.dtype), reach, stride=1) > 0.999
+    return torch.nn.functional.interpolate(whole.to(scores.dtype), size=scores.shape[-2:], mode="nearest") > 0.5
 
 
 def realism_score(report: dict) -> float:
@@ -140,7 +151,9 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
              ("correlation_weight", f"speckle autocorrelation (lags 1–{cfg.correlation_lags}"
                                     + (f", {cfg.correlation_window}×{cfg.correlation_window} tiles)" if cfg.correlation_window else ")")),
              ("brightness_weight", "tissue block brightness"), ("phase_weight", "texture phase grid"),
-             ("spectrum_weight", "texture power spectrum")]
+             ("spectrum_weight", "texture power spectrum"),
+             ("tissue_d_weight", "unconditional PatchGAN on tissue texture (LSGAN"
+              + (", spectral norm)" if cfg.d_spectral_norm else ")"))]
     terms = [f"{getattr(cfg, k):g} × {label}" for k, label in names if getattr(cfg, k)]
     averaged = f"; the generator's weights averaged (EMA, decay {cfg.ema:g})" if cfg.ema else ""
     return "realism: " + " + ".join(terms) + averaged + "; no pretrained weights"
@@ -192,9 +205,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         if not cfg.style:
             raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
         if (cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight or cfg.local_histogram_weight
-                or cfg.brightness_weight or cfg.spectrum_weight):
-            raise ValueError("pixel, nakagami, local histogram, correlation, brightness and spectrum terms compare aligned "
-                             "pairs; set them to 0 for "
+                or cfg.brightness_weight or cfg.spectrum_weight or cfg.tissue_d_weight):
+            raise ValueError("pixel, nakagami, local histogram, correlation, brightness, spectrum and tissue "
+                             "discriminator terms need aligned pairs and their label maps; set them to 0 for "
                              f"{cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
         style = read_stills(cfg.style)
         if not style:
@@ -216,6 +229,10 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     texture = RandomFilterTexture() if cfg.texture_weight else None
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
+    tissue_disc = tissue_opt = None
+    if cfg.tissue_d_weight:
+        tissue_disc = PatchDiscriminator(PatchGANConfig(conditional=False, spectral_norm=cfg.d_spectral_norm))
+        tissue_opt = torch.optim.Adam(tissue_disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     step, best, history = 0, None, []
     if cfg.init and not cfg.resume:
         from engines.checkpoint import load_checkpoint
@@ -241,9 +258,14 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        if tissue_disc is not None and "tissue_discriminator" in state:  # else a new stage starts a fresh one
+            tissue_disc.load_state_dict(state["tissue_discriminator"])
+            tissue_opt.load_state_dict(state["opt_tissue_d"])
         step, best = state["step"], state["best"] if source == state_path else None  # a new stage keeps its own best
         if source != state_path:  # a new stage runs at its own learning rates (the optimiser state carries the old)
-            for opt, lr in ((opt_g, cfg.lr), (opt_d, cfg.d_lr)):
+            for opt, lr in ((opt_g, cfg.lr), (opt_d, cfg.d_lr), (tissue_opt, cfg.d_lr)):
+                if opt is None:
+                    continue
                 for group in opt.param_groups:
                     group["lr"] = lr
         log.info("resumed from %s at step %d", source, step)
@@ -256,7 +278,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         """Everything a resume needs: both nets, both optimisers, the step and the best score so far."""
         return {"format": STATE_FORMAT, "step": step, "best": best, "generator": net.state_dict(),
                 "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "config": asdict(cfg), **({"ema": ema.state_dict()} if ema is not None else {})}
+                "config": asdict(cfg), **({"ema": ema.state_dict()} if ema is not None else {}),
+                **({"tissue_discriminator": tissue_disc.state_dict(), "opt_tissue_d": tissue_opt.state_dict()}
+                   if tissue_disc is not None else {})}
 
     model = ema if ema is not None else net  # what is validated and saved
 
@@ -278,6 +302,12 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         optimise(opt_d, d_loss)
         terms = {"anatomy": cfg.anatomy_weight * anatomy_loss(fake, anatomy_ref),
                  "adversarial": cfg.adversarial_weight * lsgan_generator_loss(disc(fake, condition))}
+        if tissue_disc is not None:
+            real = tissue_disc(y)
+            where = tissue_scores(tissue, real)
+            if where.any():
+                optimise(tissue_opt, lsgan_discriminator_loss(real, tissue_disc(fake.detach()), where))
+                terms["tissue_adversarial"] = cfg.tissue_d_weight * lsgan_generator_loss(tissue_disc(fake), where)
         if cfg.base_weight:
             base, _ = net.base_and_contrast(x)
             target = gaussian_lowpass(y, cfg.base_sigma) if cfg.base_sigma else y

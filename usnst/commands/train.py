@@ -43,6 +43,8 @@ def train_flags(p) -> None:
                    help="mean grey of each 16x16 tissue block vs HQ (the low-passed L1 aims at a median)")
     g.add_argument("--phase-weight", type=float, default=None,
                    help="fine texture alike at every pixel phase mod 4: no pixel-shuffle grid (no target needed)")
+    g.add_argument("--tissue-d-weight", type=float, default=None,
+                   help="a second, unconditional PatchGAN that scores only patches lying wholly in tissue (texture)")
     g.add_argument("--spectrum-weight", type=float, default=None,
                    help="texture power spectrum in 16x16 tissue tiles vs HQ's (log ratio, every frequency alike)")
     g.add_argument("--init", default=None, help="start the generator from this checkpoint (same architecture)")
@@ -119,7 +121,7 @@ def run_train(args) -> int:
             args, ["out", "task", "arch", "speckle", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags", "correlation_window",
-                   "brightness_weight", "phase_weight", "spectrum_weight", "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
+                   "brightness_weight", "phase_weight", "spectrum_weight", "tissue_d_weight", "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
                    "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
