@@ -139,17 +139,24 @@ def test_outputs_stay_black_where_the_input_has_no_echo(net):
     assert y[..., :, :28].abs().max() > 0
 
 
+def _straight_and_resumed(tmp_path, common: dict) -> tuple[dict, dict]:
+    """The saved states of a 4-step realism run in one go (folder a) and of one stopped after 2 steps and resumed (b)."""
+    from trainer.realism import RealismConfig, train
+
+    train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=4, **common))
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=2, **common))
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, resume=True, **common))
+    load = lambda run: torch.load(tmp_path / run / "m.state.pt", weights_only=True)
+    return load("a"), load("b")
+
+
 def test_realism_training_resumes_bit_for_bit(tmp_path):
     from trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 3, 48, 48, seed=7)
     common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=2, crop=32, val_fraction=0.0,
                   texture_weight=1.0, progress=False)
-    train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=4, **common))
-    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=2, **common))
-    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, resume=True, **common))
-    a = torch.load(tmp_path / "a" / "m.state.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "m.state.pt", weights_only=True)
+    a, b = _straight_and_resumed(tmp_path, common)
     assert a["step"] == b["step"] == 4
     for part in ("generator", "discriminator"):
         assert a[part].keys() == b[part].keys()
@@ -433,16 +440,10 @@ def test_the_speckle_heads_base_learns_hqs_mean_grey_and_needs_the_head(tmp_path
 
 
 def test_the_generators_moving_average_is_saved_and_resumes_bit_for_bit(tmp_path):
-    from trainer.realism import RealismConfig, train
-
     write_phantoms(tmp_path / "data", 3, 48, 48, seed=7)
     common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=2, crop=32, val_fraction=0.0, ema=0.5,
                   progress=False)
-    train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=4, **common))
-    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=2, **common))
-    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, resume=True, **common))
-    a = torch.load(tmp_path / "a" / "m.state.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "m.state.pt", weights_only=True)
+    a, b = _straight_and_resumed(tmp_path, common)
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
     # the average lags the generator, and the saved model is the average
     assert any(not torch.equal(a["ema"][k], a["generator"][k]) for k in a["ema"])
@@ -524,11 +525,7 @@ def test_the_tissue_discriminator_learns_and_resumes_bit_for_bit(tmp_path):
     write_phantoms(tmp_path / "data", 3, 256, 256, seed=7)  # smaller phantoms hold no 32² patch wholly in tissue
     common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=4, crop=128, val_fraction=0.0,
                   tissue_d_weight=0.5, progress=False)
-    train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=4, **common))
-    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=2, **common))
-    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, resume=True, **common))
-    a = torch.load(tmp_path / "a" / "m.state.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "m.state.pt", weights_only=True)
+    a, b = _straight_and_resumed(tmp_path, common)
     train(RealismConfig(out=str(tmp_path / "c" / "m.pt"), steps=1, **common))
     c = torch.load(tmp_path / "c" / "m.state.pt", weights_only=True)
     # it learns: three more steps changed it (crops with no 32² tissue patch would leave it as it was)
