@@ -534,3 +534,13 @@ def test_the_tissue_discriminator_learns_and_resumes_bit_for_bit(tmp_path):
     for part in ("generator", "tissue_discriminator"):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
     assert "unconditional PatchGAN on tissue texture" in load_checkpoint(tmp_path / "a" / "m.pt")[1]["training"]
+
+
+def test_a_tissue_discriminator_that_never_sees_tissue_says_so(tmp_path, caplog):
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 2, 96, 96, seed=7)  # no 32² patch lies wholly in tissue at this size
+    with caplog.at_level("WARNING", logger="trainer.realism"):
+        train(RealismConfig(data=str(tmp_path / "data"), out=str(tmp_path / "m.pt"), steps=2, channels=8, blocks=1,
+                            batch=2, crop=64, val_fraction=0.0, tissue_d_weight=0.5, progress=False))
+    assert "2 of this run's steps had no 32×32 patch wholly in tissue" in caplog.text

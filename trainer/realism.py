@@ -230,6 +230,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     tissue_disc = tissue_opt = None
+    untextured = 0  # steps whose crops held no patch wholly in tissue: the tissue discriminator sat them out
     if cfg.tissue_d_weight:
         tissue_disc = PatchDiscriminator(PatchGANConfig(conditional=False, spectral_norm=cfg.d_spectral_norm))
         tissue_opt = torch.optim.Adam(tissue_disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
@@ -308,6 +309,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             if where.any():
                 optimise(tissue_opt, lsgan_discriminator_loss(real, tissue_disc(fake.detach()), where))
                 terms["tissue_adversarial"] = cfg.tissue_d_weight * lsgan_generator_loss(tissue_disc(fake), where)
+            else:
+                untextured += 1
         if cfg.base_weight:
             base, _ = net.base_and_contrast(x)
             target = gaussian_lowpass(y, cfg.base_sigma) if cfg.base_sigma else y
@@ -358,6 +361,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             save_state(state_path, checkpoint_state())
         history.append(row)
     bar.close()
+    if untextured:
+        log.warning("tissue discriminator: %d of this run's steps had no %d×%d patch wholly in tissue in their crops "
+                    "and trained without it (larger --crop or frames help)", untextured, PATCH, PATCH)
     if not out.exists():  # no validation split: the last generator is the model
         save_checkpoint(out, model, {**meta_base, "steps": step})
     save_state(state_path, checkpoint_state())
