@@ -12,7 +12,7 @@ import numpy as np
 
 from engines.base import EngineOptions
 from engines.registry import load_engine
-from offline.realism import PATCH, C2STBudget, _patches, c2st, tissue_mask
+from offline.realism import PATCH, C2STBudget, realism_report
 from realism_table import scenes
 from usnst_io.media import to_float, to_uint8
 
@@ -26,15 +26,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=8, help="classifiers (seeds 0 … repeats − 1)")
     args = ap.parse_args()
     data = [d for s in args.seeds.split(",") for d in scenes(args.n, args.size, int(s))]
-    masks = [tissue_mask(d[1], d[2]) for d in data]
-    print(f"{len(data)} scenes, {PATCH}² tissue patches, {args.repeats} classifiers of {C2STBudget().steps} steps")
+    budget = C2STBudget(repeats=args.repeats)  # classifier k: seed k, its own held-out scenes
+    print(f"{len(data)} scenes, {PATCH}² tissue patches, {args.repeats} classifiers of {budget.steps} steps")
     for name in args.models.split(","):
         engine = load_engine(name, "torch", EngineOptions(seed=0))
         outputs = [to_uint8(engine.infer(to_float(d[0]))) for d in data]
-        rng = np.random.default_rng(0)  # the patches as the realism report cuts them
-        pa, ga = _patches(outputs, masks, 40, rng)
-        pb, gb = _patches([d[1] for d in data], masks, 40, rng)
-        runs = [c2st(pa, pb, C2STBudget(seed=k), ga, gb) for k in range(args.repeats)]
+        runs = realism_report(outputs, [d[1] for d in data], [d[2] for d in data], budget=budget)["c2st_runs"]
         print(f"{name}: mean {np.mean(runs):.3f}, standard error {np.std(runs) / np.sqrt(len(runs)):.3f}, "
               f"classifiers {' '.join(f'{r:.2f}' for r in runs)}", flush=True)
 

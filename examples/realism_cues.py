@@ -114,7 +114,7 @@ def main() -> None:
 def spectra(hq: list[np.ndarray], masks: list[np.ndarray], sets: dict) -> None:
     """Texture power by frequency band against HQ's, in the 32×32 tissue tiles a C2ST patch covers."""
     as_t = lambda images: torch.from_numpy(np.stack(images).astype(np.float32) / 255.0)[:, None]
-    tissue = as_t(masks) * 255.0
+    tissue = torch.from_numpy(np.stack(masks))[:, None].float()
     ref, keep = speckle_spectrum(as_t(hq), tissue, window=32, stride=8)
     fy = np.abs(np.fft.fftfreq(32))[:, None] * np.ones((1, 17))  # axial frequency of each bin
     fx = np.fft.rfftfreq(32)[None, :] * np.ones((32, 1))  # lateral

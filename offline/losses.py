@@ -234,23 +234,28 @@ def speckle_correlation(x: torch.Tensor, lit: torch.Tensor, lags: tuple[int, ...
     """Normalised autocorrelation of the speckle (x minus its σ-px Gaussian mean) inside ``lit``, per image, at
     the given axial then lateral lags: (N, 2·len(lags)). The lag-1 value sets the FWHM that offline.realism reports
     (there measured inside tissue only: FWHM = 1 / (1 − r₁) while r₁ < ½)."""
+    energy, products = _lag_products(x, lit, lags, sigma)
+    whole = lambda t: t.sum(dim=(1, 2, 3))
+    return torch.stack([whole(p) / whole(energy).clamp_min(1e-12) for p in products], dim=1)
+
+
+def _lag_products(x: torch.Tensor, lit: torch.Tensor, lags: tuple[int, ...], sigma: float
+                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The speckle (x minus its σ-px Gaussian mean, zero outside ``lit``) squared, and its products with itself
+    shifted by each lag, axial then lateral, each kept at the first pixel of the pair (zero-padded to x's size)."""
     s = (x - gaussian_lowpass(x, sigma)) * lit
-    energy = (s * s).sum(dim=(1, 2, 3)).clamp_min(1e-12)
-    axial = [(s[:, :, :-k, :] * s[:, :, k:, :]).sum(dim=(1, 2, 3)) / energy for k in lags]
-    lateral = [(s[:, :, :, :-k] * s[:, :, :, k:]).sum(dim=(1, 2, 3)) / energy for k in lags]
-    return torch.stack(axial + lateral, dim=1)
+    axial = [F.pad(s[:, :, :-k, :] * s[:, :, k:, :], (0, 0, 0, k)) for k in lags]
+    lateral = [F.pad(s[:, :, :, :-k] * s[:, :, :, k:], (0, k)) for k in lags]
+    return s * s, axial + lateral
 
 
 def tile_speckle_correlation(x: torch.Tensor, lit: torch.Tensor, lags: tuple[int, ...], window: int,
                              sigma: float = 4.0) -> torch.Tensor:
     """``speckle_correlation`` tile by tile: (N, 2·len(lags), H // window, W // window), axial then lateral lags.
     A pair of pixels belongs to the tile of its first pixel; pairs leaving ``lit`` count for nothing."""
-    s = (x - gaussian_lowpass(x, sigma)) * lit
+    energy, products = _lag_products(x, lit, lags, sigma)
     tile = lambda t: F.avg_pool2d(t, window)
-    energy = tile(s * s).clamp_min(1e-12)
-    axial = [tile(F.pad(s[:, :, :-k, :] * s[:, :, k:, :], (0, 0, 0, k))) / energy for k in lags]
-    lateral = [tile(F.pad(s[:, :, :, :-k] * s[:, :, :, k:], (0, k))) / energy for k in lags]
-    return torch.cat(axial + lateral, dim=1)
+    return torch.cat([tile(p) / tile(energy).clamp_min(1e-12) for p in products], dim=1)
 
 
 def correlation_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, max_lag: int = 2,

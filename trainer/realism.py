@@ -54,8 +54,8 @@ from offline.losses import (
     lsgan_generator_loss,
     nakagami_loss,
     phase_loss,
-    spectrum_loss,
     pixel_loss,
+    spectrum_loss,
 )
 from offline.patchgan import PatchDiscriminator, PatchGANConfig
 from offline.realism import PATCH, C2STBudget, realism_report, tissue_mask

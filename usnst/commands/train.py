@@ -120,8 +120,9 @@ def run_train(args) -> int:
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "speckle", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
-                   "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags", "correlation_window",
-                   "brightness_weight", "phase_weight", "spectrum_weight", "tissue_d_weight", "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
+                   "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
+                   "correlation_window", "brightness_weight", "phase_weight", "spectrum_weight", "tissue_d_weight",
+                   "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
                    "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
