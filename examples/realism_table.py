@@ -48,7 +48,13 @@ def row(name, outputs, data, budget, style=None, source=0):
     o = r["output"]
     return {"model": name, "ssim": r["ssim"], "lowpass_ssim": r["lowpass_ssim"], "nakagami_m": o["nakagami_m"],
             "fwhm_axial_px": o["fwhm_axial_px"], "fwhm_lateral_px": o["fwhm_lateral_px"], "c2st": r["c2st"],
-            "histogram_w1": r["histogram_w1"], "target": r["target"]}
+            "c2st_se": r["c2st_se"], "histogram_w1": r["histogram_w1"], "target": r["target"]}
+
+
+def c2st_cell(r: dict) -> str:
+    """The C2ST with its standard error over classifiers, when there are several."""
+    se = r.get("c2st_se", float("nan"))
+    return f"{r['c2st']:.2f}" + (f" ± {se:.2f}" if np.isfinite(se) else "")
 
 
 def main() -> None:
@@ -66,11 +72,13 @@ def main() -> None:
     ap.add_argument("--noise-off-too", action="store_true", help="also each model with its noise planes at zero")
     ap.add_argument("--outside", action="store_true", help="also low-passed SSIM to the input, in and outside range")
     ap.add_argument("--flicker", action="store_true", help="also temporal measures on a simulated scan")
+    ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
+                    help="C2ST classifiers averaged per row (8 on 48 scenes: standard error about 0.035)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     data = scenes(args.n, args.size, args.seed, args.settings)
-    budget = C2STBudget()
+    budget = C2STBudget(repeats=args.repeats)
     spec = task(args.task)
     src = SOURCE_INDEX[spec.source]
     style = None if spec.paired else read_stills(args.style) if args.style else None
@@ -103,14 +111,14 @@ def main() -> None:
     print(f"{args.task}: {args.n} held-out phantoms {args.size}x{args.size} (seeds {args.seed}…), "
           f"{'HQ' if spec.paired else f'style set ({len(style)} images)'} target: Nakagami m "
           f"{target['nakagami_m']:.3f}, speckle FWHM {target['fwhm_axial_px']:.2f} / {target['fwhm_lateral_px']:.2f} px; "
-          f"C2ST {budget.steps} steps, seed {budget.seed}")
+          f"C2ST mean ± standard error of {budget.repeats} classifiers, {budget.steps} steps, seeds {budget.seed}…")
     print("| model | SSIM vs HQ | low-passed SSIM | Nakagami m | FWHM ax / lat px | C2ST | tissue W1 |"
           + (" LP-SSIM to input (in / outside) |" if args.outside else "") + (" flicker ratio | paused change |" if args.flicker else ""))
     print("|---" * (7 + bool(args.outside) + 2 * bool(args.flicker)) + "|")
     for r in rows:
         m = f"{r['nakagami_m']:.2f}" if r["nakagami_m"] < 100 else "n/a (flat)"  # a label map has no speckle
         line = (f"| {r['model']} | {r['ssim']:.3f} | {r['lowpass_ssim']:.3f} | {m} | "
-                f"{r['fwhm_axial_px']:.2f} / {r['fwhm_lateral_px']:.2f} | {r['c2st']:.2f} | {r['histogram_w1']:.1f} |")
+                f"{r['fwhm_axial_px']:.2f} / {r['fwhm_lateral_px']:.2f} | {c2st_cell(r)} | {r['histogram_w1']:.1f} |")
         if args.outside:
             line += (f" {r['lowpass_ssim_to_input']:.3f} / {r['lowpass_ssim_to_input_outside']:.3f} |"
                      if "lowpass_ssim_to_input" in r else " |")

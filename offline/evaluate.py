@@ -38,6 +38,7 @@ class MetricsJob:
     with_nakagami: bool = False
     dynamic_range_db: float = 50.0
     with_realism: bool = False  # the realism report (offline.realism): C2ST, speckle size, tissue m, low-passed SSIM
+    c2st_repeats: int = 3  # C2ST classifiers averaged (each holds out other images); more: a tighter figure, slower
     progress: bool = True  # a progress bar (FID over many patches takes minutes on a CPU)
 
 
@@ -81,9 +82,10 @@ def evaluate(job: MetricsJob) -> dict:
         rows.append(row)
     summary = {"images": len(rows), "failures": failures, **mean_scores(rows, prefix="mean_")}
     if kept:
-        from offline.realism import realism_report
+        from offline.realism import C2STBudget, realism_report
 
         summary["realism"] = realism_report([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept],
+                                            budget=C2STBudget(repeats=job.c2st_repeats),
                                             dynamic_range_db=job.dynamic_range_db)
     if all_a and sum(len(a) for a in all_a) > 1:
         summary["set_fid"] = fid(np.concatenate(all_a), np.concatenate(all_b))
@@ -112,8 +114,9 @@ def format_table(result: dict) -> str:
         r, o, t = s["realism"], s["realism"]["output"], s["realism"]["target"]
         lines.append(f"realism: Nakagami m {o['nakagami_m']:.3f} (target {t['nakagami_m']:.3f}), speckle FWHM axial/lateral "
                      f"{o['fwhm_axial_px']:.2f}/{o['fwhm_lateral_px']:.2f} px (target {t['fwhm_axial_px']:.2f}/"
-                     f"{t['fwhm_lateral_px']:.2f}), C2ST {r['c2st']:.3f} (0.5: indistinguishable; {r['c2st_patches']} "
-                     f"patches a side), tissue histogram W1 {r['histogram_w1']:.1f} grey levels, low-passed SSIM "
+                     f"{t['fwhm_lateral_px']:.2f}), C2ST {r['c2st']:.3f}{_spread(r)} (0.5: indistinguishable; "
+                     f"{r['c2st_patches']} patches a side), tissue histogram W1 {r['histogram_w1']:.1f} grey levels, "
+                     f"low-passed SSIM "
                      f"{r.get('lowpass_ssim', float('nan')):.3f}")
     if "fid_meaningless" in s:
         lines.append(f"FID/KID not shown: {s['fid_meaningless']}")
@@ -123,6 +126,12 @@ def format_table(result: dict) -> str:
     for f in s["failures"]:
         lines.append(f"not scored: {f['output']}: {f['error']}")
     return "\n".join(lines)
+
+
+def _spread(realism: dict) -> str:
+    """' ± standard error over k classifiers' beside a C2ST: what a difference between two figures is worth."""
+    se, k = realism.get("c2st_se", float("nan")), len(realism.get("c2st_runs", []))
+    return f" ± {se:.3f} over {k} classifiers" if np.isfinite(se) else ""
 
 
 def write_outputs(result: dict, csv_path: str | None, json_path: str | None) -> None:

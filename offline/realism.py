@@ -15,6 +15,8 @@ skull and outside-sector pixels are not tissue speckle); without a label map, th
 """
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import cv2
@@ -138,6 +140,11 @@ class C2STBudget:
     seed: int = 0
     repeats: int = 3
 
+    def __post_init__(self):
+        if self.repeats < 1 or self.steps < 1:
+            raise ValueError(f"a C2ST needs at least one classifier and one training step, got repeats={self.repeats}, "
+                             f"steps={self.steps}")
+
 
 def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STBudget = C2STBudget(),
          groups_a: list[int] | None = None, groups_b: list[int] | None = None) -> float:
@@ -192,15 +199,35 @@ def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STB
     return float((guess == y_test).float().mean())
 
 
+def rank_view(patch: np.ndarray) -> np.ndarray:
+    """The patch's grey levels replaced by their ranks (0…255): brightness, contrast and histogram gone, only the
+    grain's spatial shape left. HQ against the oracle reads 0.45 under it; the shipped real-time net 0.96."""
+    order = np.argsort(np.argsort(patch.ravel(), kind="stable"), kind="stable")
+    return (order.reshape(patch.shape) * (255.0 / max(patch.size - 1, 1))).astype(np.float32)
+
+
+def phase_randomised_view(patch: np.ndarray) -> np.ndarray:
+    """The patch with its power spectrum kept and its Fourier phases drawn anew (seeded by the patch's own bytes, so
+    the same patch always gives the same view): only second-order texture, the spectrum or autocorrelation, is left
+    for a classifier to use. The shipped real-time net reads 0.76 under it, HQ against the oracle 0.49."""
+    p = patch.astype(np.float64)
+    amplitude = np.abs(np.fft.fft2(p - p.mean()))
+    rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(patch).tobytes()))
+    phase = np.angle(np.fft.fft2(rng.standard_normal(p.shape)))  # a real field's phases: the result is real
+    return (np.fft.ifft2(amplitude * np.exp(1j * phase)).real + p.mean()).astype(np.float32)
+
+
 def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
                    references: list[np.ndarray] | None = None, target_segs: list[np.ndarray | None] | None = None, patches_per_image: int = 40,
-                   budget: C2STBudget = C2STBudget(), dynamic_range_db: float = 50.0) -> dict:
+                   budget: C2STBudget = C2STBudget(), dynamic_range_db: float = 50.0,
+                   view: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """The realism measures of a set of outputs against a set of target-domain images (uint8 grey).
 
     ``segs``: label maps of the outputs' scenes (tissue masks; also the paired targets' unless ``target_segs`` gives
     the targets' own). ``references``: what
     anatomy must match after a low-pass — the paired targets, or the inputs for unpaired tasks (default: targets
-    when they pair with the outputs one to one)."""
+    when they pair with the outputs one to one). ``view``: a transform of each C2ST patch, both sides alike (e.g.
+    ``rank_view``), to ask which of the patches' properties the classifier uses."""
     segs = segs or [None] * len(outputs)
     rng = np.random.default_rng(budget.seed)
     out_masks = [tissue_mask(o, s) for o, s in zip(outputs, segs)]
@@ -232,9 +259,13 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     pb, gb = _patches(targets, tgt_masks, patches_per_image, rng)
     # paired: a scene's output and target are held out together; unpaired: the two sets' images are separate groups
     gb = gb if paired else [len(outputs) + g for g in gb]
+    if view is not None:
+        pa, pb = [view(p) for p in pa], [view(p) for p in pb]
     runs = [c2st(pa, pb, replace(budget, seed=budget.seed + k), ga, gb) for k in range(budget.repeats)]
     report["c2st"] = float(np.mean(runs))
     report["c2st_runs"] = runs
+    # how far the mean would move with other splits: classifiers of one model spread 0.64-0.94 (48 scenes)
+    report["c2st_se"] = float(np.std(runs, ddof=1) / np.sqrt(len(runs))) if len(runs) > 1 else float("nan")
     report["c2st_patches"] = min(len(pa), len(pb))
     report["c2st_budget"] = {"steps": budget.steps, "batch": budget.batch, "seed": budget.seed,
                              "repeats": budget.repeats, "patch": PATCH, "held_out": budget.held_out,

@@ -216,12 +216,17 @@ def test_metrics_realism_report_from_the_command_line(tmp_path):
         img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
         cv2.imwrite(str(out / p.name), img[:, :160])  # the LQ panel as the "output"
     proc = subprocess.run([sys.executable, "-m", "usnst.cli", "metrics", str(out), "--targets", str(tmp_path / "data"),
-                           "--targets-layout", "triptych", "--realism", "--json", str(tmp_path / "m.json")],
-                          capture_output=True, text=True, timeout=300)
+                           "--targets-layout", "triptych", "--realism", "--c2st-repeats", "2",
+                           "--json", str(tmp_path / "m.json")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "realism: Nakagami m" in proc.stdout and "C2ST" in proc.stdout
+    assert "realism: Nakagami m" in proc.stdout and "over 2 classifiers" in proc.stdout
     realism_summary = json.loads((tmp_path / "m.json").read_text())["summary"]["realism"]
     assert realism_summary["images"] == 3 and 0 <= realism_summary["lowpass_ssim"] <= 1
+    runs = realism_summary["c2st_runs"]
+    assert len(runs) == 2 and realism_summary["c2st_budget"]["repeats"] == 2
+    assert realism_summary["c2st_se"] == pytest.approx(abs(runs[0] - runs[1]) / 2)  # std (n-1) / √2 of two values
+    with pytest.raises(ValueError, match="at least one classifier"):
+        realism.C2STBudget(repeats=0)
 
 
 def test_train_realism_from_the_command_line(tmp_path):
@@ -544,3 +549,73 @@ def test_a_tissue_discriminator_that_never_sees_tissue_says_so(tmp_path, caplog)
         train(RealismConfig(data=str(tmp_path / "data"), out=str(tmp_path / "m.pt"), steps=2, channels=8, blocks=1,
                             batch=2, crop=64, val_fraction=0.0, tissue_d_weight=0.5, progress=False))
     assert "2 of this run's steps had no 32×32 patch wholly in tissue" in caplog.text
+
+
+def test_normalised_texture_keeps_the_grain_and_drops_brightness_and_contrast():
+    from offline.losses import normalised_texture
+
+    field = lambda seed, box: torch.from_numpy(_field(96, 96, box, box, seed=seed) / 255.0).float()[None, None]
+    fine = field(0, 2)
+    view = normalised_texture(fine)[..., 12:-12, 12:-12]  # away from the reflected border
+    darker_flatter = normalised_texture(0.5 * fine + 0.1)[..., 12:-12, 12:-12]
+    assert torch.allclose(view, darker_flatter, atol=0.02)  # the same grain, whatever its mean and contrast
+    assert view.std().item() == pytest.approx(1.0, abs=0.25)  # unit local contrast
+    coarse = normalised_texture(field(0, 5))[..., 12:-12, 12:-12]
+    lag1 = lambda v: (v[..., 1:, :] * v[..., :-1, :]).mean().item() / (v ** 2).mean().item()
+    assert lag1(coarse) > lag1(view) + 0.2  # a coarser grain stays coarser in this view
+
+
+def test_the_grain_terms_train_a_normalised_tissue_discriminator_and_a_patch_distribution(tmp_path):
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 2, 256, 256, seed=7)
+    train(RealismConfig(data=str(tmp_path / "data"), out=str(tmp_path / "m.pt"), steps=2, channels=8, blocks=1,
+                        batch=2, crop=128, val_fraction=0.0, tissue_d_weight=0.5, tissue_d_normalise=True,
+                        tissue_d_spectral_norm=False, patch_distribution_weight=50, progress=False))
+    state = torch.load(tmp_path / "m.state.pt", weights_only=True)
+    assert not any("parametrizations" in k for k in state["tissue_discriminator"])  # no spectral norm on it
+    assert any("parametrizations" in k for k in state["discriminator"])  # the conditional one keeps its own
+    training = load_checkpoint(tmp_path / "m.pt")[1]["training"]
+    assert "PatchGAN on tissue grain, locally normalised (LSGAN)" in training
+    assert "50 × grain neighbourhood distribution" in training
+    with open(tmp_path / "m.log.csv") as f:
+        logged = [float(r["patch_distribution"]) for r in csv.DictReader(f)]
+    assert len(logged) == 2 and all(v > 0 for v in logged)  # the term was computed and weighed in, step by step
+
+
+def test_patch_views_leave_the_c2st_only_the_grain_or_only_the_spectrum():
+    fine = [_field(32, 32, 2, 2, seed=s) for s in range(160)]
+    dull = [0.4 * p.astype(np.float32) + 90 for p in fine[80:]]  # the same grain, darker and flatter
+    coarse = [_field(32, 32, 6, 6, seed=1000 + s) for s in range(80)]
+    rank = realism.rank_view
+    assert np.array_equal(rank(fine[0]), rank(np.sqrt(fine[0].astype(np.float32))))  # any monotone map: same ranks
+    shuffled = realism.phase_randomised_view(fine[0])
+    power = lambda p: np.abs(np.fft.fft2(p - p.mean())) ** 2
+    assert np.allclose(power(shuffled), power(fine[0].astype(np.float64)), rtol=1e-3, atol=1e-3)
+    assert np.abs(shuffled - fine[0]).mean() > 5  # yet another image
+    budget = realism.C2STBudget(steps=150, repeats=1)
+    assert realism.c2st(fine[:80], dull, budget) >= 0.9  # raw grey levels give the brightness away
+    assert 0.3 <= realism.c2st([rank(p) for p in fine[:80]], [rank(p) for p in dull], budget) <= 0.7
+    assert realism.c2st([rank(p) for p in fine[:80]], [rank(p) for p in coarse], budget) >= 0.9  # grain still seen
+
+
+def test_patch_distribution_loss_sees_grain_shape_that_the_spectrum_misses():
+    from offline.losses import patch_distribution_loss, spectrum_loss
+
+    as_tensor = lambda a: torch.from_numpy(np.asarray(a, np.float32) / 255.0)[None, None]
+    gaussian = lambda seed: _field(128, 128, 3, 3, seed=seed)
+    target, alike = as_tensor(gaussian(0)), as_tensor(gaussian(1))
+    # the same field thresholded: blobs with hard edges, a binary grain no Gaussian texture has
+    sharp = lambda seed: np.where(gaussian(seed) > 128, 170, 86).astype(np.float32)
+    # ... and a Gaussian field with that field's own power spectrum (its phases drawn anew): spectrum alike, shape not
+    shuffled = as_tensor(np.clip(realism.phase_randomised_view(sharp(2)), 0, 255))
+    tissue = torch.ones_like(target)
+    loss = lambda x, y: patch_distribution_loss(x, y, tissue, generator=torch.Generator().manual_seed(0)).item()
+    assert loss(target, target) == 0
+    assert loss(as_tensor(sharp(2)), as_tensor(sharp(3))) * 2 < loss(shuffled, as_tensor(sharp(3)))
+    assert spectrum_loss(shuffled, as_tensor(sharp(3)), tissue).item() < 2 * spectrum_loss(
+        as_tensor(sharp(2)), as_tensor(sharp(3)), tissue).item()  # the spectrum cannot tell the two apart
+    assert loss(0.5 * alike + 0.2, target) == pytest.approx(loss(alike, target), rel=0.05)  # brightness, contrast: no
+    assert loss(as_tensor(_field(128, 128, 6, 6, seed=1)), target) > 3 * loss(alike, target)  # coarser grain: yes
+    assert loss(alike, target) == loss(alike, target)  # one generator seed, one value
+    assert patch_distribution_loss(alike, target, torch.zeros_like(tissue)).item() == 0

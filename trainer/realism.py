@@ -6,6 +6,7 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
   + pixel_weight       · L1 at full resolution (small or 0: a large one predicts the conditional mean, i.e. smooth)
   + adversarial_weight · LSGAN loss of a conditional PatchGAN discriminator (offline.patchgan)
   + tissue_d_weight    · LSGAN loss of a second, unconditional PatchGAN that only judges texture in tissue
+                        (optionally the grain alone: local mean and contrast divided out)
   + texture_weight     · random-filter Gram texture loss, tile by tile against HQ (offline.losses)
   + histogram_weight   · 1-D Wasserstein distance of the crop's envelope powers to HQ's (the bright tail sets m)
   + nakagami_weight    · |log m| error of the envelope's Nakagami m, 16×16 block by block against HQ
@@ -14,6 +15,7 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
   + brightness_weight  · mean grey level of each 16×16 tissue block against HQ's (the low-passed L1 aims at a median)
   + phase_weight       · spread of the high-passed texture's mean and RMS over pixel phases mod 4 (a decoder's grid)
   + spectrum_weight    · log-ratio of the texture's power spectrum (16×16 tissue tiles) to HQ's, every frequency
+  + patch_distribution_weight · sliced Wasserstein distance of the normalised grain's 5×5 neighbourhoods to HQ's
 The net's noise planes are the speckle source (distribution-matching losses make the noise weights grow); its
 output is black wherever the input has no echo (``echo_mask``), so noise never paints outside the sector.
 
@@ -53,6 +55,8 @@ from offline.losses import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
     nakagami_loss,
+    normalised_texture,
+    patch_distribution_loss,
     phase_loss,
     pixel_loss,
     spectrum_loss,
@@ -107,6 +111,7 @@ class RealismConfig(RunConfig):
     brightness_weight: float = 0.0  # mean grey of 16×16 tissue blocks against HQ's
     phase_weight: float = 0.0  # fine texture alike at every pixel phase mod 4 (no pixel-shuffle grid)
     spectrum_weight: float = 0.0  # texture power spectrum in tissue tiles against HQ's
+    patch_distribution_weight: float = 0.0  # joint distribution of the grain's 5×5 neighbourhoods against HQ's
     val_every: int = 250
     val_images: int = 8
     val_c2st_steps: int = 1000  # the validation classifier's budget: too few steps and every checkpoint reads ~0.5
@@ -116,6 +121,8 @@ class RealismConfig(RunConfig):
     init: str | None = None  # start the generator from this checkpoint's weights (same architecture); fresh optimisers
     d_spectral_norm: bool = True  # False: a discriminator that keeps learning (offline.patchgan)
     tissue_d_weight: float = 0.0  # a second, unconditional discriminator scoring only patches wholly in tissue
+    tissue_d_normalise: bool = False  # … shown the grain alone (offline.losses.normalised_texture), not raw grey
+    tissue_d_spectral_norm: bool | None = None  # … with spectral norm (None: as d_spectral_norm)
     ema: float = 0.0  # > 0: validate and save an exponential moving average of the generator's weights (decay)
 
 
@@ -137,6 +144,10 @@ def realism_score(report: dict) -> float:
     return value if math.isfinite(value) else float("inf")
 
 
+def _tissue_d_spectral_norm(cfg: RealismConfig) -> bool:
+    return cfg.d_spectral_norm if cfg.tissue_d_spectral_norm is None else cfg.tissue_d_spectral_norm
+
+
 def describe_losses(cfg: RealismConfig, paired: bool) -> str:
     """The generator's loss as a model card states it: the terms with non-zero weight."""
     names = [("base_weight", "squared error of the speckle head's base to HQ"
@@ -152,8 +163,10 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
                                     + (f", {cfg.correlation_window}×{cfg.correlation_window} tiles)" if cfg.correlation_window else ")")),
              ("brightness_weight", "tissue block brightness"), ("phase_weight", "texture phase grid"),
              ("spectrum_weight", "texture power spectrum"),
-             ("tissue_d_weight", "unconditional PatchGAN on tissue texture (LSGAN"
-              + (", spectral norm)" if cfg.d_spectral_norm else ")"))]
+             ("patch_distribution_weight", "grain neighbourhood distribution (sliced Wasserstein, 5×5)"),
+             ("tissue_d_weight", "unconditional PatchGAN on tissue "
+              + ("grain, locally normalised" if cfg.tissue_d_normalise else "texture")
+              + " (LSGAN" + (", spectral norm)" if _tissue_d_spectral_norm(cfg) else ")"))]
     terms = [f"{getattr(cfg, k):g} × {label}" for k, label in names if getattr(cfg, k)]
     averaged = f"; the generator's weights averaged (EMA, decay {cfg.ema:g})" if cfg.ema else ""
     return "realism: " + " + ".join(terms) + averaged + "; no pretrained weights"
@@ -205,10 +218,11 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         if not cfg.style:
             raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
         if (cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight or cfg.local_histogram_weight
-                or cfg.brightness_weight or cfg.spectrum_weight or cfg.tissue_d_weight):
-            raise ValueError("pixel, nakagami, local histogram, correlation, brightness, spectrum and tissue "
-                             "discriminator terms need aligned pairs and their label maps; set them to 0 for "
-                             f"{cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
+                or cfg.brightness_weight or cfg.spectrum_weight or cfg.tissue_d_weight
+                or cfg.patch_distribution_weight):
+            raise ValueError("pixel, nakagami, local histogram, correlation, brightness, spectrum, patch distribution "
+                             "and tissue discriminator terms need aligned pairs and their label maps; set them to 0 "
+                             f"for {cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
         style = read_stills(cfg.style)
         if not style:
             raise ValueError(f"no images in --style {cfg.style}")
@@ -232,7 +246,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     tissue_disc = tissue_opt = None
     untextured = 0  # steps whose crops held no patch wholly in tissue: the tissue discriminator sat them out
     if cfg.tissue_d_weight:
-        tissue_disc = PatchDiscriminator(PatchGANConfig(conditional=False, spectral_norm=cfg.d_spectral_norm))
+        tissue_disc = PatchDiscriminator(PatchGANConfig(conditional=False, spectral_norm=_tissue_d_spectral_norm(cfg)))
         tissue_opt = torch.optim.Adam(tissue_disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     step, best, history = 0, None, []
     if cfg.init and not cfg.resume:
@@ -304,11 +318,12 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         terms = {"anatomy": cfg.anatomy_weight * anatomy_loss(fake, anatomy_ref),
                  "adversarial": cfg.adversarial_weight * lsgan_generator_loss(disc(fake, condition))}
         if tissue_disc is not None:
-            real = tissue_disc(y)
+            view = normalised_texture if cfg.tissue_d_normalise else (lambda image: image)
+            real = tissue_disc(view(y))
             where = tissue_scores(tissue, real)
             if where.any():
-                optimise(tissue_opt, lsgan_discriminator_loss(real, tissue_disc(fake.detach()), where))
-                terms["tissue_adversarial"] = cfg.tissue_d_weight * lsgan_generator_loss(tissue_disc(fake), where)
+                optimise(tissue_opt, lsgan_discriminator_loss(real, tissue_disc(view(fake.detach())), where))
+                terms["tissue_adversarial"] = cfg.tissue_d_weight * lsgan_generator_loss(tissue_disc(view(fake)), where)
             else:
                 untextured += 1
         if cfg.base_weight:
@@ -336,6 +351,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             terms["phase"] = cfg.phase_weight * phase_loss(fake, where)
         if cfg.spectrum_weight:
             terms["spectrum"] = cfg.spectrum_weight * spectrum_loss(fake, y, tissue)
+        if cfg.patch_distribution_weight:
+            terms["patch_distribution"] = cfg.patch_distribution_weight * patch_distribution_loss(
+                fake, y, tissue, generator=gen)
         g_loss = sum(terms.values())
         optimise(opt_g, g_loss)
         if ema is not None:

@@ -45,8 +45,15 @@ def train_flags(p) -> None:
                    help="fine texture alike at every pixel phase mod 4: no pixel-shuffle grid (no target needed)")
     g.add_argument("--tissue-d-weight", type=float, default=None,
                    help="a second, unconditional PatchGAN that scores only patches lying wholly in tissue (texture)")
+    g.add_argument("--tissue-d-normalise", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the tissue discriminator the grain alone: local mean removed, local contrast divided out")
+    g.add_argument("--tissue-d-spectral-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="spectral norm on the tissue discriminator (default: as --d-spectral-norm)")
     g.add_argument("--spectrum-weight", type=float, default=None,
                    help="texture power spectrum in 16x16 tissue tiles vs HQ's (log ratio, every frequency alike)")
+    g.add_argument("--patch-distribution-weight", type=float, default=None,
+                   help="joint distribution of the locally normalised grain's 5x5 neighbourhoods in tissue vs HQ's "
+                        "(sliced Wasserstein): what a patch classifier judges, beyond averaged statistics")
     g.add_argument("--init", default=None, help="start the generator from this checkpoint (same architecture)")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
     g.add_argument("--d-spectral-norm", action=argparse.BooleanOptionalAction, default=None,
@@ -121,7 +128,8 @@ def run_train(args) -> int:
             args, ["out", "task", "arch", "speckle", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
-                   "correlation_window", "brightness_weight", "phase_weight", "spectrum_weight", "tissue_d_weight",
+                   "correlation_window", "brightness_weight", "phase_weight", "spectrum_weight",
+                   "patch_distribution_weight", "tissue_d_weight", "tissue_d_normalise", "tissue_d_spectral_norm",
                    "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
                    "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
