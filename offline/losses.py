@@ -238,6 +238,24 @@ def local_histogram_loss(output: torch.Tensor, target: torch.Tensor, tissue: tor
     return (a - b).abs().mean(dim=1)[keep].mean()
 
 
+def grain_histogram_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, sigma: float = 4.0
+                         ) -> torch.Tensor:
+    """1-D Wasserstein distance (L1 of sorted values) between the locally normalised grain (``normalised_texture``)
+    of output and target inside ``tissue``, image by image.
+
+    Log compression makes speckle's fine texture lopsided: the nulls are sharp, deep pits and the bright grains broad
+    — HQ's high-passed texture (σ 4 px) has skewness −0.43 in tissue (the oracle −0.40), the shipped real-time net's
+    −0.07, because its grain is close to linear in Gaussian noise. The power spectrum and the autocorrelation cannot
+    see this (an image and its negative share them); the local histograms see it only mixed with the block's slower
+    variations, and random projections of neighbourhoods (``patch_distribution_loss``) average it away. This term
+    compares the fine texture's own distribution, blind to brightness and contrast."""
+    inside = tissue > 0.5
+    a, b = normalised_texture(output, sigma), normalised_texture(target, sigma)
+    losses = [(a[i][inside[i]].sort().values - b[i][inside[i]].sort().values).abs().mean()
+              for i in range(output.shape[0]) if inside[i].any()]
+    return torch.stack(losses).mean() if losses else output.sum() * 0
+
+
 def patch_distribution_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, size: int = 5,
                             directions: int = 128, samples: int = 16384,
                             generator: torch.Generator | None = None) -> torch.Tensor:

@@ -571,16 +571,17 @@ def test_the_grain_terms_train_a_normalised_tissue_discriminator_and_a_patch_dis
     write_phantoms(tmp_path / "data", 2, 256, 256, seed=7)
     train(RealismConfig(data=str(tmp_path / "data"), out=str(tmp_path / "m.pt"), steps=2, channels=8, blocks=1,
                         batch=2, crop=128, val_fraction=0.0, tissue_d_weight=0.5, tissue_d_normalise=True,
-                        tissue_d_spectral_norm=False, patch_distribution_weight=50, progress=False))
+                        tissue_d_spectral_norm=False, patch_distribution_weight=50, grain_histogram_weight=2,
+                        progress=False))
     state = torch.load(tmp_path / "m.state.pt", weights_only=True)
     assert not any("parametrizations" in k for k in state["tissue_discriminator"])  # no spectral norm on it
     assert any("parametrizations" in k for k in state["discriminator"])  # the conditional one keeps its own
     training = load_checkpoint(tmp_path / "m.pt")[1]["training"]
     assert "PatchGAN on tissue grain, locally normalised (LSGAN)" in training
-    assert "50 × grain neighbourhood distribution" in training
+    assert "50 × grain neighbourhood distribution" in training and "2 × normalised grain histogram" in training
     with open(tmp_path / "m.log.csv") as f:
-        logged = [float(r["patch_distribution"]) for r in csv.DictReader(f)]
-    assert len(logged) == 2 and all(v > 0 for v in logged)  # the term was computed and weighed in, step by step
+        logged = [(float(r["patch_distribution"]), float(r["grain_histogram"])) for r in csv.DictReader(f)]
+    assert len(logged) == 2 and all(v > 0 for row in logged for v in row)  # both computed and weighed in, each step
 
 
 def test_patch_views_leave_the_c2st_only_the_grain_or_only_the_spectrum():
@@ -619,3 +620,24 @@ def test_patch_distribution_loss_sees_grain_shape_that_the_spectrum_misses():
     assert loss(as_tensor(_field(128, 128, 6, 6, seed=1)), target) > 3 * loss(alike, target)  # coarser grain: yes
     assert loss(alike, target) == loss(alike, target)  # one generator seed, one value
     assert patch_distribution_loss(alike, target, torch.zeros_like(tissue)).item() == 0
+
+
+def test_grain_histogram_loss_sees_sharp_pits_that_an_image_and_its_negative_share_the_spectrum_of():
+    from offline.losses import grain_histogram_loss, spectrum_loss
+
+    def speckle(seed):  # log-compressed envelope of a blurred complex Gaussian field: sharp dark pits, broad grains
+        rng = np.random.default_rng(seed)
+        re, im = (cv2.GaussianBlur(rng.standard_normal((128, 128)).astype(np.float32), (0, 0), 1.2) for _ in range(2))
+        db = 20 * np.log10(np.hypot(re, im) + 1e-6)
+        return torch.from_numpy(np.clip(0.6 + (db - db.mean()) / 60, 0, 1).astype(np.float32))[None, None]
+
+    target, alike = speckle(0), speckle(1)
+    negative = 1.2 - alike  # the same grain turned over: broad pits, sharp peaks
+    tissue = torch.ones_like(target)
+    assert grain_histogram_loss(target, target, tissue).item() == 0
+    assert grain_histogram_loss(negative, target, tissue).item() > 3 * grain_histogram_loss(alike, target, tissue).item()
+    assert spectrum_loss(negative, target, tissue).item() == pytest.approx(
+        spectrum_loss(alike, target, tissue).item(), rel=1e-3)  # the spectrum cannot tell them apart
+    assert grain_histogram_loss(0.5 * alike + 0.1, target, tissue).item() == pytest.approx(
+        grain_histogram_loss(alike, target, tissue).item(), rel=0.05)  # blind to brightness and contrast
+    assert grain_histogram_loss(negative, target, torch.zeros_like(tissue)).item() == 0

@@ -16,6 +16,7 @@ Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
   + phase_weight       · spread of the high-passed texture's mean and RMS over pixel phases mod 4 (a decoder's grid)
   + spectrum_weight    · log-ratio of the texture's power spectrum (16×16 tissue tiles) to HQ's, every frequency
   + patch_distribution_weight · sliced Wasserstein distance of the normalised grain's 5×5 neighbourhoods to HQ's
+  + grain_histogram_weight · distribution of the normalised fine texture against HQ's (sharp pits, broad grains)
 The net's noise planes are the speckle source (distribution-matching losses make the noise weights grow); its
 output is black wherever the input has no echo (``echo_mask``), so noise never paints outside the sector.
 
@@ -50,6 +51,7 @@ from offline.losses import (
     brightness_loss,
     correlation_loss,
     gaussian_lowpass,
+    grain_histogram_loss,
     histogram_loss,
     local_histogram_loss,
     lsgan_discriminator_loss,
@@ -112,6 +114,7 @@ class RealismConfig(RunConfig):
     phase_weight: float = 0.0  # fine texture alike at every pixel phase mod 4 (no pixel-shuffle grid)
     spectrum_weight: float = 0.0  # texture power spectrum in tissue tiles against HQ's
     patch_distribution_weight: float = 0.0  # joint distribution of the grain's 5×5 neighbourhoods against HQ's
+    grain_histogram_weight: float = 0.0  # the normalised fine texture's grey-level distribution against HQ's (skew)
     val_every: int = 250
     val_images: int = 8
     val_c2st_steps: int = 1000  # the validation classifier's budget: too few steps and every checkpoint reads ~0.5
@@ -164,6 +167,7 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
              ("brightness_weight", "tissue block brightness"), ("phase_weight", "texture phase grid"),
              ("spectrum_weight", "texture power spectrum"),
              ("patch_distribution_weight", "grain neighbourhood distribution (sliced Wasserstein, 5×5)"),
+             ("grain_histogram_weight", "normalised grain histogram"),
              ("tissue_d_weight", "unconditional PatchGAN on tissue "
               + ("grain, locally normalised" if cfg.tissue_d_normalise else "texture")
               + " (LSGAN" + (", spectral norm)" if _tissue_d_spectral_norm(cfg) else ")"))]
@@ -219,10 +223,10 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
         if (cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight or cfg.local_histogram_weight
                 or cfg.brightness_weight or cfg.spectrum_weight or cfg.tissue_d_weight
-                or cfg.patch_distribution_weight):
-            raise ValueError("pixel, nakagami, local histogram, correlation, brightness, spectrum, patch distribution "
-                             "and tissue discriminator terms need aligned pairs and their label maps; set them to 0 "
-                             f"for {cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
+                or cfg.patch_distribution_weight or cfg.grain_histogram_weight):
+            raise ValueError("pixel, nakagami, local histogram, correlation, brightness, spectrum, patch distribution, "
+                             "grain histogram and tissue discriminator terms need aligned pairs and their label maps; "
+                             f"set them to 0 for {cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
         style = read_stills(cfg.style)
         if not style:
             raise ValueError(f"no images in --style {cfg.style}")
@@ -354,6 +358,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         if cfg.patch_distribution_weight:
             terms["patch_distribution"] = cfg.patch_distribution_weight * patch_distribution_loss(
                 fake, y, tissue, generator=gen)
+        if cfg.grain_histogram_weight:
+            terms["grain_histogram"] = cfg.grain_histogram_weight * grain_histogram_loss(fake, y, tissue)
         g_loss = sum(terms.values())
         optimise(opt_g, g_loss)
         if ema is not None:

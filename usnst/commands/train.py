@@ -54,6 +54,9 @@ def train_flags(p) -> None:
     g.add_argument("--patch-distribution-weight", type=float, default=None,
                    help="joint distribution of the locally normalised grain's 5x5 neighbourhoods in tissue vs HQ's "
                         "(sliced Wasserstein): what a patch classifier judges, beyond averaged statistics")
+    g.add_argument("--grain-histogram-weight", type=float, default=None,
+                   help="grey-level distribution of the locally normalised fine texture in tissue vs HQ's: log "
+                        "compression's sharp dark pits and broad bright grains (skew), which spectra cannot see")
     g.add_argument("--init", default=None, help="start the generator from this checkpoint (same architecture)")
     g.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate")
     g.add_argument("--d-spectral-norm", action=argparse.BooleanOptionalAction, default=None,
@@ -129,8 +132,8 @@ def run_train(args) -> int:
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
                    "correlation_window", "brightness_weight", "phase_weight", "spectrum_weight",
-                   "patch_distribution_weight", "tissue_d_weight", "tissue_d_normalise", "tissue_d_spectral_norm",
-                   "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
+                   "patch_distribution_weight", "grain_histogram_weight", "tissue_d_weight", "tissue_d_normalise",
+                   "tissue_d_spectral_norm", "d_spectral_norm", "val_every", "val_images", "val_c2st_steps", "ema",
                    "resume_from", "style", "init", "seed", "threads"]))
         r = train_realism(cfg, flags.stop_on_signals())
         last = r["last"]
