@@ -5,14 +5,16 @@ A C2ST that stays high on high-passed images but drops on low-passed ones says t
 the other way round; a drop after matching the mean grey level says brightness is part of it. Two patch views ask
 the same of the texture itself: rank-normalised patches keep only the grain's spatial shape (no histogram),
 phase-randomised ones only its power spectrum (no phase structure) — stop 19 measured the shipped real-time net at
-0.96 and 0.76 under them (HQ against the oracle 0.45 and 0.49; 48 scenes), so the grain's shape gives it away
-even where its spectrum alone would not. The statistics
-table (patch mean and std, skewness and kurtosis of the mean-removed grey levels, autocorrelation at small lags,
-axial × lateral, share of dark pixels) names the candidates to put in a loss; the phase-grid table shows a decoder's
-periodic pattern (pixel shuffle: the fine texture's mean and RMS differ by pixel phase mod 4); the spectrum table
-gives each output's texture power against HQ's by spatial frequency, axial and lateral (a decoder's grid is a peak
-at 0.25 cycles/px; grain too fine is power near Nyquist, 0.5) and the spectrum loss the trainer's
-``--spectrum-weight`` would see.
+0.95 and 0.76 under them (HQ against the oracle 0.45 and 0.49; 48 scenes), so the grain's shape gives it away even
+where its spectrum alone would not.
+
+The statistics table (patch mean and std, skewness and kurtosis of the mean-removed grey levels, autocorrelation at
+small lags, axial × lateral, share of dark pixels, skewness of the fine texture — HQ's pits are sharp and its
+grains broad — and the share of pixels brighter than all 8 neighbours) names the candidates to put in a loss; the
+phase-grid table shows a decoder's periodic pattern (pixel shuffle: the fine texture's mean and RMS differ by pixel
+phase mod 4); the spectrum table gives each output's texture power against HQ's by spatial frequency, axial and
+lateral (a decoder's grid is a peak at 0.25 cycles/px; grain too fine is power near Nyquist, 0.5) and the spectrum
+loss the trainer's ``--spectrum-weight`` would see.
 
     python examples/realism_cues.py --models lq2hq_fast,lq2hq -n 24
     python examples/realism_cues.py --models runs/x/model.pt --no-c2st      # statistics only: seconds, not minutes
@@ -59,8 +61,12 @@ def patch_statistics(p: np.ndarray) -> list[float]:
         a = q[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
         b = q[max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
         return (a * b).mean() / v
+    fine = p - cv2.GaussianBlur(p, (0, 0), 4.0)  # the grain, as offline.losses.grain_histogram_loss sees it
+    centre = p[1:-1, 1:-1]
+    neighbours = [p[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    peaks = np.all([centre > n for n in neighbours], axis=0).mean()  # pixels brighter than all 8 neighbours
     return [p.mean(), np.sqrt(v), skew(q.ravel()), kurtosis(q.ravel())] + [ac(*lag) for lag in LAGS] + [
-        (p < 0.5 * p.mean()).mean()]
+        (p < 0.5 * p.mean()).mean(), skew(fine.ravel()), peaks]
 
 
 def main() -> None:
@@ -97,7 +103,8 @@ def main() -> None:
             cells.append(f"{r['c2st']:.2f}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
-    names = ["mean", "std", "skew", "kurtosis"] + [f"r({dy},{dx})" for dy, dx in LAGS] + ["dark < mean/2"]
+    names = (["mean", "std", "skew", "kurtosis"] + [f"r({dy},{dx})" for dy, dx in LAGS]
+             + ["dark < mean/2", "fine-texture skew (σ 4)", "local maxima share"])
     stats = {}
     for name, images in {"HQ": hq, **sets}.items():
         rng = np.random.default_rng(0)
