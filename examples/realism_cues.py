@@ -9,8 +9,9 @@ phase-randomised ones only its power spectrum (no phase structure) — stop 19 m
 where its spectrum alone would not.
 
 The statistics table (patch mean and std, skewness and kurtosis of the mean-removed grey levels, autocorrelation at
-small lags, axial × lateral, share of dark pixels, skewness of the fine texture — HQ's pits are sharp and its
-grains broad — and the share of pixels brighter than all 8 neighbours) names the candidates to put in a loss; the
+small lags, axial × lateral, share of dark pixels, skewness of the fine texture (HQ's pits are sharp, its grains
+broad), the share of pixels brighter than all 8 neighbours, and how often the brightest 3 % touch each other: HQ's
+bright grains are blobs, a net's often lone spikes) names the candidates to put in a loss; the
 phase-grid table shows a decoder's periodic pattern (pixel shuffle: the fine texture's mean and RMS differ by pixel
 phase mod 4); the spectrum table gives each output's texture power against HQ's by spatial frequency, axial and
 lateral (a decoder's grid is a peak at 0.25 cycles/px; grain too fine is power near Nyquist, 0.5) and the spectrum
@@ -65,8 +66,14 @@ def patch_statistics(p: np.ndarray) -> list[float]:
     centre = p[1:-1, 1:-1]
     neighbours = [p[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
     peaks = np.all([centre > n for n in neighbours], axis=0).mean()  # pixels brighter than all 8 neighbours
+    bright = p > np.quantile(p, 0.97)  # a bright grain is a PSF-sized blob in HQ, a lone spike in a net's speckle
+    paired = np.zeros_like(bright)
+    paired[1:] |= bright[:-1]
+    paired[:-1] |= bright[1:]
+    paired[:, 1:] |= bright[:, :-1]
+    paired[:, :-1] |= bright[:, 1:]
     return [p.mean(), np.sqrt(v), skew(q.ravel()), kurtosis(q.ravel())] + [ac(*lag) for lag in LAGS] + [
-        (p < 0.5 * p.mean()).mean(), skew(fine.ravel()), peaks]
+        (p < 0.5 * p.mean()).mean(), skew(fine.ravel()), peaks, paired[bright].mean() if bright.any() else np.nan]
 
 
 def main() -> None:
@@ -104,7 +111,8 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
     names = (["mean", "std", "skew", "kurtosis"] + [f"r({dy},{dx})" for dy, dx in LAGS]
-             + ["dark < mean/2", "fine-texture skew (σ 4)", "local maxima share"])
+             + ["dark < mean/2", "fine-texture skew (σ 4)", "local maxima share",
+                "brightest 3 % with a bright 4-neighbour"])
     stats = {}
     for name, images in {"HQ": hq, **sets}.items():
         rng = np.random.default_rng(0)

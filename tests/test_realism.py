@@ -176,8 +176,16 @@ def test_the_realism_report_tells_lq_from_hq_and_passes_the_oracle(tmp_path):
     oracle = [to_uint8(PhantomRenderer(256, 256, seed=s, speckle_seed=s + 1).render(0.0).hq) for s in seeds]
     hq, lq, segs = [to_uint8(s.hq) for s in samples], [to_uint8(s.lq) for s in samples], [s.seg for s in samples]
     budget = realism.C2STBudget(steps=150, repeats=1)
-    lq_report = realism.realism_report(lq, hq, segs, budget=budget, patches_per_image=60)
+    lq_report = realism.realism_report(lq, hq, segs, budget=realism.C2STBudget(steps=150, repeats=2),
+                                       patches_per_image=60)
     oracle_report = realism.realism_report(oracle, hq, segs, budget=budget, patches_per_image=60)
+    runs = lq_report["c2st_runs"]  # two classifiers: their mean and its standard error, (n−1) std / √n
+    assert len(runs) == 2 and lq_report["c2st_se"] == pytest.approx(abs(runs[0] - runs[1]) / 2)
+    assert np.isnan(oracle_report["c2st_se"])  # one classifier: no spread to report
+    from offline.evaluate import format_table
+
+    table = format_table({"rows": [], "summary": {"failures": [], "realism": lq_report}})
+    assert f"C2ST {lq_report['c2st']:.3f} ± {lq_report['c2st_se']:.3f} over 2 classifiers" in table
     assert lq_report["output"]["fwhm_lateral_px"] > 1.5 * lq_report["target"]["fwhm_lateral_px"]
     assert oracle_report["output"]["nakagami_m"] == pytest.approx(oracle_report["target"]["nakagami_m"], rel=0.15)
     assert oracle_report["lowpass_ssim"] > lq_report["lowpass_ssim"]
@@ -219,12 +227,10 @@ def test_metrics_realism_report_from_the_command_line(tmp_path):
                            "--targets-layout", "triptych", "--realism", "--c2st-repeats", "2",
                            "--json", str(tmp_path / "m.json")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "realism: Nakagami m" in proc.stdout and "over 2 classifiers" in proc.stdout
+    assert "realism: Nakagami m" in proc.stdout and "C2ST" in proc.stdout
     realism_summary = json.loads((tmp_path / "m.json").read_text())["summary"]["realism"]
     assert realism_summary["images"] == 3 and 0 <= realism_summary["lowpass_ssim"] <= 1
-    runs = realism_summary["c2st_runs"]
-    assert len(runs) == 2 and realism_summary["c2st_budget"]["repeats"] == 2
-    assert realism_summary["c2st_se"] == pytest.approx(abs(runs[0] - runs[1]) / 2)  # std (n-1) / √2 of two values
+    assert len(realism_summary["c2st_runs"]) == 2 and realism_summary["c2st_budget"]["repeats"] == 2
     with pytest.raises(ValueError, match="at least one classifier"):
         realism.C2STBudget(repeats=0)
 
