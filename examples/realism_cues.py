@@ -5,7 +5,7 @@ A C2ST that stays high on high-passed images but drops on low-passed ones says t
 the other way round; a drop after matching the mean grey level says brightness is part of it. Two patch views ask
 the same of the texture itself: rank-normalised patches keep only the grain's spatial shape (no histogram),
 phase-randomised ones only its power spectrum (no phase structure) — stop 19 measured the shipped real-time net at
-0.95 and 0.76 under them (HQ against the oracle 0.45 and 0.49; 48 scenes), so the grain's shape gives it away even
+0.95 and 0.64 under them (HQ against the oracle about 0.5; 48 scenes), so the grain's shape gives it away even
 where its spectrum alone would not.
 
 The statistics table (patch mean and std, skewness and kurtosis of the mean-removed grey levels, autocorrelation at
