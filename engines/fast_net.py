@@ -36,6 +36,7 @@ class FastNetConfig:
     noise: bool = False  # one full-resolution noise plane, folded in beside the frame
     echo_mask: bool = False  # output black where the input has no echo (geometry.echo_region)
     speckle: bool = False  # a speckle head: log-envelope of PSF-blurred complex noise on a base image
+    speckle_psf: str = "free"  # its PSF: "free" (any 7×7 kernel) or "gaussian" (learned axial and lateral widths)
     arch: str = "fast"
 
     def to_dict(self) -> dict:
@@ -43,7 +44,8 @@ class FastNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FastNetConfig":
-        return cls(**{k: d[k] for k in ("channels", "blocks", "factor", "noise", "echo_mask", "speckle") if k in d})
+        keys = ("channels", "blocks", "factor", "noise", "echo_mask", "speckle", "speckle_psf")
+        return cls(**{k: d[k] for k in keys if k in d})
 
 
 class SeparableBlock(nn.Module):
@@ -76,11 +78,24 @@ class SpeckleHead(nn.Module):
     exponential with mean 1: E[ln R] = −γ/2 exactly, and the centred log-envelope has zero mean — the base stays the
     local mean grey whatever the PSF learns. A 3×3 kernel after the log (normalised to sum 1) stands for the scan
     conversion's interpolation, which averages log-compressed samples and makes the phantom's speckle a little
-    smoother (m ≈ 1.2) than a pure Rayleigh field (m = 1)."""
+    smoother (m ≈ 1.2) than a pure Rayleigh field (m = 1).
 
-    def __init__(self, size: int = 7):
+    ``psf="free"`` learns any 7×7 kernel. Trained adversarially it collapsed to a near-delta with ±0.1 ripples of both
+    signs (stage s4 of the lq2hq_fast card): nearly white speckle whose bright grains are single pixels, where a
+    scanner's are PSF-sized blobs. ``psf="gaussian"`` learns only the axial and lateral widths of a Gaussian, as the
+    phantom's (and a scanner's) PSF is."""
+
+    SHAPES = ("free", "gaussian")
+
+    def __init__(self, size: int = 7, psf: str = "free"):
         super().__init__()
-        self.psf = nn.Parameter(_gaussian_psf(size, 1.0, 0.8)[None, None])
+        if psf not in self.SHAPES:
+            raise ValueError(f"speckle PSF must be one of {self.SHAPES}, got {psf!r}")
+        self.shape, self.size = psf, size
+        if psf == "free":
+            self.psf = nn.Parameter(_gaussian_psf(size, 1.0, 0.8)[None, None])
+        else:  # log σ (px), lateral then axial; starts as the free kernel does
+            self.log_sigma = nn.Parameter(torch.log(torch.tensor([1.0, 0.8])))
         self.post = nn.Parameter(torch.zeros(1, 1, 3, 3))  # softmax weights: starts as a 3×3 box… see post_kernel
         with torch.no_grad():
             self.post[0, 0, 1, 1] = 4.0  # …dominated by its centre (softmax ≈ 0.87 there)
@@ -88,9 +103,18 @@ class SpeckleHead(nn.Module):
     def post_kernel(self) -> torch.Tensor:
         return torch.softmax(self.post.flatten(), 0).view_as(self.post)
 
+    def kernel(self) -> torch.Tensor:
+        """The PSF, normalised to unit energy: (1, 1, size, size)."""
+        if self.shape == "free":
+            return self.psf / self.psf.norm()
+        r = torch.arange(self.size, dtype=self.log_sigma.dtype, device=self.log_sigma.device) - self.size // 2
+        sigma_x, sigma_y = torch.exp(self.log_sigma)
+        k = torch.exp(-r[None, :] ** 2 / (2 * sigma_x ** 2) - r[:, None] ** 2 / (2 * sigma_y ** 2))
+        return (k / k.norm())[None, None]
+
     def log_envelope(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
         """Centred ln R of the speckle these noise planes make: zero mean, unit-free."""
-        psf = self.psf / self.psf.norm()
+        psf = self.kernel()
         pad = psf.shape[-1] // 2
         a = F.conv2d(F.pad(re, (pad,) * 4, mode="reflect"), psf)
         b = F.conv2d(F.pad(im, (pad,) * 4, mode="reflect"), psf)
@@ -117,7 +141,7 @@ class FastNet(FrameNet):
         self.tail = nn.Conv2d(config.channels, 2 * f2 if config.speckle else f2, 3, padding=1)
         self.shuffle = nn.PixelShuffle(config.factor)
         if config.speckle:
-            self.speckle = SpeckleHead()
+            self.speckle = SpeckleHead(psf=config.speckle_psf)
             with torch.no_grad():  # contrast channels start at the phantom HQ's dB scale, everywhere
                 self.tail.weight[f2:] = 0
                 self.tail.bias[f2:] = math.log(math.expm1(DB_CONTRAST))

@@ -108,3 +108,24 @@ def test_the_speckle_head_makes_rayleigh_speckle_around_its_base():
     lag = lambda x: torch.corrcoef(torch.stack([x[..., :, 1:].ravel(), x[..., :, :-1].ravel()]))[0, 1]
     assert lag(wide) > lag(out) + 0.2
     assert abs(wide.mean().item() - 0.6) < 0.01
+
+
+def test_a_gaussian_speckle_psf_learns_only_its_widths_and_survives_a_checkpoint(tmp_path):
+    from engines.fast_net import SpeckleHead
+
+    with pytest.raises(ValueError, match="speckle PSF"):
+        SpeckleHead(psf="square")
+    head = SpeckleHead(psf="gaussian")
+    assert sorted(name for name, _ in head.named_parameters()) == ["log_sigma", "post"]  # no free kernel to ripple
+    with torch.no_grad():
+        head.log_sigma.copy_(torch.log(torch.tensor([1.5, 0.6])))  # wide across, narrow down
+    k = head.kernel()[0, 0]
+    assert torch.allclose(k.norm(), torch.tensor(1.0)) and (k > 0).all()
+    assert torch.allclose(k, k.flip(0)) and torch.allclose(k, k.flip(1))  # symmetric, centred
+    assert k[3, 2] / k[3, 3] > k[2, 3] / k[3, 3]  # falls off more slowly laterally than axially
+    re, im = (torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
+    head.log_envelope(re, im).square().mean().backward()
+    assert head.log_sigma.grad is not None and head.log_sigma.grad.abs().sum() > 0
+    net = FastNet(FastNetConfig(channels=8, blocks=1, speckle=True, echo_mask=True, speckle_psf="gaussian"))
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "g.pt", net, {"task": "lq2hq"}))
+    assert loaded.config.speckle_psf == "gaussian" and torch.equal(loaded.speckle.kernel(), net.speckle.kernel())

@@ -139,10 +139,11 @@ def test_fixed_noise_depends_on_seed_and_size_only():
     assert not torch.equal(NoisePlanes(EngineOptions(noise="fixed", seed=3)).planes([(1, 1, 8, 12)])[0], fresh)
 
 
+@pytest.mark.parametrize("psf", ["free", "gaussian"])
 @pytest.mark.parametrize("h, w", ODD_SIZES)
-def test_the_speckle_head_exports_and_agrees_with_eager(tmp_path, h, w):
+def test_the_speckle_head_exports_and_agrees_with_eager(tmp_path, h, w, psf):
     torch.manual_seed(4)
-    net = FastNet(FastNetConfig(channels=8, blocks=1, speckle=True, echo_mask=True))
+    net = FastNet(FastNetConfig(channels=8, blocks=1, speckle=True, echo_mask=True, speckle_psf=psf))
     assert net.geometry.noise_scales == (1, 1)  # real and imaginary scatterer planes
     path = save_checkpoint(tmp_path / "speckle.pt", net, {"task": "lq2hq"})
     artifact = export_onnx(path, tmp_path / "speckle.onnx")

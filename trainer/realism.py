@@ -91,6 +91,7 @@ class RealismConfig(RunConfig):
     arch: str = "fast"  # the CPU real-time net, or the Johnson net
     channels: int = 96  # fast
     speckle: bool = False  # fast: a speckle head (engines.fast_net.SpeckleHead) instead of folded noise
+    speckle_psf: str = "free"  # its PSF: any 7×7 kernel, or a Gaussian with learned widths
     base_weight: float = 0.0  # speckle head: squared error of its base image (the local mean grey) to HQ
     base_sigma: float = 0.0  # … to HQ low-passed by this σ (px): the mean grey without HQ's own speckle
     blocks: int = 8  # fast
@@ -179,7 +180,7 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
 def build_generator(cfg: RealismConfig) -> torch.nn.Module:
     if cfg.arch == "fast":
         return FastNet(FastNetConfig(cfg.channels, cfg.blocks, noise=not cfg.speckle, echo_mask=True,
-                                     speckle=cfg.speckle))
+                                     speckle=cfg.speckle, speckle_psf=cfg.speckle_psf))
     if cfg.arch == "johnson":
         return TransformerNet(NetConfig(cfg.width, cfg.n_residual, noise=True, echo_mask=True, residual=True))
     raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")

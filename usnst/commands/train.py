@@ -23,6 +23,8 @@ def train_flags(p) -> None:
     g.add_argument("--arch", default=None, choices=["fast", "johnson"], help="the CPU real-time net or the Johnson net")
     g.add_argument("--speckle", action="store_true", default=None,
                    help="fast net with a speckle head: Rayleigh speckle from PSF-blurred complex noise on a base image")
+    g.add_argument("--speckle-psf", choices=["free", "gaussian"], default=None,
+                   help="speckle head's PSF: any 7x7 kernel (free) or a Gaussian with learned axial/lateral widths")
     g.add_argument("--base-weight", type=float, default=None,
                    help="speckle head: squared error of the base (mean grey) image to HQ")
     g.add_argument("--base-sigma", type=float, default=None,
@@ -128,7 +130,7 @@ def run_train(args) -> int:
         from trainer.realism import train as train_realism
 
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
-            args, ["out", "task", "arch", "speckle", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
+            args, ["out", "task", "arch", "speckle", "speckle_psf", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
                    "correlation_window", "brightness_weight", "phase_weight", "spectrum_weight",
