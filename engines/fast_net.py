@@ -64,8 +64,9 @@ EULER_GAMMA = 0.5772156649015329
 DB_CONTRAST = 20 / math.log(10) / 55  # grey per neper of envelope on a 55 dB display (the phantom's HQ)
 
 
-def _gaussian_psf(size: int, sigma_x: float, sigma_y: float) -> torch.Tensor:
-    r = torch.arange(size, dtype=torch.float32) - size // 2
+def _gaussian_psf(size: int, sigma_x: float | torch.Tensor, sigma_y: float | torch.Tensor) -> torch.Tensor:
+    """A size×size Gaussian of unit energy; tensor widths keep it differentiable (a learned PSF)."""
+    r = torch.arange(size, dtype=torch.float32, device=getattr(sigma_x, "device", None)) - size // 2
     k = torch.exp(-r[None, :] ** 2 / (2 * sigma_x ** 2) - r[:, None] ** 2 / (2 * sigma_y ** 2))
     return k / k.norm()
 
@@ -107,10 +108,8 @@ class SpeckleHead(nn.Module):
         """The PSF, normalised to unit energy: (1, 1, size, size)."""
         if self.shape == "free":
             return self.psf / self.psf.norm()
-        r = torch.arange(self.size, dtype=self.log_sigma.dtype, device=self.log_sigma.device) - self.size // 2
         sigma_x, sigma_y = torch.exp(self.log_sigma)
-        k = torch.exp(-r[None, :] ** 2 / (2 * sigma_x ** 2) - r[:, None] ** 2 / (2 * sigma_y ** 2))
-        return (k / k.norm())[None, None]
+        return _gaussian_psf(self.size, sigma_x, sigma_y)[None, None]
 
     def log_envelope(self, re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
         """Centred ln R of the speckle these noise planes make: zero mean, unit-free."""

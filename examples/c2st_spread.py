@@ -9,8 +9,6 @@ scenes; a mean of 3 on 24 scenes moves by up to ±0.1 with the split.
 """
 import argparse
 
-import numpy as np
-
 from engines.base import EngineOptions
 from engines.registry import load_engine
 from offline.realism import PATCH, C2STBudget, phase_randomised_view, rank_view, realism_report
@@ -39,10 +37,9 @@ def main() -> None:
     for name in args.models.split(","):
         engine = load_engine(name, "torch", EngineOptions(seed=0))
         outputs = [to_uint8(engine.infer(to_float(d[0]))) for d in data]
-        runs = realism_report(outputs, [d[1] for d in data], [d[2] for d in data], budget=budget,
-                              view=VIEWS[args.view])["c2st_runs"]
-        print(f"{name}: mean {np.mean(runs):.3f}, standard error {np.std(runs) / np.sqrt(len(runs)):.3f}, "
-              f"classifiers {' '.join(f'{r:.2f}' for r in runs)}", flush=True)
+        r = realism_report(outputs, [d[1] for d in data], [d[2] for d in data], budget=budget, view=VIEWS[args.view])
+        print(f"{name}: mean {r['c2st']:.3f}, standard error {r['c2st_se']:.3f}, "
+              f"classifiers {' '.join(f'{c:.2f}' for c in r['c2st_runs'])}", flush=True)
 
 
 if __name__ == "__main__":
