@@ -9,6 +9,7 @@ built from another checkpoint.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -35,12 +36,17 @@ OPSET = 17
 META_SHA = "usnst.checkpoint_sha256"
 META_GRAPH = "usnst.graph_sha256"  # of the serialized graph (nodes + weights): detects an edited artifact
 META_GEOMETRY = "usnst.geometry"  # the net's FrameGeometry as JSON: padding and noise planes
+META_STAGES = "usnst.stages"  # what runs after the net, as the checkpoint records it (beam speckle), as JSON
 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Export a checkpoint (any architecture) to ONNX (fp32, dynamic H×W); written atomically."""
+    from engines.beam_speckle import META_KEY
+
     net, meta = load_checkpoint(checkpoint)
-    return export_net(net, out, {META_SHA: file_sha256(checkpoint), "usnst.task": str(meta.get("task"))})
+    stages = {META_KEY: meta[META_KEY]} if meta.get(META_KEY) else {}
+    return export_net(net, out, {META_SHA: file_sha256(checkpoint), "usnst.task": str(meta.get("task")),
+                                 META_STAGES: json.dumps(stages)})
 
 
 def export_net(net: FrameNet, out: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
@@ -78,6 +84,14 @@ def artifact_checkpoint_sha(path: str | os.PathLike) -> str | None:
 
     model = onnx.load(str(path), load_external_data=False)
     return next((p.value for p in model.metadata_props if p.key == META_SHA), None)
+
+
+def artifact_stages(path: str | os.PathLike) -> dict:
+    """The stages an artifact's checkpoint runs after its net (empty for exports that record none)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return json.loads(next((p.value for p in model.metadata_props if p.key == META_STAGES), "{}"))
 
 
 def check_artifact(path: str | os.PathLike, checkpoint: str | os.PathLike) -> None:

@@ -67,12 +67,43 @@ def load_engine(model: str | os.PathLike | None = None, backend: str | None = No
             raise ValueError(f"--model {model} is already an engine artifact; --engine is for a checkpoint's artifact")
         if not Path(str(model)).is_file():
             raise FileNotFoundError(f"engine artifact {model} not found")
-        return _backend(own).load_artifact(str(model), options)
+        return with_stages(_backend(own).load_artifact(str(model), options), artifact_stages(str(model)), options)
     path = resolve_model(model, options.device)
     backend = backend or DEFAULT_BACKEND
     if backend == AUTO:
-        return fastest_engine(str(path), options)
-    return _backend(backend).load(str(path), options, str(artifact) if artifact else None)
+        return with_stages(fastest_engine(str(path), options), checkpoint_stages(path), options)
+    engine = _backend(backend).load(str(path), options, str(artifact) if artifact else None)
+    return with_stages(engine, checkpoint_stages(path), options)
+
+
+def checkpoint_stages(path: str | os.PathLike) -> dict:
+    """The stages a checkpoint asks to run after its net (its metadata's ``beam_speckle``), whatever the backend."""
+    from engines.beam_speckle import META_KEY
+    from engines.checkpoint import read_checkpoint
+
+    speckle = read_checkpoint(path).get("meta", {}).get(META_KEY)
+    return {META_KEY: speckle} if speckle else {}
+
+
+def artifact_stages(artifact: str) -> dict:
+    """The same for an engine artifact: recorded in an ONNX file's metadata, or its TensorRT record's checkpoint."""
+    if artifact_backend(artifact) == "onnxruntime":
+        from engines.onnx_backend import artifact_stages as onnx_stages
+
+        return onnx_stages(artifact)
+    from engines.tensorrt_backend import read_sidecar
+
+    checkpoint = read_sidecar(artifact).get("checkpoint")
+    return checkpoint_stages(checkpoint) if checkpoint and Path(checkpoint).is_file() else {}
+
+
+def with_stages(engine: Engine, stages: dict, options: EngineOptions) -> Engine:
+    """``engine`` followed by the stages its model records (today one: beam speckle)."""
+    from engines.beam_speckle import META_KEY, BeamSpeckleConfig, SpeckledEngine
+
+    if stages.get(META_KEY):
+        return SpeckledEngine(engine, BeamSpeckleConfig.from_dict(stages[META_KEY]), options)
+    return engine
 
 
 def build_artifact(model: str | os.PathLike | None, backend: str, out: str | os.PathLike, precision: str | None = None,

@@ -224,6 +224,60 @@ def run_clean(args) -> int:
     return 0 if not s["failures"] else 1
 
 
+# -- speckle --------------------------------------------------------------------------------------------
+def speckle_flags(p) -> None:
+    from engines.beam_speckle import BeamSpeckleConfig
+
+    d = BeamSpeckleConfig()
+    p.add_argument("--model", help="checkpoint or embedded model name the stage is added to (default: the default model)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--triptychs", help="folder of LQ | HQ | seg triptychs: fit to the HQ panels, in tissue")
+    target.add_argument("--style", help="folder, image or DICOM of target-domain frames from a sector probe")
+    p.add_argument("--out", required=True, help="the new checkpoint: the same net, the fitted stage in its metadata")
+    p.add_argument("--rays", type=int, default=d.rays, help="beams of the target scanner (the polar grid's width)")
+    p.add_argument("--samples", type=int, default=d.samples, help="samples along each beam")
+    p.add_argument("--base-sigma", type=float, default=d.base_sigma,
+                   help="px: low-pass of the net's output before the grain is added (0: none)")
+    p.add_argument("--frames", type=int, default=12, help="target frames measured")
+    p.add_argument("--no-fit", action="store_true", help="keep the given/default PSF widths and contrast")
+    p.set_defaults(func=run_speckle)
+
+
+def run_speckle(args) -> int:
+    """Fit the beam-speckle stage to target frames and store it with a model: every backend then runs it after the
+    net (engines.beam_speckle), and `usnst engine build` carries it into ONNX artifacts."""
+    from engines.beam_speckle import META_KEY, BeamSpeckleConfig
+    from engines.checkpoint import load_checkpoint, resolve_model, save_checkpoint
+    from offline.datasets import read_triptych_folder
+    from offline.speckle_fit import fit_beam_speckle
+    from usnst_io.media import read_stills, to_uint8
+
+    start = BeamSpeckleConfig(rays=args.rays, samples=args.samples, base_sigma=args.base_sigma)
+    source = resolve_model(args.model)
+    net, meta = load_checkpoint(source)
+    if args.no_fit:
+        config = start
+    else:
+        if args.triptychs:
+            panels = read_triptych_folder(args.triptychs)
+            targets, segs = [to_uint8(t.hq) for t in panels], [t.seg for t in panels]
+        else:
+            targets, segs = [to_uint8(i) for i in read_stills(args.style)], None
+        fit = fit_beam_speckle(targets, segs, start, max_frames=args.frames)
+        config = fit["config"]
+        t, f = fit["target"], fit["fitted"]
+        print(f"measured on {fit['frames']} target frames: speckle FWHM {t['fwhm_axial_px']:.2f} / "
+              f"{t['fwhm_lateral_px']:.2f} px (axial / lateral), grain std {t['grain_std']:.1f} grey levels; "
+              f"the stage's: {f['fwhm_axial_px']:.2f} / {f['fwhm_lateral_px']:.2f} px, {f['grain_std']:.1f}")
+    meta[META_KEY] = config.to_dict()
+    meta["beam_speckle_from"] = args.triptychs or args.style or "defaults"
+    save_checkpoint(args.out, net, meta)
+    print(f"usnst speckle: PSF {config.lateral_sigma:g} ray × {config.axial_sigma:g} samples on {config.rays} × "
+          f"{config.samples}, {config.contrast * 255:.1f} grey levels per neper, base σ {config.base_sigma:g} px "
+          f"-> {args.out}")
+    return 0
+
+
 # name → (help line, function adding its flags); usnst.cli builds a command's flags only when it runs
 # -- export ---------------------------------------------------------------------------------------------
 def export_flags(p) -> None:
@@ -289,5 +343,7 @@ COMMANDS = {
     "stylize": ("stylize a folder or glob of images with a trained network (resumable, shardable)", stylize_flags),
     "metrics": ("SSIM, PSNR, FID/KID and Nakagami m of outputs against paired targets; flicker of a sequence "
                 "(--video)", metrics_flags),
+    "speckle": ("fit the beam-speckle stage (scanner-formed grain after the net) to target frames and store it "
+                "with a model", speckle_flags),
     "clean": ("clean scanner screenshots: keep the imaging region, remove bars, text, calipers", clean_flags),
 }

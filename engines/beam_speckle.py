@@ -1,0 +1,212 @@
+"""Speckle formed along the probe's beams: the stage that makes a net's output pass for a scanner's frame.
+
+A patch classifier told every trained net's speckle from HQ's (C2ST 0.79–0.99), and it tells even ideal pixel-grid
+speckle apart: the phantom's own mean grey plus log-Rayleigh speckle from a Gaussian PSF on the pixel grid read
+0.99 (isotropic) and 0.86 (anisotropic) against HQ, where the same mean grey plus speckle formed *along beams* — a
+complex field on the probe's polar grid (rays × samples), blurred by the PSF, log-compressed, then scan-converted to
+pixels by bilinear interpolation — read 0.53 (24 phantoms, `examples/beam_speckle_ceiling.py`). A scanner's grain
+is that: its lateral size grows with depth, it leans with each beam, and scan conversion interpolates
+log-compressed samples. None of it is what a convolution at pixel resolution learns to make.
+
+So the stage keeps what a net does well — the anatomy, the mean grey — and forms the grain as a scanner does:
+
+    out = lowpass(net output) + contrast · scan_convert(ln |PSF ∗ (re + i·im)| − E[ln |…|])
+
+``re``, ``im`` are standard-normal planes on the polar grid (the engine's noise: fixed, per frame, or off, as the
+net's own planes). The fan (apex, radii, edge angles) is fitted to the input frame's echo region, once per fan: a
+simulator's probe does not change its geometry between frames, so a paused probe gives a still output. The
+speckle's parameters (PSF widths in rays and samples, the display's contrast per neper) are fitted to target
+frames by ``offline.speckle_fit`` and stored with the model (checkpoint metadata ``beam_speckle``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+
+import cv2
+import numpy as np
+
+from engines.base import Engine, EngineOptions, NoisePlanes
+from engines.fast_net import EULER_GAMMA
+from engines.geometry import ECHO_LEVEL
+
+log = logging.getLogger(__name__)
+META_KEY = "beam_speckle"  # checkpoint metadata: the stage's BeamSpeckleConfig as a dict
+
+
+class NoFan(ValueError):
+    """The frame's echo region is not a fan (sector) this stage can fit."""
+
+
+@dataclass(frozen=True)
+class Fan:
+    """A sector probe's field of view in pixel coordinates (x = column, y = row, pixel centres at integers): beams
+    leave the apex at angles ``theta0``…``theta1`` (radians from straight down, left negative) and are sampled
+    from radius ``r0`` to ``r1`` (pixels). The apex may lie above the frame (negative y)."""
+
+    apex_x: float
+    apex_y: float
+    r0: float
+    r1: float
+    theta0: float
+    theta1: float
+
+    def close_to(self, other: "Fan", px: float = 1.5, rad: float = math.radians(0.5)) -> bool:
+        """Within fitting noise of ``other``: the same probe, so the scan maps (and the speckle) stay as they are."""
+        return (abs(self.apex_x - other.apex_x) <= px and abs(self.apex_y - other.apex_y) <= px
+                and abs(self.r0 - other.r0) <= px and abs(self.r1 - other.r1) <= px
+                and abs(self.theta0 - other.theta0) <= rad and abs(self.theta1 - other.theta1) <= rad)
+
+
+def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan:
+    """The fan of a sector-probe frame (float, (H, W)), from the convex hull of its pixels with echo — the hull,
+    because fluid can render black inside the sector. Its two sides are fitted as lines over the rows between the
+    top and the widest row (below that the sides follow the bottom arc); the apex is where they meet."""
+    lit = (frame > level).astype(np.uint8)
+    points = cv2.findNonZero(lit)
+    if points is None or len(points) < 100:
+        raise NoFan("no imaging sector: fewer than 100 pixels with echo")
+    hull = np.zeros_like(lit)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    rows = np.flatnonzero(hull.any(axis=1))
+    left = np.argmax(hull, axis=1).astype(np.float64) - 0.5  # a lit pixel's centre is inside: its edge is ½ px out
+    right = hull.shape[1] - 1 - np.argmax(hull[:, ::-1], axis=1).astype(np.float64) + 0.5
+    width = (right - left)[rows]
+    top, widest = rows[0], rows[np.flatnonzero(width >= width.max() - 1)[-1]]  # the corners' row (a fan's widest)
+    span = rows[(rows >= top + 0.15 * (widest - top)) & (rows <= top + 0.9 * (widest - top))]
+    if len(span) < 8:
+        raise NoFan(f"the echo region's sides are too short to fit a sector ({len(span)} rows)")
+    slope_l, cut_l = np.polyfit(span, left[span], 1)
+    slope_r, cut_r = np.polyfit(span, right[span], 1)
+    if slope_r - slope_l < 0.05:
+        raise NoFan("the echo region's sides are (nearly) parallel: a linear probe, which this stage does not model")
+    apex_y = (cut_l - cut_r) / (slope_r - slope_l)
+    apex_x = cut_l + slope_l * apex_y
+    ys, xs = np.nonzero(hull)
+    radius = np.hypot(xs - apex_x, ys - apex_y)
+    return Fan(float(apex_x), float(apex_y), float(radius.min()), float(radius.max() + 0.5),
+               float(math.atan(slope_l)), float(math.atan(slope_r)))
+
+
+@dataclass(frozen=True)
+class BeamSpeckleConfig:
+    """What a target domain's speckle is made of, in the scanner's own terms. Defaults: the phantom's HQ
+    acquisition (usnst_stream.phantom.HQ: 256 rays, 640 samples, PSF 0.9 ray × 0.25 mm, 55 dB shown) —
+    ``offline.speckle_fit`` measures the widths and the contrast from target frames instead."""
+
+    rays: int = 256
+    samples: int = 640
+    lateral_sigma: float = 0.9  # PSF σ across beams, in rays
+    axial_sigma: float = 1.37  # PSF σ along a beam, in samples
+    contrast: float = 20 / math.log(10) / 55  # grey (0–1) per neper of envelope: a 55 dB display
+    base_sigma: float = 1.5  # px: the net's output is low-passed by this before the grain is added (its own grain out)
+
+    def __post_init__(self):
+        if self.rays < 2 or self.samples < 2:
+            raise ValueError(f"beam speckle needs at least 2 rays and 2 samples, got {self.rays} × {self.samples}")
+        if min(self.lateral_sigma, self.axial_sigma) <= 0 or self.contrast < 0 or self.base_sigma < 0:
+            raise ValueError("beam speckle PSF widths must be > 0, contrast and base σ ≥ 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BeamSpeckleConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _gaussian_taps(sigma: float) -> np.ndarray:
+    k = cv2.getGaussianKernel(2 * max(1, math.ceil(4 * sigma)) + 1, sigma, cv2.CV_32F)
+    return k[:, 0]
+
+
+class BeamSpeckle:
+    """The stage: ``apply(styled, frame, planes)`` with two (samples, rays) standard-normal planes, or none for
+    no grain (noise "off": the low-passed output alone)."""
+
+    def __init__(self, config: BeamSpeckleConfig = BeamSpeckleConfig()):
+        self.config = config
+        self.lateral, self.axial = _gaussian_taps(config.lateral_sigma), _gaussian_taps(config.axial_sigma)
+        # blurring unit white noise leaves variance Σk²: divided out so the envelope's power has mean 1
+        self.energy = float((self.lateral ** 2).sum() * (self.axial ** 2).sum())
+        self.fan: Fan | None = None
+        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+        self._shape: tuple[int, int] | None = None
+
+    @property
+    def plane_shape(self) -> tuple[int, int, int, int]:
+        return (1, 1, self.config.samples, self.config.rays)
+
+    def log_envelope(self, re: np.ndarray, im: np.ndarray) -> np.ndarray:
+        """Centred ln R on the polar grid: R² = (a² + b²)/2 is exponential with mean 1, so E[ln R] = −γ/2."""
+        blur = lambda p: cv2.sepFilter2D(p.astype(np.float32), -1, self.lateral, self.axial, borderType=cv2.BORDER_REFLECT)
+        a, b = blur(re), blur(im)
+        power = (a * a + b * b) * (0.5 / self.energy)
+        return 0.5 * np.log(power + 1e-12) + EULER_GAMMA / 2
+
+    def scan_maps(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """cv2.remap maps: every pixel's fractional (ray, sample) on the polar grid; −1 outside the fan."""
+        h, w = shape
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        dx, dy = xs - fan.apex_x, ys - fan.apex_y
+        r, theta = np.hypot(dx, dy), np.arctan2(dx, dy)
+        ray = (theta - fan.theta0) / (fan.theta1 - fan.theta0) * (self.config.rays - 1)
+        sample = (r - fan.r0) / (fan.r1 - fan.r0) * (self.config.samples - 1)
+        outside = (ray < 0) | (ray > self.config.rays - 1) | (sample < 0) | (sample > self.config.samples - 1)
+        ray[outside], sample[outside] = -1, -1
+        return ray.astype(np.float32), sample.astype(np.float32)
+
+    def _maps_for(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scan maps of this frame's fan; kept while the fitted fan stays within fitting noise of the last."""
+        fan = fit_fan(frame)
+        if self._maps is None or self._shape != frame.shape or not fan.close_to(self.fan):
+            self.fan, self._shape = fan, frame.shape
+            self._maps = self.scan_maps(fan, frame.shape)
+        return self._maps
+
+    def base(self, styled: np.ndarray, echo: np.ndarray) -> np.ndarray:
+        """The net's output low-passed inside the echo region only (normalised convolution: no dark rim at the
+        sector's edge from averaging in the black outside)."""
+        sigma = self.config.base_sigma
+        if sigma == 0:
+            return styled
+        m = echo.astype(np.float32)
+        num = cv2.GaussianBlur(styled.astype(np.float32) * m, (0, 0), sigma)
+        den = cv2.GaussianBlur(m, (0, 0), sigma)
+        return np.where(m > 0, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
+
+    def apply(self, styled: np.ndarray, frame: np.ndarray, planes: list[np.ndarray] | None) -> np.ndarray:
+        echo = cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8))  # as echo_region(reach 2)
+        out = self.base(styled, echo)
+        if planes:
+            try:
+                maps = self._maps_for(frame)
+            except NoFan as exc:
+                log.debug("beam speckle skipped for this frame: %s", exc)
+                return np.clip(out, 0.0, 1.0) * echo
+            grain = self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1]))
+            out = out + self.config.contrast * cv2.remap(grain, *maps, cv2.INTER_LINEAR,
+                                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return (np.clip(out, 0.0, 1.0) * echo).astype(np.float32)
+
+
+class SpeckledEngine(Engine):
+    """Any backend's engine followed by the beam-speckle stage; its polar planes follow the engine's noise mode
+    and seed (``fixed``: drawn once, so a paused probe gives a still output)."""
+
+    def __init__(self, inner: Engine, config: BeamSpeckleConfig, options: EngineOptions = EngineOptions()):
+        self.inner, self.stage = inner, BeamSpeckle(config)
+        self.name = inner.name
+        self.options = options
+        # seeded apart from the net's planes (seed + 1): the grain is not a function of the net's noise
+        self.noise = NoisePlanes(EngineOptions(noise=options.noise, seed=options.seed + 1), as_numpy=True)
+
+    def infer(self, frame: np.ndarray) -> np.ndarray:
+        styled = self.inner.infer(frame)
+        planes = None if self.options.noise == "off" else self.noise.planes([self.stage.plane_shape] * 2)
+        return self.stage.apply(styled, frame, planes)
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "beam_speckle": self.stage.config.to_dict()}

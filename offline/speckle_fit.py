@@ -1,0 +1,86 @@
+"""Fit the beam-speckle stage (engines.beam_speckle) to target frames: the PSF widths and the display contrast that
+make its grain measure like theirs. No network, no pretrained weights: the target's speckle size (autocorrelation
+FWHM, axial and lateral) and grain strength are measured in tissue, and the stage's own speckle, formed on each target
+frame's fitted fan, is measured the same way for a grid of PSF widths; the closest pair wins, and the contrast
+follows from the ratio of grain strengths (the grain is added, so its strength is linear in the contrast).
+
+On the phantom's HQ frames the fit recovers the acquisition they were rendered with (lateral 0.9 ray, axial 0.25 mm =
+1.37 samples, 55 dB): see tests/test_beam_speckle.py and the lq2hq_fast card.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig, NoFan, fit_fan
+from offline.realism import speckle, speckle_fwhm, tissue_mask
+
+LATERAL_GRID = tuple(np.round(np.arange(0.4, 2.01, 0.1), 2))  # rays
+AXIAL_GRID = tuple(np.round(np.arange(0.6, 3.01, 0.1), 2))  # samples
+
+
+def grain_statistics(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[float, float, float]:
+    """(axial FWHM px, lateral FWHM px, grain std in grey levels): medians over the frames, inside their masks."""
+    fwhm = np.array([speckle_fwhm(i, m) for i, m in zip(images, masks)])
+    std = [float(speckle(i)[m].std()) for i, m in zip(images, masks)]
+    return float(np.nanmedian(fwhm[:, 0])), float(np.nanmedian(fwhm[:, 1])), float(np.median(std))
+
+
+def _synthetic(frames: list[np.ndarray], config: BeamSpeckleConfig, seed: int) -> list[np.ndarray]:
+    """The stage's grain alone (contrast as configured) on a flat mid-grey base, on each frame's own fan, in 0–255."""
+    stage = BeamSpeckle(config)
+    rng = np.random.default_rng(seed)
+    out = []
+    for frame in frames:
+        planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
+        flat = np.where(frame > 0, 0.5, 0.0).astype(np.float32)
+        out.append(stage.apply(flat, frame, planes) * 255.0)
+    return out
+
+
+def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
+                     start: BeamSpeckleConfig = BeamSpeckleConfig(), max_frames: int = 12, seed: int = 0) -> dict:
+    """The config whose speckle measures like ``targets`` (uint8 grey frames of a sector probe; ``segs``: their
+    label maps, for tissue masks, else masks from brightness). ``start`` gives the polar grid (rays, samples) and
+    the base σ, which the fit keeps. Returns {"config", "target": stats, "fitted": stats, "frames": n}."""
+    segs = segs or [None] * len(targets)
+    frames, masks = [], []
+    for image, seg in zip(targets, segs):
+        try:
+            fit_fan(image.astype(np.float32) / 255.0)
+        except NoFan:
+            continue  # not a sector frame: nothing to compare the stage's speckle with
+        mask = tissue_mask(image, seg)
+        if mask.sum() >= 256:
+            frames.append(image)
+            masks.append(mask)
+        if len(frames) == max_frames:
+            break
+    if not frames:
+        raise ValueError("no target frame is a sector-probe frame with enough tissue to measure speckle in")
+    target = grain_statistics(frames, masks)
+    floats = [f.astype(np.float32) / 255.0 for f in frames]
+    unit = replace(start, contrast=1.0 / 255.0 * 40.0)  # a provisional contrast; rescaled below
+    best = None
+    # speckle size depends little on the other axis' width: fit lateral, then axial, then lateral again
+    lateral, axial = start.lateral_sigma, start.axial_sigma
+    for axis in ("lateral", "axial", "lateral"):
+        grid = LATERAL_GRID if axis == "lateral" else AXIAL_GRID
+        scores = []
+        for value in grid:
+            cfg = replace(unit, lateral_sigma=value if axis == "lateral" else lateral,
+                          axial_sigma=value if axis == "axial" else axial)
+            stats = grain_statistics(_synthetic(floats, cfg, seed), masks)
+            error = abs(math.log(stats[0] / target[0])) + abs(math.log(stats[1] / target[1]))
+            scores.append((error, value, stats))
+        error, value, stats = min(scores, key=lambda s: s[0])
+        lateral, axial = (value, axial) if axis == "lateral" else (lateral, value)
+        best = (error, stats)
+    contrast = unit.contrast * target[2] / best[1][2]
+    config = replace(start, lateral_sigma=float(lateral), axial_sigma=float(axial), contrast=float(contrast))
+    fitted = grain_statistics(_synthetic(floats, config, seed), masks)
+    names = ("fwhm_axial_px", "fwhm_lateral_px", "grain_std")
+    return {"config": config, "target": dict(zip(names, target)), "fitted": dict(zip(names, fitted)),
+            "frames": len(frames)}

@@ -1,0 +1,131 @@
+"""The beam-speckle stage: the fan it fits, the grain it forms, the engines that run it and the fit to target frames."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from engines.base import EngineOptions
+from engines.beam_speckle import META_KEY, BeamSpeckle, BeamSpeckleConfig, NoFan, fit_fan
+from engines.checkpoint import save_checkpoint
+from engines.registry import build_artifact, load_engine
+from offline.realism import speckle_fwhm
+from offline.speckle_fit import fit_beam_speckle
+from usnst_io.media import to_uint8
+from usnst_stream.phantom import PhantomRenderer, acquisition
+
+from conftest import tiny_net
+
+
+def true_fan(renderer: PhantomRenderer) -> tuple[float, float, float, float, float]:
+    """(apex x, apex y, r0, r1, half angle) of a phantom frame, in pixels and radians, from its renderer."""
+    g, scale, h, w = renderer.geometry, renderer.pixel_mm, renderer.height, renderer.width
+    apex_y = -0.5 - (g.depth_mm - h * scale) / (2 * scale)
+    return (w - 1) / 2, apex_y, g.start_mm / scale, g.depth_mm / scale, math.radians(g.sector_deg) / 2
+
+
+@pytest.mark.parametrize("settings,size", [("default", (160, 160)), ("varied", (144, 192)), ("outside", (192, 160))])
+def test_the_fan_of_a_phantom_frame_is_recovered(settings, size):
+    for seed in (3, 4):
+        renderer = PhantomRenderer(*size, seed=seed, **acquisition(settings, np.random.default_rng([seed, 4242])))
+        ax, ay, r0, r1, half = true_fan(renderer)
+        fan = fit_fan(renderer.render(0.0).lq)  # from the input: fluid may render black inside the sector
+        assert abs(fan.apex_x - ax) < 1.0 and abs(fan.apex_y - ay) < 2.0
+        assert abs(fan.r1 - r1) < 3.0 and abs(fan.r0 - r0) < 3.0
+        assert abs(fan.theta0 + half) < math.radians(0.5) and abs(fan.theta1 - half) < math.radians(0.5)
+
+
+def test_frames_without_a_fan_are_refused_with_the_reason():
+    with pytest.raises(NoFan, match="no imaging sector"):
+        fit_fan(np.zeros((64, 64), np.float32))
+    rectangle = np.zeros((96, 96), np.float32)
+    rectangle[10:90, 20:76] = 0.5  # a linear probe's field of view
+    with pytest.raises(NoFan, match="linear probe"):
+        fit_fan(rectangle)
+
+
+def test_the_log_envelope_is_centred_log_rayleigh():
+    """Unit-energy PSF: ln R of fully developed speckle has mean −γ/2 (removed) and standard deviation π/√24."""
+    stage = BeamSpeckle(BeamSpeckleConfig(rays=400, samples=400, lateral_sigma=1.3, axial_sigma=0.8))
+    rng = np.random.default_rng(0)
+    grain = stage.log_envelope(rng.standard_normal((400, 400)), rng.standard_normal((400, 400)))
+    assert abs(grain.mean()) < 0.02
+    assert abs(grain.std() - math.pi / math.sqrt(24)) < 0.02
+
+
+def _sector_frame(size: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    renderer = PhantomRenderer(size, size, seed=1)
+    s = renderer.render(0.0)
+    return s.lq, renderer.in_sector
+
+
+def test_a_wider_psf_makes_a_larger_grain_along_its_own_axis():
+    frame, sector = _sector_frame()
+    flat = np.where(frame > 0, 0.5, 0.0).astype(np.float32)
+    inner = np.zeros_like(sector)
+    inner[20:140, 40:120] = sector[20:140, 40:120]
+
+    def fwhm(lateral, axial):
+        stage = BeamSpeckle(BeamSpeckleConfig(lateral_sigma=lateral, axial_sigma=axial))
+        rng = np.random.default_rng(1)
+        planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
+        return speckle_fwhm(stage.apply(flat, frame, planes) * 255, inner)
+
+    narrow, wide_lateral, wide_axial = fwhm(0.6, 1.0), fwhm(2.4, 1.0), fwhm(0.6, 6.0)  # 640 samples: ~4 per px
+    assert wide_lateral[1] > 1.3 * narrow[1] and wide_lateral[0] < 1.15 * narrow[0]
+    assert wide_axial[0] > 1.3 * narrow[0] and wide_axial[1] < 1.15 * narrow[1]
+
+
+@pytest.fixture
+def speckled_checkpoint(tmp_path):
+    return save_checkpoint(tmp_path / "speckled.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
+        rays=96, samples=160).to_dict()})
+
+
+def test_every_engine_runs_the_stage_the_checkpoint_records(speckled_checkpoint, tmp_path):
+    frame, sector = _sector_frame(96)
+    plain = save_checkpoint(tmp_path / "plain.pt", tiny_net(), {"task": "lq2hq"})
+    engine = load_engine(speckled_checkpoint, "torch", EngineOptions(seed=0, threads=1))
+    assert engine.describe()["beam_speckle"]["rays"] == 96
+    out = engine.infer(frame)
+    assert out.shape == frame.shape and out.dtype == np.float32
+    near_echo = cv2.dilate((frame > 1 / 255).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert np.all(out[~near_echo] == 0)  # black where the probe sees nothing (as engines.geometry.echo_region)
+    assert "beam_speckle" not in load_engine(plain, "torch", EngineOptions(seed=0, threads=1)).describe()
+    # ONNX Runtime, from the checkpoint and from the artifact alone, runs the same stage
+    onnx = load_engine(speckled_checkpoint, "onnxruntime", EngineOptions(seed=0, threads=1))
+    assert np.abs(onnx.infer(frame) - out).max() < 1e-4
+    artifact = build_artifact(speckled_checkpoint, "onnxruntime", tmp_path / "speckled.onnx")
+    alone = load_engine(artifact, None, EngineOptions(seed=0, threads=1))
+    assert alone.describe()["beam_speckle"]["samples"] == 160
+    assert np.abs(alone.infer(frame) - out).max() < 1e-4
+
+
+def test_noise_modes_hold_for_the_grain(speckled_checkpoint):
+    frame, _ = _sector_frame(96)
+    fixed = load_engine(speckled_checkpoint, "torch", EngineOptions(seed=0, threads=1, noise="fixed"))
+    assert np.array_equal(fixed.infer(frame), fixed.infer(frame))  # a paused probe gives a still output
+    boiling = load_engine(speckled_checkpoint, "torch", EngineOptions(seed=0, threads=1, noise="frame"))
+    assert np.abs(boiling.infer(frame) - boiling.infer(frame)).mean() > 0.01
+    off = load_engine(speckled_checkpoint, "torch", EngineOptions(seed=0, threads=1, noise="off"))
+    base = off.infer(frame)  # no grain: the net's output, low-passed
+    assert np.array_equal(base, off.infer(frame))
+    texture = lambda image: np.abs(np.diff(image, axis=1))[:, 30:66].mean()
+    assert texture(fixed.infer(frame)) > 2 * texture(base)
+
+
+def test_the_fit_makes_the_grain_measure_like_the_target():
+    """Known answer: phantom HQ frames, rendered at 55 dB (0.158 grey per neper); the fitted stage's speckle size
+    and strength match the measured target's."""
+    frames, segs = [], []
+    for seed in range(4):
+        s = PhantomRenderer(192, 192, seed=seed).render(0.0)
+        frames.append(to_uint8(s.hq))
+        segs.append(s.seg)
+    fit = fit_beam_speckle(frames, segs)
+    target, fitted = fit["target"], fit["fitted"]
+    for key in ("fwhm_axial_px", "fwhm_lateral_px", "grain_std"):
+        assert abs(fitted[key] / target[key] - 1) < 0.08, (key, fitted, target)
+    assert abs(fit["config"].contrast / (20 / math.log(10) / 55) - 1) < 0.1
+    with pytest.raises(ValueError, match="sector-probe frame"):
+        fit_beam_speckle([np.zeros((64, 64), np.uint8)])
