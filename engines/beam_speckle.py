@@ -133,6 +133,7 @@ class BeamSpeckle:
         self.energy = float((self.lateral ** 2).sum() * (self.axial ** 2).sum())
         self.fan: Fan | None = None
         self._maps: tuple[np.ndarray, np.ndarray] | None = None
+        self._rings: tuple[np.ndarray, np.ndarray] = (np.empty(0, int), np.empty(0, int))  # pixels outside, inside
         self._shape: tuple[int, int] | None = None
 
     @property
@@ -148,22 +149,37 @@ class BeamSpeckle:
 
     def scan_maps(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """cv2.remap maps: every pixel's fractional (ray, sample) on the polar grid; −1 outside the fan."""
+        ray, sample, _ = self._polar(fan, shape)
+        outside = (ray < 0) | (ray > self.config.rays - 1) | (sample < 0) | (sample > self.config.samples - 1)
+        ray[outside], sample[outside] = -1, -1
+        return ray, sample
+
+    def _polar(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pixel's fractional ray and sample, and its distance outside the fan in pixels (< 0 inside)."""
         h, w = shape
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
         dx, dy = xs - fan.apex_x, ys - fan.apex_y
         r, theta = np.hypot(dx, dy), np.arctan2(dx, dy)
         ray = (theta - fan.theta0) / (fan.theta1 - fan.theta0) * (self.config.rays - 1)
         sample = (r - fan.r0) / (fan.r1 - fan.r0) * (self.config.samples - 1)
-        outside = (ray < 0) | (ray > self.config.rays - 1) | (sample < 0) | (sample > self.config.samples - 1)
-        ray[outside], sample[outside] = -1, -1
-        return ray.astype(np.float32), sample.astype(np.float32)
+        outside = np.maximum.reduce([(fan.theta0 - theta) * r, (theta - fan.theta1) * r, r - fan.r1, fan.r0 - r])
+        return ray.astype(np.float32), sample.astype(np.float32), outside
 
     def _maps_for(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The scan maps of this frame's fan; kept while the fitted fan stays within fitting noise of the last."""
+        """The scan maps of this frame's fan. Fitting costs ~10 ms at 512², so a frame is only checked against the
+        fan it had: no echo in a ring 2–4 px outside it, echo in most of a ring just inside. A frame that fails the
+        check is fitted again, and the maps change only if the new fan is beyond fitting noise of the old."""
+        lit = frame > ECHO_LEVEL
+        if self._maps is not None and self._shape == frame.shape:
+            guard, rim = self._rings
+            if lit.ravel()[guard].mean() < 0.02 and lit.ravel()[rim].mean() > 0.5:
+                return self._maps
         fan = fit_fan(frame)
         if self._maps is None or self._shape != frame.shape or not fan.close_to(self.fan):
             self.fan, self._shape = fan, frame.shape
             self._maps = self.scan_maps(fan, frame.shape)
+            outside = self._polar(fan, frame.shape)[2].ravel()
+            self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
         return self._maps
 
     def base(self, styled: np.ndarray, echo: np.ndarray) -> np.ndarray:

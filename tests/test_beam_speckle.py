@@ -129,3 +129,37 @@ def test_the_fit_makes_the_grain_measure_like_the_target():
     assert abs(fit["config"].contrast / (20 / math.log(10) / 55) - 1) < 0.1
     with pytest.raises(ValueError, match="sector-probe frame"):
         fit_beam_speckle([np.zeros((64, 64), np.uint8)])
+
+
+def test_the_fan_follows_a_change_of_probe_and_stays_put_otherwise():
+    """A frame is only checked against the fan it had (fitting costs ~10 ms at 512²); a deeper or wider sector
+    is fitted anew, and frames of the same probe keep the same scan maps (no speckle jitter from fitting noise)."""
+    stage = BeamSpeckle(BeamSpeckleConfig(rays=64, samples=96))
+    rng = np.random.default_rng(0)
+    planes = [rng.standard_normal((96, 64)).astype(np.float32) for _ in range(2)]
+    shallow = PhantomRenderer(128, 128, seed=2)
+    wide = PhantomRenderer(128, 128, seed=2, **acquisition("outside", np.random.default_rng([11, 4242])))
+    first = stage.apply(shallow.render(0.0).hq, shallow.render(0.0).lq, planes)
+    maps = stage._maps
+    stage.apply(shallow.render(3.0).hq, shallow.render(3.0).lq, planes)  # the probe moved: new content, same fan
+    assert stage._maps is maps
+    stage.apply(wide.render(0.0).hq, wide.render(0.0).lq, planes)
+    assert stage._maps is not maps and abs(stage.fan.theta1 - true_fan(wide)[4]) < math.radians(0.5)
+    again = stage.apply(shallow.render(0.0).hq, shallow.render(0.0).lq, planes)
+    assert np.abs(again - first).max() < 1e-6  # back to the first probe: the same output
+
+
+def test_independent_hq_panels_share_anatomy_not_speckle(tmp_path):
+    from offline.datasets import read_triptych_folder
+    from offline.realism import lowpass_ssim, tissue_mask
+    from usnst_stream.phantom import write_phantoms
+
+    write_phantoms(tmp_path / "same", 2, 128, 128, seed=5)
+    write_phantoms(tmp_path / "own", 2, 128, 128, seed=5, independent_hq=True)
+    same, own = read_triptych_folder(tmp_path / "same"), read_triptych_folder(tmp_path / "own")
+    for a, b in zip(same, own):
+        assert np.array_equal(a.lq, b.lq) and np.array_equal(a.seg, b.seg)
+        fine = lambda t: t.astype(np.float32) - cv2.GaussianBlur(t.astype(np.float32), (0, 0), 2.0)
+        inside = tissue_mask(a.hq, a.seg)  # away from label and sector edges, which both panels share
+        assert abs(np.corrcoef(fine(a.hq)[inside], fine(b.hq)[inside])[0, 1]) < 0.2  # new scatterers
+        assert lowpass_ssim(to_uint8(a.hq), to_uint8(b.hq)) > 0.85  # the same scene

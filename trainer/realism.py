@@ -3,7 +3,10 @@ the statistics of the target domain, while keeping the input's anatomy.
 
 Loss of the generator, per batch of paired crops (LQ → HQ, Seg → HQ):
     anatomy_weight     · L1 of low-passed output vs low-passed HQ (σ 3 px: anatomy, not speckle)
-  + pixel_weight       · L1 at full resolution (small or 0: a large one predicts the conditional mean, i.e. smooth)
+  + pixel_weight       · L1 at full resolution (small or 0: a large one predicts the conditional median, i.e. smooth)
+  + mse_weight         · squared error at full resolution: the conditional mean. Alone, against HQ drawn with its own
+                        scatterers (`usnst phantom --independent-hq`), it trains the speckle-free *base* that
+                        engines.beam_speckle adds a scanner's grain to (`usnst speckle`)
   + adversarial_weight · LSGAN loss of a conditional PatchGAN discriminator (offline.patchgan)
   + tissue_d_weight    · LSGAN loss of a second, unconditional PatchGAN that only judges texture in tissue
                         (optionally the grain alone: local mean and contrast divided out)
@@ -102,6 +105,7 @@ class RealismConfig(RunConfig):
     d_lr: float = 1e-3
     anatomy_weight: float = 1.0
     pixel_weight: float = 0.2
+    mse_weight: float = 0.0  # squared error to HQ (the conditional mean: a base for the beam-speckle stage)
     adversarial_weight: float = 0.1
     texture_weight: float = 0.0
     histogram_weight: float = 0.0  # envelope-power distribution (sorted values) against HQ's
@@ -158,6 +162,7 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
               + (f" low-passed (σ {cfg.base_sigma:g} px)" if cfg.base_sigma else "")),
              ("anatomy_weight", "low-passed L1 to " + ("HQ" if paired else "the input")),
              ("pixel_weight", "L1"),
+             ("mse_weight", "squared error"),
              ("adversarial_weight", ("conditional" if paired else "unconditional") + " PatchGAN (LSGAN"
               + (", spectral norm)" if cfg.d_spectral_norm else ")")),
              ("texture_weight", "random-filter texture" + ("" if paired else " (average style)")),
@@ -222,10 +227,10 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     if not spec.paired:
         if not cfg.style:
             raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
-        if (cfg.pixel_weight or cfg.nakagami_weight or cfg.correlation_weight or cfg.local_histogram_weight
+        if (cfg.pixel_weight or cfg.mse_weight or cfg.nakagami_weight or cfg.correlation_weight or cfg.local_histogram_weight
                 or cfg.brightness_weight or cfg.spectrum_weight or cfg.tissue_d_weight
                 or cfg.patch_distribution_weight or cfg.grain_histogram_weight):
-            raise ValueError("pixel, nakagami, local histogram, correlation, brightness, spectrum, patch distribution, "
+            raise ValueError("pixel, squared-error, nakagami, local histogram, correlation, brightness, spectrum, patch distribution, "
                              "grain histogram and tissue discriminator terms need aligned pairs and their label maps; "
                              f"set them to 0 for {cfg.task} (the unpaired terms: anatomy to the input, adversarial, texture, histogram)")
         style = read_stills(cfg.style)
@@ -337,6 +342,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             terms["base"] = cfg.base_weight * torch.mean((base * echo_region(x) - target) ** 2)
         if cfg.pixel_weight:
             terms["pixel"] = cfg.pixel_weight * pixel_loss(fake, y)
+        if cfg.mse_weight:
+            terms["mse"] = cfg.mse_weight * torch.mean((fake - y) ** 2)
         if texture is not None:  # paired: tile by tile; unpaired: the batch's average style (thesis' Gram average)
             terms["texture"] = cfg.texture_weight * (texture(fake, y) if style is None else texture.style_loss(
                 fake, [g.mean(0, keepdim=True) for g in texture.image_grams(y)]))

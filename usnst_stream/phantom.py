@@ -297,10 +297,16 @@ def render_scene(seed: int, index: int, height: int, width: int, settings: str =
     return renderer.render(t=float(index % 7))
 
 
+# Seeds of the independent scatterer fields behind ``write_phantoms(independent_hq=True)``: scene s draws s + this.
+INDEPENDENT_SPECKLE = 7_777_777
+
+
 def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], width: int = THESIS_PANEL[1],
-                   seed: int = 0, progress=None, settings: str = "default") -> list[Path]:
+                   seed: int = 0, progress=None, settings: str = "default", independent_hq: bool = False) -> list[Path]:
     """Write ``n`` triptych PNGs, one random scene each (scene i uses seed + i), in the thesis layout; ``settings``
-    varies the acquisition per scene (SETTINGS).
+    varies the acquisition per scene (SETTINGS). ``independent_hq``: the HQ panel drawn with its own scatterers
+    (same anatomy and acquisition, speckle unrelated to LQ's), so a net regressed on it can only learn HQ's mean grey
+    — the base that engines.beam_speckle adds its grain to.
 
     Each file is written to a temporary name and renamed, so an interrupted run leaves only whole files.
     """
@@ -309,7 +315,10 @@ def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], w
     paths = []
     for i in range(n):
         path = out / f"phantom_{seed + i:05d}.png"
-        paths.append(write_png(path, triptych(render_scene(seed + i, i, height, width, settings))))
+        sample = render_scene(seed + i, i, height, width, settings)
+        if independent_hq:
+            sample.hq = render_scene(seed + i, i, height, width, settings, speckle_seed=seed + i + INDEPENDENT_SPECKLE).hq
+        paths.append(write_png(path, triptych(sample)))
         if progress is not None:
             progress(1)
     return paths

@@ -20,6 +20,9 @@ def phantom_flags(p) -> None:
     p.add_argument("--settings", default=SETTINGS[0], choices=SETTINGS,
                    help="acquisition per scene: the default probe; varied probe geometry, depth, gain, PSF and noise "
                         "(training sets); or outside those ranges (generalisation tests)")
+    p.add_argument("--independent-hq", action="store_true",
+                   help="draw the HQ panel's speckle from its own scatterers: a regression target whose speckle LQ "
+                        "cannot predict (the base net under `usnst speckle`)")
     p.set_defaults(func=run_phantom)
 
 
@@ -30,7 +33,8 @@ def run_phantom(args) -> int:
 
     h, w = args.size
     with tqdm(total=args.n, desc="phantoms", unit="img", disable=None) as bar:
-        paths = write_phantoms(args.out, args.n, h, w, args.seed, progress=bar.update, settings=args.settings)
+        paths = write_phantoms(args.out, args.n, h, w, args.seed, progress=bar.update, settings=args.settings,
+                               independent_hq=args.independent_hq)
     print(f"usnst phantom: wrote {len(paths)} triptychs (LQ | HQ | segmentation, {h}x{w} each) to {args.out}")
     return 0
 
