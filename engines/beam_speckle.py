@@ -135,6 +135,7 @@ class BeamSpeckle:
         self._maps: tuple[np.ndarray, np.ndarray] | None = None
         self._rings: tuple[np.ndarray, np.ndarray] = (np.empty(0, int), np.empty(0, int))  # pixels outside, inside
         self._shape: tuple[int, int] | None = None
+        self.skipped = 0  # frames without a fan: passed through as the net made them
 
     @property
     def plane_shape(self) -> tuple[int, int, int, int]:
@@ -194,17 +195,22 @@ class BeamSpeckle:
         return np.where(m > 0, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
     def apply(self, styled: np.ndarray, frame: np.ndarray, planes: list[np.ndarray] | None) -> np.ndarray:
+        """``styled``: the net's output for ``frame``. A frame with no fan to fit (a linear probe, a blank frame)
+        keeps the net's output as it is and is counted in ``skipped``: the stage never leaves a frame worse off
+        than its net did."""
         echo = cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8))  # as echo_region(reach 2)
-        out = self.base(styled, echo)
-        if planes:
-            try:
-                maps = self._maps_for(frame)
-            except NoFan as exc:
-                log.debug("beam speckle skipped for this frame: %s", exc)
-                return np.clip(out, 0.0, 1.0) * echo
-            grain = self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1]))
-            out = out + self.config.contrast * cv2.remap(grain, *maps, cv2.INTER_LINEAR,
-                                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if not planes:  # noise "off": the base alone
+            return (np.clip(self.base(styled, echo), 0.0, 1.0) * echo).astype(np.float32)
+        try:
+            maps = self._maps_for(frame)
+        except NoFan as exc:
+            self.skipped += 1
+            if self.skipped == 1:
+                log.warning("beam speckle: %s; such frames pass as the net made them", exc)
+            return styled
+        grain = cv2.remap(self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1])), *maps, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        out = self.base(styled, echo) + self.config.contrast * grain
         return (np.clip(out, 0.0, 1.0) * echo).astype(np.float32)
 
 

@@ -163,3 +163,13 @@ def test_independent_hq_panels_share_anatomy_not_speckle(tmp_path):
         inside = tissue_mask(a.hq, a.seg)  # away from label and sector edges, which both panels share
         assert abs(np.corrcoef(fine(a.hq)[inside], fine(b.hq)[inside])[0, 1]) < 0.2  # new scatterers
         assert lowpass_ssim(to_uint8(a.hq), to_uint8(b.hq)) > 0.85  # the same scene
+
+
+def test_a_frame_without_a_fan_keeps_the_nets_output():
+    stage = BeamSpeckle(BeamSpeckleConfig(rays=32, samples=48))
+    rectangle = np.zeros((64, 64), np.float32)
+    rectangle[8:56, 16:48] = 0.4
+    styled = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    planes = [np.ones((48, 32), np.float32)] * 2
+    assert np.array_equal(stage.apply(styled, rectangle, planes), styled)
+    assert stage.skipped == 1
