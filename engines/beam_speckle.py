@@ -148,6 +148,12 @@ class BeamSpeckle:
         power = (a * a + b * b) * (0.5 / self.energy)
         return 0.5 * np.log(power + 1e-12) + EULER_GAMMA / 2
 
+    def grain(self, maps: tuple[np.ndarray, np.ndarray], planes: list[np.ndarray]) -> np.ndarray:
+        """The grey levels the grain adds to each pixel: the polar log-envelope, scan-converted, times the contrast."""
+        log_r = self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1]))
+        return self.config.contrast * cv2.remap(log_r, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                                borderValue=0)
+
     def scan_maps(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """cv2.remap maps: every pixel's fractional (ray, sample) on the polar grid; −1 outside the fan."""
         ray, sample, _ = self._polar(fan, shape)
@@ -208,9 +214,7 @@ class BeamSpeckle:
             if self.skipped == 1:
                 log.warning("beam speckle: %s; such frames pass as the net made them", exc)
             return styled
-        grain = cv2.remap(self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1])), *maps, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        out = self.base(styled, echo) + self.config.contrast * grain
+        out = self.base(styled, echo) + self.grain(maps, planes)
         return (np.clip(out, 0.0, 1.0) * echo).astype(np.float32)
 
 

@@ -647,3 +647,42 @@ def test_grain_histogram_loss_sees_sharp_pits_that_an_image_and_its_negative_sha
     assert grain_histogram_loss(0.5 * alike + 0.1, target, tissue).item() == pytest.approx(
         grain_histogram_loss(alike, target, tissue).item(), rel=0.05)  # blind to brightness and contrast
     assert grain_histogram_loss(negative, target, torch.zeros_like(tissue)).item() == 0
+
+
+def test_the_squared_error_term_fits_the_mean_of_an_independent_speckle_target(tmp_path):
+    """--mse-weight on `usnst phantom --independent-hq` data: the loss falls as the net learns HQ's mean grey (its
+    speckle cannot be predicted from LQ's); an unpaired task refuses it, like the other paired terms."""
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 4, 48, 48, seed=5, independent_hq=True)
+    common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=4, crop=32, val_fraction=0.0, lr=1e-2,
+                  anatomy_weight=0.0, adversarial_weight=0.0, pixel_weight=0.0, progress=False)
+    train(RealismConfig(out=str(tmp_path / "m.pt"), steps=60, mse_weight=1.0, **common))
+    rows = list(csv.DictReader(open(tmp_path / "m.log.csv")))
+    assert float(np.mean([float(r["mse"]) for r in rows[-10:]])) < 0.5 * float(rows[0]["mse"])
+    assert "squared error" in load_checkpoint(tmp_path / "m.pt")[1]["training"]
+    with pytest.raises(ValueError, match="squared-error"):
+        train(RealismConfig(out=str(tmp_path / "n.pt"), steps=1, mse_weight=1.0, task="hq2clinical",
+                            style=str(tmp_path / "data"), **common))
+
+
+def test_a_net_trained_under_the_beam_speckle_stage_ships_with_it(tmp_path):
+    """--beam-speckle: the stage is fitted to the HQ panels, the losses judge low-passed output + grain, and the
+    checkpoint records the stage, so every engine runs it after the net."""
+    from engines.base import EngineOptions
+    from engines.registry import load_engine
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 4, 96, 96, seed=5)
+    train(RealismConfig(data=str(tmp_path / "data"), out=str(tmp_path / "m.pt"), steps=30, beam_speckle=True,
+                        channels=8, blocks=1, batch=4, crop=48, val_fraction=0.0, lr=1e-2, anatomy_weight=1.0,
+                        adversarial_weight=0.1, pixel_weight=0.0, progress=False))
+    net, meta = load_checkpoint(tmp_path / "m.pt")
+    assert "beam-speckle stage" in meta["training"] and 0.05 < meta["beam_speckle"]["contrast"] < 0.3
+    engine = load_engine(tmp_path / "m.pt", "torch", EngineOptions(seed=0, threads=1))
+    assert engine.describe()["beam_speckle"] == meta["beam_speckle"]
+    rows = list(csv.DictReader(open(tmp_path / "m.log.csv")))
+    assert len(rows) == 30 and all(np.isfinite(float(r["anatomy"])) for r in rows)
+    with pytest.raises(ValueError, match="paired crops"):
+        train(RealismConfig(data=str(tmp_path / "data"), out=str(tmp_path / "n.pt"), steps=1, beam_speckle=True,
+                            task="hq2clinical", style=str(tmp_path / "data"), pixel_weight=0.0, progress=False))

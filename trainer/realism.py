@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from engines.beam_speckle import META_KEY as SPECKLE_KEY
+from engines.beam_speckle import BeamSpeckleConfig
 from engines.checkpoint import save_checkpoint
 from engines.fast_net import FastNet, FastNetConfig
 from engines.geometry import ECHO_LEVEL, echo_region
@@ -80,6 +82,7 @@ from trainer.base import (
     tissue_crops,
     uint8_runner,
 )
+from trainer.under_speckle import TrainingGrains, speckled_runner, under_stage
 from usnst_io.media import read_stills
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,7 @@ class RealismConfig(RunConfig):
     anatomy_weight: float = 1.0
     pixel_weight: float = 0.2
     mse_weight: float = 0.0  # squared error to HQ (the conditional mean: a base for the beam-speckle stage)
+    beam_speckle: bool = False  # train the net as the base under engines.beam_speckle, fitted to the targets first
     adversarial_weight: float = 0.1
     texture_weight: float = 0.0
     histogram_weight: float = 0.0  # envelope-power distribution (sorted values) against HQ's
@@ -179,7 +183,8 @@ def describe_losses(cfg: RealismConfig, paired: bool) -> str:
               + " (LSGAN" + (", spectral norm)" if _tissue_d_spectral_norm(cfg) else ")"))]
     terms = [f"{getattr(cfg, k):g} × {label}" for k, label in names if getattr(cfg, k)]
     averaged = f"; the generator's weights averaged (EMA, decay {cfg.ema:g})" if cfg.ema else ""
-    return "realism: " + " + ".join(terms) + averaged + "; no pretrained weights"
+    under = "; judged under the beam-speckle stage (the net is its base)" if cfg.beam_speckle else ""
+    return "realism: " + " + ".join(terms) + averaged + under + "; no pretrained weights"
 
 
 def build_generator(cfg: RealismConfig) -> torch.nn.Module:
@@ -192,10 +197,12 @@ def build_generator(cfg: RealismConfig) -> torch.nn.Module:
 
 
 def validate(net, samples, source: str, seed: int, style: list[np.ndarray] | None = None,
-             budget: C2STBudget = C2STBudget(steps=1000, repeats=1)) -> dict:
+             budget: C2STBudget = C2STBudget(steps=1000, repeats=1), speckle: BeamSpeckleConfig | None = None) -> dict:
     """The realism report of held-out outputs (noise from a fixed seed) against their HQ frames — or, unpaired,
-    against the style set, with anatomy compared to the input."""
+    against the style set, with anatomy compared to the input; ``speckle``: the outputs under that stage."""
     run = uint8_runner(net, torch.Generator().manual_seed(seed))
+    if speckle is not None:
+        run = speckled_runner(run, speckle, seed)
     inputs = [getattr(t, source) for t in samples]
     report = realism_report([run(x) for x in inputs], [t.hq for t in samples] if style is None else style,
                             [t.seg for t in samples], references=None if style is None else inputs, budget=budget,
@@ -236,6 +243,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         style = read_stills(cfg.style)
         if not style:
             raise ValueError(f"no images in --style {cfg.style}")
+    if cfg.beam_speckle and not spec.paired:
+        raise ValueError("--beam-speckle trains on paired crops (the grain is placed by each frame's fan); for "
+                         f"{cfg.task} fit the stage afterwards with `usnst speckle --style`")
     samples = read_triptych_folder(cfg.data)
     if min(min(t.hq.shape) for t in samples) < cfg.crop:
         raise ValueError(f"crop {cfg.crop} is larger than the smallest panel in {cfg.data}")
@@ -243,6 +253,14 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     val = val[:cfg.val_images]
     # (input, HQ, tissue): the tissue mask (eroded label regions) is where speckle statistics are compared
     pairs = [(getattr(t, spec.source), t.hq, tissue_mask(t.hq, t.seg)) for t in train_samples]
+    speckle = grains = None
+    if cfg.beam_speckle:  # the stage's grain measured on the targets, then formed on every training frame's fan
+        from offline.speckle_fit import fit_beam_speckle
+
+        fit = fit_beam_speckle([t.hq for t in train_samples], [t.seg for t in train_samples])
+        speckle = fit["config"]
+        log.info("beam speckle fitted to %d target frames: %s", fit["frames"], speckle)
+        grains = TrainingGrains(speckle, [p[0] for p in pairs], cfg.seed)
     out = Path(cfg.out)
     state_path = out.with_name(out.stem + ".state.pt")
     log_path = out.with_name(out.stem + ".log.csv")
@@ -297,7 +315,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     meta_base = {"task": cfg.task, "training": describe_losses(cfg, spec.paired),
                  "training_data": f"{len(train_samples)} triptychs from {cfg.data}"
                  + (f"; style: {len(style)} images from {cfg.style}" if style else ""),
-                 "config": asdict(cfg), "command": command_line()}
+                 "config": asdict(cfg), "command": command_line(),
+                 **({SPECKLE_KEY: speckle.to_dict()} if speckle is not None else {})}
 
     def checkpoint_state() -> dict:
         """Everything a resume needs: both nets, both optimisers, the step and the best score so far."""
@@ -315,7 +334,11 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
                disable=None if cfg.progress else True)
     while step < cfg.steps and not (stop is not None and stop.is_set()):
         rng, gen = step_generators(cfg.seed, step)
-        if style is None:  # paired: y is x's HQ, aligned; the discriminator sees the input beside each image
+        if grains is not None:  # paired: each crop with its frame's grain at the same place
+            x, y, tissue, grain = random_crops([p + (g,) for p, g in zip(pairs, grains.at(step))], cfg.batch,
+                                               cfg.crop, rng)
+            condition, anatomy_ref = x, y
+        elif style is None:  # paired: y is x's HQ, aligned; the discriminator sees the input beside each image
             x, y, tissue = random_crops(pairs, cfg.batch, cfg.crop, rng)
             condition, anatomy_ref = x, y
         else:  # unpaired: y is any target-domain texture; anatomy is the input's own
@@ -323,6 +346,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             y = tissue_crops(style, cfg.batch, cfg.crop, rng)
             condition, anatomy_ref = None, x
         fake = net(x, net.make_noise(x, gen))
+        if grains is not None:  # what the engine will show: the losses judge the sum, the net learns the base
+            fake = under_stage(fake, x, grain, speckle.base_sigma)
         d_loss = lsgan_discriminator_loss(disc(y, condition), disc(fake.detach(), condition))
         optimise(opt_d, d_loss)
         terms = {"anatomy": cfg.anatomy_weight * anatomy_loss(fake, anatomy_ref),
@@ -380,7 +405,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
         if val and (step % cfg.val_every == 0 or step == cfg.steps):
-            report = validate(model, val, spec.source, cfg.seed, style, C2STBudget(steps=cfg.val_c2st_steps, repeats=1))
+            report = validate(model, val, spec.source, cfg.seed, style, C2STBudget(steps=cfg.val_c2st_steps, repeats=1),
+                              speckle)
             score = realism_score(report)
             row.update(score=score, c2st=report["c2st"], nakagami_m=report["output"]["nakagami_m"],
                        fwhm_axial=report["output"]["fwhm_axial_px"], fwhm_lateral=report["output"]["fwhm_lateral_px"],

@@ -88,6 +88,9 @@ def train_flags(p) -> None:
     p.add_argument("--style-weight", type=float, default=None, help="default: the task's thesis weight")
     p.add_argument("--pixel-weight", type=float, default=None,
                    help="perceptual/realism: full-resolution L1 to HQ (off in the thesis)")
+    p.add_argument("--beam-speckle", action="store_true", default=None,
+                   help="realism: fit the beam-speckle stage to the HQ panels and train the net as its base: the "
+                        "losses judge the net's output low-passed plus the stage's grain, as the engine will show it")
     p.add_argument("--mse-weight", type=float, default=None,
                    help="realism: full-resolution squared error to HQ (the conditional mean; with `usnst phantom "
                         "--independent-hq` data, the base net under `usnst speckle`)")
@@ -134,7 +137,7 @@ def run_train(args) -> int:
 
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "speckle", "speckle_psf", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
-                   "d_lr", "anatomy_weight", "pixel_weight", "mse_weight", "adversarial_weight", "texture_weight", "histogram_weight",
+                   "d_lr", "anatomy_weight", "pixel_weight", "mse_weight", "beam_speckle", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
                    "correlation_window", "brightness_weight", "phase_weight", "spectrum_weight",
                    "patch_distribution_weight", "grain_histogram_weight", "tissue_d_weight", "tissue_d_normalise",
