@@ -101,12 +101,16 @@ class BeamSpeckleConfig:
     axial_sigma: float = 1.37  # PSF σ along a beam, in samples
     contrast: float = 20 / math.log(10) / 55  # grey (0–1) per neper of envelope: a 55 dB display
     base_sigma: float = 1.5  # px: the net's output is low-passed by this before the grain is added (its own grain out)
+    detail: float = 0.0  # share of the net's own fine texture (output − base) kept: where LQ and HQ share scatterers
+    # it carries HQ's own speckle, which whole-frame SSIM rewards (0.7: SSIM 0.618 → 0.641 for lq2hq_fast)
 
     def __post_init__(self):
         if self.rays < 2 or self.samples < 2:
             raise ValueError(f"beam speckle needs at least 2 rays and 2 samples, got {self.rays} × {self.samples}")
         if min(self.lateral_sigma, self.axial_sigma) <= 0 or self.contrast < 0 or self.base_sigma < 0:
             raise ValueError("beam speckle PSF widths must be > 0, contrast and base σ ≥ 0")
+        if not 0.0 <= self.detail <= 1.0:
+            raise ValueError(f"beam speckle detail is a share of the net's texture, 0…1, got {self.detail}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +138,7 @@ class BeamSpeckle:
         self.fan: Fan | None = None
         self._maps: tuple[np.ndarray, np.ndarray] | None = None
         self._rings: tuple[np.ndarray, np.ndarray] = (np.empty(0, int), np.empty(0, int))  # pixels outside, inside
+        self._inside: np.ndarray | None = None  # 1 inside the fan
         self._shape: tuple[int, int] | None = None
         self.skipped = 0  # frames without a fan: passed through as the net made them
 
@@ -185,7 +190,9 @@ class BeamSpeckle:
         if self._maps is None or self._shape != frame.shape or not fan.close_to(self.fan):
             self.fan, self._shape = fan, frame.shape
             self._maps = self.scan_maps(fan, frame.shape)
-            outside = self._polar(fan, frame.shape)[2].ravel()
+            outside = self._polar(fan, frame.shape)[2]
+            self._inside = (outside <= 0.0).astype(np.float32)
+            outside = outside.ravel()
             self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
         return self._maps
 
@@ -214,8 +221,9 @@ class BeamSpeckle:
             if self.skipped == 1:
                 log.warning("beam speckle: %s; such frames pass as the net made them", exc)
             return styled
-        out = self.base(styled, echo) + self.grain(maps, planes)
-        return (np.clip(out, 0.0, 1.0) * echo).astype(np.float32)
+        base = self.base(styled, echo)
+        out = base + self.config.detail * (styled - base) + self.grain(maps, planes)
+        return (np.clip(out, 0.0, 1.0) * self._inside).astype(np.float32)  # black outside the fan, as a scanner's
 
 
 class SpeckledEngine(Engine):

@@ -28,59 +28,72 @@ def grain_statistics(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple
     return float(np.nanmedian(fwhm[:, 0])), float(np.nanmedian(fwhm[:, 1])), float(np.median(std))
 
 
-def _synthetic(frames: list[np.ndarray], config: BeamSpeckleConfig, seed: int) -> list[np.ndarray]:
-    """The stage's grain alone (contrast as configured) on a flat mid-grey base, on each frame's own fan, in 0–255."""
+def _synthetic(frames: list[np.ndarray], config: BeamSpeckleConfig, seed: int,
+               styled: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """The stage's output (contrast as configured) on each frame's own fan, in 0–255: on the model's outputs
+    ``styled`` when given (float, one per frame), else on a flat mid-grey base (the grain alone)."""
     stage = BeamSpeckle(config)
     rng = np.random.default_rng(seed)
     out = []
-    for frame in frames:
+    for k, frame in enumerate(frames):
         planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
-        flat = np.where(frame > 0, 0.5, 0.0).astype(np.float32)
-        out.append(stage.apply(flat, frame, planes) * 255.0)
+        base = styled[k] if styled is not None else np.where(frame > 0, 0.5, 0.0).astype(np.float32)
+        out.append(stage.apply(base, frame, planes) * 255.0)
     return out
 
 
 def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
-                     start: BeamSpeckleConfig = BeamSpeckleConfig(), max_frames: int = 12, seed: int = 0) -> dict:
+                     start: BeamSpeckleConfig = BeamSpeckleConfig(), max_frames: int = 12, seed: int = 0,
+                     inputs: list[np.ndarray] | None = None, run=None) -> dict:
     """The config whose speckle measures like ``targets`` (uint8 grey frames of a sector probe; ``segs``: their
-    label maps, for tissue masks, else masks from brightness). ``start`` gives the polar grid (rays, samples) and
-    the base σ, which the fit keeps. Returns {"config", "target": stats, "fitted": stats, "frames": n}."""
+    label maps, for tissue masks, else masks from brightness). ``start`` gives the polar grid (rays, samples), the
+    base σ and the detail share, which the fit keeps.
+
+    ``inputs`` (the targets' paired input frames, uint8) and ``run`` (float input frame → the model's output) fit
+    the stage *on the model it will sit on*: the model's base and kept texture widen the grain and add to its
+    strength, so the widths and the contrast are chosen for the sum. Without them the grain alone is fitted.
+    Returns {"config", "target": stats, "fitted": stats, "frames": n}."""
     segs = segs or [None] * len(targets)
-    frames, masks = [], []
-    for image, seg in zip(targets, segs):
+    sources = inputs if inputs is not None else targets
+    images, frames, masks = [], [], []
+    for image, seg, source in zip(targets, segs, sources):
+        frame = source.astype(np.float32) / 255.0
         try:
-            fit_fan(image.astype(np.float32) / 255.0)
+            fit_fan(frame)
         except NoFan:
             continue  # not a sector frame: nothing to compare the stage's speckle with
         mask = tissue_mask(image, seg)
         if mask.sum() >= 256:
-            frames.append(image)
+            images.append(image)
+            frames.append(frame)
             masks.append(mask)
         if len(frames) == max_frames:
             break
     if not frames:
         raise ValueError("no target frame is a sector-probe frame with enough tissue to measure speckle in")
-    target = grain_statistics(frames, masks)
-    floats = [f.astype(np.float32) / 255.0 for f in frames]
-    unit = replace(start, contrast=1.0 / 255.0 * 40.0)  # a provisional contrast; rescaled below
-    best = None
-    # speckle size depends little on the other axis' width: fit lateral, then axial, then lateral again
+    styled = [run(f) for f in frames] if run is not None else None
+    target = grain_statistics(images, masks)
+    measure = lambda cfg: grain_statistics(_synthetic(frames, cfg, seed, styled), masks)
+    probe = replace(start, contrast=40.0 / 255.0)  # about a 55 dB display; rescaled below
     lateral, axial = start.lateral_sigma, start.axial_sigma
+    # speckle size depends little on the other axis' width: fit lateral, then axial, then lateral again
     for axis in ("lateral", "axial", "lateral"):
         grid = LATERAL_GRID if axis == "lateral" else AXIAL_GRID
         scores = []
         for value in grid:
-            cfg = replace(unit, lateral_sigma=value if axis == "lateral" else lateral,
+            cfg = replace(probe, lateral_sigma=value if axis == "lateral" else lateral,
                           axial_sigma=value if axis == "axial" else axial)
-            stats = grain_statistics(_synthetic(floats, cfg, seed), masks)
-            error = abs(math.log(stats[0] / target[0])) + abs(math.log(stats[1] / target[1]))
-            scores.append((error, value, stats))
-        error, value, stats = min(scores, key=lambda s: s[0])
+            stats = measure(cfg)
+            scores.append((abs(math.log(stats[0] / target[0])) + abs(math.log(stats[1] / target[1])), value))
+        value = min(scores)[1]
         lateral, axial = (value, axial) if axis == "lateral" else (lateral, value)
-        best = (error, stats)
-    contrast = unit.contrast * target[2] / best[1][2]
-    config = replace(start, lateral_sigma=float(lateral), axial_sigma=float(axial), contrast=float(contrast))
-    fitted = grain_statistics(_synthetic(floats, config, seed), masks)
+    # grain strength: the model's own texture (at zero contrast) and the grain add as variances
+    shaped = replace(probe, lateral_sigma=float(lateral), axial_sigma=float(axial))
+    floor = measure(replace(shaped, contrast=0.0))[2] if styled is not None else 0.0
+    probe_std = measure(shaped)[2]
+    grain_var = max(probe_std ** 2 - floor ** 2, 1e-6)
+    contrast = probe.contrast * math.sqrt(max(target[2] ** 2 - floor ** 2, 0.0) / grain_var)
+    config = replace(shaped, contrast=float(contrast))
     names = ("fwhm_axial_px", "fwhm_lateral_px", "grain_std")
-    return {"config": config, "target": dict(zip(names, target)), "fitted": dict(zip(names, fitted)),
+    return {"config": config, "target": dict(zip(names, target)), "fitted": dict(zip(names, measure(config))),
             "frames": len(frames)}

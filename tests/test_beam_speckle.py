@@ -63,7 +63,7 @@ def test_a_wider_psf_makes_a_larger_grain_along_its_own_axis():
     frame, sector = _sector_frame()
     flat = np.where(frame > 0, 0.5, 0.0).astype(np.float32)
     inner = np.zeros_like(sector)
-    inner[20:140, 40:120] = sector[20:140, 40:120]
+    inner[20:140, 40:120] = cv2.erode(sector.astype(np.uint8), np.ones((7, 7), np.uint8))[20:140, 40:120] > 0
 
     def fwhm(lateral, axial):
         stage = BeamSpeckle(BeamSpeckleConfig(lateral_sigma=lateral, axial_sigma=axial))

@@ -347,7 +347,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             condition, anatomy_ref = None, x
         fake = net(x, net.make_noise(x, gen))
         if grains is not None:  # what the engine will show: the losses judge the sum, the net learns the base
-            fake = under_stage(fake, x, grain, speckle.base_sigma)
+            fake = under_stage(fake, x, grain, speckle)
         d_loss = lsgan_discriminator_loss(disc(y, condition), disc(fake.detach(), condition))
         optimise(opt_d, d_loss)
         terms = {"anatomy": cfg.anatomy_weight * anatomy_loss(fake, anatomy_ref),

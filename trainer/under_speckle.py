@@ -55,14 +55,15 @@ class TrainingGrains:
         return self.grains
 
 
-def under_stage(out: torch.Tensor, x: torch.Tensor, grain: torch.Tensor, base_sigma: float) -> torch.Tensor:
+def under_stage(out: torch.Tensor, x: torch.Tensor, grain: torch.Tensor, config: BeamSpeckleConfig) -> torch.Tensor:
     """What the engine shows for a net output ``out`` of input ``x``: the output low-passed inside the echo region
-    (normalised convolution, as BeamSpeckle.base), plus the grain, clipped, black where the input has no echo."""
+    (normalised convolution, as BeamSpeckle.base), the kept share of its own texture, plus the grain, clipped, black
+    where the input has no echo."""
     echo = echo_region(x)
     base = out
-    if base_sigma:
-        base = gaussian_lowpass(out * echo, base_sigma) / gaussian_lowpass(echo, base_sigma).clamp_min(1e-6)
-    return torch.clamp(base + grain, 0.0, 1.0) * echo
+    if config.base_sigma:
+        base = gaussian_lowpass(out * echo, config.base_sigma) / gaussian_lowpass(echo, config.base_sigma).clamp_min(1e-6)
+    return torch.clamp(base + config.detail * (out - base) + grain, 0.0, 1.0) * echo
 
 
 def speckled_runner(run, config: BeamSpeckleConfig, seed: int):

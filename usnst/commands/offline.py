@@ -242,6 +242,8 @@ def speckle_flags(p) -> None:
     p.add_argument("--samples", type=int, default=d.samples, help="samples along each beam")
     p.add_argument("--base-sigma", type=float, default=d.base_sigma,
                    help="px: low-pass of the net's output before the grain is added (0: none)")
+    p.add_argument("--detail", type=float, default=d.detail,
+                   help="share of the net's own fine texture kept under the grain (0…1; 0.7 keeps what SSIM rewards)")
     p.add_argument("--frames", type=int, default=12, help="target frames measured")
     p.add_argument("--no-fit", action="store_true", help="keep the given/default PSF widths and contrast")
     p.set_defaults(func=run_speckle)
@@ -254,20 +256,27 @@ def run_speckle(args) -> int:
     from engines.checkpoint import load_checkpoint, resolve_model, save_checkpoint
     from offline.datasets import read_triptych_folder
     from offline.speckle_fit import fit_beam_speckle
+    from offline.tasks import task
     from usnst_io.media import read_stills, to_uint8
 
-    start = BeamSpeckleConfig(rays=args.rays, samples=args.samples, base_sigma=args.base_sigma)
+    start = BeamSpeckleConfig(rays=args.rays, samples=args.samples, base_sigma=args.base_sigma, detail=args.detail)
     source = resolve_model(args.model)
     net, meta = load_checkpoint(source)
     if args.no_fit:
         config = start
     else:
-        if args.triptychs:
+        if args.triptychs:  # paired: fitted on the model's own outputs for the input panels, against their HQ
+            from engines.base import EngineOptions
+            from engines.body_engine import TorchEagerEngine
+
             panels = read_triptych_folder(args.triptychs)
-            targets, segs = [to_uint8(t.hq) for t in panels], [t.seg for t in panels]
+            source = task(meta.get("task") or "lq2hq").source
+            net_engine = TorchEagerEngine(net, EngineOptions(seed=0))
+            fit = fit_beam_speckle([to_uint8(t.hq) for t in panels], [t.seg for t in panels], start,
+                                   max_frames=args.frames, inputs=[getattr(t, source) for t in panels],
+                                   run=net_engine.infer)
         else:
-            targets, segs = [to_uint8(i) for i in read_stills(args.style)], None
-        fit = fit_beam_speckle(targets, segs, start, max_frames=args.frames)
+            fit = fit_beam_speckle([to_uint8(i) for i in read_stills(args.style)], None, start, max_frames=args.frames)
         config = fit["config"]
         t, f = fit["target"], fit["fitted"]
         print(f"measured on {fit['frames']} target frames: speckle FWHM {t['fwhm_axial_px']:.2f} / "
@@ -277,7 +286,8 @@ def run_speckle(args) -> int:
     meta["beam_speckle_from"] = args.triptychs or args.style or "defaults"
     save_checkpoint(args.out, net, meta)
     print(f"usnst speckle: PSF {config.lateral_sigma:g} ray × {config.axial_sigma:g} samples on {config.rays} × "
-          f"{config.samples}, {config.contrast * 255:.1f} grey levels per neper, base σ {config.base_sigma:g} px "
+          f"{config.samples}, {config.contrast * 255:.1f} grey levels per neper, base σ {config.base_sigma:g} px, "
+          f"detail {config.detail:g} "
           f"-> {args.out}")
     return 0
 
