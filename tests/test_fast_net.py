@@ -1,4 +1,5 @@
 """The CPU real-time net: any size, checkpoints, ONNX export, FLOP counting, distillation."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -80,7 +81,22 @@ def test_a_noise_injected_student_learns_the_teachers_noise_response(tmp_path):
 def test_the_embedded_real_time_model_loads_and_runs():
     engine = load_engine("lq2hq_fast", "torch")
     assert engine.describe()["task"] == "lq2hq"
-    assert engine.infer(np.full((64, 80), 0.5, np.float32)).shape == (64, 80)
+    assert engine.infer(np.full((64, 80), 0.5, np.float32)).shape == (64, 80)  # no fan: the net's output
+
+
+def test_the_embedded_real_time_model_adds_a_beam_grain_to_its_net():
+    """The shipped lq2hq_fast records the beam-speckle stage; on a sector frame its grain is there (noise off: the
+    base alone is far smoother) and the output stays black outside the fan."""
+    renderer = PhantomRenderer(128, 128, seed=9)
+    s = renderer.render(0.0)
+    speckled = load_engine("lq2hq_fast", "torch", EngineOptions(seed=0, threads=1))
+    assert speckled.describe()["beam_speckle"]["rays"] > 0
+    base = load_engine("lq2hq_fast", "torch", EngineOptions(seed=0, threads=1, noise="off")).infer(s.lq)
+    out = speckled.infer(s.lq)
+    fine = lambda image: np.abs(np.diff(image, axis=1))[s.seg[:, 1:] > 0].mean()
+    assert fine(out) > 1.5 * fine(base)
+    far_outside = cv2.dilate(renderer.in_sector.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
+    assert far_outside.any() and np.all(out[far_outside] == 0)
 
 
 def test_the_speckle_head_makes_rayleigh_speckle_around_its_base():
