@@ -2,9 +2,10 @@
 
 A patch classifier told every trained net's speckle from HQ's (C2ST 0.79–0.99), and it tells even ideal pixel-grid
 speckle apart: the phantom's own mean grey plus log-Rayleigh speckle from a Gaussian PSF on the pixel grid read
-0.99 (isotropic) and 0.86 (anisotropic) against HQ, where the same mean grey plus speckle formed *along beams* — a
+0.96 (isotropic) and 0.80 (anisotropic) against HQ, where the same mean grey plus speckle formed *along beams* — a
 complex field on the probe's polar grid (rays × samples), blurred by the PSF, log-compressed, then scan-converted to
-pixels by bilinear interpolation — read 0.53 (24 phantoms, `examples/beam_speckle_ceiling.py`). A scanner's grain
+pixels by bilinear interpolation — read 0.52 (24 phantoms; 0.50 on 48 × 4 classifiers;
+`examples/beam_speckle_ceiling.py`). A scanner's grain
 is that: its lateral size grows with depth, it leans with each beam, and scan conversion interpolates
 log-compressed samples. None of it is what a convolution at pixel resolution learns to make.
 

@@ -2,13 +2,14 @@
 (HQ averaged over K independent scatterer fields) plus speckle formed (a) on the pixel grid, as the fast net's
 speckle head forms it (log-envelope of Gaussian-PSF-blurred complex noise, a 3×3 interpolation kernel after the log),
 or (b) along the probe's beams (engines.beam_speckle: polar grid, PSF, log, scan conversion) — against HQ, by the
-realism report's C2ST. The last rows put (b) on the shipped net's own output instead of the ideal mean grey.
+realism report's C2ST. The last row puts (b) on a net's own output (low-passed) instead of the ideal mean grey.
 
     python examples/beam_speckle_ceiling.py -n 24 --repeats 2          # ~6 min on 2 cores
 
-Measured (stop 20, 24 scenes, seeds 50000…, 2 classifiers): pixel grid isotropic σ 0.55 px 0.99 (rank view 0.96),
-anisotropic 0.7 / 0.5 px 0.86 (0.76); along the beams 0.53 (0.50); the oracle 0.47. No pixel-grid speckle passes,
-however it is trained: the grain's shape depends on depth and beam direction, and on scan conversion
+Measured (stop 20, 24 scenes, seeds 50000…, 2 classifiers; C2ST / rank-view C2ST): pixel grid isotropic σ 0.55 px
+0.96 / 0.96, anisotropic lateral 0.7 / axial 0.5 px 0.80 / 0.79; along the beams 0.52 / 0.50 (on 48 scenes × 4
+classifiers 0.50 ± 0.01); the ideal mean grey alone 1.00 / 0.95; the oracle 0.47 / 0.46. No pixel-grid speckle
+passes, however it is trained: the grain's shape depends on depth and beam direction, and on scan conversion
 interpolating log-compressed samples.
 """
 import argparse
@@ -18,8 +19,9 @@ import torch
 
 from engines.base import EngineOptions
 from engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig
+from engines.body_engine import TorchEagerEngine
+from engines.checkpoint import load_checkpoint, resolve_model
 from engines.fast_net import DB_CONTRAST, SpeckleHead
-from engines.registry import load_engine
 from offline.realism import C2STBudget, rank_view, realism_report
 from realism_table import scenes
 from usnst_io.media import to_float, to_uint8
@@ -63,14 +65,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=50000)
     ap.add_argument("-k", type=int, default=16, help="scatterer fields averaged for the ideal mean grey")
     ap.add_argument("--repeats", type=int, default=2, help="classifiers per C2ST")
-    ap.add_argument("--model", default="lq2hq_fast", help="the net whose output the last rows use")
+    ap.add_argument("--model", default="lq2hq_fast", help="the net whose output the last row uses (its stage, if any, left out)")
     args = ap.parse_args()
     data = scenes(args.n, args.size, args.seed)
     lq, hq, segs = [d[0] for d in data], [d[1] for d in data], [d[2] for d in data]
     bases = [mean_grey(args.seed, i, args.size, args.k) for i in range(args.n)]
-    net = load_engine(args.model, "torch", EngineOptions(seed=0))
+    net, _ = load_checkpoint(resolve_model(args.model))  # the net alone, without the stage its model may record
+    run = TorchEagerEngine(net, EngineOptions(seed=0)).infer
     blur = BeamSpeckle(BeamSpeckleConfig(base_sigma=1.5))
-    net_bases = [blur.base(net.infer(to_float(x)), to_float(x) > 0) for x in lq]
+    net_bases = [blur.base(run(to_float(x)), to_float(x) > 0) for x in lq]
     rows = {"oracle (HQ, new scatterers)": [d[3] for d in data],
             "ideal mean grey alone": [to_uint8(b) for b in bases],
             "pixel grid, isotropic σ 0.55 px": pixel_grid(bases, hq, 0.55, 0.55),
