@@ -142,6 +142,8 @@ class BeamSpeckle:
         self._inside: np.ndarray | None = None  # 1 inside the fan
         self._shape: tuple[int, int] | None = None
         self.skipped = 0  # frames without a fan: passed through as the net made them
+        self._grain: np.ndarray | None = None  # the last grain, and the (plane, maps) objects it was made from
+        self._grain_from: tuple = (None, None)
 
     @property
     def plane_shape(self) -> tuple[int, int, int, int]:
@@ -155,14 +157,22 @@ class BeamSpeckle:
         return 0.5 * np.log(power + 1e-12) + EULER_GAMMA / 2
 
     def grain(self, maps: tuple[np.ndarray, np.ndarray], planes: list[np.ndarray]) -> np.ndarray:
-        """The grey levels the grain adds to each pixel: the polar log-envelope, scan-converted, times the contrast."""
+        """The grey levels the grain adds to each pixel: the polar log-envelope, scan-converted, times the contrast.
+        With fixed noise the planes and the maps stay the same objects frame after frame, so the grain is kept
+        (the objects themselves are held, so a new plane can never pass for an old one)."""
+        if self._grain is not None and self._grain_from[0] is planes[0] and self._grain_from[1] is maps:
+            return self._grain
         log_r = self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1]))
-        return self.config.contrast * cv2.remap(log_r, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                                borderValue=0)
+        self._grain = self.config.contrast * cv2.remap(log_r, *maps, cv2.INTER_LINEAR,
+                                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        self._grain_from = (planes[0], maps)
+        return self._grain
 
     def scan_maps(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """cv2.remap maps: every pixel's fractional (ray, sample) on the polar grid; −1 outside the fan."""
-        ray, sample, _ = self._polar(fan, shape)
+        return self._remap_maps(*self._polar(fan, shape)[:2])
+
+    def _remap_maps(self, ray: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outside = (ray < 0) | (ray > self.config.rays - 1) | (sample < 0) | (sample > self.config.samples - 1)
         ray[outside], sample[outside] = -1, -1
         return ray, sample
@@ -190,8 +200,8 @@ class BeamSpeckle:
         fan = fit_fan(frame)
         if self._maps is None or self._shape != frame.shape or not fan.close_to(self.fan):
             self.fan, self._shape = fan, frame.shape
-            self._maps = self.scan_maps(fan, frame.shape)
-            outside = self._polar(fan, frame.shape)[2]
+            ray, sample, outside = self._polar(fan, frame.shape)
+            self._maps = self._remap_maps(ray, sample)
             self._inside = (outside <= 0.0).astype(np.float32)
             outside = outside.ravel()
             self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
