@@ -104,6 +104,8 @@ class BeamSpeckleConfig:
     base_sigma: float = 1.5  # px: the net's output is low-passed by this before the grain is added (its own grain out)
     detail: float = 0.0  # share of the net's own fine texture (output − base) kept: where LQ and HQ share scatterers
     # it carries HQ's own speckle, which whole-frame SSIM rewards (0.7: SSIM 0.618 → 0.641 for lq2hq_fast)
+    level: float = 0.0  # grey (0–1) added inside the fan: a net that sits above or below the target's tissue brightness
+    # (a squared-error base: +7 grey levels) is brought to it, as a scanner's gain knob would (fitted: --fit-level)
 
     def __post_init__(self):
         if self.rays < 2 or self.samples < 2:
@@ -224,7 +226,7 @@ class BeamSpeckle:
         than its net did."""
         echo = cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8))  # as echo_region(reach 2)
         if not planes:  # noise "off": the base alone
-            return (np.clip(self.base(styled, echo), 0.0, 1.0) * echo).astype(np.float32)
+            return (np.clip(self.base(styled, echo) + self.config.level, 0.0, 1.0) * echo).astype(np.float32)
         try:
             maps = self._maps_for(frame)
         except NoFan as exc:
@@ -233,7 +235,7 @@ class BeamSpeckle:
                 log.warning("beam speckle: %s; such frames pass as the net made them", exc)
             return styled
         base = self.base(styled, echo)
-        out = base + self.config.detail * (styled - base) + self.grain(maps, planes)
+        out = base + self.config.level + self.config.detail * (styled - base) + self.grain(maps, planes)
         return (np.clip(out, 0.0, 1.0) * self._inside).astype(np.float32)  # black outside the fan, as a scanner's
 
 

@@ -44,7 +44,7 @@ def _synthetic(frames: list[np.ndarray], config: BeamSpeckleConfig, seed: int,
 
 def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
                      start: BeamSpeckleConfig = BeamSpeckleConfig(), max_frames: int = 12, seed: int = 0,
-                     inputs: list[np.ndarray] | None = None, run=None) -> dict:
+                     inputs: list[np.ndarray] | None = None, run=None, fit_level: bool = False) -> dict:
     """The config whose speckle measures like ``targets`` (uint8 grey frames of a sector probe; ``segs``: their
     label maps, for tissue masks, else masks from brightness). ``start`` gives the polar grid (rays, samples), the
     base σ and the detail share, which the fit keeps.
@@ -52,6 +52,7 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
     ``inputs`` (the targets' paired input frames, uint8) and ``run`` (float input frame → the model's output) fit
     the stage *on the model it will sit on*: the model's base and kept texture widen the grain and add to its
     strength, so the widths and the contrast are chosen for the sum. Without them the grain alone is fitted.
+    ``fit_level`` (with ``run``) also sets the stage's level so that the output's mean grey in tissue is the targets'.
     Returns {"config", "target": stats, "fitted": stats, "frames": n}."""
     segs = segs or [None] * len(targets)
     sources = inputs if inputs is not None else targets
@@ -94,6 +95,10 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
     grain_var = max(probe_std ** 2 - floor ** 2, 1e-6)
     contrast = probe.contrast * math.sqrt(max(target[2] ** 2 - floor ** 2, 0.0) / grain_var)
     config = replace(shaped, contrast=float(contrast))
+    if fit_level and styled is not None:
+        tissue_mean = lambda imgs: float(np.mean([i[m].mean() for i, m in zip(imgs, masks)]))
+        offset = tissue_mean(images) - tissue_mean(_synthetic(frames, config, seed, styled))
+        config = replace(config, level=float(offset / 255.0))
     names = ("fwhm_axial_px", "fwhm_lateral_px", "grain_std")
     return {"config": config, "target": dict(zip(names, target)), "fitted": dict(zip(names, measure(config))),
             "frames": len(frames)}

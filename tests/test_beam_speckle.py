@@ -131,6 +131,29 @@ def test_the_fit_makes_the_grain_measure_like_the_target():
         fit_beam_speckle([np.zeros((64, 64), np.uint8)])
 
 
+def test_the_level_fit_brings_a_too_bright_base_to_the_targets_tissue_grey():
+    """Known answer: a "net" that returns each scene's HQ low-passed and 10 grey levels too bright (a squared-error
+    base sits about that far above HQ); the fitted level takes the 10 back, and is left at 0 unless asked for."""
+    hq, lq, segs, made = [], [], [], {}
+    for seed in range(4):
+        s = PhantomRenderer(192, 192, seed=seed).render(0.0)
+        hq.append(to_uint8(s.hq))
+        lq.append(to_uint8(s.lq))
+        segs.append(s.seg)
+        made[lq[-1].tobytes()] = cv2.GaussianBlur(hq[-1].astype(np.float32), (0, 0), 2.0) / 255.0 + 10 / 255.0
+    run = lambda frame: made[np.round(frame * 255).astype(np.uint8).tobytes()]
+    plain = fit_beam_speckle(hq, segs, inputs=lq, run=run)
+    assert plain["config"].level == 0.0
+    fit = fit_beam_speckle(hq, segs, inputs=lq, run=run, fit_level=True)
+    assert abs(fit["config"].level * 255 + 10) < 2.0, fit["config"]
+    stage, rng = BeamSpeckle(fit["config"]), np.random.default_rng(1)
+    out = stage.apply(made[lq[0].tobytes()], lq[0].astype(np.float32) / 255,
+                      [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]) * 255
+    from offline.realism import tissue_mask
+    mask = tissue_mask(hq[0], segs[0])
+    assert abs(out[mask].mean() - hq[0][mask].mean()) < 2.5
+
+
 def test_the_fan_follows_a_change_of_probe_and_stays_put_otherwise():
     """A frame is only checked against the fan it had (fitting costs ~10 ms at 512²); a deeper or wider sector
     is fitted anew, and frames of the same probe keep the same scan maps (no speckle jitter from fitting noise)."""

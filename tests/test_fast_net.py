@@ -84,14 +84,15 @@ def test_the_embedded_real_time_model_loads_and_runs():
     assert engine.infer(np.full((64, 80), 0.5, np.float32)).shape == (64, 80)  # no fan: the net's output
 
 
-def test_the_embedded_real_time_model_adds_a_beam_grain_to_its_net():
-    """The shipped lq2hq_fast records the beam-speckle stage; on a sector frame its grain is there (noise off: the
+@pytest.mark.parametrize("name", ["lq2hq_fast", "lq2hq"])
+def test_the_shipped_lq2hq_models_add_a_beam_grain_to_their_nets(name):
+    """Both shipped LQ→HQ models record the beam-speckle stage; on a sector frame its grain is there (noise off: the
     base alone is far smoother) and the output stays black outside the fan."""
     renderer = PhantomRenderer(128, 128, seed=9)
     s = renderer.render(0.0)
-    speckled = load_engine("lq2hq_fast", "torch", EngineOptions(seed=0, threads=1))
+    speckled = load_engine(name, "torch", EngineOptions(seed=0, threads=1))
     assert speckled.describe()["beam_speckle"]["rays"] > 0
-    base = load_engine("lq2hq_fast", "torch", EngineOptions(seed=0, threads=1, noise="off")).infer(s.lq)
+    base = load_engine(name, "torch", EngineOptions(seed=0, threads=1, noise="off")).infer(s.lq)
     out = speckled.infer(s.lq)
     fine = lambda image: np.abs(np.diff(image, axis=1))[s.seg[:, 1:] > 0].mean()
     assert fine(out) > 1.5 * fine(base)

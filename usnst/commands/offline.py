@@ -246,6 +246,9 @@ def speckle_flags(p) -> None:
                    help="share of the net's own fine texture kept under the grain (0…1; 0.7 keeps what SSIM rewards)")
     p.add_argument("--frames", type=int, default=12, help="target frames measured")
     p.add_argument("--no-fit", action="store_true", help="keep the given/default PSF widths and contrast")
+    p.add_argument("--fit-level", action="store_true",
+                   help="with --triptychs: also shift the output's grey inside the fan to the HQ panels' tissue mean "
+                        "(for a base that sits above or below it, e.g. one trained by squared error)")
     p.set_defaults(func=run_speckle)
 
 
@@ -274,7 +277,7 @@ def run_speckle(args) -> int:
             net_engine = TorchEagerEngine(net, EngineOptions(seed=0))
             fit = fit_beam_speckle([to_uint8(t.hq) for t in panels], [t.seg for t in panels], start,
                                    max_frames=args.frames, inputs=[getattr(t, source) for t in panels],
-                                   run=net_engine.infer)
+                                   run=net_engine.infer, fit_level=args.fit_level)
         else:
             fit = fit_beam_speckle([to_uint8(i) for i in read_stills(args.style)], None, start, max_frames=args.frames)
         config = fit["config"]
@@ -287,8 +290,8 @@ def run_speckle(args) -> int:
     save_checkpoint(args.out, net, meta)
     print(f"usnst speckle: PSF {config.lateral_sigma:g} ray × {config.axial_sigma:g} samples on {config.rays} × "
           f"{config.samples}, {config.contrast * 255:.1f} grey levels per neper, base σ {config.base_sigma:g} px, "
-          f"detail {config.detail:g} "
-          f"-> {args.out}")
+          f"detail {config.detail:g}" + (f", level {config.level * 255:+.1f} grey" if config.level else "") +
+          f" -> {args.out}")
     return 0
 
 
