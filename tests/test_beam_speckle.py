@@ -9,7 +9,7 @@ from engines.base import EngineOptions
 from engines.beam_speckle import META_KEY, BeamSpeckle, BeamSpeckleConfig, NoFan, fit_fan
 from engines.checkpoint import save_checkpoint
 from engines.registry import build_artifact, load_engine
-from offline.realism import speckle_fwhm
+from offline.realism import speckle_fwhm, tissue_mask
 from offline.speckle_fit import fit_beam_speckle
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import PhantomRenderer, acquisition
@@ -149,7 +149,6 @@ def test_the_level_fit_brings_a_too_bright_base_to_the_targets_tissue_grey():
     stage, rng = BeamSpeckle(fit["config"]), np.random.default_rng(1)
     out = stage.apply(made[lq[0].tobytes()], lq[0].astype(np.float32) / 255,
                       [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]) * 255
-    from offline.realism import tissue_mask
     mask = tissue_mask(hq[0], segs[0])
     assert abs(out[mask].mean() - hq[0][mask].mean()) < 2.5
 
