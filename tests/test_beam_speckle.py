@@ -76,6 +76,18 @@ def test_a_wider_psf_makes_a_larger_grain_along_its_own_axis():
     assert wide_axial[0] > 1.3 * narrow[0] and wide_axial[1] < 1.15 * narrow[1]
 
 
+def test_a_level_fit_without_paired_panels_is_refused_before_anything_is_written(tmp_path, capsys):
+    from usnst.cli import main
+
+    frames = tmp_path / "style"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "a.png"), to_uint8(_sector_frame()[0]))
+    out = tmp_path / "m.pt"
+    assert main(["speckle", "--style", str(frames), "--fit-level", "--out", str(out)]) == 2
+    assert "--fit-level needs --triptychs" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.fixture
 def speckled_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "speckled.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(

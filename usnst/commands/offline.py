@@ -262,6 +262,9 @@ def run_speckle(args) -> int:
     from offline.tasks import task
     from usnst_io.media import read_stills, to_uint8
 
+    if args.fit_level and not args.triptychs:
+        raise ValueError("--fit-level needs --triptychs: the level is fitted with the model run on paired input panels, "
+                         "and --style frames have none")
     start = BeamSpeckleConfig(rays=args.rays, samples=args.samples, base_sigma=args.base_sigma, detail=args.detail)
     source = resolve_model(args.model)
     net, meta = load_checkpoint(source)
