@@ -8,6 +8,7 @@ invents structure loses it there), ``--flicker`` the moving-probe flicker ratio 
     python examples/realism_table.py --models lq2hq,lq2hq_fast,runs/x/model.pt -n 24 --size 256 --outside --flicker
     python examples/realism_table.py --task seg2hq --models seg2hq -n 24
     python examples/realism_table.py --models a.pt,b.pt -n 24 --seed 1000 --settings varied   # calibration split
+    python examples/realism_table.py --models a.pt --seeds 70000,100000 --repeats 4 --no-baselines   # a screen
     python examples/realism_table.py --task hq2clinical --models hq2clinical --style data/clinical -n 24
 
 Unpaired tasks (hq2clinical) are scored against the style set (C2ST, m, FWHM, W1) and keep anatomy against their
@@ -76,6 +77,9 @@ def main() -> None:
     ap.add_argument("--flicker", action="store_true", help="also temporal measures on a simulated scan")
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
                     help="C2ST classifiers averaged per row (8 on 48 scenes: standard error about 0.035)")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="leave out the identity and oracle rows (their C2ST costs as much as a model's; they do "
+                         "not change with the model)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -88,7 +92,8 @@ def main() -> None:
     style = None if spec.paired else read_stills(args.style) if args.style else None
     if not spec.paired and style is None:
         ap.error(f"{args.task} is unpaired: give --style, the target-domain images")
-    rows = [row(f"identity ({spec.source.upper()})", [d[src] for d in data], data, budget, style, src)]
+    rows = [] if args.no_baselines else [row(f"identity ({spec.source.upper()})", [d[src] for d in data], data,
+                                             budget, style, src)]
     outside = scenes(args.n, args.size, args.seed + 20000, "outside") if args.outside else None
     renderer = PhantomRenderer(args.size, args.size, seed=args.seed) if args.flicker else None
     for name in args.models.split(","):
@@ -109,7 +114,7 @@ def main() -> None:
                 r["paused_output_change"] = flicker(paused, [run(f) for f in paused])["output_change"]
                 r["flicker_ratio"] = flicker(moving, [run(f) for f in moving])["ratio"]
             rows.append(r)
-    if spec.paired:
+    if spec.paired and not args.no_baselines:
         rows.append(row("oracle (HQ, new speckle)", [d[3] for d in data], data, budget))
     target = rows[0]["target"]
     print(f"{args.task}: {len(data)} held-out phantoms {args.size}x{args.size} (seeds {', '.join(f'{s}…' for s in seeds)}), "
