@@ -433,6 +433,24 @@ def test_init_starts_the_generator_from_a_checkpoint_of_the_same_architecture(tm
         train(RealismConfig(out=str(tmp_path / "n.pt"), init=str(tmp_path / "start.pt"), **{**base, "channels": 16}))
 
 
+def test_init_from_a_johnson_net_without_a_learned_skip_starts_it_as_the_identity(tmp_path):
+    """--skip-kernel on top of a net trained without one: the run continues from that net's output, not a new one."""
+    from engines.checkpoint import save_checkpoint
+    from trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 3, 48, 48, seed=3)
+    torch.manual_seed(0)
+    start = TransformerNet(NetConfig(4, 1, noise=True, echo_mask=True, residual=True))
+    save_checkpoint(tmp_path / "start.pt", start, {"task": "lq2hq"})
+    train(RealismConfig(data=str(tmp_path / "data"), arch="johnson", width=4, n_residual=1, skip_kernel=3, steps=0,
+                        crop=32, batch=2, progress=False, out=str(tmp_path / "m.pt"), init=str(tmp_path / "start.pt")))
+    net, _ = load_checkpoint(tmp_path / "m.pt")
+    x = torch.rand(1, 1, 32, 32) * 0.5 + 0.25
+    noise = [torch.zeros(s) for s in net.noise_shapes(1, 32, 32)]
+    with torch.no_grad():
+        assert net.config.skip_kernel == 3 and torch.allclose(net.eval()(x, noise), start.eval()(x, noise), atol=1e-6)
+
+
 def test_the_speckle_heads_base_learns_hqs_mean_grey_and_needs_the_head(tmp_path):
     """--base-weight fits the base image (before speckle) to HQ; the speckle itself is left to the other terms."""
     from trainer.realism import RealismConfig, train

@@ -116,3 +116,34 @@ def test_embedded_default_model_loads_and_runs():
     assert desc["task"] == "lq2hq" and len(desc["checkpoint_sha256"]) == 64
     out = engine.infer(np.full((40, 48), 0.5, np.float32))
     assert out.shape == (40, 48)
+
+
+def test_a_learned_skip_starts_as_the_plain_skip_and_is_a_filter_once_trained(tmp_path):
+    """skip_kernel: the residual skip becomes a k×k filter, the identity at first (a net without one gives the same
+    output), one the checkpoint keeps and an ONNX export carries; a changed filter changes the output."""
+    from dataclasses import replace
+
+    from engines.onnx_backend import export_onnx
+
+    plain = replace(TINY, residual=True)
+    a = tiny_net(config=plain)
+    b = TransformerNet(replace(plain, skip_kernel=5)).eval()
+    weights = {**b.state_dict(), **a.state_dict()}  # a's weights, b's own (identity) skip
+    b.load_state_dict(weights)
+    x = torch.rand(1, 1, 24, 32)
+    noise = a.make_noise(x, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(a(x, noise), b(x, noise), atol=1e-6)
+        b.skip.conv.weight.mul_(0.5)  # the skip now halves the input: the output drops by about half the frame
+        drop = (a(x, noise) - b(x, noise)).mean().item()
+    assert abs(drop - 0.5 * x.mean().item()) < 0.05
+    save_checkpoint(tmp_path / "m.pt", b, {"task": "lq2hq"})
+    loaded, _ = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.config.skip_kernel == 5 and torch.equal(loaded.skip.conv.weight, b.skip.conv.weight)
+    frame = x[0, 0].numpy()
+    eager = load_engine(tmp_path / "m.pt", "torch", EngineOptions(noise="off")).infer(frame)
+    onnx = load_engine(tmp_path / "m.pt", "onnxruntime", EngineOptions(noise="off"),
+                       artifact=export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx")).infer(frame)
+    assert np.abs(eager - onnx).max() < 1e-4
+    with pytest.raises(ValueError, match="skip_kernel"):
+        TransformerNet(replace(TINY, residual=False, skip_kernel=3))

@@ -103,6 +103,7 @@ class RealismConfig(RunConfig):
     blocks: int = 8  # fast
     width: int = 16  # johnson
     n_residual: int = 5  # johnson
+    skip_kernel: int = 0  # johnson: > 0, the input skip is a learned k×k filter (engines.transformer_net.SkipFilter)
     steps: int = 2000
     lr: float = 1e-3
     d_lr: float = 1e-3
@@ -192,7 +193,8 @@ def build_generator(cfg: RealismConfig) -> torch.nn.Module:
         return FastNet(FastNetConfig(cfg.channels, cfg.blocks, noise=not cfg.speckle, echo_mask=True,
                                      speckle=cfg.speckle, speckle_psf=cfg.speckle_psf))
     if cfg.arch == "johnson":
-        return TransformerNet(NetConfig(cfg.width, cfg.n_residual, noise=True, echo_mask=True, residual=True))
+        return TransformerNet(NetConfig(cfg.width, cfg.n_residual, noise=True, echo_mask=True, residual=True,
+                                         skip_kernel=cfg.skip_kernel))
     raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
 
 
@@ -281,8 +283,11 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         from engines.checkpoint import load_checkpoint
 
         start, _ = load_checkpoint(cfg.init)
+        weights = start.state_dict()
+        if cfg.arch == "johnson" and cfg.skip_kernel and not any(k.startswith("skip.") for k in weights):
+            weights.update({k: v for k, v in net.state_dict().items() if k.startswith("skip.")})  # identity: as before
         try:
-            net.load_state_dict(start.state_dict())
+            net.load_state_dict(weights)
         except RuntimeError as exc:
             raise ValueError(f"--init {cfg.init}: not the architecture this run builds ({exc})") from None
         if ema is not None:

@@ -97,6 +97,9 @@ def train_flags(p) -> None:
     p.add_argument("--ssim-weight", type=float, default=None, help="perceptual: extra 1-SSIM to HQ (off in the thesis)")
     p.add_argument("--width", type=int, default=None, help="channels of the first conv (thesis: 32)")
     p.add_argument("--n-residual", type=int, default=None)
+    p.add_argument("--skip-kernel", type=int, default=None,
+                   help="realism, johnson: pass the input skip through a learned k×k filter (odd k; starts as the "
+                        "identity, so --init from a net without one continues where it was)")
     p.add_argument("--no-noise", action="store_true",
                    help="build the net without noise injection (distill: default, a noise plane when the teacher has one)")
     p.add_argument("--val-every", type=int, default=None)
@@ -136,7 +139,7 @@ def run_train(args) -> int:
         from trainer.realism import train as train_realism
 
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
-            args, ["out", "task", "arch", "speckle", "speckle_psf", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "steps", "batch", "crop", "lr",
+            args, ["out", "task", "arch", "speckle", "speckle_psf", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "skip_kernel", "steps", "batch", "crop", "lr",
                    "d_lr", "anatomy_weight", "pixel_weight", "mse_weight", "beam_speckle", "adversarial_weight", "texture_weight", "histogram_weight",
                    "nakagami_weight", "local_histogram_weight", "correlation_weight", "correlation_lags",
                    "correlation_window", "brightness_weight", "phase_weight", "spectrum_weight",
