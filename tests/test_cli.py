@@ -421,6 +421,7 @@ def test_version_and_the_embedded_model_list():
     names = [m["name"] for m in listing]
     assert "lq2hq" in names and "lq2hq_fast" in names
     assert all(m["parameters"] > 0 and m["task"] for m in listing)
+    assert all(0.4 < m["realism"]["c2st"] <= 1 for m in listing), "every shipped model shows its card's headline C2ST"
     assert "| lq2hq_fast |" in usnst("models").stdout
 
 

@@ -120,14 +120,17 @@ def models_flags(p) -> None:
 
 
 def headline(name: str) -> dict:
-    """A shipped model's own row of its card's realism report (NAME.realism.json beside the checkpoint), if any."""
+    """A shipped model's own row of its card's realism report (NAME.realism.json beside the checkpoint), if any: the
+    row named NAME, else the first named "NAME (…)" — cards that report several seed sets or noise modes put the
+    headline (test seeds, the mode the model is judged in) first."""
     from engines.checkpoint import default_model_path
 
     path = default_model_path(name).with_suffix(".realism.json")
     if not path.is_file():
         return {}
     rows = json.loads(path.read_text())
-    mine = next((r for r in rows if r.get("model") == name), None)
+    mine = next((r for r in rows if r.get("model") == name), None) or next(
+        (r for r in rows if str(r.get("model", "")).startswith(name + " (")), None)
     return {k: mine[k] for k in ("ssim", "lowpass_ssim", "nakagami_m", "fwhm_axial_px", "fwhm_lateral_px", "c2st")
             if k in mine} if mine else {}
 
