@@ -44,7 +44,8 @@ def test_phantom_train_info(tmp_path):
                  "--batch", 2, "--width", 4, "--n-residual", 1)
     assert "held-out: SSIM" in proc.stdout
     info = json.loads(usnst("info", "--model", tmp_path / "m.pt").stdout)
-    assert info["config"] == {"width": 4, "n_residual": 1, "noise": True, "echo_mask": False, "residual": False}
+    assert info["config"] == {"width": 4, "n_residual": 1, "noise": True, "echo_mask": False, "residual": False,
+                              "skip_kernel": 0}
     assert info["meta"]["task"] == "lq2hq" and info["meta"]["steps"] == 3
     assert json.loads(usnst("info").stdout)["meta"]["task"] == "lq2hq"  # the embedded default
 
