@@ -10,7 +10,7 @@ freeze in-graph random ops at build time, so every backend feeds noise from outs
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -35,8 +35,7 @@ class NetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetConfig":
-        known = {k: d[k] for k in ("width", "n_residual", "noise", "echo_mask", "residual", "skip_kernel") if k in d}
-        return cls(**known)
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 class ConvLayer(nn.Module):
@@ -135,10 +134,9 @@ class TransformerNet(FrameNet):
         if config.noise:
             self.noise1 = NoiseInjection(2 * w)
             self.noise2 = NoiseInjection(w)
-        if config.skip_kernel:
-            if not config.residual or config.skip_kernel % 2 == 0:
-                raise ValueError(f"skip_kernel needs residual=True and an odd size, got {config.skip_kernel}")
-            self.skip = SkipFilter(config.skip_kernel)
+        if config.skip_kernel and (not config.residual or config.skip_kernel % 2 == 0):
+            raise ValueError(f"skip_kernel needs residual=True and an odd size, got {config.skip_kernel}")
+        self.skip = SkipFilter(config.skip_kernel) if config.skip_kernel else nn.Identity()  # no weights when plain
 
     @property
     def geometry(self) -> FrameGeometry:
@@ -162,5 +160,5 @@ class TransformerNet(FrameNet):
         y = F.relu(self.in5(y))
         out = self.deconv3(y)
         if self.config.residual:  # realism training: speckle is a correction to the frame, anatomy passes through
-            out = (self.skip(x) if self.config.skip_kernel else x) + out
+            out = self.skip(x) + out
         return out * echo_region(x) if self.config.echo_mask else out
