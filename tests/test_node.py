@@ -217,3 +217,66 @@ def test_the_python_api_gives_what_the_node_publishes(harness_factory, tiny_chec
     assert stylizer.describe()["noise"] == "fixed"
     with pytest.raises(ValueError, match="uint8, uint16 or float32"):
         stylizer(np.zeros((8, 8), np.int32))
+
+
+def test_a_connecting_node_survives_an_oversized_part_and_a_restarted_simulator(tiny_engine, caplog):
+    """libzmq abandons a connection for good after a part over MAXMSGSIZE; the node must log it, count it and
+    reconnect, then go on receiving from the same simulator and from a restarted one (issue 25, item 1)."""
+    import logging
+
+    import zmq
+
+    from conftest import gray_frame
+    from usnst_stream.node import Node, NodeConfig
+
+    ctx = zmq.Context()
+
+    def simulator(port=0):
+        pub = ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        deadline = time.monotonic() + 5
+        while True:  # a port just closed is released asynchronously
+            try:
+                pub.bind(f"tcp://127.0.0.1:{port or '*'}")
+                break
+            except zmq.ZMQError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        return pub, int(pub.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+    pub, port = simulator()
+    limits = protocol.Limits(16, 16)
+    node = Node(tiny_engine, NodeConfig(input=f">tcp://127.0.0.1:{port}", output="@tcp://127.0.0.1:*",
+                                        limits=limits, stats_interval=0), ctx).start()
+    seq = iter(range(10**6))
+
+    def received_after(send, timeout=10.0):
+        """Send frames until the node's received count grows."""
+        start = node.stats.snapshot()["received"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            send.send_multipart(protocol.encode(gray_frame(next(seq), h=8, w=8)))
+            time.sleep(0.05)
+            if node.stats.snapshot()["received"] > start:
+                return True
+        return False
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="usnst_stream.node"):
+            assert received_after(pub)
+            oversized = bytes(limits.max_message_bytes() + 1)
+            pub.send_multipart([protocol.INPUT_TOPIC, b"\x80", oversized])
+            deadline = time.monotonic() + 5
+            while node.stats.snapshot()["rejected_by_reason"].get("part_too_large", 0) == 0:
+                assert time.monotonic() < deadline, "the dropped connection was never noticed"
+                time.sleep(0.02)
+            assert received_after(pub), "deaf after an oversized part"
+            pub.close()
+            pub, _ = simulator(port)  # the simulator restarts on the same port
+            assert received_after(pub), "deaf after the simulator restarted"
+        assert "more than the largest frame" in caplog.text
+        assert node.stats.snapshot()["rejected_by_reason"] == {"part_too_large": 1}
+    finally:
+        node.stop()
+        ctx.destroy(linger=0)

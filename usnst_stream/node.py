@@ -24,6 +24,7 @@ from engines.base import Engine
 from usnst_io import protocol
 from usnst_stream import frames
 from usnst_stream.igtl_sink import IgtlSink, is_igtl
+from usnst_stream.link_monitor import LinkMonitor
 from usnst_stream.security import CurveConfig
 from usnst_stream.sockets import (
     SIMULATOR_ENDPOINT,
@@ -31,6 +32,7 @@ from usnst_stream.sockets import (
     attach,
     binding,
     connecting,
+    split_endpoint,
 )
 from usnst_stream.stats import StreamStats
 
@@ -127,6 +129,10 @@ class Node:
         pub = self.context.socket(zmq.PUB)
         pub.setsockopt(zmq.SNDHWM, self.config.sndhwm)
         pub.setsockopt(zmq.LINGER, 500)
+        connects = [e for bind, e in (split_endpoint(one, False) for one in self.config.input.split(",")) if not bind]
+        # Before connecting, so that no event is missed: libzmq abandons a connection after a protocol error.
+        link = LinkMonitor(sub, connects, self.config.limits.max_message_bytes(), self._input_link_event) \
+            if connects else None
         try:
             self.endpoints["input"] = attach(sub, self.config.input, default_bind=False, curve=self.config.curve)
             self.endpoints["output"] = (attach(pub, zmq_out, default_bind=True, curve=self.config.curve)
@@ -135,6 +141,8 @@ class Node:
                 self._igtl.append(IgtlSink(endpoint, spacing_mm=self.config.igtl_spacing_mm))
                 self.endpoints["output"].append(self._igtl[-1].endpoint)
         except (zmq.ZMQError, ValueError, OSError):
+            if link is not None:
+                link.close()
             sub.close()
             pub.close()
             for sink in self._igtl:
@@ -148,7 +156,7 @@ class Node:
             log.info("node: Prometheus metrics at %s", url)
         log.info("node: input %s, output %s, engine %s", ", ".join(self.endpoints["input"]),
                  ", ".join(self.endpoints["output"]), self.engine.describe())
-        self._threads = [threading.Thread(target=self._receive_loop, args=(sub,), name="usnst-recv", daemon=True),
+        self._threads = [threading.Thread(target=self._receive_loop, args=(sub, link), name="usnst-recv", daemon=True),
                          threading.Thread(target=self._infer_loop, args=(pub,), name="usnst-infer", daemon=True)]
         for t in self._threads:
             t.start()
@@ -192,12 +200,19 @@ class Node:
         return self._stop.is_set()
 
     # -- receiver thread: recv → validate → mailbox -----------------------------------------------
-    def _receive_loop(self, sub: zmq.Socket) -> None:
+    def _receive_loop(self, sub: zmq.Socket, link: LinkMonitor | None) -> None:
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
+        if link is not None:
+            poller.register(link.poll_item, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if not poller.poll(100):
+                ready = dict(poller.poll(100))
+                if link is not None:
+                    if link.poll_item in ready:
+                        link.handle()
+                    link.repair()
+                if sub not in ready:
                     continue
                 parts = sub.recv_multipart(copy=False)
                 recv_ns = protocol.now_ns()
@@ -215,7 +230,14 @@ class Node:
             log.exception("receiver stopped by an unexpected error")
             self._stop.set()
         finally:
+            if link is not None:
+                link.close()
             sub.close()
+
+    def _input_link_event(self, reason: str, detail: str) -> None:
+        """A connection the input lost to a protocol error (counted as a rejection) or a refused handshake."""
+        self.stats.reject(reason)
+        self._warn.warn(reason, f"input: {detail}")
 
     def _track_sequence(self, seq: int) -> None:
         last = self._last_seq
