@@ -62,7 +62,11 @@ class NoisePlanes:
         self.device, self.dtype, self.as_numpy = torch.device(device), dtype or torch.float32, as_numpy
         self.seed = options.seed
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(options.seed)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state of a new stream: the next planes are those the seed gives first."""
+        self.generator.manual_seed(self.seed)
         self._fixed: dict[tuple, list] = {}
 
     def _make(self, shapes, draw: bool) -> list:
@@ -97,6 +101,13 @@ class Engine:
 
     def describe(self) -> dict:
         return {"backend": self.name}
+
+    def reset(self) -> None:
+        """Forget what earlier frames left behind (noise drawn, a fitted fan): the next frame is the first of a new
+        stream. Batch tools call it before each file, so a file's output never depends on the files before it."""
+        noise = getattr(self, "noise", None)
+        if isinstance(noise, NoisePlanes):
+            noise.reset()
 
 
 def check_frame(frame: np.ndarray) -> None:

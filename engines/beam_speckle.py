@@ -257,3 +257,8 @@ class SpeckledEngine(Engine):
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "beam_speckle": self.stage.config.to_dict()}
+
+    def reset(self) -> None:
+        self.inner.reset()
+        self.noise.reset()
+        self.stage = BeamSpeckle(self.stage.config)  # the fan fitted to earlier frames goes too

@@ -138,6 +138,7 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     report = StylizeReport(total=len(paths))
     for path in tqdm(paths, desc="stylize", unit="img", disable=not job.progress):
         rel = path.relative_to(base)
+        engine.reset()  # each file as the first of a stream: no output depends on order, shard or resume
         if path.suffix.lower() in DICOM_SUFFIXES:
             _stylize_dicom(engine, path, out_dir / rel, job, report)
             continue

@@ -171,3 +171,58 @@ def test_stylize_json_summary_on_stdout(tmp_path, tree, tiny_checkpoint):
     summary = json.loads(proc.stdout)  # stdout is the JSON alone; the human lines went to stderr
     assert summary["written"] == 5 and summary["failed"] == 1 and "usnst stylize:" in proc.stderr
     assert proc.returncode == 1  # one input failed
+
+
+def test_outputs_do_not_depend_on_order_shards_or_resume(tmp_path):
+    """Property (issue 25, item 2): a stage that keeps state between frames (the fitted fan, noise drawn per frame)
+    must start afresh for every file. Frames of several probe geometries, a real scanner DICOM and per-frame noise
+    (the hardest case): one ordered run, a run over the same files under other names (another order), three
+    shards into one folder and an interrupted-then-resumed run give byte-identical outputs."""
+    import shutil
+
+    from pydicom import examples
+
+    from engines.beam_speckle import META_KEY, BeamSpeckleConfig
+    from engines.checkpoint import save_checkpoint
+    from usnst_stream.phantom import PhantomRenderer, acquisition
+
+    from conftest import tiny_net
+
+    model = save_checkpoint(tmp_path / "speckled.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
+        rays=64, samples=96).to_dict()})
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(5):  # each scene its own sector (depth, angle): a fan kept from the previous file would differ
+        renderer = PhantomRenderer(96, 112, seed=k, **acquisition("varied", np.random.default_rng([k, 7])))
+        cv2.imwrite(str(src / f"f{k}.png"), to_png(renderer.render(0.0).lq))
+    shutil.copy(examples.get_path("rgb_color"), src / "scan.dcm")
+    names = sorted(p.name for p in src.iterdir())
+    renamed = tmp_path / "renamed"  # the same files listed in reverse order
+    renamed.mkdir()
+    for i, name in enumerate(names):
+        shutil.copy(src / name, renamed / f"{len(names) - i:02d}_{name}")
+
+    def run(inputs, out, **kw):
+        engine = load_engine(model, "torch", EngineOptions(noise="frame", seed=3, threads=1))
+        return run_stylize(engine, StylizeJob(str(inputs), str(out), progress=False, **kw))
+
+    def outputs(folder, strip=False):
+        return {(p.name.split("_", 1)[1] if strip else p.name): p.read_bytes() for p in folder.glob("*.png")}
+
+    run(src, tmp_path / "ordered")
+    reference = outputs(tmp_path / "ordered")
+    assert len(reference) == len(names)
+    run(renamed, tmp_path / "reversed")
+    assert outputs(tmp_path / "reversed", strip=True) == reference
+    for i in range(3):
+        run(src, tmp_path / "sharded", shard=(i, 3))
+    assert outputs(tmp_path / "sharded") == reference
+    run(src, tmp_path / "resumed")
+    for name in ("f0.png", "f3.png", "scan.png"):
+        (tmp_path / "resumed" / name).unlink()
+    assert run(src, tmp_path / "resumed").written == 3
+    assert outputs(tmp_path / "resumed") == reference
+
+
+def to_png(frame: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(frame * 255), 0, 255).astype(np.uint8)

@@ -118,6 +118,7 @@ class Node:
         if self.config.warmup:
             t0 = time.perf_counter()
             self.engine.infer(np.zeros(self.config.warmup, np.float32))
+            self.engine.reset()  # the stream's first frame gets the noise a first frame gets (as in the Python API)
             log.info("engine warm-up %.0f ms", (time.perf_counter() - t0) * 1e3)
         sub = self.context.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, self.config.rcvhwm)
