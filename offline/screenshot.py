@@ -223,31 +223,28 @@ def clean_cine(frames: list[np.ndarray]) -> list[CleanResult]:
     return [clean_screenshot(f, (lo, hi), region.astype(bool)) for f in frames]
 
 
-def clean_folder(inputs: str, out: str) -> dict:
+def clean_folder(inputs: str, out: str, overwrite: bool = False) -> dict:
     """Clean every screenshot of a folder/glob (images and DICOM, in colour where they have it) into PNGs under ``out``
-    (same relative paths; a cine gives name_0000.png…), with ``cleaning.json`` listing what was removed."""
+    (same relative paths; a cine gives name_0000.png…), with ``cleaning.json`` listing what was removed. A folder
+    that already holds files is refused unless ``overwrite``: cleaning never replaces what it did not just write."""
     import json
     from pathlib import Path
 
     from usnst_io.dicom import read_dicom
-    from usnst_io.media import (
-        DICOM_SUFFIXES,
-        frame_png_paths,
-        list_inputs,
-        read_color,
-        write_png,
-    )
+    from usnst_io.media import DICOM_SUFFIXES, frame_png_paths, plan_batch, read_color, write_png
 
-    base, paths = list_inputs(inputs)
+    items = plan_batch(inputs, out)
+    if not overwrite and Path(out).is_dir() and any(p.is_file() for p in Path(out).rglob("*")):
+        raise ValueError(f"{out} already holds files: choose an empty --out, or pass --overwrite to replace them")
     rows, failures = [], []
-    for path in paths:
-        rel = path.relative_to(base)
+    for item in items:
+        path, rel = item.input, item.rel
         try:
             if path.suffix.lower() in DICOM_SUFFIXES:
                 frames = read_dicom(path, colour=True).frames  # colour finds calipers and Doppler overlays
-                targets = frame_png_paths(Path(out) / rel, len(frames))
             else:
-                frames, targets = [read_color(path)], [Path(out) / rel.with_suffix(".png")]
+                frames = [read_color(path)]
+            targets = frame_png_paths(item.out_stem, len(frames))
             results = clean_cine(frames) if len(frames) > 1 else [clean_screenshot(frames[0])]
             for result, target in zip(results, targets):
                 write_png(target, result.image)

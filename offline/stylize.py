@@ -22,11 +22,12 @@ from offline.datasets import crop_brightness_bar, split_triptych
 from offline.metrics import mean_scores, score_pair
 from usnst_io.media import (
     DICOM_SUFFIXES,
+    BatchItem,
     RECORDING_SUFFIXES,
     VIDEO_SUFFIXES,
     frame_png_paths,
     is_stylizable,
-    list_inputs,
+    plan_batch,
     read_gray,
     read_sequence,
     remove_stale_temp_files,
@@ -127,25 +128,25 @@ def _source_panel(engine: Engine) -> str:
 def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     if job.layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {job.layout!r}")
-    base, paths = list_inputs(job.inputs, accept=is_stylizable)
-    i, n = job.shard
-    paths = paths[i::n]
     out_dir = Path(job.out)
+    items = plan_batch(job.inputs, out_dir, accept=is_stylizable)  # over the whole set: every shard names alike
+    i, n = job.shard
+    items = items[i::n]
     if out_dir.is_dir():
         remove_stale_temp_files(out_dir)
     claim_output_folder(out_dir, engine, job.overwrite)
     source_panel = _source_panel(engine)
-    report = StylizeReport(total=len(paths))
-    for path in tqdm(paths, desc="stylize", unit="img", disable=not job.progress):
-        rel = path.relative_to(base)
+    report = StylizeReport(total=len(items))
+    for item in tqdm(items, desc="stylize", unit="img", disable=not job.progress):
+        path, rel = item.input, item.rel
         engine.reset()  # each file as the first of a stream: no output depends on order, shard or resume
         if path.suffix.lower() in DICOM_SUFFIXES:
-            _stylize_dicom(engine, path, out_dir / rel, job, report)
+            _stylize_dicom(engine, path, item, job, report)
             continue
         if path.suffix.lower() in VIDEO_SUFFIXES + RECORDING_SUFFIXES:
-            _stylize_sequence(engine, path, out_dir / rel, job, report)
+            _stylize_sequence(engine, path, item, job, report)
             continue
-        out_path = (out_dir / rel).with_suffix(".png")
+        out_path = item.output(".png")
         if out_path.exists() and not job.overwrite and not job.metrics:
             report.skipped += 1
             continue
@@ -175,7 +176,7 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     return report
 
 
-def _stylize_dicom(engine: Engine, path: Path, out_base: Path, job: StylizeJob, report: StylizeReport) -> None:
+def _stylize_dicom(engine: Engine, path: Path, item: BatchItem, job: StylizeJob, report: StylizeReport) -> None:
     """A DICOM still or cine: every frame stylized, written as a derived DICOM (same geometry, new UIDs) or as
     PNGs (``name.png``, or ``name_0000.png``… for a cine). Resume checks the last file a run would write."""
     from usnst_io.dicom import read_dicom, stylize_dicom, write_derived
@@ -183,7 +184,7 @@ def _stylize_dicom(engine: Engine, path: Path, out_base: Path, job: StylizeJob, 
     try:
         series = read_dicom(path)
         n = len(series.frames)
-        outputs = [out_base.with_suffix(".dcm")] if job.dicom_format == "dicom" else frame_png_paths(out_base, n)
+        outputs = [item.output(".dcm")] if job.dicom_format == "dicom" else frame_png_paths(item.out_stem, n)
         if outputs[-1].exists() and not job.overwrite:
             report.skipped += 1
             return
@@ -199,18 +200,18 @@ def _stylize_dicom(engine: Engine, path: Path, out_base: Path, job: StylizeJob, 
         report.failed.append((str(path), f"{exc.__class__.__name__}: {exc}"))
 
 
-def _stylize_sequence(engine: Engine, path: Path, out_base: Path, job: StylizeJob, report: StylizeReport) -> None:
+def _stylize_sequence(engine: Engine, path: Path, item: BatchItem, job: StylizeJob, report: StylizeReport) -> None:
     """A recording (.usrec) or a video: every frame stylized, written as ``name_0000.png``… with ``name.times.csv``
     (file, seconds from the first frame) so `usnst export`-style timing survives. Resume checks the last file."""
     try:
         seq = read_sequence(path)
-        outputs = frame_png_paths(out_base, len(seq.frames))
+        outputs = frame_png_paths(item.out_stem, len(seq.frames))
         if outputs[-1].exists() and not job.overwrite:
             report.skipped += 1
             return
         for out, frame in zip(outputs, seq.frames):
             write_png(out, _stylize_one(engine, frame))
-        write_frame_times(out_base.with_name(out_base.stem + ".times.csv"), [o.name for o in outputs], seq.times)
+        write_frame_times(item.output(".times.csv"), [o.name for o in outputs], seq.times)
         report.written += 1
     except Exception as exc:  # one bad input must not end a long batch
         log.warning("skipping %s: %s", path, exc)

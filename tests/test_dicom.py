@@ -74,7 +74,7 @@ def test_derived_output_has_new_uids_derived_flags_and_the_original_geometry(tmp
     assert (ds.Rows, ds.Columns, int(ds.NumberOfFrames)) == (240, 320, 30) and back.fps == pytest.approx(cine.fps)
     assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.file_meta.TransferSyntaxUID.is_little_endian
     assert all(np.array_equal(a, b) for a, b in zip(back.frames, styled))
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".*usnst-tmp*"))
     with pytest.raises(ValueError, match="geometry"):
         write_derived(tmp_path / "bad.dcm", [f[:100] for f in styled], cine)
 

@@ -26,7 +26,7 @@ def test_an_atomic_write_replaces_whole_or_leaves_the_old_file(tmp_path):
 def test_stale_temp_files_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
     import os
 
-    dead, live = tmp_path / ".x.png.tmp999999999.png", tmp_path / f".y.png.tmp{os.getpid()}.png"
+    dead, live = tmp_path / ".x.png.usnst-tmp999999999.png", tmp_path / f".y.png.usnst-tmp{os.getpid()}.png"
     dead.write_bytes(b"x")
     live.write_bytes(b"y")
     assert media.remove_stale_temp_files(tmp_path) == 1
@@ -70,7 +70,7 @@ def test_a_dicom_cine_reads_at_its_recorded_rate():
 
 
 def test_inputs_are_listed_once_by_folder_glob_or_file_without_temp_files(tmp_path):
-    for rel in ("a/1.png", "a/b/2.jpg", "c.dcm", "skip.txt", "a/.3.png.tmp1.png"):
+    for rel in ("a/1.png", "a/b/2.jpg", "c.dcm", "skip.txt", "a/.3.png.usnst-tmp1.png"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(tmp_path / rel), np.zeros((4, 4), np.uint8)) if rel.endswith((".png", ".jpg")) else \
             (tmp_path / rel).write_bytes(b"x")

@@ -56,7 +56,7 @@ def test_phantoms_are_written_in_the_thesis_triptych_layout(tmp_path):
     s = samples[0]
     assert s.lq.shape == s.hq.shape == s.seg.shape == (40, 56)
     assert set(np.unique(s.seg)) & set(FETUS_LABELS)
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert not list(tmp_path.glob(".*usnst-tmp*"))
 
 
 def test_split_triptych_refuses_images_that_are_not_triptychs():

@@ -11,7 +11,8 @@ import pytest
 
 from engines.base import EngineOptions
 from engines.registry import load_engine
-from offline.stylize import StylizeJob, list_inputs, parse_shard, run_stylize
+from offline.stylize import StylizeJob, parse_shard, run_stylize
+from usnst_io.media import list_inputs
 from usnst_stream.phantom import write_phantoms
 
 
@@ -87,7 +88,7 @@ def test_an_interrupted_run_leaves_only_whole_files_and_resumes(tmp_path, tiny_c
     cmd = [sys.executable, "-m", "usnst.cli", "-q", "stylize", str(src), "--out", str(out), "--model", str(tiny_checkpoint)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    outputs = lambda: [p for p in out.glob("*.png") if ".tmp" not in p.name]  # a killed write may leave its temp file
+    outputs = lambda: [p for p in out.glob("*.png") if not p.name.startswith(".")]  # a killed write may leave a temp
     while time.monotonic() < deadline and len(outputs()) < 5:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
@@ -96,11 +97,11 @@ def test_an_interrupted_run_leaves_only_whole_files_and_resumes(tmp_path, tiny_c
     assert 0 < len(partial) < 60
     for p in partial:  # every file present is a whole, readable image
         assert cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).shape == (96, 96)
-    (out / ".f999.tmp999999999.png").write_bytes(b"half")  # as if a killed run left its temp file
+    (out / ".f999.png.usnst-tmp999999999.png").write_bytes(b"half")  # as if a killed run left its temp file
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"{len(partial)} already done" in done.stdout or "already done" in done.stdout
-    assert len(list(out.glob("*.png"))) == 60 and not list(out.glob(".*.tmp*"))
+    assert len(list(out.glob("*.png"))) == 60 and not list(out.glob(".*.usnst-tmp*"))
 
 
 def test_an_output_folder_belongs_to_one_model_and_noise(tmp_path, tree, tiny_checkpoint):

@@ -12,6 +12,7 @@ import functools
 import glob
 import logging
 import os
+import re
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 RECORDING_SUFFIXES = (".usrec",)
 log = logging.getLogger(__name__)
-TEMP_MARK = ".tmp"  # in the names of files being written; listings skip them
+TEMP_MARK = ".usnst-tmp"  # in the names of files being written (.NAME.usnst-tmpPID.SUFFIX); listings skip them
+_TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"(\d+)")
 
 
 # -- writing -----------------------------------------------------------------------------------------------
@@ -50,15 +52,28 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> int:
     """Temp files left by a killed run (its PID is in the name) are removed; a live process's are left alone."""
     removed = 0
     for tmp in Path(folder).rglob(f".*{TEMP_MARK}*"):
+        match = _TEMP_NAME.match(tmp.name)
+        if match is None or not tmp.is_file():
+            continue
         try:
-            pid = int(tmp.name.rsplit(TEMP_MARK, 1)[1].split(".")[0])
-            os.kill(pid, 0)
+            os.kill(int(match.group(1)), 0)
         except ProcessLookupError:
             tmp.unlink(missing_ok=True)
             removed += 1
-        except (ValueError, PermissionError):
+        except (OverflowError, PermissionError):
             pass
     return removed
+
+
+def is_temp(path: Path) -> bool:
+    """A file an atomic write is still writing (or a killed one left): ``.NAME.usnst-tmpPID…``."""
+    return _TEMP_NAME.match(path.name) is not None
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> None:
+    """No command replaces a file it did not make in this run unless told to: one sentence saying what to do."""
+    if not overwrite and os.path.lexists(path):
+        raise ValueError(f"{path} exists: choose another {what}, or pass --overwrite to replace it")
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -185,11 +200,12 @@ class TimedVideoWriter:
             self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
-def frame_png_paths(out_base: Path, frames: int) -> list[Path]:
-    """Where the frames of one input go as PNGs: ``name.png`` for a still, ``name_0000.png``… for a sequence."""
+def frame_png_paths(out_stem: Path, frames: int) -> list[Path]:
+    """Where the frames of one input go as PNGs: ``NAME.png`` for a still, ``NAME_0000.png``… for a sequence, NAME
+    being ``out_stem``'s whole name."""
     if frames == 1:
-        return [out_base.with_suffix(".png")]
-    return [out_base.with_name(f"{out_base.stem}_{i:04d}.png") for i in range(frames)]
+        return [out_stem.with_name(out_stem.name + ".png")]
+    return [out_stem.with_name(f"{out_stem.name}_{i:04d}.png") for i in range(frames)]
 
 
 # -- reading -----------------------------------------------------------------------------------------------
@@ -210,17 +226,17 @@ def read_color(path: str | os.PathLike) -> np.ndarray:
 
 
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and TEMP_MARK not in path.name
+    return path.suffix.lower() in IMAGE_SUFFIXES and not is_temp(path)
 
 
 def is_still_or_dicom(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES and TEMP_MARK not in path.name
+    return path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES and not is_temp(path)
 
 
 def is_stylizable(path: Path) -> bool:
     """What batch stylization takes: stills, DICOM, videos and recordings."""
     return (path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES + VIDEO_SUFFIXES + RECORDING_SUFFIXES
-            and TEMP_MARK not in path.name)
+            and not is_temp(path))
 
 
 def image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
@@ -236,8 +252,13 @@ def image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
 
 def list_inputs(spec: str | os.PathLike, accept=is_still_or_dicom) -> tuple[Path, list[Path]]:
     """(base folder, sorted input paths): a folder is searched recursively; anything else is a glob pattern (or one
-    file) whose base is the part before its first wildcard. Outputs keep each input's path relative to the base."""
+    file) whose base is the part before its first wildcard. Outputs keep each input's path relative to the base.
+
+    Each file is listed once, by its shortest path: a glob through a symlink loop would otherwise list one image
+    under endless names. An empty ``spec`` is refused (it would have meant the current folder)."""
     spec = str(spec)
+    if not spec.strip():
+        raise ValueError("no inputs given: name a folder, a file or a glob pattern")
     p = Path(spec)
     if p.is_dir():
         base, paths = p, [q for q in p.rglob("*") if q.is_file()]
@@ -248,10 +269,70 @@ def list_inputs(spec: str | os.PathLike, accept=is_still_or_dicom) -> tuple[Path
         if base == p:  # a single file
             base = p.parent
         paths = [Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file()]
-    paths = sorted(q for q in paths if accept(q))
+    temp = [q for q in paths if is_temp(q)]
+    if temp:
+        log.warning("skipping %d file(s) named like usnst's unfinished writes (.NAME%sPID…), e.g. %s", len(temp),
+                    TEMP_MARK, temp[0])
+    seen: dict[str, Path] = {}
+    for q in sorted((q for q in paths if accept(q)), key=lambda q: (len(q.parts), str(q))):
+        seen.setdefault(os.path.realpath(q), q)
+    paths = sorted(seen.values())
     if not paths:
         raise FileNotFoundError(f"no inputs found for {spec!r}")
     return base, paths
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One input of a batch and where its outputs go: every output file is named from ``out_stem`` (``NAME.png``,
+    ``NAME_0000.png``…, ``NAME.dcm``)."""
+
+    input: Path
+    rel: Path  # the input's path below the base folder, as the reports name it
+    out_stem: Path
+
+    def output(self, suffix: str) -> Path:
+        return self.out_stem.with_name(self.out_stem.name + suffix)
+
+
+def plan_batch(spec: str | os.PathLike, out: str | os.PathLike, accept=is_still_or_dicom) -> list[BatchItem]:
+    """The inputs of a batch command and their outputs under ``out``, keeping the folder structure, made safe
+    before anything is written:
+
+    - files already under ``out`` are not inputs (an output folder inside the input folder is not re-read);
+    - an input whose path leaves the base folder (a glob with ``..``) is refused: its output would leave ``out``;
+    - inputs whose names differ only in suffix (``same.jpg``, ``same.png``) would write one output: each keeps its
+      whole name instead (``same.jpg.png``, ``same.png.png``), logged;
+    - ``out`` may not be the input folder itself, where outputs would replace inputs.
+    The plan is made over the whole list, so shards agree on every name."""
+    base, paths = list_inputs(spec, accept)
+    out = Path(out)
+    out_real = Path(os.path.realpath(out))
+    if out_real == Path(os.path.realpath(base)):
+        raise ValueError(f"--out {out} is the input folder: outputs would replace the inputs; choose another --out")
+    inside = [q for q in paths if Path(os.path.realpath(q)).is_relative_to(out_real)]
+    if inside:
+        log.info("not reading %d file(s) under the output folder %s", len(inside), out)
+        paths = [q for q in paths if q not in inside]
+        if not paths:
+            raise FileNotFoundError(f"no inputs found for {str(spec)!r} outside the output folder {out}")
+    rels = [Path(os.path.normpath(q.relative_to(base))) for q in paths]
+    escaping = [str(q) for q, r in zip(paths, rels) if r.parts[:1] == ("..",)]
+    if escaping:
+        raise ValueError(f"{escaping[0]} lies outside {base} (a pattern with '..'), so its output would land outside "
+                         f"--out {out}: give a pattern whose fixed part holds every input")
+    stems: dict[tuple[Path, str], list[Path]] = {}
+    for r in rels:
+        stems.setdefault((r.parent, r.stem), []).append(r)
+    items = []
+    for q, r in zip(paths, rels):
+        clash = stems[(r.parent, r.stem)]
+        items.append(BatchItem(q, r, out / r.parent / (r.name if len(clash) > 1 else r.stem)))
+    for (parent, stem), clash in stems.items():
+        if len(clash) > 1:
+            log.warning("%s share the output name %s: each is written under its whole name (%s)",
+                        " and ".join(c.name for c in clash), stem, ", ".join(c.name + ".png" for c in clash))
+    return items
 
 
 def read_stills(path: str | os.PathLike) -> list[np.ndarray]:

@@ -43,12 +43,17 @@ class Message:
 
 class RecordingWriter:
     """Appends messages; each record is flushed to the OS as soon as it is written, so a crash of this
-    process loses at most the record being written."""
+    process loses at most the record being written. An existing file is refused unless ``overwrite``: a recording
+    is often the only copy of a session."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f: BinaryIO = open(self.path, "wb")
+        try:
+            self._f: BinaryIO = open(self.path, "wb" if overwrite else "xb")
+        except FileExistsError:
+            raise RecordingError(f"{self.path} exists: choose another --out, or pass --overwrite to replace it") \
+                from None
         self._f.write(_FILE_HEADER.pack(MAGIC, VERSION, 0, 0))
         self._f.flush()
         self.count = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 import time
 
 import zmq
@@ -14,11 +15,13 @@ from usnst_stream.sockets import attach
 
 
 def record(endpoint: str, path: str | os.PathLike, stop=None, frames: int | None = None,
-           duration: float | None = None, topic: bytes = b"", context=None, ready=None, curve=None) -> dict:
+           duration: float | None = None, topic: bytes = b"", context=None, ready=None, curve=None,
+           overwrite: bool = False) -> dict:
     """Subscribe to ``endpoint`` and append every message to a recording until ``stop`` is set, ``frames``
     messages were written or ``duration`` seconds passed. Returns counts, including frames missing from the
     sequence numbers (e.g. while the publisher was down)."""
     stop = stop or threading.Event()
+    writer = RecordingWriter(path, overwrite)  # refused before anything is subscribed, if the file exists
     sock = (context or zmq.Context.instance()).socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, topic)
     sock.setsockopt(zmq.RCVHWM, 1000)  # a recorder wants every frame; a deep queue absorbs disk hiccups
@@ -27,13 +30,15 @@ def record(endpoint: str, path: str | os.PathLike, stop=None, frames: int | None
         attach(sock, endpoint, default_bind=False, curve=curve)
     except (zmq.ZMQError, ValueError):
         sock.close(0)
+        writer.close()
+        Path(path).unlink(missing_ok=True)  # made a moment ago, empty
         raise
     if ready is not None:
         ready.set()
     deadline = None if duration is None else time.monotonic() + duration
     last_seq, missing, invalid = None, 0, 0
     try:
-        with RecordingWriter(path) as writer:
+        with writer:
             while not stop.is_set() and (frames is None or writer.count < frames):
                 if deadline is not None and time.monotonic() >= deadline:
                     break

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,15 +33,30 @@ class CurveConfig:
 
 
 def generate_keys(out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
-    """Write NAME.key and NAME.key_secret in ``out_dir`` (the secret readable by its owner only)."""
+    """Write NAME.key and NAME.key_secret in ``out_dir``. The pair is made in a private folder (mode 700) and the
+    secret set to mode 600 there, then linked into place: no moment exists at which another user could read the
+    secret, and an existing key is never replaced (the link fails)."""
+    if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"key name {name!r} must be a plain file name (no folders, no '..'): the files go in --out")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for suffix in (".key", ".key_secret"):
         if (out / (name + suffix)).exists():
             raise FileExistsError(f"{out / (name + suffix)} exists; refusing to overwrite a key")
-    public, secret = zmq.auth.create_certificates(out, name)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".usnst-keys-") as private:  # mkdtemp: mode 700
+        public, secret = zmq.auth.create_certificates(private, name)
+        os.chmod(secret, 0o600)
+        placed = []
+        try:
+            for made in (secret, public):
+                os.link(made, out / Path(made).name)
+                placed.append(out / Path(made).name)
+        except FileExistsError:
+            for p in placed:
+                p.unlink()
+            raise FileExistsError(f"{out / Path(made).name} appeared while writing; refusing to overwrite a key") \
+                from None
+    return out / Path(public).name, out / Path(secret).name
 
 
 def _load(path: str, want_secret: bool) -> tuple[bytes, bytes | None]:
@@ -52,6 +68,9 @@ def _load(path: str, want_secret: bool) -> tuple[bytes, bytes | None]:
         raise ValueError(f"{path} is not a ZeroMQ certificate file: {exc}") from exc
     if want_secret and secret is None:
         raise ValueError(f"{path} holds only a public key; give this side's NAME.key_secret file")
+    if want_secret and os.name == "posix" and os.stat(path).st_mode & 0o077:
+        log.warning("CURVE secret key %s is readable by other users (mode %o): anyone who reads it can pose as this "
+                    "side; chmod 600 %s", path, os.stat(path).st_mode & 0o777, path)
     return public, secret
 
 

@@ -210,14 +210,15 @@ def _video_metrics(args) -> int:
 # -- clean ----------------------------------------------------------------------------------------------
 def clean_flags(p) -> None:
     p.add_argument("inputs", help="folder (recursive) or glob of screenshots (PNG/JPEG or DICOM)")
-    p.add_argument("--out", required=True, help="folder for the cleaned PNGs and cleaning.json")
+    p.add_argument("--out", required=True, help="folder for the cleaned PNGs and cleaning.json (not the input folder)")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
     p.set_defaults(func=run_clean)
 
 
 def run_clean(args) -> int:
     from offline.screenshot import clean_folder
 
-    s = clean_folder(args.inputs, args.out)
+    s = clean_folder(args.inputs, args.out, args.overwrite)
     for row in s["rows"]:
         print(f"{row['output']}: kept {100 * row['region_fraction']:.1f}% of the frame as image, "
               f"{row['ui_pixels_removed']} UI pixels blanked, {row['overlay_pixels_inpainted']} overlay pixels inpainted, "

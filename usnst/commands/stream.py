@@ -112,7 +112,8 @@ def run_simulate(args) -> int:
 # -- record / replay ------------------------------------------------------------------------------------
 def record_flags(p) -> None:
     p.add_argument("--in", dest="input", default=connecting(STYLIZED_ENDPOINT), help=ENDPOINT_HELP)
-    p.add_argument("--out", required=True, help="recording file (.usrec)")
+    p.add_argument("--out", required=True, help="recording file (.usrec); an existing file is refused")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing recording file")
     p.add_argument("--topic", default="", help="topic prefix to record (default: all)")
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--duration", type=float, default=None)
@@ -125,7 +126,8 @@ def run_record(args) -> int:
 
     stop = flags.stop_on_signals()
     print(f"usnst record: recording {args.input} to {args.out}. Ctrl-C stops.", flush=True)
-    counts = record(args.input, args.out, stop, args.frames, args.duration, args.topic.encode(), curve=flags.curve(args))
+    counts = record(args.input, args.out, stop, args.frames, args.duration, args.topic.encode(), curve=flags.curve(args),
+                    overwrite=args.overwrite)
     print(f"usnst record: wrote {counts['written']} messages to {counts['path']}; {counts['missing_by_seq']} frames "
           f"missing from the sequence numbers; {counts['invalid']} not valid frames.", flush=True)
     return 0
