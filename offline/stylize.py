@@ -213,6 +213,8 @@ def _stylize_sequence(engine: Engine, path: Path, item: BatchItem, job: StylizeJ
             write_png(out, _stylize_one(engine, frame))
         write_frame_times(item.output(".times.csv"), [o.name for o in outputs], seq.times)
         report.written += 1
+        for problem in seq.problems:  # the readable frames are written; the loss is reported (and the exit status 1)
+            report.failed.append((str(path), f"frames lost: {problem}"))
     except Exception as exc:  # one bad input must not end a long batch
         log.warning("skipping %s: %s", path, exc)
         report.failed.append((str(path), f"{exc.__class__.__name__}: {exc}"))

@@ -157,3 +157,57 @@ def test_stylize_takes_a_recording(tmp_path, tiny_checkpoint):
                                                                            "run_0002.png"]
     rows = list(csv.reader(open(tmp_path / "out" / "run.times.csv")))
     assert [float(r[1]) for r in rows[1:]] == pytest.approx([0, 0.2, 0.4])
+
+
+def _export(*args, timeout=60):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "usnst.cli", "export", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_export_of_a_recording_whose_clock_jumps_ends_and_says_so(tmp_path):
+    """A receive time far ahead (a flipped bit, a clock step) wrote without end (issue 25, item 4)."""
+    rec = tmp_path / "jump.usrec"
+    with RecordingWriter(rec) as writer:
+        for i, t in enumerate((1e9, 1.2e9, 1e18, 1e18 + 2e8)):  # the third frame 31 years later
+            writer.write(int(t), protocol.encode(protocol.Frame(i, 0, np.full((16, 16), 40 * i, np.uint8))))
+    done = _export(rec, "--out", tmp_path / "jump.avi", "--fps", "10")
+    assert done.returncode == 0, done.stderr
+    count = int(cv2.VideoCapture(str(tmp_path / "jump.avi")).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert count == 2 + 50 + 2 + 1 and "1 pause(s) longer than 5 s" in done.stdout  # the pause held for 5 s
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jump.avi", "jump.usrec"]  # no temp file left
+
+
+def test_export_of_a_damaged_recording_keeps_later_frames_and_exits_1(tmp_path):
+    rec = _recording(tmp_path / "run.usrec", n=6)
+    data = bytearray(rec.read_bytes())
+    data[16 + (len(data) - 16) // 6 * 2 + 40] ^= 0x04  # a bit inside the third record
+    rec.write_bytes(bytes(data))
+    done = _export(rec, "--out", tmp_path / "frames")
+    assert done.returncode == 1 and "frames lost" in done.stderr and "skipped" in done.stderr
+    assert len(list((tmp_path / "frames").glob("frame_*.png"))) == 5
+
+
+def test_export_keeps_every_frame_of_a_mixed_size_sequence_and_refuses_to_overwrite(tmp_path):
+    rec = tmp_path / "mixed.usrec"
+    with RecordingWriter(rec) as writer:
+        for i in range(6):
+            size = (24, 32) if i % 2 == 0 else (40, 40)
+            writer.write(10**9 + i * 10**8, protocol.encode(protocol.Frame(i, 0, np.full(size, 30 + 30 * i, np.uint8))))
+    out = tmp_path / "mixed.avi"
+    done = _export(rec, "--out", out, "--fps", "10")
+    assert done.returncode == 0, done.stderr
+    video, levels = cv2.VideoCapture(str(out)), []
+    while True:
+        ok, f = video.read()
+        if not ok:
+            break
+        levels.append(int(np.median(f)))
+    assert len(levels) == 6 and [abs(v - (30 + 30 * i)) < 8 for i, v in enumerate(levels)] == [True] * 6
+    assert "3 frame(s) of another size" in done.stdout
+    before = out.read_bytes()
+    again = _export(rec, "--out", out)
+    assert again.returncode == 2 and "--overwrite" in again.stderr and out.read_bytes() == before
+    assert _export(rec, "--out", out, "--overwrite").returncode == 0

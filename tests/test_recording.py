@@ -136,3 +136,18 @@ def test_a_prerendered_phantom_loop_repeats_its_frames_with_counting_seq_and_tim
     assert [f.seq for f in frames] == list(range(7)) and [t for t, _ in items][-1] == pytest.approx(0.6)
     assert np.array_equal(frames[0].pixels, frames[3].pixels) and np.array_equal(frames[1].pixels, frames[4].pixels)
     assert not np.array_equal(frames[0].pixels, frames[1].pixels)  # the probe moves within the loop
+
+
+def test_a_flipped_bit_costs_one_frame_not_the_rest_of_the_file(tmp_path):
+    """The reader resynchronises on the next whole record (issue 25, item 4), and says what it skipped."""
+    path = tmp_path / "r.usrec"
+    msgs = _write(path, 6)
+    data = bytearray(path.read_bytes())
+    record = len(data) // 6
+    data[16 + 2 * record + 40] ^= 0x01  # inside the third record
+    data[16 + 4 * record + 2] ^= 0x10  # the fifth record's marker itself
+    path.write_bytes(bytes(data))
+    reader = RecordingReader(path)
+    got = [m.parts for m in reader]
+    assert got == [msgs[0], msgs[1], msgs[3], msgs[5]]
+    assert reader.damaged == 2 and not reader.truncated and "skipped" in reader.status

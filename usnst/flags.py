@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -32,6 +33,36 @@ def size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must be at most {limits.max_height}x{limits.max_width} "
                                          f"(the frame limit of the wire protocol), got {h}x{w}")
     return h, w
+
+
+def _number(text: str, kind, test, says: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {says}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value) or not test(value):
+        raise argparse.ArgumentTypeError(f"expected {says}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0: rates, speeds, durations, intervals."""
+    return _number(text, float, lambda v: v > 0, "a finite number above 0")
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number ≥ 0 (0 meaning none or off, as each option's help says)."""
+    return _number(text, float, lambda v: v >= 0, "a finite number of 0 or more")
+
+
+def positive_int(text: str) -> int:
+    """A whole number ≥ 1: counts of frames, samples, threads."""
+    return _number(text, int, lambda v: v >= 1, "a whole number of 1 or more")
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number ≥ 0 (0 meaning none or for ever, as each option's help says)."""
+    return _number(text, int, lambda v: v >= 0, "a whole number of 0 or more")
 
 
 def on_signals(action) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import glob
 import logging
+import math
 import os
 import re
 from contextlib import ExitStack, contextmanager
@@ -161,23 +162,43 @@ class TimedVideoWriter:
     however irregularly its frames came (one file frame per received frame made 20 s of a slow stream 0.93 s).
     Written to a temp file and renamed on ``close`` (atomic, like every writer here)."""
 
+    # A pause longer than this is shown for this long: a recording whose clock jumped (a bit flip, a clock step)
+    # would otherwise write without end (one jump of 10⁹ s is 30 billion frames).
+    MAX_HOLD_S = 5.0
+
     def __init__(self, path: str | os.PathLike, fps: float = 30.0):
-        if fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number, got {fps}")
         self.path, self.fps = Path(path), fps
         self._stack = ExitStack()
         self._writer: cv2.VideoWriter | None = None
-        self._t0 = self._last = None
+        self._size: tuple[int, int] | None = None  # (width, height) of the video: the first frame's
+        self._last = None
+        self._shift = 0.0  # seconds taken out of over-long pauses so far
+        self._t0 = self._t_last = None
         self.written = 0
+        self.gaps_shortened = 0
+        self.resized = 0
 
     def add(self, t: float, frame: np.ndarray) -> None:
-        """``frame`` (grey or BGR uint8) shown from time ``t`` seconds (any origin; non-decreasing)."""
+        """``frame`` (grey or BGR uint8) shown from time ``t`` seconds (any origin; non-decreasing). A frame of
+        another size than the first is fitted into the video's size (letterboxed; counted in ``resized``)."""
         frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
         if self._writer is None:
             tmp = self._stack.enter_context(atomic_path(self.path))
-            self._writer = open_video_writer(tmp, self.fps, (frame.shape[1], frame.shape[0]))
-            self._t0 = t
-        due = int(round((t - self._t0) * self.fps))  # the file frame at which this frame starts
+            self._size = (frame.shape[1], frame.shape[0])
+            self._writer = open_video_writer(tmp, self.fps, self._size)
+            self._t0 = self._t_last = t
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            frame = letterbox(frame, self._size)
+            self.resized += 1
+        if not math.isfinite(t):
+            t = self._t_last
+        if t - self._t_last > self.MAX_HOLD_S:
+            self._shift += t - self._t_last - self.MAX_HOLD_S
+            self.gaps_shortened += 1
+        self._t_last = max(t, self._t_last)
+        due = int(round((t - self._shift - self._t0) * self.fps))  # the file frame at which this frame starts
         while self._last is not None and self.written < due:
             self._writer.write(self._last)
             self.written += 1
@@ -198,6 +219,17 @@ class TimedVideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``frame`` scaled to fit ``size`` (width, height) whole, centred on black."""
+    w, h = size
+    scale = min(w / frame.shape[1], h / frame.shape[0])
+    fw, fh = max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale))
+    out = np.zeros((h, w) + frame.shape[2:], frame.dtype)
+    y, x = (h - fh) // 2, (w - fw) // 2
+    out[y:y + fh, x:x + fw] = cv2.resize(frame, (fw, fh), interpolation=cv2.INTER_AREA)
+    return out
 
 
 def frame_png_paths(out_stem: Path, frames: int) -> list[Path]:
@@ -363,6 +395,7 @@ class Sequence:
     times: list[float]
     fps: float | None = None  # the rate the source declares, if any
     meta: dict = field(default_factory=dict)  # e.g. spacing_mm, DICOM photometric interpretation
+    problems: list[str] = field(default_factory=list)  # what reading lost (a damaged recording's skipped records)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -391,11 +424,13 @@ def sequence_kind(path: str | os.PathLike) -> str:
                      f"usnst recording ({', '.join(RECORDING_SUFFIXES)})")
 
 
-def iter_sequence(path: str | os.PathLike, fps: float | None = None) -> Iterator[tuple[float, np.ndarray, dict]]:
+def iter_sequence(path: str | os.PathLike, fps: float | None = None,
+                  problems: list[str] | None = None) -> Iterator[tuple[float, np.ndarray, dict]]:
     """``(t, frame, meta)`` for each frame of a sequence, lazily: ``t`` in seconds from the first frame, by the
     source's own timing (video and DICOM frame rate, a recording's receive times; image folders have none and go
     at 30 frames/s) unless ``fps`` is given. Frames are grayscale uint8 except a recording's, which keep their wire
-    dtype and channels. Unreadable files in a folder are skipped; a folder with none readable is an error."""
+    dtype and channels. Unreadable files in a folder are skipped; a folder with none readable is an error. A damaged
+    or truncated recording yields its whole records and, at its end, says what was lost in ``problems``."""
     path = Path(path)
     kind = sequence_kind(path)
     if kind == "images":
@@ -443,7 +478,8 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None) -> Iterator
         from usnst_io.recording import RecordingReader
 
         first, index = None, 0
-        for msg in RecordingReader(path):
+        reader = RecordingReader(path)
+        for msg in reader:
             frame = protocol.decode(msg.parts, check_finite=False)
             if isinstance(frame, protocol.Rejected):
                 continue
@@ -451,12 +487,14 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None) -> Iterator
             t = index / fps if fps else (msg.recv_ns - first) / 1e9
             yield t, frame.pixels, {**frame.meta, "seq": frame.seq, "capture_ns": frame.capture_ns}
             index += 1
+        if problems is not None and reader.status != "complete":
+            problems.append(f"{path}: {reader.status}")
 
 
 def read_sequence(path: str | os.PathLike, fps: float | None = None) -> Sequence:
     """A whole sequence in memory (see ``iter_sequence``); recording frames are converted to grayscale uint8."""
-    frames, times, meta = [], [], {}
-    for t, img, m in iter_sequence(path, fps):
+    frames, times, meta, problems = [], [], {}, []
+    for t, img, m in iter_sequence(path, fps, problems):
         frames.append(gray_uint8(img))
         times.append(t)
         meta = meta or m
@@ -465,7 +503,7 @@ def read_sequence(path: str | os.PathLike, fps: float | None = None) -> Sequence
     declared = fps
     if declared is None and len(times) > 1 and times[-1] > 0:
         declared = (len(times) - 1) / times[-1]
-    return Sequence(frames, times, declared, meta)
+    return Sequence(frames, times, declared, meta, problems)
 
 
 def gray_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@
     body   = u64 recv_ns u16 n_parts (u32 part_length, part bytes){n_parts}
 
 All integers little-endian. Each record holds one multipart ZeroMQ message exactly as received, so
-a replay sends the very same bytes. A reader stops at the first record that is short or fails its
-checksum and reports where: a file cut off by a crash replays up to its last whole frame.
+a replay sends the very same bytes. A reader skips a record that is short or fails its checksum, finds the next
+whole record and reports what it skipped: a file cut off by a crash replays up to its last whole frame, and one
+flipped bit costs one frame, not the rest of the file.
 """
 from __future__ import annotations
 
@@ -80,13 +81,17 @@ class RecordingWriter:
 
 
 class RecordingReader:
-    """Iterates the whole records of a file. After iteration ``status`` says how the file ended:
-    'complete', or why reading stopped and at which byte offset."""
+    """Iterates the whole records of a file. A damaged stretch (a flipped bit, a torn write) costs only the records it
+    touches: the reader searches forward for the next record that passes its checksum and goes on from there.
+    After iteration ``status`` is 'complete', or says what was skipped and where; ``damaged`` counts the stretches
+    skipped (a file cut off at its end by a crash is ``truncated``, not damaged: nothing after it was lost)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.status = "not read"
         self.count = 0
+        self.damaged = 0
+        self.truncated = False
         with open(self.path, "rb") as f:
             head = f.read(_FILE_HEADER.size)
         if len(head) < _FILE_HEADER.size or head[:8] != MAGIC:
@@ -96,36 +101,70 @@ class RecordingReader:
             raise RecordingError(f"{self.path} is recording format version {version}; this usnst reads {VERSION}")
 
     def __iter__(self) -> Iterator[Message]:
-        self.count = 0
+        self.count, self.damaged, self.truncated = 0, 0, False
+        problems = []
+        size = os.path.getsize(self.path)
         with open(self.path, "rb") as f:
-            f.seek(_FILE_HEADER.size)
-            while True:
-                offset = f.tell()
-                head = f.read(_RECORD_HEAD.size)
-                if not head:
-                    self.status = "complete"
-                    return
-                if len(head) < _RECORD_HEAD.size:
-                    self.status = f"truncated at byte {offset} (partial record header) after {self.count} messages"
+            offset, bad_at, bad_why = _FILE_HEADER.size, None, ""
+            while offset < size:
+                message, end, problem = _read_record(f, offset, size)
+                if message is not None:
+                    if bad_at is not None:  # the damaged stretch ends here
+                        self.damaged += 1
+                        problems.append(f"{bad_why} at byte {bad_at}: skipped {offset - bad_at} bytes")
+                        bad_at = None
+                    self.count += 1
+                    yield message
+                    offset = end
+                    continue
+                if bad_at is None:
+                    bad_at, bad_why = offset, problem
+                following = _next_magic(f, offset + 1)
+                if following is None:  # nothing whole after it: the file's tail
+                    self.truncated = True
+                    problems.append(f"{bad_why} at byte {bad_at}: the last {size - bad_at} bytes are not a whole "
+                                    "record (truncated)")
                     break
-                magic, length, crc = _RECORD_HEAD.unpack(head)
-                if magic != _RECORD_MAGIC or length > MAX_RECORD_BYTES:
-                    self.status = f"corrupt record at byte {offset} after {self.count} messages"
-                    break
-                body = f.read(length)
-                if len(body) < length:
-                    self.status = f"truncated at byte {offset} (partial record) after {self.count} messages"
-                    break
-                if zlib.crc32(body) != crc:
-                    self.status = f"checksum mismatch at byte {offset} after {self.count} messages"
-                    break
-                message = _parse_body(body)
-                if message is None:
-                    self.status = f"malformed record body at byte {offset} after {self.count} messages"
-                    break
-                self.count += 1
-                yield message
-        log.warning("%s: %s; replaying the %d whole messages before it", self.path, self.status, self.count)
+                offset = following
+        self.status = "complete" if not problems else "; ".join(problems) + f" ({self.count} whole messages read)"
+        if problems:
+            log.warning("%s: %s", self.path, self.status)
+
+
+def _read_record(f: BinaryIO, offset: int, size: int) -> tuple[Message | None, int, str]:
+    """The record at ``offset``: (message, offset after it, '') or (None, offset, what is wrong with it)."""
+    f.seek(offset)
+    head = f.read(_RECORD_HEAD.size)
+    if len(head) < _RECORD_HEAD.size:
+        return None, offset, "a partial record header"
+    magic, length, crc = _RECORD_HEAD.unpack(head)
+    if magic != _RECORD_MAGIC or length > MAX_RECORD_BYTES:
+        return None, offset, "a corrupt record header"
+    if offset + _RECORD_HEAD.size + length > size:
+        return None, offset, "a partial record"
+    body = f.read(length)
+    if zlib.crc32(body) != crc:
+        return None, offset, "a checksum mismatch"
+    message = _parse_body(body)
+    if message is None:
+        return None, offset, "a malformed record body"
+    return message, offset + _RECORD_HEAD.size + length, ""
+
+
+def _next_magic(f: BinaryIO, start: int, chunk: int = 1 << 20) -> int | None:
+    """Offset of the next record marker at or after ``start`` (read in chunks: recordings can be gigabytes)."""
+    f.seek(start)
+    carry, position = b"", start
+    while True:
+        data = f.read(chunk)
+        if not data:
+            return None
+        window = carry + data
+        found = window.find(_RECORD_MAGIC)
+        if found >= 0:
+            return position - len(carry) + found
+        carry = window[-(len(_RECORD_MAGIC) - 1):]
+        position += len(data)
 
 
 def _parse_body(body: bytes) -> Message | None:

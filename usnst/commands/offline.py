@@ -3,6 +3,7 @@ Each parser sits beside the function that runs it; choices and defaults come fro
 task table."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from usnst import flags
@@ -305,30 +306,34 @@ def export_flags(p) -> None:
     p.add_argument("source", help="a recording (.usrec), video, DICOM file or image folder")
     p.add_argument("--out", required=True, help="a video file (.mp4: H.264 where OpenCV has it, else MPEG-4; .avi: "
                    "MJPG) or a folder for PNG frames plus times.csv")
-    p.add_argument("--fps", type=float, default=30.0,
+    p.add_argument("--fps", type=flags.positive_float, default=30.0,
                    help="video: the file's frame rate (frames still appear at their recorded times) (default 30)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing video, or frames in the folder")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
     """Frames of any sequence at their own timestamps: a video that lasts as long as the recording, or numbered PNGs
-    with a times.csv (file, seconds from the first frame)."""
+    with a times.csv (file, seconds from the first frame). Exit status 1 when the source lost frames (a damaged
+    recording): the export holds what could be read, and says what could not."""
     from usnst_io.media import (
         VIDEO_SUFFIXES,
         TimedVideoWriter,
         gray_uint8,
         iter_sequence,
+        refuse_existing,
         write_frame_times,
         write_png,
     )
 
     out = Path(args.out)
     as_video = out.suffix.lower() in VIDEO_SUFFIXES
+    refuse_existing(out if as_video else out / "times.csv", args.overwrite)
     writer = TimedVideoWriter(out, args.fps) if as_video else None
     stop = flags.stop_on_signals()
-    times, n = [], 0
+    times, n, problems = [], 0, []
     try:
-        for t, img, _ in iter_sequence(args.source):
+        for t, img, _ in iter_sequence(args.source, problems=problems):
             if stop.is_set():
                 break
             frame = gray_uint8(img)
@@ -348,12 +353,18 @@ def run_export(args) -> int:
     if writer is not None:
         writer.close()
         what = f"{writer.written} video frames at {args.fps:g} fps ({writer.written / args.fps:.2f} s)"
+        if writer.gaps_shortened:
+            what += f"; {writer.gaps_shortened} pause(s) longer than {writer.MAX_HOLD_S:g} s shown for {writer.MAX_HOLD_S:g} s"
+        if writer.resized:
+            what += f"; {writer.resized} frame(s) of another size than the first fitted into it"
     else:
         write_frame_times(out / "times.csv", [n for n, _ in times], [t for _, t in times])
         what = "PNG frames + times.csv"
     stopped = " (stopped early by a signal: the frames so far)" if stop.is_set() else ""
     print(f"usnst export: {n} frames of {args.source} -> {out}: {what}{stopped}")
-    return 0
+    for problem in problems:
+        print(f"usnst export: frames lost: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 COMMANDS = {
