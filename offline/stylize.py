@@ -54,6 +54,7 @@ class StylizeJob:
     overwrite: bool = False
     progress: bool = True
     dicom_format: str = "png"  # DICOM inputs: "png" (one PNG per frame) or "dicom" (a derived DICOM, same geometry)
+    keep_identity: bool = False  # derived DICOM: keep the source's patient/study identity (default: de-identified)
 
 
 @dataclass
@@ -128,6 +129,9 @@ def _source_panel(engine: Engine) -> str:
 def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     if job.layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {job.layout!r}")
+    if job.keep_identity and job.dicom_format != "dicom":
+        raise ValueError("--keep-identity applies to derived DICOM only: add --dicom-format dicom (PNG outputs carry "
+                         "no header)")
     out_dir = Path(job.out)
     items = plan_batch(job.inputs, out_dir, accept=is_stylizable)  # over the whole set: every shard names alike
     i, n = job.shard
@@ -190,7 +194,9 @@ def _stylize_dicom(engine: Engine, path: Path, item: BatchItem, job: StylizeJob,
             return
         styled = stylize_dicom(series, lambda f: _stylize_one(engine, f))
         if job.dicom_format == "dicom":
-            write_derived(outputs[0], styled, series, f"usnst style transfer ({engine.describe().get('task') or 'model'})")
+            identity = model_identity(engine)
+            write_derived(outputs[0], styled, series, f"usnst style transfer ({identity['task'] or 'model'})",
+                          keep_identity=job.keep_identity, derivation=json.dumps(identity, sort_keys=True))
         else:
             for out, frame in zip(outputs, styled):
                 write_png(out, frame)

@@ -8,6 +8,7 @@ from pydicom import examples
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLSLossless
 
+from usnst_io.deidentify import new_uid
 from usnst_io.dicom import DicomError, read_dicom, write_derived
 from usnst_stream.sources import open_source
 
@@ -63,14 +64,17 @@ def test_derived_output_has_new_uids_derived_flags_and_the_original_geometry(tmp
     back = read_dicom(out)
     src, ds = cine.dataset, back.dataset
     assert ds.SOPInstanceUID != src.SOPInstanceUID and ds.SeriesInstanceUID != src.SeriesInstanceUID
-    assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.SOPClassUID == src.SOPClassUID
+    assert ds.StudyInstanceUID != src.StudyInstanceUID and ds.SOPClassUID == src.SOPClassUID  # de-identified
     assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
     assert ds.DerivationDescription.startswith("usnst lq2hq (test); burned-in annotations of the source")
     # The source states nothing about burned-in text and shows some: the derived image must not claim NO.
     assert "BurnedInAnnotation" not in src and ds.BurnedInAnnotation == "YES"
     assert ds.SeriesNumber == int(src.SeriesNumber) + 1000
-    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == new_uid(src.SOPInstanceUID)  # the de-identified source
     assert ds.SourceImageSequence[0].ReferencedSOPClassUID == src.SOPClassUID
+    kept = read_dicom(write_derived(tmp_path / "kept.dcm", styled, cine, keep_identity=True)).dataset
+    assert kept.StudyInstanceUID == src.StudyInstanceUID and kept.PatientName == src.PatientName
+    assert kept.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
     assert (ds.Rows, ds.Columns, int(ds.NumberOfFrames)) == (240, 320, 30) and back.fps == pytest.approx(cine.fps)
     assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.file_meta.TransferSyntaxUID.is_little_endian
     assert all(np.array_equal(a, b) for a, b in zip(back.frames, styled))
@@ -151,3 +155,89 @@ def test_a_truncated_uncompressed_file_is_called_damaged_not_a_missing_plugin(tm
     with pytest.raises(DicomError) as info:
         read_dicom(tmp_path / "cut.dcm")
     assert "truncated or damaged" in str(info.value) and "pip install" not in str(info.value)
+
+
+def _identified_series(tmp_path, n=6):
+    """``n`` single-frame images of one series, every PS3.15 basic-profile attribute filled with a marked value,
+    nested in a sequence too, plus a private tag: what the tester's DICOM carried, and more."""
+    from pydicom.datadict import dictionary_VR
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+
+    from usnst_io import deidentify as d
+
+    samples = {"PN": "SECRET^NAME", "DA": "19710203", "TM": "101112", "DT": "19710203101112", "UI": None,
+               "AS": "051Y", "DS": "71.5", "IS": "7", "US": 7, "SS": 7, "UL": 7, "FL": 7.0, "FD": 7.0, "CS": "SECRETCS"}
+    template = pydicom.dcmread(examples.get_path("rgb_color"))
+    series_uid, study_uid = generate_uid(), generate_uid()
+    secrets = set()
+    paths = []
+    for i in range(n):
+        ds = template.copy()
+        for keyword in d.REMOVE + d.EMPTY + d.DUMMY + d.NEW_UID:
+            vr = dictionary_VR(keyword)
+            if keyword == "MediaStorageSOPInstanceUID" or vr in ("OB", "OW", "UN", "OD", "OF", "OL", "OV", "AT"):
+                continue
+            if vr == "SQ":
+                item = Dataset()
+                item.PatientName = "NESTED^SECRET"
+                item.ReferencedSOPInstanceUID = generate_uid()
+                secrets.add(str(item.ReferencedSOPInstanceUID))
+                setattr(ds, keyword, Sequence([item]))
+            elif vr == "UI":
+                value = generate_uid()
+                setattr(ds, keyword, value)
+                secrets.add(value)
+            else:
+                value = samples.get(vr, f"SECRET-{keyword}"[:16])
+                setattr(ds, keyword, value)
+                if isinstance(value, str) and value.startswith("SECRET"):
+                    secrets.add(value)
+        ds.SeriesInstanceUID, ds.StudyInstanceUID = series_uid, study_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        secrets |= {series_uid, study_uid, str(ds.SOPInstanceUID)}
+        ds.SeriesNumber, ds.InstanceNumber = 1, i + 1
+        ds.BurnedInAnnotation = "NO"  # what the scanner claimed; the derived image must not repeat it
+        ds.add_new(0x00091001, "LO", "SECRET-PRIVATE")
+        secrets.add("SECRET-PRIVATE")
+        paths.append(tmp_path / "in" / f"img{i}.dcm")
+        paths[-1].parent.mkdir(exist_ok=True)
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths, secrets
+
+
+def test_derived_dicom_keeps_no_identifying_attribute_and_one_series_stays_one(tmp_path, tiny_engine):
+    """Issue 25, items 5 and 14: PS3.15's basic profile by default, honest Burned In Annotation, usnst as the
+    equipment, and six images of one series become six images of one derived series, in one run or in shards."""
+    from offline.stylize import StylizeJob, run_stylize
+    from usnst_io import deidentify as d
+
+    paths, secrets = _identified_series(tmp_path)
+    run_stylize(tiny_engine, StylizeJob(str(tmp_path / "in"), str(tmp_path / "out"), dicom_format="dicom",
+                                        progress=False))
+    outputs = sorted((tmp_path / "out").glob("*.dcm"))
+    assert len(outputs) == 6
+    for out in outputs:
+        data = out.read_bytes()
+        leaked = sorted(s for s in secrets if s.encode() in data)
+        assert not leaked, f"{out.name} still holds {leaked[:5]}"
+        ds = pydicom.dcmread(out)
+        for keyword in d.EMPTY:
+            assert keyword not in ds or not ds[keyword].value
+        assert ds.PatientIdentityRemoved == "YES" and ds.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+        assert ds.BurnedInAnnotation == "YES" and ds.Manufacturer == "usnst"
+        assert "DeviceSerialNumber" not in ds and not any(e.tag.is_private for e in ds)
+    datasets = [pydicom.dcmread(o) for o in outputs]
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 1 and len({ds.SOPInstanceUID for ds in datasets}) == 6
+    assert len({ds.StudyInstanceUID for ds in datasets}) == 1 and {int(ds.SeriesNumber) for ds in datasets} == {1001}
+    for i in range(3):  # shards agree on every UID
+        run_stylize(tiny_engine, StylizeJob(str(tmp_path / "in"), str(tmp_path / "shards"), dicom_format="dicom",
+                                            shard=(i, 3), progress=False))
+    sharded = [pydicom.dcmread(o) for o in sorted((tmp_path / "shards").glob("*.dcm"))]
+    assert [ds.SOPInstanceUID for ds in sharded] == [ds.SOPInstanceUID for ds in datasets]
+    assert {ds.SeriesInstanceUID for ds in sharded} == {datasets[0].SeriesInstanceUID}
+    with pytest.raises(ValueError, match="--dicom-format dicom"):
+        run_stylize(tiny_engine, StylizeJob(str(tmp_path / "in"), str(tmp_path / "png"), keep_identity=True,
+                                            progress=False))

@@ -7,9 +7,10 @@ Multi-frame cine loops keep their frame rate (Frame Time, Cine Rate, Recommended
 Frame Time Vector, in that order). Compressed transfer syntaxes decode when a pydicom pixel-data plugin for them
 is installed; otherwise the error names the syntax and the plugins that handle it.
 
-Output is a *derived* image: a copy of the source header with new SOP Instance and Series UIDs, ImageType
-DERIVED\\SECONDARY, a Derivation Description, 8-bit MONOCHROME2 uncompressed pixels, and the original geometry
-(rows, columns, pixel spacing, ultrasound regions, frame timing) kept.
+Output is a *derived* image: the source header de-identified (PS3.15 basic profile, unless identity is kept on
+request), new SOP Instance and Series UIDs, ImageType DERIVED\\SECONDARY, a Derivation Description, 8-bit
+MONOCHROME2 uncompressed pixels, and the original geometry (rows, columns, pixel spacing, ultrasound regions, frame
+timing) kept.
 """
 from __future__ import annotations
 
@@ -132,13 +133,21 @@ _COLOUR_TAGS = ("PlanarConfiguration", "RedPaletteColorLookupTableDescriptor", "
 
 
 def write_derived(path: str | os.PathLike, frames: list[np.ndarray], source: DicomSeries,
-                  description: str = "usnst style transfer", annotations_removed: bool = False) -> Path:
+                  description: str = "usnst style transfer", annotations_removed: bool = False,
+                  keep_identity: bool = False, derivation: str = "") -> Path:
     """Write ``frames`` (uint8, the source's size) as a derived DICOM of ``source``; atomic (temp file + rename).
 
-    It is a new series (new Series Instance UID, Series Number = the source's + 1000) that references its source
-    image (Source Image Sequence). Burned In Annotation says what the pixels may still show: style transfer keeps
-    whatever text the source had burned in, so it is the source's own statement, or YES when the source makes none
-    — NO only with ``annotations_removed`` (pixels cleaned of annotations, e.g. by `usnst clean`)."""
+    - De-identified by default (DICOM PS3.15 basic profile, usnst_io.deidentify): no patient, physician,
+      institution or device identity, no dates; ``keep_identity`` keeps the source's header as it was.
+    - A new series that references its source image (Source Image Sequence). Its UIDs are derived from the source's
+      and from ``derivation`` (what made the pixels: model and noise), so every image of one source series derived
+      alike, in any batch, shard or resumed run, lands in one derived series (Series Number: the source's + 1000).
+    - The equipment is usnst's, not the scanner's: the image no longer comes from that device.
+    - Burned In Annotation says what the pixels may still show: YES, since style transfer keeps whatever text the
+      source had burned in (a source's NO is not evidence about these pixels) — NO only with
+      ``annotations_removed`` (pixels cleaned of annotations, e.g. by `usnst clean`)."""
+    from usnst_io.deidentify import deidentify, new_uid
+
     rows, cols = int(source.dataset.Rows), int(source.dataset.Columns)
     if any(f.shape != (rows, cols) for f in frames):
         raise ValueError(f"derived frames must keep the source geometry {rows}x{cols}")
@@ -149,27 +158,35 @@ def write_derived(path: str | os.PathLike, frames: list[np.ndarray], source: Dic
     for tag in _COLOUR_TAGS + ("PixelData",):
         if tag in ds:
             del ds[tag]
+    if not keep_identity:
+        deidentify(ds)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    uid = generate_uid()
+    source_uid = str(original.get("SOPInstanceUID") or generate_uid())
+    uid = new_uid(source_uid, "derived image: " + derivation)
     ds.SOPInstanceUID = uid
     ds.file_meta.MediaStorageSOPInstanceUID = uid
-    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = new_uid(str(original.get("SeriesInstanceUID") or source_uid), "derived series: " + derivation)
     ds.SeriesNumber = int(original.get("SeriesNumber") or 0) + 1000
     if "SOPInstanceUID" in original:
         ref = Dataset()
         ref.ReferencedSOPClassUID = original.get("SOPClassUID", ds.get("SOPClassUID"))
-        ref.ReferencedSOPInstanceUID = original.SOPInstanceUID
+        ref.ReferencedSOPInstanceUID = source_uid if keep_identity else new_uid(source_uid)
         ds.SourceImageSequence = [ref]
-    ds.SeriesDescription = f"{ds.get('SeriesDescription', '')} [usnst]".strip()
+    ds.SeriesDescription = (f"{ds.get('SeriesDescription', '')} [usnst]".strip() if keep_identity
+                            else "usnst style transfer")
+    for tag in ("DeviceSerialNumber", "StationName", "SoftwareVersions", "DeviceUID"):
+        if tag in ds:
+            del ds[tag]
+    ds.Manufacturer, ds.ManufacturerModelName = "usnst", "usnst style transfer"
     original_type = [str(v) for v in (ds.get("ImageType") or [])][2:]
     ds.ImageType = ["DERIVED", "SECONDARY", *original_type]
-    burned_in = "NO" if annotations_removed else str(original.get("BurnedInAnnotation") or "YES")
-    ds.BurnedInAnnotation = burned_in
+    ds.BurnedInAnnotation = "NO" if annotations_removed else "YES"
     note = ("annotations removed from the pixels" if annotations_removed else
             "burned-in annotations of the source, if any, are not removed")
     ds.DerivationDescription = f"{description}; {note}"[:1024]
     data = np.stack(frames) if len(frames) > 1 else frames[0]
-    ds.set_pixel_data(np.ascontiguousarray(data), photometric_interpretation="MONOCHROME2", bits_stored=8)
+    ds.set_pixel_data(np.ascontiguousarray(data), photometric_interpretation="MONOCHROME2", bits_stored=8,
+                      generate_instance_uid=False)  # the UID above: the same for the same source and model
     if len(frames) > 1:
         ds.NumberOfFrames = len(frames)
     with atomic_path(path) as tmp:

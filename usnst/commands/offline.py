@@ -122,7 +122,11 @@ def stylize_flags(p) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     flags.add_json_flag(p, "the run's summary (counts, failures, mean scores)")
     p.add_argument("--dicom-format", default=job.dicom_format, choices=DICOM_FORMATS,
-                   help="DICOM inputs: PNG per frame, or a derived DICOM (new UIDs, same geometry and frame timing)")
+                   help="DICOM inputs: PNG per frame, or a derived DICOM (de-identified, new UIDs, same geometry "
+                        "and frame timing)")
+    p.add_argument("--keep-identity", action="store_true",
+                   help="derived DICOM: keep the source's patient, study and institution attributes (default: removed "
+                        "as DICOM PS3.15's basic de-identification profile says)")
     p.set_defaults(func=run_stylize)
 
 
@@ -133,7 +137,8 @@ def run_stylize(args) -> int:
     engine = flags.open_engine(args)
     job = StylizeJob(inputs=args.inputs, out=args.out, layout=args.layout, targets=args.targets,
                      metrics=args.metrics or bool(args.targets), shard=parse_shard(args.shard),
-                     overwrite=args.overwrite, progress=not args.quiet, dicom_format=args.dicom_format)
+                     overwrite=args.overwrite, progress=not args.quiet, dicom_format=args.dicom_format,
+                     keep_identity=args.keep_identity)
     s = stylize(engine, job).summary()
     flags.say(args, f"usnst stylize: {s['inputs']} inputs in this shard: {s['written']} written, {s['skipped_existing']} already "
           f"done, {s['failed']} failed -> {args.out}")
