@@ -42,6 +42,7 @@ class EngineOptions:
     spin: bool = False  # ONNX Runtime: let idle inference threads spin-wait (see onnx_backend.OnnxRuntimeEngine)
     device: str = "cpu"  # "cpu" or "cuda[:N]"; compiled GPU backends (tensorrt) need cuda
     precision: str = "fp32"  # "fp32" or "fp16" (GPU backends; normalisation layers stay fp32)
+    artifact_key: str | None = None  # file of the key engine artifacts are signed with: unsigned ones are refused
 
 
 class NoisePlanes:

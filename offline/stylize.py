@@ -92,10 +92,13 @@ IDENTITY_FILE = "usnst-model.json"
 
 
 def model_identity(engine: Engine) -> dict:
-    """What makes two runs' outputs comparable: the checkpoint's bytes (SHA-256), the noise mode and its seed."""
+    """What makes two runs' outputs comparable: the checkpoint's bytes (SHA-256), the noise mode and its seed. An
+    engine artifact that could not be verified against its checkpoint is named by its own bytes instead
+    (``artifact_sha256``): what it claims to have been built from is not evidence."""
     d = engine.describe()
-    return {"checkpoint_sha256": d.get("checkpoint_sha256"), "task": d.get("task"), "noise": d.get("noise"),
-            "seed": d.get("seed")}
+    who = ({"checkpoint_sha256": d["checkpoint_sha256"]} if d.get("checkpoint_sha256")
+           else {"artifact_sha256": d.get("artifact_sha256")})
+    return {**who, "task": d.get("task"), "noise": d.get("noise"), "seed": d.get("seed")}
 
 
 def claim_output_folder(out_dir: Path, engine: Engine, overwrite: bool) -> None:

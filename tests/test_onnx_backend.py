@@ -97,7 +97,9 @@ def test_an_onnx_artifact_named_as_the_model_runs_on_its_own_backend(tmp_path, t
     alone = load_engine(artifact, options=options)
     with_checkpoint = load_engine(tiny_checkpoint, "onnxruntime", options, artifact)
     assert alone.name == "onnxruntime" and np.array_equal(alone.infer(frame), with_checkpoint.infer(frame))
-    assert alone.describe()["checkpoint_sha256"] == file_sha256(tiny_checkpoint)
+    # Its checkpoint is not at hand and no key is configured: what it was built from is only claimed.
+    assert alone.describe()["claimed_checkpoint_sha256"] == file_sha256(tiny_checkpoint)
+    assert "checkpoint_sha256" not in alone.describe() and alone.describe()["verified"] == "no"
     with pytest.raises(BackendUnavailable, match="runs on --backend onnxruntime"):
         load_engine(artifact, "torch")
     with pytest.raises(FileNotFoundError):
@@ -110,3 +112,81 @@ def test_threads_do_not_spin_unless_asked_and_results_do_not_depend_on_it(tiny_c
     spinning = load_engine(tiny_checkpoint, "onnxruntime", EngineOptions(seed=3, threads=2, spin=True))
     assert quiet.describe()["spin"] is False and spinning.describe()["spin"] is True
     np.testing.assert_array_equal(quiet.infer(frame), spinning.infer(frame))
+
+
+def _edit_and_restate(artifact, out):
+    """What an attacker does: change one weight, then recompute the stored graph hash."""
+    import onnx
+    from onnx import numpy_helper
+
+    from engines.onnx_backend import META_GRAPH, graph_sha256
+
+    model = onnx.load(str(artifact))
+    weight = model.graph.initializer[0]
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] += 1.0
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    next(p for p in model.metadata_props if p.key == META_GRAPH).value = graph_sha256(model)
+    onnx.save(model, str(out))
+    return out
+
+
+def test_an_edited_artifact_with_a_restated_hash_is_caught_by_its_checkpoint(tmp_path, tiny_checkpoint):
+    """Issue 25, item 6: integrity is not authenticity. With the checkpoint at hand the artifact is compared with a
+    fresh export; alone, it runs but is named by its own hash, never by the checkpoint it claims."""
+    from offline.stylize import StylizeJob, run_stylize
+    import cv2
+    import json
+
+    artifact = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    forged = _edit_and_restate(artifact, tmp_path / "forged.onnx")
+    with pytest.raises(EngineMismatch, match="not what .* exports to"):
+        load_engine(tiny_checkpoint, "onnxruntime", artifact=forged)
+    alone = load_engine(forged)
+    assert alone.describe()["verified"] == "no" and "checkpoint_sha256" not in alone.describe()
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), np.full((16, 16), 90, np.uint8))
+    run_stylize(alone, StylizeJob(str(tmp_path / "in"), str(tmp_path / "out"), progress=False))
+    identity = json.loads((tmp_path / "out" / "usnst-model.json").read_text())
+    assert identity["artifact_sha256"] == file_sha256(forged) and "checkpoint_sha256" not in identity
+
+
+def test_an_artifact_of_an_embedded_model_is_verified_on_its_own(tmp_path):
+    from engines.checkpoint import default_model_path
+
+    artifact = export_onnx(default_model_path("lq2hq_fast"), tmp_path / "fast.onnx")
+    described = load_engine(artifact).describe()
+    assert described["verified"] == "checkpoint" and described["checkpoint_sha256"] == file_sha256(
+        default_model_path("lq2hq_fast"))
+    with pytest.raises(EngineMismatch, match="not what .* exports to"):
+        load_engine(_edit_and_restate(artifact, tmp_path / "forged.onnx"))
+
+
+def test_signed_artifacts_with_a_configured_key(tmp_path, tiny_checkpoint, capsys):
+    from usnst.cli import main
+
+    key, other = tmp_path / "k.key", tmp_path / "other.key"
+    assert main(["engine", "key", "--out", str(key)]) == 0 and main(["engine", "key", "--out", str(other)]) == 0
+    assert main(["engine", "key", "--out", str(key)]) == 2  # never replaced
+    signed = tmp_path / "signed.onnx"
+    assert main(["engine", "build", "--model", str(tiny_checkpoint), "--out", str(signed), "--sign-key", str(key)]) == 0
+    described = load_engine(signed, options=EngineOptions(artifact_key=str(key))).describe()
+    assert described["verified"] == "signature"
+    with pytest.raises(EngineMismatch, match="does not match the artifact key"):
+        load_engine(signed, options=EngineOptions(artifact_key=str(other)))
+    with pytest.raises(EngineMismatch, match="does not match the artifact key"):
+        load_engine(_edit_and_restate(signed, tmp_path / "forged.onnx"), options=EngineOptions(artifact_key=str(key)))
+    unsigned = export_onnx(tiny_checkpoint, tmp_path / "unsigned.onnx")
+    with pytest.raises(EngineMismatch, match="not signed"):
+        load_engine(unsigned, options=EngineOptions(artifact_key=str(key)))
+    capsys.readouterr()
+    assert main(["stylize", str(tmp_path), "--out", str(tmp_path / "o"), "--artifact-key", str(key)]) == 2
+    assert "--model is a checkpoint" in capsys.readouterr().err
+
+
+def test_a_truncated_onnx_file_is_one_clear_error(tmp_path, tiny_checkpoint):
+    artifact = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    data = artifact.read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(EngineMismatch, match="not a readable ONNX file"):
+        load_engine(tmp_path / "cut.onnx")

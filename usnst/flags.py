@@ -162,6 +162,9 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=EngineOptions.device, help="cpu or cuda[:N] (tensorrt always runs on cuda)")
     p.add_argument("--precision", default=EngineOptions.precision, choices=PRECISIONS,
                    help="fp16 on GPU only; norms stay fp32")
+    p.add_argument("--artifact-key", default=None, metavar="FILE",
+                   help="engine artifacts must carry a signature made with this key (`usnst engine build --sign-key`); "
+                        "default: the file named by $USNST_ARTIFACT_KEY, if set")
 
 
 def default_threads() -> int:
@@ -172,9 +175,14 @@ def default_threads() -> int:
 
 def engine_options(args):
     from engines.base import EngineOptions
+    from engines.onnx_backend import KEY_ENV
+    from engines.registry import artifact_backend
 
+    if args.artifact_key and not (artifact_backend(args.model) or getattr(args, "engine", None)):
+        raise ValueError("--artifact-key checks engine artifacts; --model is a checkpoint and no --engine is given")
     return EngineOptions(noise=args.noise, seed=args.seed, threads=args.threads, device=args.device,
-                         precision=args.precision, spin=args.spin)
+                         precision=args.precision, spin=args.spin,
+                         artifact_key=args.artifact_key or os.environ.get(KEY_ENV) or None)
 
 
 def open_engine(args):

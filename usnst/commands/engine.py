@@ -23,14 +23,46 @@ def engine_flags(p) -> None:
     b.add_argument("--shapes", default=None,
                    help="tensorrt: frame size HxW, or a range MIN:OPT:MAX of HxW sizes (default 256x256:512x512:1024x1024)")
     b.add_argument("--device", default=None, help="tensorrt: the GPU to build on (default cuda)")
+    b.add_argument("--sign-key", default=None, metavar="FILE",
+                   help="onnxruntime: sign the artifact with this key (`usnst engine key`), so a node given "
+                        "--artifact-key can tell it from an edited copy")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
     b.set_defaults(func=run_engine_build)
+    k = actions.add_parser("key", help="make a secret key to sign engine artifacts with")
+    k.add_argument("--out", required=True, help="key file to write (mode 600; never replaced)")
+    k.set_defaults(func=run_engine_key)
 
 
 def run_engine_build(args) -> int:
+    from engines.onnx_backend import read_key, sign_artifact
     from engines.registry import BACKENDS, build_artifact
+    from usnst_io.media import refuse_existing
 
+    if args.sign_key and args.backend != "onnxruntime":
+        raise ValueError("--sign-key signs ONNX artifacts; a tensorrt engine is checked against its checkpoint")
+    if args.sign_key:
+        read_key(args.sign_key)  # a bad key fails before the build
+    refuse_existing(args.out, args.overwrite)
     path = build_artifact(args.model, args.backend, args.out, args.precision, args.shapes, args.device)
-    print(f"usnst engine build: wrote {path} ({BACKENDS[args.backend].builds})")
+    if args.sign_key:
+        sign_artifact(path, args.sign_key)
+    print(f"usnst engine build: wrote {path} ({BACKENDS[args.backend].builds})"
+          + (f", signed with {args.sign_key}" if args.sign_key else ""))
+    return 0
+
+
+def run_engine_key(args) -> int:
+    import os
+    import secrets
+
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private from its first byte
+    except FileExistsError:
+        raise ValueError(f"{args.out} exists; refusing to replace a key (artifacts signed with it would fail)") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    print(f"usnst engine key: wrote {args.out} (keep it secret; give it to `engine build --sign-key` and to the "
+          "nodes' --artifact-key)")
     return 0
 
 
