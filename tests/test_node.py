@@ -280,3 +280,39 @@ def test_a_connecting_node_survives_an_oversized_part_and_a_restarted_simulator(
     finally:
         node.stop()
         ctx.destroy(linger=0)
+
+
+def test_the_node_never_publishes_a_header_over_the_protocol_limit(harness_factory, tiny_engine):
+    """Issue 25, item 7: an input header that fits 64 KiB but not with the node's timestamps is rejected before
+    inference, so a second node chained after this one never has to drop it."""
+    from conftest import gray_frame
+
+    h = harness_factory(tiny_engine)
+    h.handshake()
+    base = protocol.encode(gray_frame(next(h.seq), meta={"pad": ""}))
+    fill = protocol.MAX_HEADER_BYTES - len(base[1]) - 40  # an input header ~40 bytes under the limit
+    big = protocol.Frame(next(h.seq), protocol.now_ns(), np.zeros((4, 4, 1), np.uint8), {"pad": "x" * fill})
+    parts = protocol.encode(big)
+    assert len(parts[1]) <= protocol.MAX_HEADER_BYTES and isinstance(protocol.decode(parts), protocol.Frame)
+    h.send(parts)
+    small = protocol.Frame(next(h.seq), protocol.now_ns(), np.zeros((4, 4, 1), np.uint8), {"pad": "x" * (fill - 200)})
+    h.send(protocol.encode(small))
+    out = h.recv()
+    assert out is not None and out.seq == small.seq  # the frame with room is served ...
+    assert h.node.stats.snapshot()["rejected_by_reason"] == {"header_size": 1}  # ... the other refused
+    raw = h.sub.recv_multipart() if h.sub.poll(200) else None
+    assert raw is None
+
+
+def test_a_sequence_jump_is_a_renumbering_not_lost_frames(harness_factory, tiny_engine, caplog):
+    import logging
+
+    h = harness_factory(tiny_engine)
+    h.handshake()
+    lost_before = h.node.stats.snapshot()["lost"]
+    with caplog.at_level(logging.WARNING, logger="usnst_stream.node"):
+        for seq in (2**64 - 3, 2**64 - 1):
+            h.send(protocol.encode(protocol.Frame(seq, protocol.now_ns(), np.zeros((4, 4, 1), np.uint8))))
+            assert h.recv() is not None
+    assert h.node.stats.snapshot()["lost"] - lost_before == 1  # the real gap of one; the jump counts none
+    assert "sequence jumped" in caplog.text

@@ -92,6 +92,31 @@ def encode(frame: Frame) -> list:
     return [frame.topic, msgpack.packb(frame.header(), use_bin_type=True), memoryview(pixels).cast("B")]
 
 
+# A gap in seq counts as lost frames only if the sender could have sent them in the time since the previous frame at
+# this rate (frames/s, far above any ultrasound frame rate), or if it is at most MIN_PLAUSIBLE_GAP. A larger jump is a
+# sender that changed its numbering (one jump to 2⁶⁴−1 read as 1.8e19 lost frames).
+MAX_PLAUSIBLE_FPS = 10_000
+MIN_PLAUSIBLE_GAP = 1_000
+
+
+def frames_lost(last_seq: int, last_ns: int, seq: int, now_ns: int) -> int | None:
+    """Frames missing between two received sequence numbers: 0 for none (or a restart to a smaller number), the
+    count for a plausible gap, None for a jump no sender could have made in the time between (a renumbering)."""
+    gap = seq - last_seq - 1
+    if gap <= 0:
+        return 0
+    plausible = max(MIN_PLAUSIBLE_GAP, (now_ns - last_ns) * MAX_PLAUSIBLE_FPS // 1_000_000_000)
+    return gap if gap <= plausible else None
+
+
+def output_header_fits(frame: Frame) -> bool:
+    """Whether ``frame``'s header still fits the 64 KiB limit once a node adds its timestamps (at their largest): a
+    node must not publish what the next receiver would reject."""
+    header = frame.header()
+    header.update(dict.fromkeys(NODE_STAMPS, _UINT64_MAX))
+    return len(msgpack.packb(header, use_bin_type=True)) <= MAX_HEADER_BYTES
+
+
 def restamp(parts: list, capture_ns: int | None = None) -> list:
     """The same message with ``capture_ns`` set (default: now), rewriting only the header part — for senders that
     stamp a frame the moment it goes onto the wire. Parts that are not a well-formed frame go unchanged (a replay

@@ -8,6 +8,7 @@ are pending: a slow or absent viewer loses frames instead of growing the node's 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from urllib.parse import urlsplit
 
@@ -55,6 +56,8 @@ class IgtlSink:
     """One OpenIGTLink server; ``send`` is called by the node's inference loop for every stylized frame."""
 
     def __init__(self, endpoint: str, device_name: str = "usnst", spacing_mm: float = 1.0):
+        if not (math.isfinite(spacing_mm) and spacing_mm > 0):
+            raise ValueError(f"OpenIGTLink pixel spacing must be a finite number of mm above 0, got {spacing_mm}")
         try:
             import pyigtl
         except ImportError as exc:
@@ -75,7 +78,7 @@ class IgtlSink:
             signal.signal(s, handler)
         self.server.RequestHandlerClass = _quiet_handler(self.server.RequestHandlerClass)
         self.endpoint = f"igtl://{self.server.host}:{parts.port}"
-        self.sent = self.skipped = 0
+        self.sent = self.skipped = self.bad_spacing = 0
 
     def send(self, frame: protocol.Frame) -> bool:
         """Queue ``frame`` for the connected client; False (skipped) when none is connected or it lags behind."""
@@ -84,13 +87,30 @@ class IgtlSink:
             return False
         pixels = frame.pixels
         image = pixels[None, :, :, 0] if pixels.shape[2] == 1 else pixels[None]  # (k=1, j=rows, i=cols[, comp])
-        row_mm, col_mm = frame.meta.get("spacing_mm", (self.spacing_mm, self.spacing_mm))
-        matrix = np.diag([float(col_mm), float(row_mm), 1.0, 1.0])
+        row_mm, col_mm = self.spacing(frame.meta)
+        matrix = np.diag([col_mm, row_mm, 1.0, 1.0])
         message = self.pyigtl.ImageMessage(np.ascontiguousarray(image), ijk_to_world_matrix=matrix,
                                            timestamp=frame.capture_ns / 1e9, device_name=self.device_name)
         self.server.send_message(message, wait=False)
         self.sent += 1
         return True
+
+    def spacing(self, meta: dict) -> tuple[float, float]:
+        """(row, column) pixel spacing in mm: the frame's ``meta.spacing_mm`` when it is two finite numbers above 0,
+        else the configured spacing — a NaN or a string would otherwise reach the viewer's geometry. Counted in
+        ``bad_spacing`` and logged once."""
+        given = meta.get("spacing_mm")
+        if given is None:
+            return self.spacing_mm, self.spacing_mm
+        if (isinstance(given, (list, tuple)) and len(given) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                        for v in given)):
+            return float(given[0]), float(given[1])
+        self.bad_spacing += 1
+        if self.bad_spacing == 1:
+            log.warning("meta.spacing_mm %r is not two finite numbers above 0: OpenIGTLink images get %g mm "
+                        "(--igtl-spacing) instead", given, self.spacing_mm)
+        return self.spacing_mm, self.spacing_mm
 
     def close(self) -> None:
         self.server.stop()

@@ -109,7 +109,7 @@ class Node:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._warn = RateLimitedLog()
-        self._last_seq: int | None = None
+        self._last_seq: tuple[int, int] | None = None  # (seq, recv_ns) of the last valid frame
         self._igtl: list[IgtlSink] = []
         self._metrics_server = None
 
@@ -223,7 +223,12 @@ class Node:
                     self.stats.reject(frame.reason)
                     self._warn.warn(frame.reason, f"rejected frame: {frame.detail}")
                     continue
-                self._track_sequence(frame.seq)
+                if not protocol.output_header_fits(frame):  # checked before inference: no work is wasted on it
+                    self.stats.reject("header_size")
+                    self._warn.warn("header_size", f"rejected frame {frame.seq}: its header leaves no room for the "
+                                    f"node's timestamps within {protocol.MAX_HEADER_BYTES} bytes")
+                    continue
+                self._track_sequence(frame.seq, recv_ns)
                 frame.stamps = {"recv_ns": recv_ns}
                 if self._slot.put(frame):
                     self.stats.count("dropped")
@@ -240,14 +245,18 @@ class Node:
         self.stats.reject(reason)
         self._warn.warn(reason, f"input: {detail}")
 
-    def _track_sequence(self, seq: int) -> None:
-        last = self._last_seq
-        if last is not None:
-            if seq > last + 1:
-                self.stats.count("lost", seq - last - 1)
+    def _track_sequence(self, seq: int, recv_ns: int) -> None:
+        if self._last_seq is not None:
+            last, last_ns = self._last_seq
+            lost = protocol.frames_lost(last, last_ns, seq, recv_ns)
+            if lost is None:
+                self._warn.warn("seq_jump", f"sequence jumped from {last} to {seq}, more frames than could have been "
+                                "sent since the last one: counted as a renumbering, not as lost frames")
+            elif lost:
+                self.stats.count("lost", lost)
             elif seq <= last:
                 self._warn.warn("seq_restart", f"sequence went from {last} to {seq}: the source restarted")
-        self._last_seq = seq
+        self._last_seq = (seq, recv_ns)
 
     # -- inference loop: mailbox → engine → publish ----------------------------------------------
     def _infer_loop(self, pub: zmq.Socket) -> None:

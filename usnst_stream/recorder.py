@@ -50,9 +50,10 @@ def record(endpoint: str, path: str | os.PathLike, stop=None, frames: int | None
                 if isinstance(frame, protocol.Rejected):
                     invalid += 1
                     continue
-                if last_seq is not None and frame.seq > last_seq + 1:
-                    missing += frame.seq - last_seq - 1
-                last_seq = frame.seq
+                now = protocol.now_ns()
+                if last_seq is not None:
+                    missing += protocol.frames_lost(*last_seq, frame.seq, now) or 0  # a renumbering loses nothing
+                last_seq = (frame.seq, now)
             written = writer.count
     finally:
         sock.close()
