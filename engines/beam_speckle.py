@@ -31,6 +31,7 @@ import numpy as np
 from engines.base import Engine, EngineOptions, NoisePlanes
 from engines.fast_net import EULER_GAMMA
 from engines.geometry import ECHO_LEVEL
+from usnst_io.limits import check_config
 
 log = logging.getLogger(__name__)
 META_KEY = "beam_speckle"  # checkpoint metadata: the stage's BeamSpeckleConfig as a dict
@@ -108,12 +109,12 @@ class BeamSpeckleConfig:
     # (a squared-error base: +7 grey levels) is brought to it, as a scanner's gain knob would (fitted: --fit-level)
 
     def __post_init__(self):
-        if self.rays < 2 or self.samples < 2:
-            raise ValueError(f"beam speckle needs at least 2 rays and 2 samples, got {self.rays} × {self.samples}")
-        if min(self.lateral_sigma, self.axial_sigma) <= 0 or self.contrast < 0 or self.base_sigma < 0:
-            raise ValueError("beam speckle PSF widths must be > 0, contrast and base σ ≥ 0")
-        if not 0.0 <= self.detail <= 1.0:
-            raise ValueError(f"beam speckle detail is a share of the net's texture, 0…1, got {self.detail}")
+        check_config(self, {"rays": (2, 4096), "samples": (2, 8192), "lateral_sigma": (0, 64), "axial_sigma": (0, 64),
+                            "contrast": (0, 10), "base_sigma": (0, 64), "detail": (0, 1), "level": (-1, 1)})
+        if self.rays * self.samples > 1 << 24:  # two float planes of this size per frame
+            raise ValueError(f"beam speckle's polar grid of {self.rays} × {self.samples} is over 2^24 points")
+        if min(self.lateral_sigma, self.axial_sigma) <= 0:
+            raise ValueError("beam speckle PSF widths must be > 0")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -71,14 +71,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint not found: {path} (train one with `usnst train` or omit --model for the default)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip, unsafe globals...
-        raise CheckpointError(f"{path} is not a loadable usnst checkpoint: {exc.__class__.__name__}: {exc}") from exc
+    except Exception as exc:  # pickle errors, truncated zip, unsafe globals... (torch's own text runs to pages)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path} is not a loadable usnst checkpoint ({exc.__class__.__name__}: {first})") \
+            from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a usnst checkpoint (no '{FORMAT}' format marker)")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {payload.get('format_version')}; this usnst reads {FORMAT_VERSION}"
         )
+    for key in ("config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"{path}: its '{key}' is missing or not a map: a damaged or hand-made file")
+    if not isinstance(payload.get("meta", {}), dict):
+        raise CheckpointError(f"{path}: its 'meta' is not a map: a damaged or hand-made file")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
+        raise CheckpointError(f"{path}: its 'state_dict' holds something other than named tensors")
     return payload
 
 
@@ -94,13 +103,18 @@ def build_model(config: dict) -> torch.nn.Module:
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the network a checkpoint describes; returns (model in eval mode, metadata)."""
+    """Rebuild the network a checkpoint describes; returns (model in eval mode, metadata). The stored config is
+    checked against what the architectures mean before any weight is allocated (usnst_io.limits)."""
     payload = read_checkpoint(path)
-    model = build_model(payload["config"])
+    try:
+        model = build_model(payload["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its network config is invalid: {exc}") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the stored network config: {exc}") from exc
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise CheckpointError(f"{path}: weights do not match the stored network config ({first})") from None
     model.eval()
     return model, dict(payload.get("meta", {}))
 

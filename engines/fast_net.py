@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from engines.geometry import FrameGeometry, FrameNet, echo_region
+from usnst_io.limits import check_config
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class FastNetConfig:
     speckle: bool = False  # a speckle head: log-envelope of PSF-blurred complex noise on a base image
     speckle_psf: str = "free"  # its PSF: "free" (any 7×7 kernel) or "gaussian" (learned axial and lateral widths)
     arch: str = "fast"
+
+    def __post_init__(self):  # a config read from a file asks for no more than this net means
+        check_config(self, {"channels": (1, 512), "blocks": (0, 64), "factor": (1, 16),
+                            "speckle_psf": ("free", "gaussian"), "arch": ("fast",)})
 
     def to_dict(self) -> dict:
         return asdict(self)

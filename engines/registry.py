@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import Backend, BackendUnavailable, Engine, EngineOptions
-from engines.checkpoint import resolve_model
+from engines.checkpoint import CheckpointError, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,26 @@ def checkpoint_stages(path: str | os.PathLike) -> dict:
     from engines.checkpoint import read_checkpoint
 
     speckle = read_checkpoint(path).get("meta", {}).get(META_KEY)
+    if speckle:
+        check_stages({META_KEY: speckle}, path)
     return {META_KEY: speckle} if speckle else {}
+
+
+def check_stages(stages: dict, source: str | os.PathLike) -> None:
+    """The stages a file records are refused in one line if they are not what a stage can be (a damaged or hand-made
+    file must not allocate terabytes of noise planes)."""
+    from engines.beam_speckle import META_KEY, BeamSpeckleConfig
+    from engines.checkpoint import CheckpointError
+
+    settings = stages.get(META_KEY)
+    if settings is None:
+        return
+    try:
+        if not isinstance(settings, dict):
+            raise TypeError(f"its settings are a {type(settings).__name__}, not a map")
+        BeamSpeckleConfig.from_dict(settings)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: its beam-speckle stage is invalid: {exc}") from None
 
 
 def artifact_stages(artifact: str) -> dict:
@@ -90,7 +109,9 @@ def artifact_stages(artifact: str) -> dict:
     if artifact_backend(artifact) == "onnxruntime":
         from engines.onnx_backend import artifact_stages as onnx_stages
 
-        return onnx_stages(artifact)
+        stages = onnx_stages(artifact)
+        check_stages(stages, artifact)
+        return stages
     from engines.tensorrt_backend import read_sidecar
 
     checkpoint = read_sidecar(artifact).get("checkpoint")
@@ -132,6 +153,8 @@ def fastest_engine(path: str, options: EngineOptions = EngineOptions(), size: in
                 engine.infer(frame)
             timings[name] = (time.perf_counter() - t0) / runs * 1e3
             engines[name] = engine
+        except (CheckpointError, FileNotFoundError):  # the model's fault, not the backend's: every backend would fail
+            raise
         except Exception as exc:  # a backend that cannot run here is skipped, with its reason
             log.info("backend auto: %s unavailable: %s", name, exc)
     if not engines:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from engines.geometry import FrameGeometry, FrameNet, echo_region
+from usnst_io.limits import check_config
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class NetConfig:
     echo_mask: bool = False  # output black where the input has no echo (geometry.echo_region)
     residual: bool = False  # output = input + net: the net learns a correction, anatomy comes through unchanged
     skip_kernel: int = 0  # residual only: > 0 passes the input through a learned k×k filter instead of unchanged
+
+    def __post_init__(self):  # a config read from a file asks for no more than this net means (width 128: ~300 MB)
+        check_config(self, {"width": (1, 128), "n_residual": (0, 16), "skip_kernel": (0, 31)})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -25,6 +25,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from usnst_io import limits
 from usnst_io.media import atomic_path
 
 PLUGIN_HINT = ("install a pixel-data plugin that handles it, e.g. `pip install pylibjpeg pylibjpeg-libjpeg "
@@ -107,6 +108,13 @@ def read_dicom(path: str | os.PathLike, colour: bool = False) -> DicomSeries:
     if "PixelData" not in ds:
         raise DicomError(f"{path}: this DICOM object has no image (SOP class {ds.get('SOPClassUID', 'unknown')})")
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    try:
+        rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+        frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+    except (TypeError, ValueError) as exc:
+        raise DicomError(f"{path}: its image size attributes are not numbers ({exc})") from None
+    limits.check_image(columns, rows, str(path), frames, samples * max(1, bits // 8))  # before decoding
     try:
         pixels = ds.pixel_array
     except Exception as exc:

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import struct
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+
+from usnst_io import limits
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
@@ -241,20 +244,85 @@ def frame_png_paths(out_stem: Path, frames: int) -> list[Path]:
 
 
 # -- reading -----------------------------------------------------------------------------------------------
-def read_gray(path: str | os.PathLike) -> np.ndarray:
-    """One image file as grayscale uint8."""
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+def image_dimensions(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from an image file's header — PNG, JPEG, BMP or TIFF — without decoding it; None for other
+    formats (OpenCV's own pixel limit, set from ours, is their backstop)."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            return struct.unpack(">II", head[16:24])
+        if head[:2] == b"BM" and len(head) >= 26:
+            width, height = struct.unpack("<ii", head[18:26])
+            return abs(width), abs(height)
+        if head[:2] == b"\xff\xd8":
+            return _jpeg_dimensions(f)
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_dimensions(f, "<" if head[:2] == b"II" else ">")
+    return None
+
+
+def _jpeg_dimensions(f) -> tuple[int, int] | None:
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:  # markers without a length
+            continue
+        length = struct.unpack(">H", f.read(2) or b"\0\0")[0]
+        if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            height, width = struct.unpack(">xHH", f.read(5))
+            return width, height
+        if length < 2:
+            return None
+        f.seek(length - 2, 1)
+
+
+def _tiff_dimensions(f, order: str) -> tuple[int, int] | None:
+    f.seek(4)
+    (offset,) = struct.unpack(order + "I", f.read(4))
+    f.seek(offset)
+    raw = f.read(2)
+    if len(raw) < 2:
+        return None
+    found = {}
+    for _ in range(struct.unpack(order + "H", raw)[0]):
+        entry = f.read(12)
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):
+            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8:10] if kind == 3 else entry[8:12])[0]
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
+def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
+    """One image, its announced size checked against the limits before OpenCV allocates it."""
+    try:
+        size = image_dimensions(path)
+    except (OSError, struct.error):
+        size = None
+    if size is not None:
+        limits.check_image(*size, what=str(path))
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(limits.max_image_pixels()))  # formats read above: none
+    try:
+        img = cv2.imread(str(path), flags)
+    except cv2.error as exc:  # OpenCV's own limit, for a format whose header we did not read
+        raise limits.TooLarge(f"{path}: {(str(exc).strip().splitlines() or ['too large'])[-1]} (set "
+                              "USNST_MAX_IMAGE_PIXELS to allow more)") from None
     if img is None:
         raise OSError(f"cannot read image {path}")
     return img
 
 
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """One image file as grayscale uint8."""
+    return _decode(path, cv2.IMREAD_GRAYSCALE)
+
+
 def read_color(path: str | os.PathLike) -> np.ndarray:
     """One image file as RGB uint8 (screenshots keep their colour overlays)."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f"cannot read image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_decode(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def is_image(path: Path) -> bool:
@@ -436,9 +504,10 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None,
     if kind == "images":
         rate, index = fps or 30.0, 0
         for p in image_files(path, recursive=False):
-            img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                log.warning("skipping unreadable image %s", p)
+            try:
+                img = read_gray(p)
+            except (OSError, limits.TooLarge) as exc:  # one bad file does not end the sequence
+                log.warning("skipping %s: %s", p, exc)
                 continue
             yield index / rate, img, {"source": p.name}
             index += 1
@@ -450,6 +519,7 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None,
             raise FileNotFoundError(f"cannot open video {path}")
         rate = fps or cap.get(cv2.CAP_PROP_FPS) or 30.0
         try:
+            limits.check_image(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), str(path))
             index = 0
             while True:
                 ok, img = cap.read()

@@ -131,17 +131,26 @@ def run_bench(args) -> int:
 # -- info -----------------------------------------------------------------------------------------------
 def info_flags(p) -> None:
     p.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
+    flags.add_json_flag(p, "the same record", default=None)
     p.set_defaults(func=run_info)
 
 
 def run_info(args) -> int:
-    from engines.checkpoint import read_checkpoint, resolve_model
+    """A checkpoint's config and provenance, as JSON: it is the record itself (``--json PATH`` also writes it). The
+    checkpoint is checked as loading would check it, so a damaged file says so here too."""
+    from engines.checkpoint import load_checkpoint, read_checkpoint, resolve_model
+    from engines.registry import checkpoint_stages
 
     path = resolve_model(args.model)
     payload = read_checkpoint(path)
+    load_checkpoint(path)
+    checkpoint_stages(path)
     n_params = sum(t.numel() for t in payload["state_dict"].values())
-    print(json.dumps({"path": str(path), "config": payload["config"], "parameters": n_params, "meta": payload["meta"]},
-                     indent=2, default=str))
+    record = {"path": str(path), "config": payload["config"], "parameters": n_params, "meta": payload["meta"]}
+    if args.json in (None, "-"):
+        print(json.dumps(record, indent=2, default=str))
+    else:
+        flags.emit_json(args, record)
     return 0
 
 
