@@ -157,9 +157,10 @@ def test_bench_reports_every_field(tmp_path, tiny_checkpoint):
 
 
 def test_rate_sweep_finds_the_rate_where_a_slow_engine_starts_dropping():
+    from engines.base import Engine
     from usnst_stream.bench import sweep_rates
 
-    class SlowEngine:  # a 40 ms engine: 25 frames/s at most
+    class SlowEngine(Engine):  # a 40 ms engine: 25 frames/s at most
         name = "slow"
 
         def infer(self, frame):

@@ -173,6 +173,7 @@ def test_a_node_without_input_says_it_is_waiting_instead_of_printing_nan(tiny_en
 
 def test_prometheus_metrics_are_scraped_live_during_a_run(harness_factory, tiny_engine):
     import re
+    import urllib.error
     import urllib.request
 
     h = harness_factory(tiny_engine, metrics="127.0.0.1:0")
@@ -191,6 +192,10 @@ def test_prometheus_metrics_are_scraped_live_during_a_run(harness_factory, tiny_
     assert value(r'usnst_stage_latency_seconds_count\{stage="infer"\}') == published
     assert value(r'usnst_stage_latency_seconds_bucket\{le="\+Inf",stage="node"\}') == published
     assert 'usnst_engine_info{' in text and 'noise="fixed"' in text
+    assert "/" not in text.split("usnst_engine_info{", 1)[1].split("}", 1)[0]  # no file paths in the labels
+    with pytest.raises(urllib.error.HTTPError) as info:  # only /metrics answers
+        urllib.request.urlopen(url.replace("/metrics", "/etc/passwd"), timeout=5)
+    assert info.value.code == 404
     h.close()
     with pytest.raises(OSError):  # the endpoint goes with the node
         urllib.request.urlopen(url, timeout=2)
@@ -316,3 +321,16 @@ def test_a_sequence_jump_is_a_renumbering_not_lost_frames(harness_factory, tiny_
             assert h.recv() is not None
     assert h.node.stats.snapshot()["lost"] - lost_before == 1  # the real gap of one; the jump counts none
     assert "sequence jumped" in caplog.text
+
+
+def test_metrics_beyond_loopback_are_warned_like_any_bind(tiny_engine, caplog):
+    import logging
+
+    from usnst_stream.node import Node
+    from usnst_stream.prometheus import serve_metrics
+
+    with caplog.at_level(logging.WARNING):
+        server, url = serve_metrics(Node(tiny_engine), "0.0.0.0:0")
+    server.shutdown()
+    server.server_close()
+    assert "beyond loopback" in caplog.text and url.startswith("http://0.0.0.0:")

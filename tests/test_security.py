@@ -44,7 +44,10 @@ def _subscriber(ctx, endpoint, curve_client=None, server_public=None):
     return sub
 
 
-def test_only_clients_with_an_allowed_key_receive_and_the_stream_is_served_encrypted(keys, tiny_engine):
+def test_only_clients_with_an_allowed_key_receive_and_the_stream_is_served_encrypted(keys, tiny_engine, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING)
     root, k = keys
     ctx = zmq.Context()
     sim_curve = CurveConfig(str(k["simulator"][1]), allow_dir=str(root / "simulator-allows"))
@@ -77,9 +80,15 @@ def test_only_clients_with_an_allowed_key_receive_and_the_stream_is_served_encry
         ctx.term()
     assert got["viewer"] > 20 and snap["published"] > 20  # the node got frames over its CURVE client link too
     assert got["intruder"] == 0 and got["plain"] == 0
+    # Refusals are news at the default level (issue 25, item 10): both kinds, counted and logged.
+    assert snap["refused_consumers"] >= 2 and "output: a peer's handshake on" in caplog.text
+    assert "DENIED (CURVE)" in caplog.text  # the unknown key, named by the authenticator
 
 
-def test_a_node_without_the_simulators_key_gets_no_frames(keys, tiny_engine):
+def test_a_node_without_the_simulators_key_gets_no_frames(keys, tiny_engine, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING)
     root, k = keys
     ctx = zmq.Context()
     sim_curve = CurveConfig(str(k["simulator"][1]), allow_dir=str(root / "simulator-allows"))
@@ -91,13 +100,27 @@ def test_a_node_without_the_simulators_key_gets_no_frames(keys, tiny_engine):
         for seq in range(50):
             pub.send_multipart(protocol.encode(protocol.Frame(seq, protocol.now_ns(), np.zeros((8, 8), np.uint8))))
             time.sleep(0.02)
-        received = node.stats.snapshot()["received"]
+        snap = node.stats.snapshot()
     finally:
         node.stop()
         pub.close(0)
         stop_authenticator(ctx)
         ctx.term()
-    assert received == 0
+    assert snap["received"] == 0
+    assert snap["rejected_by_reason"].get("handshake_failed", 0) >= 1 and "input: the handshake with" in caplog.text
+
+
+def test_a_world_readable_secret_key_is_warned_about(tmp_path, caplog):
+    import os
+
+    from usnst_stream.security import _load
+
+    _, secret = generate_keys(tmp_path, "node")
+    _load(str(secret), want_secret=True)
+    assert "readable by other users" not in caplog.text
+    os.chmod(secret, 0o644)
+    _load(str(secret), want_secret=True)
+    assert "readable by other users" in caplog.text and "chmod 600" in caplog.text
 
 
 def test_curve_misconfiguration_is_a_clear_error(keys, tiny_engine):
@@ -128,3 +151,29 @@ def test_endpoint_lists_are_checked_before_use():
         with pytest.raises(ValueError):
             check_endpoints(bad)
     assert check_endpoints("igtl://127.0.0.1:18944", SCHEMES + ("igtl",)) == [(True, "igtl://127.0.0.1:18944")]
+
+
+def test_an_ipv6_loopback_endpoint_binds_and_connects():
+    import socket
+
+    from usnst_stream.sockets import attach, is_loopback
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback on this machine: {exc}")
+    ctx = zmq.Context()
+    try:
+        pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+        (bound,) = attach(pub, "@tcp://[::1]:*", True)
+        assert bound.startswith("tcp://[::1]:") and is_loopback(bound)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        attach(sub, ">" + bound, False)
+        deadline = time.monotonic() + 5
+        while not sub.poll(50):
+            assert time.monotonic() < deadline, "nothing arrived over IPv6"
+            pub.send(b"over ipv6")
+        assert sub.recv() == b"over ipv6"
+    finally:
+        ctx.destroy(linger=0)

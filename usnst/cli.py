@@ -11,9 +11,12 @@ import logging
 import signal
 import sys
 
+import usnst
+from usnst import flags
 from usnst.commands import engine, offline, stream, train
 
 GROUPS = (stream, offline, train, engine)
+NO_CONFIG = ("keys", "engine")  # every other command reads its options from --config FILE.toml too
 
 
 class _DefaultsShown(argparse.HelpFormatter):
@@ -28,15 +31,6 @@ class _DefaultsShown(argparse.HelpFormatter):
         return f"{text} (default: {default})"
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("usnst")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed)"
-
-
 def _command_named(argv: list[str]) -> str | None:
     """The subcommand in ``argv``: its first word that is not an option."""
     return next((a for a in argv if not a.startswith("-")), None)
@@ -47,7 +41,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usnst", description="Real-time neural style transfer for ultrasound simulators.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    parser.add_argument("--version", action="version", version=f"usnst {_version()}")
+    parser.add_argument("--version", action="version", version=f"usnst {usnst.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {name: spec for group in GROUPS for name, spec in group.COMMANDS.items()}
     wanted = None if argv is None else _command_named(argv)
@@ -60,6 +54,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
         if argv is None or name == wanted:
             add_flags(p)
+            if name not in NO_CONFIG:
+                flags.add_config_flag(p)
     return parser
 
 
@@ -83,15 +79,34 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str], args: ar
         known[action.dest] = action.dest
         for option in action.option_strings:
             known[option.lstrip("-").replace("-", "_")] = action.dest
+    actions = {a.dest: a for a in sub._actions}
     defaults = {}
     for key, value in values.items():
         dest = known.get(key.replace("-", "_"))
         if dest is None:
             raise ValueError(f"config file {args.config}: unknown option {key!r} for `usnst {args.command}`")
-        # argparse applies an option's type to string defaults only: give every value as the text a user would type
-        defaults[dest] = value if isinstance(value, bool) else str(value)
+        defaults[dest] = _config_value(actions[dest], key, value, args.config)
     sub.set_defaults(**defaults)
     return parser.parse_args(argv)
+
+
+def _config_value(action: argparse.Action, key: str, value, path: str):
+    """A TOML value as the option means it. A switch takes only true/false (the text "false" would read as on); an
+    option whose value is optional (``--json``) takes true for its bare form; any other option takes one value, given
+    to argparse as the text a user would type, so it meets the same type check as on the command line."""
+    switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+    if switch:
+        if not isinstance(value, bool):
+            raise ValueError(f"config file {path}: {key} is a switch: write {key} = true or {key} = false "
+                             f"(got {value!r})")
+        return value if isinstance(action, argparse._StoreTrueAction) else not value
+    if isinstance(value, bool):
+        if action.nargs == "?" and action.const is not None:
+            return action.const if value else None
+        raise ValueError(f"config file {path}: {key} takes a value, not {str(value).lower()}")
+    if isinstance(value, (list, dict)):
+        raise ValueError(f"config file {path}: {key} takes one value, not a {'list' if isinstance(value, list) else 'table'}")
+    return str(value)
 
 
 # What an interrupted command (Ctrl-C, SIGTERM) leaves behind, and how to go on; one line instead of a traceback.
@@ -127,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends a command as Ctrl-C does (stream commands set their own)
     try:
         if getattr(args, "config", None):
-            from usnst import flags
-
             args = apply_config_file(parser, argv, args)
             print(f"usnst {args.command}: effective configuration (from {args.config} and the command line):\n"
                   + flags.effective_config(args), file=sys.stderr)

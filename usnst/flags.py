@@ -35,34 +35,37 @@ def size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _number(text: str, kind, test, says: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {says}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value) or not test(value):
-        raise argparse.ArgumentTypeError(f"expected {says}, got {text!r}")
-    return value
+def ranged(kind: type, low: float, high: float = 1e9, above: bool = False):
+    """An argparse type: a ``kind`` (int or float) number, finite, at least ``low`` (more than ``low`` with
+    ``above``) and at most ``high`` (default 10⁹: beyond it a duration overflows a timer and a count never ends).
+    Every numeric option takes one, so 0, negative, NaN, inf and absurd sizes are refused where a value is parsed —
+    on the command line and in a --config file alike — with the range in the message, never deep in a run."""
+    says = f"{'a whole number' if kind is int else 'a finite number'}"
+    says += f" {'above' if above else 'of at least'} {low:g} and at most {high:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {says}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (above and value == low) or value > high:
+            raise argparse.ArgumentTypeError(f"expected {says}, got {text!r}")
+        return value
+
+    parse.__name__ = says  # argparse names the type in some messages
+    parse.range = (kind, low, high, above)  # for the fuzz test: what the option accepts
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0: rates, speeds, durations, intervals."""
-    return _number(text, float, lambda v: v > 0, "a finite number above 0")
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number ≥ 0 (0 meaning none or off, as each option's help says)."""
-    return _number(text, float, lambda v: v >= 0, "a finite number of 0 or more")
-
-
-def positive_int(text: str) -> int:
-    """A whole number ≥ 1: counts of frames, samples, threads."""
-    return _number(text, int, lambda v: v >= 1, "a whole number of 1 or more")
-
-
-def non_negative_int(text: str) -> int:
-    """A whole number ≥ 0 (0 meaning none or for ever, as each option's help says)."""
-    return _number(text, int, lambda v: v >= 0, "a whole number of 0 or more")
+positive_float = ranged(float, 0, above=True)  # durations, rates, learning rates
+non_negative_float = ranged(float, 0)  # weights, intervals where 0 means none
+fraction = ranged(float, 0, 1)
+rate = ranged(float, 0, 10_000, above=True)  # frames per second, speed-ups
+positive_int = ranged(int, 1)  # counts
+non_negative_int = ranged(int, 0)  # counts where 0 means none or for ever
+seed = ranged(int, 0, 2**63 - 1)
+threads = ranged(int, 1, 1024)
+side = ranged(int, 8, 8192)  # an image side in pixels
 
 
 def on_signals(action) -> None:
@@ -152,8 +155,8 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", default=EngineOptions.noise, choices=NOISE_MODES,
                    help="noise injection: fixed per stream (a still scene stays still), fresh every frame, or off "
                         f"(default {EngineOptions.noise})")
-    p.add_argument("--seed", type=int, default=EngineOptions.seed, help="seed of the injected noise (reproducible outputs)")
-    p.add_argument("--threads", type=int, default=default_threads(),
+    p.add_argument("--seed", type=seed, default=EngineOptions.seed, help="seed of the injected noise (reproducible outputs)")
+    p.add_argument("--threads", type=threads, default=default_threads(),
                    help="CPU threads for inference; the default, half the cores, leaves the rest to a simulator on "
                         "the same machine (an engine using every core next to a busy simulator ran 45x slower)")
     p.add_argument("--spin", action="store_true",

@@ -23,10 +23,11 @@ _EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRI
 
 
 class LinkMonitor:
-    """Watches ``sock``'s connect endpoints. ``poll_item`` goes into the caller's poller and ``handle`` is called when
-    it is readable; ``repair`` (called often) reconnects what libzmq abandoned. Each event worth a user's attention
-    goes to ``report(reason, detail)``: ``part_too_large`` (a connection dropped after its handshake) or
-    ``handshake_failed`` (e.g. a CURVE key the server refuses)."""
+    """Watches ``sock``: its connect ``endpoints`` for connections libzmq abandoned, every endpoint for failed
+    handshakes. ``poll_item`` goes into the caller's poller and ``handle`` is called when it is readable; ``repair``
+    (called often) reconnects what libzmq abandoned. Each event worth a user's attention goes to
+    ``report(reason, detail)``: ``part_too_large`` (a connection dropped after its handshake) or
+    ``handshake_failed`` (a CURVE key refused, by this side or by the other)."""
 
     # A repairable disconnect is followed by CONNECT_RETRIED within the same libzmq call; this is ample.
     SETTLE_S = 0.1
@@ -48,15 +49,13 @@ class LinkMonitor:
         while self.poll_item.poll(0):
             event = parse_monitor_message(self.poll_item.recv_multipart())
             endpoint = event["endpoint"].decode(errors="replace")
+            kind = event["event"]
+            if kind & _HANDSHAKE_FAILED:  # on any endpoint: a refused client of a bound socket is news too
+                self._report_handshake(endpoint, kind, event["value"])
+                continue
             if endpoint not in self.endpoints:
                 continue
-            kind = event["event"]
-            if kind & _HANDSHAKE_FAILED:
-                self._handshake_failed.add(endpoint)
-                self.report("handshake_failed", f"the handshake with {endpoint} failed "
-                            f"({_handshake_text(kind, event['value'])}): check the CURVE keys on both sides "
-                            "(--curve-server, --curve-secret, the server's --curve-allow)")
-            elif kind == zmq.EVENT_DISCONNECTED:
+            if kind == zmq.EVENT_DISCONNECTED:
                 if endpoint in self._handshake_failed:
                     self._pending[endpoint] = (time.monotonic() + self.HANDSHAKE_RETRY_S, "", "")
                 else:
@@ -69,6 +68,16 @@ class LinkMonitor:
                 self._pending.pop(endpoint, None)
             elif kind == zmq.EVENT_CONNECTED:
                 self._handshake_failed.discard(endpoint)
+
+    def _report_handshake(self, endpoint: str, kind: int, value: int) -> None:
+        why = _handshake_text(kind, value)
+        if endpoint in self.endpoints:
+            self._handshake_failed.add(endpoint)
+            self.report("handshake_failed", f"the handshake with {endpoint} failed ({why}): check this side's "
+                        "--curve-server and --curve-secret, and that the server's --curve-allow holds this side's key")
+        else:
+            self.report("handshake_failed", f"a peer's handshake on {endpoint} failed ({why}): refused — a client "
+                        "whose key is not in --curve-allow, or one that uses another server key or no CURVE")
 
     def repair(self) -> None:
         """Reconnect every endpoint whose disconnect libzmq did not follow with a retry of its own."""

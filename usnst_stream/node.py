@@ -131,9 +131,11 @@ class Node:
         pub.setsockopt(zmq.SNDHWM, self.config.sndhwm)
         pub.setsockopt(zmq.LINGER, 500)
         connects = [e for bind, e in (split_endpoint(one, False) for one in self.config.input.split(",")) if not bind]
-        # Before connecting, so that no event is missed: libzmq abandons a connection after a protocol error.
+        # Before connecting, so that no event is missed: libzmq abandons a connection after a protocol error, and a
+        # refused CURVE handshake is otherwise silent on both sockets.
         link = LinkMonitor(sub, connects, self.config.limits.max_message_bytes(), self._input_link_event) \
-            if connects else None
+            if connects or self.config.curve else None
+        out_link = LinkMonitor(pub, [], 0, self._output_link_event) if self.config.curve else None
         try:
             self.endpoints["input"] = attach(sub, self.config.input, default_bind=False, curve=self.config.curve)
             self.endpoints["output"] = (attach(pub, zmq_out, default_bind=True, curve=self.config.curve)
@@ -142,8 +144,9 @@ class Node:
                 self._igtl.append(IgtlSink(endpoint, spacing_mm=self.config.igtl_spacing_mm))
                 self.endpoints["output"].append(self._igtl[-1].endpoint)
         except (zmq.ZMQError, ValueError, OSError):
-            if link is not None:
-                link.close()
+            for watch in (link, out_link):
+                if watch is not None:
+                    watch.close()
             sub.close()
             pub.close()
             for sink in self._igtl:
@@ -157,7 +160,7 @@ class Node:
             log.info("node: Prometheus metrics at %s", url)
         log.info("node: input %s, output %s, engine %s", ", ".join(self.endpoints["input"]),
                  ", ".join(self.endpoints["output"]), self.engine.describe())
-        self._threads = [threading.Thread(target=self._receive_loop, args=(sub, link), name="usnst-recv", daemon=True),
+        self._threads = [threading.Thread(target=self._receive_loop, args=(sub, link, out_link), name="usnst-recv", daemon=True),
                          threading.Thread(target=self._infer_loop, args=(pub,), name="usnst-infer", daemon=True)]
         for t in self._threads:
             t.start()
@@ -201,18 +204,19 @@ class Node:
         return self._stop.is_set()
 
     # -- receiver thread: recv → validate → mailbox -----------------------------------------------
-    def _receive_loop(self, sub: zmq.Socket, link: LinkMonitor | None) -> None:
+    def _receive_loop(self, sub: zmq.Socket, link: LinkMonitor | None, out_link: LinkMonitor | None) -> None:
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
-        if link is not None:
-            poller.register(link.poll_item, zmq.POLLIN)
+        watches = [w for w in (link, out_link) if w is not None]
+        for watch in watches:
+            poller.register(watch.poll_item, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))
-                if link is not None:
-                    if link.poll_item in ready:
-                        link.handle()
-                    link.repair()
+                for watch in watches:
+                    if watch.poll_item in ready:
+                        watch.handle()
+                    watch.repair()
                 if sub not in ready:
                     continue
                 parts = sub.recv_multipart(copy=False)
@@ -238,12 +242,19 @@ class Node:
         finally:
             if link is not None:
                 link.close()
+            if out_link is not None:  # its socket's monitor: the socket itself belongs to the inference loop
+                out_link.poll_item.close(linger=0)
             sub.close()
 
     def _input_link_event(self, reason: str, detail: str) -> None:
         """A connection the input lost to a protocol error (counted as a rejection) or a refused handshake."""
         self.stats.reject(reason)
         self._warn.warn(reason, f"input: {detail}")
+
+    def _output_link_event(self, reason: str, detail: str) -> None:
+        """A consumer refused at the output's handshake: logged and counted, not a rejected frame."""
+        self.stats.count("refused_consumers")
+        self._warn.warn("output_" + reason, f"output: {detail}")
 
     def _track_sequence(self, seq: int, recv_ns: int) -> None:
         if self._last_seq is not None:

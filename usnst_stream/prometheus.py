@@ -9,13 +9,21 @@ histograms (seconds, Prometheus' base unit) and what engine runs.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, start_http_server
+import logging
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import (
     CounterMetricFamily,
     HistogramMetricFamily,
     InfoMetricFamily,
 )
 
+from usnst_stream.sockets import is_loopback
+
+log = logging.getLogger(__name__)
 OUTCOMES = ("received", "published", "dropped", "lost", "rejected", "engine_errors", "output_errors")
 
 
@@ -42,8 +50,10 @@ class NodeCollector:
             latency.add_metric([stage], [("+Inf" if le == float("inf") else repr(le / 1e3), n) for le, n in buckets],
                                sum_ms / 1e3)
         yield latency
+        # No file paths: a scrape endpoint is read by whoever can reach it; hashes name the model just as well.
         info = {k: str(v) for k, v in self.node.engine.describe().items()
-                if k in ("backend", "device", "precision", "noise", "seed", "checkpoint_sha256", "task", "artifact")}
+                if k in ("backend", "device", "precision", "noise", "seed", "checkpoint_sha256", "artifact_sha256",
+                         "claimed_checkpoint_sha256", "verified", "task")}
         engine = InfoMetricFamily("usnst_engine", "The engine this node runs")
         engine.add_metric([], info)
         yield engine
@@ -51,12 +61,29 @@ class NodeCollector:
 
 def serve_metrics(node, address: str) -> tuple[object, str]:
     """Start the HTTP endpoint for ``node`` at ``address`` ("PORT" on loopback, or "HOST:PORT"); returns the server
-    (``shutdown()`` stops it) and the URL it answers on."""
+    (``shutdown()`` stops it) and the URL it answers on. Only ``/metrics`` answers (404 elsewhere), and an address
+    beyond loopback is logged as a warning, as the node's ZeroMQ binds are."""
     host, _, port = address.rpartition(":")
     host = host or "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"--metrics wants PORT or HOST:PORT (0: any free port), got {address!r}")
+    if not is_loopback(f"tcp://{host}:{port}"):
+        log.warning("metrics listening beyond loopback on %s:%s: any host that can reach it may read them", host, port)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(NodeCollector(node))
-    server, _thread = start_http_server(int(port), addr=host, registry=registry)
+    metrics = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: the metrics are at /metrics\n"]
+        return metrics(environ, start_response)
+
+    server = make_server(host, int(port), app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="usnst-metrics", daemon=True).start()
     return server, f"http://{host}:{server.server_port}/metrics"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # a scrape every few seconds is not news
+        pass

@@ -77,10 +77,19 @@ def _load(path: str, want_secret: bool) -> tuple[bytes, bytes | None]:
 _authenticators: dict[int, ThreadAuthenticator] = {}
 
 
+class _RefusalsLoud(logging.LoggerAdapter):
+    """pyzmq's authenticator logs everything at DEBUG; a refused client is worth a warning at the default level
+    (its key is in the line, so an operator can tell a misconfigured viewer from a stranger)."""
+
+    def debug(self, msg, *args, **kwargs):
+        denied = str(msg).startswith("DENIED") or (args and args[0] == "DENIED")  # "%s (CURVE) …" % ("DENIED", …)
+        self.log(logging.WARNING if denied else logging.DEBUG, msg, *args, **kwargs)
+
+
 def _authenticator(context: zmq.Context) -> ThreadAuthenticator:
     auth = _authenticators.get(id(context))
     if auth is None:
-        auth = ThreadAuthenticator(context, log=logging.getLogger("usnst.zap"))
+        auth = ThreadAuthenticator(context, log=_RefusalsLoud(logging.getLogger("usnst.zap"), {}))
         auth.start()
         _authenticators[id(context)] = auth
     return auth

@@ -97,6 +97,8 @@ def attach(sock: zmq.Socket, spec: str, default_bind: bool, curve: CurveConfig |
         secure(sock, curve, roles[0][0])
     used = []
     for bind, endpoint in roles:
+        if urlsplit(endpoint).netloc.startswith("["):  # an IPv6 literal: libzmq needs IPv6 on ("No such device")
+            sock.setsockopt(zmq.IPV6, 1)
         if bind:
             if not is_loopback(endpoint):
                 log.warning("listening beyond loopback on %s: any host that can reach it may connect", endpoint)

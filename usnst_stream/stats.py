@@ -92,6 +92,7 @@ class StreamStats:
                 "rejected_by_reason": dict(self.rejected),
                 "engine_errors": self.counts["engine_errors"],
                 "output_errors": self.counts["output_errors"],
+                "refused_consumers": self.counts["refused_consumers"],  # CURVE handshakes refused at the output
                 "fps_in": self.counts["received"] / elapsed if elapsed > 0 else 0.0,
                 "fps_out": self.counts["published"] / elapsed if elapsed > 0 else 0.0,
                 "latency_ms": {s: dict(zip(("p50", "p99"), w.percentiles())) for s, w in self.latency.items()},

@@ -77,17 +77,17 @@ def bench_flags(p) -> None:
     p.add_argument("--transports", default=",".join(plan.transports), help="end to end over these transports")
     p.add_argument("--rates", default=None,
                    help="input rates to sweep, e.g. 15,30,60 (default: around the engine's measured capacity)")
-    p.add_argument("--seconds", type=float, default=plan.seconds, help="seconds of stream per rate")
-    p.add_argument("--max-drop", type=float, default=plan.max_drop, help="fraction of frames allowed not to come out")
-    p.add_argument("--messages", type=int, default=plan.messages, help="messages per transport-baseline measurement")
+    p.add_argument("--seconds", type=flags.positive_float, default=plan.seconds, help="seconds of stream per rate")
+    p.add_argument("--max-drop", type=flags.fraction, default=plan.max_drop, help="fraction of frames allowed not to come out")
+    p.add_argument("--messages", type=flags.positive_int, default=plan.messages, help="messages per transport-baseline measurement")
     p.add_argument("--engine-only", action="store_true", help="only time the engines, per backend and size")
-    p.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--soak", type=flags.positive_float, default=None, metavar="SECONDS",
                    help="a long run at --fps (first size, first transport): memory and latency per window")
-    p.add_argument("--soak-window", type=float, default=30.0, help="seconds per soak window")
-    p.add_argument("--fps", type=float, default=30.0, help="soak: input rate")
+    p.add_argument("--soak-window", type=flags.positive_float, default=30.0, help="seconds per soak window")
+    p.add_argument("--fps", type=flags.rate, default=30.0, help="soak: input rate")
     p.add_argument("--backends", default="torch,onnxruntime",
                    help=f"engine-only: backends to compare (of {', '.join(available_backends())})")
-    p.add_argument("--frames", type=int, default=plan.engine_frames, help="timed engine-only frames per backend and size")
+    p.add_argument("--frames", type=flags.positive_int, default=plan.engine_frames, help="timed engine-only frames per backend and size")
     flags.add_json_flag(p, "every figure", default="usnst-bench.json")
     p.add_argument("--plot", default=None, help="also draw the end-to-end latency distribution to this PNG")
     p.set_defaults(func=run_bench)

@@ -14,10 +14,10 @@ def phantom_flags(p) -> None:
     from usnst_stream.phantom import SETTINGS, THESIS_PANEL
 
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("-n", type=int, default=10, help="number of samples")
+    p.add_argument("-n", "--frames", dest="n", type=flags.positive_int, default=10, help="number of samples")
     p.add_argument("--size", type=flags.size, default=THESIS_PANEL,
                    help="panel size N or HxW (default {}x{}, the thesis')".format(*THESIS_PANEL))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=flags.seed, default=0)
     p.add_argument("--settings", default=SETTINGS[0], choices=SETTINGS,
                    help="acquisition per scene: the default probe; varied probe geometry, depth, gain, PSF and noise "
                         "(training sets); or outside those ranges (generalisation tests)")
@@ -56,12 +56,12 @@ def nst_flags(p) -> None:
     p.add_argument("--average", default=job.average, choices=AVERAGES, help="how --style-dir is averaged")
     p.add_argument("--variant", default=job.variant, choices=VARIANTS)
     p.add_argument("--task", default=nst.task, choices=list(TASKS), help="sets thesis weights")
-    p.add_argument("--content-weight", type=float, default=nst.content_weight, help="default: the task's thesis weight")
-    p.add_argument("--style-weight", type=float, default=nst.style_weight, help="default: the task's thesis weight")
-    p.add_argument("--lr", type=float, default=nst.lr, help="Adam step, in grey levels (0-255)")
-    p.add_argument("--iterations", type=int, default=nst.iterations)
+    p.add_argument("--content-weight", type=flags.non_negative_float, default=nst.content_weight, help="default: the task's thesis weight")
+    p.add_argument("--style-weight", type=flags.non_negative_float, default=nst.style_weight, help="default: the task's thesis weight")
+    p.add_argument("--lr", type=flags.positive_float, default=nst.lr, help="Adam step, in grey levels (0-255)")
+    p.add_argument("--iterations", type=flags.positive_int, default=nst.iterations)
     p.add_argument("--init", default=nst.init, choices=INITS)
-    p.add_argument("--size", type=int, default=job.size, help="resize so the longer side is N (CPU runs: 128-256)")
+    p.add_argument("--size", type=flags.side, default=job.size, help="resize so the longer side is N (CPU runs: 128-256)")
     p.add_argument("--clear-background", action="store_true", help="zero pixels outside the foreground mask")
     p.add_argument("--loss-network", default=nst.loss_network, choices=LOSS_NETWORKS,
                    help="vgg: the thesis' VGG19 losses (ImageNet weights); random-filters: texture of fixed random "
@@ -69,7 +69,7 @@ def nst_flags(p) -> None:
                         "weights default to 1, lr to 1 grey level)")
     p.add_argument("--vgg-weights", default=job.vgg_weights, help="torchvision VGG19 state dict, or 'random' (tests only)")
     p.add_argument("--device", default=job.device, help="torch device for the optimisation, e.g. cuda")
-    p.add_argument("--seed", type=int, default=nst.seed)
+    p.add_argument("--seed", type=flags.seed, default=nst.seed)
     p.add_argument("--out", required=True, help="output PNG (loss curves and report are written beside it)")
     flags.add_json_flag(p, "the run's report (also written beside the output as OUT.json)")
     p.set_defaults(func=run_nst)
@@ -168,14 +168,14 @@ def metrics_flags(p) -> None:
     p.add_argument("--realism", action="store_true",
                    help="also the realism report, no ImageNet weights needed: C2ST, speckle FWHM, Nakagami m in tissue "
                         "(label map from triptych targets), tissue histogram W1, low-passed SSIM")
-    p.add_argument("--c2st-repeats", type=int, default=job.c2st_repeats,
+    p.add_argument("--c2st-repeats", type=flags.ranged(int, 1, 100), default=job.c2st_repeats,
                    help="--realism: C2ST classifiers averaged, each holding out other images (the figure comes with "
                         "its standard error; on 24 images a mean of 3 moves by up to ±0.1 with the split)")
-    p.add_argument("--dynamic-range", type=float, default=job.dynamic_range_db,
+    p.add_argument("--dynamic-range", type=flags.ranged(float, 0, 200, above=True), default=job.dynamic_range_db,
                    help="dB of log compression, to recover envelopes")
     p.add_argument("--inception-weights", default=job.inception_weights,
                    help="torchvision InceptionV3 state dict, or 'random' (tests)")
-    p.add_argument("--patch", type=int, default=job.patch, help="FID patch size (thesis: 299)")
+    p.add_argument("--patch", type=flags.side, default=job.patch, help="FID patch size (thesis: 299)")
     p.add_argument("--csv", default=None, help="write per-image rows here")
     flags.add_json_flag(p, "rows and summary")
     p.set_defaults(func=run_metrics)
@@ -245,13 +245,13 @@ def speckle_flags(p) -> None:
     target.add_argument("--triptychs", help="folder of LQ | HQ | seg triptychs: fit to the HQ panels, in tissue")
     target.add_argument("--style", help="folder, image or DICOM of target-domain frames from a sector probe")
     p.add_argument("--out", required=True, help="the new checkpoint: the same net, the fitted stage in its metadata")
-    p.add_argument("--rays", type=int, default=d.rays, help="beams of the target scanner (the polar grid's width)")
-    p.add_argument("--samples", type=int, default=d.samples, help="samples along each beam")
-    p.add_argument("--base-sigma", type=float, default=d.base_sigma,
+    p.add_argument("--rays", type=flags.ranged(int, 2, 4096), default=d.rays, help="beams of the target scanner (the polar grid's width)")
+    p.add_argument("--samples", type=flags.ranged(int, 2, 8192), default=d.samples, help="samples along each beam")
+    p.add_argument("--base-sigma", type=flags.ranged(float, 0, 64), default=d.base_sigma,
                    help="px: low-pass of the net's output before the grain is added (0: none)")
-    p.add_argument("--detail", type=float, default=d.detail,
+    p.add_argument("--detail", type=flags.fraction, default=d.detail,
                    help="share of the net's own fine texture kept under the grain (0…1; 0.7 keeps what SSIM rewards)")
-    p.add_argument("--frames", type=int, default=12, help="target frames measured")
+    p.add_argument("--frames", type=flags.positive_int, default=12, help="target frames measured")
     p.add_argument("--no-fit", action="store_true", help="keep the given/default PSF widths and contrast")
     p.add_argument("--fit-level", action="store_true",
                    help="with --triptychs: also shift the output's grey inside the fan to the HQ panels' tissue mean "

@@ -29,20 +29,19 @@ def serve_flags(p) -> None:
                    help="output endpoint(s); " + ENDPOINT_HELP + "; igtl://127.0.0.1:18944 serves OpenIGTLink IMAGE messages")
     flags.add_engine_flags(p)
     limits = protocol.Limits()
-    p.add_argument("--max-width", type=int, default=limits.max_width, help="reject frames wider than this")
-    p.add_argument("--max-height", type=int, default=limits.max_height, help="reject frames taller than this")
+    p.add_argument("--max-width", type=flags.ranged(int, 1, 16384), default=limits.max_width, help="reject frames wider than this")
+    p.add_argument("--max-height", type=flags.ranged(int, 1, 16384), default=limits.max_height, help="reject frames taller than this")
     p.add_argument("--input-topic", default=NodeConfig.input_topic.decode())
     p.add_argument("--output-topic", default=NodeConfig.output_topic.decode())
-    p.add_argument("--stats-interval", type=float, default=NodeConfig.stats_interval,
+    p.add_argument("--stats-interval", type=flags.non_negative_float, default=NodeConfig.stats_interval,
                    help="seconds between stats lines (0: none)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--duration", type=flags.positive_float, default=None, help="stop after this many seconds")
     flags.add_json_flag(p, "the final stats")
-    p.add_argument("--igtl-spacing", type=float, default=NodeConfig.igtl_spacing_mm,
+    p.add_argument("--igtl-spacing", type=flags.ranged(float, 0, 1000, above=True), default=NodeConfig.igtl_spacing_mm,
                    help="igtl:// outputs: pixel spacing in mm for frames whose meta has no spacing_mm")
     p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
                    help="serve Prometheus metrics (frames by outcome, rejections by reason, per-stage latency "
                         "histograms, engine info) at http://HOST:PORT/metrics; HOST defaults to 127.0.0.1")
-    flags.add_config_flag(p)
     flags.add_curve_flags(p)
     p.set_defaults(func=run_serve)
 
@@ -74,14 +73,14 @@ def simulate_flags(p) -> None:
     from usnst_stream.sources import QUALITIES
 
     p.add_argument("--out", dest="output", default=binding(SIMULATOR_ENDPOINT), help=ENDPOINT_HELP)
-    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--fps", type=flags.rate, default=30.0)
     p.add_argument("--size", type=flags.size, default=(256, 256), help="N or HxW (default 256)")
     p.add_argument("--quality", default=QUALITIES[0], choices=QUALITIES, help="which rendering to publish")
     p.add_argument("--dtype", default="uint8", choices=list(protocol.DTYPES))
-    p.add_argument("--frames", type=int, default=None, help="stop after N frames")
-    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
-    p.add_argument("--seed", type=int, default=0, help="scene seed")
-    p.add_argument("--loop-seconds", type=float, default=4.0,
+    p.add_argument("--frames", type=flags.positive_int, default=None, help="stop after N frames")
+    p.add_argument("--duration", type=flags.positive_float, default=None, help="stop after S seconds")
+    p.add_argument("--seed", type=flags.seed, default=0, help="scene seed")
+    p.add_argument("--loop-seconds", type=flags.ranged(float, 0, 60), default=4.0,
                    help="render this many seconds of frames before sending and play them in a loop, so rendering "
                         "never makes frames late; 0 renders every frame live")
     flags.add_curve_flags(p)
@@ -115,8 +114,8 @@ def record_flags(p) -> None:
     p.add_argument("--out", required=True, help="recording file (.usrec); an existing file is refused")
     p.add_argument("--overwrite", action="store_true", help="replace an existing recording file")
     p.add_argument("--topic", default="", help="topic prefix to record (default: all)")
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--duration", type=float, default=None)
+    p.add_argument("--frames", type=flags.positive_int, default=None, help="stop after N messages")
+    p.add_argument("--duration", type=flags.positive_float, default=None, help="stop after S seconds")
     flags.add_curve_flags(p)
     p.set_defaults(func=run_record)
 
@@ -136,12 +135,12 @@ def run_record(args) -> int:
 def replay_flags(p) -> None:
     p.add_argument("source", help="recording file, image folder, video file or DICOM file")
     p.add_argument("--out", dest="output", default=binding(SIMULATOR_ENDPOINT), help=ENDPOINT_HELP)
-    p.add_argument("--fps", type=float, default=None, help="fixed rate instead of the recorded timing")
-    p.add_argument("--speed", type=float, default=1.0, help="timing multiplier (2 = twice as fast)")
-    p.add_argument("--loop", type=int, default=1, help="play N times (0: for ever)")
-    p.add_argument("--frames", type=int, default=None, help="stop after N messages")
+    p.add_argument("--fps", type=flags.rate, default=None, help="fixed rate instead of the recorded timing")
+    p.add_argument("--speed", type=flags.ranged(float, 0, 1000, above=True), default=1.0, help="timing multiplier (2 = twice as fast)")
+    p.add_argument("--loop", type=flags.non_negative_int, default=1, help="play N times (0: for ever)")
+    p.add_argument("--frames", type=flags.positive_int, default=None, help="stop after N messages")
     p.add_argument("--restamp", action="store_true", help="recordings: set capture_ns to the moment each frame is re-sent (files always are)")
-    p.add_argument("--settle", type=float, default=0.5, help="seconds to wait for subscribers before the first frame")
+    p.add_argument("--settle", type=flags.ranged(float, 0, 60), default=0.5, help="seconds to wait for subscribers before the first frame")
     flags.add_curve_flags(p)
     p.set_defaults(func=run_replay)
 
@@ -175,21 +174,21 @@ def demo_flags(p) -> None:
     from engines.registry import AUTO, available_backends
 
     d = DemoConfig()
-    p.add_argument("--duration", "--seconds", dest="seconds", type=float, default=d.seconds,
+    p.add_argument("--duration", "--seconds", dest="seconds", type=flags.positive_float, default=d.seconds,
                    help="how long to stream, in seconds")
-    p.add_argument("--fps", type=float, default=d.fps, help="simulator frame rate")
+    p.add_argument("--fps", type=flags.rate, default=d.fps, help="simulator frame rate")
     p.add_argument("--size", type=flags.size, default=(d.height, d.width), help="frame size N or HxW")
     p.add_argument("--model", default=d.model, help="embedded name, checkpoint or artifact (default: the real-time "
                    "model on a CPU)")
     p.add_argument("--backend", default=d.backend, choices=[*available_backends(), AUTO], help="inference backend")
     p.add_argument("--transport", default=d.transport, choices=TRANSPORTS, help="loopback transport")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--threads", type=flags.threads, default=os.cpu_count() or 1,
                    help="inference threads; the demo's simulator plays a pre-rendered loop, so inference may use "
                         "every core (at 512²/30 fps on 2 cores: 180/180 frames delivered in 7 of 7 runs with 2 threads)")
-    p.add_argument("--loop-seconds", type=float, default=d.loop_seconds,
+    p.add_argument("--loop-seconds", type=flags.ranged(float, 0, 60), default=d.loop_seconds,
                    help="the simulator pre-renders this many seconds and loops them (0: renders live)")
     p.add_argument("--out", default=d.out, help="side-by-side picture to write")
-    p.add_argument("--seed", type=int, default=d.seed, help="scene and noise seed")
+    p.add_argument("--seed", type=flags.seed, default=d.seed, help="scene and noise seed")
     flags.add_json_flag(p, "the full report")
     p.set_defaults(func=run_demo)
 
@@ -233,9 +232,9 @@ def view_flags(p) -> None:
     p.add_argument("--styled", default=v.styled, help="the node's output stream")
     p.add_argument("--out", default=v.out, help="also write the side-by-side view to this video (.mp4 or .avi)")
     p.add_argument("--no-window", action="store_true", help="no window (headless: needs --out)")
-    p.add_argument("--fps", type=float, default=v.fps, help="frame rate of the video file")
-    p.add_argument("--frames", type=int, default=v.frames, help="stop after this many stylized frames")
-    p.add_argument("--duration", type=float, default=v.duration, help="stop after this many seconds")
+    p.add_argument("--fps", type=flags.rate, default=v.fps, help="frame rate of the video file")
+    p.add_argument("--frames", type=flags.positive_int, default=v.frames, help="stop after this many stylized frames")
+    p.add_argument("--duration", type=flags.positive_float, default=v.duration, help="stop after this many seconds")
     p.set_defaults(func=run_view)
 
 

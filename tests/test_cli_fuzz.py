@@ -1,0 +1,101 @@
+"""Every numeric option of every command, on the command line and in a --config file, refuses 0 (where 0 is not
+allowed), negatives, NaN, infinities, huge values and text with one line (issue 25, item 9)."""
+import argparse
+import contextlib
+import io
+
+import pytest
+
+from usnst.cli import apply_config_file, build_parser, main
+
+BAD = ["-1", "nan", "inf", "-inf", "1e30", str(10**30), "abc", "", "0x10"]
+
+
+def _numeric_options():
+    """(command, option, its type) for every option whose value is a number."""
+    parser = build_parser(None)
+    found = []
+    for name, sub in parser.subcommands.items():
+        parsers = [(name, sub)]
+        for action in sub._actions:  # `engine build` and the like: one level of actions
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += [(f"{name} {k}", p) for k, p in action.choices.items()]
+        for label, p in parsers:
+            for action in p._actions:
+                if action.type in (int, float):
+                    found.append((label, action.option_strings[0], action.type))
+                elif hasattr(action.type, "range"):
+                    found.append((label, action.option_strings[0], action.type))
+    return found
+
+
+def test_no_numeric_option_takes_a_bare_int_or_float():
+    bare = [(c, o) for c, o, t in _numeric_options() if t in (int, float)]
+    assert not bare, f"options without a range: {bare}"
+
+
+def test_every_numeric_option_refuses_invalid_values_in_one_line():
+    options = _numeric_options()
+    refused = accepted = 0
+    for command, option, kind in options:
+        _, low, _, above = kind.range
+        for text in BAD + ["0"]:
+            try:
+                kind(text)
+            except argparse.ArgumentTypeError as exc:
+                refused += 1
+                assert "expected" in str(exc) and "\n" not in str(exc)
+                continue
+            accepted += 1
+            assert text == "0" and low == 0 and not above, f"{command} {option} accepted {text!r}"
+    assert len(options) >= 90 and refused >= 10 * len(options) - accepted
+    print(f"{len(options)} numeric options × {len(BAD) + 1} values: {refused} refused, {accepted} accepted (0 where 0 "
+          "means none)")
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "--fps", "0"], ["simulate", "--fps", "inf"], ["replay", "x.usrec", "--speed", "0"],
+    ["demo", "--fps", "0"], ["serve", "--threads", "-4"], ["phantom", "--out", "x", "-n", "-5"],
+    ["serve", "--igtl-spacing", "nan"], ["serve", "--max-width", "0"], ["record", "--out", "x", "--duration", "-1"],
+])
+def test_the_testers_command_lines_are_one_line_errors(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err and "expected" in err
+
+
+def _config(tmp_path, text, command="serve", argv=()):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    full = [command, *argv, "--config", str(path)]
+    parser = build_parser(full)
+    args = parser.parse_args(full)
+    return apply_config_file(parser, full, args)
+
+
+def test_config_values_mean_what_the_options_mean(tmp_path):
+    with pytest.raises(ValueError, match="spin is a switch"):
+        _config(tmp_path, 'spin = "false"\n')
+    assert _config(tmp_path, "spin = false\n").spin is False and _config(tmp_path, "spin = true\n").spin is True
+    assert _config(tmp_path, "json = true\n").json == "-"  # the bare form: JSON on stdout
+    assert _config(tmp_path, "json = false\n").json is None
+    assert _config(tmp_path, 'json = "stats.json"\n').json == "stats.json"
+    with pytest.raises(ValueError, match="takes a value"):
+        _config(tmp_path, "max_width = true\n")
+    with pytest.raises(ValueError, match="takes one value"):
+        _config(tmp_path, "max_width = [1, 2]\n")
+    with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit):
+        _config(tmp_path, "max_width = 0\n")
+    assert "--max-width" in err.getvalue()
+    assert _config(tmp_path, "frames = 5\n", "simulate").frames == 5  # --config works beyond serve
+
+
+def test_python_dash_m_usnst_and_the_version():
+    import subprocess
+    import sys
+
+    import usnst
+
+    done = subprocess.run([sys.executable, "-m", "usnst", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"usnst {usnst.__version__}" and usnst.__version__
