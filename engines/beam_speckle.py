@@ -41,6 +41,10 @@ class NoFan(ValueError):
     """The frame's echo region is not a fan (sector) this stage can fit."""
 
 
+class NoEcho(NoFan):
+    """A (nearly) blank frame: nothing to fit, and nothing wrong — a node's warm-up frame, a frozen probe's black."""
+
+
 @dataclass(frozen=True)
 class Fan:
     """A sector probe's field of view in pixel coordinates (x = column, y = row, pixel centres at integers): beams
@@ -68,7 +72,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan:
     lit = (frame > level).astype(np.uint8)
     points = cv2.findNonZero(lit)
     if points is None or len(points) < 100:
-        raise NoFan("no imaging sector: fewer than 100 pixels with echo")
+        raise NoEcho("no imaging sector: fewer than 100 pixels with echo")
     hull = np.zeros_like(lit)
     cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
     rows = np.flatnonzero(hull.any(axis=1))
@@ -145,6 +149,7 @@ class BeamSpeckle:
         self._inside: np.ndarray | None = None  # 1 inside the fan
         self._shape: tuple[int, int] | None = None
         self.skipped = 0  # frames without a fan: passed through as the net made them
+        self._warned = False
         self._grain: np.ndarray | None = None  # the last grain, and the (plane, maps) objects it was made from
         self._grain_from: tuple = (None, None)
 
@@ -232,7 +237,8 @@ class BeamSpeckle:
             maps = self._maps_for(frame)
         except NoFan as exc:
             self.skipped += 1
-            if self.skipped == 1:
+            if not isinstance(exc, NoEcho) and not self._warned:  # a blank frame is routine, not news
+                self._warned = True
                 log.warning("beam speckle: %s; such frames pass as the net made them", exc)
             return styled
         base = self.base(styled, echo)

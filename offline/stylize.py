@@ -107,7 +107,11 @@ def claim_output_folder(out_dir: Path, engine: Engine, overwrite: bool) -> None:
     mine = model_identity(engine)
     marker = out_dir / IDENTITY_FILE
     if marker.is_file() and not overwrite:
-        theirs = json.loads(marker.read_text())
+        try:
+            theirs = json.loads(marker.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{marker} is damaged ({exc}): it records which model wrote {out_dir}; restore it, choose "
+                             "another --out, or pass --overwrite to replace the outputs") from None
         if theirs != mine:
             differ = ", ".join(f"{k} {str(theirs.get(k))[:12]} here vs {str(mine[k])[:12]} now" for k in mine
                                if theirs.get(k) != mine[k])

@@ -207,3 +207,20 @@ def test_a_frame_without_a_fan_keeps_the_nets_output():
     planes = [np.ones((48, 32), np.float32)] * 2
     assert np.array_equal(stage.apply(styled, rectangle, planes), styled)
     assert stage.skipped == 1
+
+
+def test_a_blank_frame_is_passed_quietly_and_a_fan_it_cannot_fit_is_warned_once(caplog):
+    """Issue 25, item 11: every node start warned 'no imaging sector' because its warm-up frame is black."""
+    import logging
+
+    stage = BeamSpeckle(BeamSpeckleConfig(rays=32, samples=48))
+    planes = [np.zeros((1, 1, 48, 32), np.float32)] * 2
+    blank = np.zeros((64, 64), np.float32)
+    with caplog.at_level(logging.WARNING):
+        stage.apply(blank, blank, planes)
+        assert "imaging sector" not in caplog.text and stage.skipped == 1
+        rectangle = np.zeros((96, 96), np.float32)
+        rectangle[10:90, 20:76] = 0.5
+        for _ in range(3):
+            stage.apply(rectangle, rectangle, planes)
+    assert caplog.text.count("beam speckle:") == 1 and stage.skipped == 4

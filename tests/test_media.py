@@ -211,3 +211,21 @@ def test_export_keeps_every_frame_of_a_mixed_size_sequence_and_refuses_to_overwr
     again = _export(rec, "--out", out)
     assert again.returncode == 2 and "--overwrite" in again.stderr and out.read_bytes() == before
     assert _export(rec, "--out", out, "--overwrite").returncode == 0
+
+
+def test_12_bit_data_in_a_16_bit_png_and_transparency_read_as_they_look(tmp_path):
+    """Issue 25, item 11: 12-bit data shifted down by 8 bits came out nearly black; transparent pixels came out as
+    whatever colour they hid (white: bright)."""
+    ramp = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (4, 1))  # 12-bit values in a 16-bit PNG
+    cv2.imwrite(str(tmp_path / "r12.png"), ramp)
+    gray = media.read_gray(tmp_path / "r12.png")
+    assert gray.dtype == np.uint8 and gray.max() >= 250 and abs(int(gray[0, 128]) - 128) <= 2
+    full = np.tile(np.arange(0, 65536, 256, dtype=np.uint16), (4, 1))  # a real 16-bit image keeps its scale
+    cv2.imwrite(str(tmp_path / "r16.png"), full)
+    assert abs(int(media.read_gray(tmp_path / "r16.png")[0, 128]) - 128) <= 1
+    rgba = np.full((6, 6, 4), 255, np.uint8)
+    rgba[3:, :, 3] = 0  # the lower half transparent (white underneath)
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    gray = media.read_gray(tmp_path / "a.png")
+    assert (gray[:3] == 255).all() and (gray[3:] == 0).all()
+    assert (media.read_color(tmp_path / "a.png")[3:] == 0).all()

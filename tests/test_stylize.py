@@ -227,3 +227,11 @@ def test_outputs_do_not_depend_on_order_shards_or_resume(tmp_path):
 
 def to_png(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(frame * 255), 0, 255).astype(np.uint8)
+
+
+def test_a_damaged_model_record_is_named_in_the_error(tmp_path, tree, tiny_checkpoint):
+    out = tmp_path / "out"
+    run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tree), str(out), progress=False))
+    (out / "usnst-model.json").write_text("{not json")
+    with pytest.raises(ValueError, match="usnst-model.json is damaged"):
+        run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tree), str(out), progress=False))

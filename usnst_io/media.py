@@ -306,17 +306,55 @@ def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
         limits.check_image(*size, what=str(path))
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(limits.max_image_pixels()))  # formats read above: none
     try:
-        img = cv2.imread(str(path), flags)
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # OpenCV's own limit, for a format whose header we did not read
         raise limits.TooLarge(f"{path}: {(str(exc).strip().splitlines() or ['too large'])[-1]} (set "
                               "USNST_MAX_IMAGE_PIXELS to allow more)") from None
     if img is None:
         raise OSError(f"cannot read image {path}")
-    return img
+    img = _to_8_bits(img, path)
+    if img.ndim == 3 and img.shape[2] == 4:  # transparent means no echo: over black, as a scanner shows it
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = np.rint(img[:, :, :3] * alpha).astype(np.uint8)
+    if flags == cv2.IMREAD_GRAYSCALE:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
+    return img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+
+
+def _to_8_bits(img: np.ndarray, path) -> np.ndarray:
+    """Any depth to uint8. 16-bit data often holds 10, 12 or 14 significant bits (a 12-bit scanner export in a
+    16-bit PNG came out nearly black when shifted down by 8): the PNG's sBIT chunk says how many, else the smallest
+    of 8/10/12/14/16 bits that holds the image's largest value."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        bits = _png_significant_bits(path) or next(b for b in (8, 10, 12, 14, 16) if int(img.max()) < 1 << b)
+        return np.clip(np.rint(img.astype(np.float32) * (255.0 / ((1 << bits) - 1))), 0, 255).astype(np.uint8)
+    img = img.astype(np.float32)
+    return to_uint8(np.clip(img / 255.0 if img.max() > 1.0 else img, 0.0, 1.0))
+
+
+def _png_significant_bits(path) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+            while True:
+                head = f.read(8)
+                if len(head) < 8:
+                    return None
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"sBIT":
+                    return max(f.read(length)) or None
+                if kind in (b"IDAT", b"IEND"):
+                    return None
+                f.seek(length + 4, 1)
+    except (OSError, ValueError, struct.error):
+        return None
 
 
 def read_gray(path: str | os.PathLike) -> np.ndarray:
-    """One image file as grayscale uint8."""
+    """One image file as grayscale uint8 (any bit depth scaled to its significant bits; transparency over black)."""
     return _decode(path, cv2.IMREAD_GRAYSCALE)
 
 
