@@ -65,9 +65,17 @@ class StylizeReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     metrics: list[dict] = field(default_factory=list)
 
+    notes: dict[str, str] = field(default_factory=dict)  # kind → what a user should know about these inputs (once)
+
+    def note(self, kind: str, text: str) -> None:
+        if kind not in self.notes:
+            self.notes[kind] = text
+            log.warning("%s", text)
+
     def summary(self) -> dict:
         out = {"inputs": self.total, "written": self.written, "skipped_existing": self.skipped,
-               "failed": len(self.failed), "failures": [{"input": p, "error": e} for p, e in self.failed]}
+               "failed": len(self.failed), "failures": [{"input": p, "error": e} for p, e in self.failed],
+               "notes": list(self.notes.values())}
         if self.metrics:
             out.update(mean_scores(self.metrics, prefix="mean_"))
         return out
@@ -169,6 +177,10 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
                 img, target = getattr(t, source_panel), t.hq
             elif job.layout == "clinical":
                 img = crop_brightness_bar(img).image
+            elif looks_like_triptych(img):
+                report.note("triptych", f"{rel} looks like an LQ | HQ | segmentation triptych: with --layout plain "
+                            "the whole strip is stylized, label panel and gaps included; --layout triptych stylizes "
+                            "its input panel")
             if job.metrics and job.targets:
                 target = read_gray(Path(job.targets) / rel)
             if out_path.exists() and not job.overwrite:
@@ -187,6 +199,40 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     return report
 
 
+def looks_like_triptych(img: np.ndarray) -> bool:
+    """Three equal panels side by side whose last is a label map (a few flat grey levels) and whose first is an
+    image: the thesis' LQ | HQ | seg layout."""
+    h, w = img.shape[:2]
+    if img.ndim != 2 or w % 3 or w // 3 < 16 or h < 16:
+        return False
+    first, last = img[:, : w // 3], img[:, 2 * w // 3:]
+    return len(np.unique(last)) <= 32 and len(np.unique(first)) > 64
+
+
+def _note_scanner_input(series, path: Path, report: StylizeReport) -> None:
+    """Say once what a scanner's DICOM becomes: usnst's models are made for simulator frames."""
+    maker = str(series.dataset.get("Manufacturer") or "").strip()
+    report.note("scanner", f"{path.name} is a scanner's DICOM{' (' + maker + ')' if maker else ''}: usnst's models "
+                "are trained on simulator frames, and burned-in text, calipers and the black background are "
+                "stylized as if they were image; clean screenshots first (`usnst clean`) or expect them in the output")
+    if series.photometric.upper() not in ("MONOCHROME1", "MONOCHROME2", ""):
+        colour = read_dicom_colour_share(series)
+        if colour > 0.001:
+            report.note("colour", f"{path.name}: {100 * colour:.1f}% of its pixels are colour (Doppler, overlays): the "
+                        "models take grey B-mode, so colour becomes grey in the output")
+
+
+def read_dicom_colour_share(series) -> float:
+    """Share of pixels whose colour channels differ by more than 30 grey levels (first frame)."""
+    from usnst_io.dicom import read_dicom
+
+    rgb = read_dicom(series.path, colour=True).frames[0]
+    if rgb.ndim != 3:
+        return 0.0
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2).astype(np.int16)
+    return float((spread > 30).mean())
+
+
 def _stylize_dicom(engine: Engine, path: Path, item: BatchItem, job: StylizeJob, report: StylizeReport) -> None:
     """A DICOM still or cine: every frame stylized, written as a derived DICOM (same geometry, new UIDs) or as
     PNGs (``name.png``, or ``name_0000.png``… for a cine). Resume checks the last file a run would write."""
@@ -194,6 +240,7 @@ def _stylize_dicom(engine: Engine, path: Path, item: BatchItem, job: StylizeJob,
 
     try:
         series = read_dicom(path)
+        _note_scanner_input(series, path, report)
         n = len(series.frames)
         outputs = [item.output(".dcm")] if job.dicom_format == "dicom" else frame_png_paths(item.out_stem, n)
         if outputs[-1].exists() and not job.overwrite:

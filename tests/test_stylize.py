@@ -235,3 +235,24 @@ def test_a_damaged_model_record_is_named_in_the_error(tmp_path, tree, tiny_check
     (out / "usnst-model.json").write_text("{not json")
     with pytest.raises(ValueError, match="usnst-model.json is damaged"):
         run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tree), str(out), progress=False))
+
+
+def test_misleading_inputs_get_a_word_triptychs_and_scanner_dicom(tmp_path, tiny_checkpoint):
+    """Issue 25, item 12: the default layout on triptychs, and a scanner's DICOM, are said once, not silently."""
+    import shutil
+
+    from pydicom import examples
+
+    write_phantoms(tmp_path / "data", 2, 32, 40, seed=1)
+    report = run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tmp_path / "data"), str(tmp_path / "out"),
+                                                                  progress=False))
+    notes = report.summary()["notes"]
+    assert len(notes) == 1 and "--layout triptych" in notes[0]
+    laid_out = run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tmp_path / "data"), str(tmp_path / "t"),
+                                                                     layout="triptych", progress=False))
+    assert laid_out.summary()["notes"] == []
+    (tmp_path / "scans").mkdir()
+    shutil.copy(examples.get_path("palette_color"), tmp_path / "scans" / "doppler.dcm")
+    notes = run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tmp_path / "scans"), str(tmp_path / "s"),
+                                                                 progress=False)).summary()["notes"]
+    assert any("simulator frames" in n for n in notes) and any("colour becomes grey" in n for n in notes)

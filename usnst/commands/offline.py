@@ -147,6 +147,8 @@ def run_stylize(args) -> int:
               f"PSNR {s['mean_psnr']:.2f} dB (input {s['mean_identity_psnr']:.2f} dB)")
     for f in s["failures"]:
         flags.say(args, f"  failed: {f['input']}: {f['error']}")
+    for note in s["notes"]:
+        flags.say(args, f"  note: {note}")
     flags.emit_json(args, s)
     return 1 if s["failed"] else 0
 
