@@ -86,7 +86,7 @@ def evaluate(job: MetricsJob) -> dict:
 
         summary["realism"] = realism_report([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept],
                                             budget=C2STBudget(repeats=job.c2st_repeats),
-                                            dynamic_range_db=job.dynamic_range_db)
+                                            dynamic_range_db=job.dynamic_range_db, progress=job.progress)
     if all_a and sum(len(a) for a in all_a) > 1:
         summary["set_fid"] = fid(np.concatenate(all_a), np.concatenate(all_b))
         summary["set_kid"], summary["set_kid_std"] = kid(np.concatenate(all_a), np.concatenate(all_b))

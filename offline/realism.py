@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from offline.metrics import nakagami, ssim
 
@@ -147,7 +148,8 @@ class C2STBudget:
 
 
 def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STBudget = C2STBudget(),
-         groups_a: list[int] | None = None, groups_b: list[int] | None = None) -> float:
+         groups_a: list[int] | None = None, groups_b: list[int] | None = None,
+         tick: Callable[[int], object] | None = None) -> float:
     """Held-out accuracy of a small CNN trained to tell ``patches_a`` from ``patches_b`` (uint8, equal sizes).
     0.5: indistinguishable; 1.0: always told apart. Classes are balanced to the smaller set, in training and test.
 
@@ -155,7 +157,8 @@ def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STB
     share of the group labels, the same labels on both sides: pass a scene's index for its output and for its
     target). Patches of one image overlap and share its speckle, so a classifier trained long enough learns them by
     heart: split by patch, HQ against the same scenes rendered with new scatterers read 0.65–0.74 at 2,400 steps,
-    where two samples of one distribution must read 0.5."""
+    where two samples of one distribution must read 0.5. ``tick(n)`` is called as training steps pass (a progress
+    bar: the classifiers are what takes minutes)."""
     import torch
     from torch import nn
 
@@ -188,7 +191,9 @@ def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STB
                         nn.Linear(64, 1))
     opt = torch.optim.Adam(net.parameters(), lr=budget.lr)
     gen = torch.Generator().manual_seed(budget.seed)
-    for _ in range(budget.steps):
+    for step in range(budget.steps):
+        if tick is not None and step % 50 == 49:
+            tick(50)
         idx = torch.randint(len(x), (budget.batch,), generator=gen)
         loss = nn.functional.binary_cross_entropy_with_logits(net(x[idx])[:, 0], y[idx])
         opt.zero_grad(set_to_none=True)
@@ -221,7 +226,7 @@ def phase_randomised_view(patch: np.ndarray) -> np.ndarray:
 def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
                    references: list[np.ndarray] | None = None, target_segs: list[np.ndarray | None] | None = None, patches_per_image: int = 40,
                    budget: C2STBudget = C2STBudget(), dynamic_range_db: float = 50.0,
-                   view: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+                   view: Callable[[np.ndarray], np.ndarray] | None = None, progress: bool = False) -> dict:
     """The realism measures of a set of outputs against a set of target-domain images (uint8 grey).
 
     ``segs``: label maps of the outputs' scenes (tissue masks; also the paired targets' unless ``target_segs`` gives
@@ -262,7 +267,10 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     gb = gb if paired else [len(outputs) + g for g in gb]
     if view is not None:
         pa, pb = [view(p) for p in pa], [view(p) for p in pb]
-    runs = [c2st(pa, pb, replace(budget, seed=budget.seed + k), ga, gb) for k in range(budget.repeats)]
+    with tqdm(total=budget.repeats * budget.steps, desc="realism: C2ST classifiers", unit="step",
+              disable=None if progress else True) as bar:
+        runs = [c2st(pa, pb, replace(budget, seed=budget.seed + k), ga, gb, tick=bar.update)
+                for k in range(budget.repeats)]
     report["c2st"] = float(np.mean(runs))
     report["c2st_runs"] = runs
     # how far the mean would move with other splits: classifiers of one model spread 0.64-0.94 (48 scenes)

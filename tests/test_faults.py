@@ -14,6 +14,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engines.base import Engine
 from usnst_io import protocol
 from usnst_io.recording import RecordingReader
 from usnst_stream.node import Node, NodeConfig
@@ -128,7 +129,7 @@ def _first_answer_after(start, pub, sub, size=(16, 16), timeout=5.0, seq0=0) -> 
     return float("inf")
 
 
-class PassThrough:
+class PassThrough(Engine):
     """An engine that costs nothing, so the node publishes every frame: this test is about output queues."""
 
     name = "pass-through"
