@@ -28,9 +28,7 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
-from engines.base import Engine, EngineOptions, NoisePlanes
-from engines.fast_net import EULER_GAMMA
-from engines.geometry import ECHO_LEVEL
+from engines.base import ECHO_LEVEL, Engine, EngineOptions, NoisePlanes
 from usnst_io.limits import check_config
 
 log = logging.getLogger(__name__)
@@ -162,7 +160,7 @@ class BeamSpeckle:
         blur = lambda p: cv2.sepFilter2D(p.astype(np.float32), -1, self.lateral, self.axial, borderType=cv2.BORDER_REFLECT)
         a, b = blur(re), blur(im)
         power = (a * a + b * b) * (0.5 / self.energy)
-        return 0.5 * np.log(power + 1e-12) + EULER_GAMMA / 2
+        return 0.5 * np.log(power + 1e-12) + np.euler_gamma / 2
 
     def grain(self, maps: tuple[np.ndarray, np.ndarray], planes: list[np.ndarray]) -> np.ndarray:
         """The grey levels the grain adds to each pixel: the polar log-envelope, scan-converted, times the contrast.

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from engines.base import ECHO_LEVEL
+
 
 @dataclass(frozen=True)
 class FrameGeometry:
@@ -128,7 +130,6 @@ class BodyModule(torch.nn.Module):
         return self.net.body(frame, list(noise) if noise else None)
 
 
-ECHO_LEVEL = 1.0 / 255.0  # an input above this has echo; simulators and scanners render 'no echo' as exact black
 
 
 def echo_region(x: torch.Tensor, reach: int = 2) -> torch.Tensor:

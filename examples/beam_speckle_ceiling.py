@@ -16,6 +16,7 @@ import argparse
 
 import numpy as np
 import torch
+from realism_table import scenes
 
 from engines.base import EngineOptions
 from engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig
@@ -23,7 +24,6 @@ from engines.body_engine import TorchEagerEngine
 from engines.checkpoint import load_checkpoint, resolve_model
 from engines.fast_net import DB_CONTRAST, SpeckleHead
 from offline.realism import C2STBudget, rank_view, realism_report
-from realism_table import scenes
 from usnst_io.media import to_float, to_uint8
 from usnst_stream.phantom import render_scene
 

@@ -9,12 +9,18 @@ scenes; a mean of 3 on 24 scenes moves by up to ±0.1 with the split.
 """
 import argparse
 
+from realism_table import scenes
+
 from engines.base import EngineOptions
 from engines.registry import load_engine
-from offline.realism import PATCH, C2STBudget, phase_randomised_view, rank_view, realism_report
-from realism_table import scenes
+from offline.realism import (
+    PATCH,
+    C2STBudget,
+    phase_randomised_view,
+    rank_view,
+    realism_report,
+)
 from usnst_io.media import to_float, to_uint8
-
 
 VIEWS = {"as is": None, "rank": rank_view, "phase-randomised": phase_randomised_view}
 

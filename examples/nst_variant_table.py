@@ -11,7 +11,6 @@ from offline.datasets import read_triptych_folder, resize_longest
 from offline.masks import foreground_mask, label_masks
 from offline.metrics import mean_scores, score_pair
 from offline.nst import (
-    NSTConfig,
     augmented_target,
     average_style_target,
     clear_background,
@@ -19,6 +18,7 @@ from offline.nst import (
     run_nst,
     style_target,
 )
+from offline.nst_config import NSTConfig
 from offline.vgg import load_vgg19
 from usnst_io.media import to_uint8 as to8
 from usnst_stream.phantom import write_phantoms

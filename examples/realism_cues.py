@@ -25,13 +25,19 @@ import argparse
 import cv2
 import numpy as np
 import torch
+from realism_table import scenes
 from scipy.stats import kurtosis, skew
 
 from engines.base import EngineOptions
 from engines.registry import load_engine
 from offline.losses import phase_statistics, speckle_spectrum, spectrum_loss
-from offline.realism import phase_randomised_view, rank_view, realism_report, tissue_mask, tissue_patches
-from realism_table import scenes
+from offline.realism import (
+    phase_randomised_view,
+    rank_view,
+    realism_report,
+    tissue_mask,
+    tissue_patches,
+)
 from usnst_io.media import to_float, to_uint8
 
 LAGS = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2), (3, 0), (0, 3))

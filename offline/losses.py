@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-CONTENT_LAYER = "block5_conv2"
-STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
-
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) → (N, C, C) = F Fᵀ / (C·H·W): normalised by feature size so layers of different sizes

@@ -22,8 +22,6 @@ import torch
 from tqdm import tqdm
 
 from offline.losses import (
-    CONTENT_LAYER,
-    STYLE_LAYERS,
     StyleTarget,
     content_loss,
     gram,
@@ -31,7 +29,7 @@ from offline.losses import (
     style_loss,
 )
 from offline.masks import label_masks, masks_for_layers, object_mask
-from offline.tasks import DEFAULT_TASK, task
+from offline.nst_config import STYLE_LAYERS, NSTConfig
 from usnst_io.media import to_float
 
 log = logging.getLogger(__name__)
@@ -40,27 +38,6 @@ log = logging.getLogger(__name__)
 # 5e-3 grey levels; the image variable here is kept in those units for the same step size.
 PIXEL_SCALE = 255.0
 OBJECT = 256  # key of the whole-object mask among the per-label masks (labels are 0..255)
-
-
-@dataclass
-class NSTConfig:
-    task: str = DEFAULT_TASK
-    content_weight: float | None = None  # None: the task's thesis weight (offline.tasks)
-    style_weight: float | None = None
-    lr: float = 5e-3
-    iterations: int = 3000
-    init: str = "content"  # or "noise"
-    content_layer: str = CONTENT_LAYER
-    style_layers: tuple[str, ...] = STYLE_LAYERS
-    seed: int = 0
-    progress: bool = False
-    loss_network: str = "vgg"  # or "random-filters": no pretrained weights (run_texture_nst)
-
-    def weights(self) -> tuple[float, float]:
-        t = task(self.task)
-        cw, sw = t.nst_content_weight, t.nst_style_weight
-        return (cw if self.content_weight is None else self.content_weight,
-                sw if self.style_weight is None else self.style_weight)
 
 
 @dataclass
@@ -210,8 +187,6 @@ def clear_background(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     return image * (foreground > 0)
 
 
-LOSS_NETWORKS = ("vgg", "random-filters")
-TEXTURE_LR = 1.0  # grey levels per step for run_texture_nst: the thesis' 5e-3 (Keras units) barely moves it
 
 
 def run_texture_nst(content: np.ndarray, styles: list[np.ndarray], cfg: NSTConfig = NSTConfig(),

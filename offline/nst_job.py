@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from offline import loss_curves
@@ -15,8 +15,6 @@ from offline.datasets import resize_longest, split_triptych
 from offline.masks import foreground_mask, label_masks
 from offline.metrics import score_pair
 from offline.nst import (
-    LOSS_NETWORKS,
-    NSTConfig,
     augmented_target,
     average_style_target,
     clear_background,
@@ -25,30 +23,9 @@ from offline.nst import (
     run_texture_nst,
     style_target,
 )
+from offline.nst_config import LOSS_NETWORKS, VARIANTS, NSTJob
 from offline.vgg import load_vgg19
 from usnst_io.media import read_gray, read_stills, to_uint8, write_png
-
-VARIANTS = ("plain", "augmented", "local")
-AVERAGES = ("gram", "features")  # how a style folder is averaged (offline.nst.average_style_target)
-INITS = ("content", "noise")  # what the optimised image starts from
-
-
-@dataclass
-class NSTJob:
-    out: str
-    content: str | None = None
-    style: str | None = None
-    content_seg: str | None = None
-    style_seg: str | None = None
-    triptych: str | None = None
-    style_dir: str | None = None  # average style over a folder
-    average: str = "gram"  # or "features"
-    variant: str = "plain"
-    size: int | None = None  # longest side; None keeps the input size
-    clear_background: bool = False
-    vgg_weights: str | None = None
-    device: str = "cpu"  # "cuda" runs the optimisation on the GPU
-    nst: NSTConfig = field(default_factory=NSTConfig)
 
 
 def _inputs(job: NSTJob):

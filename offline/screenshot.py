@@ -231,7 +231,13 @@ def clean_folder(inputs: str, out: str, overwrite: bool = False) -> dict:
     from pathlib import Path
 
     from usnst_io.dicom import read_dicom
-    from usnst_io.media import DICOM_SUFFIXES, frame_png_paths, plan_batch, read_color, write_png
+    from usnst_io.media import (
+        DICOM_SUFFIXES,
+        frame_png_paths,
+        plan_batch,
+        read_color,
+        write_png,
+    )
 
     items = plan_batch(inputs, out)
     if not overwrite and Path(out).is_dir() and any(p.is_file() for p in Path(out).rglob("*")):

@@ -22,9 +22,9 @@ from offline.datasets import crop_brightness_bar, split_triptych
 from offline.metrics import mean_scores, score_pair
 from usnst_io.media import (
     DICOM_SUFFIXES,
-    BatchItem,
     RECORDING_SUFFIXES,
     VIDEO_SUFFIXES,
+    BatchItem,
     frame_png_paths,
     is_stylizable,
     plan_batch,

@@ -4,17 +4,22 @@ import math
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_net
 
 from engines.base import EngineOptions
-from engines.beam_speckle import META_KEY, BeamSpeckle, BeamSpeckleConfig, NoFan, fit_fan
+from engines.beam_speckle import (
+    META_KEY,
+    BeamSpeckle,
+    BeamSpeckleConfig,
+    NoFan,
+    fit_fan,
+)
 from engines.checkpoint import save_checkpoint
 from engines.registry import build_artifact, load_engine
 from offline.realism import speckle_fwhm, tissue_mask
 from offline.speckle_fit import fit_beam_speckle
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import PhantomRenderer, acquisition
-
-from conftest import tiny_net
 
 
 def true_fan(renderer: PhantomRenderer) -> tuple[float, float, float, float, float]:

@@ -6,8 +6,7 @@ import pytest
 
 from engines.base import NOISE_MODES, EngineOptions
 from engines.registry import BACKENDS, build_artifact, buildable_backends
-from offline.nst import NSTConfig
-from offline.nst_job import VARIANTS
+from offline.nst_config import VARIANTS, NSTConfig
 from offline.tasks import TASKS
 from usnst.cli import build_parser
 from usnst_stream.demo import DemoConfig

@@ -99,3 +99,28 @@ def test_python_dash_m_usnst_and_the_version():
 
     done = subprocess.run([sys.executable, "-m", "usnst", "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == f"usnst {usnst.__version__}" and usnst.__version__
+
+
+@pytest.mark.parametrize("command", ["nst", "speckle", "simulate", "record", "replay", "view", "export"])
+def test_help_and_parsing_do_not_load_torch(command):
+    """Issue 25, item 13: `nst --help` and `speckle --help` took ~10 s, importing torch to read their defaults."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from usnst.cli import build_parser; "
+            f"build_parser([{command!r}]).subcommands[{command!r}].format_help(); "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+def test_the_realism_classifiers_report_progress():
+    import numpy as np
+
+    from offline.realism import C2STBudget, c2st
+
+    rng = np.random.default_rng(0)
+    patches = [rng.integers(0, 255, (32, 32), dtype=np.uint8) for _ in range(40)]
+    ticks = []
+    c2st(patches[:20], patches[20:], C2STBudget(steps=200, repeats=1), tick=ticks.append)
+    assert sum(ticks) == 200

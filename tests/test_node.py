@@ -230,8 +230,8 @@ def test_a_connecting_node_survives_an_oversized_part_and_a_restarted_simulator(
     import logging
 
     import zmq
-
     from conftest import gray_frame
+
     from usnst_stream.node import Node, NodeConfig
 
     ctx = zmq.Context()

@@ -13,7 +13,6 @@ from offline.masks import (
 )
 from offline.nst import (
     OBJECT,
-    NSTConfig,
     augmented_target,
     average_style_target,
     clear_background,
@@ -21,6 +20,7 @@ from offline.nst import (
     run_nst,
     style_target,
 )
+from offline.nst_config import NSTConfig
 from offline.vgg import layer_names, load_vgg19
 from offline.weights import WeightsNotFound
 from usnst_io.media import to_uint8

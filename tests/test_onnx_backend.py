@@ -134,9 +134,11 @@ def _edit_and_restate(artifact, out):
 def test_an_edited_artifact_with_a_restated_hash_is_caught_by_its_checkpoint(tmp_path, tiny_checkpoint):
     """Issue 25, item 6: integrity is not authenticity. With the checkpoint at hand the artifact is compared with a
     fresh export; alone, it runs but is named by its own hash, never by the checkpoint it claims."""
-    from offline.stylize import StylizeJob, run_stylize
-    import cv2
     import json
+
+    import cv2
+
+    from offline.stylize import StylizeJob, run_stylize
 
     artifact = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     forged = _edit_and_restate(artifact, tmp_path / "forged.onnx")

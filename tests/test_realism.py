@@ -193,8 +193,9 @@ def test_the_realism_report_tells_lq_from_hq_and_passes_the_oracle(tmp_path):
 
 
 def test_optimisation_nst_runs_on_random_filters_without_pretrained_weights(tmp_path):
-    from offline.nst import NSTConfig, run_texture_nst
-    from offline.nst_job import NSTJob, run_job
+    from offline.nst import run_texture_nst
+    from offline.nst_config import NSTConfig, NSTJob
+    from offline.nst_job import run_job
 
     s = PhantomRenderer(64, 64, seed=9).render(0.0)
     lq, hq = to_uint8(s.lq), to_uint8(s.hq)

@@ -181,13 +181,12 @@ def test_outputs_do_not_depend_on_order_shards_or_resume(tmp_path):
     shards into one folder and an interrupted-then-resumed run give byte-identical outputs."""
     import shutil
 
+    from conftest import tiny_net
     from pydicom import examples
 
     from engines.beam_speckle import META_KEY, BeamSpeckleConfig
     from engines.checkpoint import save_checkpoint
     from usnst_stream.phantom import PhantomRenderer, acquisition
-
-    from conftest import tiny_net
 
     model = save_checkpoint(tmp_path / "speckled.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
         rays=64, samples=96).to_dict()})

@@ -5,8 +5,9 @@ import torch
 
 from engines.checkpoint import load_checkpoint
 from engines.registry import load_engine
-from offline.losses import STYLE_LAYERS, gram
+from offline.losses import gram
 from offline.nst import average_style_target, to_tensor
+from offline.nst_config import STYLE_LAYERS
 from offline.vgg import load_vgg19
 from trainer.perceptual import TrainConfig, train
 from usnst_stream.phantom import write_phantoms

@@ -5,12 +5,11 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_net
 
 from engines.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, save_checkpoint
 from engines.registry import load_engine
 from usnst.cli import main
-
-from conftest import tiny_net
 
 
 def _payload(**changes):

@@ -31,8 +31,6 @@ from engines.checkpoint import save_checkpoint
 from engines.transformer_net import NetConfig, TransformerNet
 from offline.datasets import centre_crop, read_triptych_folder, resize_longest
 from offline.losses import (
-    CONTENT_LAYER,
-    STYLE_LAYERS,
     StyleTarget,
     content_loss,
     pixel_loss,
@@ -41,6 +39,7 @@ from offline.losses import (
 )
 from offline.metrics import mean_scores, score_pair
 from offline.nst import average_style_target, to_tensor
+from offline.nst_config import CONTENT_LAYER, STYLE_LAYERS
 from offline.tasks import DEFAULT_TASK, task
 from offline.vgg import load_vgg19
 from trainer.base import (

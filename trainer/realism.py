@@ -43,11 +43,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from engines.base import ECHO_LEVEL
 from engines.beam_speckle import META_KEY as SPECKLE_KEY
 from engines.beam_speckle import BeamSpeckleConfig
 from engines.checkpoint import save_checkpoint
 from engines.fast_net import FastNet, FastNetConfig
-from engines.geometry import ECHO_LEVEL, echo_region
+from engines.geometry import echo_region
 from engines.transformer_net import NetConfig, TransformerNet
 from offline.datasets import read_triptych_folder
 from offline.losses import (

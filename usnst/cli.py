@@ -49,9 +49,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for name, (help_line, add_flags) in commands.items():
         p = sub.add_parser(name, help=help_line, formatter_class=_DefaultsShown)
         parser.subcommands[name] = p
-        # Also accepted after the subcommand; SUPPRESS keeps a value given before it
-        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
-        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
+        flags.add_log_flags(p)  # also accepted after the subcommand
         if argv is None or name == wanted:
             add_flags(p)
             if name not in NO_CONFIG:

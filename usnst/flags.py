@@ -90,6 +90,12 @@ def given(args, names) -> dict:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
+def add_log_flags(p: argparse.ArgumentParser) -> None:
+    """-v/-q after a subcommand (or its action) too; SUPPRESS keeps a value given before it."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
+
+
 def add_json_flag(p: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
     """``--json PATH`` writes ``what`` there; ``--json`` alone (or ``-``) prints it on stdout, and every human line of
     the command then goes to stderr, so stdout is valid JSON for a pipe. The same meaning in every command."""

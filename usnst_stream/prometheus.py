@@ -14,12 +14,12 @@ import threading
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import (
     CounterMetricFamily,
     HistogramMetricFamily,
     InfoMetricFamily,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from usnst_stream.sockets import is_loopback
 

@@ -14,6 +14,7 @@ def engine_flags(p) -> None:
 
     actions = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
     b = actions.add_parser("build", help="compile a checkpoint for a backend")
+    flags.add_log_flags(b)
     b.add_argument("--model", default=None, help="checkpoint path or embedded name (default: the embedded model)")
     backends = buildable_backends()
     b.add_argument("--backend", default=backends[0], choices=backends, help="which backend's artifact")
@@ -29,6 +30,7 @@ def engine_flags(p) -> None:
     b.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
     b.set_defaults(func=run_engine_build)
     k = actions.add_parser("key", help="make a secret key to sign engine artifacts with")
+    flags.add_log_flags(k)
     k.add_argument("--out", required=True, help="key file to write (mode 600; never replaced)")
     k.set_defaults(func=run_engine_key)
 

@@ -42,8 +42,14 @@ def run_phantom(args) -> int:
 
 # -- nst ------------------------------------------------------------------------------------------------
 def nst_flags(p) -> None:
-    from offline.nst import LOSS_NETWORKS, NSTConfig
-    from offline.nst_job import AVERAGES, INITS, VARIANTS, NSTJob
+    from offline.nst_config import (
+        AVERAGES,
+        INITS,
+        LOSS_NETWORKS,
+        VARIANTS,
+        NSTConfig,
+        NSTJob,
+    )
     from offline.tasks import TASKS
 
     job, nst = NSTJob(out=""), NSTConfig()
@@ -76,12 +82,12 @@ def nst_flags(p) -> None:
 
 
 def run_nst(args) -> int:
-    from offline.nst import NSTConfig
-    from offline.nst_job import NSTJob, run_job
+    from offline.nst_config import NSTConfig, NSTJob
+    from offline.nst_job import run_job
 
     lr = args.lr
     if args.loss_network == "random-filters" and lr == NSTConfig.lr:
-        from offline.nst import TEXTURE_LR
+        from offline.nst_config import TEXTURE_LR
 
         lr = TEXTURE_LR
     nst = NSTConfig(task=args.task, content_weight=args.content_weight, style_weight=args.style_weight, lr=lr,
