@@ -112,7 +112,7 @@ def test_simulate_serve_record_replay_over_ipc(tmp_path, tiny_checkpoint):
 
 
 def test_demo_runs_end_to_end_and_writes_a_picture(tmp_path):
-    proc = usnst("demo", "--seconds", 2, "--size", 64, "--fps", 10, "--out", tmp_path / "demo.png", "--json")
+    proc = usnst("demo", "--duration", 2, "--size", 64, "--fps", 10, "--out", tmp_path / "demo.png", "--json")
     report = json.loads(proc.stdout)
     assert report["consumer"]["received"] > 0
     assert report["consumer"]["end_to_end_ms"]["p50"] > 0
@@ -122,14 +122,14 @@ def test_demo_runs_end_to_end_and_writes_a_picture(tmp_path):
 
 
 def test_demo_over_ipc(tmp_path):
-    proc = usnst("demo", "--seconds", 1.5, "--size", 48, "--fps", 10, "--transport", "ipc",
+    proc = usnst("demo", "--duration", 1.5, "--size", 48, "--fps", 10, "--transport", "ipc",
                  "--out", tmp_path / "d.png", "--json")
     assert json.loads(proc.stdout)["consumer"]["received"] > 0
 
 
 def test_bench_reports_every_field(tmp_path, tiny_checkpoint):
     out, plot = tmp_path / "bench.json", tmp_path / "lat.png"
-    proc = usnst("bench", "--model", tiny_checkpoint, "--sizes", "32", "--seconds", 0.6, "--rates", "20,40",
+    proc = usnst("bench", "--model", tiny_checkpoint, "--sizes", "32", "--duration", 0.6, "--rates", "20,40",
                  "--frames", 5, "--messages", 20, "--json", out, "--plot", plot)
     assert "End to end" in proc.stdout and "Transport baseline" in proc.stdout and "sustainable" in proc.stdout
     assert "restarted" not in proc.stderr  # its publisher numbers frames on from the handshake's probes
@@ -256,9 +256,9 @@ def test_stylize_then_metrics_with_fid(tmp_path, tiny_checkpoint):
 
     write_phantoms(tmp_path / "data", 2, 80, 96, seed=4)
     proc = usnst("stylize", tmp_path / "data", "--out", tmp_path / "out", "--model", tiny_checkpoint,
-                 "--layout", "triptych", "--metrics")
+                 "--layout", "triptych", "--score")
     assert "2 written" in proc.stdout and "vs targets: SSIM" in proc.stdout
-    proc = usnst("metrics", tmp_path / "out", "--targets", tmp_path / "data", "--targets-layout", "triptych",
+    proc = usnst("metrics", tmp_path / "out", "--targets", tmp_path / "data", "--layout", "triptych",
                  "--fid", "--nakagami", "--inception-weights", "random", "--patch", 40, "--csv", tmp_path / "m.csv",
                  "--json", tmp_path / "m.json")
     # Random Inception weights: the numbers exist in the JSON (for testing) but the table refuses to show them.

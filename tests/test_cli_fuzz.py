@@ -124,3 +124,26 @@ def test_the_realism_classifiers_report_progress():
     ticks = []
     c2st(patches[:20], patches[20:], C2STBudget(steps=200, repeats=1), tick=ticks.append)
     assert sum(ticks) == 200
+
+
+def test_one_word_one_meaning_across_commands():
+    """Issue 25, item 15: --metrics meant a Prometheus port on serve and an SSIM switch on stylize; --layout and
+    --targets-layout, --duration and --seconds named one thing twice; --config and --curve-* were missing on some."""
+    parser = build_parser(None)
+    options = {name: {o for a in sub._actions for o in a.option_strings} for name, sub in parser.subcommands.items()}
+    assert [name for name, opts in options.items() if "--metrics" in opts] == ["serve"]
+    assert not [name for name, opts in options.items() if opts & {"--seconds", "--targets-layout"}]
+    assert "--score" in options["stylize"] and "--layout" in options["metrics"]
+    for name in ("serve", "simulate", "record", "replay", "view"):
+        assert {"--curve-secret", "--curve-allow", "--curve-server"} <= options[name], name
+    assert "--curve" in options["demo"]
+    assert [name for name, opts in options.items() if "--config" not in opts] == ["keys", "engine"]
+    assert "--json" in options["info"] and "--frames" in options["phantom"]
+
+
+def test_an_encrypted_demo_runs_end_to_end(tmp_path):
+    from usnst_stream.demo import DemoConfig, run_demo
+
+    report = run_demo(DemoConfig(seconds=1.0, fps=10, height=48, width=48, curve=True, out=str(tmp_path / "d.png"),
+                                 loop_seconds=0.5))
+    assert report["curve"] is True and report["consumer"]["received"] > 0

@@ -229,3 +229,18 @@ def test_12_bit_data_in_a_16_bit_png_and_transparency_read_as_they_look(tmp_path
     gray = media.read_gray(tmp_path / "a.png")
     assert (gray[:3] == 255).all() and (gray[3:] == 0).all()
     assert (media.read_color(tmp_path / "a.png")[3:] == 0).all()
+
+
+def test_an_mp4_is_h264_which_browsers_play(tmp_path):
+    """Issue 25, item 14: MP4s were MPEG-4 Part 2 (FourCC FMP4), which browsers refuse."""
+    import av
+
+    writer = media.TimedVideoWriter(tmp_path / "v.mp4", fps=10)
+    for i in range(5):
+        writer.add(i / 10, np.full((21, 33), 40 * i, np.uint8))  # odd sides: padded for yuv420p
+    writer.close()
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        frames = [f.to_ndarray(format="gray") for f in container.decode(stream)]
+    assert len(frames) == 5 and abs(int(np.median(frames[3])) - 120) <= 3

@@ -225,7 +225,7 @@ def test_metrics_realism_report_from_the_command_line(tmp_path):
         img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
         cv2.imwrite(str(out / p.name), img[:, :160])  # the LQ panel as the "output"
     proc = subprocess.run([sys.executable, "-m", "usnst.cli", "metrics", str(out), "--targets", str(tmp_path / "data"),
-                           "--targets-layout", "triptych", "--realism", "--c2st-repeats", "2",
+                           "--layout", "triptych", "--realism", "--c2st-repeats", "2",
                            "--json", str(tmp_path / "m.json")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "realism: Nakagami m" in proc.stdout and "C2ST" in proc.stdout

@@ -89,3 +89,24 @@ def test_view_plays_a_recording_of_both_streams_side_by_side_at_its_timing(tmp_p
     ok, first = video.read()
     assert ok and count == 21  # 1 s at 20 fps + the last frame
     assert first[:24, :32].mean() < 8 and first[:24, 32:64].mean() > 245  # input 0 | stylized 255
+
+
+def test_a_recording_of_one_stream_is_shown_alone_not_beside_a_black_half(tmp_path):
+    """Issue 25, item 14: a recording of stylized frames only gave a video whose left half was black."""
+    import subprocess
+    import sys
+
+    from usnst_io.recording import RecordingWriter
+
+    rec = tmp_path / "styled.usrec"
+    with RecordingWriter(rec) as writer:
+        for i in range(3):
+            t = 1_000_000_000 + i * 100_000_000
+            writer.write(t, protocol.encode(protocol.Frame(i, t, np.full((24, 32), 200, np.uint8),
+                                                           topic=protocol.OUTPUT_TOPIC)))
+    out = tmp_path / "styled.avi"
+    done = subprocess.run([sys.executable, "-m", "usnst", "view", str(rec), "--no-window", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    ok, first = cv2.VideoCapture(str(out)).read()
+    assert ok and first.shape[1] == 32 and first[:24].mean() > 190 and "0 without their input" in done.stdout

@@ -8,7 +8,6 @@ was (temp file in the same folder, then rename).
 """
 from __future__ import annotations
 
-import functools
 import glob
 import logging
 import math
@@ -17,6 +16,7 @@ import re
 import struct
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -127,36 +127,45 @@ def write_frame_times(path: str | os.PathLike, names: list[str], times: list[flo
     return Path(path)
 
 
-@functools.cache
-def h264_available() -> bool:
-    """Whether this OpenCV build can encode H.264 (pip's opencv-python-headless usually cannot). Probed once on a
-    scratch file with the C library's stderr silenced: FFmpeg prints a screenful when an encoder is missing."""
-    import tempfile
+class H264Writer:
+    """An MP4 that browsers, phones and slide decks play: H.264 (yuv420p) through PyAV's FFmpeg. OpenCV's pip
+    build can only write MPEG-4 Part 2 into .mp4, which browsers refuse. The same ``write``/``release`` as OpenCV's
+    writer; odd sizes are padded by one black row or column (yuv420p needs even sides)."""
 
-    with tempfile.TemporaryDirectory() as d:
-        saved = os.dup(2)
-        try:
-            with open(os.devnull, "w") as null:
-                os.dup2(null.fileno(), 2)
-                writer = cv2.VideoWriter(os.path.join(d, "probe.mp4"), cv2.VideoWriter_fourcc(*"avc1"), 10, (16, 16))
-                ok = writer.isOpened()
-                writer.release()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-    return ok
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int]):
+        import av
+
+        self._container = av.open(str(path), mode="w", format="mp4")
+        self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        width, height = size
+        self._stream.width, self._stream.height = width + width % 2, height + height % 2
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": "18", "preset": "veryfast"}  # visually lossless speckle, quick to encode
+        self._av = av
+
+    def write(self, bgr: np.ndarray) -> None:
+        h, w = bgr.shape[:2]
+        if (w, h) != (self._stream.width, self._stream.height):
+            bgr = cv2.copyMakeBorder(bgr, 0, self._stream.height - h, 0, self._stream.width - w, cv2.BORDER_CONSTANT)
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def release(self) -> None:
+        for packet in self._stream.encode():  # flush the encoder's delayed frames
+            self._container.mux(packet)
+        self._container.close()
 
 
-def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    """An OpenCV writer for BGR frames of ``size`` (width, height): for .mp4, H.264 where this OpenCV build can
-    encode it (players everywhere take it), else MPEG-4 Part 2 (mp4v); MJPG for other suffixes."""
-    is_mp4 = str(path).lower().endswith(".mp4")
-    for codec in ((("avc1",) if h264_available() else ()) + ("mp4v",) if is_mp4 else ("MJPG",)):
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
-        if writer.isOpened():
-            return writer
+def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]):
+    """A writer for BGR frames of ``size`` (width, height): H.264 for .mp4 (H264Writer), MJPG in .avi otherwise."""
+    if str(path).lower().endswith(".mp4"):
+        return H264Writer(path, fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    if not writer.isOpened():
         writer.release()
-    raise OSError(f"cannot write video {path}")
+        raise OSError(f"cannot write video {path}")
+    return writer
 
 
 class TimedVideoWriter:

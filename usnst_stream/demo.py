@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import zmq
+import zmq.auth
 
 from engines.base import EngineOptions
 from engines.registry import AUTO, load_engine
@@ -22,6 +25,7 @@ from usnst_io import protocol
 from usnst_io.media import to_uint8, write_png
 from usnst_stream.node import Node, NodeConfig
 from usnst_stream.publisher import open_publisher, publish
+from usnst_stream.security import CurveConfig, generate_keys
 from usnst_stream.sockets import loopback_endpoints
 from usnst_stream.sources import limited, phantom_stream
 from usnst_stream.stats import LatencyWindow
@@ -42,6 +46,22 @@ class DemoConfig:
     transport: str = "tcp"  # or "ipc"
     out: str = "usnst-demo.png"
     seed: int = 0
+    curve: bool = False  # both links encrypted and authenticated, with key pairs made for this run
+
+
+def _demo_keys(folder: Path) -> tuple[CurveConfig, CurveConfig, tuple[bytes, bytes, bytes]]:
+    """Key pairs for the simulator, the node and the consumer, each allow-list holding its one client: the demo's
+    three parties as `usnst keys` would set them up. Returns the simulator's and node's configs and the consumer's
+    (public, secret, server public) keys."""
+    made = {name: generate_keys(folder, name) for name in ("simulator", "node", "consumer")}
+    for server, client in (("simulator", "node"), ("node", "consumer")):
+        allow = folder / f"{server}-allows"
+        allow.mkdir()
+        (allow / f"{client}.key").write_bytes(made[client][0].read_bytes())
+    sim = CurveConfig(str(made["simulator"][1]), allow_dir=str(folder / "simulator-allows"))
+    node = CurveConfig(str(made["node"][1]), allow_dir=str(folder / "node-allows"), server_key=str(made["simulator"][0]))
+    public, secret = zmq.auth.load_certificate(made["consumer"][1])
+    return sim, node, (public, secret, zmq.auth.load_certificate(made["node"][0])[0])
 
 
 CONSUMER_STAGES = ("to_node", "wait", "infer", "publish", "to_consumer")
@@ -50,10 +70,12 @@ CONSUMER_STAGES = ("to_node", "wait", "infer", "publish", "to_consumer")
 class Consumer:
     """Subscribes to stylized frames and measures what a display would experience."""
 
-    def __init__(self, endpoint: str, context: zmq.Context):
+    def __init__(self, endpoint: str, context: zmq.Context, curve_keys: tuple[bytes, bytes, bytes] | None = None):
         self.sock = context.socket(zmq.SUB)
         self.sock.setsockopt(zmq.SUBSCRIBE, protocol.OUTPUT_TOPIC)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve_keys is not None:  # (public, secret, the node's public key)
+            self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = curve_keys
         self.sock.connect(endpoint)
         self.end_to_end = LatencyWindow(100_000)
         # Per stage, from the protocol's timestamps: capture → node receive, queued, inference, publish, node → here.
@@ -122,9 +144,12 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     first = next(stream)  # renders the loop before anything starts
     context = zmq.Context.instance()
     sim_ep, out_ep = loopback_endpoints(cfg.transport, "usnst-demo")
-    sim_sock, sim_bound = open_publisher(sim_ep, context)
-    node = Node(engine, NodeConfig(input=">" + sim_bound[0], output=out_ep, stats_interval=0), context).start()
-    consumer = Consumer(node.endpoints["output"][0], context)
+    with tempfile.TemporaryDirectory(prefix="usnst-demo-keys-") as keys:
+        sim_curve, node_curve, consumer_keys = _demo_keys(Path(keys)) if cfg.curve else (None, None, None)
+        sim_sock, sim_bound = open_publisher(sim_ep, context, curve=sim_curve)
+        node = Node(engine, NodeConfig(input=">" + sim_bound[0], output=out_ep, stats_interval=0, curve=node_curve),
+                    context).start()
+    consumer = Consumer(node.endpoints["output"][0], context, consumer_keys)
     consumer.thread.start()
     time.sleep(0.5)  # let both subscriptions reach their publishers (ZeroMQ's slow joiner)
     source = limited(itertools.chain([first], stream), duration=cfg.seconds)
@@ -141,7 +166,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     consumer.stop.set()
     consumer.thread.join(timeout=5)
 
-    report = {"engine": engine.describe(), "transport": cfg.transport, "frame": [cfg.height, cfg.width],
+    report = {"engine": engine.describe(), "transport": cfg.transport, "curve": cfg.curve, "frame": [cfg.height, cfg.width],
               "seconds": elapsed, "simulator": {**sent, "fps": cfg.fps}, "node": node_stats,
               "consumer": {"received": consumer.received,
                            "fps": consumer.received / elapsed if elapsed else 0.0,

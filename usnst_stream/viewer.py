@@ -19,6 +19,7 @@ import zmq
 
 from usnst_io import protocol
 from usnst_io.media import TimedVideoWriter, gray_uint8
+from usnst_stream.security import CurveConfig
 from usnst_stream.sockets import (
     SIMULATOR_ENDPOINT,
     STYLIZED_ENDPOINT,
@@ -41,6 +42,7 @@ class ViewConfig:
     fps: float = 30.0  # of the video file
     frames: int | None = None  # stop after this many stylized frames
     duration: float | None = None
+    curve: CurveConfig | None = None  # CURVE client on both subscriptions (each names its server's public key)
 
 
 def to_display(pixels: np.ndarray) -> np.ndarray:
@@ -50,13 +52,17 @@ def to_display(pixels: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(gray_uint8(pixels)), cv2.COLOR_GRAY2BGR)
 
 
-def compose(original: np.ndarray | None, styled: np.ndarray, lines: list[str]) -> np.ndarray:
-    """input | stylized, with the stats lines drawn on a strip below."""
+def compose(original: np.ndarray | None, styled: np.ndarray, lines: list[str], pair: bool = True) -> np.ndarray:
+    """input | stylized (``pair``: a black placeholder while an input is missing), or the one stream alone, with the
+    stats lines drawn on a strip below."""
     right = to_display(styled)
-    left = to_display(original) if original is not None else np.zeros_like(right)
-    if left.shape != right.shape:
-        left = cv2.resize(left, (right.shape[1], right.shape[0]))
-    panels = np.concatenate([left, right], axis=1)
+    if pair:
+        left = to_display(original) if original is not None else np.zeros_like(right)
+        if left.shape != right.shape:
+            left = cv2.resize(left, (right.shape[1], right.shape[0]))
+        panels = np.concatenate([left, right], axis=1)
+    else:
+        panels = right
     strip = np.zeros((18 * len(lines) + 8, panels.shape[1], 3), np.uint8)
     for i, line in enumerate(lines):
         cv2.putText(strip, line, (6, 18 * i + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 220, 255), 1, cv2.LINE_AA)
@@ -77,12 +83,13 @@ class Viewer:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
             sock.setsockopt(zmq.RCVHWM, 64)
             sock.setsockopt(zmq.LINGER, 0)
-            attach(sock, spec, default_bind=False)
+            attach(sock, spec, default_bind=False, curve=cfg.curve)
             self.sockets.append(sock)
         self.originals: OrderedDict[int, np.ndarray] = OrderedDict()
         self.arrivals: deque[float] = deque(maxlen=60)
         self.latency: deque[float] = deque(maxlen=120)
         self.shown = self.unpaired = 0
+        self.pair = True  # False for a recording of one stream: no input panel to show
         # Frames go into the file at the time they arrived, so the video lasts as long as the session did.
         self.writer = TimedVideoWriter(self.cfg.out, self.cfg.fps) if self.cfg.out else None
 
@@ -100,9 +107,9 @@ class Viewer:
         self.arrivals.append(now)
         self.latency.append((protocol.now_ns() - frame.capture_ns) / 1e6 if latency_ms is None else latency_ms)
         original = self.originals.pop(frame.seq, None)
-        if original is None:
+        if original is None and self.pair:
             self.unpaired += 1
-        picture = compose(original, frame.pixels, self._stats_lines(frame))
+        picture = compose(original, frame.pixels, self._stats_lines(frame), self.pair)
         self.shown += 1
         if self.writer is not None:
             self.writer.add(now, picture)
@@ -123,6 +130,7 @@ class Viewer:
             raise ValueError(f"{path}: no frames to show")
         both = any(f.topic == protocol.INPUT_TOPIC for _, f in frames) and \
             any(f.topic == protocol.OUTPUT_TOPIC for _, f in frames)
+        self.pair = both  # one stream: shown alone, not beside a black half
         start, t0 = time.monotonic(), frames[0][0]
         try:
             for recv_ns, frame in frames:

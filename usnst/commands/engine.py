@@ -79,7 +79,8 @@ def bench_flags(p) -> None:
     p.add_argument("--transports", default=",".join(plan.transports), help="end to end over these transports")
     p.add_argument("--rates", default=None,
                    help="input rates to sweep, e.g. 15,30,60 (default: around the engine's measured capacity)")
-    p.add_argument("--seconds", type=flags.positive_float, default=plan.seconds, help="seconds of stream per rate")
+    p.add_argument("--duration", dest="seconds", type=flags.positive_float, default=plan.seconds,
+                   help="seconds of stream at each rate")
     p.add_argument("--max-drop", type=flags.fraction, default=plan.max_drop, help="fraction of frames allowed not to come out")
     p.add_argument("--messages", type=flags.positive_int, default=plan.messages, help="messages per transport-baseline measurement")
     p.add_argument("--engine-only", action="store_true", help="only time the engines, per backend and size")

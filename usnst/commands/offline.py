@@ -122,7 +122,7 @@ def stylize_flags(p) -> None:
     flags.add_engine_flags(p)
     p.add_argument("--layout", default=job.layout, choices=LAYOUTS,
                    help="triptych: stylize LQ, score against HQ; clinical: crop the brightness bar first")
-    p.add_argument("--metrics", action="store_true", help="SSIM/PSNR against paired targets (triptych HQ or --targets)")
+    p.add_argument("--score", action="store_true", help="SSIM/PSNR against paired targets (triptych HQ or --targets)")
     p.add_argument("--targets", default=job.targets, help="folder of targets with the inputs' relative paths")
     p.add_argument("--shard", default="{}/{}".format(*job.shard), help="i/n: process every n-th input starting at i")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
@@ -142,7 +142,7 @@ def run_stylize(args) -> int:
 
     engine = flags.open_engine(args)
     job = StylizeJob(inputs=args.inputs, out=args.out, layout=args.layout, targets=args.targets,
-                     metrics=args.metrics or bool(args.targets), shard=parse_shard(args.shard),
+                     metrics=args.score or bool(args.targets), shard=parse_shard(args.shard),
                      overwrite=args.overwrite, progress=not args.quiet, dicom_format=args.dicom_format,
                      keep_identity=args.keep_identity)
     s = stylize(engine, job).summary()
@@ -169,8 +169,9 @@ def metrics_flags(p) -> None:
     p.add_argument("--targets", default=None, help="folder of targets with the outputs' relative paths")
     p.add_argument("--video", action="store_true", help="temporal stability (flicker) of a sequence against --input")
     p.add_argument("--input", default=None, help="--video: the input sequence the outputs were stylized from")
-    p.add_argument("--targets-layout", default=job.targets_layout, choices=TARGET_LAYOUTS,
-                   help="triptych: the target is the HQ panel of the same-named triptych")
+    p.add_argument("--layout", default=job.targets_layout, choices=TARGET_LAYOUTS,
+                   help="the layout of the --targets files (as `stylize --layout` names its inputs'): triptych: the "
+                        "target is the HQ panel of the same-named triptych")
     p.add_argument("--fid", action="store_true", help="also FID over patches (per image and whole set) and set KID")
     p.add_argument("--nakagami", action="store_true", help="also the Nakagami m of outputs and targets (speckle)")
     p.add_argument("--realism", action="store_true",
@@ -196,7 +197,7 @@ def run_metrics(args) -> int:
         raise ValueError("--targets is required (or --video with --input for temporal stability)")
     from offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
 
-    result = evaluate(MetricsJob(args.outputs, args.targets, args.targets_layout, args.fid, args.inception_weights,
+    result = evaluate(MetricsJob(args.outputs, args.targets, args.layout, args.fid, args.inception_weights,
                                  args.patch, args.nakagami, args.dynamic_range, args.realism, args.c2st_repeats,
                                  progress=not args.quiet))
     flags.say(args, format_table(result))
@@ -317,7 +318,7 @@ def run_speckle(args) -> int:
 # -- export ---------------------------------------------------------------------------------------------
 def export_flags(p) -> None:
     p.add_argument("source", help="a recording (.usrec), video, DICOM file or image folder")
-    p.add_argument("--out", required=True, help="a video file (.mp4: H.264 where OpenCV has it, else MPEG-4; .avi: "
+    p.add_argument("--out", required=True, help="a video file (.mp4: H.264, plays in browsers; .avi: "
                    "MJPG) or a folder for PNG frames plus times.csv")
     p.add_argument("--fps", type=flags.positive_float, default=30.0,
                    help="video: the file's frame rate (frames still appear at their recorded times) (default 30)")

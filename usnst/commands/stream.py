@@ -174,7 +174,7 @@ def demo_flags(p) -> None:
     from engines.registry import AUTO, available_backends
 
     d = DemoConfig()
-    p.add_argument("--duration", "--seconds", dest="seconds", type=flags.positive_float, default=d.seconds,
+    p.add_argument("--duration", dest="seconds", type=flags.positive_float, default=d.seconds,
                    help="how long to stream, in seconds")
     p.add_argument("--fps", type=flags.rate, default=d.fps, help="simulator frame rate")
     p.add_argument("--size", type=flags.size, default=(d.height, d.width), help="frame size N or HxW")
@@ -189,6 +189,9 @@ def demo_flags(p) -> None:
                    help="the simulator pre-renders this many seconds and loops them (0: renders live)")
     p.add_argument("--out", default=d.out, help="side-by-side picture to write")
     p.add_argument("--seed", type=flags.seed, default=d.seed, help="scene and noise seed")
+    p.add_argument("--curve", action="store_true",
+                   help="encrypt and authenticate both links with CURVE, using key pairs made for this run (what "
+                        "`usnst keys` and the --curve-* options of serve, simulate, record and view set up)")
     flags.add_json_flag(p, "the full report")
     p.set_defaults(func=run_demo)
 
@@ -199,8 +202,9 @@ def run_demo(args) -> int:
     h, w = args.size
     cfg = DemoConfig(seconds=args.seconds, fps=args.fps, height=h, width=w, model=args.model, backend=args.backend,
                      transport=args.transport, out=args.out, seed=args.seed, threads=args.threads,
-                     loop_seconds=args.loop_seconds)
-    flags.say(args, f"usnst demo: simulator -> node -> consumer over {cfg.transport} on loopback, {h}x{w} frames at "
+                     loop_seconds=args.loop_seconds, curve=args.curve)
+    flags.say(args, f"usnst demo: simulator -> node -> consumer over {cfg.transport}{' with CURVE' if cfg.curve else ''} "
+              f"on loopback, {h}x{w} frames at "
           f"{cfg.fps:g} fps for {cfg.seconds:g} s ...")
     r = demo(cfg)
     node, cons = r["node"], r["consumer"]
@@ -235,6 +239,7 @@ def view_flags(p) -> None:
     p.add_argument("--fps", type=flags.rate, default=v.fps, help="frame rate of the video file")
     p.add_argument("--frames", type=flags.positive_int, default=v.frames, help="stop after this many stylized frames")
     p.add_argument("--duration", type=flags.positive_float, default=v.duration, help="stop after this many seconds")
+    flags.add_curve_flags(p)
     p.set_defaults(func=run_view)
 
 
@@ -242,7 +247,7 @@ def run_view(args) -> int:
     from usnst_stream.viewer import Viewer
 
     cfg = ViewConfig(input=args.input, styled=args.styled, window=not args.no_window, out=args.out, fps=args.fps,
-                     frames=args.frames, duration=args.duration)
+                     frames=args.frames, duration=args.duration, curve=flags.curve(args))
     viewer = Viewer(cfg, live=args.recording is None)
     source = args.recording or f"{args.input} | {args.styled}"
     print(f"usnst view: {source}" + (f" -> {args.out}" if args.out else "") + ". Ctrl-C stops.", flush=True)
