@@ -16,6 +16,8 @@ thesis convention: fetal structures in [150, 220], other tissue below 150, 0 out
 """
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -302,19 +304,35 @@ INDEPENDENT_SPECKLE = 7_777_777
 
 
 def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], width: int = THESIS_PANEL[1],
-                   seed: int = 0, progress=None, settings: str = "default", independent_hq: bool = False) -> list[Path]:
+                   seed: int = 0, progress=None, settings: str = "default", independent_hq: bool = False,
+                   overwrite: bool = False) -> list[Path]:
     """Write ``n`` triptych PNGs, one random scene each (scene i uses seed + i), in the thesis layout; ``settings``
     varies the acquisition per scene (SETTINGS). ``independent_hq``: the HQ panel drawn with its own scatterers
     (same anatomy and acquisition, speckle unrelated to LQ's), so a net regressed on it can only learn HQ's mean grey
     — the base that engines.beam_speckle adds its grain to.
 
-    Each file is written to a temporary name and renamed, so an interrupted run leaves only whole files.
+    Each file is written to a temporary name and renamed, so an interrupted run leaves only whole files. The folder
+    records what made them (``phantoms.json``): the same command again resumes (files already there are kept, they
+    are the same scenes), other settings over existing files are refused unless ``overwrite``.
     """
     out = Path(out_dir)
+    recipe = {"height": height, "width": width, "settings": settings, "independent_hq": independent_hq}
+    record = out / "phantoms.json"
+    names = [out / f"phantom_{seed + i:05d}.png" for i in range(n)]
+    existing = [p for p in names if p.exists()]
+    same = record.is_file() and json.loads(record.read_text() or "{}") == recipe
+    if existing and not same and not overwrite:
+        raise ValueError(f"{out} already holds phantoms made with other settings (or unrecorded ones), e.g. "
+                         f"{existing[0].name}: choose another --out, or pass --overwrite to replace them")
     out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(recipe, indent=2))
     paths = []
-    for i in range(n):
-        path = out / f"phantom_{seed + i:05d}.png"
+    for i, path in enumerate(names):
+        if same and path.exists() and not overwrite:  # the same scene, already whole (a resumed run)
+            paths.append(path)
+            if progress is not None:
+                progress(1)
+            continue
         sample = render_scene(seed + i, i, height, width, settings)
         if independent_hq:
             sample.hq = render_scene(seed + i, i, height, width, settings, speckle_seed=seed + i + INDEPENDENT_SPECKLE).hq

@@ -24,6 +24,8 @@ def phantom_flags(p) -> None:
     p.add_argument("--independent-hq", action="store_true",
                    help="draw the HQ panel's speckle from its own scatterers: a regression target whose speckle LQ "
                         "cannot predict (the base net under `usnst speckle`)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace phantoms the folder holds from other settings (the same command again resumes)")
     p.set_defaults(func=run_phantom)
 
 
@@ -35,7 +37,7 @@ def run_phantom(args) -> int:
     h, w = args.size
     with tqdm(total=args.n, desc="phantoms", unit="img", disable=None) as bar:
         paths = write_phantoms(args.out, args.n, h, w, args.seed, progress=bar.update, settings=args.settings,
-                               independent_hq=args.independent_hq)
+                               independent_hq=args.independent_hq, overwrite=args.overwrite)
     print(f"usnst phantom: wrote {len(paths)} triptychs (LQ | HQ | segmentation, {h}x{w} each) to {args.out}")
     return 0
 
@@ -77,6 +79,7 @@ def nst_flags(p) -> None:
     p.add_argument("--device", default=job.device, help="torch device for the optimisation, e.g. cuda")
     p.add_argument("--seed", type=flags.seed, default=nst.seed)
     p.add_argument("--out", required=True, help="output PNG (loss curves and report are written beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     flags.add_json_flag(p, "the run's report (also written beside the output as OUT.json)")
     p.set_defaults(func=run_nst)
 
@@ -84,6 +87,9 @@ def nst_flags(p) -> None:
 def run_nst(args) -> int:
     from offline.nst_config import NSTConfig, NSTJob
     from offline.nst_job import run_job
+    from usnst_io.media import refuse_existing
+
+    refuse_existing(args.out, args.overwrite)
 
     lr = args.lr
     if args.loss_network == "random-filters" and lr == NSTConfig.lr:
@@ -254,6 +260,7 @@ def speckle_flags(p) -> None:
     target.add_argument("--triptychs", help="folder of LQ | HQ | seg triptychs: fit to the HQ panels, in tissue")
     target.add_argument("--style", help="folder, image or DICOM of target-domain frames from a sector probe")
     p.add_argument("--out", required=True, help="the new checkpoint: the same net, the fitted stage in its metadata")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     p.add_argument("--rays", type=flags.ranged(int, 2, 4096), default=d.rays, help="beams of the target scanner (the polar grid's width)")
     p.add_argument("--samples", type=flags.ranged(int, 2, 8192), default=d.samples, help="samples along each beam")
     p.add_argument("--base-sigma", type=flags.ranged(float, 0, 64), default=d.base_sigma,
@@ -281,6 +288,9 @@ def run_speckle(args) -> int:
     if args.fit_level and not args.triptychs:
         raise ValueError("--fit-level needs --triptychs: the level is fitted with the model run on paired input panels, "
                          "and --style frames have none")
+    from usnst_io.media import refuse_existing
+
+    refuse_existing(args.out, args.overwrite)
     start = BeamSpeckleConfig(rays=args.rays, samples=args.samples, base_sigma=args.base_sigma, detail=args.detail)
     source = resolve_model(args.model)
     net, meta = load_checkpoint(source)

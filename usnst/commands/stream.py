@@ -235,6 +235,7 @@ def view_flags(p) -> None:
     p.add_argument("--in", dest="input", default=v.input, help="the simulator's stream")
     p.add_argument("--styled", default=v.styled, help="the node's output stream")
     p.add_argument("--out", default=v.out, help="also write the side-by-side view to this video (.mp4 or .avi)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing video at --out")
     p.add_argument("--no-window", action="store_true", help="no window (headless: needs --out)")
     p.add_argument("--fps", type=flags.rate, default=v.fps, help="frame rate of the video file")
     p.add_argument("--frames", type=flags.positive_int, default=v.frames, help="stop after this many stylized frames")
@@ -244,8 +245,11 @@ def view_flags(p) -> None:
 
 
 def run_view(args) -> int:
+    from usnst_io.media import refuse_existing
     from usnst_stream.viewer import Viewer
 
+    if args.out:
+        refuse_existing(args.out, args.overwrite)
     cfg = ViewConfig(input=args.input, styled=args.styled, window=not args.no_window, out=args.out, fps=args.fps,
                      frames=args.frames, duration=args.duration, curve=flags.curve(args))
     viewer = Viewer(cfg, live=args.recording is None)
