@@ -147,3 +147,43 @@ def test_an_encrypted_demo_runs_end_to_end(tmp_path):
     report = run_demo(DemoConfig(seconds=1.0, fps=10, height=48, width=48, curve=True, out=str(tmp_path / "d.png"),
                                  loop_seconds=0.5))
     assert report["curve"] is True and report["consumer"]["received"] > 0
+
+
+def _minimal_argv(command: str, sub: argparse.ArgumentParser) -> list[str]:
+    """The command with a placeholder for every required argument, so its options can be parsed alone."""
+    argv = [command]
+    for action in sub._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return []  # `engine`: its actions take no --config
+        if not action.option_strings and action.dest not in ("help",):
+            argv.append("x")
+        elif action.required:
+            argv += [action.option_strings[0], "x"]
+    for group in sub._mutually_exclusive_groups:
+        if group.required:
+            argv += [group._group_actions[0].option_strings[0], "x"]
+    return argv
+
+
+def test_every_numeric_option_refuses_invalid_values_from_a_config_file(tmp_path):
+    """The same refusals through --config FILE.toml, for every command that reads one."""
+    parser = build_parser(None)
+    refused = 0
+    for command, sub in parser.subcommands.items():
+        argv = _minimal_argv(command, sub)
+        if not argv or "--config" not in {o for a in sub._actions for o in a.option_strings}:
+            continue
+        keys = [a.option_strings[-1].lstrip("-") for a in sub._actions if hasattr(a.type, "range")]
+        for key in keys:
+            for value in ('"nan"', '"inf"', "-1", "1e30", '"abc"'):
+                path = tmp_path / "c.toml"
+                path.write_text(f"{key.replace('-', '_')} = {value}\n")
+                full = [*argv, "--config", str(path)]
+                command_parser = build_parser(full)
+                args = command_parser.parse_args(full)
+                with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit) as info:
+                    apply_config_file(command_parser, full, args)
+                assert info.value.code == 2 and "expected" in err.getvalue() and "Traceback" not in err.getvalue()
+                refused += 1
+    assert refused >= 400
+    print(f"{refused} invalid config values refused")
