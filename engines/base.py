@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from engines.checkpoint import file_sha256
+from usnst.engines.checkpoint import file_sha256
 
 if TYPE_CHECKING:  # torch is imported where a net runs, so the command line starts without it
     import torch

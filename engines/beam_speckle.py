@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
-from engines.base import ECHO_LEVEL, Engine, EngineOptions, NoisePlanes
+from usnst.engines.base import ECHO_LEVEL, Engine, EngineOptions, NoisePlanes
 from usnst_io.limits import check_config
 
 log = logging.getLogger(__name__)

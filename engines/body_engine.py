@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engines.base import (
+from usnst.engines.base import (
     BackendUnavailable,
     Engine,
     EngineOptions,
@@ -22,8 +22,8 @@ from engines.base import (
     check_frame,
     checkpoint_source,
 )
-from engines.checkpoint import load_checkpoint
-from engines.geometry import BodyModule, FrameNet
+from usnst.engines.checkpoint import load_checkpoint
+from usnst.engines.geometry import BodyModule, FrameNet
 
 
 class _Staging:

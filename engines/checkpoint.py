@@ -94,10 +94,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 def build_model(config: dict) -> torch.nn.Module:
     """The network a stored config describes: the Johnson net, or the CPU real-time net (``arch: fast``)."""
     if config.get("arch") == "fast":
-        from engines.fast_net import FastNet, FastNetConfig
+        from usnst.engines.fast_net import FastNet, FastNetConfig
 
         return FastNet(FastNetConfig.from_dict(config))
-    from engines.transformer_net import NetConfig, TransformerNet
+    from usnst.engines.transformer_net import NetConfig, TransformerNet
 
     return TransformerNet(NetConfig.from_dict(config))
 
@@ -130,13 +130,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def embedded_models() -> list[str]:
     """Names of the models shipped inside the package (engines/default_models/NAME.pt)."""
-    folder = Path(str(resources.files("engines") / "default_models"))
+    folder = Path(str(resources.files("usnst.engines") / "default_models"))
     return sorted(p.stem for p in folder.glob("*.pt"))
 
 
 def default_model_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of a model shipped inside the package (engines/default_models/NAME.pt)."""
-    path = Path(str(resources.files("engines") / "default_models" / f"{name}.pt"))
+    path = Path(str(resources.files("usnst.engines") / "default_models" / f"{name}.pt"))
     if not path.is_file():
         raise CheckpointError(f"no embedded model named {name!r}; embedded models: {', '.join(embedded_models())}")
     return path

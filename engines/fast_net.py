@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engines.geometry import FrameGeometry, FrameNet, echo_region
+from usnst.engines.geometry import FrameGeometry, FrameNet, echo_region
 from usnst_io.limits import check_config
 
 

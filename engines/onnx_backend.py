@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.base import (
+from usnst.engines.base import (
     BackendUnavailable,
     Engine,
     EngineMismatch,
@@ -34,8 +34,8 @@ from engines.base import (
     NoisePlanes,
     check_frame,
 )
-from engines.checkpoint import code_version, file_sha256, load_checkpoint
-from engines.geometry import BodyModule, FrameGeometry, FrameNet
+from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint
+from usnst.engines.geometry import BodyModule, FrameGeometry, FrameNet
 from usnst_io.media import atomic_path
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ KEY_ENV = "USNST_ARTIFACT_KEY"  # path of the artifact key file, when not given 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Export a checkpoint (any architecture) to ONNX (fp32, dynamic H×W); written atomically."""
-    from engines.beam_speckle import META_KEY
+    from usnst.engines.beam_speckle import META_KEY
 
     net, meta = load_checkpoint(checkpoint)
     stages = {META_KEY: meta[META_KEY]} if meta.get(META_KEY) else {}
@@ -191,7 +191,7 @@ def check_signature(path: str | os.PathLike, key: str | os.PathLike) -> None:
 
 def _embedded_checkpoint(sha: str | None) -> Path | None:
     """The shipped model whose file has hash ``sha``, if any: an artifact of it can be verified without being told."""
-    from engines.checkpoint import default_model_path, embedded_models
+    from usnst.engines.checkpoint import default_model_path, embedded_models
 
     for name in embedded_models() if sha else ():
         path = default_model_path(name)

@@ -14,20 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import Backend, BackendUnavailable, Engine, EngineOptions
-from engines.checkpoint import CheckpointError, resolve_model
+from usnst.engines.base import Backend, BackendUnavailable, Engine, EngineOptions
+from usnst.engines.checkpoint import CheckpointError, resolve_model
 
 log = logging.getLogger(__name__)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("torch", "engines.body_engine:load_torch"),
-    Backend("onnxruntime", "engines.onnx_backend:load_onnx_engine", "engines.onnx_backend:build_onnx",
-            "ONNX opset 17, fp32, dynamic frame size, noise as inputs", ".onnx", "engines.onnx_backend:load_onnx_artifact"),
-    Backend("torch-compile", "engines.body_engine:load_torch_compile"),
-    Backend("tensorrt", "engines.tensorrt_backend:load_tensorrt_engine", "engines.tensorrt_backend:build_tensorrt",
+    Backend("torch", "usnst.engines.body_engine:load_torch"),
+    Backend("onnxruntime", "usnst.engines.onnx_backend:load_onnx_engine", "usnst.engines.onnx_backend:build_onnx",
+            "ONNX opset 17, fp32, dynamic frame size, noise as inputs", ".onnx", "usnst.engines.onnx_backend:load_onnx_artifact"),
+    Backend("torch-compile", "usnst.engines.body_engine:load_torch_compile"),
+    Backend("tensorrt", "usnst.engines.tensorrt_backend:load_tensorrt_engine", "usnst.engines.tensorrt_backend:build_tensorrt",
             "TensorRT ExportedProgram + .json record, noise as inputs", ".ep",
-            "engines.tensorrt_backend:load_tensorrt_artifact"),
+            "usnst.engines.tensorrt_backend:load_tensorrt_artifact"),
 )}
 AUTO = "auto"
 DEFAULT_BACKEND = "torch"
@@ -78,8 +78,8 @@ def load_engine(model: str | os.PathLike | None = None, backend: str | None = No
 
 def checkpoint_stages(path: str | os.PathLike) -> dict:
     """The stages a checkpoint asks to run after its net (its metadata's ``beam_speckle``), whatever the backend."""
-    from engines.beam_speckle import META_KEY
-    from engines.checkpoint import read_checkpoint
+    from usnst.engines.beam_speckle import META_KEY
+    from usnst.engines.checkpoint import read_checkpoint
 
     speckle = read_checkpoint(path).get("meta", {}).get(META_KEY)
     if speckle:
@@ -90,8 +90,8 @@ def checkpoint_stages(path: str | os.PathLike) -> dict:
 def check_stages(stages: dict, source: str | os.PathLike) -> None:
     """The stages a file records are refused in one line if they are not what a stage can be (a damaged or hand-made
     file must not allocate terabytes of noise planes)."""
-    from engines.beam_speckle import META_KEY, BeamSpeckleConfig
-    from engines.checkpoint import CheckpointError
+    from usnst.engines.beam_speckle import META_KEY, BeamSpeckleConfig
+    from usnst.engines.checkpoint import CheckpointError
 
     settings = stages.get(META_KEY)
     if settings is None:
@@ -107,12 +107,12 @@ def check_stages(stages: dict, source: str | os.PathLike) -> None:
 def artifact_stages(artifact: str) -> dict:
     """The same for an engine artifact: recorded in an ONNX file's metadata, or its TensorRT record's checkpoint."""
     if artifact_backend(artifact) == "onnxruntime":
-        from engines.onnx_backend import artifact_stages as onnx_stages
+        from usnst.engines.onnx_backend import artifact_stages as onnx_stages
 
         stages = onnx_stages(artifact)
         check_stages(stages, artifact)
         return stages
-    from engines.tensorrt_backend import read_sidecar
+    from usnst.engines.tensorrt_backend import read_sidecar
 
     checkpoint = read_sidecar(artifact).get("checkpoint")
     return checkpoint_stages(checkpoint) if checkpoint and Path(checkpoint).is_file() else {}
@@ -120,7 +120,7 @@ def artifact_stages(artifact: str) -> dict:
 
 def with_stages(engine: Engine, stages: dict, options: EngineOptions) -> Engine:
     """``engine`` followed by the stages its model records (today one: beam speckle)."""
-    from engines.beam_speckle import META_KEY, BeamSpeckleConfig, SpeckledEngine
+    from usnst.engines.beam_speckle import META_KEY, BeamSpeckleConfig, SpeckledEngine
 
     if stages.get(META_KEY):
         return SpeckledEngine(engine, BeamSpeckleConfig.from_dict(stages[META_KEY]), options)

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
-from engines.body_engine import BodyEngine
-from engines.checkpoint import code_version, file_sha256, load_checkpoint
-from engines.geometry import BodyModule, FrameGeometry
+from usnst.engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
+from usnst.engines.body_engine import BodyEngine
+from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint
+from usnst.engines.geometry import BodyModule, FrameGeometry
 from usnst_io.media import atomic_path
 
 log = logging.getLogger(__name__)

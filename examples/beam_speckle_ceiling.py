@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from realism_table import scenes
 
-from engines.base import EngineOptions
-from engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig
-from engines.body_engine import TorchEagerEngine
-from engines.checkpoint import load_checkpoint, resolve_model
-from engines.fast_net import DB_CONTRAST, SpeckleHead
-from offline.realism import C2STBudget, rank_view, realism_report
+from usnst.engines.base import EngineOptions
+from usnst.engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig
+from usnst.engines.body_engine import TorchEagerEngine
+from usnst.engines.checkpoint import load_checkpoint, resolve_model
+from usnst.engines.fast_net import DB_CONTRAST, SpeckleHead
+from usnst.offline.realism import C2STBudget, rank_view, realism_report
 from usnst_io.media import to_float, to_uint8
 from usnst_stream.phantom import render_scene
 

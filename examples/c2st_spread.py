@@ -11,9 +11,9 @@ import argparse
 
 from realism_table import scenes
 
-from engines.base import EngineOptions
-from engines.registry import load_engine
-from offline.realism import (
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import load_engine
+from usnst.offline.realism import (
     PATCH,
     C2STBudget,
     phase_randomised_view,

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from engines.base import EngineOptions
-from engines.registry import load_engine
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import load_engine
 from usnst_io.media import to_float, to_uint8
 from usnst_stream.phantom import PhantomRenderer
 

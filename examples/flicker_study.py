@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import EngineOptions
-from engines.registry import load_engine
-from offline.temporal import flicker
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import load_engine
+from usnst.offline.temporal import flicker
 from usnst_io.media import to_float, to_uint8, write_video
 from usnst_stream.phantom import PhantomRenderer
 

@@ -7,10 +7,10 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from offline.datasets import read_triptych_folder, resize_longest
-from offline.masks import foreground_mask, label_masks
-from offline.metrics import mean_scores, score_pair
-from offline.nst import (
+from usnst.offline.datasets import read_triptych_folder, resize_longest
+from usnst.offline.masks import foreground_mask, label_masks
+from usnst.offline.metrics import mean_scores, score_pair
+from usnst.offline.nst import (
     augmented_target,
     average_style_target,
     clear_background,
@@ -18,8 +18,8 @@ from offline.nst import (
     run_nst,
     style_target,
 )
-from offline.nst_config import NSTConfig
-from offline.vgg import load_vgg19
+from usnst.offline.nst_config import NSTConfig
+from usnst.offline.vgg import load_vgg19
 from usnst_io.media import to_uint8 as to8
 from usnst_stream.phantom import write_phantoms
 

@@ -28,10 +28,10 @@ import torch
 from realism_table import scenes
 from scipy.stats import kurtosis, skew
 
-from engines.base import EngineOptions
-from engines.registry import load_engine
-from offline.losses import phase_statistics, speckle_spectrum, spectrum_loss
-from offline.realism import (
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import load_engine
+from usnst.offline.losses import phase_statistics, speckle_spectrum, spectrum_loss
+from usnst.offline.realism import (
     phase_randomised_view,
     rank_view,
     realism_report,

@@ -11,9 +11,9 @@ import argparse
 import cv2
 import numpy as np
 
-from engines.base import EngineOptions
-from engines.checkpoint import embedded_models
-from engines.registry import load_engine
+from usnst.engines.base import EngineOptions
+from usnst.engines.checkpoint import embedded_models
+from usnst.engines.registry import load_engine
 from usnst_io.media import read_stills, to_float, to_uint8, write_png
 from usnst_stream.phantom import render_scene
 

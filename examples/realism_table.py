@@ -19,11 +19,11 @@ import json
 
 import numpy as np
 
-from engines.base import EngineOptions
-from engines.registry import load_engine
-from offline.realism import C2STBudget, lowpass_ssim, realism_report
-from offline.tasks import task
-from offline.temporal import flicker
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import load_engine
+from usnst.offline.realism import C2STBudget, lowpass_ssim, realism_report
+from usnst.offline.tasks import task
+from usnst.offline.temporal import flicker
 from usnst_io.media import read_stills, to_float, to_uint8
 from usnst_stream.phantom import PhantomRenderer, render_scene
 

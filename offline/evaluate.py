@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from offline.datasets import split_triptych
-from offline.metrics import (
+from usnst.offline.datasets import split_triptych
+from usnst.offline.metrics import (
     fid,
     inception_features,
     kid,
@@ -56,7 +56,7 @@ def evaluate(job: MetricsJob) -> dict:
     base, paths = list_inputs(job.outputs)
     model = None
     if job.with_fid:
-        from offline.inception import load_inception
+        from usnst.offline.inception import load_inception
 
         model = load_inception(job.inception_weights)
     rows, failures, all_a, all_b, kept = [], [], [], [], []
@@ -82,7 +82,7 @@ def evaluate(job: MetricsJob) -> dict:
         rows.append(row)
     summary = {"images": len(rows), "failures": failures, **mean_scores(rows, prefix="mean_")}
     if kept:
-        from offline.realism import C2STBudget, realism_report
+        from usnst.offline.realism import C2STBudget, realism_report
 
         summary["realism"] = realism_report([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept],
                                             budget=C2STBudget(repeats=job.c2st_repeats),

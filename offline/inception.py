@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from offline.weights import WeightsNotFound, find_weights, frozen
+from usnst.offline.weights import WeightsNotFound, find_weights, frozen
 
 log = logging.getLogger(__name__)
 

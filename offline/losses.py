@@ -75,7 +75,7 @@ def pixel_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def ssim_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 − SSIM to the paired target, with the differentiable SSIM that equals the reported metric."""
-    from offline.ssim_torch import ssim
+    from usnst.offline.ssim_torch import ssim
 
     return 1 - ssim(output.float().clamp(0, 1), target.float())
 

@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from offline.losses import (
+from usnst.offline.losses import (
     StyleTarget,
     content_loss,
     gram,
     masked_gram,
     style_loss,
 )
-from offline.masks import label_masks, masks_for_layers, object_mask
-from offline.nst_config import STYLE_LAYERS, NSTConfig
+from usnst.offline.masks import label_masks, masks_for_layers, object_mask
+from usnst.offline.nst_config import STYLE_LAYERS, NSTConfig
 from usnst_io.media import to_float
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def run_texture_nst(content: np.ndarray, styles: list[np.ndarray], cfg: NSTConfi
     of fixed random filter banks at three scales, offline.losses.RandomFilterTexture) against the average Grams of
     ``styles``; the content term is the L1 of low-passed images (anatomy, not speckle). The reference an offline
     user can compute on any machine; the VGG19 path (``run_nst``) stays the thesis' method."""
-    from offline.losses import RandomFilterTexture, anatomy_loss
+    from usnst.offline.losses import RandomFilterTexture, anatomy_loss
 
     texture = RandomFilterTexture(seed=cfg.seed)
     x_content = to_tensor(content)

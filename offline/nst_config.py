@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from offline.tasks import DEFAULT_TASK, task
+from usnst.offline.tasks import DEFAULT_TASK, task
 
 CONTENT_LAYER = "block5_conv2"  # VGG19 layers of the thesis' content and style losses
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")

@@ -10,11 +10,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from offline import loss_curves
-from offline.datasets import resize_longest, split_triptych
-from offline.masks import foreground_mask, label_masks
-from offline.metrics import score_pair
-from offline.nst import (
+from usnst.offline import loss_curves
+from usnst.offline.datasets import resize_longest, split_triptych
+from usnst.offline.masks import foreground_mask, label_masks
+from usnst.offline.metrics import score_pair
+from usnst.offline.nst import (
     augmented_target,
     average_style_target,
     clear_background,
@@ -23,8 +23,8 @@ from offline.nst import (
     run_texture_nst,
     style_target,
 )
-from offline.nst_config import LOSS_NETWORKS, VARIANTS, NSTJob
-from offline.vgg import load_vgg19
+from usnst.offline.nst_config import LOSS_NETWORKS, VARIANTS, NSTJob
+from usnst.offline.vgg import load_vgg19
 from usnst_io.media import read_gray, read_stills, to_uint8, write_png
 
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from offline.metrics import nakagami, ssim
+from usnst.offline.metrics import nakagami, ssim
 
 # Phantom / thesis labels that hold fully developed tissue speckle (usnst_stream.phantom: tissue, wall, placenta,
 # brain, body); fluid (anechoic), skull (specular), midline and choroid (thin) are left out.

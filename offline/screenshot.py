@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from offline.datasets import crop_brightness_bar
+from usnst.offline.datasets import crop_brightness_bar
 
 
 @dataclass

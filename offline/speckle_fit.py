@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig, NoFan, fit_fan
-from offline.realism import speckle, speckle_fwhm, tissue_mask
+from usnst.engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig, NoFan, fit_fan
+from usnst.offline.realism import speckle, speckle_fwhm, tissue_mask
 
 LATERAL_GRID = tuple(np.round(np.arange(0.4, 2.01, 0.1), 2))  # rays
 AXIAL_GRID = tuple(np.round(np.arange(0.6, 3.01, 0.1), 2))  # samples

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engines.base import Engine
-from offline.datasets import crop_brightness_bar, split_triptych
-from offline.metrics import mean_scores, score_pair
+from usnst.engines.base import Engine
+from usnst.offline.datasets import crop_brightness_bar, split_triptych
+from usnst.offline.metrics import mean_scores, score_pair
 from usnst_io.media import (
     DICOM_SUFFIXES,
     RECORDING_SUFFIXES,
@@ -135,7 +135,7 @@ def claim_output_folder(out_dir: Path, engine: Engine, overwrite: bool) -> None:
 
 def _source_panel(engine: Engine) -> str:
     """Which triptych panel the engine's model takes as input, from its task (LQ when the task is unknown)."""
-    from offline.tasks import TASKS
+    from usnst.offline.tasks import TASKS
 
     spec = TASKS.get(engine.describe().get("task") or "")
     return spec.source if spec else "lq"

@@ -12,7 +12,7 @@ import os
 import torch
 from torch import nn
 
-from offline.weights import WeightsNotFound, find_weights, frozen
+from usnst.offline.weights import WeightsNotFound, find_weights, frozen
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 import zmq
 
-from engines.base import EngineOptions
-from engines.body_engine import TorchEagerEngine
-from engines.checkpoint import save_checkpoint
-from engines.transformer_net import NetConfig, TransformerNet
+from usnst.engines.base import EngineOptions
+from usnst.engines.body_engine import TorchEagerEngine
+from usnst.engines.checkpoint import save_checkpoint
+from usnst.engines.transformer_net import NetConfig, TransformerNet
 from usnst_io import protocol
 from usnst_stream.node import Node, NodeConfig
 

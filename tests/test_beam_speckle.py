@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 from conftest import tiny_net
 
-from engines.base import EngineOptions
-from engines.beam_speckle import (
+from usnst.engines.base import EngineOptions
+from usnst.engines.beam_speckle import (
     META_KEY,
     BeamSpeckle,
     BeamSpeckleConfig,
     NoFan,
     fit_fan,
 )
-from engines.checkpoint import save_checkpoint
-from engines.registry import build_artifact, load_engine
-from offline.realism import speckle_fwhm, tissue_mask
-from offline.speckle_fit import fit_beam_speckle
+from usnst.engines.checkpoint import save_checkpoint
+from usnst.engines.registry import build_artifact, load_engine
+from usnst.offline.realism import speckle_fwhm, tissue_mask
+from usnst.offline.speckle_fit import fit_beam_speckle
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import PhantomRenderer, acquisition
 
@@ -189,8 +189,8 @@ def test_the_fan_follows_a_change_of_probe_and_stays_put_otherwise():
 
 
 def test_independent_hq_panels_share_anatomy_not_speckle(tmp_path):
-    from offline.datasets import read_triptych_folder
-    from offline.realism import lowpass_ssim, tissue_mask
+    from usnst.offline.datasets import read_triptych_folder
+    from usnst.offline.realism import lowpass_ssim, tissue_mask
     from usnst_stream.phantom import write_phantoms
 
     write_phantoms(tmp_path / "same", 2, 128, 128, seed=5)

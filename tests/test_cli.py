@@ -157,7 +157,7 @@ def test_bench_reports_every_field(tmp_path, tiny_checkpoint):
 
 
 def test_rate_sweep_finds_the_rate_where_a_slow_engine_starts_dropping():
-    from engines.base import Engine
+    from usnst.engines.base import Engine
     from usnst_stream.bench import sweep_rates
 
     class SlowEngine(Engine):  # a 40 ms engine: 25 frames/s at most

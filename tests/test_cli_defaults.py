@@ -4,10 +4,10 @@ import sys
 
 import pytest
 
-from engines.base import NOISE_MODES, EngineOptions
-from engines.registry import BACKENDS, build_artifact, buildable_backends
-from offline.nst_config import VARIANTS, NSTConfig
-from offline.tasks import TASKS
+from usnst.engines.base import NOISE_MODES, EngineOptions
+from usnst.engines.registry import BACKENDS, build_artifact, buildable_backends
+from usnst.offline.nst_config import VARIANTS, NSTConfig
+from usnst.offline.tasks import TASKS
 from usnst.cli import build_parser
 from usnst_stream.demo import DemoConfig
 from usnst_stream.node import NodeConfig
@@ -50,7 +50,7 @@ def test_choices_are_the_registries():
 def test_engine_build_goes_through_the_registry():
     args = _parse("engine", "build", "--out", "m.onnx")
     assert args.backend == buildable_backends()[0] and set(buildable_backends()) == {"onnxruntime", "tensorrt"}
-    from engines.base import BackendUnavailable
+    from usnst.engines.base import BackendUnavailable
 
     with pytest.raises(BackendUnavailable, match="builds nothing ahead of time"):
         build_artifact(None, "torch", "x")

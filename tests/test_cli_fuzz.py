@@ -117,7 +117,7 @@ def test_help_and_parsing_do_not_load_torch(command):
 def test_the_realism_classifiers_report_progress():
     import numpy as np
 
-    from offline.realism import C2STBudget, c2st
+    from usnst.offline.realism import C2STBudget, c2st
 
     rng = np.random.default_rng(0)
     patches = [rng.integers(0, 255, (32, 32), dtype=np.uint8) for _ in range(40)]

@@ -1,7 +1,7 @@
 """Dataset readers: clinical screenshots with a brightness bar, centre crops, resizing."""
 import numpy as np
 
-from offline.datasets import centre_crop, crop_brightness_bar, resize_longest
+from usnst.offline.datasets import centre_crop, crop_brightness_bar, resize_longest
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import PhantomRenderer
 

@@ -98,7 +98,7 @@ def test_replay_plays_a_dicom_cine_at_its_recorded_rate():
 def test_stylize_takes_dicom_and_writes_derived_dicom_or_pngs(tmp_path, tiny_engine):
     import shutil
 
-    from offline.stylize import StylizeJob, run_stylize
+    from usnst.offline.stylize import StylizeJob, run_stylize
 
     (tmp_path / "in").mkdir()
     shutil.copy(examples.get_path("ybr_color"), tmp_path / "in" / "cine.dcm")
@@ -211,7 +211,7 @@ def _identified_series(tmp_path, n=6):
 def test_derived_dicom_keeps_no_identifying_attribute_and_one_series_stays_one(tmp_path, tiny_engine):
     """Issue 25, items 5 and 14: PS3.15's basic profile by default, honest Burned In Annotation, usnst as the
     equipment, and six images of one series become six images of one derived series, in one run or in shards."""
-    from offline.stylize import StylizeJob, run_stylize
+    from usnst.offline.stylize import StylizeJob, run_stylize
     from usnst_io import deidentify as d
 
     paths, secrets = _identified_series(tmp_path)

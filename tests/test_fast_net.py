@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import EngineOptions
-from engines.checkpoint import load_checkpoint, save_checkpoint
-from engines.fast_net import FastNet, FastNetConfig, conv_gflops
-from engines.onnx_backend import OnnxRuntimeEngine, export_onnx
-from engines.registry import load_engine
-from engines.transformer_net import NetConfig, TransformerNet
-from trainer.distill import DistillConfig, distill
+from usnst.engines.base import EngineOptions
+from usnst.engines.checkpoint import load_checkpoint, save_checkpoint
+from usnst.engines.fast_net import FastNet, FastNetConfig, conv_gflops
+from usnst.engines.onnx_backend import OnnxRuntimeEngine, export_onnx
+from usnst.engines.registry import load_engine
+from usnst.engines.transformer_net import NetConfig, TransformerNet
+from usnst.trainer.distill import DistillConfig, distill
 from usnst_stream.phantom import PhantomRenderer, write_phantoms
 
 
@@ -103,8 +103,8 @@ def test_the_shipped_lq2hq_models_add_a_beam_grain_to_their_nets(name):
 def test_the_speckle_head_makes_rayleigh_speckle_around_its_base():
     """Flat base, flat contrast: the output's envelope (undoing the dB display) is Rayleigh — Nakagami m = 1 with the
     post-log kernel at identity — and its mean grey is the base, whatever the PSF."""
-    from engines.fast_net import SpeckleHead
-    from offline.losses import block_nakagami
+    from usnst.engines.fast_net import SpeckleHead
+    from usnst.offline.losses import block_nakagami
 
     head = SpeckleHead()
     with torch.no_grad():
@@ -128,7 +128,7 @@ def test_the_speckle_head_makes_rayleigh_speckle_around_its_base():
 
 
 def test_a_gaussian_speckle_psf_learns_only_its_widths_and_survives_a_checkpoint(tmp_path):
-    from engines.fast_net import SpeckleHead
+    from usnst.engines.fast_net import SpeckleHead
 
     with pytest.raises(ValueError, match="speckle PSF"):
         SpeckleHead(psf="square")

@@ -14,7 +14,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engines.base import Engine
+from usnst.engines.base import Engine
 from usnst_io import protocol
 from usnst_io.recording import RecordingReader
 from usnst_stream.node import Node, NodeConfig
@@ -68,8 +68,8 @@ MALFORMED = st.one_of(
 def fuzz_harness(tmp_path_factory):
     from conftest import StreamHarness, tiny_net
 
-    from engines.base import EngineOptions
-    from engines.body_engine import TorchEagerEngine
+    from usnst.engines.base import EngineOptions
+    from usnst.engines.body_engine import TorchEagerEngine
 
     h = StreamHarness(TorchEagerEngine(tiny_net(), EngineOptions(threads=1)), "tcp", tmp_path_factory.mktemp("fz"),
                       rcvhwm=10_000)

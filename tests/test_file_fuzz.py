@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.base import BackendUnavailable, EngineMismatch
-from engines.checkpoint import CheckpointError, save_checkpoint
-from engines.onnx_backend import export_onnx
-from engines.registry import load_engine
+from usnst.engines.base import BackendUnavailable, EngineMismatch
+from usnst.engines.checkpoint import CheckpointError, save_checkpoint
+from usnst.engines.onnx_backend import export_onnx
+from usnst.engines.registry import load_engine
 from usnst_io import protocol
 from usnst_io.dicom import read_dicom
 from usnst_io.media import read_color, read_gray, read_sequence

@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from engines.base import EngineOptions
-from engines.body_engine import TorchEagerEngine
-from engines.checkpoint import save_checkpoint
-from engines.fast_net import FastNet, FastNetConfig
-from engines.geometry import FrameGeometry, FrameNet
-from engines.onnx_backend import OnnxRuntimeEngine, export_net, export_onnx
-from engines.registry import load_engine
+from usnst.engines.base import EngineOptions
+from usnst.engines.body_engine import TorchEagerEngine
+from usnst.engines.checkpoint import save_checkpoint
+from usnst.engines.fast_net import FastNet, FastNetConfig
+from usnst.engines.geometry import FrameGeometry, FrameNet
+from usnst.engines.onnx_backend import OnnxRuntimeEngine, export_net, export_onnx
+from usnst.engines.registry import load_engine
 
 ODD_SIZES = [(37, 53), (61, 45), (29, 83)]
 TOLERANCE = 1e-4
@@ -67,7 +67,7 @@ def test_geometry_pads_draws_noise_and_round_trips():
 
 
 def test_nets_describe_their_own_geometry():
-    from engines.transformer_net import NetConfig, TransformerNet
+    from usnst.engines.transformer_net import NetConfig, TransformerNet
 
     assert TransformerNet(NetConfig(width=4, n_residual=1)).geometry.noise_scales == (2, 1)
     assert TransformerNet(NetConfig(width=4, n_residual=1, noise=False)).geometry.noise_scales == ()
@@ -112,7 +112,7 @@ def test_a_fresh_real_time_net_ignores_its_noise_until_trained():
 
 
 def test_the_realism_johnson_net_exports_with_its_input_skip_and_echo_mask(tmp_path):
-    from engines.transformer_net import NetConfig, TransformerNet
+    from usnst.engines.transformer_net import NetConfig, TransformerNet
 
     net = TransformerNet(NetConfig(width=4, n_residual=1, noise=True, echo_mask=True, residual=True))
     with torch.no_grad():
@@ -130,7 +130,7 @@ def test_the_realism_johnson_net_exports_with_its_input_skip_and_echo_mask(tmp_p
 
 
 def test_fixed_noise_depends_on_seed_and_size_only():
-    from engines.base import NoisePlanes
+    from usnst.engines.base import NoisePlanes
 
     fresh = NoisePlanes(EngineOptions(noise="fixed", seed=2)).planes([(1, 1, 8, 12)])[0]
     used = NoisePlanes(EngineOptions(noise="fixed", seed=2))

@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import tiny_net
 
-from engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
-from engines.checkpoint import save_checkpoint
-from engines.registry import load_engine
-from engines.tensorrt_backend import (
+from usnst.engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
+from usnst.engines.checkpoint import save_checkpoint
+from usnst.engines.registry import load_engine
+from usnst.engines.tensorrt_backend import (
     Fp32InstanceNorm,
     ShapeRange,
     engine_record,
@@ -108,7 +108,7 @@ def test_torch_compile_agrees_with_eager_including_the_noise(tiny_checkpoint):
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 2e-3), ("fp16", 3e-2)])
 def test_tensorrt_engine_agrees_with_eager_and_is_reloaded_without_rebuilding(tmp_path, tiny_checkpoint,
                                                                               precision, tolerance):
-    from engines.tensorrt_backend import build_tensorrt
+    from usnst.engines.tensorrt_backend import build_tensorrt
 
     artifact = build_tensorrt(tiny_checkpoint, tmp_path / "m.ep", precision, "32x32:64x64:128x128")
     engine = load_engine(tiny_checkpoint, "tensorrt", EngineOptions(noise="off", precision=precision, device="cuda"),

@@ -16,13 +16,22 @@ ALLOWED = {
 }
 
 
+NAMESPACED = ("engines", "offline", "trainer")  # installed as usnst.engines, usnst.offline, usnst.trainer
+
+
+def _design_name(module: str) -> str:
+    """usnst.engines.registry → engines.registry: the name of the folder a module lives in."""
+    parts = module.split(".")
+    return ".".join(parts[1:]) if len(parts) > 1 and parts[0] == "usnst" and parts[1] in NAMESPACED else module
+
+
 def _imports(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
+            names |= {_design_name(a.name) for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+            names.add(_design_name(node.module))
     return names
 
 
@@ -43,3 +52,36 @@ def test_engine_base_and_geometry_import_no_backend():
         assert not _imports(ROOT / "engines" / f"{module}.py") & backends, module
     for module in ("body_engine", "onnx_backend", "tensorrt_backend"):
         assert "engines.registry" not in _imports(ROOT / "engines" / f"{module}.py"), module
+
+
+def test_the_code_names_the_namespaced_packages_only_by_their_installed_names():
+    """Installed, engines/offline/trainer are usnst.engines/… (issue 26, item 7): a bare `import engines` would
+    work from the repository and fail (or find another distribution's package) once installed."""
+    bare = []
+    for path in [*ROOT.glob("*/**/*.py")]:
+        if ".venv" in path.parts or ".ci-venv" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            bare += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in NAMESPACED]
+    assert not bare, "\n".join(bare[:10])
+
+
+def test_an_installed_usnst_adds_only_usnst_top_level_names(tmp_path):
+    """The wheel `pip install .` installs holds no top-level name but usnst* (PyPI's `engines` and `trainer` would
+    otherwise be overwritten by ours, or ours by them), and the shipped models and py.typed come with it."""
+    import subprocess
+    import sys
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("usnst-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"usnst", "usnst_io", "usnst_stream"}, sorted(tops)
+    assert "usnst/engines/default_models/lq2hq_fast.pt" in names and "usnst/py.typed" in names
+    assert "usnst/engines/registry.py" in names and "usnst/offline/stylize.py" in names

@@ -146,8 +146,8 @@ def test_export_writes_a_recording_at_its_timestamps(tmp_path):
 def test_stylize_takes_a_recording(tmp_path, tiny_checkpoint):
     import csv
 
-    from engines.registry import load_engine
-    from offline.stylize import StylizeJob, run_stylize
+    from usnst.engines.registry import load_engine
+    from usnst.offline.stylize import StylizeJob, run_stylize
 
     _recording(tmp_path / "in" / "run.usrec", n=3)
     report = run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tmp_path / "in"), str(tmp_path / "out"),

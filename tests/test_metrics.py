@@ -4,8 +4,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from offline.inception import load_inception
-from offline.metrics import (
+from usnst.offline.inception import load_inception
+from usnst.offline.metrics import (
     fid,
     frechet_distance,
     gaussian_stats,
@@ -14,7 +14,7 @@ from offline.metrics import (
     psnr,
     ssim,
 )
-from offline.weights import WeightsNotFound
+from usnst.offline.weights import WeightsNotFound
 
 
 def test_ssim_agrees_with_scikit_image():
@@ -90,7 +90,7 @@ def test_low_rank_fid_equals_the_sqrtm_computation():
 
 def test_random_inception_features_tell_images_apart():
     """Seeded random weights are for exercising FID end to end: features must not collapse to one point."""
-    from offline.inception import load_inception
+    from usnst.offline.inception import load_inception
 
     model = load_inception("random")
     rng = np.random.default_rng(0)

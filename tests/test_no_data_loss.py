@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.base import EngineOptions
-from engines.registry import load_engine
-from offline.stylize import StylizeJob, run_stylize
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import load_engine
+from usnst.offline.stylize import StylizeJob, run_stylize
 from usnst.cli import main
 
 

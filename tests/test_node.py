@@ -5,7 +5,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from engines.base import Engine
+from usnst.engines.base import Engine
 from usnst_io import protocol
 from usnst_stream.frames import from_engine, to_engine
 from usnst_stream.node import LatestSlot
@@ -205,7 +205,7 @@ def test_prometheus_metrics_are_scraped_live_during_a_run(harness_factory, tiny_
 def test_the_python_api_gives_what_the_node_publishes(harness_factory, tiny_checkpoint, dtype, channels):
     from conftest import gray_frame
 
-    from engines.registry import load_engine
+    from usnst.engines.registry import load_engine
     from usnst import Stylizer
 
     stylizer = Stylizer(str(tiny_checkpoint), noise="fixed", seed=4)

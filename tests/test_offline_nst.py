@@ -3,15 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from offline.losses import gram, masked_gram
-from offline.masks import (
+from usnst.offline.losses import gram, masked_gram
+from usnst.offline.masks import (
     fake_pool,
     foreground_mask,
     label_masks,
     masks_for_layers,
     object_mask,
 )
-from offline.nst import (
+from usnst.offline.nst import (
     OBJECT,
     augmented_target,
     average_style_target,
@@ -20,9 +20,9 @@ from offline.nst import (
     run_nst,
     style_target,
 )
-from offline.nst_config import NSTConfig
-from offline.vgg import layer_names, load_vgg19
-from offline.weights import WeightsNotFound
+from usnst.offline.nst_config import NSTConfig
+from usnst.offline.vgg import layer_names, load_vgg19
+from usnst.offline.weights import WeightsNotFound
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import PhantomRenderer
 

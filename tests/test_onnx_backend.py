@@ -4,15 +4,15 @@ import pytest
 import torch
 from conftest import tiny_net
 
-from engines.base import EngineOptions
-from engines.checkpoint import file_sha256, load_checkpoint, save_checkpoint
-from engines.onnx_backend import (
+from usnst.engines.base import EngineOptions
+from usnst.engines.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from usnst.engines.onnx_backend import (
     EngineMismatch,
     OnnxRuntimeEngine,
     artifact_checkpoint_sha,
     export_onnx,
 )
-from engines.registry import load_engine
+from usnst.engines.registry import load_engine
 
 TOLERANCE = 1e-4  # max abs difference in [0, 1] output units
 
@@ -62,7 +62,7 @@ def test_an_engine_built_for_one_checkpoint_refuses_another(tmp_path, tiny_check
 def test_auto_backend_measures_and_picks_one_that_runs(tiny_checkpoint, cache, caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="engines.registry"):
+    with caplog.at_level(logging.INFO, logger="usnst.engines.registry"):
         engine = load_engine(tiny_checkpoint, "auto")
     assert engine.name in ("torch", "onnxruntime")
     line = next(r.getMessage() for r in caplog.records if "backend auto →" in r.getMessage())
@@ -89,7 +89,7 @@ def test_an_edited_onnx_artifact_is_refused(tmp_path, tiny_checkpoint):
 
 
 def test_an_onnx_artifact_named_as_the_model_runs_on_its_own_backend(tmp_path, tiny_checkpoint):
-    from engines.base import BackendUnavailable
+    from usnst.engines.base import BackendUnavailable
 
     artifact = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     options = EngineOptions(noise="fixed", seed=5)
@@ -119,7 +119,7 @@ def _edit_and_restate(artifact, out):
     import onnx
     from onnx import numpy_helper
 
-    from engines.onnx_backend import META_GRAPH, graph_sha256
+    from usnst.engines.onnx_backend import META_GRAPH, graph_sha256
 
     model = onnx.load(str(artifact))
     weight = model.graph.initializer[0]
@@ -138,7 +138,7 @@ def test_an_edited_artifact_with_a_restated_hash_is_caught_by_its_checkpoint(tmp
 
     import cv2
 
-    from offline.stylize import StylizeJob, run_stylize
+    from usnst.offline.stylize import StylizeJob, run_stylize
 
     artifact = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     forged = _edit_and_restate(artifact, tmp_path / "forged.onnx")
@@ -154,7 +154,7 @@ def test_an_edited_artifact_with_a_restated_hash_is_caught_by_its_checkpoint(tmp
 
 
 def test_an_artifact_of_an_embedded_model_is_verified_on_its_own(tmp_path):
-    from engines.checkpoint import default_model_path
+    from usnst.engines.checkpoint import default_model_path
 
     artifact = export_onnx(default_model_path("lq2hq_fast"), tmp_path / "fast.onnx")
     described = load_engine(artifact).describe()

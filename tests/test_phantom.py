@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from offline.datasets import read_triptych_folder, split_triptych
-from offline.metrics import psnr, ssim
+from usnst.offline.datasets import read_triptych_folder, split_triptych
+from usnst.offline.metrics import psnr, ssim
 from usnst_stream.phantom import FETUS_LABELS, OUTSIDE, PhantomRenderer, write_phantoms
 
 

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from engines.checkpoint import load_checkpoint
-from engines.fast_net import FastNet, FastNetConfig
-from engines.transformer_net import NetConfig, TransformerNet
-from offline import realism
-from offline.losses import (
+from usnst.engines.checkpoint import load_checkpoint
+from usnst.engines.fast_net import FastNet, FastNetConfig
+from usnst.engines.transformer_net import NetConfig, TransformerNet
+from usnst.offline import realism
+from usnst.offline.losses import (
     RandomFilterTexture,
     anatomy_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
-from offline.metrics import nakagami
-from offline.patchgan import PatchDiscriminator, PatchGANConfig
+from usnst.offline.metrics import nakagami
+from usnst.offline.patchgan import PatchDiscriminator, PatchGANConfig
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import PhantomRenderer, write_phantoms
 
@@ -141,7 +141,7 @@ def test_outputs_stay_black_where_the_input_has_no_echo(net):
 
 def _straight_and_resumed(tmp_path, common: dict) -> tuple[dict, dict]:
     """The saved states of a 4-step realism run in one go (folder a) and of one stopped after 2 steps and resumed (b)."""
-    from trainer.realism import RealismConfig, train
+    from usnst.trainer.realism import RealismConfig, train
 
     train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=4, **common))
     train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=2, **common))
@@ -151,7 +151,7 @@ def _straight_and_resumed(tmp_path, common: dict) -> tuple[dict, dict]:
 
 
 def test_realism_training_resumes_bit_for_bit(tmp_path):
-    from trainer.realism import RealismConfig, train
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 3, 48, 48, seed=7)
     common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=2, crop=32, val_fraction=0.0,
@@ -182,7 +182,7 @@ def test_the_realism_report_tells_lq_from_hq_and_passes_the_oracle(tmp_path):
     runs = lq_report["c2st_runs"]  # two classifiers: their mean and its standard error, (n−1) std / √n
     assert len(runs) == 2 and lq_report["c2st_se"] == pytest.approx(abs(runs[0] - runs[1]) / 2)
     assert np.isnan(oracle_report["c2st_se"])  # one classifier: no spread to report
-    from offline.evaluate import format_table
+    from usnst.offline.evaluate import format_table
 
     table = format_table({"rows": [], "summary": {"failures": [], "realism": lq_report}})
     assert f"C2ST {lq_report['c2st']:.3f} ± {lq_report['c2st_se']:.3f} over 2 classifiers" in table
@@ -193,9 +193,9 @@ def test_the_realism_report_tells_lq_from_hq_and_passes_the_oracle(tmp_path):
 
 
 def test_optimisation_nst_runs_on_random_filters_without_pretrained_weights(tmp_path):
-    from offline.nst import run_texture_nst
-    from offline.nst_config import NSTConfig, NSTJob
-    from offline.nst_job import run_job
+    from usnst.offline.nst import run_texture_nst
+    from usnst.offline.nst_config import NSTConfig, NSTJob
+    from usnst.offline.nst_job import run_job
 
     s = PhantomRenderer(64, 64, seed=9).render(0.0)
     lq, hq = to_uint8(s.lq), to_uint8(s.hq)
@@ -246,7 +246,7 @@ def test_train_realism_from_the_command_line(tmp_path):
     done = subprocess.run(cmd + ["--out", str(tmp_path / "m.pt")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "realism fast, 2 steps" in done.stdout and (tmp_path / "m.pt").exists() and (tmp_path / "m.state.pt").exists()
-    from engines.checkpoint import load_checkpoint
+    from usnst.engines.checkpoint import load_checkpoint
 
     net, meta = load_checkpoint(tmp_path / "m.pt")
     assert net.config.noise and net.config.echo_mask and "PatchGAN" in meta["training"]
@@ -256,7 +256,7 @@ def test_train_realism_from_the_command_line(tmp_path):
 
 
 def test_histogram_loss_compares_grey_level_distributions_not_positions():
-    from offline.losses import histogram_loss
+    from usnst.offline.losses import histogram_loss
 
     x = torch.rand(2, 1, 16, 16)
     shuffled = x.flatten(1)[:, torch.randperm(256)].view_as(x)
@@ -268,7 +268,7 @@ def test_histogram_loss_compares_grey_level_distributions_not_positions():
 
 
 def test_block_nakagami_equals_the_metric_and_its_loss_sees_only_speckle_shape():
-    from offline.losses import block_nakagami, nakagami_loss
+    from usnst.offline.losses import block_nakagami, nakagami_loss
 
     rng = np.random.default_rng(0)
     rayleigh = np.sqrt(rng.exponential(size=(128, 128)))  # fully developed speckle: m = 1
@@ -286,7 +286,7 @@ def test_block_nakagami_equals_the_metric_and_its_loss_sees_only_speckle_shape()
 
 
 def test_correlation_loss_is_zero_on_itself_and_grows_with_grain_size():
-    from offline.losses import correlation_loss
+    from usnst.offline.losses import correlation_loss
 
     fine = torch.from_numpy(_field(128, 128, 1, 1) / 255.0).float()[None, None]
     coarse = torch.from_numpy(_field(128, 128, 3, 3, seed=1) / 255.0).float()[None, None]
@@ -301,7 +301,7 @@ def test_correlation_loss_is_zero_on_itself_and_grows_with_grain_size():
 
 
 def test_longer_correlation_lags_see_a_tail_that_lags_one_and_two_miss():
-    from offline.losses import correlation_loss
+    from usnst.offline.losses import correlation_loss
 
     n = np.random.default_rng(0).standard_normal((128, 131)).astype(np.float32)
     white = n[:, :128]
@@ -313,7 +313,7 @@ def test_longer_correlation_lags_see_a_tail_that_lags_one_and_two_miss():
 
 
 def test_brightness_loss_is_the_block_mean_offset_in_tissue_only():
-    from offline.losses import brightness_loss
+    from usnst.offline.losses import brightness_loss
 
     img = torch.from_numpy(_field(64, 64, 2, 2) / 255.0).float()[None, None]
     tissue = torch.zeros_like(img)
@@ -329,7 +329,7 @@ def test_brightness_loss_is_the_block_mean_offset_in_tissue_only():
 
 
 def test_unpaired_realism_training_uses_the_style_set_and_the_input_anatomy(tmp_path):
-    from trainer.realism import RealismConfig, train
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 4, 64, 64, seed=5)
     style = tmp_path / "style"
@@ -341,7 +341,7 @@ def test_unpaired_realism_training_uses_the_style_set_and_the_input_anatomy(tmp_
                         histogram_weight=0.1, val_every=2, val_images=1, progress=False)
     r = train(cfg)
     assert r["steps"] == 2 and set(r["last"]) >= {"anatomy", "adversarial", "texture", "histogram", "c2st"}
-    from engines.checkpoint import load_checkpoint
+    from usnst.engines.checkpoint import load_checkpoint
 
     _, meta = load_checkpoint(tmp_path / "m.pt")
     assert "unconditional PatchGAN" in meta["training"] and "to the input" in meta["training"]
@@ -353,7 +353,7 @@ def test_unpaired_realism_training_uses_the_style_set_and_the_input_anatomy(tmp_
 
 
 def test_tissue_crops_avoid_black_margins():
-    from trainer.base import tissue_crops
+    from usnst.trainer.base import tissue_crops
 
     img = np.zeros((64, 64), np.uint8)
     img[:, 40:] = 120  # a lit strip 24 px wide
@@ -362,7 +362,7 @@ def test_tissue_crops_avoid_black_margins():
 
 
 def test_envelope_histogram_loss_weighs_the_bright_tail():
-    from offline.losses import histogram_loss
+    from usnst.offline.losses import histogram_loss
 
     x = torch.rand(1, 1, 64, 64) * 0.8
     order = x.view(-1).argsort()
@@ -377,7 +377,7 @@ def test_envelope_histogram_loss_weighs_the_bright_tail():
 
 
 def test_local_histogram_loss_sees_speckle_shape_not_brightness():
-    from offline.losses import local_histogram_loss
+    from usnst.offline.losses import local_histogram_loss
 
     rng = np.random.default_rng(3)
     rayleigh = np.sqrt(rng.exponential(size=(64, 64)))
@@ -417,8 +417,8 @@ def test_sigterm_stops_training_after_a_step_with_its_state_saved_and_resume_con
 
 
 def test_init_starts_the_generator_from_a_checkpoint_of_the_same_architecture(tmp_path):
-    from engines.checkpoint import load_checkpoint, save_checkpoint
-    from trainer.realism import RealismConfig, train
+    from usnst.engines.checkpoint import load_checkpoint, save_checkpoint
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 3, 48, 48, seed=3)
     start = FastNet(FastNetConfig(8, 1, noise=True, echo_mask=True))
@@ -436,8 +436,8 @@ def test_init_starts_the_generator_from_a_checkpoint_of_the_same_architecture(tm
 
 def test_init_from_a_johnson_net_without_a_learned_skip_starts_it_as_the_identity(tmp_path):
     """--skip-kernel on top of a net trained without one: the run continues from that net's output, not a new one."""
-    from engines.checkpoint import save_checkpoint
-    from trainer.realism import RealismConfig, train
+    from usnst.engines.checkpoint import save_checkpoint
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 3, 48, 48, seed=3)
     torch.manual_seed(0)
@@ -454,7 +454,7 @@ def test_init_from_a_johnson_net_without_a_learned_skip_starts_it_as_the_identit
 
 def test_the_speckle_heads_base_learns_hqs_mean_grey_and_needs_the_head(tmp_path):
     """--base-weight fits the base image (before speckle) to HQ; the speckle itself is left to the other terms."""
-    from trainer.realism import RealismConfig, train
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 4, 48, 48, seed=5)
     common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=4, crop=32, val_fraction=0.0, lr=1e-2,
@@ -483,7 +483,7 @@ def test_the_generators_moving_average_is_saved_and_resumes_bit_for_bit(tmp_path
 
 
 def test_phase_loss_sees_a_pixel_shuffle_grid_and_not_speckle_or_brightness():
-    from offline.losses import phase_loss, phase_statistics
+    from usnst.offline.losses import phase_loss, phase_statistics
 
     gen = torch.Generator().manual_seed(0)
     speckle = 0.5 + 0.1 * torch.randn(4, 1, 128, 128, generator=gen)
@@ -504,7 +504,7 @@ def test_phase_loss_sees_a_pixel_shuffle_grid_and_not_speckle_or_brightness():
 
 
 def test_tiled_correlation_loss_sees_grain_that_changes_with_depth():
-    from offline.losses import correlation_loss
+    from usnst.offline.losses import correlation_loss
 
     field = lambda sx, sy, seed: torch.from_numpy(_field(128, 128, sx, sy, seed=seed) / 255.0).float()[None, None]
     # HQ after scan conversion: fine grain near the probe, laterally coarser deep down, where the rays fan out.
@@ -521,7 +521,7 @@ def test_tiled_correlation_loss_sees_grain_that_changes_with_depth():
 
 
 def test_spectrum_loss_sees_an_upsampling_grid_that_leaves_the_grey_levels_alone():
-    from offline.losses import spectrum_loss
+    from usnst.offline.losses import spectrum_loss
 
     field = lambda seed: torch.from_numpy(_field(128, 128, 2, 2, seed=seed) / 255.0).float()[None, None]
     target, alike = field(0), field(1)
@@ -536,7 +536,7 @@ def test_spectrum_loss_sees_an_upsampling_grid_that_leaves_the_grey_levels_alone
 
 
 def test_tissue_scores_keep_only_patches_wholly_in_tissue():
-    from trainer.realism import tissue_scores
+    from usnst.trainer.realism import tissue_scores
 
     disc = PatchDiscriminator(PatchGANConfig(conditional=False))
     scores = disc(torch.rand(1, 1, 128, 128))
@@ -550,7 +550,7 @@ def test_tissue_scores_keep_only_patches_wholly_in_tissue():
 
 
 def test_the_tissue_discriminator_learns_and_resumes_bit_for_bit(tmp_path):
-    from trainer.realism import RealismConfig, train
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 3, 256, 256, seed=7)  # smaller phantoms hold no 32² patch wholly in tissue
     common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=4, crop=128, val_fraction=0.0,
@@ -567,17 +567,17 @@ def test_the_tissue_discriminator_learns_and_resumes_bit_for_bit(tmp_path):
 
 
 def test_a_tissue_discriminator_that_never_sees_tissue_says_so(tmp_path, caplog):
-    from trainer.realism import RealismConfig, train
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 2, 96, 96, seed=7)  # no 32² patch lies wholly in tissue at this size
-    with caplog.at_level("WARNING", logger="trainer.realism"):
+    with caplog.at_level("WARNING", logger="usnst.trainer.realism"):
         train(RealismConfig(data=str(tmp_path / "data"), out=str(tmp_path / "m.pt"), steps=2, channels=8, blocks=1,
                             batch=2, crop=64, val_fraction=0.0, tissue_d_weight=0.5, progress=False))
     assert "2 of this run's steps had no 32×32 patch wholly in tissue" in caplog.text
 
 
 def test_normalised_texture_keeps_the_grain_and_drops_brightness_and_contrast():
-    from offline.losses import normalised_texture
+    from usnst.offline.losses import normalised_texture
 
     field = lambda seed, box: torch.from_numpy(_field(96, 96, box, box, seed=seed) / 255.0).float()[None, None]
     fine = field(0, 2)
@@ -591,7 +591,7 @@ def test_normalised_texture_keeps_the_grain_and_drops_brightness_and_contrast():
 
 
 def test_the_grain_terms_train_a_normalised_tissue_discriminator_and_a_patch_distribution(tmp_path):
-    from trainer.realism import RealismConfig, train
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 2, 256, 256, seed=7)
     train(RealismConfig(data=str(tmp_path / "data"), out=str(tmp_path / "m.pt"), steps=2, channels=8, blocks=1,
@@ -626,7 +626,7 @@ def test_patch_views_leave_the_c2st_only_the_grain_or_only_the_spectrum():
 
 
 def test_patch_distribution_loss_sees_grain_shape_that_the_spectrum_misses():
-    from offline.losses import patch_distribution_loss, spectrum_loss
+    from usnst.offline.losses import patch_distribution_loss, spectrum_loss
 
     as_tensor = lambda a: torch.from_numpy(np.asarray(a, np.float32) / 255.0)[None, None]
     gaussian = lambda seed: _field(128, 128, 3, 3, seed=seed)
@@ -648,7 +648,7 @@ def test_patch_distribution_loss_sees_grain_shape_that_the_spectrum_misses():
 
 
 def test_grain_histogram_loss_sees_sharp_pits_that_an_image_and_its_negative_share_the_spectrum_of():
-    from offline.losses import grain_histogram_loss, spectrum_loss
+    from usnst.offline.losses import grain_histogram_loss, spectrum_loss
 
     def speckle(seed):  # log-compressed envelope of a blurred complex Gaussian field: sharp dark pits, broad grains
         rng = np.random.default_rng(seed)
@@ -671,7 +671,7 @@ def test_grain_histogram_loss_sees_sharp_pits_that_an_image_and_its_negative_sha
 def test_the_squared_error_term_fits_the_mean_of_an_independent_speckle_target(tmp_path):
     """--mse-weight on `usnst phantom --independent-hq` data: the loss falls as the net learns HQ's mean grey (its
     speckle cannot be predicted from LQ's); an unpaired task refuses it, like the other paired terms."""
-    from trainer.realism import RealismConfig, train
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 4, 48, 48, seed=5, independent_hq=True)
     common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=4, crop=32, val_fraction=0.0, lr=1e-2,
@@ -688,9 +688,9 @@ def test_the_squared_error_term_fits_the_mean_of_an_independent_speckle_target(t
 def test_a_net_trained_under_the_beam_speckle_stage_ships_with_it(tmp_path):
     """--beam-speckle: the stage is fitted to the HQ panels, the losses judge low-passed output + grain, and the
     checkpoint records the stage, so every engine runs it after the net."""
-    from engines.base import EngineOptions
-    from engines.registry import load_engine
-    from trainer.realism import RealismConfig, train
+    from usnst.engines.base import EngineOptions
+    from usnst.engines.registry import load_engine
+    from usnst.trainer.realism import RealismConfig, train
 
     write_phantoms(tmp_path / "data", 4, 96, 96, seed=5)
     train(RealismConfig(data=str(tmp_path / "data"), out=str(tmp_path / "m.pt"), steps=30, beam_speckle=True,

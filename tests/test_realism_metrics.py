@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from offline.metrics import kid, nakagami
+from usnst.offline.metrics import kid, nakagami
 
 
 def _brute_mmd2(x, y):

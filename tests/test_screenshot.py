@@ -5,7 +5,7 @@ import pydicom
 import pytest
 from pydicom import examples
 
-from offline.screenshot import clean_screenshot
+from usnst.offline.screenshot import clean_screenshot
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import PhantomRenderer
 
@@ -92,7 +92,7 @@ def test_a_colour_dicom_is_cleaned_in_colour_so_doppler_flow_is_removed(tmp_path
     import json
     import shutil
 
-    from offline.screenshot import clean_folder
+    from usnst.offline.screenshot import clean_folder
 
     (tmp_path / "in").mkdir()
     shutil.copy(examples.get_path("rgb_color"), tmp_path / "in" / "ge.dcm")  # power Doppler over B-mode, in colour
@@ -106,7 +106,7 @@ def test_a_colour_dicom_is_cleaned_in_colour_so_doppler_flow_is_removed(tmp_path
 def test_legends_header_bands_and_markers_are_cut_from_real_screenshots():
     from pydicom.pixels import apply_color_lut
 
-    from offline.screenshot import box_lines
+    from usnst.offline.screenshot import box_lines
 
     ge = pydicom.dcmread(examples.get_path("rgb_color")).pixel_array  # GE lymph node: "PWR" legends at both sides
     result = clean_screenshot(ge)
@@ -123,7 +123,7 @@ def test_legends_header_bands_and_markers_are_cut_from_real_screenshots():
 
 
 def test_speckle_is_neither_flat_ui_nor_a_box_line():
-    from offline.screenshot import box_lines, flat_ui
+    from usnst.offline.screenshot import box_lines, flat_ui
 
     frame = to_uint8(PhantomRenderer(256, 256, seed=5).render(0.0).hq)
     assert not flat_ui(frame).any() and box_lines(frame).sum() == 0

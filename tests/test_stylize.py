@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.base import EngineOptions
-from engines.registry import load_engine
-from offline.stylize import StylizeJob, parse_shard, run_stylize
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import load_engine
+from usnst.offline.stylize import StylizeJob, parse_shard, run_stylize
 from usnst_io.media import list_inputs
 from usnst_stream.phantom import write_phantoms
 
@@ -107,7 +107,7 @@ def test_an_interrupted_run_leaves_only_whole_files_and_resumes(tmp_path, tiny_c
 def test_an_output_folder_belongs_to_one_model_and_noise(tmp_path, tree, tiny_checkpoint):
     from conftest import tiny_net
 
-    from engines.checkpoint import save_checkpoint
+    from usnst.engines.checkpoint import save_checkpoint
 
     out = tmp_path / "out"
     job = StylizeJob(str(tree), str(out), progress=False)
@@ -152,12 +152,12 @@ def test_ctrl_c_ends_stylize_with_one_line_and_no_traceback(tmp_path, tiny_check
 
 
 def test_a_seg2hq_model_reads_the_label_panel_of_a_triptych(tmp_path):
-    from engines.checkpoint import default_model_path, load_checkpoint
+    from usnst.engines.checkpoint import default_model_path, load_checkpoint
 
     write_phantoms(tmp_path / "data", 1, 48, 48, seed=2)
     engine = load_engine("seg2hq", options=EngineOptions(noise="off"))
     run_stylize(engine, StylizeJob(str(tmp_path / "data"), str(tmp_path / "out"), layout="triptych", progress=False))
-    from offline.datasets import read_triptych_folder
+    from usnst.offline.datasets import read_triptych_folder
 
     t = read_triptych_folder(tmp_path / "data")[0]
     expected = (engine.infer(t.seg.astype(np.float32) / 255) * 255).round().clip(0, 255).astype(np.uint8)
@@ -184,8 +184,8 @@ def test_outputs_do_not_depend_on_order_shards_or_resume(tmp_path):
     from conftest import tiny_net
     from pydicom import examples
 
-    from engines.beam_speckle import META_KEY, BeamSpeckleConfig
-    from engines.checkpoint import save_checkpoint
+    from usnst.engines.beam_speckle import META_KEY, BeamSpeckleConfig
+    from usnst.engines.checkpoint import save_checkpoint
     from usnst_stream.phantom import PhantomRenderer, acquisition
 
     model = save_checkpoint(tmp_path / "speckled.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(

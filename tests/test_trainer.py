@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from engines.checkpoint import load_checkpoint
-from engines.registry import load_engine
-from offline.losses import gram
-from offline.nst import average_style_target, to_tensor
-from offline.nst_config import STYLE_LAYERS
-from offline.vgg import load_vgg19
-from trainer.perceptual import TrainConfig, train
+from usnst.engines.checkpoint import load_checkpoint
+from usnst.engines.registry import load_engine
+from usnst.offline.losses import gram
+from usnst.offline.nst import average_style_target, to_tensor
+from usnst.offline.nst_config import STYLE_LAYERS
+from usnst.offline.vgg import load_vgg19
+from usnst.trainer.perceptual import TrainConfig, train
 from usnst_stream.phantom import write_phantoms
 
 
@@ -97,7 +97,7 @@ def test_data_parallel_training_through_torchrun(data, tmp_path):
 def test_training_ssim_equals_scikit_image_and_has_gradients():
     from skimage.metrics import structural_similarity
 
-    from offline.ssim_torch import ssim
+    from usnst.offline.ssim_torch import ssim
 
     rng = np.random.default_rng(0)
     a = rng.random((30, 41))

@@ -4,15 +4,15 @@ import pytest
 import torch
 from conftest import TINY, tiny_net
 
-from engines.base import BackendUnavailable, EngineOptions
-from engines.checkpoint import (
+from usnst.engines.base import BackendUnavailable, EngineOptions
+from usnst.engines.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
-from engines.registry import load_engine
-from engines.transformer_net import NetConfig, TransformerNet
+from usnst.engines.registry import load_engine
+from usnst.engines.transformer_net import NetConfig, TransformerNet
 
 
 @pytest.mark.parametrize("h, w", [(1, 1), (5, 7), (33, 18), (64, 64), (101, 67)])
@@ -123,7 +123,7 @@ def test_a_learned_skip_starts_as_the_plain_skip_and_is_a_filter_once_trained(tm
     output), one the checkpoint keeps and an ONNX export carries; a changed filter changes the output."""
     from dataclasses import replace
 
-    from engines.onnx_backend import export_onnx
+    from usnst.engines.onnx_backend import export_onnx
 
     plain = replace(TINY, residual=True)
     a = tiny_net(config=plain)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import tiny_net
 
-from engines.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, save_checkpoint
-from engines.registry import load_engine
+from usnst.engines.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, save_checkpoint
+from usnst.engines.registry import load_engine
 from usnst.cli import main
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from offline.metrics import mean_scores, score_pair
+from usnst.offline.metrics import mean_scores, score_pair
 from usnst_io.media import atomic_path, to_float, to_uint8
 
 

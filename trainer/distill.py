@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engines.checkpoint import load_checkpoint, resolve_model, save_checkpoint
-from engines.fast_net import FastNet, FastNetConfig
-from offline.datasets import read_triptych_folder
-from offline.losses import pixel_loss
-from trainer.base import (
+from usnst.engines.checkpoint import load_checkpoint, resolve_model, save_checkpoint
+from usnst.engines.fast_net import FastNet, FastNetConfig
+from usnst.offline.datasets import read_triptych_folder
+from usnst.offline.losses import pixel_loss
+from usnst.trainer.base import (
     RunConfig,
     command_line,
     cosine_schedule,

@@ -27,22 +27,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engines.checkpoint import save_checkpoint
-from engines.transformer_net import NetConfig, TransformerNet
-from offline.datasets import centre_crop, read_triptych_folder, resize_longest
-from offline.losses import (
+from usnst.engines.checkpoint import save_checkpoint
+from usnst.engines.transformer_net import NetConfig, TransformerNet
+from usnst.offline.datasets import centre_crop, read_triptych_folder, resize_longest
+from usnst.offline.losses import (
     StyleTarget,
     content_loss,
     pixel_loss,
     ssim_loss,
     style_loss,
 )
-from offline.metrics import mean_scores, score_pair
-from offline.nst import average_style_target, to_tensor
-from offline.nst_config import CONTENT_LAYER, STYLE_LAYERS
-from offline.tasks import DEFAULT_TASK, task
-from offline.vgg import load_vgg19
-from trainer.base import (
+from usnst.offline.metrics import mean_scores, score_pair
+from usnst.offline.nst import average_style_target, to_tensor
+from usnst.offline.nst_config import CONTENT_LAYER, STYLE_LAYERS
+from usnst.offline.tasks import DEFAULT_TASK, task
+from usnst.offline.vgg import load_vgg19
+from usnst.trainer.base import (
     command_line,
     optimise,
     save_state,
@@ -152,7 +152,7 @@ def validate(model, pairs, cfg: TrainConfig, style_imgs, inception=None) -> dict
             outs.append(to_uint8(model(t, noise).clamp(0, 1)[0, 0].float().cpu().numpy()))
     model.train()
     if not task(cfg.task).paired:
-        from offline.metrics import fid, inception_features, patches
+        from usnst.offline.metrics import fid, inception_features, patches
 
         pa, pb = [p for o in outs for p in patches(o)], [p for s in style_imgs for p in patches(s)]
         if min(len(pa), len(pb)) < 2:
@@ -236,7 +236,7 @@ def train(cfg: TrainConfig, stop: threading.Event | None = None) -> dict:
     style = average_style_target(vgg, style_imgs, STYLE_LAYERS, mode="features")
     inception = None
     if not task(cfg.task).paired and val_pairs:
-        from offline.inception import load_inception
+        from usnst.offline.inception import load_inception
 
         inception = load_inception(cfg.inception_weights)
 

@@ -43,15 +43,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engines.base import ECHO_LEVEL
-from engines.beam_speckle import META_KEY as SPECKLE_KEY
-from engines.beam_speckle import BeamSpeckleConfig
-from engines.checkpoint import save_checkpoint
-from engines.fast_net import FastNet, FastNetConfig
-from engines.geometry import echo_region
-from engines.transformer_net import NetConfig, TransformerNet
-from offline.datasets import read_triptych_folder
-from offline.losses import (
+from usnst.engines.base import ECHO_LEVEL
+from usnst.engines.beam_speckle import META_KEY as SPECKLE_KEY
+from usnst.engines.beam_speckle import BeamSpeckleConfig
+from usnst.engines.checkpoint import save_checkpoint
+from usnst.engines.fast_net import FastNet, FastNetConfig
+from usnst.engines.geometry import echo_region
+from usnst.engines.transformer_net import NetConfig, TransformerNet
+from usnst.offline.datasets import read_triptych_folder
+from usnst.offline.losses import (
     RandomFilterTexture,
     anatomy_loss,
     brightness_loss,
@@ -69,10 +69,10 @@ from offline.losses import (
     pixel_loss,
     spectrum_loss,
 )
-from offline.patchgan import PatchDiscriminator, PatchGANConfig
-from offline.realism import PATCH, C2STBudget, realism_report, tissue_mask
-from offline.tasks import task
-from trainer.base import (
+from usnst.offline.patchgan import PatchDiscriminator, PatchGANConfig
+from usnst.offline.realism import PATCH, C2STBudget, realism_report, tissue_mask
+from usnst.offline.tasks import task
+from usnst.trainer.base import (
     RunConfig,
     command_line,
     optimise,
@@ -83,7 +83,7 @@ from trainer.base import (
     tissue_crops,
     uint8_runner,
 )
-from trainer.under_speckle import TrainingGrains, speckled_runner, under_stage
+from usnst.trainer.under_speckle import TrainingGrains, speckled_runner, under_stage
 from usnst_io.media import read_stills
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     pairs = [(getattr(t, spec.source), t.hq, tissue_mask(t.hq, t.seg)) for t in train_samples]
     speckle = grains = None
     if cfg.beam_speckle:  # the stage's grain measured on the targets, then formed on every training frame's fan
-        from offline.speckle_fit import fit_beam_speckle
+        from usnst.offline.speckle_fit import fit_beam_speckle
 
         fit = fit_beam_speckle([t.hq for t in train_samples], [t.seg for t in train_samples])
         speckle = fit["config"]
@@ -281,7 +281,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         tissue_opt = torch.optim.Adam(tissue_disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     step, best, history = 0, None, []
     if cfg.init and not cfg.resume:
-        from engines.checkpoint import load_checkpoint
+        from usnst.engines.checkpoint import load_checkpoint
 
         start, _ = load_checkpoint(cfg.init)
         weights = start.state_dict()

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engines.checkpoint import save_checkpoint
-from engines.transformer_net import NetConfig, TransformerNet
-from offline.datasets import read_triptych_folder
-from offline.losses import pixel_loss
-from trainer.base import (
+from usnst.engines.checkpoint import save_checkpoint
+from usnst.engines.transformer_net import NetConfig, TransformerNet
+from usnst.offline.datasets import read_triptych_folder
+from usnst.offline.losses import pixel_loss
+from usnst.trainer.base import (
     RunConfig,
     command_line,
     cosine_schedule,

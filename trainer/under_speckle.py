@@ -13,9 +13,9 @@ import logging
 import numpy as np
 import torch
 
-from engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig, NoFan, fit_fan
-from engines.geometry import echo_region
-from offline.losses import gaussian_lowpass
+from usnst.engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig, NoFan, fit_fan
+from usnst.engines.geometry import echo_region
+from usnst.offline.losses import gaussian_lowpass
 from usnst_io.media import to_float, to_uint8
 
 log = logging.getLogger(__name__)

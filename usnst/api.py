@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.base import EngineOptions
-from engines.registry import load_engine
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import load_engine
 from usnst_stream import frames
 
 

@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     import zmq
 
-    from engines.base import BackendUnavailable, EngineMismatch
-    from engines.checkpoint import CheckpointError
-    from offline.weights import WeightsNotFound
+    from usnst.engines.base import BackendUnavailable, EngineMismatch
+    from usnst.engines.checkpoint import CheckpointError
+    from usnst.offline.weights import WeightsNotFound
     from usnst_io.recording import RecordingError
     from usnst_stream.window import GuiUnavailable
 

@@ -147,9 +147,9 @@ def effective_config(args, skip=("func", "command", "config", "verbose", "quiet"
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
-    from engines.base import NOISE_MODES, PRECISIONS, EngineOptions
-    from engines.checkpoint import DEFAULT_MODEL, GPU_DEFAULT_MODEL
-    from engines.registry import AUTO, available_backends
+    from usnst.engines.base import NOISE_MODES, PRECISIONS, EngineOptions
+    from usnst.engines.checkpoint import DEFAULT_MODEL, GPU_DEFAULT_MODEL
+    from usnst.engines.registry import AUTO, available_backends
 
     p.add_argument("--model", default=None, help="embedded model name (`usnst models`), checkpoint path, or engine "
                    f"artifact (.onnx, .ep: runs on its own backend) (default: {DEFAULT_MODEL} on a CPU, "
@@ -183,9 +183,9 @@ def default_threads() -> int:
 
 
 def engine_options(args):
-    from engines.base import EngineOptions
-    from engines.onnx_backend import KEY_ENV
-    from engines.registry import artifact_backend
+    from usnst.engines.base import EngineOptions
+    from usnst.engines.onnx_backend import KEY_ENV
+    from usnst.engines.registry import artifact_backend
 
     if args.artifact_key and not (artifact_backend(args.model) or getattr(args, "engine", None)):
         raise ValueError("--artifact-key checks engine artifacts; --model is a checkpoint and no --engine is given")
@@ -196,14 +196,14 @@ def engine_options(args):
 
 def open_engine(args):
     """The engine the engine flags describe."""
-    from engines.registry import load_engine
+    from usnst.engines.registry import load_engine
 
     return load_engine(args.model, cli_backend(args), engine_options(args), args.engine)
 
 
 def cli_backend(args) -> str | None:
     """--backend as the command line means it: given, or the artifact's own, or auto (measured) for a checkpoint."""
-    from engines.registry import AUTO, artifact_backend
+    from usnst.engines.registry import AUTO, artifact_backend
 
     if args.backend:
         return args.backend

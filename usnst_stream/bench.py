@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import zmq
 
-from engines.base import Engine
+from usnst.engines.base import Engine
 from usnst_io import protocol
 from usnst_io.media import to_float, to_uint8, write_png
 from usnst_stream.demo import Consumer

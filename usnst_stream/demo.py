@@ -19,8 +19,8 @@ import numpy as np
 import zmq
 import zmq.auth
 
-from engines.base import EngineOptions
-from engines.registry import AUTO, load_engine
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import AUTO, load_engine
 from usnst_io import protocol
 from usnst_io.media import to_uint8, write_png
 from usnst_stream.node import Node, NodeConfig

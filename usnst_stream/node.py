@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from engines.base import Engine
+from usnst.engines.base import Engine
 from usnst_io import protocol
 from usnst_stream import frames
 from usnst_stream.igtl_sink import IgtlSink, is_igtl

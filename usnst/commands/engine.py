@@ -9,8 +9,8 @@ from usnst import flags
 
 # -- engine build ---------------------------------------------------------------------------------------
 def engine_flags(p) -> None:
-    from engines.base import PRECISIONS
-    from engines.registry import buildable_backends
+    from usnst.engines.base import PRECISIONS
+    from usnst.engines.registry import buildable_backends
 
     actions = p.add_subparsers(dest="engine_command", required=True, metavar="ACTION")
     b = actions.add_parser("build", help="compile a checkpoint for a backend")
@@ -36,8 +36,8 @@ def engine_flags(p) -> None:
 
 
 def run_engine_build(args) -> int:
-    from engines.onnx_backend import read_key, sign_artifact
-    from engines.registry import BACKENDS, build_artifact
+    from usnst.engines.onnx_backend import read_key, sign_artifact
+    from usnst.engines.registry import BACKENDS, build_artifact
     from usnst_io.media import refuse_existing
 
     if args.sign_key and args.backend != "onnxruntime":
@@ -70,7 +70,7 @@ def run_engine_key(args) -> int:
 
 # -- bench ----------------------------------------------------------------------------------------------
 def bench_flags(p) -> None:
-    from engines.registry import available_backends
+    from usnst.engines.registry import available_backends
     from usnst_stream.bench import BenchPlan
 
     plan = BenchPlan()
@@ -97,9 +97,9 @@ def bench_flags(p) -> None:
 
 
 def run_bench(args) -> int:
-    from engines.checkpoint import load_checkpoint, resolve_model
-    from engines.fast_net import conv_gflops
-    from engines.registry import load_engine
+    from usnst.engines.checkpoint import load_checkpoint, resolve_model
+    from usnst.engines.fast_net import conv_gflops
+    from usnst.engines.registry import load_engine
     from usnst_stream import bench
 
     sizes = [int(v) for v in args.sizes.split(",")]
@@ -141,8 +141,8 @@ def info_flags(p) -> None:
 def run_info(args) -> int:
     """A checkpoint's config and provenance, as JSON: it is the record itself (``--json PATH`` also writes it). The
     checkpoint is checked as loading would check it, so a damaged file says so here too."""
-    from engines.checkpoint import load_checkpoint, read_checkpoint, resolve_model
-    from engines.registry import checkpoint_stages
+    from usnst.engines.checkpoint import load_checkpoint, read_checkpoint, resolve_model
+    from usnst.engines.registry import checkpoint_stages
 
     path = resolve_model(args.model)
     payload = read_checkpoint(path)
@@ -167,7 +167,7 @@ def headline(name: str) -> dict:
     """A shipped model's own row of its card's realism report (NAME.realism.json beside the checkpoint), if any: the
     row named NAME, else the first named "NAME (…)" — cards that report several seed sets or noise modes put the
     headline (test seeds, the mode the model is judged in) first."""
-    from engines.checkpoint import default_model_path
+    from usnst.engines.checkpoint import default_model_path
 
     path = default_model_path(name).with_suffix(".realism.json")
     if not path.is_file():
@@ -180,7 +180,7 @@ def headline(name: str) -> dict:
 
 
 def run_models(args) -> int:
-    from engines.checkpoint import default_model_path, embedded_models, read_checkpoint
+    from usnst.engines.checkpoint import default_model_path, embedded_models, read_checkpoint
 
     listing = []
     for name in embedded_models():

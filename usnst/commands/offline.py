@@ -44,7 +44,7 @@ def run_phantom(args) -> int:
 
 # -- nst ------------------------------------------------------------------------------------------------
 def nst_flags(p) -> None:
-    from offline.nst_config import (
+    from usnst.offline.nst_config import (
         AVERAGES,
         INITS,
         LOSS_NETWORKS,
@@ -52,7 +52,7 @@ def nst_flags(p) -> None:
         NSTConfig,
         NSTJob,
     )
-    from offline.tasks import TASKS
+    from usnst.offline.tasks import TASKS
 
     job, nst = NSTJob(out=""), NSTConfig()
     p.add_argument("--triptych", help="a thesis LQ | HQ | seg image: content and style follow from --task")
@@ -85,15 +85,15 @@ def nst_flags(p) -> None:
 
 
 def run_nst(args) -> int:
-    from offline.nst_config import NSTConfig, NSTJob
-    from offline.nst_job import run_job
+    from usnst.offline.nst_config import NSTConfig, NSTJob
+    from usnst.offline.nst_job import run_job
     from usnst_io.media import refuse_existing
 
     refuse_existing(args.out, args.overwrite)
 
     lr = args.lr
     if args.loss_network == "random-filters" and lr == NSTConfig.lr:
-        from offline.nst_config import TEXTURE_LR
+        from usnst.offline.nst_config import TEXTURE_LR
 
         lr = TEXTURE_LR
     nst = NSTConfig(task=args.task, content_weight=args.content_weight, style_weight=args.style_weight, lr=lr,
@@ -120,7 +120,7 @@ def run_nst(args) -> int:
 
 # -- stylize --------------------------------------------------------------------------------------------
 def stylize_flags(p) -> None:
-    from offline.stylize import DICOM_FORMATS, LAYOUTS, StylizeJob
+    from usnst.offline.stylize import DICOM_FORMATS, LAYOUTS, StylizeJob
 
     job = StylizeJob(inputs="", out="")
     p.add_argument("inputs", help="folder (recursive) or glob pattern, e.g. 'data/**/*.png'")
@@ -143,8 +143,8 @@ def stylize_flags(p) -> None:
 
 
 def run_stylize(args) -> int:
-    from offline.stylize import StylizeJob, parse_shard
-    from offline.stylize import run_stylize as stylize
+    from usnst.offline.stylize import StylizeJob, parse_shard
+    from usnst.offline.stylize import run_stylize as stylize
 
     engine = flags.open_engine(args)
     job = StylizeJob(inputs=args.inputs, out=args.out, layout=args.layout, targets=args.targets,
@@ -167,7 +167,7 @@ def run_stylize(args) -> int:
 
 # -- metrics --------------------------------------------------------------------------------------------
 def metrics_flags(p) -> None:
-    from offline.evaluate import TARGET_LAYOUTS, MetricsJob
+    from usnst.offline.evaluate import TARGET_LAYOUTS, MetricsJob
 
     job = MetricsJob(outputs="", targets="")
     p.add_argument("outputs", help="folder (recursive) or glob of outputs; with --video a sequence (folder, video, "
@@ -201,7 +201,7 @@ def run_metrics(args) -> int:
         return _video_metrics(args)
     if not args.targets:
         raise ValueError("--targets is required (or --video with --input for temporal stability)")
-    from offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
+    from usnst.offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
 
     result = evaluate(MetricsJob(args.outputs, args.targets, args.layout, args.fid, args.inception_weights,
                                  args.patch, args.nakagami, args.dynamic_range, args.realism, args.c2st_repeats,
@@ -213,7 +213,7 @@ def run_metrics(args) -> int:
 
 
 def _video_metrics(args) -> int:
-    from offline.temporal import flicker
+    from usnst.offline.temporal import flicker
     from usnst_io.media import read_sequence
 
     if not args.input:
@@ -237,7 +237,7 @@ def clean_flags(p) -> None:
 
 
 def run_clean(args) -> int:
-    from offline.screenshot import clean_folder
+    from usnst.offline.screenshot import clean_folder
 
     s = clean_folder(args.inputs, args.out, args.overwrite)
     for row in s["rows"]:
@@ -252,7 +252,7 @@ def run_clean(args) -> int:
 
 # -- speckle --------------------------------------------------------------------------------------------
 def speckle_flags(p) -> None:
-    from engines.beam_speckle import BeamSpeckleConfig
+    from usnst.engines.beam_speckle import BeamSpeckleConfig
 
     d = BeamSpeckleConfig()
     p.add_argument("--model", help="checkpoint or embedded model name the stage is added to (default: the default model)")
@@ -278,11 +278,11 @@ def speckle_flags(p) -> None:
 def run_speckle(args) -> int:
     """Fit the beam-speckle stage to target frames and store it with a model: every backend then runs it after the
     net (engines.beam_speckle), and `usnst engine build` carries it into ONNX artifacts."""
-    from engines.beam_speckle import META_KEY, BeamSpeckleConfig
-    from engines.checkpoint import load_checkpoint, resolve_model, save_checkpoint
-    from offline.datasets import read_triptych_folder
-    from offline.speckle_fit import fit_beam_speckle
-    from offline.tasks import task
+    from usnst.engines.beam_speckle import META_KEY, BeamSpeckleConfig
+    from usnst.engines.checkpoint import load_checkpoint, resolve_model, save_checkpoint
+    from usnst.offline.datasets import read_triptych_folder
+    from usnst.offline.speckle_fit import fit_beam_speckle
+    from usnst.offline.tasks import task
     from usnst_io.media import read_stills, to_uint8
 
     if args.fit_level and not args.triptychs:
@@ -298,8 +298,8 @@ def run_speckle(args) -> int:
         config = start
     else:
         if args.triptychs:  # paired: fitted on the model's own outputs for the input panels, against their HQ
-            from engines.base import EngineOptions
-            from engines.body_engine import TorchEagerEngine
+            from usnst.engines.base import EngineOptions
+            from usnst.engines.body_engine import TorchEagerEngine
 
             panels = read_triptych_folder(args.triptychs)
             source = task(meta.get("task") or "lq2hq").source

@@ -171,7 +171,7 @@ def run_replay(args) -> int:
 
 # -- demo -----------------------------------------------------------------------------------------------
 def demo_flags(p) -> None:
-    from engines.registry import AUTO, available_backends
+    from usnst.engines.registry import AUTO, available_backends
 
     d = DemoConfig()
     p.add_argument("--duration", dest="seconds", type=flags.positive_float, default=d.seconds,

@@ -12,7 +12,7 @@ LOSSES = ("perceptual", "l1", "distill", "realism")
 
 
 def train_flags(p) -> None:
-    from offline.tasks import TASKS
+    from usnst.offline.tasks import TASKS
 
     p.add_argument("--data", required=True, help="folder of LQ | HQ | seg triptychs (usnst phantom writes them)")
     p.add_argument("--loss", default=LOSSES[0], choices=LOSSES,
@@ -122,7 +122,7 @@ def _held_out_line(v: dict) -> str:
 
 def run_train(args) -> int:
     if args.loss == "distill":
-        from trainer.distill import DistillConfig, distill
+        from usnst.trainer.distill import DistillConfig, distill
 
         cfg = DistillConfig(data=args.data, progress=not args.quiet, noise=False if args.no_noise else None, **flags.given(
             args, ["teacher", "out", "steps", "batch", "crop", "lr", "channels", "blocks", "seed", "threads"]))
@@ -135,8 +135,8 @@ def run_train(args) -> int:
                   f"identity {v['identity_ssim']:.3f}")
         return 0
     if args.loss == "realism":
-        from trainer.realism import RealismConfig
-        from trainer.realism import train as train_realism
+        from usnst.trainer.realism import RealismConfig
+        from usnst.trainer.realism import train as train_realism
 
         cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(
             args, ["out", "task", "arch", "speckle", "speckle_psf", "base_weight", "base_sigma", "channels", "blocks", "width", "n_residual", "skip_kernel", "steps", "batch", "crop", "lr",
@@ -159,7 +159,7 @@ def run_train(args) -> int:
                   f"SSIM {last['ssim']:.3f}")
         return 0
     if args.loss == "l1":
-        from trainer.supervised import SupervisedConfig, train
+        from usnst.trainer.supervised import SupervisedConfig, train
 
         cfg = SupervisedConfig(data=args.data, progress=not args.quiet, noise=not args.no_noise, **flags.given(
             args, ["out", "steps", "batch", "crop", "lr", "width", "n_residual", "seed", "threads"]))
@@ -169,7 +169,7 @@ def run_train(args) -> int:
         if meta["validation"]:
             print(_held_out_line(meta["validation"]))
         return 0
-    from trainer.perceptual import TrainConfig, train
+    from usnst.trainer.perceptual import TrainConfig, train
 
     if args.threads:
         import torch
