@@ -1,0 +1,25 @@
+"""The shipped LQ→HQ models give the same pixels while the code around them is reorganised (issue 26's bar): their
+outputs for a fixed phantom frame and seed, recorded before the reorganisation (tests/data/golden_*.png, made with
+the torch backend on one thread), on every CPU backend."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from usnst.engines.base import EngineOptions
+from usnst.engines.registry import load_engine
+from usnst_io.media import to_float, to_uint8
+from usnst_stream.phantom import PhantomRenderer
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("model", ["lq2hq", "lq2hq_fast"])
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_shipped_model_gives_its_recorded_output(model, backend):
+    frame = to_uint8(PhantomRenderer(128, 160, seed=7).render(0.0).lq)
+    engine = load_engine(model, backend, EngineOptions(noise="fixed", seed=11, threads=1))
+    out = to_uint8(engine.infer(to_float(frame)))
+    golden = cv2.imread(str(DATA / f"golden_{model}.png"), cv2.IMREAD_GRAYSCALE)
+    assert golden is not None and np.array_equal(out, golden)
