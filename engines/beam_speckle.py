@@ -225,22 +225,26 @@ class BeamSpeckle:
         return np.where(m > 0, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
     def apply(self, styled: np.ndarray, frame: np.ndarray, planes: list[np.ndarray] | None) -> np.ndarray:
-        """``styled``: the net's output for ``frame``. A frame with no fan to fit (a linear probe, a blank frame)
-        keeps the net's output as it is and is counted in ``skipped``: the stage never leaves a frame worse off
-        than its net did."""
+        """``styled``: the net's output for ``frame``; ``planes``: the two polar noise planes, or None (noise off).
+        One composition for every noise mode and every frame,
+
+            out = base + level + detail · (styled − base) + grain,   black outside the fan,
+
+        the grain zero with noise off, and for a frame with no fan to fit (a linear probe, a blank frame: counted in
+        ``skipped``), which is then black outside its echo region instead."""
         echo = cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8))  # as echo_region(reach 2)
-        if not planes:  # noise "off": the base alone
-            return (np.clip(self.base(styled, echo) + self.config.level, 0.0, 1.0) * echo).astype(np.float32)
+        base = self.base(styled, echo)
+        out = base + self.config.level + self.config.detail * (styled - base)
         try:
             maps = self._maps_for(frame)
         except NoFan as exc:
             self.skipped += 1
             if not isinstance(exc, NoEcho) and not self._warned:  # a blank frame is routine, not news
                 self._warned = True
-                log.warning("beam speckle: %s; such frames pass as the net made them", exc)
-            return styled
-        base = self.base(styled, echo)
-        out = base + self.config.level + self.config.detail * (styled - base) + self.grain(maps, planes)
+                log.warning("beam speckle: %s; such frames get no grain", exc)
+            return (np.clip(out, 0.0, 1.0) * echo).astype(np.float32)
+        if planes:
+            out = out + self.grain(maps, planes)
         return (np.clip(out, 0.0, 1.0) * self._inside).astype(np.float32)  # black outside the fan, as a scanner's
 
 

@@ -6,6 +6,7 @@ so it loads with ``torch.load(weights_only=True)`` and opening a file never runs
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import os
 from importlib import metadata as _metadata
@@ -62,13 +63,27 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: dict 
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The checkpoint's raw dict, validated; raises CheckpointError with a sentence a user can act on."""
-    import torch
+def _file_identity(path: Path) -> tuple:
+    """What tells one version of a file from another without reading it: a rewritten file (atomic writes replace
+    the inode) changes this, so a cache keyed by it is never stale."""
+    st = path.stat()
+    return (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
 
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint's raw dict, validated; raises CheckpointError with a sentence a user can act on. Read once per
+    version of the file: loading an engine asks for it from the backend, the stages and the provenance alike."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (train one with `usnst train` or omit --model for the default)")
+    return _read_checkpoint(_file_identity(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_checkpoint(identity: tuple) -> dict:
+    import torch
+
+    path = Path(identity[0])
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated zip, unsafe globals... (torch's own text runs to pages)
@@ -120,9 +135,14 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """Identity of a checkpoint file: engines built from it record this hash."""
+    """Identity of a checkpoint file: engines built from it record this hash. Hashed once per version of the file."""
+    return _sha256(_file_identity(Path(path)))
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(identity: tuple) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(identity[0], "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

@@ -114,7 +114,11 @@ def artifact_stages(artifact: str) -> dict:
         return stages
     from usnst.engines.tensorrt_backend import read_sidecar
 
-    checkpoint = read_sidecar(artifact).get("checkpoint")
+    record = read_sidecar(artifact)
+    if "stages" in record:  # recorded at build, as an ONNX artifact records them
+        check_stages(record["stages"], artifact)
+        return record["stages"]
+    checkpoint = record.get("checkpoint")  # records from before: the checkpoint's own
     return checkpoint_stages(checkpoint) if checkpoint and Path(checkpoint).is_file() else {}
 
 

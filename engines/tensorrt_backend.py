@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from usnst.engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
+from usnst.engines.beam_speckle import META_KEY as SPECKLE_KEY
 from usnst.engines.body_engine import BodyEngine
 from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint
 from usnst.engines.geometry import BodyModule, FrameGeometry
@@ -152,7 +153,8 @@ def build_tensorrt(checkpoint: str | os.PathLike, out: str | os.PathLike, precis
         torch_tensorrt.save(trt_module, str(tmp), output_format="exported_program", arg_inputs=example, **save_kwargs)
         record = engine_record(checkpoint, tmp, precision, shapes, _gpu_identity(torch.device(device)),
                                torch_tensorrt=getattr(torch_tensorrt, "__version__", "unknown"), task=meta.get("task"),
-                               checkpoint=str(Path(checkpoint).resolve()))
+                               checkpoint=str(Path(checkpoint).resolve()),
+                               stages={SPECKLE_KEY: meta[SPECKLE_KEY]} if meta.get(SPECKLE_KEY) else {})
         side_tmp.write_text(json.dumps(record, indent=2))
     return out
 

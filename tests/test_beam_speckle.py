@@ -204,14 +204,26 @@ def test_independent_hq_panels_share_anatomy_not_speckle(tmp_path):
         assert lowpass_ssim(to_uint8(a.hq), to_uint8(b.hq)) > 0.85  # the same scene
 
 
-def test_a_frame_without_a_fan_keeps_the_nets_output():
-    stage = BeamSpeckle(BeamSpeckleConfig(rays=32, samples=48))
+def test_one_composition_for_every_noise_mode_and_every_frame():
+    """Issue 26 (5): noise off kept no detail share and no fan mask, a frame without a fan the raw net output;
+    now each is the same sum, the grain the only difference."""
+    config = BeamSpeckleConfig(rays=32, samples=48, detail=0.5, level=0.02, contrast=0.05)
+    frame, _ = _sector_frame(96)
+    styled = np.clip(frame * 0.8 + 0.1 * np.random.default_rng(0).random(frame.shape), 0, 1).astype(np.float32)
+    planes = [np.random.default_rng(k).standard_normal((48, 32)).astype(np.float32) for k in (1, 2)]
+    on, off = BeamSpeckle(config), BeamSpeckle(config)
+    with_grain, without = on.apply(styled, frame, planes), off.apply(styled, frame, None)
+    grain = on.grain(on._maps_for(frame), planes)
+    inside = (on._inside > 0) & (with_grain > 0) & (with_grain < 1) & (without > 0) & (without < 1)
+    assert inside.mean() > 0.3 and np.allclose((with_grain - without)[inside], grain[inside], atol=1e-6)
+    assert (without[on._inside == 0] == 0).all()  # noise off: black outside the fan too
     rectangle = np.zeros((64, 64), np.float32)
     rectangle[8:56, 16:48] = 0.4
-    styled = np.random.default_rng(0).random((64, 64)).astype(np.float32)
-    planes = [np.ones((48, 32), np.float32)] * 2
-    assert np.array_equal(stage.apply(styled, rectangle, planes), styled)
-    assert stage.skipped == 1
+    flat = np.random.default_rng(3).random((64, 64)).astype(np.float32)
+    no_fan = BeamSpeckle(config)
+    out = no_fan.apply(flat, rectangle, [np.ones((48, 32), np.float32)] * 2)
+    assert no_fan.skipped == 1 and np.array_equal(out, BeamSpeckle(config).apply(flat, rectangle, None))
+    assert (out[:4] == 0).all() and (out[:, :12] == 0).all()  # black outside the echo region
 
 
 def test_a_blank_frame_is_passed_quietly_and_a_fan_it_cannot_fit_is_warned_once(caplog):
@@ -229,3 +241,25 @@ def test_a_blank_frame_is_passed_quietly_and_a_fan_it_cannot_fit_is_warned_once(
         for _ in range(3):
             stage.apply(rectangle, rectangle, planes)
     assert caplog.text.count("beam speckle:") == 1 and stage.skipped == 4
+
+
+def test_a_checkpoint_is_read_and_hashed_once_per_load(tmp_path, monkeypatch):
+    """Issue 26 (5): the backend, the stages and the provenance each read (and hashed) the checkpoint."""
+    import torch
+
+    from usnst.engines import checkpoint
+
+    path = save_checkpoint(tmp_path / "m.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
+        rays=64, samples=96).to_dict()})
+    loads, hashes = [], []
+    real_load, real_open = torch.load, open
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    checkpoint._read_checkpoint.cache_clear()
+    checkpoint._sha256.cache_clear()
+    for backend in ("torch", "onnxruntime"):
+        engine = load_engine(path, backend, EngineOptions(threads=1))
+        assert engine.describe()["beam_speckle"]["rays"] == 64
+    assert len(loads) == 1 and checkpoint._sha256.cache_info().misses == 1
+    save_checkpoint(path, tiny_net(seed=3), {"task": "lq2hq"})  # a new version of the file is read again
+    assert "beam_speckle" not in load_engine(path, "torch", EngineOptions(threads=1)).describe()
+    assert len(loads) == 2

@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_net
 
 from usnst.engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
-from usnst.engines.checkpoint import save_checkpoint
+from usnst.engines.checkpoint import CheckpointError, save_checkpoint
 from usnst.engines.registry import load_engine
 from usnst.engines.tensorrt_backend import (
     Fp32InstanceNorm,
@@ -138,3 +138,22 @@ def test_fixed_noise_keeps_a_static_input_static_and_frame_noise_does_not(tiny_c
     c, d = per_frame.infer(frame), per_frame.infer(frame)
     assert np.abs(c - d).max() > 1e-3
     np.testing.assert_allclose(a, c, atol=1e-4)  # same seed: the fixed planes are the first per-frame draw
+
+
+def test_a_tensorrt_record_carries_its_stage_so_the_checkpoint_need_not_be_read(tmp_path, tiny_checkpoint):
+    """Issue 26 (5): a TensorRT artifact found its beam-speckle stage only while its checkpoint was on disk."""
+    from usnst.engines.beam_speckle import META_KEY, BeamSpeckleConfig
+    from usnst.engines.registry import artifact_stages
+
+    artifact = tmp_path / "m.ep"
+    artifact.write_bytes(b"stand-in for a compiled program")
+    stage = {META_KEY: BeamSpeckleConfig(rays=64, samples=96).to_dict()}
+    record = engine_record(tiny_checkpoint, artifact, "fp16", ShapeRange.parse("512x512"),
+                           {"gpu": "NVIDIA H100", "compute_capability": "9.0"}, stages=stage)
+    record["checkpoint"] = "/gone/model.pt"  # the checkpoint is not here any more
+    sidecar_path(artifact).write_text(json.dumps(record))
+    assert artifact_stages(str(artifact)) == stage
+    record["stages"] = {META_KEY: {"rays": 10**6}}
+    sidecar_path(artifact).write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="beam-speckle stage is invalid"):
+        artifact_stages(str(artifact))
