@@ -19,7 +19,6 @@ from usnst.engines.checkpoint import file_sha256
 if TYPE_CHECKING:  # torch is imported where a net runs, so the command line starts without it
     import torch
 
-ECHO_LEVEL = 1.0 / 255.0  # an input above this has echo; simulators and scanners render 'no echo' as exact black
 NOISE_MODES = ("fixed", "frame", "off")
 PRECISIONS = ("fp32", "fp16")
 

@@ -28,7 +28,16 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
-from usnst.engines.base import ECHO_LEVEL, Engine, EngineOptions, NoisePlanes
+from usnst.engines.acoustics import (
+    ECHO_LEVEL,
+    EULER_GAMMA,
+    GREY_PER_NEPER_HQ,
+    HQ_AXIAL_SIGMA_SAMPLES,
+    HQ_LATERAL_SIGMA_RAYS,
+    HQ_RAYS,
+    HQ_SAMPLES,
+)
+from usnst.engines.base import Engine, EngineOptions, NoisePlanes
 from usnst_io.limits import check_config
 
 log = logging.getLogger(__name__)
@@ -99,11 +108,11 @@ class BeamSpeckleConfig:
     acquisition (usnst_stream.phantom.HQ: 256 rays, 640 samples, PSF 0.9 ray × 0.25 mm, 55 dB shown) —
     ``offline.speckle_fit`` measures the widths and the contrast from target frames instead."""
 
-    rays: int = 256
-    samples: int = 640
-    lateral_sigma: float = 0.9  # PSF σ across beams, in rays
-    axial_sigma: float = 1.37  # PSF σ along a beam, in samples
-    contrast: float = 20 / math.log(10) / 55  # grey (0–1) per neper of envelope: a 55 dB display
+    rays: int = HQ_RAYS
+    samples: int = HQ_SAMPLES
+    lateral_sigma: float = HQ_LATERAL_SIGMA_RAYS  # PSF σ across beams, in rays
+    axial_sigma: float = HQ_AXIAL_SIGMA_SAMPLES  # PSF σ along a beam, in samples
+    contrast: float = GREY_PER_NEPER_HQ  # grey (0–1) per neper of envelope
     base_sigma: float = 1.5  # px: the net's output is low-passed by this before the grain is added (its own grain out)
     detail: float = 0.0  # share of the net's own fine texture (output − base) kept: where LQ and HQ share scatterers
     # it carries HQ's own speckle, which whole-frame SSIM rewards (0.7: SSIM 0.618 → 0.641 for lq2hq_fast)
@@ -160,7 +169,7 @@ class BeamSpeckle:
         blur = lambda p: cv2.sepFilter2D(p.astype(np.float32), -1, self.lateral, self.axial, borderType=cv2.BORDER_REFLECT)
         a, b = blur(re), blur(im)
         power = (a * a + b * b) * (0.5 / self.energy)
-        return 0.5 * np.log(power + 1e-12) + np.euler_gamma / 2
+        return 0.5 * np.log(power + 1e-12) + EULER_GAMMA / 2
 
     def grain(self, maps: tuple[np.ndarray, np.ndarray], planes: list[np.ndarray]) -> np.ndarray:
         """The grey levels the grain adds to each pixel: the polar log-envelope, scan-converted, times the contrast.

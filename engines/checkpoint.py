@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from usnst_io.media import atomic_path
+from usnst_io.atomic import atomic_path
 
 if TYPE_CHECKING:  # torch and the nets load when a checkpoint is opened, so the command line starts without them
     import torch

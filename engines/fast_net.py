@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from usnst.engines.acoustics import EULER_GAMMA
 from usnst.engines.geometry import FrameGeometry, FrameNet, echo_region
 from usnst_io.limits import check_config
 
@@ -65,7 +66,6 @@ class SeparableBlock(nn.Module):
         return x + self.pointwise(F.relu(self.depthwise(x)))
 
 
-EULER_GAMMA = 0.5772156649015329
 DB_CONTRAST = 20 / math.log(10) / 55  # grey per neper of envelope on a 55 dB display (the phantom's HQ)
 
 

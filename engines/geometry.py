@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from usnst.engines.base import ECHO_LEVEL
+from usnst.engines.acoustics import ECHO_LEVEL
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from usnst.engines.base import (
 )
 from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint
 from usnst.engines.geometry import BodyModule, FrameGeometry, FrameNet
-from usnst_io.media import atomic_path
+from usnst_io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from usnst.engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
+from usnst.engines.base import (
+    BackendUnavailable,
+    EngineMismatch,
+    EngineOptions,
+    check_device,
+)
 from usnst.engines.beam_speckle import META_KEY as SPECKLE_KEY
 from usnst.engines.body_engine import BodyEngine
 from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint
 from usnst.engines.geometry import BodyModule, FrameGeometry
-from usnst_io.media import atomic_path
+from usnst_io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from usnst.engines.acoustics import MEASURED_DYNAMIC_RANGE_DB
 from usnst.offline.datasets import split_triptych
 from usnst.offline.metrics import (
     fid,
@@ -36,7 +37,7 @@ class MetricsJob:
     inception_weights: str | None = None
     patch: int = 299
     with_nakagami: bool = False
-    dynamic_range_db: float = 50.0
+    dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB
     with_realism: bool = False  # the realism report (offline.realism): C2ST, speckle size, tissue m, low-passed SSIM
     c2st_repeats: int = 3  # C2ST classifiers averaged (each holds out other images); more: a tighter figure, slower
     progress: bool = True  # a progress bar (FID over many patches takes minutes on a CPU)

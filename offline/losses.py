@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from usnst.engines.acoustics import MEASURED_DYNAMIC_RANGE_DB
+
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) → (N, C, C) = F Fᵀ / (C·H·W): normalised by feature size so layers of different sizes
@@ -174,7 +176,7 @@ class RandomFilterTexture(torch.nn.Module):
         return torch.stack(terms).mean()
 
 
-def envelope_power(x: torch.Tensor, dynamic_range_db: float = 50.0) -> torch.Tensor:
+def envelope_power(x: torch.Tensor, dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB) -> torch.Tensor:
     """R² of the envelope behind log-compressed grey x in [0, 1] displayed over ``dynamic_range_db``, scaled so white
     is 1 (the moments and ratios taken of it are scale-free)."""
     return 10.0 ** ((x - 1.0) * dynamic_range_db / 10.0)
@@ -194,7 +196,7 @@ def histogram_loss(output: torch.Tensor, target: torch.Tensor, dynamic_range_db:
     return F.l1_loss(a.sort(dim=1).values, b.sort(dim=1).values)
 
 
-def block_nakagami(x: torch.Tensor, dynamic_range_db: float = 50.0, window: int = 16) -> torch.Tensor:
+def block_nakagami(x: torch.Tensor, dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB, window: int = 16) -> torch.Tensor:
     """Nakagami m = E[R²]² / Var(R²) of the envelope R recovered from log-compressed grey (x in [0, 1]), per
     window×window block: (N, 1, H/window, W/window). Differentiable twin of offline.metrics.nakagami."""
     power = envelope_power(x, dynamic_range_db)
@@ -203,7 +205,7 @@ def block_nakagami(x: torch.Tensor, dynamic_range_db: float = 50.0, window: int 
     return omega ** 2 / var
 
 
-def nakagami_loss(output: torch.Tensor, target: torch.Tensor, dynamic_range_db: float = 50.0, window: int = 16,
+def nakagami_loss(output: torch.Tensor, target: torch.Tensor, dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB, window: int = 16,
                   tissue: torch.Tensor | None = None, min_level: float = 10 / 255) -> torch.Tensor:
     """Mean |log m(output) − log m(target)| over the blocks lying wholly in ``tissue`` (default: where the target
     has echo throughout). The envelope's moments are ruled by the brightest speckle, which a grey-level loss (L1,

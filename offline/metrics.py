@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from usnst.engines.acoustics import MEASURED_DYNAMIC_RANGE_DB
 from usnst_io.media import to_float
 
 
@@ -136,7 +137,7 @@ def kid(features_a: np.ndarray, features_b: np.ndarray, subsets: int = 20, subse
     return float(np.mean(values)), float(np.std(values))
 
 
-def nakagami(image: np.ndarray, dynamic_range_db: float = 50.0, window: int = 16, min_level: int = 10,
+def nakagami(image: np.ndarray, dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB, window: int = 16, min_level: int = 10,
              mask: np.ndarray | None = None) -> dict:
     """Nakagami shape m and scale Ω of the speckle envelope, by moments over tissue windows.
 

@@ -23,11 +23,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from usnst.engines.acoustics import MEASURED_DYNAMIC_RANGE_DB, SPECKLE_LABELS
 from usnst.offline.metrics import nakagami, ssim
 
-# Phantom / thesis labels that hold fully developed tissue speckle (usnst_stream.phantom: tissue, wall, placenta,
-# brain, body); fluid (anechoic), skull (specular), midline and choroid (thin) are left out.
-SPECKLE_LABELS = (40, 60, 120, 170, 180)
 LOWPASS_SIGMA = 3.0  # px: erases speckle (FWHM ≈ 1.5–2 px on HQ) but keeps organ boundaries
 PATCH = 32
 
@@ -79,7 +77,7 @@ def speckle_fwhm(image: np.ndarray, mask: np.ndarray, max_lag: int = 16) -> tupl
     return _fwhm(norm[:max_lag + 1, 0]), _fwhm(norm[0, :max_lag + 1])
 
 
-def tissue_nakagami(image: np.ndarray, mask: np.ndarray, dynamic_range_db: float = 50.0) -> float:
+def tissue_nakagami(image: np.ndarray, mask: np.ndarray, dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB) -> float:
     """Median Nakagami m over 16×16 blocks lying wholly in ``mask``."""
     return nakagami(image, dynamic_range_db, mask=mask)["m"]
 
@@ -225,7 +223,7 @@ def phase_randomised_view(patch: np.ndarray) -> np.ndarray:
 
 def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
                    references: list[np.ndarray] | None = None, target_segs: list[np.ndarray | None] | None = None, patches_per_image: int = 40,
-                   budget: C2STBudget = C2STBudget(), dynamic_range_db: float = 50.0,
+                   budget: C2STBudget = C2STBudget(), dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB,
                    view: Callable[[np.ndarray], np.ndarray] | None = None, progress: bool = False) -> dict:
     """The realism measures of a set of outputs against a set of target-domain images (uint8 grey).
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from usnst.engines.base import Engine
 from usnst.offline.datasets import crop_brightness_bar, split_triptych
 from usnst.offline.metrics import mean_scores, score_pair
+from usnst_io.atomic import remove_stale_temp_files
 from usnst_io.media import (
     DICOM_SUFFIXES,
     RECORDING_SUFFIXES,
@@ -30,7 +31,6 @@ from usnst_io.media import (
     plan_batch,
     read_gray,
     read_sequence,
-    remove_stale_temp_files,
     to_float,
     to_uint8,
     write_frame_times,

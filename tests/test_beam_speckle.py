@@ -251,8 +251,8 @@ def test_a_checkpoint_is_read_and_hashed_once_per_load(tmp_path, monkeypatch):
 
     path = save_checkpoint(tmp_path / "m.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
         rays=64, samples=96).to_dict()})
-    loads, hashes = [], []
-    real_load, real_open = torch.load, open
+    loads = []
+    real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
     checkpoint._read_checkpoint.cache_clear()
     checkpoint._sha256.cache_clear()

@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
+from usnst.cli import build_parser
 from usnst.engines.base import NOISE_MODES, EngineOptions
 from usnst.engines.registry import BACKENDS, build_artifact, buildable_backends
 from usnst.offline.nst_config import VARIANTS, NSTConfig
 from usnst.offline.tasks import TASKS
-from usnst.cli import build_parser
 from usnst_stream.demo import DemoConfig
 from usnst_stream.node import NodeConfig
 from usnst_stream.viewer import ViewConfig

@@ -6,6 +6,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_net
 
 from usnst.engines.base import BackendUnavailable, EngineMismatch
 from usnst.engines.checkpoint import CheckpointError, save_checkpoint
@@ -15,8 +16,6 @@ from usnst_io import protocol
 from usnst_io.dicom import read_dicom
 from usnst_io.media import read_color, read_gray, read_sequence
 from usnst_io.recording import RecordingError, RecordingWriter
-
-from conftest import tiny_net
 
 # What a reader may raise for a bad file: each carries one sentence for the user (the CLI prints it as one line).
 CLEAR = (ValueError, OSError, CheckpointError, EngineMismatch, BackendUnavailable, RecordingError)

@@ -8,7 +8,12 @@ import pytest
 import torch
 from conftest import tiny_net
 
-from usnst.engines.base import BackendUnavailable, EngineMismatch, EngineOptions, check_device
+from usnst.engines.base import (
+    BackendUnavailable,
+    EngineMismatch,
+    EngineOptions,
+    check_device,
+)
 from usnst.engines.checkpoint import CheckpointError, save_checkpoint
 from usnst.engines.registry import load_engine
 from usnst.engines.tensorrt_backend import (

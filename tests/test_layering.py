@@ -72,11 +72,10 @@ def test_the_code_names_the_namespaced_packages_only_by_their_installed_names():
 def test_an_installed_usnst_adds_only_usnst_top_level_names(tmp_path):
     """The wheel `pip install .` installs holds no top-level name but usnst* (PyPI's `engines` and `trainer` would
     otherwise be overwritten by ours, or ours by them), and the shipped models and py.typed come with it."""
+    import shutil
     import subprocess
     import sys
     import zipfile
-
-    import shutil
 
     source = tmp_path / "src"  # a copy: setuptools builds in the source tree, and the checkout stays as it is
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", ".ci-venv", "build", "*.egg-info",
@@ -90,3 +89,25 @@ def test_an_installed_usnst_adds_only_usnst_top_level_names(tmp_path):
     assert tops == {"usnst", "usnst_io", "usnst_stream"}, sorted(tops)
     assert "usnst/engines/default_models/lq2hq_fast.pt" in names and "usnst/py.typed" in names
     assert "usnst/engines/registry.py" in names and "usnst/offline/stylize.py" in names
+
+
+def test_acoustic_facts_are_stated_once():
+    """Issue 26 (6): tissue labels, the display range, Euler's γ and the echo level live in engines/acoustics.py;
+    a literal of them elsewhere is a second place that can drift (50 dB defaults in eight places, while the phantom
+    rendered 55)."""
+    import re
+
+    patterns = {
+        "a display range default": re.compile(r"dynamic_range_db\s*:\s*float\s*=\s*\d"),
+        "Euler's gamma": re.compile(r"0\.5772|np\.euler_gamma"),
+        "the echo level": re.compile(r"ECHO_LEVEL\s*=|1\.0 / 255\.0\s*#.*echo"),
+        "a label list": re.compile(r"(SPECKLE_LABELS|FETUS_LABELS)\s*=|\(40, 60, 120, 170, 180\)"),
+    }
+    found = []
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            if path.name == "acoustics.py":
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                found += [f"{path.relative_to(ROOT)}:{n}: {what}" for what, p in patterns.items() if p.search(line)]
+    assert not found, "\n".join(found)

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from usnst_io import media, protocol
+from usnst_io import atomic, media, protocol
 from usnst_io.recording import RecordingWriter
 
 
@@ -16,7 +16,7 @@ def test_an_atomic_write_replaces_whole_or_leaves_the_old_file(tmp_path):
     media.write_png(target, np.full((8, 9), 100, np.uint8))
     assert media.read_gray(target).max() == 100
     with pytest.raises(RuntimeError):
-        with media.atomic_path(target) as tmp:
+        with atomic.atomic_path(target) as tmp:
             tmp.write_bytes(b"half a file")
             raise RuntimeError("killed mid-write")
     assert media.read_gray(target).max() == 100  # the good file is still there
@@ -29,7 +29,7 @@ def test_stale_temp_files_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
     dead, live = tmp_path / ".x.png.usnst-tmp999999999.png", tmp_path / f".y.png.usnst-tmp{os.getpid()}.png"
     dead.write_bytes(b"x")
     live.write_bytes(b"y")
-    assert media.remove_stale_temp_files(tmp_path) == 1
+    assert atomic.remove_stale_temp_files(tmp_path) == 1
     assert not dead.exists() and live.exists()
 
 

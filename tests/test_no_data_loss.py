@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from usnst.cli import main
 from usnst.engines.base import EngineOptions
 from usnst.engines.registry import load_engine
 from usnst.offline.stylize import StylizeJob, run_stylize
-from usnst.cli import main
 
 
 def _image(path, seed=0, size=(20, 28)):

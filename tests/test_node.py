@@ -205,8 +205,8 @@ def test_prometheus_metrics_are_scraped_live_during_a_run(harness_factory, tiny_
 def test_the_python_api_gives_what_the_node_publishes(harness_factory, tiny_checkpoint, dtype, channels):
     from conftest import gray_frame
 
-    from usnst.engines.registry import load_engine
     from usnst import Stylizer
+    from usnst.engines.registry import load_engine
 
     stylizer = Stylizer(str(tiny_checkpoint), noise="fixed", seed=4)
     h = harness_factory(load_engine(tiny_checkpoint, options=stylizer.engine.options))

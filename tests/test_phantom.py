@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
+from usnst.engines.acoustics import FETUS_LABELS, OUTSIDE
 from usnst.offline.datasets import read_triptych_folder, split_triptych
 from usnst.offline.metrics import psnr, ssim
-from usnst_stream.phantom import FETUS_LABELS, OUTSIDE, PhantomRenderer, write_phantoms
+from usnst_stream.phantom import PhantomRenderer, write_phantoms
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,14 @@ import pytest
 import torch
 from conftest import tiny_net
 
-from usnst.engines.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, save_checkpoint
-from usnst.engines.registry import load_engine
 from usnst.cli import main
+from usnst.engines.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    save_checkpoint,
+)
+from usnst.engines.registry import load_engine
 
 
 def _payload(**changes):

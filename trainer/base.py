@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from usnst.offline.metrics import mean_scores, score_pair
-from usnst_io.media import atomic_path, to_float, to_uint8
+from usnst_io.atomic import atomic_path
+from usnst_io.media import to_float, to_uint8
 
 
 @dataclass

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from usnst.engines.base import ECHO_LEVEL
+from usnst.engines.acoustics import ECHO_LEVEL, MEASURED_DYNAMIC_RANGE_DB
 from usnst.engines.beam_speckle import META_KEY as SPECKLE_KEY
 from usnst.engines.beam_speckle import BeamSpeckleConfig
 from usnst.engines.checkpoint import save_checkpoint
@@ -115,7 +115,7 @@ class RealismConfig(RunConfig):
     adversarial_weight: float = 0.1
     texture_weight: float = 0.0
     histogram_weight: float = 0.0  # envelope-power distribution (sorted values) against HQ's
-    dynamic_range_db: float = 50.0  # display dynamic range assumed to recover the envelope from grey (metrics use 50)
+    dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB  # display range assumed to recover the envelope from grey
     nakagami_weight: float = 0.0  # block Nakagami m against HQ's
     local_histogram_weight: float = 0.0  # local (16×16 tissue block) speckle histogram against HQ's
     correlation_weight: float = 0.0  # speckle autocorrelation (lags 1 … correlation_lags) against HQ's

@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from usnst_io import limits
-from usnst_io.media import atomic_path
+from usnst_io.atomic import atomic_path
 
 PLUGIN_HINT = ("install a pixel-data plugin that handles it, e.g. `pip install pylibjpeg pylibjpeg-libjpeg "
                "pylibjpeg-openjpeg` (JPEG, JPEG-LS, JPEG 2000) or `pip install python-gdcm`")

@@ -12,9 +12,8 @@ import glob
 import logging
 import math
 import os
-import re
 import struct
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -24,56 +23,16 @@ import cv2
 import numpy as np
 
 from usnst_io import limits
+from usnst_io.atomic import TEMP_MARK, atomic_path, is_temp
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 RECORDING_SUFFIXES = (".usrec",)
 log = logging.getLogger(__name__)
-TEMP_MARK = ".usnst-tmp"  # in the names of files being written (.NAME.usnst-tmpPID.SUFFIX); listings skip them
-_TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"(\d+)")
 
 
 # -- writing -----------------------------------------------------------------------------------------------
-@contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` to write to; on success it replaces ``path`` in one rename, on error
-    it is removed. The temp name holds this process's id (``.NAME.tmpPID<suffix>``), so a run can tell a killed
-    run's leftovers from a live one's (``remove_stale_temp_files``); ``suffix`` defaults to the file's own, for
-    writers that pick a format by suffix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}{path.suffix if suffix is None else suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temp_files(folder: str | os.PathLike) -> int:
-    """Temp files left by a killed run (its PID is in the name) are removed; a live process's are left alone."""
-    removed = 0
-    for tmp in Path(folder).rglob(f".*{TEMP_MARK}*"):
-        match = _TEMP_NAME.match(tmp.name)
-        if match is None or not tmp.is_file():
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-            removed += 1
-        except (OverflowError, PermissionError):
-            pass
-    return removed
-
-
-def is_temp(path: Path) -> bool:
-    """A file an atomic write is still writing (or a killed one left): ``.NAME.usnst-tmpPID…``."""
-    return _TEMP_NAME.match(path.name) is not None
-
-
 def refuse_existing(path: str | os.PathLike, overwrite: bool, what: str = "--out") -> None:
     """No command replaces a file it did not make in this run unless told to: one sentence saying what to do."""
     if not overwrite and os.path.lexists(path):

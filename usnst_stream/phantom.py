@@ -17,7 +17,6 @@ thesis convention: fetal structures in [150, 220], other tissue below 150, 0 out
 from __future__ import annotations
 
 import json
-
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,12 +24,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from usnst.engines.acoustics import (
+    BODY,
+    BRAIN,
+    CHOROID,
+    FLUID,
+    HQ_AXIAL_SIGMA_MM,
+    HQ_DYNAMIC_RANGE_DB,
+    HQ_LATERAL_SIGMA_RAYS,
+    HQ_RAYS,
+    HQ_SAMPLES,
+    MIDLINE,
+    OUTSIDE,
+    PLACENTA,
+    SKULL,
+    TISSUE,
+    WALL,
+)
 from usnst_io.media import to_uint8, write_png
-
-# Labels (thesis convention: fetus labels lie in [150, 220]).
-OUTSIDE, TISSUE, WALL, FLUID, PLACENTA = 0, 40, 60, 100, 120
-CHOROID, BRAIN, BODY, MIDLINE, SKULL = 160, 170, 180, 190, 210
-FETUS_LABELS = (CHOROID, BRAIN, BODY, MIDLINE, SKULL)
 
 # Per label: echogenicity (scatter amplitude) and attenuation (nepers per mm, round trip).
 _ECHO = np.zeros(256, np.float32)
@@ -66,8 +77,8 @@ class Quality:
     gain_db: float = 0.0  # overall gain: brighter (> 0) or darker frames
 
 
-HQ = Quality(rays=256, samples=640, lateral_sigma=0.9, axial_sigma_mm=0.25, scatter_density=1.0,
-             noise_db=-math.inf, dynamic_range_db=55.0)
+HQ = Quality(rays=HQ_RAYS, samples=HQ_SAMPLES, lateral_sigma=HQ_LATERAL_SIGMA_RAYS, axial_sigma_mm=HQ_AXIAL_SIGMA_MM,
+             scatter_density=1.0, noise_db=-math.inf, dynamic_range_db=HQ_DYNAMIC_RANGE_DB)
 LQ = Quality(rays=96, samples=256, lateral_sigma=1.1, axial_sigma_mm=0.6, scatter_density=0.5,
              noise_db=-22.0, dynamic_range_db=45.0)
 

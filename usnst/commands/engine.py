@@ -180,7 +180,11 @@ def headline(name: str) -> dict:
 
 
 def run_models(args) -> int:
-    from usnst.engines.checkpoint import default_model_path, embedded_models, read_checkpoint
+    from usnst.engines.checkpoint import (
+        default_model_path,
+        embedded_models,
+        read_checkpoint,
+    )
 
     listing = []
     for name in embedded_models():
