@@ -5,7 +5,7 @@ speckle apart: the phantom's own mean grey plus log-Rayleigh speckle from a Gaus
 0.96 (isotropic) and 0.80 (anisotropic) against HQ, where the same mean grey plus speckle formed *along beams* — a
 complex field on the probe's polar grid (rays × samples), blurred by the PSF, log-compressed, then scan-converted to
 pixels by bilinear interpolation — read 0.52 (24 phantoms; 0.50 on 48 × 4 classifiers;
-`examples/beam_speckle_ceiling.py`). A scanner's grain
+`research/beam_speckle_ceiling.py`). A scanner's grain
 is that: its lateral size grows with depth, it leans with each beam, and scan conversion interpolates
 log-compressed samples. None of it is what a convolution at pixel resolution learns to make.
 

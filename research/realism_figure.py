@@ -4,7 +4,7 @@ Rows are tasks (LQ → HQ, Seg → HQ, HQ → Clinical); each panel is the full 
 one tissue square (×5), so speckle grain and contrast can be compared by eye. Models missing from the embedded set are
 skipped, so the figure can be made at any stage.
 
-    python examples/realism_figure.py --out docs/realism.png
+    python research/realism_figure.py --out docs/realism.png
 """
 import argparse
 

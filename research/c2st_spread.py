@@ -1,8 +1,8 @@
 """How precise a C2ST figure is: one model's C2ST from many classifiers (seeds 0…, each holding out other scenes) on
 the test scenes of several seed ranges together — the realism report uses 24 scenes and the mean of 3 classifiers.
 
-    python examples/c2st_spread.py --models lq2hq_fast,runs/q1/model.pt --seeds 50000,60000 --repeats 8
-    python examples/c2st_spread.py --models lq2hq_fast --repeats 2 --view rank     # the grain's shape alone
+    python research/c2st_spread.py --models lq2hq_fast,runs/q1/model.pt --seeds 50000,60000 --repeats 8
+    python research/c2st_spread.py --models lq2hq_fast --repeats 2 --view rank     # the grain's shape alone
 
 Measured (stop 18): lq2hq_fast 0.80 (classifiers 0.64–0.94), the spectrum-loss stage q1 0.84 (0.66–0.91), on 48
 scenes; a mean of 3 on 24 scenes moves by up to ±0.1 with the split.

@@ -17,8 +17,8 @@ phase mod 4); the spectrum table gives each output's texture power against HQ's 
 lateral (a decoder's grid is a peak at 0.25 cycles/px; grain too fine is power near Nyquist, 0.5) and the spectrum
 loss the trainer's ``--spectrum-weight`` would see.
 
-    python examples/realism_cues.py --models lq2hq_fast,lq2hq -n 24
-    python examples/realism_cues.py --models runs/x/model.pt --no-c2st      # statistics only: seconds, not minutes
+    python research/realism_cues.py --models lq2hq_fast,lq2hq -n 24
+    python research/realism_cues.py --models runs/x/model.pt --no-c2st      # statistics only: seconds, not minutes
 """
 import argparse
 

@@ -1,7 +1,7 @@
 """SSIM/PSNR of every Gatys variant against the HQ target on fixed synthetic phantom pairs, next to the identity
 baseline (LQ vs HQ). Same seed and iterations for every variant.
 
-    python examples/nst_variant_table.py --pairs 2 --size 64 --iterations 100 --vgg-weights random
+    python research/nst_variant_table.py --pairs 2 --size 64 --iterations 100 --vgg-weights random
 """
 import argparse
 import tempfile

@@ -1,7 +1,7 @@
 """Two models on one backend, timed in the same run with their frames interleaved (A, B, A, B …), so a noisy machine
 slows both alike and the ratio means something. Prints p50 latency, frames/s and the ratio per size.
 
-    python examples/engine_ratio.py --a lq2hq_fast --b runs/x/model.pt --backend onnxruntime --sizes 256,512 --frames 60
+    python research/engine_ratio.py --a lq2hq_fast --b runs/x/model.pt --backend onnxruntime --sizes 256,512 --frames 60
 """
 import argparse
 import time

@@ -4,7 +4,7 @@ speckle head forms it (log-envelope of Gaussian-PSF-blurred complex noise, a 3×
 or (b) along the probe's beams (engines.beam_speckle: polar grid, PSF, log, scan conversion) — against HQ, by the
 realism report's C2ST. The last row puts (b) on a net's own output (low-passed) instead of the ideal mean grey.
 
-    python examples/beam_speckle_ceiling.py -n 24 --repeats 2          # ~6 min on 2 cores
+    python research/beam_speckle_ceiling.py -n 24 --repeats 2          # ~6 min on 2 cores
 
 Measured (stop 20, 24 scenes, seeds 50000…, 2 classifiers; C2ST / rank-view C2ST): pixel grid isotropic σ 0.55 px
 0.96 / 0.96, anisotropic lateral 0.7 / axial 0.5 px 0.80 / 0.79; along the beams 0.52 / 0.50 (on 48 scenes × 4

@@ -4,7 +4,7 @@ The sequence: 2 s of a paused simulator (the same LQ frame repeated: a stable st
 then a moving probe, 30 frames/s. Writes a JSON of the measures and a side-by-side video
 (input | noise per frame | noise fixed) to look at.
 
-    python examples/flicker_study.py --seconds 10 --size 256 --out flicker
+    python research/flicker_study.py --seconds 10 --size 256 --out flicker
 """
 import argparse
 import json

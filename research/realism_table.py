@@ -5,11 +5,11 @@ Scenes come from seeds never used for training (default 50000…), rendered here
 ``--outside`` adds the low-passed SSIM to the input on acquisition settings beyond the training ranges (a model that
 invents structure loses it there), ``--flicker`` the moving-probe flicker ratio and the paused-probe output change.
 
-    python examples/realism_table.py --models lq2hq,lq2hq_fast,runs/x/model.pt -n 24 --size 256 --outside --flicker
-    python examples/realism_table.py --task seg2hq --models seg2hq -n 24
-    python examples/realism_table.py --models a.pt,b.pt -n 24 --seed 1000 --settings varied   # calibration split
-    python examples/realism_table.py --models a.pt --seeds 70000,100000 --repeats 4 --no-baselines   # a screen
-    python examples/realism_table.py --task hq2clinical --models hq2clinical --style data/clinical -n 24
+    python research/realism_table.py --models lq2hq,lq2hq_fast,runs/x/model.pt -n 24 --size 256 --outside --flicker
+    python research/realism_table.py --task seg2hq --models seg2hq -n 24
+    python research/realism_table.py --models a.pt,b.pt -n 24 --seed 1000 --settings varied   # calibration split
+    python research/realism_table.py --models a.pt --seeds 70000,100000 --repeats 4 --no-baselines   # a screen
+    python research/realism_table.py --task hq2clinical --models hq2clinical --style data/clinical -n 24
 
 Unpaired tasks (hq2clinical) are scored against the style set (C2ST, m, FWHM, W1) and keep anatomy against their
 input (low-passed SSIM to the HQ frame); they have no oracle row.
