@@ -94,15 +94,6 @@ def gaussian_lowpass(x: torch.Tensor, sigma: float = 3.0) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1))
 
 
-def normalised_texture(x: torch.Tensor, sigma: float = 4.0, eps: float = 1e-3) -> torch.Tensor:
-    """The grain alone: ``x`` (N, 1, H, W) with its local mean removed and its local contrast divided out (Gaussian
-    windows of ``sigma`` px). A discriminator that sees raw frames spends itself on anatomy and brightness; a
-    classifier given rank-normalised tissue patches told the shipped real-time net from HQ at 0.96 (raw: 0.80; HQ
-    against the oracle: 0.45), so the cue left is the shape of the grain, which this view keeps."""
-    detail = x - gaussian_lowpass(x, sigma)
-    return detail / torch.sqrt(gaussian_lowpass(detail ** 2, sigma) + eps ** 2)
-
-
 def anatomy_loss(output: torch.Tensor, target: torch.Tensor, sigma: float = 3.0) -> torch.Tensor:
     """L1 between low-passed images: the output must keep the target's (or input's) anatomy but may make its own
     speckle — a pixel loss on full-resolution images would pull the speckle to its conditional mean (smooth)."""
@@ -182,20 +173,6 @@ def envelope_power(x: torch.Tensor, dynamic_range_db: float = MEASURED_DYNAMIC_R
     return 10.0 ** ((x - 1.0) * dynamic_range_db / 10.0)
 
 
-def histogram_loss(output: torch.Tensor, target: torch.Tensor, dynamic_range_db: float | None = None) -> torch.Tensor:
-    """1-D Wasserstein distance between the grey-level distributions of each output and its target (sorted values,
-    L1). With ``dynamic_range_db`` the values compared are the envelope powers R² recovered from the log-compressed
-    grey (as Nakagami m sees them), relative to the target's mean power: then the brightest 1 % of the speckle rules
-    the term, as it rules the envelope's moments — on grey levels a 20-level overshoot of the top 0.1 % of pixels
-    (what kept the real-time net's m at 0.7 against HQ's 1.2) weighs next to nothing."""
-    a, b = output.flatten(1), target.flatten(1)
-    if dynamic_range_db is not None:
-        a, b = envelope_power(a, dynamic_range_db), envelope_power(b, dynamic_range_db)
-        scale = b.mean(dim=1, keepdim=True).clamp_min(1e-12)
-        a, b = a / scale, b / scale
-    return F.l1_loss(a.sort(dim=1).values, b.sort(dim=1).values)
-
-
 def block_nakagami(x: torch.Tensor, dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB, window: int = 16) -> torch.Tensor:
     """Nakagami m = E[R²]² / Var(R²) of the envelope R recovered from log-compressed grey (x in [0, 1]), per
     window×window block: (N, 1, H/window, W/window). Differentiable twin of offline.metrics.nakagami."""
@@ -237,51 +214,6 @@ def local_histogram_loss(output: torch.Tensor, target: torch.Tensor, tissue: tor
     return (a - b).abs().mean(dim=1)[keep].mean()
 
 
-def grain_histogram_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, sigma: float = 4.0
-                         ) -> torch.Tensor:
-    """1-D Wasserstein distance (L1 of sorted values) between the locally normalised grain (``normalised_texture``)
-    of output and target inside ``tissue``, image by image.
-
-    Log compression makes speckle's fine texture lopsided: the nulls are sharp, deep pits and the bright grains broad
-    — HQ's high-passed texture (σ 4 px) has skewness −0.43 in tissue (the oracle −0.40), the shipped real-time net's
-    −0.07, because its grain is close to linear in Gaussian noise. The power spectrum and the autocorrelation cannot
-    see this (an image and its negative share them); the local histograms see it only mixed with the block's slower
-    variations, and random projections of neighbourhoods (``patch_distribution_loss``) average it away. This term
-    compares the fine texture's own distribution, blind to brightness and contrast."""
-    inside = tissue > 0.5
-    a, b = normalised_texture(output, sigma), normalised_texture(target, sigma)
-    losses = [(a[i][inside[i]].sort().values - b[i][inside[i]].sort().values).abs().mean()
-              for i in range(output.shape[0]) if inside[i].any()]
-    return torch.stack(losses).mean() if losses else output.sum() * 0
-
-
-def patch_distribution_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, size: int = 5,
-                            directions: int = 128, samples: int = 16384,
-                            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sliced Wasserstein distance between the distributions of the grain's size×size neighbourhoods in tissue
-    (Heitz et al. 2021; Elnekave & Weiss 2022), on the locally normalised texture (``normalised_texture``): every
-    neighbourhood lying wholly in ``tissue`` is a point in size² dimensions; both sets are projected on ``directions``
-    random unit vectors, sorted, and compared quantile by quantile.
-
-    The other speckle terms match averages: a histogram, an autocorrelation, a spectrum. A classifier judges each
-    patch, so it sees how those vary and co-occur: rank-normalised patches — the grain's shape alone — told the
-    shipped real-time net from HQ at 0.96 while its averages matched. Matching the whole joint distribution of small
-    neighbourhoods is what a patch-level judge asks for, and needs no network. Projections are drawn anew each call
-    (``generator``; seed it for reproducible runs); ``samples`` neighbourhoods a side bound the cost. On eight 256²
-    test phantoms: HQ against the oracle 0.0004 (the sampling floor), the shipped real-time net 0.0010, LQ 0.024."""
-    neighbourhoods = lambda x: F.unfold(normalised_texture(x), size).transpose(1, 2).reshape(-1, size * size)
-    inside = F.unfold(tissue.to(output.dtype), size).amin(dim=1).reshape(-1) > 0.5
-    n = int(inside.sum())
-    if n < 2:
-        return output.sum() * 0
-    where = inside.nonzero().flatten()
-    pick = where[torch.randperm(n, generator=generator, device=where.device)[:samples]]
-    a, b = neighbourhoods(output)[pick], neighbourhoods(target)[pick]
-    proj = torch.randn(size * size, directions, generator=generator, device=output.device, dtype=output.dtype)
-    proj = proj / proj.norm(dim=0, keepdim=True)
-    return ((a @ proj).sort(dim=0).values - (b @ proj).sort(dim=0).values).pow(2).mean()
-
-
 def speckle_correlation(x: torch.Tensor, lit: torch.Tensor, lags: tuple[int, ...] = (1, 2),
                         sigma: float = 4.0) -> torch.Tensor:
     """Normalised autocorrelation of the speckle (x minus its σ-px Gaussian mean) inside ``lit``, per image, at
@@ -302,39 +234,17 @@ def _lag_products(x: torch.Tensor, lit: torch.Tensor, lags: tuple[int, ...], sig
     return s * s, axial + lateral
 
 
-def tile_speckle_correlation(x: torch.Tensor, lit: torch.Tensor, lags: tuple[int, ...], window: int,
-                             sigma: float = 4.0) -> torch.Tensor:
-    """``speckle_correlation`` tile by tile: (N, 2·len(lags), H // window, W // window), axial then lateral lags.
-    A pair of pixels belongs to the tile of its first pixel; pairs leaving ``lit`` count for nothing."""
-    energy, products = _lag_products(x, lit, lags, sigma)
-    tile = lambda t: F.avg_pool2d(t, window)
-    return torch.cat([tile(p) / tile(energy).clamp_min(1e-12) for p in products], dim=1)
-
-
-def correlation_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, max_lag: int = 2,
-                     window: int = 0) -> torch.Tensor:
+def correlation_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, max_lag: int = 2
+                     ) -> torch.Tensor:
     """L1 between the speckle autocorrelations (lags 1 … ``max_lag``, axial and lateral) of output and target inside
     ``tissue`` (N, 1, H, W): speckle grain size, matched directly (the texture and adversarial terms left the
     real-time net's grain 17 % long axially). Lags 1–2 set the FWHM; lags 3–4 are the tail where a net that
-    sharpens blurred input speckle keeps some of the input's lateral correlation (lateral r₂ 0.30 against HQ's
-    0.25 for the first realism-trained real-time net, a cue a patch classifier uses). The mask must keep anatomical
-    edges out (e.g. eroded label regions, offline.realism.tissue_mask): over the whole lit sector the edges' own
-    correlation hides the speckle's.
-
-    ``window`` > 0 compares window×window tiles (those ≥ 90 % tissue) one by one instead of whole crops. Grain is not
-    the same everywhere: after scan conversion HQ's lateral speckle FWHM grows with depth as the rays fan out (1.06 px
-    near the probe, 1.83 px in the deepest third of a 256² phantom); a whole-crop average lets a net keep one grain
-    everywhere (the real-time net: 1.00 → 1.58 px), which a patch classifier sees in deep tissue."""
+    sharpens blurred input speckle keeps some of the input's lateral correlation (a cue a patch classifier uses).
+    The mask must keep anatomical edges out (e.g. eroded label regions, offline.realism.tissue_mask): over the whole
+    lit sector the edges' own correlation hides the speckle's."""
     tissue = tissue.to(output.dtype)
     lags = tuple(range(1, max_lag + 1))
-    if not window:
-        return (speckle_correlation(output, tissue, lags) - speckle_correlation(target, tissue, lags)).abs().mean()
-    keep = F.avg_pool2d(tissue, window)[:, 0] >= 0.9  # (N, tiles): tiles almost wholly in tissue
-    if not keep.any():
-        return output.sum() * 0
-    error = (tile_speckle_correlation(output, tissue, lags, window)
-             - tile_speckle_correlation(target, tissue, lags, window)).abs().mean(dim=1)
-    return error[keep].mean()
+    return (speckle_correlation(output, tissue, lags) - speckle_correlation(target, tissue, lags)).abs().mean()
 
 
 def brightness_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, window: int = 16) -> torch.Tensor:
@@ -347,64 +257,6 @@ def brightness_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Te
     if not keep.any():
         return output.sum() * 0
     return (F.avg_pool2d(output, window) - F.avg_pool2d(target, window)).abs()[keep].mean()
-
-
-def phase_statistics(x: torch.Tensor, tissue: torch.Tensor, period: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and RMS of the high-passed image (x minus its σ 2 px blur) inside ``tissue``, per pixel phase
-    (y mod period, x mod period): (period², ) each. Flat for real speckle; a decoder that unfolds channels into
-    pixels (pixel shuffle, strided upsampling) leaves a periodic grid there."""
-    hp = x - gaussian_lowpass(x, 2.0)
-    keep = tissue.to(x.dtype)
-    unfold = lambda t: F.pixel_unshuffle(t, period).transpose(0, 1).flatten(1)  # (period², N·H/p·W/p)
-    hp, keep = unfold(hp), unfold(keep)
-    count = keep.sum(1).clamp_min(1.0)
-    mean = (hp * keep).sum(1) / count
-    rms = ((hp * hp * keep).sum(1) / count + 1e-8).sqrt()
-    return mean, rms
-
-
-def phase_loss(output: torch.Tensor, tissue: torch.Tensor, period: int = 4) -> torch.Tensor:
-    """How much the output's fine texture depends on the pixel's phase modulo ``period``: the spread of the per-phase
-    mean and RMS of the high-passed output around their averages. No target needed: HQ's is ~0 (±0.2 grey levels,
-    RMS within 1.7 % across phases) while the realism-trained real-time net showed −5.5…+7.4 grey levels and a
-    32 % RMS spread — a 4-px grid a patch classifier reads at once. Image height and width must be multiples of
-    ``period`` (training crops are)."""
-    mean, rms = phase_statistics(output, tissue, period)
-    return (mean - mean.mean()).abs().mean() + (rms - rms.mean()).abs().mean()
-
-
-def speckle_spectrum(x: torch.Tensor, tissue: torch.Tensor, window: int = 16, stride: int = 4,
-                     keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean power spectrum of the texture in window×window tiles (every ``stride`` px) lying wholly in ``tissue``:
-    each tile's mean removed, a Hann window applied, |FFT|² averaged over the kept tiles of the whole batch —
-    (window, window // 2 + 1), axial frequency first. Also returns the kept-tile mask, to take the same tiles of a
-    paired target."""
-    tiles = F.unfold(x, window, stride=stride)  # (N, window², tiles)
-    if keep is None:
-        keep = F.unfold(tissue.to(x.dtype), window, stride=stride).amin(dim=1) > 0.5  # (N, tiles)
-    t = tiles.transpose(1, 2)[keep]  # (kept, window²)
-    if t.shape[0] == 0:
-        return x.new_zeros(window, window // 2 + 1), keep
-    hann = torch.hann_window(window, periodic=False, dtype=x.dtype, device=x.device)
-    t = (t - t.mean(dim=1, keepdim=True)).view(-1, window, window) * (hann[:, None] * hann[None, :])
-    return torch.fft.rfft2(t).abs().square().mean(dim=0), keep
-
-
-def spectrum_loss(output: torch.Tensor, target: torch.Tensor, tissue: torch.Tensor, window: int = 16,
-                  stride: int = 4) -> torch.Tensor:
-    """Mean |log| ratio of the output's and the target's texture power spectra (``speckle_spectrum``, the same tiles
-    of both): every spatial frequency counts alike, whatever its power. Frequency-domain distortions of generated
-    images are what a small classifier finds first (Durall et al., "Watch your up-convolution", CVPR 2020). Here, on
-    the realism-trained real-time net against HQ in tissue (32×32 patches): a peak at 0.25 cycles/px in both
-    directions (its ×4 pixel-shuffle decoder; 1.4× HQ's power), too much lateral power near Nyquist and 16 % too
-    little overall, all while its speckle FWHM, Nakagami m and local histograms matched HQ's. Zero only when the two
-    spectra agree; blind to each tile's brightness."""
-    p_out, keep = speckle_spectrum(output, tissue, window, stride)
-    if not keep.any():
-        return output.sum() * 0
-    p_tgt, _ = speckle_spectrum(target, tissue, window, stride, keep)
-    eps = 1e-3 * p_tgt.mean().detach() + 1e-12
-    return ((p_out + eps).log() - (p_tgt + eps).log()).abs().mean()
 
 
 def lsgan_discriminator_loss(real: torch.Tensor, fake: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,15 +14,15 @@ interpolating log-compressed samples.
 """
 import argparse
 
+import cv2
 import numpy as np
-import torch
 from realism_table import scenes
 
+from usnst.engines.acoustics import EULER_GAMMA, GREY_PER_NEPER_HQ
 from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig
 from usnst.engines.body_engine import TorchEagerEngine
 from usnst.engines.checkpoint import load_checkpoint, resolve_model
-from usnst.engines.fast_net import DB_CONTRAST, SpeckleHead
 from usnst.offline.realism import C2STBudget, rank_view, realism_report
 from usnst_io.media import to_float, to_uint8
 from usnst_stream.phantom import render_scene
@@ -35,16 +35,23 @@ def mean_grey(seed: int, index: int, size: int, k: int) -> np.ndarray:
 
 
 def pixel_grid(bases, hq, lateral: float, axial: float, seed: int = 0) -> list[np.ndarray]:
-    head = SpeckleHead(psf="gaussian")  # its default 3×3 kernel after the log, as a trained head starts
-    with torch.no_grad():
-        head.log_sigma.copy_(torch.log(torch.tensor([lateral, axial])))
-    g = torch.Generator().manual_seed(seed)
+    """Speckle formed on the pixel grid, as the removed speckle head formed it (its last version: git show
+    e069eea:engines/fast_net.py): two noise planes blurred by a unit-energy Gaussian PSF (7×7), the centred log of
+    the envelope, a 3×3 kernel after the log dominated by its centre (the head's start), times the HQ display's
+    contrast, on the base."""
+    taps = [cv2.getGaussianKernel(7, s, cv2.CV_32F)[:, 0] for s in (lateral, axial)]
+    energy = float((np.outer(taps[1], taps[0]) ** 2).sum())
+    post = np.full((3, 3), 1.0, np.float32)
+    post[1, 1] = np.exp(4.0)
+    post /= post.sum()
+    rng = np.random.default_rng(seed)
     out = []
     for base, target in zip(bases, hq):
-        b = torch.from_numpy(base)[None, None]
-        with torch.no_grad():
-            y = head(b, torch.full_like(b, DB_CONTRAST), torch.randn(b.shape, generator=g), torch.randn(b.shape, generator=g))
-        out.append(to_uint8(y[0, 0].numpy() * (target > 0)))
+        a, b = (cv2.sepFilter2D(rng.standard_normal(base.shape).astype(np.float32), -1, taps[0], taps[1],
+                                borderType=cv2.BORDER_REFLECT) for _ in range(2))
+        log_r = 0.5 * np.log((a * a + b * b) * 0.5 / energy + 1e-6) + EULER_GAMMA / 2
+        log_r = cv2.filter2D(log_r, -1, post, borderType=cv2.BORDER_REFLECT)
+        out.append(to_uint8(np.clip(base + GREY_PER_NEPER_HQ * log_r, 0, 1) * (target > 0)))
     return out
 
 

@@ -40,7 +40,7 @@ def test_help_lists_every_subcommand():
 def test_phantom_train_info(tmp_path):
     usnst("phantom", "--out", tmp_path / "data", "-n", 3, "--size", "40x48")
     assert len(list((tmp_path / "data").glob("*.png"))) == 3
-    proc = usnst("train", "--loss", "l1", "--data", tmp_path / "data", "--out", tmp_path / "m.pt", "--steps", 3, "--crop", 32,
+    proc = usnst("train", "supervised", "--data", tmp_path / "data", "--out", tmp_path / "m.pt", "--steps", 3, "--crop", 32,
                  "--batch", 2, "--width", 4, "--n-residual", 1)
     assert "held-out: SSIM" in proc.stdout
     info = json.loads(usnst("info", "--model", tmp_path / "m.pt").stdout)
@@ -281,7 +281,7 @@ def test_engine_build_then_serve_with_onnxruntime(tmp_path, tiny_checkpoint):
     serve.send_signal(signal.SIGINT)
     assert serve.wait(timeout=20) == 0
     other = tmp_path / "other.pt"
-    usnst("train", "--loss", "l1", "--data", _phantoms(tmp_path), "--out", other, "--steps", 1, "--crop", 16,
+    usnst("train", "supervised", "--data", _phantoms(tmp_path), "--out", other, "--steps", 1, "--crop", 16,
           "--batch", 1, "--width", 4, "--n-residual", 1)
     proc = usnst("serve", "--model", other, "--backend", "onnxruntime", "--engine", tmp_path / "m.onnx", check=False)
     assert proc.returncode == 2 and "was built from checkpoint" in proc.stderr

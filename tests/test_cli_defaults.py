@@ -18,9 +18,11 @@ def _parse(*argv):
     return build_parser(list(argv)).parse_args(list(argv))
 
 
-def _choices(command: str, dest: str):
+def _choices(command: str, dest: str, trainer: str | None = None):
     parser = build_parser([command])
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    if trainer:
+        sub = sub.trainers[trainer]
     return next(a for a in sub._actions if a.dest == dest).choices
 
 
@@ -44,7 +46,7 @@ def test_choices_are_the_registries():
     assert set(_choices("serve", "backend")) == set(BACKENDS) | {"auto"}
     assert set(_choices("nst", "variant")) == set(VARIANTS)
     assert set(_choices("nst", "task")) == set(TASKS) and _parse("nst", "--out", "o.png").task == NSTConfig().task
-    assert set(_choices("train", "task")) == set(TASKS)
+    assert set(_choices("train", "task", "realism")) == set(TASKS) == set(_choices("train", "task", "perceptual"))
 
 
 def test_engine_build_goes_through_the_registry():

@@ -100,49 +100,10 @@ def test_the_shipped_lq2hq_models_add_a_beam_grain_to_their_nets(name):
     assert far_outside.any() and np.all(out[far_outside] == 0)
 
 
-def test_the_speckle_head_makes_rayleigh_speckle_around_its_base():
-    """Flat base, flat contrast: the output's envelope (undoing the dB display) is Rayleigh — Nakagami m = 1 with the
-    post-log kernel at identity — and its mean grey is the base, whatever the PSF."""
-    from usnst.engines.fast_net import SpeckleHead
-    from usnst.offline.losses import block_nakagami
-
-    head = SpeckleHead()
-    with torch.no_grad():
-        head.post.fill_(-30.0)
-        head.post[0, 0, 1, 1] = 30.0  # identity: a pure Rayleigh field
-        head.psf.copy_(torch.rand(head.psf.shape))  # any PSF keeps the base the mean
-    gen = torch.Generator().manual_seed(0)
-    re, im = (torch.randn(1, 1, 256, 256, generator=gen) for _ in range(2))
-    contrast = 20 / np.log(10) / 50  # a 50 dB display, as the metrics assume
-    with torch.no_grad():
-        out = head(torch.full_like(re, 0.6), torch.full_like(re, contrast), re, im)
-        m = block_nakagami(out, 50.0, window=32).median()
-    assert abs(out.mean().item() - 0.6) < 0.01
-    assert 0.9 < m.item() < 1.1
-    with torch.no_grad():  # a wider PSF makes coarser grain, and the mean stays
-        head.psf.copy_(torch.exp(-torch.arange(-3, 4.0) ** 2 / 8)[None, :] * torch.exp(-torch.arange(-3, 4.0) ** 2 / 8)[:, None])
-        wide = head(torch.full_like(re, 0.6), torch.full_like(re, contrast), re, im)
-    lag = lambda x: torch.corrcoef(torch.stack([x[..., :, 1:].ravel(), x[..., :, :-1].ravel()]))[0, 1]
-    assert lag(wide) > lag(out) + 0.2
-    assert abs(wide.mean().item() - 0.6) < 0.01
-
-
-def test_a_gaussian_speckle_psf_learns_only_its_widths_and_survives_a_checkpoint(tmp_path):
-    from usnst.engines.fast_net import SpeckleHead
-
-    with pytest.raises(ValueError, match="speckle PSF"):
-        SpeckleHead(psf="square")
-    head = SpeckleHead(psf="gaussian")
-    assert sorted(name for name, _ in head.named_parameters()) == ["log_sigma", "post"]  # no free kernel to ripple
-    with torch.no_grad():
-        head.log_sigma.copy_(torch.log(torch.tensor([1.5, 0.6])))  # wide across, narrow down
-    k = head.kernel()[0, 0]
-    assert torch.allclose(k.norm(), torch.tensor(1.0)) and (k > 0).all()
-    assert torch.allclose(k, k.flip(0)) and torch.allclose(k, k.flip(1))  # symmetric, centred
-    assert k[3, 2] / k[3, 3] > k[2, 3] / k[3, 3]  # falls off more slowly laterally than axially
-    re, im = (torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
-    head.log_envelope(re, im).square().mean().backward()
-    assert head.log_sigma.grad is not None and head.log_sigma.grad.abs().sum() > 0
-    net = FastNet(FastNetConfig(channels=8, blocks=1, speckle=True, echo_mask=True, speckle_psf="gaussian"))
-    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "g.pt", net, {"task": "lq2hq"}))
-    assert loaded.config.speckle_psf == "gaussian" and torch.equal(loaded.speckle.kernel(), net.speckle.kernel())
+def test_a_checkpoint_with_the_removed_speckle_head_is_refused_and_old_keys_are_ignored():
+    """Issue 26 (4): the speckle head shipped in no model and went; a file that has one says so in one line, and the
+    shipped net's own stored `speckle: false` keys load as before."""
+    with pytest.raises(ValueError, match="speckle head, which usnst no longer builds"):
+        FastNetConfig.from_dict({"channels": 8, "blocks": 1, "speckle": True})
+    assert FastNetConfig.from_dict({"channels": 8, "blocks": 1, "speckle": False, "speckle_psf": "free"}) == \
+        FastNetConfig(channels=8, blocks=1)

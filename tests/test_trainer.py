@@ -84,7 +84,7 @@ def test_data_parallel_training_through_torchrun(data, tmp_path):
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "usnst.cli", "-q", "train",
-           "--data", str(data), "--out-dir", str(tmp_path / "ddp"), "--steps", "4", "--crop", "64", "--width", "4",
+           "perceptual", "--data", str(data), "--out-dir", str(tmp_path / "ddp"), "--steps", "4", "--crop", "64", "--width", "4",
            "--n-residual", "1", "--vgg-weights", "random", "--val-every", "2", "--ckpt-every", "2", "--threads", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -80,6 +80,7 @@ class TrainConfig:
     vgg_weights: str | None = None
     inception_weights: str | None = None
     seed: int = 0
+    threads: int | None = None  # CPU threads (None: the runtime's)
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA only
     deterministic: bool = False
@@ -224,6 +225,8 @@ def train(cfg: TrainConfig, stop: threading.Event | None = None) -> dict:
             cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from usnst import flags
 from usnst.commands import engine, offline, stream, train
 
 GROUPS = (stream, offline, train, engine)
-NO_CONFIG = ("keys", "engine")  # every other command reads its options from --config FILE.toml too
+NO_CONFIG = ("keys", "engine", "train")  # every other command reads --config FILE.toml (train: each trainer does)
 
 
 class _DefaultsShown(argparse.HelpFormatter):
@@ -70,6 +70,8 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str], args: ar
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {args.config}: {exc}") from None
     sub = parser.subcommands[args.command]
+    if getattr(sub, "trainers", None):  # `usnst train TRAINER`: the trainer's own options
+        sub = sub.trainers[args.trainer]
     known = {}  # option name (as typed, without dashes, - or _) or dest → dest
     for action in sub._actions:
         if action.dest in ("help", "config"):
@@ -102,6 +104,8 @@ def _config_value(action: argparse.Action, key: str, value, path: str):
         if action.nargs == "?" and action.const is not None:
             return action.const if value else None
         raise ValueError(f"config file {path}: {key} takes a value, not {str(value).lower()}")
+    if isinstance(value, dict) and getattr(action.type, "mapping", False):  # a table of NAME = NUMBER
+        return ",".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, (list, dict)):
         raise ValueError(f"config file {path}: {key} takes one value, not a {'list' if isinstance(value, list) else 'table'}")
     return str(value)

@@ -136,6 +136,8 @@ def effective_config(args, skip=("func", "command", "config", "verbose", "quiet"
             continue
         if isinstance(value, bool):
             text = "true" if value else "false"
+        elif isinstance(value, dict):  # TERM=WEIGHT options (train realism --loss): as the command line takes them
+            text = json.dumps(",".join(f"{k}={v:g}" for k, v in value.items()))
         elif isinstance(value, (int, float)):
             text = repr(value)
         elif isinstance(value, tuple) and all(isinstance(v, int) for v in value):  # a size (h, w)
