@@ -137,7 +137,9 @@ def test_one_word_one_meaning_across_commands():
     for name in ("serve", "simulate", "record", "replay", "view"):
         assert {"--curve-secret", "--curve-allow", "--curve-server"} <= options[name], name
     assert "--curve" in options["demo"]
-    assert [name for name, opts in options.items() if "--config" not in opts] == ["keys", "engine"]
+    assert {name for name, opts in options.items() if "--config" not in opts} == {"keys", "engine", "train"}
+    trainers = parser.subcommands["train"].trainers  # train: each trainer reads its own --config
+    assert all("--config" in {o for a in t._actions for o in a.option_strings} for t in trainers.values())
     assert "--json" in options["info"] and "--frames" in options["phantom"]
 
 
@@ -169,8 +171,10 @@ def test_every_numeric_option_refuses_invalid_values_from_a_config_file(tmp_path
     """The same refusals through --config FILE.toml, for every command that reads one."""
     parser = build_parser(None)
     refused = 0
-    for command, sub in parser.subcommands.items():
-        argv = _minimal_argv(command, sub)
+    readers = [(command, sub, _minimal_argv(command, sub)) for command, sub in parser.subcommands.items()]
+    readers += [(f"train {name}", sub, ["train", name, "--data", "x"])
+                for name, sub in parser.subcommands["train"].trainers.items()]
+    for command, sub, argv in readers:
         if not argv or "--config" not in {o for a in sub._actions for o in a.option_strings}:
             continue
         keys = [a.option_strings[-1].lstrip("-") for a in sub._actions if hasattr(a.type, "range")]

@@ -193,12 +193,13 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
 
     net = build_generator(cfg)
     disc = PatchDiscriminator(PatchGANConfig(conditional=spec.paired))
-    texture = RandomFilterTexture() if cfg.weights.get("texture") else None
+    needed = terms.needs(cfg.weights)
+    texture = RandomFilterTexture() if terms.FILTERS in needed else None
     net, disc = net.to(device), disc.to(device)
     texture = texture.to(device) if texture is not None else None
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
-    adversarial = bool(cfg.weights.get("adversarial"))
+    train_discriminator = terms.DISCRIMINATOR in needed
     step, best = 0, None
     if cfg.init and not cfg.resume:
         _initialise(net, cfg)
@@ -248,7 +249,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             tissue = tissue.to(device) if tissue is not None else None
             fake = net(x, noise)
             row = {"step": step + 1}
-            if adversarial:
+            if train_discriminator:
                 d_loss = lsgan_discriminator_loss(disc(y, condition), disc(fake.detach(), condition))
                 row["d_loss"] = optimise(opt_d, d_loss)
             batch = terms.Batch(fake, x, y, anatomy_ref, tissue, style is None, lambda: disc(fake, condition),

@@ -25,6 +25,8 @@ from usnst.offline.losses import (
 
 PAIRED = "paired"  # an aligned target of the same scene (LQ→HQ, Seg→HQ): not for unpaired tasks (HQ→Clinical)
 TISSUE = "tissue"  # the scene's label map, for tissue masks (paired triptychs have one)
+DISCRIMINATOR = "discriminator"  # a PatchGAN trained beside the generator
+FILTERS = "random filters"  # the fixed random filter bank of the texture loss
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Term:
     label: str  # what the checkpoint's description and the card call it
     why: str  # the option's help: one line
     loss: Callable[[Batch], torch.Tensor]
+    settings: tuple[str, ...] = ()  # the run's options that only this term reads (refused while it is off)
 
     @property
     def option(self) -> str:
@@ -67,7 +70,7 @@ def _texture(b: Batch) -> torch.Tensor:
 
 
 TERMS: tuple[Term, ...] = (
-    Term("anatomy", 1.0, frozenset(), "low-passed L1 to the anatomy reference",
+    Term("anatomy", 1.0, frozenset(), "low-passed L1 to {reference}",
          "L1 of the output low-passed (σ 3 px) against HQ low-passed, or against the input when unpaired: the "
          "anatomy, not the speckle", lambda b: anatomy_loss(b.fake, b.anatomy_ref)),
     Term("pixel", 0.2, frozenset({PAIRED}), "L1",
@@ -76,10 +79,10 @@ TERMS: tuple[Term, ...] = (
     Term("mse", 0.0, frozenset({PAIRED}), "squared error",
          "squared error to HQ: the conditional mean, the base the beam-speckle stage adds its grain to",
          lambda b: torch.mean((b.fake - b.y) ** 2)),
-    Term("adversarial", 0.1, frozenset(), "PatchGAN (LSGAN, spectral norm)",
+    Term("adversarial", 0.1, frozenset({DISCRIMINATOR}), "{paired} PatchGAN (LSGAN, spectral norm)",
          "a PatchGAN discriminator's LSGAN loss, conditional on the input when paired (offline.patchgan)",
          lambda b: lsgan_generator_loss(b.judged())),
-    Term("texture", 0.0, frozenset(), "random-filter texture",
+    Term("texture", 0.0, frozenset({FILTERS}), "random-filter texture",
          "Gram matrices of fixed random filters, tile by tile against HQ (the style set's average when unpaired)",
          _texture),
     Term("nakagami", 0.0, frozenset({PAIRED, TISSUE}), "block Nakagami m",
@@ -90,7 +93,7 @@ TERMS: tuple[Term, ...] = (
          lambda b: local_histogram_loss(b.fake, b.y, b.tissue)),
     Term("correlation", 0.0, frozenset({PAIRED, TISSUE}), "speckle autocorrelation",
          "the speckle's autocorrelation at lags 1…--correlation-lags in tissue against HQ's: the grain's size",
-         lambda b: correlation_loss(b.fake, b.y, b.tissue, b.correlation_lags)),
+         lambda b: correlation_loss(b.fake, b.y, b.tissue, b.correlation_lags), settings=("correlation_lags",)),
     Term("brightness", 0.0, frozenset({PAIRED, TISSUE}), "tissue block brightness",
          "the mean grey of 16×16 tissue blocks against HQ's (the low-passed L1 aims at a median, not the mean)",
          lambda b: brightness_loss(b.fake, b.y, b.tissue)),
@@ -100,6 +103,16 @@ BY_NAME = {t.name: t for t in TERMS}
 
 def default_weights() -> dict[str, float]:
     return {t.name: t.weight for t in TERMS}
+
+
+def needs(weights: dict[str, float]) -> frozenset[str]:
+    """What the terms with a weight need, together (a discriminator to train, a filter bank to build …)."""
+    return frozenset().union(*(t.needs for t in TERMS if weights.get(t.name)))
+
+
+def settings_off(weights: dict[str, float], given: set[str]) -> list[str]:
+    """The given options that belong to terms the loss leaves off."""
+    return [s for t in TERMS if not weights.get(t.name) for s in t.settings if s in given]
 
 
 def check_weights(weights: dict[str, float], paired: bool, task: str) -> None:
@@ -120,12 +133,7 @@ def describe(weights: dict[str, float], paired: bool) -> str:
     parts = []
     for term in TERMS:
         if weights.get(term.name):
-            label = term.label
-            if term.name == "adversarial":
-                label = ("conditional " if paired else "unconditional ") + label
-            if term.name == "anatomy":
-                label = "low-passed L1 to " + ("HQ" if paired else "the input")
-            parts.append(f"{weights[term.name]:g} × {label}")
+            parts.append(f"{weights[term.name]:g} × {term.label.format(paired='conditional' if paired else 'unconditional', reference='HQ' if paired else 'the input')}")
     return "realism: " + " + ".join(parts) + "; no pretrained weights"
 
 

@@ -25,7 +25,7 @@ def _run_flags(p, cfg, out_help: str = "checkpoint file to write") -> None:
 
 
 def _loss_weights(text: str) -> dict[str, float]:
-    """'anatomy=4,pixel=0.05' → {'anatomy': 4.0, 'pixel': 0.05}: the terms listed, every other term off."""
+    """'TERM=WEIGHT,TERM=WEIGHT' → {TERM: WEIGHT, …}: the terms listed, every other term off."""
     from usnst.trainer.terms import BY_NAME
 
     weights = {}
@@ -89,6 +89,7 @@ REALISM_OPTIONS = ("out", "steps", "batch", "crop", "lr", "seed", "threads", "ta
 def realism_config(args):
     """The run the options describe; options that belong to the other architecture, or to a term the loss leaves
     off, are refused rather than ignored."""
+    from usnst.trainer import terms
     from usnst.trainer.realism import ARCH_OPTIONS, RealismConfig
 
     cfg = RealismConfig(data=args.data, progress=not args.quiet, resume=args.resume, **flags.given(args, REALISM_OPTIONS))
@@ -99,8 +100,9 @@ def realism_config(args):
             given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
             if given:
                 raise ValueError(f"{', '.join(given)} shape the {arch} net; this run builds --arch {cfg.arch}")
-    if args.correlation_lags is not None and not cfg.weights.get("correlation"):
-        raise ValueError("--correlation-lags sets the correlation term, which --loss leaves off")
+    off = terms.settings_off(cfg.weights, {n for n in REALISM_OPTIONS if getattr(args, n, None) is not None})
+    if off:
+        raise ValueError(f"--{off[0].replace('_', '-')} sets a loss term that --loss leaves off")
     return cfg
 
 

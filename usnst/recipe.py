@@ -1,0 +1,103 @@
+"""Recipes: how a shipped model is rebuilt from nothing, as one TOML file the `usnst recipe` command runs.
+
+A recipe is a list of steps, each a usnst command with its options as keys — exactly what that command's
+``--config FILE.toml`` takes — plus the one step that is not a command, ``scale-noise`` (a trained net's noise weights
+scaled, as some shipped chains calibrated them). Paths are relative to the work folder, so a run is self-contained:
+phantoms, every stage's checkpoint and the final model land there. A step whose output exists is skipped (an
+interrupted rebuild resumes); each step's time goes into ``recipe.json``. The full-size recipe of a model differs
+from the reduced one only in its values.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+BUILT_IN = ("scale-noise",)
+
+
+def load(path: str | Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            recipe = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"recipe {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"recipe {path}: {exc}") from None
+    steps = recipe.get("steps")
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) and "run" in s for s in steps):
+        raise ValueError(f"recipe {path}: expected [[steps]] tables, each with run = \"COMMAND\"")
+    if "model" not in recipe:
+        raise ValueError(f"recipe {path}: name the step output that is the model: model = \"PATH\"")
+    return recipe
+
+
+def argv_of(step: dict) -> list[str]:
+    """The command line a step stands for: its command, then --key value for each option (true: the bare switch;
+    a table: TERM=VALUE,…)."""
+    argv = str(step["run"]).split()
+    for key, value in step.items():
+        if key in ("run", "creates"):
+            continue
+        option = "--" + key.replace("_", "-") if len(key) > 1 else "-" + key
+        if value is True:
+            argv.append(option)
+        elif value is False:
+            continue
+        elif isinstance(value, dict):
+            argv += [option, ",".join(f"{k}={v}" for k, v in value.items())]
+        else:
+            argv += [option, str(value)]
+    return argv
+
+
+def output_of(step: dict) -> str:
+    """What a step makes: its ``creates`` (when its outputs are named otherwise), else its ``out``."""
+    return str(step.get("creates") or step["out"])
+
+
+def scale_noise(model: str, factor: float, out: str) -> None:
+    """A net's noise-injection weights times ``factor``: how much grain it makes from its noise."""
+    import torch
+
+    from usnst.engines.checkpoint import load_checkpoint, save_checkpoint
+    from usnst.engines.fast_net import FastNet
+
+    net, meta = load_checkpoint(model)
+    with torch.no_grad():
+        if isinstance(net, FastNet):
+            net.head.weight[:, net.config.factor ** 2:] *= factor
+        else:
+            net.noise1.weight.mul_(factor)
+            net.noise2.weight.mul_(factor)
+    save_checkpoint(out, net, {**meta, "noise_calibration": f"noise weights x {factor:g}"})
+
+
+def run(path: str | Path, work: str | Path, say=print) -> dict:
+    """Every step of the recipe at ``path`` in folder ``work``; returns the timings (also in work/recipe.json)."""
+    recipe = load(path)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    timings, total = [], time.monotonic()
+    for number, step in enumerate(recipe["steps"], 1):
+        label = f"step {number}/{len(recipe['steps'])}: {step['run']}"
+        if (work / output_of(step)).exists():
+            say(f"{label}: {output_of(step)} exists, skipped")
+            timings.append({"step": number, "run": step["run"], "seconds": None, "skipped": True})
+            continue
+        say(f"{label} -> {output_of(step)}")
+        t0 = time.monotonic()
+        if step["run"] == "scale-noise":
+            scale_noise(str(work / step["model"]), float(step["factor"]), str(work / step["out"]))
+        else:
+            done = subprocess.run([sys.executable, "-m", "usnst", "-q", *argv_of(step)], cwd=work)
+            if done.returncode != 0:
+                raise RuntimeError(f"{label} failed (exit {done.returncode}): `usnst {' '.join(argv_of(step))}` in {work}")
+        timings.append({"step": number, "run": step["run"], "seconds": round(time.monotonic() - t0, 1)})
+    report = {"recipe": str(path), "model": str(work / recipe["model"]), "steps": timings,
+              "seconds": round(time.monotonic() - total, 1)}
+    (work / "recipe.json").write_text(json.dumps(report, indent=2))
+    return report
