@@ -464,3 +464,23 @@ def weights(**given) -> dict[str, float]:
     from usnst.trainer.terms import TERMS
 
     return {t.name: float(given.get(t.name, 0.0)) for t in TERMS}
+
+
+def test_init_from_a_run_state_continues_it_as_a_new_stage(tmp_path):
+    """The shipped chains continue one stage's run state under the next stage's losses and rates: the nets,
+    optimisers and step carry over, the learning rates and the best score are the new stage's own."""
+    from usnst.trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 3, 48, 48, seed=7)
+    common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=2, crop=32, val_fraction=0.0,
+                  progress=False)
+    train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=2, **common))
+    first = torch.load(tmp_path / "a" / "m.state.pt", weights_only=True)
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, init=str(tmp_path / "a" / "m.state.pt"),
+                        lr=3e-4, weights=weights(anatomy=1, adversarial=0.1, texture=0.3), **common))
+    second = torch.load(tmp_path / "b" / "m.state.pt", weights_only=True)
+    assert second["step"] == 4 and second["opt_g"]["param_groups"][0]["lr"] == pytest.approx(3e-4)
+    assert any(not torch.equal(second["generator"][k], first["generator"][k]) for k in first["generator"])
+    with pytest.raises(ValueError, match="give one of them"):
+        train(RealismConfig(out=str(tmp_path / "c" / "m.pt"), steps=2, init=str(tmp_path / "a" / "m.state.pt"),
+                            resume=True, **common))

@@ -73,7 +73,8 @@ class RealismConfig(RunConfig):
     val_images: int = 8
     val_c2st_steps: int = 1000  # the validation classifier's budget: too few steps and every checkpoint reads ~0.5
     resume: bool = False  # continue this run from its state file (OUT.state.pt)
-    init: str | None = None  # start the generator from this checkpoint's weights (same architecture); fresh optimisers
+    init: str | None = None  # start from a checkpoint's weights (fresh optimisers), or continue another run's state
+    # (OTHER.state.pt: its nets, optimisers and step) as a new stage under this run's losses and rates
     style: str | None = None  # unpaired tasks (hq2clinical): the target-domain images (folder, cine, DICOM)
     device: str = "cpu"  # "cuda" trains on the GPU
 
@@ -126,12 +127,15 @@ def check(cfg: RealismConfig) -> None:
         raise ValueError(f"--style is the target domain of an unpaired task; {cfg.task} learns from its triptychs' HQ")
     if not spec.paired and not cfg.style:
         raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
+    if cfg.init and cfg.resume:
+        raise ValueError("--init starts this run from other weights, --resume continues this run: give one of them")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {cfg.device}: this PyTorch build sees no CUDA GPU (torch {torch.__version__})")
 
 
 def _initialise(net, cfg: RealismConfig) -> None:
-    """The generator from ``cfg.init``'s weights; a Johnson net given a learned skip starts it as the identity."""
+    """The generator from checkpoint ``cfg.init``'s weights; a Johnson net given a learned skip starts it as the
+    identity."""
     from usnst.engines.checkpoint import load_checkpoint
 
     start, _ = load_checkpoint(cfg.init)
@@ -143,6 +147,16 @@ def _initialise(net, cfg: RealismConfig) -> None:
     except RuntimeError as exc:
         raise ValueError(f"--init {cfg.init}: not the architecture this run builds ({exc})") from None
     log.info("generator initialised from %s", cfg.init)
+
+
+def _is_state(path: str) -> bool:
+    """Whether ``path`` is a realism run's state (not a model checkpoint)."""
+    if not Path(path).is_file():
+        return False
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True).get("format") == STATE_FORMAT
+    except Exception:  # a checkpoint or a damaged file: load_checkpoint says which, in one line
+        return False
 
 
 class TrainingLog:
@@ -201,20 +215,25 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     train_discriminator = terms.DISCRIMINATOR in needed
     step, best = 0, None
-    if cfg.init and not cfg.resume:
+    source = state_path if cfg.resume else Path(cfg.init) if cfg.init and _is_state(cfg.init) else None
+    if cfg.init and source is None:
         _initialise(net, cfg)
-    if cfg.resume:
-        if not state_path.exists():
-            raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{state_path} is not a usnst realism training state")
+    if source is not None:  # this run resumed, or another run's state continued as a new stage
+        if not source.exists():
+            raise FileNotFoundError(f"nothing to resume: {source} does not exist")
+        state = torch.load(source, map_location=device, weights_only=True)
         net.load_state_dict(state["generator"])
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        step, best = state["step"], state["best"]
-        log.info("resumed from %s at step %d", state_path, step)
+        step = state["step"]
+        if cfg.resume:
+            best = state["best"]
+        else:  # a new stage: its own best, its own learning rates (the optimisers' moments carry over)
+            for opt, lr in ((opt_g, cfg.lr), (opt_d, cfg.d_lr)):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+        log.info("%s %s at step %d", "resumed from" if cfg.resume else "continuing", source, step)
     meta_base = {"task": cfg.task, "training": terms.describe(cfg.weights, spec.paired),
                  "training_data": f"{len(train_samples)} triptychs from {cfg.data}"
                  + (f"; style: {len(style)} images from {cfg.style}" if style else ""),

@@ -16,7 +16,7 @@ from usnst import flags
 from usnst.commands import engine, offline, stream, train
 
 GROUPS = (stream, offline, train, engine)
-NO_CONFIG = ("keys", "engine", "train")  # every other command reads --config FILE.toml (train: each trainer does)
+NO_CONFIG = ("keys", "engine", "train", "recipe")  # every other command reads --config FILE.toml (train: each trainer does)
 
 
 class _DefaultsShown(argparse.HelpFormatter):

@@ -1,11 +1,12 @@
 """Recipes: how a shipped model is rebuilt from nothing, as one TOML file the `usnst recipe` command runs.
 
 A recipe is a list of steps, each a usnst command with its options as keys — exactly what that command's
-``--config FILE.toml`` takes — plus the one step that is not a command, ``scale-noise`` (a trained net's noise weights
-scaled, as some shipped chains calibrated them). Paths are relative to the work folder, so a run is self-contained:
-phantoms, every stage's checkpoint and the final model land there. A step whose output exists is skipped (an
-interrupted rebuild resumes); each step's time goes into ``recipe.json``. The full-size recipe of a model differs
-from the reduced one only in its values.
+``--config FILE.toml`` takes, ``args`` its positional arguments — plus two steps that are not commands: ``scale-noise``
+(a trained net's noise weights scaled, as some shipped chains calibrated them) and ``pydicom-examples`` (pydicom's own
+scanner files, by name: a real style set that needs no download). Paths are relative to the work folder, so a run is
+self-contained: phantoms, every stage's checkpoint and the final model land there. A step whose output file exists is
+skipped and a folder step resumes, so an interrupted rebuild goes on where it stopped; each step's time goes into
+``recipe.json``. The full-size recipe of a model differs from the reduced one only in its values.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import json
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
-BUILT_IN = ("scale-noise",)
+import tomllib
+
+BUILT_IN = ("scale-noise", "pydicom-examples")
 
 
 def load(path: str | Path) -> dict:
@@ -38,9 +40,9 @@ def load(path: str | Path) -> dict:
 def argv_of(step: dict) -> list[str]:
     """The command line a step stands for: its command, then --key value for each option (true: the bare switch;
     a table: TERM=VALUE,…)."""
-    argv = str(step["run"]).split()
+    argv = [*str(step["run"]).split(), *map(str, step.get("args", []))]
     for key, value in step.items():
-        if key in ("run", "creates"):
+        if key in ("run", "creates", "args"):
             continue
         option = "--" + key.replace("_", "-") if len(key) > 1 else "-" + key
         if value is True:
@@ -76,6 +78,16 @@ def scale_noise(model: str, factor: float, out: str) -> None:
     save_checkpoint(out, net, {**meta, "noise_calibration": f"noise weights x {factor:g}"})
 
 
+def pydicom_examples(names: list[str], out: Path) -> None:
+    import shutil
+
+    from pydicom import examples
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(examples.get_path(name), out / f"{name}.dcm")
+
+
 def run(path: str | Path, work: str | Path, say=print) -> dict:
     """Every step of the recipe at ``path`` in folder ``work``; returns the timings (also in work/recipe.json)."""
     recipe = load(path)
@@ -84,7 +96,7 @@ def run(path: str | Path, work: str | Path, say=print) -> dict:
     timings, total = [], time.monotonic()
     for number, step in enumerate(recipe["steps"], 1):
         label = f"step {number}/{len(recipe['steps'])}: {step['run']}"
-        if (work / output_of(step)).exists():
+        if (work / output_of(step)).is_file():
             say(f"{label}: {output_of(step)} exists, skipped")
             timings.append({"step": number, "run": step["run"], "seconds": None, "skipped": True})
             continue
@@ -92,6 +104,8 @@ def run(path: str | Path, work: str | Path, say=print) -> dict:
         t0 = time.monotonic()
         if step["run"] == "scale-noise":
             scale_noise(str(work / step["model"]), float(step["factor"]), str(work / step["out"]))
+        elif step["run"] == "pydicom-examples":
+            pydicom_examples(list(step["names"]), work / step["out"])
         else:
             done = subprocess.run([sys.executable, "-m", "usnst", "-q", *argv_of(step)], cwd=work)
             if done.returncode != 0:

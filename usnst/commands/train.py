@@ -282,4 +282,24 @@ def train_flags(p) -> None:
         p.trainers[name] = sub
 
 
-COMMANDS = {"train": ("train a transform net: realism, perceptual (thesis), supervised or distill", train_flags)}
+# -- recipe ---------------------------------------------------------------------------------------------
+def recipe_flags(p) -> None:
+    p.add_argument("recipe", help="a recipe file, e.g. recipes/lq2hq.toml (each shipped model has one)")
+    p.add_argument("--work", required=True, help="folder the recipe runs in: phantoms, every stage, the model")
+    p.set_defaults(func=run_recipe)
+
+
+def run_recipe(args) -> int:
+    """Rebuild a model from nothing: every step of its recipe, timed; an interrupted run resumes where it stopped."""
+    from usnst.recipe import run
+
+    report = run(args.recipe, args.work, say=lambda line: flags.say(args, f"usnst recipe: {line}"))
+    times = ", ".join(f"{t['run']} {t['seconds']:.0f} s" for t in report["steps"] if t["seconds"] is not None)
+    flags.say(args, f"usnst recipe: {report['model']} in {report['seconds']:.0f} s ({times}); timings in "
+              f"{args.work}/recipe.json")
+    return 0
+
+
+COMMANDS = {"train": ("train a transform net: realism, perceptual (thesis), supervised or distill", train_flags),
+            "recipe": ("rebuild a model from nothing by its recipe (recipes/NAME.toml): phantoms, training, stage",
+                       recipe_flags)}
