@@ -243,7 +243,7 @@ def run_clean(args) -> int:
     for row in s["rows"]:
         print(f"{row['output']}: kept {100 * row['region_fraction']:.1f}% of the frame as image, "
               f"{row['ui_pixels_removed']} UI pixels blanked, {row['overlay_pixels_inpainted']} overlay pixels inpainted, "
-              f"bars {', '.join(row['bars']) or 'none'}")
+              f"bars {row['bars'] if isinstance(row['bars'], str) else ', '.join(row['bars']) or 'none'}")
     for f in s["failures"]:
         print(f"not cleaned: {f['input']}: {f['error']}")
     print(f"usnst clean: {s['images']} cleaned -> {args.out} (report: cleaning.json)")
