@@ -34,7 +34,7 @@ from usnst.engines.base import (
     NoisePlanes,
     check_frame,
 )
-from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint
+from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint, read_checkpoint
 from usnst.engines.geometry import BodyModule, FrameGeometry, FrameNet
 from usnst_io.atomic import atomic_path
 
@@ -300,7 +300,7 @@ def load_onnx_engine(checkpoint: str, options: EngineOptions, artifact: str | No
         log.warning("cached ONNX artifact %s failed its check; exporting it again", path)  # ours to rebuild
         export_onnx(checkpoint, path)
         check_artifact(path, checkpoint, verify=False)
-    _, meta = load_checkpoint(checkpoint)
+    meta = read_checkpoint(checkpoint)["meta"]  # the task: no network to build for that
     return OnnxRuntimeEngine(path, options, {"checkpoint": str(checkpoint), "checkpoint_sha256": sha,
                                              "task": meta.get("task"),
                                              "verified": "checkpoint" if artifact else "built here"})
