@@ -137,7 +137,7 @@ def test_one_word_one_meaning_across_commands():
     for name in ("serve", "simulate", "record", "replay", "view"):
         assert {"--curve-secret", "--curve-allow", "--curve-server"} <= options[name], name
     assert "--curve" in options["demo"]
-    assert {name for name, opts in options.items() if "--config" not in opts} == {"keys", "engine", "train"}
+    assert {name for name, opts in options.items() if "--config" not in opts} == {"keys", "engine", "train", "recipe"}
     trainers = parser.subcommands["train"].trainers  # train: each trainer reads its own --config
     assert all("--config" in {o for a in t._actions for o in a.option_strings} for t in trainers.values())
     assert "--json" in options["info"] and "--frames" in options["phantom"]
