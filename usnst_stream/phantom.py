@@ -213,6 +213,7 @@ class PhantomRenderer:
             my[~self.in_sector] = -1
             self.scan_maps[q] = (mx.astype(np.float32), my.astype(np.float32))
         self._ref = {q: self._reference_level(q) for q in (hq, lq)}
+        self._pixel_offset_mm = (box_h - height * scale) / 2
 
     def _reference_level(self, q: Quality) -> float:
         """Mean envelope of unit-echo tissue for this quality: a fixed 0 dB so brightness does not flicker."""
@@ -259,6 +260,18 @@ class PhantomRenderer:
         img = np.clip((db + q.dynamic_range_db * 2 / 3) / q.dynamic_range_db, 0.0, 1.0).astype(np.float32)
         mx, my = self.scan_maps[q]
         return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def displacement(self, t0: float, t1: float) -> np.ndarray:
+        """The true motion of the anatomy on screen: (H, W, 2) pixels (dx, dy) from where each pixel's world point
+        is seen at ``t0`` to where it is seen at ``t1`` (the probe's rigid move, inverted)."""
+        wx, wy = self._world(self.pix_x, self.pix_y, t0)
+        ax, ay, rot = probe_pose(t1)
+        c, s = math.cos(rot), math.sin(rot)
+        lx, ly = c * (wx - ax) - s * (wy - ay), s * (wx - ax) + c * (wy - ay)
+        col = lx / self.pixel_mm + (self.width - 1) / 2
+        row = (ly - self._pixel_offset_mm) / self.pixel_mm - 0.5
+        cols, rows = np.meshgrid(np.arange(self.width, dtype=np.float32), np.arange(self.height, dtype=np.float32))
+        return np.stack([col - cols, row - rows], axis=-1).astype(np.float32)
 
     def segmentation(self, t: float = 0.0) -> np.ndarray:
         wx, wy = self._world(self.pix_x, self.pix_y, t)
