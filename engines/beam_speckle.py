@@ -15,7 +15,10 @@ So the stage keeps what a net does well — the anatomy, the mean grey — and f
 
 ``re``, ``im`` are standard-normal planes on the polar grid (the engine's noise: fixed, per frame, or off, as the
 net's own planes). The fan (apex, radii, edge angles) is fitted to the input frame's echo region, once per fan: a
-simulator's probe does not change its geometry between frames, so a paused probe gives a still output. The
+simulator's probe does not change its geometry between frames. With fixed noise (streams) the scatterers belong to
+the tissue, as a scanner's do: the planes cover the fan with a margin, and each frame reads them where its tissue was
+in the stream's first frame (``engines.tissue_motion``), so the grain moves with the anatomy and a paused probe
+gives a still output. The
 speckle's parameters (PSF widths in rays and samples, the display's contrast per neper) are fitted to target
 frames by ``offline.speckle_fit`` and stored with the model (checkpoint metadata ``beam_speckle``).
 """
@@ -38,6 +41,7 @@ from usnst.engines.acoustics import (
     HQ_SAMPLES,
 )
 from usnst.engines.base import Engine, EngineOptions, NoisePlanes
+from usnst.engines.tissue_motion import TissueMotion
 from usnst_io.limits import check_config
 
 log = logging.getLogger(__name__)
@@ -142,11 +146,16 @@ def _gaussian_taps(sigma: float) -> np.ndarray:
 
 
 class BeamSpeckle:
-    """The stage: ``apply(styled, frame, planes)`` with two (samples, rays) standard-normal planes, or none for
-    no grain (noise "off": the low-passed output alone)."""
+    """The stage: ``apply(styled, frame, planes)`` with two ``plane_shape`` standard-normal planes, or none for
+    no grain (noise "off": the low-passed output alone). ``anchored``: the planes are the tissue's scatterers,
+    larger than the fan by a margin (a quarter of the rays and an eighth of the samples each side, so tissue that
+    slides into view brings its own; farther out they repeat), read where each frame's tissue was at the start."""
 
-    def __init__(self, config: BeamSpeckleConfig = BeamSpeckleConfig()):
+    def __init__(self, config: BeamSpeckleConfig = BeamSpeckleConfig(), anchored: bool = False):
         self.config = config
+        self.margins = (config.samples // 8, config.rays // 4) if anchored else (0, 0)
+        self.motion = TissueMotion() if anchored else None
+        self._anchored: tuple = (None, None, None)  # (screen maps, motion) → the maps into the tissue's planes
         self.lateral, self.axial = _gaussian_taps(config.lateral_sigma), _gaussian_taps(config.axial_sigma)
         # blurring unit white noise leaves variance Σk²: divided out so the envelope's power has mean 1
         self.energy = float((self.lateral ** 2).sum() * (self.axial ** 2).sum())
@@ -157,12 +166,14 @@ class BeamSpeckle:
         self._shape: tuple[int, int] | None = None
         self.skipped = 0  # frames without a fan: passed through as the net made them
         self._warned = False
+        self._log_r: tuple = (None, None)  # the last plane object and its log-envelope
         self._grain: np.ndarray | None = None  # the last grain, and the (plane, maps) objects it was made from
         self._grain_from: tuple = (None, None)
 
     @property
     def plane_shape(self) -> tuple[int, int, int, int]:
-        return (1, 1, self.config.samples, self.config.rays)
+        margin_samples, margin_rays = self.margins
+        return (1, 1, self.config.samples + 2 * margin_samples, self.config.rays + 2 * margin_rays)
 
     def log_envelope(self, re: np.ndarray, im: np.ndarray) -> np.ndarray:
         """Centred ln R on the polar grid: R² = (a² + b²)/2 is exponential with mean 1, so E[ln R] = −γ/2."""
@@ -177,11 +188,32 @@ class BeamSpeckle:
         (the objects themselves are held, so a new plane can never pass for an old one)."""
         if self._grain is not None and self._grain_from[0] is planes[0] and self._grain_from[1] is maps:
             return self._grain
-        log_r = self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1]))
-        self._grain = self.config.contrast * cv2.remap(log_r, *maps, cv2.INTER_LINEAR,
-                                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if self._log_r[0] is not planes[0]:
+            self._log_r = (planes[0], self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1])))
+        border = cv2.BORDER_WRAP if self.motion is not None else cv2.BORDER_CONSTANT
+        self._grain = self.config.contrast * cv2.remap(self._log_r[1], *maps, cv2.INTER_LINEAR, borderMode=border,
+                                                       borderValue=0)
         self._grain_from = (planes[0], maps)
         return self._grain
+
+    def tissue_maps(self, maps: tuple[np.ndarray, np.ndarray], frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Anchored: every pixel's fractional (ray, sample) in the margined planes at the point where its tissue was
+        in the reference frame (the same objects while the motion stays, so the grain is kept)."""
+        to_reference = self.motion.update(frame)
+        if self._anchored[0] is maps and self._anchored[1] is to_reference:
+            return self._anchored[2]
+        fan, (h, w), cfg = self.fan, frame.shape, self.config
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        (a, b, c), (d, e, f) = to_reference[:2].astype(np.float32)
+        dx = a * xs + b * ys + (c - fan.apex_x)
+        dy = d * xs + e * ys + (f - fan.apex_y)
+        r, angle = cv2.cartToPolar(dy, dx)  # angle = atan2(dx, dy) in [0, 2π): from straight down
+        theta = np.where(angle > math.pi, angle - 2 * math.pi, angle)
+        margin_samples, margin_rays = self.margins
+        ray = (theta - fan.theta0) * ((cfg.rays - 1) / (fan.theta1 - fan.theta0)) + margin_rays
+        sample = (r - fan.r0) * ((cfg.samples - 1) / (fan.r1 - fan.r0)) + margin_samples
+        self._anchored = (maps, to_reference, (ray.astype(np.float32), sample.astype(np.float32)))
+        return self._anchored[2]
 
     def scan_maps(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """cv2.remap maps: every pixel's fractional (ray, sample) on the polar grid; −1 outside the fan."""
@@ -246,6 +278,8 @@ class BeamSpeckle:
         out = base + self.config.level + self.config.detail * (styled - base)
         try:
             maps = self._maps_for(frame)
+            if self.motion is not None:
+                maps = self.tissue_maps(maps, frame)
         except NoFan as exc:
             self.skipped += 1
             if not isinstance(exc, NoEcho) and not self._warned:  # a blank frame is routine, not news
@@ -259,10 +293,11 @@ class BeamSpeckle:
 
 class SpeckledEngine(Engine):
     """Any backend's engine followed by the beam-speckle stage; its polar planes follow the engine's noise mode
-    and seed (``fixed``: drawn once, so a paused probe gives a still output)."""
+    and seed (``fixed``: drawn once and anchored to the tissue, so the grain moves with the anatomy and a paused
+    probe gives a still output)."""
 
     def __init__(self, inner: Engine, config: BeamSpeckleConfig, options: EngineOptions = EngineOptions()):
-        self.inner, self.stage = inner, BeamSpeckle(config)
+        self.inner, self.stage = inner, BeamSpeckle(config, anchored=options.noise == "fixed")
         self.name = inner.name
         self.options = options
         # seeded apart from the net's planes (seed + 1): the grain is not a function of the net's noise
@@ -279,4 +314,4 @@ class SpeckledEngine(Engine):
     def reset(self) -> None:
         self.inner.reset()
         self.noise.reset()
-        self.stage = BeamSpeckle(self.stage.config)  # the fan fitted to earlier frames goes too
+        self.stage = BeamSpeckle(self.stage.config, self.stage.motion is not None)  # the fan and motion go too

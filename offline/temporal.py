@@ -50,7 +50,7 @@ FINE_SIGMA = 2.0  # px: the fine texture is the frame minus its Gaussian(σ 2 px
 
 @dataclass(frozen=True)
 class TextureWindows:
-    """How texture motion is sampled: square windows (stride half a window), searched ± ``search`` px; a window
+    """How texture motion is sampled: square windows (stride a quarter window), searched ± ``search`` px; a window
     counts only if the anatomy moved at least ``min_motion`` px (below that, following the tissue and staying on
     the screen look alike), and it follows the tissue if its texture's best match lies within ``tolerance`` px of
     the anatomy's shift."""
@@ -82,8 +82,8 @@ def texture_motion(first: np.ndarray, later: np.ndarray, motion: np.ndarray, mas
     a, b = fine_texture(first), fine_texture(later)
     h, width = first.shape
     following, after, at_zero = [], [], []
-    for y in range(r, h - w - r + 1, w // 2):
-        for x in range(r, width - w - r + 1, w // 2):
+    for y in range(r, h - w - r + 1, w // 4):
+        for x in range(r, width - w - r + 1, w // 4):
             if not mask[y:y + w, x:x + w].all():
                 continue
             dx, dy = motion[y + w // 2, x + w // 2]

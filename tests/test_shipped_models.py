@@ -24,4 +24,9 @@ def test_a_shipped_model_gives_its_recorded_output(model, backend, noise):
     engine = load_engine(model, backend, EngineOptions(noise=noise, seed=11, threads=1))
     out = to_uint8(engine.infer(to_float(frame)))
     golden = cv2.imread(str(DATA / f"golden_{model}{'' if noise == 'fixed' else '_frame'}.png"), cv2.IMREAD_GRAYSCALE)
-    assert golden is not None and np.array_equal(out, golden)
+    assert golden is not None
+    if backend == "torch":
+        assert np.array_equal(out, golden)
+    else:  # another runtime sums in another order: a value within 0.001 of a rounding boundary may round the other way
+        diff = np.abs(out.astype(int) - golden)
+        assert diff.max() <= 1 and np.count_nonzero(diff) <= out.size // 2000

@@ -1,0 +1,116 @@
+"""Where the imaged tissue has moved since the stream began, estimated from the input frames alone.
+
+A scanner's speckle comes from scatterers fixed in the body, so when the probe moves its grain moves with the
+anatomy. A grain drawn once per stream stays on the screen while the anatomy slides under it; one drawn per frame
+boils. The beam-speckle stage therefore keeps its scatterers in the coordinates of the stream's first frame and
+needs, for every frame, the map from its pixels to those coordinates: this module's ``TissueMotion``.
+
+Why a rigid (Euclidean) motion, and why against a key frame:
+- A probe sweeping in plane moves the whole anatomy rigidly on screen (translation and rotation about the apex).
+  Dense optical flow (OpenCV DIS) on simulator frames errs by as much as the motion itself between consecutive frames
+  (0.2–0.5 px on 0.6 px at 256²): the speckle of the input decorrelates and the fan's edges stay still. One rigid
+  motion fitted to the whole sector by ECC (Evangelidis & Psarakis 2008, ``cv2.findTransformECC``) on the frame
+  shrunk to 128 px errs by 0.1–0.3 px on 5 px.
+- Errors of consecutive estimates add up; estimates against a key frame do not. The key frame is kept until the
+  anatomy has moved a tenth of the frame, then the current frame becomes the key.
+- A paused probe must give a still output: a motion within ``STILL_PX`` of the last one is taken as no motion (a
+  simulator's electronic noise moves the estimate by a few hundredths of a pixel), and an identical frame costs nothing.
+
+Tissue that deforms (a beating heart) is followed only as far as a rigid motion describes it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import cv2
+import numpy as np
+
+from usnst.engines.acoustics import ECHO_LEVEL
+
+log = logging.getLogger(__name__)
+
+WORK_SIDE = 128  # px: the longer side the frame is shrunk to for estimating (the anatomy, not the speckle)
+STILL_PX = 0.15  # px of the full frame: smaller changes of the motion are electronic noise, not the probe
+REKEY_SHARE = 0.1  # the key frame is replaced once the anatomy moved this share of the working frame
+MIN_CORRELATION = 0.6  # below this the frames show different anatomy (a new view): the grain starts afresh
+
+
+class TissueMotion:
+    """``update(frame)`` → a 3×3 matrix taking a pixel (x, y, 1) of this frame to where its tissue was in the
+    reference frame (the first of the stream, or the first after a change of view). ``lost`` counts frames whose
+    motion could not be estimated (the grain then starts afresh there)."""
+
+    def __init__(self):
+        self.lost = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.to_reference = np.eye(3)
+        self._raw: np.ndarray | None = None
+        self._key: tuple[np.ndarray, np.ndarray] | None = None  # shrunk key frame and its mask
+        self._key_to_reference = np.eye(3)
+        self._to_key = np.eye(2, 3, dtype=np.float32)  # the last estimate, in working pixels: a warm start
+        self._scale: np.ndarray | None = None  # full → working pixel coordinates
+
+    def update(self, frame: np.ndarray) -> np.ndarray:
+        if self._raw is not None and frame.shape == self._raw.shape and np.array_equal(frame, self._raw):
+            return self.to_reference
+        first = self._raw is None or frame.shape != self._raw.shape
+        self._raw = frame.copy()
+        small, mask = self._shrink(frame)
+        if first or self._key is None:
+            self.reset()
+            self._raw = frame.copy()
+            self._scale = _scaling(frame.shape, small.shape)
+            self._key = (small, mask)
+            return self.to_reference
+        if mask.sum() < 64:  # a blank frame: nothing to follow, keep the grain where it was
+            return self.to_reference
+        try:
+            correlation, to_key = cv2.findTransformECC(small, self._key[0], self._to_key.copy(), cv2.MOTION_EUCLIDEAN,
+                                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4),
+                                                       self._key[1], 1)
+        except cv2.error:
+            correlation, to_key = -1.0, None
+        if correlation < MIN_CORRELATION:
+            self.lost += 1
+            log.debug("tissue motion lost (correlation %.2f): the grain starts afresh", correlation)
+            self.reset()
+            self._raw = frame.copy()
+            self._scale = _scaling(frame.shape, small.shape)
+            self._key = (small, mask)
+            return self.to_reference
+        self._to_key = to_key
+        s = self._scale
+        to_reference = self._key_to_reference @ np.linalg.inv(s) @ np.vstack([to_key, [0, 0, 1]]) @ s
+        if _largest_shift(to_reference, self.to_reference, frame.shape) >= STILL_PX:
+            self.to_reference = to_reference
+        if math.hypot(to_key[0, 2], to_key[1, 2]) > REKEY_SHARE * WORK_SIDE or abs(to_key[1, 0]) > 0.05:
+            self._key, self._key_to_reference = (small, mask), self.to_reference
+            self._to_key = np.eye(2, 3, dtype=np.float32)
+        return self.to_reference
+
+    @staticmethod
+    def _shrink(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frame at WORK_SIDE (area average, then σ 1 px: the anatomy's scale), and its lit pixels away from the
+        sector's edges (which stay on the screen and would pull the estimate to no motion)."""
+        h, w = frame.shape
+        s = WORK_SIDE / max(h, w)
+        size = (max(8, round(w * s)), max(8, round(h * s)))
+        small = cv2.GaussianBlur(cv2.resize(frame.astype(np.float32), size, interpolation=cv2.INTER_AREA), (0, 0), 1.0)
+        mask = cv2.erode((small > ECHO_LEVEL).astype(np.uint8), np.ones((7, 7), np.uint8))
+        return small, mask
+
+
+def _scaling(full: tuple[int, int], small: tuple[int, int]) -> np.ndarray:
+    """Full-frame pixel centres to the shrunk frame's (cv2.resize's convention: x' = s·(x + ½) − ½)."""
+    sx, sy = small[1] / full[1], small[0] / full[0]
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+
+
+def _largest_shift(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> float:
+    """How far apart two motions put the frame's corners, in pixels."""
+    h, w = shape
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float).T
+    return float(np.abs((a - b) @ corners)[:2].max())

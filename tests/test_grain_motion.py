@@ -1,0 +1,92 @@
+"""Grain that moves with the tissue (issue 27, items 1–2): the measure that tells a tracking texture from one stuck to
+the screen, the motion estimated from the input alone, and the stream grain that follows it."""
+import cv2
+import numpy as np
+import pytest
+
+from usnst.engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig
+from usnst.engines.tissue_motion import TissueMotion
+from usnst.offline.temporal import merge_texture_motion, texture_motion
+from usnst_stream.phantom import PhantomRenderer
+
+FPS, LAG = 25, 8
+
+
+def _shift(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """The image moved by (dx, dy) px: what was at p is at p + (dx, dy)."""
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, m, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def test_a_shifted_texture_tracks_and_a_fixed_overlay_does_not():
+    rng = np.random.default_rng(0)
+    field = cv2.GaussianBlur(rng.standard_normal((128, 128)).astype(np.float32), (0, 0), 0.8)
+    motion = np.zeros((128, 128, 2), np.float32)
+    motion[..., 0], motion[..., 1] = 3.0, -2.0
+    mask = np.ones((128, 128), bool)
+    moving = texture_motion(field, _shift(field, 3, -2), motion, mask)
+    assert moving["windows"] >= 16 and moving["following"] == 1.0
+    assert moving["after_motion"] > 0.95 and abs(moving["at_zero"]) < 0.2
+    stuck = texture_motion(field, field, motion, mask)  # the anatomy moved, the texture stayed on the screen
+    assert stuck["following"] == 0.0 and stuck["at_zero"] > 0.99 and abs(stuck["after_motion"]) < 0.2
+    boiling = texture_motion(field, cv2.GaussianBlur(rng.standard_normal((128, 128)).astype(np.float32), (0, 0), 0.8),
+                             motion, mask)
+    assert boiling["following"] < 0.2 and abs(boiling["after_motion"]) < 0.2 and abs(boiling["at_zero"]) < 0.2
+    still = np.zeros_like(motion)  # no motion: following and staying cannot be told apart, no window counts
+    assert texture_motion(field, field, still, mask)["windows"] == 0
+    assert merge_texture_motion([moving, stuck])["following"] == 0.5
+
+
+def test_the_phantom_knows_where_its_anatomy_went():
+    renderer = PhantomRenderer(96, 96, seed=3)
+    motion = renderer.displacement(0.0, LAG / FPS)
+    first, later = renderer.segmentation(0.0), renderer.segmentation(LAG / FPS)
+    ys, xs = np.mgrid[0:96, 0:96].astype(np.float32)
+    seen = cv2.remap(later, xs + motion[..., 0], ys + motion[..., 1], cv2.INTER_NEAREST)
+    both = (first > 0) & (seen > 0)
+    assert np.abs(motion[..., 0]).mean() > 1.0  # the probe does move
+    assert (seen[both] == first[both]).mean() > 0.97  # labels agree but for boundary pixels
+
+
+def test_the_motion_of_a_rigidly_moved_frame_is_recovered_and_noise_is_not_motion():
+    frame = PhantomRenderer(160, 160, seed=5).render(0.0).lq
+    tracker = TissueMotion()
+    assert np.array_equal(tracker.update(frame), np.eye(3))
+    for dx, dy in [(1.0, 0.5), (2.5, 1.0), (4.0, 1.5)]:
+        to_reference = tracker.update(_shift(frame, dx, dy))
+        assert to_reference[:2, 2] == pytest.approx([-dx, -dy], abs=0.3)  # a pixel's tissue was (dx, dy) back
+    paused = TissueMotion()
+    paused.update(frame)
+    noisy = np.random.default_rng(1)
+    for _ in range(5):  # a paused probe whose simulator adds electronic noise: the grain must not wander
+        again = np.clip(frame + noisy.normal(0, 0.01, frame.shape).astype(np.float32), 0, 1)
+        assert np.array_equal(paused.update(again), np.eye(3))
+
+
+def _phantom_sequences(size: int, seeds: range):
+    for seed in seeds:
+        renderer = PhantomRenderer(size, size, seed=seed)
+        frames = [renderer.render(k / FPS) for k in range(LAG + 1)]
+        sector = cv2.erode((frames[0].seg > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0  # grain is everywhere
+        yield [f.lq for f in frames], renderer.displacement(0.0, LAG / FPS), sector
+
+
+@pytest.mark.parametrize("anchored", [True, False])
+def test_the_stream_grain_moves_with_the_tissue_and_a_paused_probe_stays_still(anchored):
+    """The stage alone on a moving phantom probe (the LQ input as the net's output): anchored, the grain follows the
+    anatomy; drawn on the screen, it stays there."""
+    results = []
+    for lq, motion, mask in _phantom_sequences(160, range(50000, 50003)):
+        stage = BeamSpeckle(BeamSpeckleConfig(), anchored=anchored)
+        rng = np.random.default_rng(0)
+        planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
+        out = [stage.apply(f, f, planes) for f in lq]
+        results.append(texture_motion(out[0], out[-1], motion, mask))
+        paused = [stage.apply(lq[-1], lq[-1], planes) for _ in range(3)]
+        assert np.array_equal(paused[0], out[-1]) and np.array_equal(paused[1], paused[2])
+    r = merge_texture_motion(results)
+    assert r["windows"] >= 6
+    if anchored:
+        assert r["following"] >= 0.8 and r["after_motion"] > 0.3 and r["at_zero"] < 0.2
+    else:
+        assert r["following"] == 0.0 and r["at_zero"] > 0.6
