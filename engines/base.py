@@ -7,6 +7,7 @@ caller's concern (usnst_stream.frames), so a backend never knows about the proto
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 from dataclasses import dataclass
@@ -65,9 +66,13 @@ class NoisePlanes:
         self.generator = torch.Generator(device=self.device)
         self.reset()
 
-    def reset(self) -> None:
-        """Back to the state of a new stream: the next planes are those the seed gives first."""
-        self.generator.manual_seed(self.seed)
+    def reset(self, key: str | None = None) -> None:
+        """Back to the state of a new stream: the next planes are those the seed gives first. ``key`` names the
+        stream (a batch file's content hash): its planes come from (seed, key), so unrelated images of a dataset
+        carry independent grain — one grain for all would correlate their textures — and a file always its own."""
+        self.stream_seed = self.seed if key is None else int.from_bytes(
+            hashlib.sha256(f"{self.seed}:{key}".encode()).digest()[:7], "big")
+        self.generator.manual_seed(self.stream_seed)
         self._fixed: dict[tuple, list] = {}
 
     def _make(self, shapes, draw: bool) -> list:
@@ -87,7 +92,7 @@ class NoisePlanes:
         if key not in self._fixed:
             # Drawn from the seed afresh, so a size's planes depend on (seed, size) only — not on which sizes came
             # before (a node's warm-up frame, an earlier stream): the node and the in-process API agree.
-            self.generator.manual_seed(self.seed)
+            self.generator.manual_seed(self.stream_seed)
             self._fixed = {key: self._make(shapes, draw=True)}  # one size at a time: a new size replaces the old
         return self._fixed[key]
 
@@ -103,12 +108,13 @@ class Engine:
     def describe(self) -> dict:
         return {"backend": self.name}
 
-    def reset(self) -> None:
+    def reset(self, key: str | None = None) -> None:
         """Forget what earlier frames left behind (noise drawn, a fitted fan): the next frame is the first of a new
-        stream. Batch tools call it before each file, so a file's output never depends on the files before it."""
+        stream. Batch tools call it before each file with the file's ``key``, so a file's output never depends on
+        the files before it and unrelated files do not share one grain (NoisePlanes.reset)."""
         noise = getattr(self, "noise", None)
         if isinstance(noise, NoisePlanes):
-            noise.reset()
+            noise.reset(key)
 
 
 def check_frame(frame: np.ndarray) -> None:

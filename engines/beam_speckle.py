@@ -311,7 +311,7 @@ class SpeckledEngine(Engine):
     def describe(self) -> dict:
         return {**self.inner.describe(), "beam_speckle": self.stage.config.to_dict()}
 
-    def reset(self) -> None:
-        self.inner.reset()
-        self.noise.reset()
+    def reset(self, key: str | None = None) -> None:
+        self.inner.reset(key)
+        self.noise.reset(key)
         self.stage = BeamSpeckle(self.stage.config, self.stage.motion is not None)  # the fan and motion go too

@@ -34,7 +34,12 @@ from usnst.engines.base import (
     NoisePlanes,
     check_frame,
 )
-from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint, read_checkpoint
+from usnst.engines.checkpoint import (
+    code_version,
+    file_sha256,
+    load_checkpoint,
+    read_checkpoint,
+)
 from usnst.engines.geometry import BodyModule, FrameGeometry, FrameNet
 from usnst_io.atomic import atomic_path
 

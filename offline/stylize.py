@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from usnst.engines.base import Engine
+from usnst.engines.checkpoint import file_sha256
 from usnst.offline.datasets import crop_brightness_bar, split_triptych
 from usnst.offline.metrics import mean_scores, score_pair
 from usnst_io.atomic import remove_stale_temp_files
@@ -92,6 +93,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _content_key(path: Path) -> str | None:
+    """The file's SHA-256, which names its noise stream; None when it cannot be read (reading it fails next, and
+    the failure is reported there)."""
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
 def _stylize_one(engine: Engine, img: np.ndarray) -> np.ndarray:
     return to_uint8(engine.infer(to_float(img)))
 
@@ -158,7 +168,9 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     report = StylizeReport(total=len(items))
     for item in tqdm(items, desc="stylize", unit="img", disable=not job.progress):
         path, rel = item.input, item.rel
-        engine.reset()  # each file as the first of a stream: no output depends on order, shard or resume
+        # each file as the first of a stream, its noise drawn for its content: no output depends on order, name,
+        # shard or resume, and unrelated images do not share one grain
+        engine.reset(key=_content_key(path))
         if path.suffix.lower() in DICOM_SUFFIXES:
             _stylize_dicom(engine, path, item, job, report)
             continue

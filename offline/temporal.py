@@ -117,3 +117,27 @@ def merge_texture_motion(results: list[dict]) -> dict:
         return {"windows": 0, "following": float("nan"), "after_motion": float("nan"), "at_zero": float("nan")}
     mean = lambda key: float(sum(r[key] * r["windows"] for r in results if r["windows"]) / n)
     return {"windows": n, "following": mean("following"), "after_motion": mean("after_motion"), "at_zero": mean("at_zero")}
+
+
+def sequence_texture_motion(inputs: list[np.ndarray], outputs: list[np.ndarray], lag: int = 8,
+                            windows: TextureWindows = TextureWindows()) -> dict:
+    """``texture_motion`` of a stylized sequence without a phantom's ground truth: the anatomy's motion between
+    frames ``lag`` apart is the rigid motion of the *input* (engines.tissue_motion, followed frame by frame), the
+    windows those the input lights (fluid and the outside excluded). Pairs start every ``lag`` frames."""
+    from usnst.engines.tissue_motion import TissueMotion
+    from usnst.offline.realism import tissue_mask
+
+    if len(inputs) != len(outputs):
+        raise ValueError(f"need equally long sequences, got {len(inputs)} inputs and {len(outputs)} outputs")
+    tracker, to_reference = TissueMotion(), []
+    for frame in inputs:
+        to_reference.append(tracker.update(np.asarray(frame, np.float32) / 255.0).copy())
+    results = []
+    for i in range(0, len(inputs) - lag, lag):
+        h, w = inputs[i].shape
+        forward = np.linalg.inv(to_reference[i + lag]) @ to_reference[i]  # a pixel of frame i → frame i + lag
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+        motion = np.stack([forward[0, 0] * xs + forward[0, 1] * ys + forward[0, 2] - xs,
+                           forward[1, 0] * xs + forward[1, 1] * ys + forward[1, 2] - ys], axis=-1).astype(np.float32)
+        results.append(texture_motion(outputs[i], outputs[i + lag], motion, tissue_mask(inputs[i]), windows))
+    return {**merge_texture_motion(results), "lag": lag, "pairs": len(results), "motion_lost": tracker.lost}

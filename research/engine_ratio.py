@@ -2,6 +2,11 @@
 slows both alike and the ratio means something. Prints p50 latency, frames/s and the ratio per size.
 
     python research/engine_ratio.py --a lq2hq_fast --b runs/x/model.pt --backend onnxruntime --sizes 256,512 --frames 60
+    python research/engine_ratio.py --a lq2hq_fast --a-screen-grain --b lq2hq_fast --moving --sizes 512   # issue 27
+
+``--moving``: the frames of a moving probe (as a stream sends them) instead of one frame again and again — what the
+tissue-anchored grain costs shows only then; ``--a-screen-grain``: model A with its fixed grain drawn on the screen,
+as the stage drew it before issue 27.
 """
 import argparse
 import time
@@ -9,6 +14,7 @@ import time
 import numpy as np
 
 from usnst.engines.base import EngineOptions
+from usnst.engines.beam_speckle import BeamSpeckle
 from usnst.engines.registry import load_engine
 from usnst_io.media import to_float, to_uint8
 from usnst_stream.phantom import PhantomRenderer
@@ -21,22 +27,30 @@ def main() -> None:
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--sizes", default="512")
     ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--moving", action="store_true", help="a moving probe's frames, not one frame repeated")
+    ap.add_argument("--a-screen-grain", action="store_true", help="model A's fixed grain drawn on the screen")
     args = ap.parse_args()
-    engines = {name: load_engine(name, args.backend, EngineOptions()) for name in (args.a, args.b)}
+    a_name = args.a + (" (grain on the screen)" if args.a_screen_grain else "")
+    engines = {a_name: load_engine(args.a, args.backend, EngineOptions()),
+               args.b: load_engine(args.b, args.backend, EngineOptions())}
+    if args.a_screen_grain:
+        engines[a_name].stage = BeamSpeckle(engines[a_name].stage.config, anchored=False)
     for size in (int(s) for s in args.sizes.split(",")):
-        frame = to_float(to_uint8(PhantomRenderer(size, size, seed=1).render(0.0).lq))
+        renderer = PhantomRenderer(size, size, seed=1)
+        frames = [to_float(to_uint8(renderer.render(i / 30 if args.moving else 0.0).lq))
+                  for i in range(args.frames if args.moving else 1)]
         times = {name: [] for name in engines}
         for engine in engines.values():
-            engine.infer(frame)  # warm-up (and the fixed noise planes for this size)
-        for _ in range(args.frames):
+            engine.infer(frames[0])  # warm-up (and the fixed noise planes for this size)
+        for i in range(args.frames):
             for name, engine in engines.items():
                 t0 = time.perf_counter()
-                engine.infer(frame)
+                engine.infer(frames[i % len(frames)])
                 times[name].append((time.perf_counter() - t0) * 1e3)
         p50 = {name: float(np.median(t)) for name, t in times.items()}
         print(f"{size}x{size} {args.backend}: " + ", ".join(f"{n} p50 {p50[n]:.1f} ms ({1e3 / p50[n]:.1f} fps)"
                                                              for n in engines)
-              + f"; ratio b/a {p50[args.b] / p50[args.a]:.2f}", flush=True)
+              + f"; ratio b/a {p50[args.b] / p50[a_name]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@ with an independent scatterer field: the best a model whose speckle is not copie
 
 Scenes come from seeds never used for training (default 50000…), rendered here so the oracle can be re-rendered;
 ``--outside`` adds the low-passed SSIM to the input on acquisition settings beyond the training ranges (a model that
-invents structure loses it there), ``--flicker`` the moving-probe flicker ratio and the paused-probe output change.
+invents structure loses it there), ``--flicker`` the moving-probe flicker ratio and the paused-probe output change,
+``--motion`` whether the fine texture moves with the anatomy on moving-probe sequences (offline.temporal.texture_motion
+with the phantom's true motion; HQ and the LQ input beside every model; ``--motion-only`` skips the still report).
 
     python research/realism_table.py --models lq2hq,lq2hq_fast,runs/x/model.pt -n 24 --size 256 --outside --flicker
     python research/realism_table.py --task seg2hq --models seg2hq -n 24
     python research/realism_table.py --models a.pt,b.pt -n 24 --seed 1000 --settings varied   # calibration split
     python research/realism_table.py --models a.pt --seeds 70000,100000 --repeats 4 --no-baselines   # a screen
     python research/realism_table.py --task hq2clinical --models hq2clinical --style data/clinical -n 24
+    python research/realism_table.py --models lq2hq,lq2hq_fast --seeds 50000,60000 --motion-only --noise fixed,frame
 
 Unpaired tasks (hq2clinical) are scored against the style set (C2ST, m, FWHM, W1) and keep anatomy against their
 input (low-passed SSIM to the HQ frame); they have no oracle row.
@@ -20,10 +23,11 @@ import json
 import numpy as np
 
 from usnst.engines.base import EngineOptions
+from usnst.engines.beam_speckle import BeamSpeckle
 from usnst.engines.registry import load_engine
-from usnst.offline.realism import C2STBudget, lowpass_ssim, realism_report
+from usnst.offline.realism import C2STBudget, lowpass_ssim, realism_report, tissue_mask
 from usnst.offline.tasks import task
-from usnst.offline.temporal import flicker
+from usnst.offline.temporal import flicker, merge_texture_motion, texture_motion
 from usnst_io.media import read_stills, to_float, to_uint8
 from usnst_stream.phantom import PhantomRenderer, render_scene
 
@@ -38,6 +42,38 @@ def scenes(n: int, size: int, seed: int, settings: str = "default"):
         o = render_scene(seed + i, i, size, size, settings, speckle_seed=seed + i + 1)
         out.append((to_uint8(s.lq), to_uint8(s.hq), s.seg.astype(np.uint8), to_uint8(o.hq)))
     return out
+
+
+MOTION_FPS, MOTION_LAG = 25, 8  # frames 8 apart at 25 fps: 3–5 px of anatomy motion at 256²
+
+
+def moving_probes(n: int, size: int, seeds: list[int]):
+    """Per scene and start (t = 0 s and 5.5 s: the sweep's fastest moments, one each way): the LQ and HQ frames of
+    a moving probe, the true motion from the first frame to the last, and the lit windows of the first HQ."""
+    out = []
+    for seed in seeds:
+        for i in range(n):
+            renderer = PhantomRenderer(size, size, seed=seed + i)
+            for t0 in (0.0, 5.5):
+                frames = [renderer.render(t0 + k / MOTION_FPS) for k in range(MOTION_LAG + 1)]
+                out.append(([f.lq for f in frames], [f.hq for f in frames],
+                            renderer.displacement(t0, t0 + MOTION_LAG / MOTION_FPS),
+                            tissue_mask(to_uint8(frames[0].hq))))
+    return out
+
+
+def motion_row(name: str, sequences, run=None) -> dict:
+    """The texture motion of HQ (run None and name 'HQ'), the input (name 'LQ') or a model run over each
+    sequence in order from a fresh stream (its first and last outputs compared)."""
+    results = []
+    for lq, hq, motion, mask in sequences:
+        if run is None:
+            frames = hq if name.startswith("HQ") else lq
+        else:
+            run.reset()
+            frames = [run(f) for f in lq]
+        results.append(texture_motion(frames[0] * 255, frames[-1] * 255, motion, mask))
+    return {"model": name, **merge_texture_motion(results)}
 
 
 def row(name, outputs, data, budget, style=None, source=0):
@@ -75,6 +111,10 @@ def main() -> None:
     ap.add_argument("--noise-off-too", action="store_true", help="also each model with its noise planes at zero")
     ap.add_argument("--outside", action="store_true", help="also low-passed SSIM to the input, in and outside range")
     ap.add_argument("--flicker", action="store_true", help="also temporal measures on a simulated scan")
+    ap.add_argument("--motion", action="store_true", help="also the texture-motion table on moving-probe sequences")
+    ap.add_argument("--motion-only", action="store_true", help="only the texture-motion table (no C2ST: minutes)")
+    ap.add_argument("--screen-grain-too", action="store_true",
+                    help="--motion: also each staged model with its fixed grain drawn on the screen (before issue 27)")
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
                     help="C2ST classifiers averaged per row (8 on 48 scenes: standard error about 0.035)")
     ap.add_argument("--no-baselines", action="store_true",
@@ -85,6 +125,10 @@ def main() -> None:
 
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     args.seed = seeds[0]
+    if args.motion or args.motion_only:
+        print_motion_table(args, seeds)
+        if args.motion_only:
+            return
     data = [d for s in seeds for d in scenes(args.n, args.size, s, args.settings)]
     budget = C2STBudget(repeats=args.repeats)
     spec = task(args.task)
@@ -136,6 +180,31 @@ def main() -> None:
         print(line, flush=True)
     if args.json:
         with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+def print_motion_table(args, seeds: list[int]) -> None:
+    sequences = moving_probes(args.n, args.size, seeds)
+    rows = [motion_row("HQ (scatterers fixed in the world)", sequences), motion_row("LQ (the input)", sequences)]
+    for name in args.models.split(","):
+        for mode in args.noise.split(","):
+            engine = load_engine(name, "torch", EngineOptions(noise=mode, seed=0))
+            run = lambda img, engine=engine: to_float(to_uint8(engine.infer(img)))
+            run.reset = engine.reset
+            rows.append(motion_row(f"{name}, noise {mode}", sequences, run))
+            if mode == "fixed" and args.screen_grain_too and hasattr(engine, "stage"):
+                engine.stage = BeamSpeckle(engine.stage.config, anchored=False)  # the stream grain before issue 27
+                rows.append(motion_row(f"{name}, noise fixed, grain on the screen (before)", sequences, run))
+    print(f"texture motion: {len(sequences)} moving-probe sequences ({args.n} scenes × 2 starts per seed "
+          f"{', '.join(f'{s}…' for s in seeds)}), {args.size}², frames {MOTION_LAG} apart at {MOTION_FPS} fps; "
+          f"32-px windows lit in HQ whose anatomy moved ≥ 1.5 px (true motion)")
+    print("| model | windows | follows the anatomy | correlation after motion | correlation at zero shift |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['windows']} | {r['following']:.0%} | {r['after_motion']:.2f} | {r['at_zero']:.2f} |",
+              flush=True)
+    if args.json:
+        with open(args.json.replace(".json", ".motion.json"), "w") as f:
             json.dump(rows, f, indent=2)
 
 

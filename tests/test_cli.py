@@ -451,3 +451,28 @@ def test_quiet_after_the_subcommand_and_defaults_in_help(tmp_path):
     text = usnst("demo", "--help").stdout
     assert "--duration SECONDS" in text and "(default: 6.0)" in text.replace("\n", " ").replace("  ", " ")
     assert "(default: None)" not in text
+
+
+def test_metrics_video_says_whether_the_texture_moves_with_the_anatomy(tmp_path):
+    """The anatomy's motion comes from the input alone: a texture carried by the tissue (the phantom's HQ) follows
+    it, a pattern laid on the screen (the same noise on every frame) stays at zero shift."""
+    from usnst_stream.phantom import PhantomRenderer
+
+    renderer = PhantomRenderer(256, 256, seed=50001)
+    frames = [renderer.render(k / 25) for k in range(17)]
+    overlay = np.random.default_rng(0).normal(0, 25, (256, 256))
+    for name, images in [("in", [f.lq for f in frames]), ("hq", [f.hq for f in frames]),
+                         ("stuck", [np.clip(f.lq * 255 + overlay, 0, 255) / 255 for f in frames])]:
+        (tmp_path / name).mkdir()
+        for i, image in enumerate(images):
+            cv2.imwrite(str(tmp_path / name / f"{i:03d}.png"), (image * 255).round().astype(np.uint8))
+    result = {}
+    for name in ("hq", "stuck"):
+        proc = usnst("metrics", tmp_path / name, "--video", "--input", tmp_path / "in", "--json", tmp_path / f"{name}.json")
+        assert "follows the anatomy" in proc.stdout
+        result[name] = json.loads((tmp_path / f"{name}.json").read_text())["texture_motion"]
+    assert result["hq"]["pairs"] == 2 and result["hq"]["windows"] >= 10
+    assert result["hq"]["following"] >= 0.7 and result["stuck"]["following"] <= 0.1
+    assert result["stuck"]["at_zero"] > result["hq"]["at_zero"] + 0.5
+    proc = usnst("metrics", tmp_path / "hq", "--targets", tmp_path / "in", "--lag", "4", check=False)
+    assert proc.returncode == 2 and "--video only" in proc.stderr

@@ -175,6 +175,8 @@ def metrics_flags(p) -> None:
     p.add_argument("--targets", default=None, help="folder of targets with the outputs' relative paths")
     p.add_argument("--video", action="store_true", help="temporal stability (flicker) of a sequence against --input")
     p.add_argument("--input", default=None, help="--video: the input sequence the outputs were stylized from")
+    p.add_argument("--lag", type=flags.ranged(int, 1, 1000), default=None,
+                   help="--video: frames apart at which to ask whether the fine texture moved with the anatomy (8)")
     p.add_argument("--layout", default=job.targets_layout, choices=TARGET_LAYOUTS,
                    help="the layout of the --targets files (as `stylize --layout` names its inputs'): triptych: the "
                         "target is the HQ panel of the same-named triptych")
@@ -199,6 +201,8 @@ def metrics_flags(p) -> None:
 def run_metrics(args) -> int:
     if args.video:
         return _video_metrics(args)
+    if args.lag is not None or args.input:
+        raise ValueError("--lag and --input apply to --video only")
     if not args.targets:
         raise ValueError("--targets is required (or --video with --input for temporal stability)")
     from usnst.offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
@@ -213,17 +217,28 @@ def run_metrics(args) -> int:
 
 
 def _video_metrics(args) -> int:
-    from usnst.offline.temporal import flicker
+    from usnst.offline.temporal import flicker, sequence_texture_motion
     from usnst_io.media import read_sequence
 
     if not args.input:
         raise ValueError("--video needs --input: the input sequence the outputs were made from")
-    result = flicker(read_sequence(args.input).frames, read_sequence(args.outputs).frames)
+    inputs, outputs = read_sequence(args.input).frames, read_sequence(args.outputs).frames
+    result = flicker(inputs, outputs)
     static = result["static_output_change"]
     flags.say(args, f"temporal stability over {result['frames']} frames: input changes {result['input_change']:.3f} grey levels "
           f"per frame, output {result['output_change']:.3f} (ratio {result['ratio']:.3f}; 1 = moves as the input, "
           f"> 1 = flicker); on {result['static_pairs']} static input pairs the output changed "
           + (f"{static:.3f}" if static is not None else "n/a"))
+    lag = args.lag or 8
+    if len(inputs) > lag:
+        motion = result["texture_motion"] = sequence_texture_motion(inputs, outputs, lag)
+        flags.say(args, f"fine texture, frames {lag} apart: follows the anatomy in {motion['following']:.0%} of "
+                        f"{motion['windows']} moving tissue windows; correlation after the anatomy's motion "
+                        f"{motion['after_motion']:.2f}, at zero shift {motion['at_zero']:.2f} (high: stuck to the "
+                        f"screen); anatomy's motion estimated from the input (rigid), lost on {motion['motion_lost']} frames"
+                  if motion["windows"] else f"fine texture: no tissue window moved ≥ 1.5 px between frames {lag} apart")
+    elif args.lag:
+        raise ValueError(f"--lag {args.lag}: the sequence has only {len(inputs)} frames")
     flags.emit_json(args, result)
     return 0
 
