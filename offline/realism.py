@@ -7,6 +7,9 @@ the anatomy survive?
 - **Tissue histogram distance**: 1-D Wasserstein distance between the grey levels of tissue pixels, in grey levels.
 - **Anatomy kept**: SSIM between low-passed images (a Gaussian wide enough to erase speckle), so a model may make
   new speckle but not new structure.
+- **Invented structure**: output and input low-passed, the output's grey levels mapped to the input's by the best
+  monotone curve (a model may change brightness and contrast, not what is where); the share of the sector that still
+  differs by more than 20 grey levels, and the width of the largest such blob.
 - **C2ST** (classifier two-sample test, Lopez-Paz & Oquab 2017): a small CNN is trained for a fixed budget and seed
   to tell output patches from target-domain patches; its held-out accuracy is 0.5 when they are indistinguishable.
 
@@ -15,6 +18,7 @@ skull and outside-sector pixels are not tissue speckle); without a label map, th
 """
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -96,6 +100,54 @@ def lowpass_ssim(a: np.ndarray, b: np.ndarray, sigma: float = LOWPASS_SIGMA) -> 
     """SSIM of the two images after a Gaussian low-pass: anatomy compared, speckle ignored."""
     blur = lambda x: cv2.GaussianBlur(x.astype(np.float32) / 255.0, (0, 0), sigma)
     return ssim(blur(a), blur(b), data_range=1.0)
+
+
+INVENTED_GREY = 20.0  # grey levels that a low-passed output may differ from its input after the monotone map
+
+
+def invented_structure(output: np.ndarray, source: np.ndarray, sigma: float = LOWPASS_SIGMA,
+                       threshold: float = INVENTED_GREY) -> dict:
+    """Structure in ``output`` that its input ``source`` (uint8 grey, same size) does not have: ``share`` of the
+    input's sector (its lit pixels' hull, less a σ-wide rim) whose low-passed grey differs from the input's by more
+    than ``threshold`` after the best monotone grey map, and ``largest_blob_px``, the widest such region's width (twice
+    its largest inscribed radius)."""
+    if output.shape != source.shape:
+        raise ValueError(f"output {output.shape} and input {source.shape} differ in size")
+    blur = lambda x: cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigma)
+    out, src = blur(output), blur(source)
+    points = cv2.findNonZero((source > 10).astype(np.uint8))
+    if points is None:
+        return {"share": 0.0, "largest_blob_px": 0.0, "pixels": 0}
+    sector = np.zeros(source.shape, np.uint8)
+    cv2.fillConvexPoly(sector, cv2.convexHull(points), 1)
+    rim = 2 * math.ceil(2 * sigma) + 1
+    sector = cv2.erode(sector, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (rim, rim))).astype(bool)
+    if not sector.any():
+        return {"share": 0.0, "largest_blob_px": 0.0, "pixels": 0}
+    levels = np.clip(out[sector], 0, 255).astype(np.int64)
+    counts = np.bincount(levels, minlength=256).astype(np.float64)
+    sums = np.bincount(levels, weights=src[sector].astype(np.float64), minlength=256)
+    curve = _monotone_fit(sums, counts)
+    differs = np.zeros(source.shape, np.uint8)
+    differs[sector] = np.abs(curve[levels] - src[sector]) > threshold
+    inscribed = cv2.distanceTransform(differs, cv2.DIST_L2, 5)
+    return {"share": float(differs[sector].mean()), "largest_blob_px": float(2 * inscribed.max()),
+            "pixels": int(sector.sum())}
+
+
+def _monotone_fit(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The non-decreasing curve over 256 grey levels closest (weighted least squares) to the per-level means
+    ``sums / counts``: pool-adjacent-violators, then levels without pixels interpolated."""
+    blocks: list[list[float]] = []  # [mean, weight, first level, last level]
+    for level in np.flatnonzero(counts):
+        blocks.append([sums[level] / counts[level], counts[level], level, level])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, w2, a, _ = blocks.pop(-2)
+            m1, w1, _, b = blocks[-1]
+            blocks[-1] = [(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, a, b]
+    levels = np.array([lv for blk in blocks for lv in (blk[2], blk[3])], np.float64)
+    values = np.array([blk[0] for blk in blocks for _ in (0, 1)], np.float64)
+    return np.interp(np.arange(256), levels, values)
 
 
 def tissue_patches(image: np.ndarray, mask: np.ndarray, n: int, rng: np.random.Generator,

@@ -4,7 +4,9 @@ with an independent scatterer field: the best a model whose speckle is not copie
 Scenes come from seeds never used for training (default 50000…), rendered here so the oracle can be re-rendered;
 ``--outside`` adds the low-passed SSIM to the input on acquisition settings beyond the training ranges (a model that
 invents structure loses it there), ``--flicker`` the moving-probe flicker ratio and the paused-probe output change,
-``--motion`` whether the fine texture moves with the anatomy on moving-probe sequences (offline.temporal.texture_motion
+``--invented`` the invented-structure table (phantom scenes against their LQ input beside HQ-vs-LQ, and another
+formation: a linear array's uniform speckle with one cyst, ``phantom.uniform_cyst_frame``), ``--motion`` whether
+the fine texture moves with the anatomy on moving-probe sequences (offline.temporal.texture_motion
 with the phantom's true motion; HQ and the LQ input beside every model; ``--motion-only`` skips the still report).
 
     python research/realism_table.py --models lq2hq,lq2hq_fast,runs/x/model.pt -n 24 --size 256 --outside --flicker
@@ -25,11 +27,11 @@ import numpy as np
 from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import BeamSpeckle
 from usnst.engines.registry import load_engine
-from usnst.offline.realism import C2STBudget, lowpass_ssim, realism_report, tissue_mask
+from usnst.offline.realism import C2STBudget, invented_structure, lowpass_ssim, realism_report, tissue_mask
 from usnst.offline.tasks import task
 from usnst.offline.temporal import flicker, merge_texture_motion, texture_motion
 from usnst_io.media import read_stills, to_float, to_uint8
-from usnst_stream.phantom import PhantomRenderer, render_scene
+from usnst_stream.phantom import PhantomRenderer, render_scene, uniform_cyst_frame
 
 SOURCE_INDEX = {"lq": 0, "hq": 1, "seg": 2}
 
@@ -113,6 +115,8 @@ def main() -> None:
     ap.add_argument("--flicker", action="store_true", help="also temporal measures on a simulated scan")
     ap.add_argument("--motion", action="store_true", help="also the texture-motion table on moving-probe sequences")
     ap.add_argument("--motion-only", action="store_true", help="only the texture-motion table (no C2ST: minutes)")
+    ap.add_argument("--invented", action="store_true", help="also the invented-structure table (alone with "
+                    "--motion-only)")
     ap.add_argument("--screen-grain-too", action="store_true",
                     help="--motion: also each staged model with its fixed grain drawn on the screen (before issue 27)")
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
@@ -125,6 +129,8 @@ def main() -> None:
 
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     args.seed = seeds[0]
+    if args.invented:
+        print_invented_table(args, seeds)
     if args.motion or args.motion_only:
         print_motion_table(args, seeds)
         if args.motion_only:
@@ -181,6 +187,27 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
+
+
+def print_invented_table(args, seeds: list[int]) -> None:
+    """Share of the sector whose low-passed grey differs from the input's after a monotone map (mean over frames)
+    and the widest such blob (largest over frames), on phantom scenes and on uniform-speckle cyst frames."""
+    data = [d for s in seeds for d in scenes(args.n, args.size, s)]
+    cysts = [to_uint8(uniform_cyst_frame(args.size, args.size, seed=i)) for i in range(args.n)]
+    cell = lambda found: f"{np.mean([f['share'] for f in found]):.2%} / {max(f['largest_blob_px'] for f in found):.1f}"
+    print(f"invented structure (share of the sector / widest blob px): {len(data)} phantom scenes, {len(cysts)} "
+          f"uniform cyst frames (a linear array, pixel-grid speckle), {args.size}²")
+    print("| model | phantom (vs its LQ input) | uniform cyst frames (vs the input) |")
+    print("|---|---|---|")
+    print(f"| HQ vs LQ (the phantom's own two qualities) | {cell([invented_structure(d[1], d[0]) for d in data])} | |")
+    for name in args.models.split(","):
+        engine = load_engine(name, "torch", EngineOptions(noise=args.noise.split(",")[0], seed=0))
+
+        def run(img):
+            engine.reset()
+            return to_uint8(engine.infer(to_float(img)))
+        print(f"| {name} | {cell([invented_structure(run(d[0]), d[0]) for d in data])} | "
+              f"{cell([invented_structure(run(c), c) for c in cysts])} |", flush=True)
 
 
 def print_motion_table(args, seeds: list[int]) -> None:

@@ -1,4 +1,5 @@
 """KID (unbiased MMD) and the Nakagami speckle statistic, against their definitions and known distributions."""
+import cv2
 import numpy as np
 import pytest
 
@@ -43,3 +44,38 @@ def test_nakagami_skips_background_and_says_when_there_is_no_tissue():
     assert nakagami(img)["blocks"] == 0
     img[:32] = np.random.default_rng(2).integers(60, 200, (32, 64))
     assert nakagami(img, window=16)["blocks"] == 8
+
+
+def test_invented_structure_ignores_a_grey_map_and_finds_a_painted_blob():
+    """Known answers: a monotone grey map of the input invents nothing; a 16-px dark disc painted into uniform
+    tissue is found, about its size (widened by the low-pass); new speckle over the same anatomy is not structure."""
+    from usnst.offline.realism import invented_structure
+    from usnst_io.media import to_uint8
+    from usnst_stream.phantom import PhantomRenderer, uniform_cyst_frame
+
+    frame = uniform_cyst_frame(160, 160, seed=0)
+    source = to_uint8(frame)
+    assert invented_structure(to_uint8(frame ** 0.6), source) == {"share": 0.0, "largest_blob_px": 0.0,
+                                                                   "pixels": invented_structure(source, source)["pixels"]}
+    painted = source.copy()
+    cv2.circle(painted, (50, 120), 8, 0, -1)
+    found = invented_structure(painted, source)
+    assert 0.005 < found["share"] < 0.08 and 14 <= found["largest_blob_px"] <= 24
+    scene = PhantomRenderer(160, 160, seed=3)
+    hq, oracle = scene.render(0.0).hq, PhantomRenderer(160, 160, seed=3, speckle_seed=9).render(0.0).hq
+    assert invented_structure(to_uint8(oracle), to_uint8(hq))["largest_blob_px"] < 6
+
+
+def test_a_shipped_model_invents_no_blob_on_another_simulators_uniform_frame():
+    """A linear array's uniform speckle with one cyst (formed unlike the phantom): whatever the model makes of it,
+    no region wider than 8 px may differ from the input's anatomy."""
+    from usnst.engines.base import EngineOptions
+    from usnst.engines.registry import load_engine
+    from usnst.offline.realism import invented_structure
+    from usnst_io.media import to_uint8
+    from usnst_stream.phantom import uniform_cyst_frame
+
+    frame = uniform_cyst_frame(256, 256, seed=1)
+    engine = load_engine("lq2hq_fast", "torch", EngineOptions(noise="fixed", threads=1))
+    found = invented_structure(to_uint8(engine.infer(frame)), to_uint8(frame))
+    assert found["largest_blob_px"] <= 8 and found["share"] < 0.01

@@ -364,3 +364,23 @@ def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], w
         if progress is not None:
             progress(1)
     return paths
+
+
+def uniform_cyst_frame(height: int, width: int, seed: int = 0, cyst_radius: float = 0.12) -> np.ndarray:
+    """Another simulator's frame, formed unlike the phantom: a linear array's rectangle of fully developed speckle
+    (complex Gaussian scatterers blurred by a Gaussian PSF on the pixel grid, 1.0 × 0.6 px σ, 50 dB log display), one
+    anechoic cyst of ``cyst_radius`` × the width, nothing else. Uniform tissue everywhere but the cyst, so any other
+    structure an output shows is invented (offline.realism.invented_structure)."""
+    rng = np.random.default_rng([seed, 31337])
+    re, im = (cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), 1.0, sigmaY=0.6)
+              for _ in range(2))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    cx, cy = width * rng.uniform(0.35, 0.65), height * rng.uniform(0.4, 0.6)
+    echo = np.where(np.hypot(xs - cx, ys - cy) < cyst_radius * width, 0.02, 1.0).astype(np.float32)
+    env = np.hypot(re, im) * echo
+    db = 20 * np.log10(env / np.sqrt(np.mean(env[echo > 0.5] ** 2)) + 1e-6)
+    img = np.clip((db + 50 * 2 / 3) / 50, 0.0, 1.0).astype(np.float32)
+    img[:, : width // 10] = 0.0  # the probe's aperture is narrower than the frame: black sides, as a scanner shows
+    img[:, width - width // 10:] = 0.0
+    img[: height // 20] = 0.0
+    return img
