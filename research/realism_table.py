@@ -27,7 +27,13 @@ import numpy as np
 from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import BeamSpeckle
 from usnst.engines.registry import load_engine
-from usnst.offline.realism import C2STBudget, invented_structure, lowpass_ssim, realism_report, tissue_mask
+from usnst.offline.realism import (
+    C2STBudget,
+    invented_structure,
+    lowpass_ssim,
+    realism_report,
+    tissue_mask,
+)
 from usnst.offline.tasks import task
 from usnst.offline.temporal import flicker, merge_texture_motion, texture_motion
 from usnst_io.media import read_stills, to_float, to_uint8
