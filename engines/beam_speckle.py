@@ -156,6 +156,7 @@ class BeamSpeckle:
         self.margins = (config.samples // 8, config.rays // 4) if anchored else (0, 0)
         self.motion = TissueMotion() if anchored else None
         self._anchored: tuple = (None, None, None)  # (screen maps, motion) → the maps into the tissue's planes
+        self._pixels: np.ndarray | None = None  # every pixel's (row, column), kept per frame size
         self.lateral, self.axial = _gaussian_taps(config.lateral_sigma), _gaussian_taps(config.axial_sigma)
         # blurring unit white noise leaves variance Σk²: divided out so the envelope's power has mean 1
         self.energy = float((self.lateral ** 2).sum() * (self.axial ** 2).sum())
@@ -202,17 +203,20 @@ class BeamSpeckle:
         to_reference = self.motion.update(frame)
         if self._anchored[0] is maps and self._anchored[1] is to_reference:
             return self._anchored[2]
-        fan, (h, w), cfg = self.fan, frame.shape, self.config
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        fan, cfg = self.fan, self.config
+        if self._pixels is None or self._pixels[0].shape != frame.shape:
+            self._pixels = np.mgrid[0:frame.shape[0], 0:frame.shape[1]].astype(np.float32)
+        ys, xs = self._pixels
         (a, b, c), (d, e, f) = to_reference[:2].astype(np.float32)
         dx = a * xs + b * ys + (c - fan.apex_x)
         dy = d * xs + e * ys + (f - fan.apex_y)
-        r, angle = cv2.cartToPolar(dy, dx)  # angle = atan2(dx, dy) in [0, 2π): from straight down
-        theta = np.where(angle > math.pi, angle - 2 * math.pi, angle)
+        r, angle = cv2.cartToPolar(-dy, -dx)  # atan2(−dx, −dy) = θ + π in [0, 2π), θ from straight down: no wrap
         margin_samples, margin_rays = self.margins
-        ray = (theta - fan.theta0) * ((cfg.rays - 1) / (fan.theta1 - fan.theta0)) + margin_rays
-        sample = (r - fan.r0) * ((cfg.samples - 1) / (fan.r1 - fan.r0)) + margin_samples
-        self._anchored = (maps, to_reference, (ray.astype(np.float32), sample.astype(np.float32)))
+        per_ray = (cfg.rays - 1) / (fan.theta1 - fan.theta0)
+        per_sample = (cfg.samples - 1) / (fan.r1 - fan.r0)
+        ray = angle * np.float32(per_ray) + np.float32(margin_rays - (fan.theta0 + math.pi) * per_ray)
+        sample = r * np.float32(per_sample) + np.float32(margin_samples - fan.r0 * per_sample)
+        self._anchored = (maps, to_reference, (ray, sample))
         return self._anchored[2]
 
     def scan_maps(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
