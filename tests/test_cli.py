@@ -267,7 +267,7 @@ def test_stylize_then_metrics_with_fid(tmp_path, tiny_checkpoint):
     assert result["summary"]["images"] == 2 and np.isfinite(result["summary"]["set_fid"])
     assert np.isfinite(result["summary"]["set_kid"]) and result["summary"]["set_kid_std"] >= 0
     assert "random" in result["summary"]["fid_meaningless"]
-    assert all(np.isfinite(r["fid"]) and 0 < r["ssim"] <= 1 for r in result["rows"])
+    assert all(np.isfinite(r["fid"]) and -1 <= r["ssim"] <= 1 for r in result["rows"])  # a random net: SSIM ≈ 0, either sign
     assert all(r["target_nakagami_m"] > 0 for r in result["rows"])  # phantom HQ: tissue blocks exist
     assert all(r["nakagami_m"] > 0 or np.isnan(r["nakagami_m"]) for r in result["rows"])  # NaN: no tissue found
     assert (tmp_path / "m.csv").read_text().startswith("image,ssim,psnr,nakagami_m,target_nakagami_m,fid")
