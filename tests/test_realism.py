@@ -375,7 +375,10 @@ def test_sigterm_stops_training_after_a_step_with_its_state_saved_and_resume_con
            "--channels", "8", "--blocks", "1", "--crop", "32", "--batch", "2", "--steps", "100000", "--val-every",
            "100000", "--out", str(tmp_path / "m.pt")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # past start-up, into the steps
+    log = tmp_path / "m.log.csv"  # streamed: its second row means the steps have begun (a loaded machine starts slowly)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) > 2):
+        time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in err, err
