@@ -121,8 +121,8 @@ def main() -> None:
     ap.add_argument("--flicker", action="store_true", help="also temporal measures on a simulated scan")
     ap.add_argument("--motion", action="store_true", help="also the texture-motion table on moving-probe sequences")
     ap.add_argument("--motion-only", action="store_true", help="only the texture-motion table (no C2ST: minutes)")
-    ap.add_argument("--invented", action="store_true", help="also the invented-structure table (alone with "
-                    "--motion-only)")
+    ap.add_argument("--invented", action="store_true", help="also the invented-structure table")
+    ap.add_argument("--invented-only", action="store_true", help="only the invented-structure table (no C2ST)")
     ap.add_argument("--screen-grain-too", action="store_true",
                     help="--motion: also each staged model with its fixed grain drawn on the screen (before issue 27)")
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
@@ -135,12 +135,12 @@ def main() -> None:
 
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     args.seed = seeds[0]
-    if args.invented:
+    if args.invented or args.invented_only:
         print_invented_table(args, seeds)
     if args.motion or args.motion_only:
         print_motion_table(args, seeds)
-        if args.motion_only:
-            return
+    if args.motion_only or args.invented_only:
+        return
     data = [d for s in seeds for d in scenes(args.n, args.size, s, args.settings)]
     budget = C2STBudget(repeats=args.repeats)
     spec = task(args.task)
