@@ -87,7 +87,7 @@ class TissueMotion:
         if _largest_shift(to_reference, self.to_reference, frame.shape) >= STILL_PX:
             self.to_reference = to_reference
         if math.hypot(to_key[0, 2], to_key[1, 2]) > REKEY_SHARE * WORK_SIDE or abs(to_key[1, 0]) > 0.05:
-            self._key, self._key_to_reference = (small, mask), self.to_reference
+            self._key, self._key_to_reference = (small, mask), to_reference  # the estimate, not the still-kept one
             self._to_key = np.eye(2, 3, dtype=np.float32)
         return self.to_reference
 
