@@ -57,14 +57,10 @@ class TissueMotion:
         if self._raw is not None and frame.shape == self._raw.shape and np.array_equal(frame, self._raw):
             return self.to_reference
         first = self._raw is None or frame.shape != self._raw.shape
-        self._raw = frame.copy()
         small, mask = self._shrink(frame)
-        if first or self._key is None:
-            self.reset()
-            self._raw = frame.copy()
-            self._scale = _scaling(frame.shape, small.shape)
-            self._key = (small, mask)
-            return self.to_reference
+        if first:
+            return self._restart(frame, small, mask)
+        self._raw = frame.copy()
         if mask.sum() < 64:  # a blank frame: nothing to follow, keep the grain where it was
             return self.to_reference
         try:
@@ -76,11 +72,7 @@ class TissueMotion:
         if correlation < MIN_CORRELATION:
             self.lost += 1
             log.debug("tissue motion lost (correlation %.2f): the grain starts afresh", correlation)
-            self.reset()
-            self._raw = frame.copy()
-            self._scale = _scaling(frame.shape, small.shape)
-            self._key = (small, mask)
-            return self.to_reference
+            return self._restart(frame, small, mask)
         self._to_key = to_key
         s = self._scale
         to_reference = self._key_to_reference @ np.linalg.inv(s) @ np.vstack([to_key, [0, 0, 1]]) @ s
@@ -89,6 +81,12 @@ class TissueMotion:
         if math.hypot(to_key[0, 2], to_key[1, 2]) > REKEY_SHARE * WORK_SIDE or abs(to_key[1, 0]) > 0.05:
             self._key, self._key_to_reference = (small, mask), to_reference  # the estimate, not the still-kept one
             self._to_key = np.eye(2, 3, dtype=np.float32)
+        return self.to_reference
+
+    def _restart(self, frame: np.ndarray, small: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """This frame becomes the reference (and the key): the stream's first, or a new view."""
+        self.reset()
+        self._raw, self._scale, self._key = frame.copy(), _scaling(frame.shape, small.shape), (small, mask)
         return self.to_reference
 
     @staticmethod

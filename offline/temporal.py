@@ -62,8 +62,9 @@ class TextureWindows:
 
 
 def fine_texture(frame: np.ndarray) -> np.ndarray:
-    img = frame.astype(np.float32)
-    return img - cv2.GaussianBlur(img, (0, 0), FINE_SIGMA)
+    from usnst.offline.realism import speckle
+
+    return speckle(frame, FINE_SIGMA).astype(np.float32)  # float32: what cv2.matchTemplate takes
 
 
 def texture_motion(first: np.ndarray, later: np.ndarray, motion: np.ndarray, mask: np.ndarray,
