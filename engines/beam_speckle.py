@@ -197,10 +197,12 @@ class BeamSpeckle:
         self._grain_from = (planes[0], maps)
         return self._grain
 
-    def tissue_maps(self, maps: tuple[np.ndarray, np.ndarray], frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def tissue_maps(self, maps: tuple[np.ndarray, np.ndarray], frame: np.ndarray,
+                    pose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Anchored: every pixel's fractional (ray, sample) in the margined planes at the point where its tissue was
-        in the reference frame (the same objects while the motion stays, so the grain is kept)."""
-        to_reference = self.motion.update(frame)
+        in the reference frame (the same objects while the motion stays, so the grain is kept). The motion comes
+        from the frame's ``pose`` when the sender gives one, else it is estimated from the frames."""
+        to_reference = self.motion.update(frame, pose)
         if self._anchored[0] is maps and self._anchored[1] is to_reference:
             return self._anchored[2]
         fan, cfg = self.fan, self.config
@@ -269,8 +271,10 @@ class BeamSpeckle:
         den = cv2.GaussianBlur(m, (0, 0), sigma)
         return np.where(m > 0, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
-    def apply(self, styled: np.ndarray, frame: np.ndarray, planes: list[np.ndarray] | None) -> np.ndarray:
-        """``styled``: the net's output for ``frame``; ``planes``: the two polar noise planes, or None (noise off).
+    def apply(self, styled: np.ndarray, frame: np.ndarray, planes: list[np.ndarray] | None,
+              pose: np.ndarray | None = None) -> np.ndarray:
+        """``styled``: the net's output for ``frame``; ``planes``: the two polar noise planes, or None (noise off);
+        ``pose``: the frame's 4×4 image-to-world pose, if the sender gave one (anchored grain only).
         One composition for every noise mode and every frame,
 
             out = base + level + detail · (styled − base) + grain,   black outside the fan,
@@ -283,7 +287,7 @@ class BeamSpeckle:
         try:
             maps = self._maps_for(frame)
             if self.motion is not None:
-                maps = self.tissue_maps(maps, frame)
+                maps = self.tissue_maps(maps, frame, pose)
         except NoFan as exc:
             self.skipped += 1
             if not isinstance(exc, NoEcho) and not self._warned:  # a blank frame is routine, not news
@@ -308,9 +312,12 @@ class SpeckledEngine(Engine):
         self.noise = NoisePlanes(EngineOptions(noise=options.noise, seed=options.seed + 1), as_numpy=True)
 
     def infer(self, frame: np.ndarray) -> np.ndarray:
+        return self.infer_at(frame, None)
+
+    def infer_at(self, frame: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
         styled = self.inner.infer(frame)
         planes = None if self.options.noise == "off" else self.noise.planes([self.stage.plane_shape] * 2)
-        return self.stage.apply(styled, frame, planes)
+        return self.stage.apply(styled, frame, planes, pose)
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "beam_speckle": self.stage.config.to_dict()}

@@ -17,6 +17,10 @@ Why a rigid (Euclidean) motion, and why against a key frame:
   simulator's electronic noise moves the estimate by a few hundredths of a pixel), and an identical frame costs nothing.
 
 Tissue that deforms (a beating heart) is followed only as far as a rigid motion describes it.
+
+A simulator knows where its probe is: a frame that comes with its pose (``image_to_world``, docs/PROTOCOL.md) is
+placed by it exactly, with no estimate and no drift; a probe that leaves the reference frame's plane by more than a
+scanner's slice thickness images other scatterers, so the grain starts afresh there.
 """
 from __future__ import annotations
 
@@ -34,12 +38,15 @@ WORK_SIDE = 128  # px: the longer side the frame is shrunk to for estimating (th
 STILL_PX = 0.15  # px of the full frame: smaller changes of the motion are electronic noise, not the probe
 REKEY_SHARE = 0.1  # the key frame is replaced once the anatomy moved this share of the working frame
 MIN_CORRELATION = 0.6  # below this the frames show different anatomy (a new view): the grain starts afresh
+SLICE_MM = 1.0  # a probe moved this far out of the reference plane images other scatterers (elevation beam ~1-3 mm)
 
 
 class TissueMotion:
     """``update(frame)`` → a 3×3 matrix taking a pixel (x, y, 1) of this frame to where its tissue was in the
     reference frame (the first of the stream, or the first after a change of view). ``lost`` counts frames whose
-    motion could not be estimated (the grain then starts afresh there)."""
+    motion could not be estimated (the grain then starts afresh there). ``update(frame, pose)`` with the frame's
+    4×4 image-to-world pose takes the motion from the poses instead; a stream that starts or stops sending poses
+    starts afresh."""
 
     def __init__(self):
         self.lost = 0
@@ -52,8 +59,11 @@ class TissueMotion:
         self._key_to_reference = np.eye(3)
         self._to_key = np.eye(2, 3, dtype=np.float32)  # the last estimate, in working pixels: a warm start
         self._scale: np.ndarray | None = None  # full → working pixel coordinates
+        self._pose: np.ndarray | None = None  # the reference frame's pose, when the stream sends poses
 
-    def update(self, frame: np.ndarray) -> np.ndarray:
+    def update(self, frame: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
+        if pose is not None or self._pose is not None:
+            return self._from_pose(frame, pose)
         if self._raw is not None and frame.shape == self._raw.shape and np.array_equal(frame, self._raw):
             return self.to_reference
         first = self._raw is None or frame.shape != self._raw.shape
@@ -83,6 +93,21 @@ class TissueMotion:
             self._to_key = np.eye(2, 3, dtype=np.float32)
         return self.to_reference
 
+    def _from_pose(self, frame: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
+        if pose is None or self._pose is None or frame.shape != self._raw.shape:  # poses start, stop, or a new size
+            self.reset()
+            if pose is None:
+                return self.update(frame)
+            self._pose, self._raw = pose, frame.copy()
+            return self.to_reference
+        to_reference, off_plane_mm = pose_motion(self._pose, pose, frame.shape)
+        if off_plane_mm > SLICE_MM:
+            self.reset()
+            self._pose, self._raw = pose, frame.copy()
+        elif _largest_shift(to_reference, self.to_reference, frame.shape) >= STILL_PX:
+            self.to_reference = to_reference
+        return self.to_reference
+
     def _restart(self, frame: np.ndarray, small: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """This frame becomes the reference (and the key): the stream's first, or a new view."""
         self.reset()
@@ -99,6 +124,21 @@ class TissueMotion:
         small = cv2.GaussianBlur(cv2.resize(frame.astype(np.float32), size, interpolation=cv2.INTER_AREA), (0, 0), 1.0)
         mask = cv2.erode((small > ECHO_LEVEL).astype(np.uint8), np.ones((7, 7), np.uint8))
         return small, mask
+
+
+def pose_motion(reference: np.ndarray, pose: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """The 3×3 map from pixels of a frame at ``pose`` to pixels of the frame at ``reference`` (both 4×4
+    image-to-world), its points projected onto the reference plane, and how far (mm) the frame's corners lie off
+    that plane."""
+    axes, origin = reference[:3, :2], reference[:3, 3]
+    to_plane = np.linalg.pinv(axes)  # world offset from the origin → (column, row) in the reference image
+    placed = pose[:3, [0, 1, 3]] - np.column_stack([np.zeros(3), np.zeros(3), origin])  # (x, y, 1) → offset
+    to_reference = np.vstack([to_plane @ placed, [0, 0, 1]])
+    normal = np.cross(axes[:, 0], axes[:, 1])
+    h, w = shape
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float).T
+    off_plane = np.abs(normal @ (placed @ corners)) / np.linalg.norm(normal)
+    return to_reference, float(off_plane.max())
 
 
 def _scaling(full: tuple[int, int], small: tuple[int, int]) -> np.ndarray:

@@ -102,8 +102,8 @@ def _content_key(path: Path) -> str | None:
         return None
 
 
-def _stylize_one(engine: Engine, img: np.ndarray) -> np.ndarray:
-    return to_uint8(engine.infer(to_float(img)))
+def _stylize_one(engine: Engine, img: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
+    return to_uint8(engine.infer_at(to_float(img), pose))
 
 
 IDENTITY_FILE = "usnst-model.json"
@@ -281,8 +281,8 @@ def _stylize_sequence(engine: Engine, path: Path, item: BatchItem, job: StylizeJ
         if outputs[-1].exists() and not job.overwrite:
             report.skipped += 1
             return
-        for out, frame in zip(outputs, seq.frames):
-            write_png(out, _stylize_one(engine, frame))
+        for out, frame, pose in zip(outputs, seq.frames, seq.poses or [None] * len(seq.frames)):
+            write_png(out, _stylize_one(engine, frame, pose))
         write_frame_times(item.output(".times.csv"), [o.name for o in outputs], seq.times)
         report.written += 1
         for problem in seq.problems:  # the readable frames are written; the loss is reported (and the exit status 1)

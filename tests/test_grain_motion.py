@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from usnst.engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig
-from usnst.engines.tissue_motion import TissueMotion
+from usnst.engines.tissue_motion import SLICE_MM, TissueMotion, pose_motion
 from usnst.offline.temporal import merge_texture_motion, texture_motion
 from usnst_stream.phantom import PhantomRenderer
 
@@ -90,3 +90,59 @@ def test_the_stream_grain_moves_with_the_tissue_and_a_paused_probe_stays_still(a
         assert r["following"] >= 0.8 and r["after_motion"] > 0.3 and r["at_zero"] < 0.2
     else:
         assert r["following"] == 0.0 and r["at_zero"] > 0.6
+
+
+def test_the_motion_between_two_poses_is_the_phantoms_true_motion():
+    renderer = PhantomRenderer(120, 160, seed=3)
+    t0, t1 = 0.3, 1.4
+    to_reference, off_plane = pose_motion(renderer.image_to_world(t0), renderer.image_to_world(t1), (120, 160))
+    moved = renderer.displacement(t0, t1)  # what is seen at pixel q at t0 is seen at q + moved(q) at t1
+    ys, xs = np.mgrid[0:120, 0:160].astype(np.float64)
+    later = np.stack([xs + moved[..., 0], ys + moved[..., 1], np.ones_like(xs)]).reshape(3, -1)
+    back = to_reference @ later
+    assert np.abs(moved).max() > 5  # the probe moved
+    assert np.abs(back[0] - xs.ravel()).max() < 1e-3 and np.abs(back[1] - ys.ravel()).max() < 1e-3
+    assert off_plane == pytest.approx(0.0, abs=1e-9)
+    tilted = renderer.image_to_world(t0).copy()
+    tilted[2, 1] = 0.05 * renderer.pixel_mm  # rows leave the plane: the frame's bottom is off it by 0.05 row each
+    assert pose_motion(renderer.image_to_world(t0), tilted, (120, 160))[1] == pytest.approx(
+        0.05 * renderer.pixel_mm * 119)
+
+
+def test_with_poses_the_grain_follows_the_probe_exactly_and_a_new_plane_draws_new_grain():
+    """Poses from the simulator: the stage places its grain by them (no estimate), a paused probe stays still, a
+    probe that leaves the slice images other scatterers."""
+    results = []
+    for seed in range(50000, 50003):
+        renderer = PhantomRenderer(160, 160, seed=seed)
+        times = [k / FPS for k in range(LAG + 1)]
+        lq = [renderer.render(t).lq for t in times]
+        mask = cv2.erode((renderer.segmentation(0.0) > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True)
+        rng = np.random.default_rng(0)
+        planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
+        out = [stage.apply(f, f, planes, renderer.image_to_world(t)) for f, t in zip(lq, times)]
+        results.append(texture_motion(out[0], out[-1], renderer.displacement(0.0, LAG / FPS), mask))
+        assert stage.motion.lost == 0
+        paused = stage.apply(lq[-1], lq[-1], planes, renderer.image_to_world(times[-1]))
+        assert np.array_equal(paused, out[-1])
+        lifted = renderer.image_to_world(times[-1])
+        lifted[2, 3] += 2 * SLICE_MM  # the same picture, two slice thicknesses away: other scatterers
+        assert not np.allclose(stage.apply(lq[-1], lq[-1], planes, lifted), out[-1], atol=0.02)
+        assert np.array_equal(stage.motion.to_reference, np.eye(3))  # the grain started afresh there
+    r = merge_texture_motion(results)
+    assert r["windows"] >= 6 and r["following"] >= 0.9 and r["after_motion"] > 0.3 and r["at_zero"] < 0.2
+
+
+def test_the_python_api_takes_the_simulators_pose_and_refuses_one_that_is_not_a_pose():
+    from usnst.api import Stylizer
+
+    stylizer = Stylizer("lq2hq_fast", noise="fixed", seed=2, threads=1)
+    renderer = PhantomRenderer(128, 128, seed=50001)
+    times = [0.0, LAG / FPS]
+    out = [stylizer((renderer.render(t).lq * 255).astype(np.uint8), pose=renderer.image_to_world(t)) for t in times]
+    mask = cv2.erode((renderer.segmentation(0.0) > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    r = texture_motion(out[0].astype(np.float32), out[1].astype(np.float32), renderer.displacement(*times), mask)
+    assert r["windows"] >= 2 and r["following"] >= 0.8
+    with pytest.raises(ValueError, match="span a plane"):
+        stylizer(np.zeros((32, 32), np.uint8), pose=np.zeros((4, 4)) + np.diag([0, 0, 0, 1.0]))

@@ -40,6 +40,45 @@ class FailingEngine(Engine):
         return self.inner.infer(frame)
 
 
+class PoseKeepingEngine(Engine):
+    """Wraps a real engine and keeps the pose each frame came with."""
+
+    name = "pose-keeping"
+
+    def __init__(self, inner):
+        self.inner, self.poses = inner, []
+
+    def infer(self, frame):
+        return self.inner.infer(frame)
+
+    def infer_at(self, frame, pose):
+        self.poses.append(pose)
+        return self.inner.infer(frame)
+
+
+def test_the_node_hands_each_frames_pose_to_the_engine_and_stylizes_a_frame_with_a_bad_one(harness_factory,
+                                                                                        tiny_engine):
+    engine = PoseKeepingEngine(tiny_engine)
+    h = harness_factory(engine)
+    h.handshake()
+    engine.poses.clear()
+    pose = np.eye(4)
+    pose[:3, :3] *= 0.25
+    pose[0, 3] = 12.5
+    good = {protocol.IMAGE_TO_WORLD: pose.ravel().tolist()}
+    bad = {protocol.IMAGE_TO_WORLD: [1.0, 2.0]}
+    outputs = []
+    for meta in (good, bad, None, good):
+        sent = h.send_frame(meta=meta)
+        outputs.append(h.recv())
+        assert outputs[-1] is not None and outputs[-1].seq == sent.seq  # every frame answered, the bad pose too
+    assert outputs[1].meta == bad  # passed through as sent
+    assert np.array_equal(engine.poses[0], pose) and np.array_equal(engine.poses[3], pose)
+    assert engine.poses[1] is None and engine.poses[2] is None
+    assert h.node.stats.snapshot()["bad_poses"] == 1
+    assert "bad poses 1" in h.node.stats.summary_line()
+
+
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 def test_node_stylizes_frames_end_to_end(harness_factory, tiny_engine, transport):
     h = harness_factory(tiny_engine, transport)

@@ -128,3 +128,25 @@ def test_restamp_rewrites_only_the_header_and_leaves_malformed_messages_alone():
     assert protocol.decode(protocol.restamp(parts, 5)).capture_ns == 5
     junk = [b"", b"\xc1not msgpack", b"x"]
     assert protocol.restamp(junk) is junk and protocol.restamp([b"one"]) == [b"one"]
+
+
+def test_a_pose_round_trips_exactly_and_a_frame_without_one_has_none():
+    pose = np.array([[0.3, 0.01, 0, -20.5], [-0.01, 0.3, 0, 1.25], [0, 0, 0.3, 0], [0, 0, 0, 1]])
+    frame = gray_frame(3, meta={protocol.IMAGE_TO_WORLD: pose.ravel().tolist(), "probe": {"angle_rad": 0.1}})
+    back = decode(encode(frame))
+    assert np.array_equal(protocol.image_to_world(back.meta), pose)  # float64 on the wire: bit-exact
+    assert protocol.image_to_world(decode(encode(gray_frame(4))).meta) is None
+
+
+@pytest.mark.parametrize("given, problem", [
+    ([1.0] * 15, "16 numbers"),
+    ([1.0] * 15 + ["x"], "16 numbers"),
+    ([True] + [0.0] * 15, "16 numbers"),
+    ({"m": 1}, "16 numbers"),
+    ([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 2], "last row"),
+    ([math.nan] + [0.0] * 14 + [1.0], "NaN"),
+    ([1, 2, 0, 0, 2, 4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], "span a plane"),
+])
+def test_a_malformed_pose_is_named_not_used(given, problem):
+    with pytest.raises(ValueError, match=problem):
+        protocol.image_to_world({protocol.IMAGE_TO_WORLD: given})

@@ -151,3 +151,22 @@ def test_a_flipped_bit_costs_one_frame_not_the_rest_of_the_file(tmp_path):
     got = [m.parts for m in reader]
     assert got == [msgs[0], msgs[1], msgs[3], msgs[5]]
     assert reader.damaged == 2 and not reader.truncated and "skipped" in reader.status
+
+
+def test_poses_survive_a_recording_and_replay_into_stylize(tmp_path):
+    """The simulator's pose (meta.image_to_world) is recorded with its frame and read back per frame; a recording
+    without poses reads as frames without them."""
+    from usnst_io.media import read_sequence
+    from usnst_stream.phantom import PhantomRenderer
+
+    renderer = PhantomRenderer(32, 40, seed=0)
+    with RecordingWriter(tmp_path / "posed.usrec") as w:
+        for seq, (t, parts) in enumerate(limited(phantom_stream(32, 40, fps=25), frames=4)):
+            w.write(1_000_000_000 + seq * 40_000_000, [bytes(p) for p in parts])
+    seq = read_sequence(tmp_path / "posed.usrec")
+    assert len(seq.poses) == 4
+    for k, pose in enumerate(seq.poses):
+        assert np.allclose(pose, renderer.image_to_world(k / 25), atol=1e-8)
+    assert not np.allclose(seq.poses[0], seq.poses[3])  # the probe moved
+    _write(tmp_path / "plain.usrec", n=3)
+    assert read_sequence(tmp_path / "plain.usrec").poses == [None, None, None]

@@ -16,6 +16,7 @@ import numpy as np
 
 from usnst.engines.base import EngineOptions
 from usnst.engines.registry import load_engine
+from usnst_io import protocol
 from usnst_stream import frames
 
 
@@ -31,15 +32,19 @@ class Stylizer:
         self.engine = load_engine(model, backend, EngineOptions(noise=noise, seed=seed, threads=threads,
                                                                 device=device, precision=precision), engine_artifact)
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
+    def __call__(self, frame: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
         """The stylized frame, in the input's shape and dtype (uint8/uint16 full range, float32 in [0, 1]; colour
-        input becomes grey repeated over its channels)."""
+        input becomes grey repeated over its channels). ``pose``: the frame's 4×4 image-to-world matrix (pixel
+        (column, row, 0, 1) → world mm), if the simulator knows it: the grain then follows the probe exactly
+        instead of the motion estimated from the frames (noise ``fixed``)."""
         pixels = np.asarray(frame)
         if pixels.dtype.name not in ("uint8", "uint16", "float32"):
             raise ValueError(f"frames must be uint8, uint16 or float32, got {pixels.dtype}")
         if pixels.ndim not in (2, 3):
             raise ValueError(f"a frame is (H, W) or (H, W, C), got shape {pixels.shape}")
-        return frames.from_engine(self.engine.infer(frames.to_engine(pixels)), pixels)
+        if pose is not None:
+            pose = protocol.image_to_world({protocol.IMAGE_TO_WORLD: np.asarray(pose, float).ravel().tolist()})
+        return frames.from_engine(self.engine.infer_at(frames.to_engine(pixels), pose), pixels)
 
     stylize = __call__
 

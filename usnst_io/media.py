@@ -22,7 +22,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from usnst_io import limits
+from usnst_io import limits, protocol
 from usnst_io.atomic import TEMP_MARK, atomic_path, is_temp
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -470,6 +470,7 @@ class Sequence:
     fps: float | None = None  # the rate the source declares, if any
     meta: dict = field(default_factory=dict)  # e.g. spacing_mm, DICOM photometric interpretation
     problems: list[str] = field(default_factory=list)  # what reading lost (a damaged recording's skipped records)
+    poses: list = field(default_factory=list)  # per frame: the 4×4 image-to-world pose a recording carried, or None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -550,7 +551,6 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None,
         for index, img in enumerate(series.frames):
             yield index / rate, img, {**meta, "frame_index": index}
     else:
-        from usnst_io import protocol
         from usnst_io.recording import RecordingReader
 
         first, index = None, 0
@@ -569,17 +569,24 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None,
 
 def read_sequence(path: str | os.PathLike, fps: float | None = None) -> Sequence:
     """A whole sequence in memory (see ``iter_sequence``); recording frames are converted to grayscale uint8."""
-    frames, times, meta, problems = [], [], {}, []
+    frames, times, meta, problems, poses, bad_poses = [], [], {}, [], [], 0
     for t, img, m in iter_sequence(path, fps, problems):
         frames.append(gray_uint8(img))
         times.append(t)
         meta = meta or m
+        try:
+            poses.append(protocol.image_to_world(m))
+        except ValueError as exc:  # the frame is kept; its grain follows motion estimated from the frames
+            poses.append(None)
+            bad_poses += 1
+            if bad_poses == 1:
+                log.warning("%s: frame %d: %s; such frames are placed by their estimated motion", path, len(frames) - 1, exc)
     if not frames:
         raise ValueError(f"{path}: no frames")
     declared = fps
     if declared is None and len(times) > 1 and times[-1] > 0:
         declared = (len(times) - 1) / times[-1]
-    return Sequence(frames, times, declared, meta, problems)
+    return Sequence(frames, times, declared, meta, problems, poses)
 
 
 def gray_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ MAX_HEADER_BYTES = 64 * 1024
 NODE_STAMPS = ("recv_ns", "infer_start_ns", "infer_end_ns", "publish_ns")
 _REQUIRED = {"version": int, "seq": int, "capture_ns": int, "width": int, "height": int, "channels": int, "dtype": str}
 _UINT64_MAX = 2**64 - 1
+IMAGE_TO_WORLD = "image_to_world"  # the optional meta key of a frame's pose (docs/PROTOCOL.md)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,28 @@ def restamp(parts: list, capture_ns: int | None = None) -> list:
         return parts
     header["capture_ns"] = now_ns() if capture_ns is None else capture_ns
     return [parts[0], msgpack.packb(header, use_bin_type=True), parts[2]]
+
+
+def image_to_world(meta: dict) -> np.ndarray | None:
+    """The frame's pose, ``meta.image_to_world``: 16 numbers, a row-major 4×4 matrix taking a pixel's
+    (column, row, 0, 1) to world millimetres (the convention of PLUS's ImageToReference), so it carries the pixel
+    spacing too. None when the frame has none; ValueError when it has one that cannot be a pose. Not checked by
+    ``decode``: ``meta`` is the sender's, and a frame with a bad pose is still a frame (the node counts the pose)."""
+    given = meta.get(IMAGE_TO_WORLD)
+    if given is None:
+        return None
+    if not isinstance(given, (list, tuple)) or len(given) != 16 \
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in given):
+        raise ValueError(f"{IMAGE_TO_WORLD} must be 16 numbers (a row-major 4×4 matrix)")
+    matrix = np.array(given, dtype=np.float64).reshape(4, 4)
+    if not np.isfinite(matrix).all():
+        raise ValueError(f"{IMAGE_TO_WORLD} holds NaN or infinity")
+    if not np.allclose(matrix[3], [0, 0, 0, 1]):
+        raise ValueError(f"{IMAGE_TO_WORLD}'s last row must be 0 0 0 1 (an affine map), got {matrix[3].tolist()}")
+    column, row = matrix[:3, 0], matrix[:3, 1]
+    if np.linalg.norm(np.cross(column, row)) <= 1e-9 * max(np.linalg.norm(column) * np.linalg.norm(row), 1e-300):
+        raise ValueError(f"{IMAGE_TO_WORLD}'s column and row axes must span a plane")
+    return matrix
 
 
 def _check_header(header: Any, limits: Limits) -> Rejected | None:

@@ -287,7 +287,13 @@ class Node:
     def _process(self, frame: protocol.Frame, pub: zmq.Socket) -> None:
         start_ns = protocol.now_ns()
         try:
-            styled = self.engine.infer(frames.to_engine(frame.pixels))
+            pose = protocol.image_to_world(frame.meta)
+        except ValueError as exc:  # the frame is still good: stylized with its motion estimated, the pose counted
+            pose = None
+            self.stats.count("bad_poses")
+            self._warn.warn("bad_pose", f"frame {frame.seq}: {exc}; its motion is estimated from the frames")
+        try:
+            styled = self.engine.infer_at(frames.to_engine(frame.pixels), pose)
         except Exception as exc:  # one bad frame (e.g. out of memory on a huge frame) must not stop the stream
             self.stats.count("engine_errors")
             self._warn.warn("engine_error", f"engine failed on frame {frame.seq}: {exc.__class__.__name__}: {exc}")

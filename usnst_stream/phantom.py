@@ -273,6 +273,17 @@ class PhantomRenderer:
         cols, rows = np.meshgrid(np.arange(self.width, dtype=np.float32), np.arange(self.height, dtype=np.float32))
         return np.stack([col - cols, row - rows], axis=-1).astype(np.float32)
 
+    def image_to_world(self, t: float) -> np.ndarray:
+        """The frame's pose at time t as a simulator sends it (``meta.image_to_world``): the 4×4 matrix taking a
+        pixel's (column, row, 0, 1) to world millimetres; the image plane is the world's z = 0."""
+        ax, ay, rot = probe_pose(t)
+        c, s, mm = math.cos(rot), math.sin(rot), self.pixel_mm
+        lx0, ly0 = -(self.width - 1) / 2 * mm, 0.5 * mm + self._pixel_offset_mm  # pixel (0, 0) in probe coordinates
+        return np.array([[c * mm, s * mm, 0.0, ax + c * lx0 + s * ly0],
+                         [-s * mm, c * mm, 0.0, ay - s * lx0 + c * ly0],
+                         [0.0, 0.0, mm, 0.0],
+                         [0.0, 0.0, 0.0, 1.0]])
+
     def segmentation(self, t: float = 0.0) -> np.ndarray:
         wx, wy = self._world(self.pix_x, self.pix_y, t)
         seg = self.scene.labels(wx, wy)

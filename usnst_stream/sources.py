@@ -57,7 +57,8 @@ def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", see
         meta = {"source": "usnst-phantom", "quality": quality, "scene_seed": seed,
                 "spacing_mm": [round(renderer.pixel_mm, 6)] * 2,
                 "probe": {"apex_mm": [round(ax, 4), round(ay, 4)], "angle_rad": round(rot, 6),
-                          "sector_deg": geometry.sector_deg, "depth_mm": geometry.depth_mm}}
+                          "sector_deg": geometry.sector_deg, "depth_mm": geometry.depth_mm},
+                protocol.IMAGE_TO_WORLD: [round(float(v), 9) for v in renderer.image_to_world(t).ravel()]}
         return sample, convert_dtype(img, dtype), meta
 
     loop = [frame(i) for i in range(loop_frames)]

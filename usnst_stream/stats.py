@@ -93,6 +93,7 @@ class StreamStats:
                 "engine_errors": self.counts["engine_errors"],
                 "output_errors": self.counts["output_errors"],
                 "refused_consumers": self.counts["refused_consumers"],  # CURVE handshakes refused at the output
+                "bad_poses": self.counts["bad_poses"],  # frames stylized without their unusable image_to_world
                 "fps_in": self.counts["received"] / elapsed if elapsed > 0 else 0.0,
                 "fps_out": self.counts["published"] / elapsed if elapsed > 0 else 0.0,
                 "latency_ms": {s: dict(zip(("p50", "p99"), w.percentiles())) for s, w in self.latency.items()},
@@ -124,6 +125,8 @@ def _totals_and_latency(snap: dict) -> str:
              f"lost {snap['lost']}", f"rejected {rejected}"]
     if snap["engine_errors"]:
         parts.append(f"engine errors {snap['engine_errors']}")
+    if snap["bad_poses"]:
+        parts.append(f"bad poses {snap['bad_poses']}")
     stages = [f"{s} p50 {lat[s]['p50']:.1f} p99 {lat[s]['p99']:.1f} ms" for s in ("wait", "infer", "node")
               if math.isfinite(lat[s]["p50"])]  # no frame yet: no percentiles, rather than 'nan'
     return " | ".join(parts + stages)
