@@ -27,6 +27,7 @@ HQ_SAMPLES = 640
 HQ_LATERAL_SIGMA_RAYS = 0.9
 HQ_AXIAL_SIGMA_MM = 0.25
 HQ_AXIAL_SIGMA_SAMPLES = 1.37  # 0.25 mm over a 117 mm ray of 640 samples
+HQ_SAMPLE_MM = 117.0 / (HQ_SAMPLES - 1)  # mm per sample along a ray of the phantom's original probe (3–120 mm)
 HQ_DYNAMIC_RANGE_DB = 55.0
 GREY_PER_NEPER_HQ = 20 / math.log(10) / HQ_DYNAMIC_RANGE_DB  # grey (0–1) per neper of envelope on that display
 

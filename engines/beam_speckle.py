@@ -58,9 +58,10 @@ class NoEcho(NoFan):
 
 @dataclass(frozen=True)
 class Fan:
-    """A sector probe's field of view in pixel coordinates (x = column, y = row, pixel centres at integers): beams
-    leave the apex at angles ``theta0``…``theta1`` (radians from straight down, left negative) and are sampled
-    from radius ``r0`` to ``r1`` (pixels). The apex may lie above the frame (negative y)."""
+    """A fanned field of view (phased, curvilinear, or a linear array's trapezoid format) in pixel coordinates
+    (x = column, y = row, pixel centres at integers): beams leave the apex at angles ``theta0``…``theta1`` (radians
+    from straight down, left negative) and are sampled from radius ``r0`` to ``r1`` (pixels). The apex may lie above
+    the frame (negative y). ``top`` / ``bottom``: the rows of a flat top or bottom edge (a trapezoid's face), if any."""
 
     apex_x: float
     apex_y: float
@@ -68,18 +69,47 @@ class Fan:
     r1: float
     theta0: float
     theta1: float
+    top: float | None = None
+    bottom: float | None = None
 
-    def close_to(self, other: "Fan", px: float = 1.5, rad: float = math.radians(0.5)) -> bool:
+    def close_to(self, other, px: float = 1.5, rad: float = math.radians(0.5)) -> bool:
         """Within fitting noise of ``other``: the same probe, so the scan maps (and the speckle) stay as they are."""
-        return (abs(self.apex_x - other.apex_x) <= px and abs(self.apex_y - other.apex_y) <= px
+        return (isinstance(other, Fan) and abs(self.apex_x - other.apex_x) <= px
+                and abs(self.apex_y - other.apex_y) <= px
                 and abs(self.r0 - other.r0) <= px and abs(self.r1 - other.r1) <= px
-                and abs(self.theta0 - other.theta0) <= rad and abs(self.theta1 - other.theta1) <= rad)
+                and abs(self.theta0 - other.theta0) <= rad and abs(self.theta1 - other.theta1) <= rad
+                and _same_edge(self.top, other.top, px) and _same_edge(self.bottom, other.bottom, px))
 
 
-def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan:
-    """The fan of a sector-probe frame (float, (H, W)), from the convex hull of its pixels with echo — the hull,
-    because fluid can render black inside the sector. Its two sides are fitted as lines over the rows between the
-    top and the widest row (below that the sides follow the bottom arc); the apex is where they meet."""
+@dataclass(frozen=True)
+class Band:
+    """A linear array's field of view in pixel coordinates: parallel beams from column ``x0`` to ``x1``, sampled
+    from row ``y0`` to ``y1``."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    def close_to(self, other, px: float = 1.5) -> bool:
+        return isinstance(other, Band) and max(abs(self.x0 - other.x0), abs(self.x1 - other.x1),
+                                               abs(self.y0 - other.y0), abs(self.y1 - other.y1)) <= px
+
+
+def _same_edge(a: float | None, b: float | None, px: float) -> bool:
+    return (a is None) == (b is None) and (a is None or abs(a - b) <= px)
+
+
+FLAT_EDGE = 0.25  # a hull's top or bottom row this share of its widest row wide is a flat edge, not an arc's crest
+MIN_AGREEMENT = 0.9  # the fitted view must cover the echo region this well (intersection over union), or it is wrong
+
+
+def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
+    """The field of view of a frame (float, (H, W)), from the convex hull of its pixels with echo — the hull,
+    because fluid can render black inside it. Its two sides are fitted as lines over the rows between the top and
+    the widest row (below that a fan's sides follow its bottom arc): sides that meet make a Fan, its apex where they
+    meet; vertical parallel sides a Band (a linear array). A fit that does not cover the echo region (IoU below
+    MIN_AGREEMENT) is refused: a frame gets no grain rather than grain from a wrong geometry."""
     lit = (frame > level).astype(np.uint8)
     points = cv2.findNonZero(lit)
     if points is None or len(points) < 100:
@@ -97,13 +127,61 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan:
     slope_l, cut_l = np.polyfit(span, left[span], 1)
     slope_r, cut_r = np.polyfit(span, right[span], 1)
     if slope_r - slope_l < 0.05:
-        raise NoFan("the echo region's sides are (nearly) parallel: a linear probe, which this stage does not model")
-    apex_y = (cut_l - cut_r) / (slope_r - slope_l)
-    apex_x = cut_l + slope_l * apex_y
-    ys, xs = np.nonzero(hull)
-    radius = np.hypot(xs - apex_x, ys - apex_y)
-    return Fan(float(apex_x), float(apex_y), float(radius.min()), float(radius.max() + 0.5),
-               float(math.atan(slope_l)), float(math.atan(slope_r)))
+        if max(abs(slope_l), abs(slope_r)) > 0.05:
+            raise NoFan("the echo region's sides are parallel but slanted (a steered linear frame): not modelled")
+        view = Band(float(left[span].mean()), float(right[span].mean()), rows[0] - 0.5, rows[-1] + 0.5)
+    else:
+        apex_y = (cut_l - cut_r) / (slope_r - slope_l)
+        apex_x = cut_l + slope_l * apex_y
+        ys, xs = np.nonzero(hull)
+        radius = np.hypot(xs - apex_x, ys - apex_y)
+        r0 = radius.min()
+        top, bottom = (_edge(lit, hull, rows, width, end) for end in (0, -1))
+        if top == "arc":  # a curved array's face: the hull's chord across it is not the face, the echo's nearest is
+            ys, xs = np.nonzero(lit)
+            r0 = np.hypot(xs - apex_x, ys - apex_y).min() - 0.5
+        view = Fan(float(apex_x), float(apex_y), float(r0), float(radius.max() + 0.5),
+                   float(math.atan(slope_l)), float(math.atan(slope_r)),
+                   rows[0] - 0.5 if top == "flat" else None, rows[-1] + 0.5 if bottom == "flat" else None)
+    inside = view_polar(view, hull.shape, 2, 2)[2] <= 0
+    agreement = (inside & (hull > 0)).sum() / max((inside | (hull > 0)).sum(), 1)
+    if agreement < MIN_AGREEMENT:
+        raise NoFan(f"no fan or band fits the echo region (the best covers it at IoU {agreement:.2f})")
+    return view
+
+
+def _edge(lit: np.ndarray, hull: np.ndarray, rows: np.ndarray, width: np.ndarray, end: int) -> str | None:
+    """What the echo region's top (``end`` 0) or bottom (−1) is: "flat" (a trapezoid's face: its hull's edge row is
+    wide and echo fills it), "arc" (wide but empty between its ends: the hull's chord across a curved face), or None
+    (narrow: a sector's apex or a fan's bottom arc)."""
+    if width[end] < FLAT_EDGE * width.max():
+        return None
+    band = rows[:3] if end == 0 else rows[-3:]
+    span = hull[rows[end]] > 0
+    filled = lit[band].any(axis=0)[span].mean()
+    return "flat" if filled >= 0.5 else "arc"
+
+
+def view_polar(view: Fan | Band, shape: tuple[int, int], rays: int, samples: int):
+    """Every pixel's fractional ray and sample on a rays × samples grid over ``view``, and its distance outside the
+    view in pixels (< 0 inside)."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    if isinstance(view, Band):
+        ray = (xs - view.x0) / (view.x1 - view.x0) * (rays - 1)
+        sample = (ys - view.y0) / (view.y1 - view.y0) * (samples - 1)
+        outside = np.maximum.reduce([view.x0 - xs, xs - view.x1, view.y0 - ys, ys - view.y1])
+        return ray.astype(np.float32), sample.astype(np.float32), outside
+    dx, dy = xs - view.apex_x, ys - view.apex_y
+    r, theta = np.hypot(dx, dy), np.arctan2(dx, dy)
+    ray = (theta - view.theta0) / (view.theta1 - view.theta0) * (rays - 1)
+    sample = (r - view.r0) / (view.r1 - view.r0) * (samples - 1)
+    edges = [(view.theta0 - theta) * r, (theta - view.theta1) * r, r - view.r1, view.r0 - r]
+    if view.top is not None:
+        edges.append(view.top - ys)
+    if view.bottom is not None:
+        edges.append(ys - view.bottom)
+    return ray.astype(np.float32), sample.astype(np.float32), np.maximum.reduce(edges)
 
 
 @dataclass(frozen=True)
@@ -122,10 +200,14 @@ class BeamSpeckleConfig:
     # it carries HQ's own speckle, which whole-frame SSIM rewards (0.7: SSIM 0.618 → 0.641 for lq2hq_fast)
     level: float = 0.0  # grey (0–1) added inside the fan: a net that sits above or below the target's tissue brightness
     # (a squared-error base: +7 grey levels) is brought to it, as a scanner's gain knob would (fitted: --fit-level)
+    sample_mm: float = 0.0  # mm per sample along a beam in the frames the widths were fitted on (0: unknown). A
+    # scanner's pulse has a length in mm, whatever the depth shown: for a frame whose pose gives its pixel spacing the
+    # axial width is kept in mm (a 50 mm linear view has 2.4 times finer samples than the 120 mm sector)
 
     def __post_init__(self):
         check_config(self, {"rays": (2, 4096), "samples": (2, 8192), "lateral_sigma": (0, 64), "axial_sigma": (0, 64),
-                            "contrast": (0, 10), "base_sigma": (0, 64), "detail": (0, 1), "level": (-1, 1)})
+                            "contrast": (0, 10), "base_sigma": (0, 64), "detail": (0, 1), "level": (-1, 1),
+                            "sample_mm": (0, 100)})
         if self.rays * self.samples > 1 << 24:  # two float planes of this size per frame
             raise ValueError(f"beam speckle's polar grid of {self.rays} × {self.samples} is over 2^24 points")
         if min(self.lateral_sigma, self.axial_sigma) <= 0:
@@ -157,9 +239,8 @@ class BeamSpeckle:
         self.motion = TissueMotion() if anchored else None
         self._anchored: tuple = (None, None, None)  # (screen maps, motion) → the maps into the tissue's planes
         self._pixels: np.ndarray | None = None  # every pixel's (row, column), kept per frame size
-        self.lateral, self.axial = _gaussian_taps(config.lateral_sigma), _gaussian_taps(config.axial_sigma)
-        # blurring unit white noise leaves variance Σk²: divided out so the envelope's power has mean 1
-        self.energy = float((self.lateral ** 2).sum() * (self.axial ** 2).sum())
+        self.lateral = _gaussian_taps(config.lateral_sigma)
+        self._use_axial(config.axial_sigma)
         self.fan: Fan | None = None
         self._maps: tuple[np.ndarray, np.ndarray] | None = None
         self._rings: tuple[np.ndarray, np.ndarray] = (np.empty(0, int), np.empty(0, int))  # pixels outside, inside
@@ -170,6 +251,23 @@ class BeamSpeckle:
         self._log_r: tuple = (None, None)  # the last plane object and its log-envelope
         self._grain: np.ndarray | None = None  # the last grain, and the (plane, maps) objects it was made from
         self._grain_from: tuple = (None, None)
+
+    def _use_axial(self, sigma: float) -> None:
+        """The PSF's axial width in samples; a change makes the log-envelope and the grain anew."""
+        self.axial_sigma = sigma
+        self.axial = _gaussian_taps(sigma)
+        # blurring unit white noise leaves variance Σk²: divided out so the envelope's power has mean 1
+        self.energy = float((self.lateral ** 2).sum() * (self.axial ** 2).sum())
+        self._log_r, self._grain, self._grain_from = (None, None), None, (None, None)
+
+    def _follow_spacing(self, pose: np.ndarray) -> None:
+        """Keep the axial width in mm on a frame whose pose gives its pixel spacing (``config.sample_mm`` known)."""
+        px_mm = math.sqrt(np.linalg.norm(pose[:3, 0]) * np.linalg.norm(pose[:3, 1]))
+        view = self.fan
+        span_px = view.y1 - view.y0 if isinstance(view, Band) else view.r1 - view.r0
+        sigma = self.config.axial_sigma * self.config.sample_mm / (span_px * px_mm / (self.config.samples - 1))
+        if abs(sigma - self.axial_sigma) > 1e-3 * self.axial_sigma:
+            self._use_axial(float(np.clip(sigma, 0.05, 64.0)))
 
     @property
     def plane_shape(self) -> tuple[int, int, int, int]:
@@ -210,10 +308,16 @@ class BeamSpeckle:
             self._pixels = np.mgrid[0:frame.shape[0], 0:frame.shape[1]].astype(np.float32)
         ys, xs = self._pixels
         (a, b, c), (d, e, f) = to_reference[:2].astype(np.float32)
+        margin_samples, margin_rays = self.margins
+        if isinstance(fan, Band):  # the linear array's beams are columns: the tissue's column and row on its grid
+            per_ray, per_sample = (cfg.rays - 1) / (fan.x1 - fan.x0), (cfg.samples - 1) / (fan.y1 - fan.y0)
+            ray = (a * xs + b * ys + (c - fan.x0)) * np.float32(per_ray) + np.float32(margin_rays)
+            sample = (d * xs + e * ys + (f - fan.y0)) * np.float32(per_sample) + np.float32(margin_samples)
+            self._anchored = (maps, to_reference, (ray, sample))
+            return self._anchored[2]
         dx = a * xs + b * ys + (c - fan.apex_x)
         dy = d * xs + e * ys + (f - fan.apex_y)
         r, angle = cv2.cartToPolar(-dy, -dx)  # atan2(−dx, −dy) = θ + π in [0, 2π), θ from straight down: no wrap
-        margin_samples, margin_rays = self.margins
         per_ray = (cfg.rays - 1) / (fan.theta1 - fan.theta0)
         per_sample = (cfg.samples - 1) / (fan.r1 - fan.r0)
         ray = angle * np.float32(per_ray) + np.float32(margin_rays - (fan.theta0 + math.pi) * per_ray)
@@ -230,16 +334,9 @@ class BeamSpeckle:
         ray[outside], sample[outside] = -1, -1
         return ray, sample
 
-    def _polar(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every pixel's fractional ray and sample, and its distance outside the fan in pixels (< 0 inside)."""
-        h, w = shape
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        dx, dy = xs - fan.apex_x, ys - fan.apex_y
-        r, theta = np.hypot(dx, dy), np.arctan2(dx, dy)
-        ray = (theta - fan.theta0) / (fan.theta1 - fan.theta0) * (self.config.rays - 1)
-        sample = (r - fan.r0) / (fan.r1 - fan.r0) * (self.config.samples - 1)
-        outside = np.maximum.reduce([(fan.theta0 - theta) * r, (theta - fan.theta1) * r, r - fan.r1, fan.r0 - r])
-        return ray.astype(np.float32), sample.astype(np.float32), outside
+    def _polar(self, fan: Fan | Band, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pixel's fractional ray and sample, and its distance outside the view in pixels (< 0 inside)."""
+        return view_polar(fan, shape, self.config.rays, self.config.samples)
 
     def _maps_for(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scan maps of this frame's fan. Fitting costs ~10 ms at 512², so a frame is only checked against the
@@ -286,6 +383,8 @@ class BeamSpeckle:
         out = base + self.config.level + self.config.detail * (styled - base)
         try:
             maps = self._maps_for(frame)
+            if pose is not None and self.config.sample_mm > 0:
+                self._follow_spacing(pose)
             if self.motion is not None:
                 maps = self.tissue_maps(maps, frame, pose)
         except NoFan as exc:

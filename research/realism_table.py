@@ -57,29 +57,31 @@ MOTION_FPS, MOTION_LAG = 25, 8  # frames 8 apart at 25 fps: 3–5 px of anatomy 
 
 def moving_probes(n: int, size: int, seeds: list[int]):
     """Per scene and start (t = 0 s and 5.5 s: the sweep's fastest moments, one each way): the LQ and HQ frames of
-    a moving probe, the true motion from the first frame to the last, and the lit windows of the first HQ."""
+    a moving probe, the true motion from the first frame to the last, the lit windows of the first HQ, and each
+    frame's pose as the simulator sends it."""
     out = []
     for seed in seeds:
         for i in range(n):
             renderer = PhantomRenderer(size, size, seed=seed + i)
             for t0 in (0.0, 5.5):
                 frames = [renderer.render(t0 + k / MOTION_FPS) for k in range(MOTION_LAG + 1)]
+                times = [t0 + k / MOTION_FPS for k in range(MOTION_LAG + 1)]
                 out.append(([f.lq for f in frames], [f.hq for f in frames],
-                            renderer.displacement(t0, t0 + MOTION_LAG / MOTION_FPS),
-                            tissue_mask(to_uint8(frames[0].hq))))
+                            renderer.displacement(t0, times[-1]), tissue_mask(to_uint8(frames[0].hq)),
+                            [renderer.image_to_world(t) for t in times]))
     return out
 
 
 def motion_row(name: str, sequences, run=None) -> dict:
     """The texture motion of HQ (run None and name 'HQ'), the input (name 'LQ') or a model run over each
-    sequence in order from a fresh stream (its first and last outputs compared)."""
+    sequence in order from a fresh stream (its first and last outputs compared); ``run(frame, pose)``."""
     results = []
-    for lq, hq, motion, mask in sequences:
+    for lq, hq, motion, mask, poses in sequences:
         if run is None:
             frames = hq if name.startswith("HQ") else lq
         else:
             run.reset()
-            frames = [run(f) for f in lq]
+            frames = [run(f, p) for f, p in zip(lq, poses)]
         results.append(texture_motion(frames[0] * 255, frames[-1] * 255, motion, mask))
     return {"model": name, **merge_texture_motion(results)}
 
@@ -125,6 +127,8 @@ def main() -> None:
     ap.add_argument("--invented-only", action="store_true", help="only the invented-structure table (no C2ST)")
     ap.add_argument("--screen-grain-too", action="store_true",
                     help="--motion: also each staged model with its fixed grain drawn on the screen (before issue 27)")
+    ap.add_argument("--pose-too", action="store_true",
+                    help="--motion: also each model with its fixed grain placed by the phantom's poses, not estimated")
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
                     help="C2ST classifiers averaged per row (8 on 48 scenes: standard error about 0.035)")
     ap.add_argument("--no-baselines", action="store_true",
@@ -222,9 +226,13 @@ def print_motion_table(args, seeds: list[int]) -> None:
     for name in args.models.split(","):
         for mode in args.noise.split(","):
             engine = load_engine(name, "torch", EngineOptions(noise=mode, seed=0))
-            run = lambda img, engine=engine: to_float(to_uint8(engine.infer(img)))
+            run = lambda img, pose, engine=engine: to_float(to_uint8(engine.infer(img)))
             run.reset = engine.reset
             rows.append(motion_row(f"{name}, noise {mode}", sequences, run))
+            if mode == "fixed" and args.pose_too:
+                posed = lambda img, pose, engine=engine: to_float(to_uint8(engine.infer_at(img, pose)))
+                posed.reset = engine.reset
+                rows.append(motion_row(f"{name}, noise fixed, placed by the simulator's pose", sequences, posed))
             if mode == "fixed" and args.screen_grain_too and hasattr(engine, "stage"):
                 engine.stage = BeamSpeckle(engine.stage.config, anchored=False)  # the stream grain before issue 27
                 rows.append(motion_row(f"{name}, noise fixed, grain on the screen (before)", sequences, run))

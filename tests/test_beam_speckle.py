@@ -9,6 +9,7 @@ from conftest import tiny_net
 from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import (
     META_KEY,
+    Band,
     BeamSpeckle,
     BeamSpeckleConfig,
     NoFan,
@@ -19,7 +20,7 @@ from usnst.engines.registry import build_artifact, load_engine
 from usnst.offline.realism import speckle_fwhm, tissue_mask
 from usnst.offline.speckle_fit import fit_beam_speckle
 from usnst_io.media import to_uint8
-from usnst_stream.phantom import PhantomRenderer, acquisition
+from usnst_stream.phantom import PROBES, PhantomRenderer, acquisition, probe
 
 
 def true_fan(renderer: PhantomRenderer) -> tuple[float, float, float, float, float]:
@@ -40,13 +41,45 @@ def test_the_fan_of_a_phantom_frame_is_recovered(settings, size):
         assert abs(fan.theta0 + half) < math.radians(0.5) and abs(fan.theta1 - half) < math.radians(0.5)
 
 
-def test_frames_without_a_fan_are_refused_with_the_reason():
+def test_frames_without_a_view_to_fit_are_refused_with_the_reason_and_never_given_an_absurd_fit():
     with pytest.raises(NoFan, match="no imaging sector"):
         fit_fan(np.zeros((64, 64), np.float32))
-    rectangle = np.zeros((96, 96), np.float32)
-    rectangle[10:90, 20:76] = 0.5  # a linear probe's field of view
-    with pytest.raises(NoFan, match="linear probe"):
-        fit_fan(rectangle)
+    ys, xs = np.mgrid[0:96, 0:96]
+    disc = (np.hypot(xs - 48, ys - 48) < 40).astype(np.float32) * 0.5  # no probe images a disc
+    with pytest.raises(NoFan, match="no fan or band fits"):
+        fit_fan(disc)
+    slanted = ((xs - 0.5 * ys > 10) & (xs - 0.5 * ys < 40) & (ys > 5) & (ys < 90)).astype(np.float32) * 0.5
+    with pytest.raises(NoFan, match="slanted"):
+        fit_fan(slanted)
+    stage = BeamSpeckle(BeamSpeckleConfig())
+    planes = [np.zeros(stage.plane_shape[2:], np.float32)] * 2
+    out = stage.apply(disc, disc, planes)  # counted, passed through inside its echo region
+    assert stage.skipped == 1 and np.array_equal(out > 0, cv2.dilate((disc > 0).astype(np.uint8), np.ones((5, 5))) > 0)
+
+
+@pytest.mark.parametrize("kind", PROBES)
+def test_every_probe_kind_is_rendered_fitted_and_given_the_grain(kind):
+    """Each probe's phantom frame: the stage fits its view (a band for the linear array, a fan with a flat top for
+    the trapezoid), covers its echo region and adds grain everywhere in it; none is skipped."""
+    renderer = PhantomRenderer(128, 128, seed=4, geometry=probe(kind))
+    sample = renderer.render(0.0)
+    view = fit_fan(sample.lq)
+    assert isinstance(view, Band) == (kind == "linear")
+    if kind == "trapezoid":
+        assert view.top is not None and view.bottom is not None
+    stage = BeamSpeckle(BeamSpeckleConfig())
+    rng = np.random.default_rng(0)
+    planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
+    base = cv2.GaussianBlur(sample.hq, (0, 0), 3)
+    out = stage.apply(base, sample.lq, planes)
+    assert stage.skipped == 0
+    sector, shown = renderer.in_sector, stage._inside > 0  # the true view, the one the stage keeps (dark fluid too)
+    assert (shown & sector).sum() / sector.sum() > 0.98
+    away = cv2.distanceTransform((~sector).astype(np.uint8), cv2.DIST_L2, 3)  # px from the true view
+    assert away[shown].max() <= 2.0 and away[out > 0].max() <= 2.0  # nothing beyond the view's edge pixels
+    inner = cv2.erode(sector.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    grain = out - stage.apply(base, sample.lq, None)  # the same frame with noise off: the grain alone
+    assert np.abs(grain[inner]).mean() > 0.05  # grain everywhere inside, not only in part of the view
 
 
 def test_the_log_envelope_is_centred_log_rayleigh():
@@ -217,13 +250,13 @@ def test_one_composition_for_every_noise_mode_and_every_frame():
     inside = (on._inside > 0) & (with_grain > 0) & (with_grain < 1) & (without > 0) & (without < 1)
     assert inside.mean() > 0.3 and np.allclose((with_grain - without)[inside], grain[inside], atol=1e-6)
     assert (without[on._inside == 0] == 0).all()  # noise off: black outside the fan too
-    rectangle = np.zeros((64, 64), np.float32)
-    rectangle[8:56, 16:48] = 0.4
+    ys, xs = np.mgrid[0:64, 0:64]
+    disc = (np.hypot(xs - 32, ys - 32) < 24).astype(np.float32) * 0.4  # no probe's view: nothing fits it
     flat = np.random.default_rng(3).random((64, 64)).astype(np.float32)
     no_fan = BeamSpeckle(config)
-    out = no_fan.apply(flat, rectangle, [np.ones((48, 32), np.float32)] * 2)
-    assert no_fan.skipped == 1 and np.array_equal(out, BeamSpeckle(config).apply(flat, rectangle, None))
-    assert (out[:4] == 0).all() and (out[:, :12] == 0).all()  # black outside the echo region
+    out = no_fan.apply(flat, disc, [np.ones((48, 32), np.float32)] * 2)
+    assert no_fan.skipped == 1 and np.array_equal(out, BeamSpeckle(config).apply(flat, disc, None))
+    assert (out[:4] == 0).all() and (out[:, :4] == 0).all()  # black outside the echo region
 
 
 def test_a_blank_frame_is_passed_quietly_and_a_fan_it_cannot_fit_is_warned_once(caplog):
@@ -236,10 +269,10 @@ def test_a_blank_frame_is_passed_quietly_and_a_fan_it_cannot_fit_is_warned_once(
     with caplog.at_level(logging.WARNING):
         stage.apply(blank, blank, planes)
         assert "imaging sector" not in caplog.text and stage.skipped == 1
-        rectangle = np.zeros((96, 96), np.float32)
-        rectangle[10:90, 20:76] = 0.5
+        ys, xs = np.mgrid[0:96, 0:96]
+        disc = (np.hypot(xs - 48, ys - 48) < 40).astype(np.float32) * 0.5
         for _ in range(3):
-            stage.apply(rectangle, rectangle, planes)
+            stage.apply(disc, disc, planes)
     assert caplog.text.count("beam speckle:") == 1 and stage.skipped == 4
 
 
@@ -263,3 +296,24 @@ def test_a_checkpoint_is_read_and_hashed_once_per_load(tmp_path, monkeypatch):
     save_checkpoint(path, tiny_net(seed=3), {"task": "lq2hq"})  # a new version of the file is read again
     assert "beam_speckle" not in load_engine(path, "torch", EngineOptions(threads=1)).describe()
     assert len(loads) == 2
+
+
+def test_with_the_frames_pose_the_axial_grain_keeps_its_width_in_mm_on_a_shallow_probe():
+    """A scanner's pulse has a length in mm: a 50 mm linear view samples 2.4 times finer than the 120 mm sector the
+    widths were fitted on. Told the pixel spacing (the pose), the stage's axial grain matches that probe's HQ; not
+    told, it keeps the width in samples (today's behaviour)."""
+    from usnst.engines.acoustics import HQ_SAMPLE_MM
+
+    renderer = PhantomRenderer(192, 192, seed=6, geometry=probe("linear"))
+    sample = renderer.render(0.0)
+    hq = to_uint8(sample.hq)
+    mask = tissue_mask(hq, sample.seg)
+    stage = BeamSpeckle(BeamSpeckleConfig(sample_mm=HQ_SAMPLE_MM))
+    rng = np.random.default_rng(1)
+    planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
+    base = cv2.GaussianBlur(sample.hq, (0, 0), 3)
+    told = speckle_fwhm(to_uint8(stage.apply(base, sample.lq, planes, renderer.image_to_world(0.0))), mask)[0]
+    untold = speckle_fwhm(to_uint8(BeamSpeckle(BeamSpeckleConfig(sample_mm=HQ_SAMPLE_MM)).apply(
+        base, sample.lq, planes)), mask)[0]
+    target = speckle_fwhm(hq, mask)[0]
+    assert abs(told / target - 1) < 0.15 and untold < 0.7 * target

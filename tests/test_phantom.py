@@ -5,7 +5,7 @@ import pytest
 from usnst.engines.acoustics import FETUS_LABELS, OUTSIDE
 from usnst.offline.datasets import read_triptych_folder, split_triptych
 from usnst.offline.metrics import psnr, ssim
-from usnst_stream.phantom import PhantomRenderer, write_phantoms
+from usnst_stream.phantom import PROBES, PhantomRenderer, write_phantoms
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,22 @@ def test_psnr_uses_the_target_peak_as_the_thesis_defines():
     out = target.astype(float) + np.array([[10, -10], [10, -10]])
     assert psnr(out, target) == pytest.approx(20 * np.log10(100 / 10))
     assert psnr(target, target) == float("inf")
+
+
+def test_usnst_phantom_renders_each_probe_kind_and_a_folder_keeps_to_one(tmp_path):
+    import json
+
+    from usnst.cli import main
+
+    for kind in PROBES:
+        assert main(["phantom", "--out", str(tmp_path / kind), "-n", "2", "--size", "48x64", "--probe", kind]) == 0
+        samples = read_triptych_folder(tmp_path / kind)
+        lit = samples[0].seg > 0
+        assert len(samples) == 2 and 0.2 < lit.mean() < 0.95
+        assert json.loads((tmp_path / kind / "phantoms.json").read_text())["probe"] == kind
+    linear = read_triptych_folder(tmp_path / "linear")[0].seg > 0
+    columns = linear.any(axis=0)
+    assert linear[:, columns].mean(axis=0).std() < 0.02  # a linear array's view: every column lit to the same depth
+    assert main(["phantom", "--out", str(tmp_path / "linear"), "-n", "2", "--size", "48x64"]) == 2  # refused: mixed
+    with pytest.raises(ValueError, match="probe kind"):
+        write_phantoms(tmp_path / "x", 1, 32, 32, probe_kind="convex")

@@ -54,13 +54,64 @@ for _label, _echo, _att in [
 _TGC = 0.010  # compensates average tissue attenuation, so only departures from it show
 
 
+PROBES = ("curvilinear", "phased", "linear", "trapezoid")
+
+
 @dataclass(frozen=True)
 class ProbeGeometry:
-    """A curvilinear-like sector: rays fan out from an apex at the skin."""
+    """Where a probe's rays run, in probe coordinates (mm; x across, y down from the apex or the skin line).
+
+    - ``curvilinear`` and ``phased``: rays fan out from an apex at angles within ``sector_deg``, sampled from radius
+      ``start_mm`` (a curved array's face; a phased array's is a point) to ``depth_mm``.
+    - ``linear``: parallel rays from a face ``width_mm`` wide, sampled from ``start_mm`` to ``depth_mm`` deep.
+    - ``trapezoid`` (a linear array's virtual-apex format): rays from a virtual apex above a flat face ``width_mm``
+      wide, fanned over ``sector_deg``, shown from the face to ``depth_mm`` below it (flat top and bottom).
+
+    ``top_mm``: the frame's top edge in probe coordinates (a curved array's face, not its apex, at the top).
+    The defaults are the phantom's original probe (a sector with a 3 mm face), kept so that datasets and recipes
+    render as they always did; ``probe(kind)`` gives each kind's usual geometry."""
 
     depth_mm: float = 120.0
     sector_deg: float = 70.0
     start_mm: float = 3.0
+    kind: str = "curvilinear"
+    width_mm: float = 0.0
+    top_mm: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in PROBES:
+            raise ValueError(f"probe kind must be one of {', '.join(PROBES)}, got {self.kind!r}")
+        if self.kind in ("linear", "trapezoid") and self.width_mm <= 0:
+            raise ValueError(f"a {self.kind} probe needs width_mm > 0")
+
+    @property
+    def virtual_apex_mm(self) -> float:
+        """A trapezoid's apex distance above the face: its outer rays leave the face's ends at ± half the sector."""
+        return self.width_mm / 2 / math.tan(math.radians(self.sector_deg) / 2)
+
+    def extent(self) -> tuple[float, float, float]:
+        """The field of view's half width and its bottom, in probe coordinates (mm), and its top (the frame's)."""
+        half = math.radians(self.sector_deg) / 2
+        if self.kind == "linear":
+            return self.width_mm / 2, self.depth_mm, self.top_mm
+        if self.kind == "trapezoid":
+            return self.width_mm / 2 + self.depth_mm * math.tan(half), self.depth_mm, self.top_mm
+        return self.depth_mm * math.sin(half), self.depth_mm, self.top_mm
+
+
+def probe(kind: str) -> ProbeGeometry:
+    """Each kind's usual field of view: a curved abdominal array (60 mm face radius, 60°, 160 mm deep from the apex),
+    a cardiac phased array (90°, 140 mm), a vascular / small-parts linear array (38 mm wide, 50 mm deep) and its
+    trapezoid format (38 mm face, 40°, 60 mm deep)."""
+    if kind == "curvilinear":
+        return ProbeGeometry(depth_mm=160.0, sector_deg=60.0, start_mm=60.0, top_mm=60.0 * math.cos(math.radians(30)))
+    if kind == "phased":
+        return ProbeGeometry(depth_mm=140.0, sector_deg=90.0, start_mm=0.5, kind="phased")
+    if kind == "linear":
+        return ProbeGeometry(depth_mm=50.0, start_mm=0.5, kind="linear", width_mm=38.0)
+    if kind == "trapezoid":
+        return ProbeGeometry(depth_mm=60.0, sector_deg=40.0, start_mm=0.5, kind="trapezoid", width_mm=38.0)
+    raise ValueError(f"probe kind must be one of {', '.join(PROBES)}, got {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -170,15 +221,33 @@ class Scene:
 
 
 class _PolarGrid:
-    """Sample positions of one quality along its rays, relative to the probe apex."""
+    """Sample positions of one quality along its rays in probe coordinates (samples × rays), the spacing ``dr`` of
+    samples along a ray, and ``r``: each sample's path from where time-gain compensation starts."""
 
     def __init__(self, geometry: ProbeGeometry, quality: Quality):
         half = math.radians(geometry.sector_deg) / 2
-        self.r = np.linspace(geometry.start_mm, geometry.depth_mm, quality.samples, dtype=np.float32)
-        self.theta = np.linspace(-half, half, quality.rays, dtype=np.float32)
+        self.apex = 0.0  # how far above the probe coordinates' origin rays start (a trapezoid's virtual apex)
+        self.above_face: np.ndarray | None = None  # samples outside the body (a trapezoid's, near its face's ends)
+        if geometry.kind == "linear":
+            self.r = np.linspace(geometry.start_mm, geometry.depth_mm, quality.samples, dtype=np.float32)
+            x = np.linspace(-geometry.width_mm / 2, geometry.width_mm / 2, quality.rays, dtype=np.float32)
+            self.local_x = np.broadcast_to(x[None, :], (quality.samples, quality.rays)).copy()
+            self.local_y = np.broadcast_to(self.r[:, None], (quality.samples, quality.rays)).copy()
+        elif geometry.kind == "trapezoid":
+            self.apex = geometry.virtual_apex_mm
+            radius = np.linspace(self.apex + geometry.start_mm, (self.apex + geometry.depth_mm) / math.cos(half),
+                                 quality.samples, dtype=np.float32)
+            self.theta = np.linspace(-half, half, quality.rays, dtype=np.float32)
+            self.local_x = radius[:, None] * np.sin(self.theta)[None, :]
+            self.local_y = radius[:, None] * np.cos(self.theta)[None, :] - np.float32(self.apex)
+            self.r = radius - np.float32(self.apex)  # TGC from the face's centre depth: a ray's path below the face
+            self.above_face = self.local_y < 0
+        else:
+            self.r = np.linspace(geometry.start_mm, geometry.depth_mm, quality.samples, dtype=np.float32)
+            self.theta = np.linspace(-half, half, quality.rays, dtype=np.float32)
+            self.local_x = self.r[:, None] * np.sin(self.theta)[None, :]
+            self.local_y = self.r[:, None] * np.cos(self.theta)[None, :]
         self.dr = float(self.r[1] - self.r[0])
-        self.local_x = self.r[:, None] * np.sin(self.theta)[None, :]
-        self.local_y = self.r[:, None] * np.cos(self.theta)[None, :]
 
 
 class PhantomRenderer:
@@ -193,27 +262,39 @@ class PhantomRenderer:
         self.lq, self.hq = lq, hq
         self.noise_rng = np.random.default_rng(seed + 1_000_003)
         self.grids = {q: _PolarGrid(geometry, q) for q in (hq, lq)}
-        # Pixel grid in probe coordinates (mm): apex at the top centre, the sector fitted inside the frame.
+        # Pixel grid in probe coordinates (mm): the field of view centred across, its top at the frame's top.
         half = math.radians(geometry.sector_deg) / 2
-        box_w, box_h = 2 * geometry.depth_mm * math.sin(half), geometry.depth_mm
+        half_w, bottom, top = geometry.extent()
+        box_w, box_h = 2 * half_w, bottom - top
         scale = max(box_w / width, box_h / height)
         self.pixel_mm = scale  # square pixels
+        self._pixel_offset_mm = (box_h - height * scale) / 2 + top
         xs = (np.arange(width, dtype=np.float32) - (width - 1) / 2) * scale
-        ys = (np.arange(height, dtype=np.float32) + 0.5) * scale + (box_h - height * scale) / 2
+        ys = (np.arange(height, dtype=np.float32) + 0.5) * scale + self._pixel_offset_mm
         self.pix_x, self.pix_y = np.meshgrid(xs, ys)
-        r = np.hypot(self.pix_x, self.pix_y)
-        th = np.arctan2(self.pix_x, self.pix_y)
-        self.in_sector = (r >= geometry.start_mm) & (r <= geometry.depth_mm) & (np.abs(th) <= half)
         # Scan-conversion maps per quality: fractional (ray, sample) index of every pixel; -1 outside.
+        if geometry.kind == "linear":
+            ray01 = (self.pix_x + geometry.width_mm / 2) / geometry.width_mm
+            along, first = self.pix_y, geometry.start_mm
+            self.in_sector = (along >= first) & (along <= geometry.depth_mm) & (np.abs(self.pix_x) <= half_w)
+        else:
+            apex = self.grids[hq].apex
+            r = np.hypot(self.pix_x, self.pix_y + apex)
+            th = np.arctan2(self.pix_x, self.pix_y + apex)
+            ray01 = (th + half) / (2 * half)
+            along, first = r, apex + geometry.start_mm
+            last = (apex + geometry.depth_mm) / math.cos(half) if geometry.kind == "trapezoid" else geometry.depth_mm
+            self.in_sector = (r >= first) & (r <= last) & (np.abs(th) <= half)
+            if geometry.kind == "trapezoid":  # only below the face, and no deeper than the depth shown
+                self.in_sector &= (self.pix_y >= geometry.start_mm) & (self.pix_y <= geometry.depth_mm)
         self.scan_maps = {}
         for q, g in self.grids.items():
-            mx = (th + half) / (2 * half) * (q.rays - 1)
-            my = (r - geometry.start_mm) / g.dr
+            mx = ray01 * (q.rays - 1)
+            my = (along - first) / g.dr
             mx[~self.in_sector] = -1
             my[~self.in_sector] = -1
             self.scan_maps[q] = (mx.astype(np.float32), my.astype(np.float32))
         self._ref = {q: self._reference_level(q) for q in (hq, lq)}
-        self._pixel_offset_mm = (box_h - height * scale) / 2
 
     def _reference_level(self, q: Quality) -> float:
         """Mean envelope of unit-echo tissue for this quality: a fixed 0 dB so brightness does not flicker."""
@@ -253,7 +334,8 @@ class PhantomRenderer:
             im += self.noise_rng.standard_normal(im.shape, dtype=np.float32) * sigma
         env = np.hypot(re, im)
         # Attenuation integrated along each ray, minus the time-gain compensation for average tissue.
-        depth_gain = np.exp(-np.cumsum(_ATTEN[labels], axis=0) * g.dr + _TGC * g.r[:, None])
+        attenuation = _ATTEN[labels] if g.above_face is None else np.where(g.above_face, 0.0, _ATTEN[labels])
+        depth_gain = np.exp(-np.cumsum(attenuation, axis=0) * g.dr + _TGC * g.r[:, None])
         env *= depth_gain
         db = 20 * np.log10(env / self._ref[q] + 1e-6) + q.gain_db
         # 0 dB (mean tissue) sits a third of the way down from white; the dynamic range sets the floor.
@@ -308,16 +390,19 @@ def triptych(sample: Sample) -> np.ndarray:
 SETTINGS = ("default", "varied", "outside")
 
 
-def acquisition(kind: str, rng: np.random.Generator) -> dict:
-    """PhantomRenderer keyword arguments (geometry, lq, hq) for one scene under ``kind`` (see SETTINGS)."""
+def acquisition(kind: str, rng: np.random.Generator, base: ProbeGeometry | None = None) -> dict:
+    """PhantomRenderer keyword arguments (geometry, lq, hq) for one scene under ``kind`` (see SETTINGS), around the
+    ``base`` probe (None: the phantom's original; its scenes render as they always did)."""
     if kind == "default":
-        return {}
+        return {} if base is None else {"geometry": base}
     if kind not in SETTINGS:
         raise ValueError(f"settings must be one of {SETTINGS}, got {kind!r}")
     inside = kind == "varied"
     pick = lambda lo, hi, out_lo, out_hi: rng.uniform(lo, hi) if inside else (
         rng.uniform(out_lo, lo) if rng.random() < 0.5 else rng.uniform(hi, out_hi))
-    geometry = ProbeGeometry(depth_mm=pick(95, 135, 70, 160), sector_deg=pick(55, 80, 40, 95))
+    depth, sector = pick(95, 135, 70, 160), pick(55, 80, 40, 95)
+    geometry = ProbeGeometry(depth_mm=depth, sector_deg=sector) if base is None else \
+        replace(base, depth_mm=base.depth_mm * depth / 120, sector_deg=min(base.sector_deg * sector / 70, 150.0))
     gain = pick(-4, 4, -9, 9)
     lq = replace(LQ, lateral_sigma=pick(0.9, 1.4, 0.6, 2.0), axial_sigma_mm=pick(0.45, 0.75, 0.3, 1.0),
                  noise_db=pick(-26, -18, -32, -12), dynamic_range_db=pick(40, 50, 34, 56), gain_db=gain)
@@ -326,10 +411,11 @@ def acquisition(kind: str, rng: np.random.Generator) -> dict:
 
 
 def render_scene(seed: int, index: int, height: int, width: int, settings: str = "default",
-                 speckle_seed: int | None = None) -> Sample:
+                 speckle_seed: int | None = None, probe_kind: str | None = None) -> Sample:
     """Scene ``seed`` as the ``index``-th of a set renders it (``write_phantoms``): its acquisition drawn for
-    ``settings``, the probe pose varied with the index; ``speckle_seed`` gives the oracle (new scatterers)."""
-    kwargs = acquisition(settings, np.random.default_rng([seed, 4242]))
+    ``settings`` around ``probe_kind``'s geometry (None: the original probe), the probe pose varied with the index;
+    ``speckle_seed`` gives the oracle (new scatterers)."""
+    kwargs = acquisition(settings, np.random.default_rng([seed, 4242]), None if probe_kind is None else probe(probe_kind))
     renderer = PhantomRenderer(height, width, seed=seed, speckle_seed=speckle_seed, **kwargs)
     return renderer.render(t=float(index % 7))
 
@@ -340,9 +426,10 @@ INDEPENDENT_SPECKLE = 7_777_777
 
 def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], width: int = THESIS_PANEL[1],
                    seed: int = 0, progress=None, settings: str = "default", independent_hq: bool = False,
-                   overwrite: bool = False) -> list[Path]:
+                   overwrite: bool = False, probe_kind: str | None = None) -> list[Path]:
     """Write ``n`` triptych PNGs, one random scene each (scene i uses seed + i), in the thesis layout; ``settings``
-    varies the acquisition per scene (SETTINGS). ``independent_hq``: the HQ panel drawn with its own scatterers
+    varies the acquisition per scene (SETTINGS), ``probe_kind`` chooses the probe (PROBES; None: the original).
+    ``independent_hq``: the HQ panel drawn with its own scatterers
     (same anatomy and acquisition, speckle unrelated to LQ's), so a net regressed on it can only learn HQ's mean grey
     — the base that engines.beam_speckle adds its grain to.
 
@@ -352,6 +439,9 @@ def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], w
     """
     out = Path(out_dir)
     recipe = {"height": height, "width": width, "settings": settings, "independent_hq": independent_hq}
+    if probe_kind is not None:  # recorded only when chosen: folders made before probes had kinds still resume
+        probe(probe_kind)  # refuse an unknown kind before writing anything
+        recipe["probe"] = probe_kind
     record = out / "phantoms.json"
     names = [out / f"phantom_{seed + i:05d}.png" for i in range(n)]
     existing = [p for p in names if p.exists()]
@@ -368,9 +458,10 @@ def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], w
             if progress is not None:
                 progress(1)
             continue
-        sample = render_scene(seed + i, i, height, width, settings)
+        sample = render_scene(seed + i, i, height, width, settings, probe_kind=probe_kind)
         if independent_hq:
-            sample.hq = render_scene(seed + i, i, height, width, settings, speckle_seed=seed + i + INDEPENDENT_SPECKLE).hq
+            sample.hq = render_scene(seed + i, i, height, width, settings, speckle_seed=seed + i + INDEPENDENT_SPECKLE,
+                                     probe_kind=probe_kind).hq
         paths.append(write_png(path, triptych(sample)))
         if progress is not None:
             progress(1)

@@ -15,7 +15,7 @@ import numpy as np
 from usnst_io import media, protocol
 from usnst_io.media import to_uint8
 from usnst_io.recording import RecordingReader
-from usnst_stream.phantom import PhantomRenderer, ProbeGeometry, probe_pose
+from usnst_stream.phantom import PhantomRenderer, ProbeGeometry, probe, probe_pose
 
 Timed = tuple[float, list]
 QUALITIES = ("lq", "hq", "seg")
@@ -37,7 +37,8 @@ def convert_dtype(img8: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", seed: int = 0,
-                   dtype: str = "uint8", keep=None, loop_frames: int = 0) -> Iterator[Timed]:
+                   dtype: str = "uint8", keep=None, loop_frames: int = 0,
+                   probe_kind: str | None = None) -> Iterator[Timed]:
     """An endless simulated scan: frame i shows the scene at t = i / fps with the probe drifting.
 
     ``loop_frames`` > 0 renders that many frames before the first is sent and then plays them in a loop (sequence
@@ -46,8 +47,8 @@ def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", see
     ``keep(seq, sample)``, if given, receives every sample as it is sent (the demo keeps HQ references)."""
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
-    renderer = PhantomRenderer(height, width, seed=seed)
-    geometry: ProbeGeometry = renderer.geometry
+    geometry = ProbeGeometry() if probe_kind is None else probe(probe_kind)
+    renderer = PhantomRenderer(height, width, seed=seed, geometry=geometry)
 
     def frame(i: int):
         t = i / fps
@@ -56,7 +57,7 @@ def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", see
         ax, ay, rot = probe_pose(t)
         meta = {"source": "usnst-phantom", "quality": quality, "scene_seed": seed,
                 "spacing_mm": [round(renderer.pixel_mm, 6)] * 2,
-                "probe": {"apex_mm": [round(ax, 4), round(ay, 4)], "angle_rad": round(rot, 6),
+                "probe": {"kind": geometry.kind, "apex_mm": [round(ax, 4), round(ay, 4)], "angle_rad": round(rot, 6),
                           "sector_deg": geometry.sector_deg, "depth_mm": geometry.depth_mm},
                 protocol.IMAGE_TO_WORLD: [round(float(v), 9) for v in renderer.image_to_world(t).ravel()]}
         return sample, convert_dtype(img, dtype), meta

@@ -11,7 +11,7 @@ from usnst import flags
 
 # -- phantom --------------------------------------------------------------------------------------------
 def phantom_flags(p) -> None:
-    from usnst_stream.phantom import SETTINGS, THESIS_PANEL
+    from usnst_stream.phantom import PROBES, SETTINGS, THESIS_PANEL
 
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("-n", "--frames", dest="n", type=flags.positive_int, default=10, help="number of samples")
@@ -21,6 +21,9 @@ def phantom_flags(p) -> None:
     p.add_argument("--settings", default=SETTINGS[0], choices=SETTINGS,
                    help="acquisition per scene: the default probe; varied probe geometry, depth, gain, PSF and noise "
                         "(training sets); or outside those ranges (generalisation tests)")
+    p.add_argument("--probe", default=None, choices=PROBES,
+                   help="probe kind: its usual field of view (default: the phantom's original sector probe, which "
+                        "every shipped model was trained on)")
     p.add_argument("--independent-hq", action="store_true",
                    help="draw the HQ panel's speckle from its own scatterers: a regression target whose speckle LQ "
                         "cannot predict (the base net under `usnst speckle`)")
@@ -37,7 +40,7 @@ def run_phantom(args) -> int:
     h, w = args.size
     with tqdm(total=args.n, desc="phantoms", unit="img", disable=None) as bar:
         paths = write_phantoms(args.out, args.n, h, w, args.seed, progress=bar.update, settings=args.settings,
-                               independent_hq=args.independent_hq, overwrite=args.overwrite)
+                               independent_hq=args.independent_hq, overwrite=args.overwrite, probe_kind=args.probe)
     print(f"usnst phantom: wrote {len(paths)} triptychs (LQ | HQ | segmentation, {h}x{w} each) to {args.out}")
     return 0
 
@@ -267,6 +270,7 @@ def run_clean(args) -> int:
 
 # -- speckle --------------------------------------------------------------------------------------------
 def speckle_flags(p) -> None:
+    from usnst.engines.acoustics import HQ_SAMPLE_MM
     from usnst.engines.beam_speckle import BeamSpeckleConfig
 
     d = BeamSpeckleConfig()
@@ -282,6 +286,10 @@ def speckle_flags(p) -> None:
                    help="px: low-pass of the net's output before the grain is added (0: none)")
     p.add_argument("--detail", type=flags.fraction, default=d.detail,
                    help="share of the net's own fine texture kept under the grain (0…1; 0.7 keeps what SSIM rewards)")
+    p.add_argument("--sample-mm", type=flags.ranged(float, 0, 100), default=d.sample_mm,
+                   help="mm per sample along a beam of the target frames (the phantom's original probe: "
+                        f"{HQ_SAMPLE_MM:.4f}): frames that come with a pose then keep the axial PSF in mm "
+                        "(default 0: unknown, the widths stay in samples)")
     p.add_argument("--frames", type=flags.positive_int, default=12, help="target frames measured")
     p.add_argument("--no-fit", action="store_true", help="keep the given/default PSF widths and contrast")
     p.add_argument("--fit-level", action="store_true",
@@ -306,7 +314,8 @@ def run_speckle(args) -> int:
     from usnst_io.media import refuse_existing
 
     refuse_existing(args.out, args.overwrite)
-    start = BeamSpeckleConfig(rays=args.rays, samples=args.samples, base_sigma=args.base_sigma, detail=args.detail)
+    start = BeamSpeckleConfig(rays=args.rays, samples=args.samples, base_sigma=args.base_sigma, detail=args.detail,
+                              sample_mm=args.sample_mm)
     source = resolve_model(args.model)
     net, meta = load_checkpoint(source)
     if args.no_fit:
