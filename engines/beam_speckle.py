@@ -200,6 +200,9 @@ class BeamSpeckleConfig:
     # it carries HQ's own speckle, which whole-frame SSIM rewards (0.7: SSIM 0.618 → 0.641 for lq2hq_fast)
     level: float = 0.0  # grey (0–1) added inside the fan: a net that sits above or below the target's tissue brightness
     # (a squared-error base: +7 grey levels) is brought to it, as a scanner's gain knob would (fitted: --fit-level)
+    mean_shown: bool = False  # the grain is added under the display's clipping so the mean grey shown is the net's: in
+    # near-black fluid (and near-white bone) grain added on top and clipped brightens (darkens) the mean, an even
+    # grey grain where a scanner's is dark and sparse (a cue a whole-sector classifier reads)
     sample_mm: float = 0.0  # mm per sample along a beam in the frames the widths were fitted on (0: unknown). A
     # scanner's pulse has a length in mm, whatever the depth shown: for a frame whose pose gives its pixel spacing the
     # axial width is kept in mm (a 50 mm linear view has 2.4 times finer samples than the 120 mm sector)
@@ -251,6 +254,8 @@ class BeamSpeckle:
         self._log_r: tuple = (None, None)  # the last plane object and its log-envelope
         self._grain: np.ndarray | None = None  # the last grain, and the (plane, maps) objects it was made from
         self._grain_from: tuple = (None, None)
+        self._under: np.ndarray | None = None  # mean shown → level under the grain, for config.mean_shown
+        self._under_from = None  # the scan maps it was measured for
 
     def _use_axial(self, sigma: float) -> None:
         """The PSF's axial width in samples; a change makes the log-envelope and the grain anew."""
@@ -394,8 +399,27 @@ class BeamSpeckle:
                 log.warning("beam speckle: %s; such frames get no grain", exc)
             return (np.clip(out, 0.0, 1.0) * echo).astype(np.float32)
         if planes:
-            out = out + self.grain(maps, planes)
+            grain = self.grain(maps, planes)
+            if self.config.mean_shown:
+                mean = base + self.config.level
+                out = self.level_under_grain(mean, grain) + (out - mean)
+            out = out + grain
         return (np.clip(out, 0.0, 1.0) * self._inside).astype(np.float32)  # black outside the fan, as a scanner's
+
+    def level_under_grain(self, mean: np.ndarray, grain: np.ndarray) -> np.ndarray:
+        """The level L to add ``grain`` G to so that the display shows ``mean`` on average: E[clip(L + G, 0, 1)] =
+        mean, from a table of that expectation over G's quantiles inside the view (scan conversion narrows the
+        log-Rayleigh law, so it is measured, once per view), looked up at 1/4096 grey."""
+        if self._under is None or self._under_from is not self._maps:
+            inside = grain[self._inside > 0]
+            quantiles = np.quantile(inside[:: max(1, inside.size // 65536)], (np.arange(512) + 0.5) / 512)
+            levels = np.linspace(-quantiles.max(), 1.0 - quantiles.min(), 1024)
+            shown = np.clip(levels[:, None] + quantiles[None, :], 0.0, 1.0).mean(axis=1)
+            keep = (shown > 1e-4) & (shown < 1 - 1e-4)
+            self._under = np.interp(np.linspace(0, 1, 4096), shown[keep], levels[keep]).astype(np.float32)
+            self._under_from = self._maps
+        index = np.clip(mean * 4095 + 0.5, 0, 4095).astype(np.int32)
+        return self._under[index]
 
 
 class SpeckledEngine(Engine):

@@ -1,5 +1,6 @@
 """The beam-speckle stage: the fan it fits, the grain it forms, the engines that run it and the fit to target frames."""
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -317,3 +318,20 @@ def test_with_the_frames_pose_the_axial_grain_keeps_its_width_in_mm_on_a_shallow
         base, sample.lq, planes)), mask)[0]
     target = speckle_fwhm(hq, mask)[0]
     assert abs(told / target - 1) < 0.15 and untold < 0.7 * target
+
+
+@pytest.mark.parametrize("grey", [0.01, 0.5, 0.97])
+def test_with_mean_shown_the_display_shows_the_nets_mean_grey_under_the_grain(grey):
+    """Grain added on top of a near-black (near-white) grey and clipped by the display brightens (darkens) it; added
+    under the clipping it keeps the net's mean, so fluid stays dark with sparse bright speckle, as a scanner's."""
+    frame, sector = _sector_frame()
+    inner = cv2.erode(sector.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    flat = np.where(frame > 0, grey, 0.0).astype(np.float32)
+    config = BeamSpeckleConfig(base_sigma=0.0)
+    rng = np.random.default_rng(2)
+    planes = [rng.standard_normal(BeamSpeckle(config).plane_shape[2:]).astype(np.float32) for _ in range(2)]
+    shown = BeamSpeckle(replace(config, mean_shown=True)).apply(flat, frame, planes)[inner].mean()
+    on_top = BeamSpeckle(config).apply(flat, frame, planes)[inner].mean()
+    assert abs(shown - grey) < 0.004
+    if grey != 0.5:
+        assert abs(on_top - grey) > 0.015  # what it replaces: 4+ grey levels off at either end
