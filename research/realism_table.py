@@ -8,7 +8,9 @@ invents structure loses it there), ``--flicker`` the moving-probe flicker ratio 
 formation: a linear array's uniform speckle with one cyst, ``phantom.uniform_cyst_frame``), ``--motion`` whether
 the fine texture moves with the anatomy on moving-probe sequences (offline.temporal.texture_motion
 with the phantom's true motion; HQ and the LQ input beside every model; ``--motion-only`` skips the still report),
-``--sector-only`` the whole-sector C2ST (64-px patches anywhere in the sector — fluid, skull, boundaries, near field
+``--probes-only`` the report per probe kind (curvilinear, phased, linear, trapezoid phantom views: speckle FWHM and
+Nakagami m against that probe's HQ with and without the frames' poses, C2ST with them), ``--sector-only`` the
+whole-sector C2ST (64-px patches anywhere in the sector — fluid, skull, boundaries, near field
 — of the models' outputs against HQ of other scenes, split by image; HQ of the same scenes beside them is the floor).
 
     python research/realism_table.py --models lq2hq,lq2hq_fast,runs/x/model.pt -n 24 --size 256 --outside --flicker
@@ -41,7 +43,13 @@ from usnst.offline.realism import (
 from usnst.offline.tasks import task
 from usnst.offline.temporal import flicker, merge_texture_motion, texture_motion
 from usnst_io.media import read_stills, to_float, to_uint8
-from usnst_stream.phantom import PhantomRenderer, render_scene, uniform_cyst_frame
+from usnst_stream.phantom import (
+    PROBES,
+    PhantomRenderer,
+    probe,
+    render_scene,
+    uniform_cyst_frame,
+)
 
 SOURCE_INDEX = {"lq": 0, "hq": 1, "seg": 2}
 
@@ -138,6 +146,8 @@ def main() -> None:
     ap.add_argument("--no-baselines", action="store_true",
                     help="leave out the identity and oracle rows (their C2ST costs as much as a model's; they do "
                          "not change with the model)")
+    ap.add_argument("--probes-only", action="store_true",
+                    help="only the report per probe kind (curvilinear, phased, linear, trapezoid phantom views)")
     ap.add_argument("--sector-only", action="store_true",
                     help="only the whole-sector C2ST (64-px patches anywhere in the sector, against other scenes' HQ)")
     ap.add_argument("--json", default=None)
@@ -151,6 +161,8 @@ def main() -> None:
         print_motion_table(args, seeds)
     if args.sector_only:
         return print_sector_table(args, seeds)
+    if args.probes_only:
+        return print_probe_table(args, seeds)
     if args.motion_only or args.invented_only:
         return
     data = [d for s in seeds for d in scenes(args.n, args.size, s, args.settings)]
@@ -248,6 +260,43 @@ def print_sector_table(args, seeds: list[int]) -> None:
                 engine.reset(f"scene-{i}")  # each still its own grain, as `usnst stylize` gives
                 outputs.append(to_uint8(engine.infer(to_float(d[0]))))
             score(f"{name}, noise {mode}", outputs)
+
+
+def print_probe_table(args, seeds: list[int]) -> None:
+    """Per probe kind: the models' outputs on that probe's held-out phantom views against its HQ — speckle FWHM and
+    Nakagami m (the stage's grain is formed on each view's own beams; with the frame's pose it also knows the pixel
+    spacing, so its axial width stays in mm) and the tissue C2ST with poses."""
+    budget = C2STBudget(repeats=args.repeats)
+    print(f"per probe kind: {args.n} scenes per seed set ({', '.join(f'{s}…' for s in seeds)}), {args.size}², "
+          f"noise {args.noise.split(',')[0]}; C2ST against the same scenes' HQ, tissue patches, {budget.steps} steps, "
+          f"mean ± s.e. of {budget.repeats}. Domain: phantom (each probe's own view; the stage shares its physics)")
+    print("| probe | frames | FWHM ax / lat px | Nakagami m | C2ST |")
+    print("|---|---|---|---|---|")
+    for kind in PROBES:
+        renders = []
+        for s in seeds:
+            for i in range(args.n):
+                renderer = PhantomRenderer(args.size, args.size, seed=s + i, geometry=probe(kind))
+                sample = renderer.render(float(i % 7))
+                renders.append(((to_uint8(sample.lq), to_uint8(sample.hq), sample.seg.astype(np.uint8), None),
+                                renderer.image_to_world(float(i % 7))))
+        data = [d for d, _ in renders]
+        target = row("HQ", [d[1] for d in data], data, C2STBudget(steps=1, repeats=1))
+        print(f"| {kind} | HQ | {target['fwhm_axial_px']:.2f} / {target['fwhm_lateral_px']:.2f} | "
+              f"{target['nakagami_m']:.2f} | — |", flush=True)
+        for name in args.models.split(","):
+            engine = load_engine(name, "torch", EngineOptions(noise=args.noise.split(",")[0], seed=0))
+            for posed in (True, False):
+                outputs = []
+                for i, (d, pose) in enumerate(renders):
+                    engine.reset(f"scene-{i}")
+                    outputs.append(to_uint8(engine.infer_at(to_float(d[0]), pose if posed else None)))
+                r = row(name, outputs, data, budget if posed else C2STBudget(steps=1, repeats=1))
+                ratio = lambda key: r[key] / target[key]
+                print(f"| {kind} | {name}, {'with' if posed else 'without'} poses | {r['fwhm_axial_px']:.2f} / "
+                      f"{r['fwhm_lateral_px']:.2f} ({ratio('fwhm_axial_px'):.2f} / {ratio('fwhm_lateral_px'):.2f} of "
+                      f"HQ) | {r['nakagami_m']:.2f} ({ratio('nakagami_m'):.2f}) | "
+                      f"{c2st_cell(r) if posed else '—'} |", flush=True)
 
 
 def print_invented_table(args, seeds: list[int]) -> None:
