@@ -127,6 +127,21 @@ def test_a_level_fit_without_paired_panels_is_refused_before_anything_is_written
     assert not out.exists()
 
 
+def test_usnst_speckle_stores_the_spacing_and_the_display_mode_with_the_model(tmp_path):
+    from usnst.cli import main
+    from usnst.engines.checkpoint import load_checkpoint
+
+    frames = tmp_path / "style"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "a.png"), to_uint8(_sector_frame()[0]))
+    save_checkpoint(tmp_path / "net.pt", tiny_net(), {"task": "lq2hq"})
+    out = tmp_path / "m.pt"
+    assert main(["speckle", "--model", str(tmp_path / "net.pt"), "--style", str(frames), "--no-fit", "--mean-shown",
+                 "--sample-mm", "0.2", "--out", str(out)]) == 0
+    stage = BeamSpeckleConfig.from_dict(load_checkpoint(out)[1][META_KEY])
+    assert stage.mean_shown and stage.sample_mm == 0.2
+
+
 @pytest.fixture
 def speckled_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "speckled.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
