@@ -129,7 +129,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
     if slope_r - slope_l < 0.05:
         if max(abs(slope_l), abs(slope_r)) > 0.05:
             raise NoFan("the echo region's sides are parallel but slanted (a steered linear frame): not modelled")
-        view = Band(float(left[span].mean()), float(right[span].mean()), rows[0] - 0.5, rows[-1] + 0.5)
+        view = Band(float(left[span].mean()), float(right[span].mean()), float(rows[0] - 0.5), float(rows[-1] + 0.5))
     else:
         apex_y = (cut_l - cut_r) / (slope_r - slope_l)
         apex_x = cut_l + slope_l * apex_y
@@ -142,7 +142,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
             r0 = np.hypot(xs - apex_x, ys - apex_y).min() - 0.5
         view = Fan(float(apex_x), float(apex_y), float(r0), float(radius.max() + 0.5),
                    float(math.atan(slope_l)), float(math.atan(slope_r)),
-                   rows[0] - 0.5 if top == "flat" else None, rows[-1] + 0.5 if bottom == "flat" else None)
+                   float(rows[0] - 0.5) if top == "flat" else None, float(rows[-1] + 0.5) if bottom == "flat" else None)
     inside = view_polar(view, hull.shape, 2, 2)[2] <= 0
     agreement = (inside & (hull > 0)).sum() / max((inside | (hull > 0)).sum(), 1)
     if agreement < MIN_AGREEMENT:

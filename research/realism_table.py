@@ -67,14 +67,14 @@ def scenes(n: int, size: int, seed: int, settings: str = "default"):
 MOTION_FPS, MOTION_LAG = 25, 8  # frames 8 apart at 25 fps: 3–5 px of anatomy motion at 256²
 
 
-def moving_probes(n: int, size: int, seeds: list[int]):
+def moving_probes(n: int, size: int, seeds: list[int], kind: str | None = None):
     """Per scene and start (t = 0 s and 5.5 s: the sweep's fastest moments, one each way): the LQ and HQ frames of
     a moving probe, the true motion from the first frame to the last, the lit windows of the first HQ, and each
     frame's pose as the simulator sends it."""
     out = []
     for seed in seeds:
         for i in range(n):
-            renderer = PhantomRenderer(size, size, seed=seed + i)
+            renderer = PhantomRenderer(size, size, seed=seed + i, **({} if kind is None else {"geometry": probe(kind)}))
             for t0 in (0.0, 5.5):
                 frames = [renderer.render(t0 + k / MOTION_FPS) for k in range(MOTION_LAG + 1)]
                 times = [t0 + k / MOTION_FPS for k in range(MOTION_LAG + 1)]
@@ -146,6 +146,8 @@ def main() -> None:
     ap.add_argument("--no-baselines", action="store_true",
                     help="leave out the identity and oracle rows (their C2ST costs as much as a model's; they do "
                          "not change with the model)")
+    ap.add_argument("--probe", default=None, choices=PROBES,
+                    help="--motion: the moving sequences from this probe kind's view (default: the original sector)")
     ap.add_argument("--probes-only", action="store_true",
                     help="only the report per probe kind (curvilinear, phased, linear, trapezoid phantom views)")
     ap.add_argument("--sector-only", action="store_true",
@@ -321,7 +323,7 @@ def print_invented_table(args, seeds: list[int]) -> None:
 
 
 def print_motion_table(args, seeds: list[int]) -> None:
-    sequences = moving_probes(args.n, args.size, seeds)
+    sequences = moving_probes(args.n, args.size, seeds, args.probe)
     rows = [motion_row("HQ (scatterers fixed in the world)", sequences), motion_row("LQ (the input)", sequences)]
     for name in args.models.split(","):
         for mode in args.noise.split(","):

@@ -81,7 +81,7 @@ def test_a_noise_injected_student_learns_the_teachers_noise_response(tmp_path):
 def test_the_embedded_real_time_model_loads_and_runs():
     engine = load_engine("lq2hq_fast", "torch")
     assert engine.describe()["task"] == "lq2hq"
-    assert engine.infer(np.full((64, 80), 0.5, np.float32)).shape == (64, 80)  # no fan: the net's output
+    assert engine.infer(np.full((64, 80), 0.5, np.float32)).shape == (64, 80)  # the whole frame lit: a linear view
 
 
 @pytest.mark.parametrize("name", ["lq2hq_fast", "lq2hq"])
