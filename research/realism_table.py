@@ -79,7 +79,8 @@ def moving_probes(n: int, size: int, seeds: list[int], kind: str | None = None):
                 frames = [renderer.render(t0 + k / MOTION_FPS) for k in range(MOTION_LAG + 1)]
                 times = [t0 + k / MOTION_FPS for k in range(MOTION_LAG + 1)]
                 out.append(([f.lq for f in frames], [f.hq for f in frames],
-                            renderer.displacement(t0, times[-1]), tissue_mask(to_uint8(frames[0].hq)),
+                            renderer.displacement(t0, times[-1]),
+                            tissue_mask(to_uint8(frames[0].hq), None if kind is None else frames[0].seg),
                             [renderer.image_to_world(t) for t in times]))
     return out
 
