@@ -487,3 +487,24 @@ def test_init_from_a_run_state_continues_it_as_a_new_stage(tmp_path):
     with pytest.raises(ValueError, match="give one of them"):
         train(RealismConfig(out=str(tmp_path / "c" / "m.pt"), steps=2, init=str(tmp_path / "a" / "m.state.pt"),
                             resume=True, **common))
+
+
+def test_warmup_raises_the_rates_from_the_stage_start_and_a_resume_keeps_its_place(tmp_path):
+    """A stage continuing another run's state warms up from its own first step (not step 0), both optimisers alike;
+    a resumed stage carries on with the rate it had reached."""
+    from usnst.trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "data", 3, 48, 48, seed=7)
+    common = dict(data=str(tmp_path / "data"), channels=8, blocks=1, batch=2, crop=32, val_fraction=0.0,
+                  progress=False)
+    train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=2, **common))
+    stage = dict(init=str(tmp_path / "a" / "m.state.pt"), lr=4e-4, d_lr=8e-4, warmup=8, **common)
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, **stage))
+    state = torch.load(tmp_path / "b" / "m.state.pt", weights_only=True)
+    assert state["start"] == 2 and state["step"] == 4
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(4e-4 * 2 / 8)  # 2 of the 8 warm-up steps
+    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(8e-4 * 2 / 8)
+    stage.pop("init")
+    train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=5, resume=True, **stage))
+    state = torch.load(tmp_path / "b" / "m.state.pt", weights_only=True)
+    assert state["start"] == 2 and state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(4e-4 * 3 / 8)

@@ -67,6 +67,7 @@ class RealismConfig(RunConfig):
     steps: int = 2000
     lr: float = 1e-3
     d_lr: float = 1e-3  # the discriminator's
+    warmup: int = 0  # steps over which both learning rates rise linearly from 0 at this run's (or stage's) start
     weights: dict[str, float] = field(default_factory=terms.default_weights)  # per loss term (trainer.terms)
     correlation_lags: int = 2  # the autocorrelation term's largest lag
     val_every: int = 250
@@ -149,6 +150,17 @@ def _initialise(net, cfg: RealismConfig) -> None:
     log.info("generator initialised from %s", cfg.init)
 
 
+def _warm_up(optimisers, fraction: float) -> None:
+    """Learning rates at ``fraction`` (≤ 1) of their set values. Why: a stage that continues another run's state keeps
+    Adam's moments, and a parameter the earlier losses barely moved (the noise head, before a texture term asks for
+    grain) has a second moment near zero, so its first steps under the new terms are up to ~16× the learning rate —
+    the lq2hq_fast teacher's rebuild diverged that way 11 steps into its texture stage; rising rates give the moments
+    time to adapt."""
+    for opt, lr in optimisers:
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, fraction)
+
+
 def _is_state(path: str) -> bool:
     """Whether ``path`` is a realism run's state (not a model checkpoint)."""
     if not Path(path).is_file():
@@ -214,7 +226,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     train_discriminator = terms.DISCRIMINATOR in needed
-    step, best = 0, None
+    step, best, start = 0, None, 0
     source = state_path if cfg.resume else Path(cfg.init) if cfg.init and _is_state(cfg.init) else None
     if cfg.init and source is None:
         _initialise(net, cfg)
@@ -226,9 +238,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        step = state["step"]
+        step = start = state["step"]
         if cfg.resume:
-            best = state["best"]
+            best, start = state["best"], state.get("start", 0)
         else:  # a new stage: its own best, its own learning rates (the optimisers' moments carry over)
             for opt, lr in ((opt_g, cfg.lr), (opt_d, cfg.d_lr)):
                 for group in opt.param_groups:
@@ -241,7 +253,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
 
     def checkpoint_state() -> dict:
         """Everything a resume needs: both nets, both optimisers, the step and the best score so far."""
-        return {"format": STATE_FORMAT, "step": step, "best": best, "generator": net.state_dict(),
+        return {"format": STATE_FORMAT, "step": step, "best": best, "start": start, "generator": net.state_dict(),
                 "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "config": asdict(cfg)}
 
@@ -266,6 +278,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             condition = x if condition is not None else None
             anatomy_ref = y if style is None else x
             tissue = tissue.to(device) if tissue is not None else None
+            if cfg.warmup:
+                _warm_up(((opt_g, cfg.lr), (opt_d, cfg.d_lr)), (step - start + 1) / cfg.warmup)
             fake = net(x, noise)
             row = {"step": step + 1}
             if train_discriminator:
