@@ -80,6 +80,41 @@ class Fan:
                 and abs(self.theta0 - other.theta0) <= rad and abs(self.theta1 - other.theta1) <= rad
                 and _same_edge(self.top, other.top, px) and _same_edge(self.bottom, other.bottom, px))
 
+    @property
+    def depth_px(self) -> float:
+        """A beam's length in pixels."""
+        return self.r1 - self.r0
+
+    def polar(self, shape: tuple[int, int], rays: int, samples: int):
+        """Every pixel's fractional ray and sample on a rays × samples grid over the fan, and its distance outside
+        the fan in pixels (< 0 inside)."""
+        ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+        dx, dy = xs - self.apex_x, ys - self.apex_y
+        r, theta = np.hypot(dx, dy), np.arctan2(dx, dy)
+        ray = (theta - self.theta0) / (self.theta1 - self.theta0) * (rays - 1)
+        sample = (r - self.r0) / (self.r1 - self.r0) * (samples - 1)
+        edges = [(self.theta0 - theta) * r, (theta - self.theta1) * r, r - self.r1, self.r0 - r]
+        if self.top is not None:
+            edges.append(self.top - ys)
+        if self.bottom is not None:
+            edges.append(ys - self.bottom)
+        return ray.astype(np.float32), sample.astype(np.float32), np.maximum.reduce(edges)
+
+    def grid_at(self, xs: np.ndarray, ys: np.ndarray, affine: np.ndarray, rays: int, samples: int,
+                margins: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The (ray, sample) in margined planes of the points ``affine`` (2×3, float32) takes the pixels (xs, ys) to:
+        the real-time path of anchored grain, so one cartToPolar and the constants folded."""
+        (a, b, c), (d, e, f) = affine
+        dx = a * xs + b * ys + (c - self.apex_x)
+        dy = d * xs + e * ys + (f - self.apex_y)
+        r, angle = cv2.cartToPolar(-dy, -dx)  # atan2(−dx, −dy) = θ + π in [0, 2π), θ from straight down: no wrap
+        per_ray = (rays - 1) / (self.theta1 - self.theta0)
+        per_sample = (samples - 1) / (self.r1 - self.r0)
+        margin_samples, margin_rays = margins
+        ray = angle * np.float32(per_ray) + np.float32(margin_rays - (self.theta0 + math.pi) * per_ray)
+        sample = r * np.float32(per_sample) + np.float32(margin_samples - self.r0 * per_sample)
+        return ray, sample
+
 
 @dataclass(frozen=True)
 class Band:
@@ -94,6 +129,30 @@ class Band:
     def close_to(self, other, px: float = 1.5) -> bool:
         return isinstance(other, Band) and max(abs(self.x0 - other.x0), abs(self.x1 - other.x1),
                                                abs(self.y0 - other.y0), abs(self.y1 - other.y1)) <= px
+
+    @property
+    def depth_px(self) -> float:
+        """A beam's length in pixels."""
+        return self.y1 - self.y0
+
+    def polar(self, shape: tuple[int, int], rays: int, samples: int):
+        """Every pixel's fractional ray (column) and sample (row) on a rays × samples grid over the band, and its
+        distance outside the band in pixels (< 0 inside)."""
+        ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
+        ray = (xs - self.x0) / (self.x1 - self.x0) * (rays - 1)
+        sample = (ys - self.y0) / (self.y1 - self.y0) * (samples - 1)
+        outside = np.maximum.reduce([self.x0 - xs, xs - self.x1, self.y0 - ys, ys - self.y1])
+        return ray.astype(np.float32), sample.astype(np.float32), outside
+
+    def grid_at(self, xs: np.ndarray, ys: np.ndarray, affine: np.ndarray, rays: int, samples: int,
+                margins: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """As Fan.grid_at: the beams are columns, so the tissue's column and row on the grid."""
+        (a, b, c), (d, e, f) = affine
+        per_ray, per_sample = (rays - 1) / (self.x1 - self.x0), (samples - 1) / (self.y1 - self.y0)
+        margin_samples, margin_rays = margins
+        ray = (a * xs + b * ys + (c - self.x0)) * np.float32(per_ray) + np.float32(margin_rays)
+        sample = (d * xs + e * ys + (f - self.y0)) * np.float32(per_sample) + np.float32(margin_samples)
+        return ray, sample
 
 
 def _same_edge(a: float | None, b: float | None, px: float) -> bool:
@@ -143,7 +202,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
         view = Fan(float(apex_x), float(apex_y), float(r0), float(radius.max() + 0.5),
                    float(math.atan(slope_l)), float(math.atan(slope_r)),
                    float(rows[0] - 0.5) if top == "flat" else None, float(rows[-1] + 0.5) if bottom == "flat" else None)
-    inside = view_polar(view, hull.shape, 2, 2)[2] <= 0
+    inside = view.polar(hull.shape, 2, 2)[2] <= 0
     agreement = (inside & (hull > 0)).sum() / max((inside | (hull > 0)).sum(), 1)
     if agreement < MIN_AGREEMENT:
         raise NoFan(f"no fan or band fits the echo region (the best covers it at IoU {agreement:.2f})")
@@ -160,28 +219,6 @@ def _edge(lit: np.ndarray, hull: np.ndarray, rows: np.ndarray, width: np.ndarray
     span = hull[rows[end]] > 0
     filled = lit[band].any(axis=0)[span].mean()
     return "flat" if filled >= 0.5 else "arc"
-
-
-def view_polar(view: Fan | Band, shape: tuple[int, int], rays: int, samples: int):
-    """Every pixel's fractional ray and sample on a rays × samples grid over ``view``, and its distance outside the
-    view in pixels (< 0 inside)."""
-    h, w = shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    if isinstance(view, Band):
-        ray = (xs - view.x0) / (view.x1 - view.x0) * (rays - 1)
-        sample = (ys - view.y0) / (view.y1 - view.y0) * (samples - 1)
-        outside = np.maximum.reduce([view.x0 - xs, xs - view.x1, view.y0 - ys, ys - view.y1])
-        return ray.astype(np.float32), sample.astype(np.float32), outside
-    dx, dy = xs - view.apex_x, ys - view.apex_y
-    r, theta = np.hypot(dx, dy), np.arctan2(dx, dy)
-    ray = (theta - view.theta0) / (view.theta1 - view.theta0) * (rays - 1)
-    sample = (r - view.r0) / (view.r1 - view.r0) * (samples - 1)
-    edges = [(view.theta0 - theta) * r, (theta - view.theta1) * r, r - view.r1, view.r0 - r]
-    if view.top is not None:
-        edges.append(view.top - ys)
-    if view.bottom is not None:
-        edges.append(ys - view.bottom)
-    return ray.astype(np.float32), sample.astype(np.float32), np.maximum.reduce(edges)
 
 
 @dataclass(frozen=True)
@@ -268,9 +305,7 @@ class BeamSpeckle:
     def _follow_spacing(self, pose: np.ndarray) -> None:
         """Keep the axial width in mm on a frame whose pose gives its pixel spacing (``config.sample_mm`` known)."""
         px_mm = math.sqrt(np.linalg.norm(pose[:3, 0]) * np.linalg.norm(pose[:3, 1]))
-        view = self.fan
-        span_px = view.y1 - view.y0 if isinstance(view, Band) else view.r1 - view.r0
-        sigma = self.config.axial_sigma * self.config.sample_mm / (span_px * px_mm / (self.config.samples - 1))
+        sigma = self.config.axial_sigma * self.config.sample_mm / (self.fan.depth_px * px_mm / (self.config.samples - 1))
         if abs(sigma - self.axial_sigma) > 1e-3 * self.axial_sigma:
             self._use_axial(float(np.clip(sigma, 0.05, 64.0)))
 
@@ -308,40 +343,22 @@ class BeamSpeckle:
         to_reference = self.motion.update(frame, pose)
         if self._anchored[0] is maps and self._anchored[1] is to_reference:
             return self._anchored[2]
-        fan, cfg = self.fan, self.config
         if self._pixels is None or self._pixels[0].shape != frame.shape:
             self._pixels = np.mgrid[0:frame.shape[0], 0:frame.shape[1]].astype(np.float32)
         ys, xs = self._pixels
-        (a, b, c), (d, e, f) = to_reference[:2].astype(np.float32)
-        margin_samples, margin_rays = self.margins
-        if isinstance(fan, Band):  # the linear array's beams are columns: the tissue's column and row on its grid
-            per_ray, per_sample = (cfg.rays - 1) / (fan.x1 - fan.x0), (cfg.samples - 1) / (fan.y1 - fan.y0)
-            ray = (a * xs + b * ys + (c - fan.x0)) * np.float32(per_ray) + np.float32(margin_rays)
-            sample = (d * xs + e * ys + (f - fan.y0)) * np.float32(per_sample) + np.float32(margin_samples)
-            self._anchored = (maps, to_reference, (ray, sample))
-            return self._anchored[2]
-        dx = a * xs + b * ys + (c - fan.apex_x)
-        dy = d * xs + e * ys + (f - fan.apex_y)
-        r, angle = cv2.cartToPolar(-dy, -dx)  # atan2(−dx, −dy) = θ + π in [0, 2π), θ from straight down: no wrap
-        per_ray = (cfg.rays - 1) / (fan.theta1 - fan.theta0)
-        per_sample = (cfg.samples - 1) / (fan.r1 - fan.r0)
-        ray = angle * np.float32(per_ray) + np.float32(margin_rays - (fan.theta0 + math.pi) * per_ray)
-        sample = r * np.float32(per_sample) + np.float32(margin_samples - fan.r0 * per_sample)
-        self._anchored = (maps, to_reference, (ray, sample))
-        return self._anchored[2]
+        grid = self.fan.grid_at(xs, ys, to_reference[:2].astype(np.float32), self.config.rays, self.config.samples,
+                                self.margins)
+        self._anchored = (maps, to_reference, grid)
+        return grid
 
     def scan_maps(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """cv2.remap maps: every pixel's fractional (ray, sample) on the polar grid; −1 outside the fan."""
-        return self._remap_maps(*self._polar(fan, shape)[:2])
+        return self._remap_maps(*fan.polar(shape, self.config.rays, self.config.samples)[:2])
 
     def _remap_maps(self, ray: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outside = (ray < 0) | (ray > self.config.rays - 1) | (sample < 0) | (sample > self.config.samples - 1)
         ray[outside], sample[outside] = -1, -1
         return ray, sample
-
-    def _polar(self, fan: Fan | Band, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every pixel's fractional ray and sample, and its distance outside the view in pixels (< 0 inside)."""
-        return view_polar(fan, shape, self.config.rays, self.config.samples)
 
     def _maps_for(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scan maps of this frame's fan. Fitting costs ~10 ms at 512², so a frame is only checked against the
@@ -355,7 +372,7 @@ class BeamSpeckle:
         fan = fit_fan(frame)
         if self._maps is None or self._shape != frame.shape or not fan.close_to(self.fan):
             self.fan, self._shape = fan, frame.shape
-            ray, sample, outside = self._polar(fan, frame.shape)
+            ray, sample, outside = fan.polar(frame.shape, self.config.rays, self.config.samples)
             self._maps = self._remap_maps(ray, sample)
             self._inside = (outside <= 0.0).astype(np.float32)
             outside = outside.ravel()
