@@ -67,7 +67,7 @@ class RealismConfig(RunConfig):
     steps: int = 2000
     lr: float = 1e-3
     d_lr: float = 1e-3  # the discriminator's
-    warmup: int = 0  # steps over which both learning rates rise linearly from 0 at this run's (or stage's) start
+    max_grad_norm: float = 0.0  # > 0: the generator's gradient is scaled down to at most this L2 norm (0: never)
     weights: dict[str, float] = field(default_factory=terms.default_weights)  # per loss term (trainer.terms)
     correlation_lags: int = 2  # the autocorrelation term's largest lag
     val_every: int = 250
@@ -150,15 +150,16 @@ def _initialise(net, cfg: RealismConfig) -> None:
     log.info("generator initialised from %s", cfg.init)
 
 
-def _warm_up(optimisers, fraction: float) -> None:
-    """Learning rates at ``fraction`` (≤ 1) of their set values. Why: a stage that continues another run's state keeps
-    Adam's moments, and a parameter the earlier losses barely moved (the noise head, before a texture term asks for
-    grain) has a second moment near zero, so its first steps under the new terms are up to ~16× the learning rate —
-    the lq2hq_fast teacher's rebuild diverged that way 11 steps into its texture stage; rising rates give the moments
-    time to adapt."""
-    for opt, lr in optimisers:
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, fraction)
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, net: torch.nn.Module, max_norm: float) -> float:
+    """One generator step, its gradient clipped to ``max_norm`` (if > 0); returns the gradient's norm before
+    clipping, for the log. Why clip: Adam divides by a running gradient scale that adapts over ~1,000 steps, so one
+    batch whose gradient is 100× the usual moves a weight ~30× the learning rate; under the texture term the noise
+    head then makes louder grain, the next gradient is larger still, and the run diverges within a few steps."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm if max_norm > 0 else math.inf)
+    opt.step()
+    return float(norm)
 
 
 def _is_state(path: str) -> bool:
@@ -178,7 +179,7 @@ class TrainingLog:
     VALIDATION = ("score", "c2st", "nakagami_m", "fwhm_axial", "fwhm_lateral", "lowpass_ssim", "ssim")
 
     def __init__(self, path: Path, weights: dict[str, float], append: bool):
-        self.fields = ["step", "d_loss", *[t.name for t in terms.TERMS if weights.get(t.name)], "noise_weight",
+        self.fields = ["step", "d_loss", *[t.name for t in terms.TERMS if weights.get(t.name)], "grad_norm", "noise_weight",
                        *self.VALIDATION]
         fresh = not (append and path.exists())
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +227,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     opt_g = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     train_discriminator = terms.DISCRIMINATOR in needed
-    step, best, start = 0, None, 0
+    step, best = 0, None
     source = state_path if cfg.resume else Path(cfg.init) if cfg.init and _is_state(cfg.init) else None
     if cfg.init and source is None:
         _initialise(net, cfg)
@@ -238,9 +239,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         disc.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        step = start = state["step"]
+        step = state["step"]
         if cfg.resume:
-            best, start = state["best"], state.get("start", 0)
+            best = state["best"]
         else:  # a new stage: its own best, its own learning rates (the optimisers' moments carry over)
             for opt, lr in ((opt_g, cfg.lr), (opt_d, cfg.d_lr)):
                 for group in opt.param_groups:
@@ -253,7 +254,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
 
     def checkpoint_state() -> dict:
         """Everything a resume needs: both nets, both optimisers, the step and the best score so far."""
-        return {"format": STATE_FORMAT, "step": step, "best": best, "start": start, "generator": net.state_dict(),
+        return {"format": STATE_FORMAT, "step": step, "best": best, "generator": net.state_dict(),
                 "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "config": asdict(cfg)}
 
@@ -278,8 +279,6 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             condition = x if condition is not None else None
             anatomy_ref = y if style is None else x
             tissue = tissue.to(device) if tissue is not None else None
-            if cfg.warmup:
-                _warm_up(((opt_g, cfg.lr), (opt_d, cfg.d_lr)), (step - start + 1) / cfg.warmup)
             fake = net(x, noise)
             row = {"step": step + 1}
             if train_discriminator:
@@ -288,7 +287,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             batch = terms.Batch(fake, x, y, anatomy_ref, tissue, style is None, lambda: disc(fake, condition),
                                 texture, cfg.correlation_lags)
             g_loss, parts = terms.total(cfg.weights, batch)
-            optimise(opt_g, g_loss)
+            row["grad_norm"] = _step(opt_g, g_loss, net, cfg.max_grad_norm)
             step += 1
             row.update({k: v.item() for k, v in parts.items()}, noise_weight=_noise_weight(net))
             bar.update(1)

@@ -69,10 +69,9 @@ def realism_flags(p) -> None:
     p.add_argument("--correlation-lags", type=flags.ranged(int, 1, 16), default=None,
                    help=f"the correlation term's largest lag (default {d.correlation_lags})")
     p.add_argument("--d-lr", type=flags.positive_float, default=None, help=f"the discriminator's learning rate (default {d.d_lr:g})")
-    p.add_argument("--warmup", type=flags.ranged(int, 0, 1_000_000), default=None,
-                   help="steps over which the learning rates rise from 0 at the start of this run or stage: a stage "
-                        "that continues another run's state (--init OTHER.state.pt) under new terms needs it, or "
-                        "Adam's carried moments can throw it off (default 0)")
+    p.add_argument("--max-grad-norm", type=flags.non_negative_float, default=None,
+                   help="scale the generator's gradient down to at most this L2 norm (the log's grad_norm column shows "
+                        "the usual size): one outsized batch then cannot throw Adam off (default 0: never)")
     p.add_argument("--val-every", type=flags.positive_int, default=None,
                    help=f"steps between validations; the best validated weights are kept (default {d.val_every})")
     p.add_argument("--val-images", type=flags.positive_int, default=None,
@@ -86,7 +85,7 @@ def realism_flags(p) -> None:
 
 
 REALISM_OPTIONS = ("out", "steps", "batch", "crop", "lr", "seed", "threads", "task", "style", "arch", "channels", "blocks",
-                   "width", "n_residual", "skip_kernel", "correlation_lags", "d_lr", "warmup", "val_every", "val_images",
+                   "width", "n_residual", "skip_kernel", "correlation_lags", "d_lr", "max_grad_norm", "val_every", "val_images",
                    "val_c2st_steps", "init", "device")
 
 
