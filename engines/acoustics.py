@@ -11,8 +11,11 @@ import math
 OUTSIDE, TISSUE, WALL, FLUID, PLACENTA = 0, 40, 60, 100, 120
 CHOROID, BRAIN, BODY, MIDLINE, SKULL = 160, 170, 180, 190, 210
 FETUS_LABELS = (CHOROID, BRAIN, BODY, MIDLINE, SKULL)
-# Labels that hold fully developed speckle; fluid (anechoic), skull (specular), midline and choroid (thin) do not.
-SPECKLE_LABELS = (TISSUE, WALL, PLACENTA, BRAIN, BODY)
+# The abdominal scenes' (usnst_stream.abdomen): below 150, as the thesis' other tissue.
+FAT, MUSCLE, LIVER, DIAPHRAGM, VESSEL, KIDNEY, MEDULLA, SINUS = 20, 30, 50, 70, 90, 130, 140, 145
+# Labels that hold fully developed speckle; fluid and vessels (anechoic), skull and diaphragm (specular), midline and
+# choroid (thin), the renal pyramids and sinus (small, mottled) do not.
+SPECKLE_LABELS = (TISSUE, WALL, PLACENTA, BRAIN, BODY, FAT, MUSCLE, LIVER, KIDNEY)
 
 # An input above this grey (0–1) has echo: simulators and scanners render "no echo" as exact black.
 ECHO_LEVEL = 1.0 / 255.0

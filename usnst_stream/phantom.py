@@ -28,17 +28,25 @@ from usnst.engines.acoustics import (
     BODY,
     BRAIN,
     CHOROID,
+    DIAPHRAGM,
+    FAT,
     FLUID,
     HQ_AXIAL_SIGMA_MM,
     HQ_DYNAMIC_RANGE_DB,
     HQ_LATERAL_SIGMA_RAYS,
     HQ_RAYS,
     HQ_SAMPLES,
+    KIDNEY,
+    LIVER,
+    MEDULLA,
     MIDLINE,
+    MUSCLE,
     OUTSIDE,
     PLACENTA,
+    SINUS,
     SKULL,
     TISSUE,
+    VESSEL,
     WALL,
 )
 from usnst_io.media import to_uint8, write_png
@@ -49,9 +57,15 @@ _ATTEN = np.zeros(256, np.float32)
 for _label, _echo, _att in [
     (TISSUE, 1.0, 0.010), (WALL, 1.8, 0.014), (FLUID, 0.03, 0.001), (PLACENTA, 1.4, 0.011),
     (CHOROID, 1.7, 0.010), (BRAIN, 0.35, 0.008), (BODY, 0.75, 0.010), (MIDLINE, 2.5, 0.010), (SKULL, 5.0, 0.09),
+    (FAT, 0.5, 0.012), (MUSCLE, 0.8, 0.012), (LIVER, 1.0, 0.010), (DIAPHRAGM, 4.0, 0.05), (VESSEL, 0.02, 0.001),
+    (KIDNEY, 0.55, 0.010), (MEDULLA, 0.2, 0.008), (SINUS, 2.2, 0.012),
 ]:
     _ECHO[_label], _ATTEN[_label] = _echo, _att
 _TGC = 0.010  # compensates average tissue attenuation, so only departures from it show
+# The RF formation reads the attenuations above as nepers per mm per MHz (tissue: 0.43 dB/cm/MHz one way).
+
+FORMATIONS = ("gaussian", "rf")  # the first (Gaussian PSF on complex scatterers), the second (usnst_stream.rf_formation)
+ANATOMIES = ("fetal", "abdominal")
 
 
 PROBES = ("curvilinear", "phased", "linear", "trapezoid")
@@ -165,11 +179,29 @@ class Scene:
 
     X0, X1, Y0, Y1 = -110.0, 110.0, -10.0, 140.0  # world extent covered by scatterers
     RES = 0.15  # mm per scatterer cell
+    RF_RES = 0.05  # mm per cell of the RF formation's real scatterers: finer than its wavelengths
 
     def __init__(self, seed: int = 0, speckle_seed: int | None = None):
         """``speckle_seed`` draws the scatterer fields from another seed: the same anatomy with independent speckle
         (the oracle a realism model is measured against: it cannot copy HQ's speckle, only its statistics)."""
         rng = np.random.default_rng(seed)
+        self._draw_anatomy(rng)
+        self._draw_fields(rng, speckle_seed)
+        self._rf_seed = [seed, 2718] if speckle_seed is None else [speckle_seed, 2718, 1]
+        self._rf_field = None
+
+    def rf_field(self) -> np.ndarray:
+        """The RF formation's scatterers: real, unit variance, one per RF_RES cell over the world extent, fixed in
+        the world like the others (drawn on first use: the first formation never pays for them)."""
+        if self._rf_field is None:
+            nx, ny = int((self.X1 - self.X0) / self.RF_RES), int((self.Y1 - self.Y0) / self.RF_RES)
+            self._rf_field = np.random.default_rng(self._rf_seed).standard_normal((ny, nx), dtype=np.float32)
+        return self._rf_field
+
+    def world_to_rf_cells(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ((x - self.X0) / self.RF_RES).astype(np.float32), ((y - self.Y0) / self.RF_RES).astype(np.float32)
+
+    def _draw_anatomy(self, rng: np.random.Generator) -> None:
         self.fluid = (rng.uniform(-8, 8), rng.uniform(68, 78), rng.uniform(62, 78), rng.uniform(40, 48), rng.uniform(-0.15, 0.15))
         fx, fy, frx, fry, fa = self.fluid
         self.head_angle = rng.uniform(-0.7, 0.7)
@@ -179,6 +211,8 @@ class Scene:
                      rng.uniform(22, 28), rng.uniform(16, 20), rng.uniform(-0.4, 0.4))
         self.placenta = (fx + rng.uniform(-20, 20), fy - fry + rng.uniform(4, 8), rng.uniform(30, 45), rng.uniform(7, 10))
         self.wall_phase = rng.uniform(0, 2 * math.pi)
+
+    def _draw_fields(self, rng: np.random.Generator, speckle_seed: int | None) -> None:
         nx, ny = int((self.X1 - self.X0) / self.RES), int((self.Y1 - self.Y0) / self.RES)
         self.scat_re = rng.standard_normal((ny, nx), dtype=np.float32)
         self.scat_im = rng.standard_normal((ny, nx), dtype=np.float32)
@@ -254,14 +288,37 @@ class PhantomRenderer:
     """Renders (LQ, HQ, segmentation) frames of one scene at a chosen output size."""
 
     def __init__(self, height: int = 256, width: int = 256, seed: int = 0, geometry: ProbeGeometry = ProbeGeometry(),
-                 speckle_seed: int | None = None, lq: Quality = LQ, hq: Quality = HQ):
+                 speckle_seed: int | None = None, lq: Quality = LQ, hq: Quality = HQ, formation: str = FORMATIONS[0],
+                 anatomy: str = ANATOMIES[0], pulses: tuple | None = None):
+        """``formation``: how echoes become an image (FORMATIONS); ``anatomy``: the scene (ANATOMIES); ``pulses``:
+        the RF formation's (HQ, LQ) ``rf_formation.Pulse`` (default: the probe kind's usual ones)."""
         if height < 8 or width < 8:
             raise ValueError(f"phantom frames must be at least 8×8 pixels, got {height}×{width}")
-        self.height, self.width, self.geometry = height, width, geometry
-        self.scene = Scene(seed, speckle_seed)
+        if formation not in FORMATIONS:
+            raise ValueError(f"formation must be one of {', '.join(FORMATIONS)}, got {formation!r}")
+        if anatomy not in ANATOMIES:
+            raise ValueError(f"anatomy must be one of {', '.join(ANATOMIES)}, got {anatomy!r}")
+        if pulses is not None and formation != "rf":
+            raise ValueError("pulses shape the RF formation's echoes; the gaussian formation has none")
+        self.height, self.width, self.geometry, self.formation = height, width, geometry, formation
+        if anatomy == "abdominal":
+            from usnst_stream.abdomen import AbdominalScene
+
+            self.scene = AbdominalScene(seed, speckle_seed)
+        else:
+            self.scene = Scene(seed, speckle_seed)
         self.lq, self.hq = lq, hq
         self.noise_rng = np.random.default_rng(seed + 1_000_003)
         self.grids = {q: _PolarGrid(geometry, q) for q in (hq, lq)}
+        if formation == "rf":
+            from usnst_stream import rf_formation
+
+            hq_pulse, lq_pulse = pulses or (rf_formation.HQ_PULSES[geometry.kind], rf_formation.LQ_PULSES[geometry.kind])
+            self.pulses = {hq: hq_pulse, lq: lq_pulse}
+            self.rf_grids = {}
+            for q, pulse in self.pulses.items():  # display sample i is RF sample i × every
+                every = max(1, math.ceil(self.grids[q].dr / pulse.step_mm()))
+                self.rf_grids[q] = (_PolarGrid(geometry, replace(q, samples=(q.samples - 1) * every + 1)), every)
         # Pixel grid in probe coordinates (mm): the field of view centred across, its top at the frame's top.
         half = math.radians(geometry.sector_deg) / 2
         half_w, bottom, top = geometry.extent()
@@ -298,6 +355,11 @@ class PhantomRenderer:
 
     def _reference_level(self, q: Quality) -> float:
         """Mean envelope of unit-echo tissue for this quality: a fixed 0 dB so brightness does not flicker."""
+        if self.formation == "rf":  # the scene's own scatterers (their sampling sets the power), unit echo
+            grid = self.rf_grids[q][0]
+            fx, fy = self.scene.world_to_rf_cells(*self._world(grid.local_x, grid.local_y, 0.0))
+            amplitude = cv2.remap(self.scene.rf_field(), fx, fy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
+            return float(self._rf_envelope(q, amplitude, np.zeros(len(amplitude)))[1:-1].mean())
         rng = np.random.default_rng(0)
         re, im = (rng.standard_normal((256, 256), dtype=np.float32) for _ in range(2))
         keep = _sparse_gain(rng.random((256, 256), dtype=np.float32), q.scatter_density)
@@ -315,6 +377,53 @@ class PhantomRenderer:
         return ax + c * local_x + s * local_y, ay - s * local_x + c * local_y
 
     def _render_quality(self, q: Quality, t: float) -> np.ndarray:
+        env = self._rf_quality(q, t) if self.formation == "rf" else self._gaussian_quality(q, t)
+        db = 20 * np.log10(env / self._ref[q] + 1e-6) + q.gain_db
+        # 0 dB (mean tissue) sits a third of the way down from white; the dynamic range sets the floor.
+        img = np.clip((db + q.dynamic_range_db * 2 / 3) / q.dynamic_range_db, 0.0, 1.0).astype(np.float32)
+        mx, my = self.scan_maps[q]
+        return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def _rf_quality(self, q: Quality, t: float) -> np.ndarray:
+        """The second formation's envelope on this quality's polar grid, time-gain compensated."""
+        from usnst_stream import rf_formation as rf
+
+        grid, _ = self.rf_grids[q]
+        pulse = self.pulses[q]
+        wx, wy = self._world(grid.local_x, grid.local_y, t)
+        labels = self.scene.labels(wx, wy)
+        cx, cy = self.scene.world_to_cells(wx, wy)
+        echo = _ECHO[labels] * cv2.remap(self.scene.texture, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if grid.above_face is not None:  # outside the body: nothing echoes
+            echo[grid.above_face] = 0.0
+        fx, fy = self.scene.world_to_rf_cells(wx, wy)
+        scatterers = cv2.remap(self.scene.rf_field(), fx, fy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
+        per_mm = _ATTEN[labels] if grid.above_face is None else np.where(grid.above_face, 0.0, _ATTEN[labels])
+        attenuation = np.cumsum(per_mm, axis=0) * grid.dr  # round trip, nepers per MHz
+        below_face = (grid.r - grid.r[0])[:, None]  # time-gain compensation counts from the face, not the apex
+        compensation = 1.0 / rf.attenuation_gain(np.broadcast_to(_TGC * below_face, attenuation.shape), pulse)
+        amplitude = echo * scatterers * rf.attenuation_gain(attenuation, pulse) * compensation
+        return self._rf_envelope(q, amplitude, attenuation.mean(axis=1))
+
+    def _rf_envelope(self, q: Quality, amplitude: np.ndarray, attenuation: np.ndarray) -> np.ndarray:
+        from usnst_stream import rf_formation as rf
+
+        grid, every = self.rf_grids[q]
+        pulse = self.pulses[q]
+        step = grid.dr
+        depth = grid.r - grid.r[0]  # below the face, where the focus is measured from
+        if grid.local_x.shape[1] > 1:
+            spacing = np.hypot(np.diff(grid.local_x, axis=1), np.diff(grid.local_y, axis=1)).mean(axis=1)
+        else:
+            spacing = np.ones(len(depth), np.float32)
+        signal = rf.rf_lines(amplitude, depth, spacing, np.asarray(attenuation).reshape(-1), pulse, step)
+        if q.noise_db > -math.inf and hasattr(self, "_ref"):
+            sigma = self._ref[q] * 10 ** (q.noise_db / 20)
+            signal = signal + rf.band_noise(signal.shape, sigma, pulse, step, self.noise_rng)
+        return rf.envelope(signal, every)
+
+    def _gaussian_quality(self, q: Quality, t: float) -> np.ndarray:
+        """The first formation's envelope on this quality's polar grid, time-gain compensated."""
         g = self.grids[q]
         wx, wy = self._world(g.local_x, g.local_y, t)
         labels = self.scene.labels(wx, wy)
@@ -336,12 +445,7 @@ class PhantomRenderer:
         # Attenuation integrated along each ray, minus the time-gain compensation for average tissue.
         attenuation = _ATTEN[labels] if g.above_face is None else np.where(g.above_face, 0.0, _ATTEN[labels])
         depth_gain = np.exp(-np.cumsum(attenuation, axis=0) * g.dr + _TGC * g.r[:, None])
-        env *= depth_gain
-        db = 20 * np.log10(env / self._ref[q] + 1e-6) + q.gain_db
-        # 0 dB (mean tissue) sits a third of the way down from white; the dynamic range sets the floor.
-        img = np.clip((db + q.dynamic_range_db * 2 / 3) / q.dynamic_range_db, 0.0, 1.0).astype(np.float32)
-        mx, my = self.scan_maps[q]
-        return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return env * depth_gain
 
     def displacement(self, t0: float, t1: float) -> np.ndarray:
         """The true motion of the anatomy on screen: (H, W, 2) pixels (dx, dy) from where each pixel's world point
@@ -390,9 +494,11 @@ def triptych(sample: Sample) -> np.ndarray:
 SETTINGS = ("default", "varied", "outside")
 
 
-def acquisition(kind: str, rng: np.random.Generator, base: ProbeGeometry | None = None) -> dict:
-    """PhantomRenderer keyword arguments (geometry, lq, hq) for one scene under ``kind`` (see SETTINGS), around the
-    ``base`` probe (None: the phantom's original; its scenes render as they always did)."""
+def acquisition(kind: str, rng: np.random.Generator, base: ProbeGeometry | None = None,
+                formation: str = FORMATIONS[0]) -> dict:
+    """PhantomRenderer keyword arguments (geometry, lq, hq; pulses for the RF formation) for one scene under
+    ``kind`` (see SETTINGS), around the ``base`` probe (None: the phantom's original; its scenes render as they
+    always did). The RF formation's pulses vary after everything else is drawn, so the rest is the same scene's."""
     if kind == "default":
         return {} if base is None else {"geometry": base}
     if kind not in SETTINGS:
@@ -407,16 +513,28 @@ def acquisition(kind: str, rng: np.random.Generator, base: ProbeGeometry | None 
     lq = replace(LQ, lateral_sigma=pick(0.9, 1.4, 0.6, 2.0), axial_sigma_mm=pick(0.45, 0.75, 0.3, 1.0),
                  noise_db=pick(-26, -18, -32, -12), dynamic_range_db=pick(40, 50, 34, 56), gain_db=gain)
     hq = replace(HQ, gain_db=gain)
-    return {"geometry": geometry, "lq": lq, "hq": hq}
+    if formation != "rf":
+        return {"geometry": geometry, "lq": lq, "hq": hq}
+    from usnst_stream.rf_formation import HQ_PULSES, LQ_PULSES
+
+    focus = geometry.depth_mm * pick(0.3, 0.6, 0.15, 0.85)
+    hq_pulse = replace(HQ_PULSES[geometry.kind], center_mhz=HQ_PULSES[geometry.kind].center_mhz * pick(0.85, 1.15, 0.65, 1.4),
+                       f_number=pick(1.7, 2.5, 1.2, 3.5), focus_mm=focus)
+    lq_pulse = replace(LQ_PULSES[geometry.kind], center_mhz=LQ_PULSES[geometry.kind].center_mhz * pick(0.85, 1.15, 0.65, 1.4),
+                       f_number=pick(2.5, 3.5, 2.0, 4.5), focus_mm=focus)
+    return {"geometry": geometry, "lq": lq, "hq": hq, "pulses": (hq_pulse, lq_pulse)}
 
 
 def render_scene(seed: int, index: int, height: int, width: int, settings: str = "default",
-                 speckle_seed: int | None = None, probe_kind: str | None = None) -> Sample:
+                 speckle_seed: int | None = None, probe_kind: str | None = None, formation: str = FORMATIONS[0],
+                 anatomy: str = ANATOMIES[0]) -> Sample:
     """Scene ``seed`` as the ``index``-th of a set renders it (``write_phantoms``): its acquisition drawn for
     ``settings`` around ``probe_kind``'s geometry (None: the original probe), the probe pose varied with the index;
     ``speckle_seed`` gives the oracle (new scatterers)."""
-    kwargs = acquisition(settings, np.random.default_rng([seed, 4242]), None if probe_kind is None else probe(probe_kind))
-    renderer = PhantomRenderer(height, width, seed=seed, speckle_seed=speckle_seed, **kwargs)
+    kwargs = acquisition(settings, np.random.default_rng([seed, 4242]), None if probe_kind is None else probe(probe_kind),
+                         formation)
+    renderer = PhantomRenderer(height, width, seed=seed, speckle_seed=speckle_seed, formation=formation,
+                               anatomy=anatomy, **kwargs)
     return renderer.render(t=float(index % 7))
 
 
@@ -426,9 +544,11 @@ INDEPENDENT_SPECKLE = 7_777_777
 
 def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], width: int = THESIS_PANEL[1],
                    seed: int = 0, progress=None, settings: str = "default", independent_hq: bool = False,
-                   overwrite: bool = False, probe_kind: str | None = None) -> list[Path]:
+                   overwrite: bool = False, probe_kind: str | None = None, formation: str = FORMATIONS[0],
+                   anatomy: str = ANATOMIES[0]) -> list[Path]:
     """Write ``n`` triptych PNGs, one random scene each (scene i uses seed + i), in the thesis layout; ``settings``
-    varies the acquisition per scene (SETTINGS), ``probe_kind`` chooses the probe (PROBES; None: the original).
+    varies the acquisition per scene (SETTINGS), ``probe_kind`` chooses the probe (PROBES; None: the original),
+    ``formation`` how echoes become the image (FORMATIONS), ``anatomy`` the scene (ANATOMIES).
     ``independent_hq``: the HQ panel drawn with its own scatterers
     (same anatomy and acquisition, speckle unrelated to LQ's), so a net regressed on it can only learn HQ's mean grey
     — the base that engines.beam_speckle adds its grain to.
@@ -442,6 +562,11 @@ def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], w
     if probe_kind is not None:  # recorded only when chosen: folders made before probes had kinds still resume
         probe(probe_kind)  # refuse an unknown kind before writing anything
         recipe["probe"] = probe_kind
+    for key, value, choices in (("formation", formation, FORMATIONS), ("anatomy", anatomy, ANATOMIES)):
+        if value not in choices:
+            raise ValueError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        if value != choices[0]:  # recorded only when not the first: older folders still resume
+            recipe[key] = value
     record = out / "phantoms.json"
     names = [out / f"phantom_{seed + i:05d}.png" for i in range(n)]
     existing = [p for p in names if p.exists()]
@@ -458,10 +583,11 @@ def write_phantoms(out_dir: str | Path, n: int, height: int = THESIS_PANEL[0], w
             if progress is not None:
                 progress(1)
             continue
-        sample = render_scene(seed + i, i, height, width, settings, probe_kind=probe_kind)
+        look = {"probe_kind": probe_kind, "formation": formation, "anatomy": anatomy}
+        sample = render_scene(seed + i, i, height, width, settings, **look)
         if independent_hq:
             sample.hq = render_scene(seed + i, i, height, width, settings, speckle_seed=seed + i + INDEPENDENT_SPECKLE,
-                                     probe_kind=probe_kind).hq
+                                     **look).hq
         paths.append(write_png(path, triptych(sample)))
         if progress is not None:
             progress(1)

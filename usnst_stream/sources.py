@@ -38,7 +38,8 @@ def convert_dtype(img8: np.ndarray, dtype: str) -> np.ndarray:
 
 def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", seed: int = 0,
                    dtype: str = "uint8", keep=None, loop_frames: int = 0,
-                   probe_kind: str | None = None) -> Iterator[Timed]:
+                   probe_kind: str | None = None, formation: str = "gaussian",
+                   anatomy: str = "fetal") -> Iterator[Timed]:
     """An endless simulated scan: frame i shows the scene at t = i / fps with the probe drifting.
 
     ``loop_frames`` > 0 renders that many frames before the first is sent and then plays them in a loop (sequence
@@ -48,14 +49,15 @@ def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", see
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
     geometry = ProbeGeometry() if probe_kind is None else probe(probe_kind)
-    renderer = PhantomRenderer(height, width, seed=seed, geometry=geometry)
+    renderer = PhantomRenderer(height, width, seed=seed, geometry=geometry, formation=formation, anatomy=anatomy)
 
     def frame(i: int):
         t = i / fps
         sample = renderer.render(t)
         img = sample.seg if quality == "seg" else to_uint8(getattr(sample, quality))
         ax, ay, rot = probe_pose(t)
-        meta = {"source": "usnst-phantom", "quality": quality, "scene_seed": seed,
+        meta = {"source": "usnst-phantom", "quality": quality, "scene_seed": seed, "formation": formation,
+                "anatomy": anatomy,
                 "spacing_mm": [round(renderer.pixel_mm, 6)] * 2,
                 "probe": {"kind": geometry.kind, "apex_mm": [round(ax, 4), round(ay, 4)], "angle_rad": round(rot, 6),
                           "sector_deg": geometry.sector_deg, "depth_mm": geometry.depth_mm},
