@@ -44,6 +44,8 @@ from usnst.offline.tasks import task
 from usnst.offline.temporal import flicker, merge_texture_motion, texture_motion
 from usnst_io.media import read_stills, to_float, to_uint8
 from usnst_stream.phantom import (
+    ANATOMIES,
+    FORMATIONS,
     PROBES,
     PhantomRenderer,
     probe,
@@ -54,12 +56,15 @@ from usnst_stream.phantom import (
 SOURCE_INDEX = {"lq": 0, "hq": 1, "seg": 2}
 
 
+LOOK = {"formation": "gaussian", "anatomy": "fetal"}  # how every table's phantoms are formed (--formation, --anatomy)
+
+
 def scenes(n: int, size: int, seed: int, settings: str = "default"):
     """(LQ, HQ, seg, oracle HQ) per scene, exactly as `usnst phantom --settings` renders scene seed + i."""
     out = []
     for i in range(n):
-        s = render_scene(seed + i, i, size, size, settings)
-        o = render_scene(seed + i, i, size, size, settings, speckle_seed=seed + i + 1)
+        s = render_scene(seed + i, i, size, size, settings, **LOOK)
+        o = render_scene(seed + i, i, size, size, settings, speckle_seed=seed + i + 1, **LOOK)
         out.append((to_uint8(s.lq), to_uint8(s.hq), s.seg.astype(np.uint8), to_uint8(o.hq)))
     return out
 
@@ -74,7 +79,8 @@ def moving_probes(n: int, size: int, seeds: list[int], kind: str | None = None):
     out = []
     for seed in seeds:
         for i in range(n):
-            renderer = PhantomRenderer(size, size, seed=seed + i, **({} if kind is None else {"geometry": probe(kind)}))
+            renderer = PhantomRenderer(size, size, seed=seed + i, **LOOK,
+                                       **({} if kind is None else {"geometry": probe(kind)}))
             for t0 in (0.0, 5.5):
                 frames = [renderer.render(t0 + k / MOTION_FPS) for k in range(MOTION_LAG + 1)]
                 times = [t0 + k / MOTION_FPS for k in range(MOTION_LAG + 1)]
@@ -153,8 +159,14 @@ def main() -> None:
                     help="only the report per probe kind (curvilinear, phased, linear, trapezoid phantom views)")
     ap.add_argument("--sector-only", action="store_true",
                     help="only the whole-sector C2ST (64-px patches anywhere in the sector, against other scenes' HQ)")
+    ap.add_argument("--formation", default=FORMATIONS[0], choices=FORMATIONS,
+                    help="how the phantom forms its frames (rf: the second formation, which no shipped model saw)")
+    ap.add_argument("--anatomy", default=ANATOMIES[0], choices=ANATOMIES)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    LOOK.update(formation=args.formation, anatomy=args.anatomy)
+    if args.formation != FORMATIONS[0] or args.anatomy != ANATOMIES[0]:
+        print(f"phantom: {args.formation} formation, {args.anatomy} anatomy")
 
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     args.seed = seeds[0]
@@ -178,7 +190,7 @@ def main() -> None:
     rows = [] if args.no_baselines else [row(f"identity ({spec.source.upper()})", [d[src] for d in data], data,
                                              budget, style, src)]
     outside = scenes(args.n, args.size, args.seed + 20000, "outside") if args.outside else None
-    renderer = PhantomRenderer(args.size, args.size, seed=args.seed) if args.flicker else None
+    renderer = PhantomRenderer(args.size, args.size, seed=args.seed, **LOOK) if args.flicker else None
     for name in args.models.split(","):
         modes = [args.noise] + (["off"] if args.noise_off_too else [])
         for mode in modes:
@@ -279,7 +291,7 @@ def print_probe_table(args, seeds: list[int]) -> None:
         renders = []
         for s in seeds:
             for i in range(args.n):
-                renderer = PhantomRenderer(args.size, args.size, seed=s + i, geometry=probe(kind))
+                renderer = PhantomRenderer(args.size, args.size, seed=s + i, geometry=probe(kind), **LOOK)
                 sample = renderer.render(float(i % 7))
                 renders.append(((to_uint8(sample.lq), to_uint8(sample.hq), sample.seg.astype(np.uint8), None),
                                 renderer.image_to_world(float(i % 7))))
