@@ -508,3 +508,24 @@ def test_gradient_clipping_acts_only_above_its_norm_and_the_log_shows_the_norm(t
     assert len(norms) == 3 and min(norms) > 1e-4
     assert all(torch.equal(states["free"][k], states["loose"][k]) for k in states["free"])
     assert any(not torch.equal(states["free"][k], states["tight"][k]) for k in states["free"])
+
+
+def test_several_data_folders_train_together_and_each_is_validated(tmp_path):
+    """A comma-separated --data (phantoms of two image formations) trains on both; every folder gives validation
+    frames, interleaved so that the first few already hold each."""
+    from usnst.offline.datasets import read_triptych_folder
+    from usnst.trainer.base import held_out_by_folder
+    from usnst.trainer.realism import RealismConfig, train
+
+    write_phantoms(tmp_path / "a", 4, 48, 48, seed=7)
+    write_phantoms(tmp_path / "b", 4, 48, 48, seed=70, formation="rf", anatomy="abdominal")
+    data = f"{tmp_path / 'a'},{tmp_path / 'b'}"
+    val, training = held_out_by_folder(data, 0.5, read_triptych_folder)
+    assert [v.name[:14] for v in val] == ["phantom_00007.", "phantom_00070.", "phantom_00008.", "phantom_00071."]
+    assert len(training) == 4
+    r = train(RealismConfig(data=data, out=str(tmp_path / "m.pt"), channels=8, blocks=1, batch=2, crop=32,
+                            val_fraction=0.5, val_images=2, val_every=2, val_c2st_steps=5, steps=2,
+                            weights=weights(mse=1.0), progress=False))
+    assert r["steps"] == 2 and "triptychs from" in str(torch.load(tmp_path / "m.pt", weights_only=False))
+    with pytest.raises(ValueError, match="no triptychs"):
+        held_out_by_folder(f"{tmp_path / 'a'},{tmp_path / 'empty'}", 0.5, lambda f: [])

@@ -42,6 +42,21 @@ def split_held_out(samples: list, fraction: float) -> tuple[list, list]:
     return samples[:n_val], samples[n_val:] or samples
 
 
+def held_out_by_folder(data: str, fraction: float, read) -> tuple[list, list]:
+    """(validation, training) samples of one folder or of several, comma-separated (e.g. phantoms of two image
+    formations): each folder's first ``fraction`` held out, so every data set is validated; the held-out samples
+    interleaved folder by folder, so a validation that takes the first n still sees each. ``read(folder)`` lists a
+    folder's samples."""
+    folders = [f for f in data.split(",") if f]
+    splits = [split_held_out(read(f), fraction) for f in folders]
+    for folder, (val, train) in zip(folders, splits):
+        if not train:
+            raise ValueError(f"no triptychs in {folder}")
+    longest = max(len(v) for v, _ in splits)
+    val = [v[i] for i in range(longest) for v, _ in splits if i < len(v)]
+    return val, [t for _, train in splits for t in train]
+
+
 def random_crops(pairs: list[tuple[np.ndarray, ...]], batch: int, crop: int, rng: np.random.Generator):
     """A batch of random aligned crops (with random horizontal flips) as (N, 1, crop, crop) tensors in [0, 1], one
     per array of the tuples (input, target[, mask …]); uint8 arrays are scaled to [0, 1], others kept as they are."""

@@ -25,10 +25,10 @@ from usnst.trainer.base import (
     RunConfig,
     command_line,
     cosine_schedule,
+    held_out_by_folder,
     held_out_scores,
     optimise,
     random_crops,
-    split_held_out,
     uint8_runner,
 )
 
@@ -66,8 +66,8 @@ def distill(cfg: DistillConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     teacher_path = resolve_model(cfg.teacher)
     teacher, teacher_meta = load_checkpoint(teacher_path)
-    pairs = [(s.lq, s.hq) for s in read_triptych_folder(cfg.data)]
-    val, train_pairs = split_held_out(pairs, cfg.val_fraction)
+    val, train_pairs = held_out_by_folder(cfg.data, cfg.val_fraction,
+                                          lambda f: [(s.lq, s.hq) for s in read_triptych_folder(f)])
     noise = bool(teacher.noise_shapes(1, 64, 64)) if cfg.noise is None else cfg.noise
     student = FastNet(FastNetConfig(cfg.channels, cfg.blocks, noise=noise, echo_mask=noise))
     shared = shares_noise(student, teacher)

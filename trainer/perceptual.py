@@ -101,6 +101,9 @@ def _prepare(img: np.ndarray, cfg: TrainConfig, labels: bool = False) -> np.ndar
 
 def load_pairs(cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     """(network input, HQ) per sample: LQ → HQ, or segmentation → HQ; HQ → clinical uses HQ as input."""
+    if "," in cfg.data:
+        raise ValueError("the perceptual trainer reads one --data folder (the realism, supervised and distill "
+                         "trainers take several)")
     spec = task(cfg.task)
     return [(_prepare(getattr(t, spec.source), cfg, labels=spec.source == "seg"), _prepare(t.hq, cfg))
             for t in read_triptych_folder(cfg.data)]

@@ -38,10 +38,10 @@ from usnst.trainer import terms
 from usnst.trainer.base import (
     RunConfig,
     command_line,
+    held_out_by_folder,
     optimise,
     random_crops,
     save_state,
-    split_held_out,
     step_generators,
     tissue_crops,
     uint8_runner,
@@ -208,10 +208,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     style = read_stills(cfg.style) if not spec.paired else None
     if style is not None and not style:
         raise ValueError(f"no images in --style {cfg.style}")
-    samples = read_triptych_folder(cfg.data)
-    if min(min(t.hq.shape) for t in samples) < cfg.crop:
+    val, train_samples = held_out_by_folder(cfg.data, cfg.val_fraction, read_triptych_folder)
+    if min(min(t.hq.shape) for t in val + train_samples) < cfg.crop:
         raise ValueError(f"crop {cfg.crop} is larger than the smallest panel in {cfg.data}")
-    val, train_samples = split_held_out(samples, cfg.val_fraction)
     val = val[:cfg.val_images]
     # (input, HQ, tissue): the tissue mask (eroded label regions) is where speckle statistics are compared
     pairs = [(getattr(t, spec.source), t.hq, tissue_mask(t.hq, t.seg)) for t in train_samples]

@@ -21,10 +21,10 @@ from usnst.trainer.base import (
     RunConfig,
     command_line,
     cosine_schedule,
+    held_out_by_folder,
     held_out_scores,
     optimise,
     random_crops,
-    split_held_out,
     uint8_runner,
 )
 
@@ -48,10 +48,10 @@ def train(cfg: SupervisedConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    pairs = [(s.lq, s.hq) for s in read_triptych_folder(cfg.data)]
-    if min(min(p[0].shape) for p in pairs) < cfg.crop:
+    val, train_pairs = held_out_by_folder(cfg.data, cfg.val_fraction,
+                                          lambda f: [(s.lq, s.hq) for s in read_triptych_folder(f)])
+    if min(min(p[0].shape) for p in val + train_pairs) < cfg.crop:
         raise ValueError(f"crop {cfg.crop} is larger than the smallest panel in {cfg.data}")
-    val, train_pairs = split_held_out(pairs, cfg.val_fraction)
     log.info("training on %d pairs, validating on %d", len(train_pairs), len(val))
 
     model = TransformerNet(NetConfig(cfg.width, cfg.n_residual, cfg.noise))

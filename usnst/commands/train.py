@@ -13,7 +13,8 @@ from usnst import flags
 
 def _run_flags(p, cfg, out_help: str = "checkpoint file to write") -> None:
     """What every trainer takes: the data, where the model goes, the step budget, crops, rate, seed and threads."""
-    p.add_argument("--data", required=True, help="folder of LQ | HQ | seg triptychs (usnst phantom writes them)")
+    p.add_argument("--data", required=True, help="folder of LQ | HQ | seg triptychs (usnst phantom writes them); "
+                   "several, comma-separated, train on all (each folder's first share held out for validation)")
     if hasattr(cfg, "out"):
         p.add_argument("--out", default=None, help=f"{out_help} (default {cfg.out})")
     p.add_argument("--steps", type=flags.positive_int, default=None, help=f"training steps (default {cfg.steps})")
