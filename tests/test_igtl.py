@@ -29,7 +29,12 @@ def _node_serving_igtl(engine, also: str = ""):
     return ctx, pub, node, igtl_port
 
 
-def test_stylized_frames_reach_an_openigtlink_client_with_spacing_and_timestamp(tiny_engine):
+# A probe rotated 30° about the world's z, pixels 0.3 mm, the frame's corner at (10, -5, 2) mm.
+_C, _S = np.cos(np.pi / 6), np.sin(np.pi / 6)
+POSE = np.array([[0.3 * _C, -0.3 * _S, 0, 10], [0.3 * _S, 0.3 * _C, 0, -5], [0, 0, 0.3, 2], [0, 0, 0, 1]])
+
+
+def test_stylized_frames_reach_an_openigtlink_client_placed_by_pose_or_spacing_with_timestamp(tiny_engine):
     ctx, pub, node, igtl_port = _node_serving_igtl(tiny_engine, also="@tcp://127.0.0.1:*,")
     assert node.endpoints["output"][-1] == f"igtl://127.0.0.1:{igtl_port}"
     client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=igtl_port)
@@ -40,10 +45,18 @@ def test_stylized_frames_reach_an_openigtlink_client_with_spacing_and_timestamp(
         pixels = np.tile(np.arange(40, dtype=np.uint8), (30, 1))[:, :, None]  # 30 rows × 40 columns
         while message is None and time.monotonic() < deadline:
             capture = protocol.now_ns()
-            meta = {"spacing_mm": [0.25, 0.25]}
+            meta = {"spacing_mm": [0.25, 0.25]} if seq % 2 == 0 else {protocol.IMAGE_TO_WORLD: POSE.ravel().tolist()}
             pub.send_multipart(protocol.encode(protocol.Frame(seq, capture, pixels, meta)))
             seq += 1
             message = client.wait_for_message("usnst", timeout=0.1)
+        posed = None
+        while posed is None and time.monotonic() < deadline:  # a frame with a pose: the slice placed by it
+            pub.send_multipart(protocol.encode(protocol.Frame(seq, protocol.now_ns(), pixels,
+                                                              {protocol.IMAGE_TO_WORLD: POSE.ravel().tolist()})))
+            seq += 1
+            got = client.wait_for_message("usnst", timeout=0.1)
+            if got is not None and not np.allclose(np.diag(got.ijk_to_world_matrix)[:3], [0.25, 0.25, 1.0]):
+                posed = got
         stats = node.stats.snapshot()
     finally:
         client.stop()
@@ -52,7 +65,9 @@ def test_stylized_frames_reach_an_openigtlink_client_with_spacing_and_timestamp(
         ctx.term()
     assert message is not None, "no IMAGE message reached the OpenIGTLink client"
     assert message.image.shape == (1, 30, 40) and message.image.dtype == np.uint8
-    assert np.allclose(np.diag(message.ijk_to_world_matrix)[:3], [0.25, 0.25, 1.0])
+    assert np.allclose(np.diag(message.ijk_to_world_matrix)[:3], [0.25, 0.25, 1.0]) or \
+        np.allclose(message.ijk_to_world_matrix, POSE, atol=1e-4)
+    assert posed is not None and np.allclose(posed.ijk_to_world_matrix, POSE, atol=1e-4)
     assert abs(message.timestamp - time.time()) < 10  # seconds since the epoch, from capture_ns
     assert stats["engine_errors"] == 0 and stats.get("output_errors", 0) == 0
 

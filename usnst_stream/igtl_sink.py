@@ -1,7 +1,8 @@
 """Stylized frames as OpenIGTLink IMAGE messages, for PLUS / 3D Slicer (``--out igtl://127.0.0.1:18944``).
 
 OpenIGTLink peers expect a TCP *server* on port 18944 that streams IMAGE messages: pixels plus a 4×4 ijk→world
-matrix (here: pixel spacing in mm on the diagonal) and a timestamp. pyigtl (extra ``usnst[igtl]``) provides the
+matrix (the frame's pose when the simulator sends one, else the pixel spacing in mm on the diagonal) and a
+timestamp. pyigtl (extra ``usnst[igtl]``) provides the
 server. Its send queue is unbounded, so frames are only queued while a client is connected and at most a couple
 are pending: a slow or absent viewer loses frames instead of growing the node's memory.
 """
@@ -87,13 +88,25 @@ class IgtlSink:
             return False
         pixels = frame.pixels
         image = pixels[None, :, :, 0] if pixels.shape[2] == 1 else pixels[None]  # (k=1, j=rows, i=cols[, comp])
-        row_mm, col_mm = self.spacing(frame.meta)
-        matrix = np.diag([col_mm, row_mm, 1.0, 1.0])
+        matrix = self.placement(frame.meta)
         message = self.pyigtl.ImageMessage(np.ascontiguousarray(image), ijk_to_world_matrix=matrix,
                                            timestamp=frame.capture_ns / 1e9, device_name=self.device_name)
         self.server.send_message(message, wait=False)
         self.sent += 1
         return True
+
+    def placement(self, meta: dict) -> np.ndarray:
+        """The ijk→world matrix: the frame's pose (``meta.image_to_world``, the same convention: a pixel's
+        (column, row, 0, 1) to world mm) when it sends a valid one, so the viewer shows the slice where the probe
+        is; else the pixel spacing on the diagonal. A malformed pose is the node's to count (``bad_poses``)."""
+        try:
+            pose = protocol.image_to_world(meta)
+        except ValueError:
+            pose = None
+        if pose is not None:
+            return pose
+        row_mm, col_mm = self.spacing(meta)
+        return np.diag([col_mm, row_mm, 1.0, 1.0])
 
     def spacing(self, meta: dict) -> tuple[float, float]:
         """(row, column) pixel spacing in mm: the frame's ``meta.spacing_mm`` when it is two finite numbers above 0,
