@@ -89,3 +89,15 @@ def test_usnst_phantom_renders_each_probe_kind_and_a_folder_keeps_to_one(tmp_pat
     assert main(["phantom", "--out", str(tmp_path / "linear"), "-n", "2", "--size", "48x64"]) == 2  # refused: mixed
     with pytest.raises(ValueError, match="probe kind"):
         write_phantoms(tmp_path / "x", 1, 32, 32, probe_kind="convex")
+
+
+def test_a_varied_curved_array_keeps_its_face_at_the_frames_top():
+    """Under --settings varied the sector changes, and with it where the face's ends lie: the frame's top follows,
+    so no view starts with empty rows or loses its face."""
+    from usnst_stream.phantom import acquisition, probe
+
+    for k in range(4):
+        g = acquisition("varied", np.random.default_rng(k), probe("curvilinear"))["geometry"]
+        assert g.top_mm == pytest.approx(g.start_mm * np.cos(np.radians(g.sector_deg) / 2))
+        rows = np.flatnonzero((PhantomRenderer(96, 96, seed=k, geometry=g).render(0.0).seg > 0).any(axis=1))
+        assert abs(rows[0] - (95 - rows[-1])) <= 2  # the view centred in the frame: nothing cut, nothing left over

@@ -509,6 +509,8 @@ def acquisition(kind: str, rng: np.random.Generator, base: ProbeGeometry | None 
     depth, sector = pick(95, 135, 70, 160), pick(55, 80, 40, 95)
     geometry = ProbeGeometry(depth_mm=depth, sector_deg=sector) if base is None else \
         replace(base, depth_mm=base.depth_mm * depth / 120, sector_deg=min(base.sector_deg * sector / 70, 150.0))
+    if base is not None and base.kind == "curvilinear" and base.top_mm:  # the face's ends, where the frame's top is
+        geometry = replace(geometry, top_mm=geometry.start_mm * math.cos(math.radians(geometry.sector_deg) / 2))
     gain = pick(-4, 4, -9, 9)
     lq = replace(LQ, lateral_sigma=pick(0.9, 1.4, 0.6, 2.0), axial_sigma_mm=pick(0.45, 0.75, 0.3, 1.0),
                  noise_db=pick(-26, -18, -32, -12), dynamic_range_db=pick(40, 50, 34, 56), gain_db=gain)
