@@ -40,6 +40,7 @@ class MetricsJob:
     dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB
     with_realism: bool = False  # the realism report (offline.realism): C2ST, speckle size, tissue m, low-passed SSIM
     c2st_repeats: int = 3  # C2ST classifiers averaged (each holds out other images); more: a tighter figure, slower
+    inputs: str | None = None  # folder of the frames the outputs were made from (same names): invented structure
     progress: bool = True  # a progress bar (FID over many patches takes minutes on a CPU)
 
 
@@ -79,7 +80,12 @@ def evaluate(job: MetricsJob) -> dict:
             all_a.append(fa)
             all_b.append(fb)
         if job.with_realism:
-            kept.append((out, target, seg))
+            try:
+                source = read_gray(Path(job.inputs) / rel) if job.inputs else None
+            except (OSError, ValueError) as exc:
+                failures.append({"output": str(rel), "error": f"its input: {exc}"})
+                continue
+            kept.append((out, target, seg, source))
         rows.append(row)
     summary = {"images": len(rows), "failures": failures, **mean_scores(rows, prefix="mean_")}
     if kept:
@@ -87,7 +93,8 @@ def evaluate(job: MetricsJob) -> dict:
 
         summary["realism"] = realism_report([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept],
                                             budget=C2STBudget(repeats=job.c2st_repeats),
-                                            dynamic_range_db=job.dynamic_range_db, progress=job.progress)
+                                            dynamic_range_db=job.dynamic_range_db, progress=job.progress,
+                                            inputs=[k[3] for k in kept] if job.inputs else None)
     if all_a and sum(len(a) for a in all_a) > 1:
         summary["set_fid"] = fid(np.concatenate(all_a), np.concatenate(all_b))
         summary["set_kid"], summary["set_kid_std"] = kid(np.concatenate(all_a), np.concatenate(all_b))
@@ -118,7 +125,9 @@ def format_table(result: dict) -> str:
                      f"{t['fwhm_lateral_px']:.2f}), C2ST {r['c2st']:.3f}{_spread(r)} (0.5: indistinguishable; "
                      f"{r['c2st_patches']} patches a side), tissue histogram W1 {r['histogram_w1']:.1f} grey levels, "
                      f"low-passed SSIM "
-                     f"{r.get('lowpass_ssim', float('nan')):.3f}")
+                     f"{r.get('lowpass_ssim', float('nan')):.3f}"
+                     + (f", invented structure {r['invented_share']:.2%} of the sector (widest blob "
+                        f"{r['invented_blob_px']:.1f} px)" if "invented_share" in r else ""))
     if "fid_meaningless" in s:
         lines.append(f"FID/KID not shown: {s['fid_meaningless']}")
     elif "set_fid" in s:

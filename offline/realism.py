@@ -277,14 +277,17 @@ def phase_randomised_view(patch: np.ndarray) -> np.ndarray:
 def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
                    references: list[np.ndarray] | None = None, target_segs: list[np.ndarray | None] | None = None, patches_per_image: int = 40,
                    budget: C2STBudget = C2STBudget(), dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB,
-                   view: Callable[[np.ndarray], np.ndarray] | None = None, progress: bool = False) -> dict:
+                   view: Callable[[np.ndarray], np.ndarray] | None = None, progress: bool = False,
+                   inputs: list[np.ndarray] | None = None) -> dict:
     """The realism measures of a set of outputs against a set of target-domain images (uint8 grey).
 
     ``segs``: label maps of the outputs' scenes (tissue masks; also the paired targets' unless ``target_segs`` gives
     the targets' own). ``references``: what
     anatomy must match after a low-pass — the paired targets, or the inputs for unpaired tasks (default: targets
     when they pair with the outputs one to one). ``view``: a transform of each C2ST patch, both sides alike (e.g.
-    ``rank_view``), to ask which of the patches' properties the classifier uses."""
+    ``rank_view``), to ask which of the patches' properties the classifier uses. ``inputs``: the frames the
+    outputs were made from (one each): the report then has the invented structure (``invented_share``, the mean
+    share of the sector; ``invented_blob_px``, the widest blob of any frame)."""
     segs = segs or [None] * len(outputs)
     rng = np.random.default_rng(budget.seed)
     out_masks = [tissue_mask(o, s) for o, s in zip(outputs, segs)]
@@ -312,6 +315,12 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     if references is not None:
         report["lowpass_ssim"] = float(np.mean([lowpass_ssim(o, r) for o, r in zip(outputs, references)]))
         report["ssim"] = float(np.mean([ssim(o, r) for o, r in zip(outputs, references)]))
+    if inputs is not None:
+        if len(inputs) != len(outputs):
+            raise ValueError(f"{len(inputs)} inputs for {len(outputs)} outputs: give the frame each was made from")
+        found = [invented_structure(o, i) for o, i in zip(outputs, inputs)]
+        report["invented_share"] = float(np.mean([f["share"] for f in found]))
+        report["invented_blob_px"] = float(max(f["largest_blob_px"] for f in found))
     pa, ga = _patches(outputs, out_masks, patches_per_image, rng)
     pb, gb = _patches(targets, tgt_masks, patches_per_image, rng)
     # paired: a scene's output and target are held out together; unpaired: the two sets' images are separate groups

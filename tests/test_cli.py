@@ -476,3 +476,5 @@ def test_metrics_video_says_whether_the_texture_moves_with_the_anatomy(tmp_path)
     assert result["stuck"]["at_zero"] > result["hq"]["at_zero"] + 0.5
     proc = usnst("metrics", tmp_path / "hq", "--targets", tmp_path / "in", "--lag", "4", check=False)
     assert proc.returncode == 2 and "--video only" in proc.stderr
+    proc = usnst("metrics", tmp_path / "hq", "--targets", tmp_path / "in", "--input", tmp_path / "in", check=False)
+    assert proc.returncode == 2 and "--video and --realism only" in proc.stderr

@@ -529,3 +529,27 @@ def test_several_data_folders_train_together_and_each_is_validated(tmp_path):
     assert r["steps"] == 2 and "triptychs from" in str(torch.load(tmp_path / "m.pt", weights_only=False))
     with pytest.raises(ValueError, match="no triptychs"):
         held_out_by_folder(f"{tmp_path / 'a'},{tmp_path / 'empty'}", 0.5, lambda f: [])
+
+
+def test_metrics_report_invented_structure_against_the_inputs(tmp_path):
+    """With --input the realism report says how much of the sector the outputs invent: nothing for outputs equal to
+    their inputs (up to a monotone grey map), a blob as wide as one painted into a uniform region."""
+    from usnst.offline.evaluate import MetricsJob, evaluate
+
+    write_phantoms(tmp_path / "data", 2, 128, 128, seed=31)
+    inputs, same, blob = (tmp_path / n for n in ("inputs", "same", "blob"))
+    for folder in (inputs, same, blob):
+        folder.mkdir()
+    for p in sorted((tmp_path / "data").glob("*.png")):
+        lq = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)[:, :128]
+        cv2.imwrite(str(inputs / p.name), lq)
+        cv2.imwrite(str(same / p.name), np.clip(lq.astype(int) * 0.8 + 20, 0, 255).astype(np.uint8))  # monotone map
+        painted = lq.copy()
+        cv2.circle(painted, (64, 90), 12, 0, -1)  # a dark disc 25 px wide
+        cv2.imwrite(str(blob / p.name), painted)
+    report = lambda outputs: evaluate(MetricsJob(str(outputs), str(tmp_path / "data"), "triptych", with_realism=True,
+                                                 c2st_repeats=1, inputs=str(inputs), progress=False)
+                                      )["summary"]["realism"]
+    clean, invented = report(same), report(blob)
+    assert clean["invented_share"] == 0 and clean["invented_blob_px"] == 0
+    assert invented["invented_share"] > 0.01 and 15 <= invented["invented_blob_px"] <= 27

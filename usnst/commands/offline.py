@@ -189,7 +189,8 @@ def metrics_flags(p) -> None:
                                    "DICOM cine, .usrec recording)")
     p.add_argument("--targets", default=None, help="folder of targets with the outputs' relative paths")
     p.add_argument("--video", action="store_true", help="temporal stability (flicker) of a sequence against --input")
-    p.add_argument("--input", default=None, help="--video: the input sequence the outputs were stylized from")
+    p.add_argument("--input", default=None, help="--video: the input sequence the outputs were stylized from; "
+                   "--realism: the folder of input frames (the outputs' relative names), for the invented structure")
     p.add_argument("--lag", type=flags.ranged(int, 1, 1000), default=None,
                    help="--video: frames apart at which to ask whether the fine texture moved with the anatomy (8)")
     p.add_argument("--layout", default=job.targets_layout, choices=TARGET_LAYOUTS,
@@ -216,15 +217,17 @@ def metrics_flags(p) -> None:
 def run_metrics(args) -> int:
     if args.video:
         return _video_metrics(args)
-    if args.lag is not None or args.input:
-        raise ValueError("--lag and --input apply to --video only")
+    if args.lag is not None:
+        raise ValueError("--lag applies to --video only")
+    if args.input and not args.realism:
+        raise ValueError("--input applies to --video and --realism only")
     if not args.targets:
         raise ValueError("--targets is required (or --video with --input for temporal stability)")
     from usnst.offline.evaluate import MetricsJob, evaluate, format_table, write_outputs
 
     result = evaluate(MetricsJob(args.outputs, args.targets, args.layout, args.fid, args.inception_weights,
                                  args.patch, args.nakagami, args.dynamic_range, args.realism, args.c2st_repeats,
-                                 progress=not args.quiet))
+                                 inputs=args.input, progress=not args.quiet))
     flags.say(args, format_table(result))
     write_outputs(result, args.csv, None)
     flags.emit_json(args, result)
