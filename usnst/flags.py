@@ -214,6 +214,18 @@ def cli_backend(args) -> str | None:
     return None if artifact_backend(args.model) else AUTO
 
 
+def add_phantom_flags(p: argparse.ArgumentParser) -> None:
+    """How the phantom forms its frames and what it shows (usnst phantom, usnst simulate)."""
+    from usnst_stream.phantom import ANATOMIES, FORMATIONS
+
+    p.add_argument("--formation", default=FORMATIONS[0], choices=FORMATIONS,
+                   help="how echoes become the image: gaussian (a Gaussian PSF on complex scatterers: every shipped "
+                        "model's training data) or rf (RF pulses with a carrier, Hilbert envelope, a focused beam with "
+                        "side lobes, frequency-dependent attenuation: usnst_stream.rf_formation)")
+    p.add_argument("--anatomy", default=ANATOMIES[0], choices=ANATOMIES,
+                   help="the scene: fetal (a fetal head in amniotic fluid) or abdominal (liver, vessels, kidney)")
+
+
 def add_curve_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("CURVE encryption and authentication (keys from `usnst keys`)")
     g.add_argument("--curve-secret", default=None, help="this side's NAME.key_secret; turns CURVE on")

@@ -11,13 +11,7 @@ from usnst import flags
 
 # -- phantom --------------------------------------------------------------------------------------------
 def phantom_flags(p) -> None:
-    from usnst_stream.phantom import (
-        ANATOMIES,
-        FORMATIONS,
-        PROBES,
-        SETTINGS,
-        THESIS_PANEL,
-    )
+    from usnst_stream.phantom import PROBES, SETTINGS, THESIS_PANEL
 
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("-n", "--frames", dest="n", type=flags.positive_int, default=10, help="number of samples")
@@ -30,12 +24,7 @@ def phantom_flags(p) -> None:
     p.add_argument("--probe", default=None, choices=PROBES,
                    help="probe kind: its usual field of view (default: the phantom's original sector probe, which "
                         "every shipped model was trained on)")
-    p.add_argument("--formation", default=FORMATIONS[0], choices=FORMATIONS,
-                   help="how echoes become the image: gaussian (a Gaussian PSF on complex scatterers: every shipped "
-                        "model's training data) or rf (RF pulses with a carrier, Hilbert envelope, a focused beam with "
-                        "side lobes, frequency-dependent attenuation: usnst_stream.rf_formation)")
-    p.add_argument("--anatomy", default=ANATOMIES[0], choices=ANATOMIES,
-                   help="the scene: fetal (a fetal head in amniotic fluid) or abdominal (liver, vessels, kidney)")
+    flags.add_phantom_flags(p)
     p.add_argument("--independent-hq", action="store_true",
                    help="draw the HQ panel's speckle from its own scatterers: a regression target whose speckle LQ "
                         "cannot predict (the base net under `usnst speckle`)")

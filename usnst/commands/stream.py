@@ -70,7 +70,7 @@ def run_serve(args) -> int:
 
 # -- simulate -------------------------------------------------------------------------------------------
 def simulate_flags(p) -> None:
-    from usnst_stream.phantom import ANATOMIES, FORMATIONS, PROBES
+    from usnst_stream.phantom import PROBES
     from usnst_stream.sources import QUALITIES
 
     p.add_argument("--out", dest="output", default=binding(SIMULATOR_ENDPOINT), help=ENDPOINT_HELP)
@@ -83,12 +83,7 @@ def simulate_flags(p) -> None:
     p.add_argument("--seed", type=flags.seed, default=0, help="scene seed")
     p.add_argument("--probe", default=None, choices=PROBES,
                    help="probe kind: its usual field of view (default: the phantom's original sector probe)")
-    p.add_argument("--formation", default=FORMATIONS[0], choices=FORMATIONS,
-                   help="how echoes become the image: gaussian (a Gaussian PSF on complex scatterers: every shipped "
-                        "model's training data) or rf (RF pulses with a carrier, Hilbert envelope, a focused beam with "
-                        "side lobes, frequency-dependent attenuation: usnst_stream.rf_formation)")
-    p.add_argument("--anatomy", default=ANATOMIES[0], choices=ANATOMIES,
-                   help="the scene: fetal (a fetal head in amniotic fluid) or abdominal (liver, vessels, kidney)")
+    flags.add_phantom_flags(p)
     p.add_argument("--loop-seconds", type=flags.ranged(float, 0, 60), default=4.0,
                    help="render this many seconds of frames before sending and play them in a loop, so rendering "
                         "never makes frames late; 0 renders every frame live")
