@@ -198,8 +198,10 @@ class Scene:
             self._rf_field = np.random.default_rng(self._rf_seed).standard_normal((ny, nx), dtype=np.float32)
         return self._rf_field
 
-    def world_to_rf_cells(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return ((x - self.X0) / self.RF_RES).astype(np.float32), ((y - self.Y0) / self.RF_RES).astype(np.float32)
+    def rf_scatterers(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The RF scatterer at each world point (x, y) mm: nearest cell, so every sample keeps unit variance."""
+        fx, fy = self.world_to_cells(x, y, self.RF_RES)
+        return cv2.remap(self.rf_field(), fx, fy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
 
     def _draw_anatomy(self, rng: np.random.Generator) -> None:
         self.fluid = (rng.uniform(-8, 8), rng.uniform(68, 78), rng.uniform(62, 78), rng.uniform(40, 48), rng.uniform(-0.15, 0.15))
@@ -250,8 +252,8 @@ class Scene:
             lab[in_brain & _in_ellipse(x, y, cx, cy, 0.22 * hrx, 0.12 * hry, a)[0]] = CHOROID
         return lab
 
-    def world_to_cells(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return ((x - self.X0) / self.RES).astype(np.float32), ((y - self.Y0) / self.RES).astype(np.float32)
+    def world_to_cells(self, x: np.ndarray, y: np.ndarray, res: float = RES) -> tuple[np.ndarray, np.ndarray]:
+        return ((x - self.X0) / res).astype(np.float32), ((y - self.Y0) / res).astype(np.float32)
 
 
 class _PolarGrid:
@@ -318,7 +320,12 @@ class PhantomRenderer:
             self.rf_grids = {}
             for q, pulse in self.pulses.items():  # display sample i is RF sample i × every
                 every = max(1, math.ceil(self.grids[q].dr / pulse.step_mm()))
-                self.rf_grids[q] = (_PolarGrid(geometry, replace(q, samples=(q.samples - 1) * every + 1)), every)
+                grid = _PolarGrid(geometry, replace(q, samples=(q.samples - 1) * every + 1))
+                if grid.local_x.shape[1] > 1:  # mm between neighbouring beams at each sample
+                    spacing = np.hypot(np.diff(grid.local_x, axis=1), np.diff(grid.local_y, axis=1)).mean(axis=1)
+                else:
+                    spacing = np.ones(len(grid.r), np.float32)
+                self.rf_grids[q] = (grid, every, spacing)
         # Pixel grid in probe coordinates (mm): the field of view centred across, its top at the frame's top.
         half = math.radians(geometry.sector_deg) / 2
         half_w, bottom, top = geometry.extent()
@@ -357,9 +364,8 @@ class PhantomRenderer:
         """Mean envelope of unit-echo tissue for this quality: a fixed 0 dB so brightness does not flicker."""
         if self.formation == "rf":  # the scene's own scatterers (their sampling sets the power), unit echo
             grid = self.rf_grids[q][0]
-            fx, fy = self.scene.world_to_rf_cells(*self._world(grid.local_x, grid.local_y, 0.0))
-            amplitude = cv2.remap(self.scene.rf_field(), fx, fy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
-            return float(self._rf_envelope(q, amplitude, np.zeros(len(amplitude)))[1:-1].mean())
+            amplitude = self.scene.rf_scatterers(*self._world(grid.local_x, grid.local_y, 0.0))
+            return float(self._rf_envelope(q, amplitude, np.zeros(len(amplitude)), noise=False)[1:-1].mean())
         rng = np.random.default_rng(0)
         re, im = (rng.standard_normal((256, 256), dtype=np.float32) for _ in range(2))
         keep = _sparse_gain(rng.random((256, 256), dtype=np.float32), q.scatter_density)
@@ -388,7 +394,7 @@ class PhantomRenderer:
         """The second formation's envelope on this quality's polar grid, time-gain compensated."""
         from usnst_stream import rf_formation as rf
 
-        grid, _ = self.rf_grids[q]
+        grid = self.rf_grids[q][0]
         pulse = self.pulses[q]
         wx, wy = self._world(grid.local_x, grid.local_y, t)
         labels = self.scene.labels(wx, wy)
@@ -396,8 +402,7 @@ class PhantomRenderer:
         echo = _ECHO[labels] * cv2.remap(self.scene.texture, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if grid.above_face is not None:  # outside the body: nothing echoes
             echo[grid.above_face] = 0.0
-        fx, fy = self.scene.world_to_rf_cells(wx, wy)
-        scatterers = cv2.remap(self.scene.rf_field(), fx, fy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
+        scatterers = self.scene.rf_scatterers(wx, wy)
         per_mm = _ATTEN[labels] if grid.above_face is None else np.where(grid.above_face, 0.0, _ATTEN[labels])
         attenuation = np.cumsum(per_mm, axis=0) * grid.dr  # round trip, nepers per MHz
         below_face = (grid.r - grid.r[0])[:, None]  # time-gain compensation counts from the face, not the apex
@@ -405,19 +410,17 @@ class PhantomRenderer:
         amplitude = echo * scatterers * rf.attenuation_gain(attenuation, pulse) * compensation
         return self._rf_envelope(q, amplitude, attenuation.mean(axis=1))
 
-    def _rf_envelope(self, q: Quality, amplitude: np.ndarray, attenuation: np.ndarray) -> np.ndarray:
+    def _rf_envelope(self, q: Quality, amplitude: np.ndarray, attenuation: np.ndarray, noise: bool = True) -> np.ndarray:
+        """Echo ``amplitude`` on the RF grid to the detected envelope on the display grid; ``noise``: the quality's
+        electronic noise (not while measuring the reference level it is relative to)."""
         from usnst_stream import rf_formation as rf
 
-        grid, every = self.rf_grids[q]
+        grid, every, spacing = self.rf_grids[q]
         pulse = self.pulses[q]
         step = grid.dr
         depth = grid.r - grid.r[0]  # below the face, where the focus is measured from
-        if grid.local_x.shape[1] > 1:
-            spacing = np.hypot(np.diff(grid.local_x, axis=1), np.diff(grid.local_y, axis=1)).mean(axis=1)
-        else:
-            spacing = np.ones(len(depth), np.float32)
         signal = rf.rf_lines(amplitude, depth, spacing, np.asarray(attenuation).reshape(-1), pulse, step)
-        if q.noise_db > -math.inf and hasattr(self, "_ref"):
+        if noise and q.noise_db > -math.inf:
             sigma = self._ref[q] * 10 ** (q.noise_db / 20)
             signal = signal + rf.band_noise(signal.shape, sigma, pulse, step, self.noise_rng)
         return rf.envelope(signal, every)
