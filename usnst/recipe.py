@@ -4,9 +4,11 @@ A recipe is a list of steps, each a usnst command with its options as keys — e
 ``--config FILE.toml`` takes, ``args`` its positional arguments — plus two steps that are not commands: ``scale-noise``
 (a trained net's noise weights scaled, as some shipped chains calibrated them) and ``pydicom-examples`` (pydicom's own
 scanner files, by name: a real style set that needs no download). Paths are relative to the work folder, so a run is
-self-contained: phantoms, every stage's checkpoint and the final model land there. A step whose output file exists is
-skipped and a folder step resumes, so an interrupted rebuild goes on where it stopped; each step's time goes into
-``recipe.json``. The full-size recipe of a model differs from the reduced one only in its values.
+self-contained: phantoms, every stage's checkpoint and the final model land there. A step is skipped only when
+``recipe.done.json`` records it finished with the same command and no step before it ran again: an output file alone
+proves nothing, because a training run writes its best model long before its last step. An unfinished realism stage resumes from its state file and a
+phantom folder fills in its missing scenes, so an interrupted rebuild goes on where it stopped, bit for bit; each
+step's time goes into ``recipe.json``. The full-size recipe of a model differs from the reduced one only in its values.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import tomllib
 
 BUILT_IN = ("scale-noise", "pydicom-examples")
+DONE = "recipe.done.json"  # step number → the command it finished with
 
 
 def load(path: str | Path) -> dict:
@@ -61,6 +64,17 @@ def output_of(step: dict) -> str:
     return str(step.get("creates") or step["out"])
 
 
+def resumable(step: dict, work: Path) -> list[str] | None:
+    """The command that continues an unfinished step from its saved state, or None when it has none (it reruns).
+    A realism stage keeps ``OUT.state.pt``; resuming takes the place of its ``init``, which only began the stage."""
+    if step["run"] != "train realism":
+        return None
+    out = work / step["out"]
+    if not out.with_name(out.stem + ".state.pt").is_file():
+        return None
+    return [*argv_of({k: v for k, v in step.items() if k != "init"}), "--resume"]
+
+
 def scale_noise(model: str, factor: float, out: str) -> None:
     """A net's noise-injection weights times ``factor``: how much grain it makes from its noise."""
     import torch
@@ -93,24 +107,37 @@ def run(path: str | Path, work: str | Path, say=print) -> dict:
     recipe = load(path)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
+    done_file = work / DONE
+    done = json.loads(done_file.read_text()) if done_file.is_file() else {}
     timings, total = [], time.monotonic()
+    remade = False  # once a step runs, every later one does: its inputs may have changed
     for number, step in enumerate(recipe["steps"], 1):
         label = f"step {number}/{len(recipe['steps'])}: {step['run']}"
-        if (work / output_of(step)).is_file():
-            say(f"{label}: {output_of(step)} exists, skipped")
+        command = " ".join(argv_of(step))
+        if not remade and done.get(str(number)) == command and (work / output_of(step)).exists():
+            say(f"{label}: {output_of(step)} done, skipped")
             timings.append({"step": number, "run": step["run"], "seconds": None, "skipped": True})
             continue
-        say(f"{label} -> {output_of(step)}")
+        # Never finished, after unchanged steps: an interrupted run, continued. Finished before (another command, or
+        # inputs made again): started over, so no state of other settings or inputs leaks in.
+        interrupted = not remade and str(number) not in done
+        remade = True
+        argv = (resumable(step, work) if interrupted else None) or argv_of(step)
+        if "--resume" not in argv and (work / output_of(step)).is_file():
+            (work / output_of(step)).unlink()  # made again from scratch: the old file is stale, never kept by mistake
+        say(f"{label} -> {output_of(step)}" + (" (resumed from its state)" if "--resume" in argv else ""))
         t0 = time.monotonic()
         if step["run"] == "scale-noise":
             scale_noise(str(work / step["model"]), float(step["factor"]), str(work / step["out"]))
         elif step["run"] == "pydicom-examples":
             pydicom_examples(list(step["names"]), work / step["out"])
         else:
-            done = subprocess.run([sys.executable, "-m", "usnst", "-q", *argv_of(step)], cwd=work)
-            if done.returncode != 0:
-                raise RuntimeError(f"{label} failed (exit {done.returncode}): `usnst {' '.join(argv_of(step))}` in {work}")
+            finished = subprocess.run([sys.executable, "-m", "usnst", "-q", *argv], cwd=work)
+            if finished.returncode != 0:
+                raise RuntimeError(f"{label} failed (exit {finished.returncode}): `usnst {' '.join(argv)}` in {work}")
         timings.append({"step": number, "run": step["run"], "seconds": round(time.monotonic() - t0, 1)})
+        done[str(number)] = command
+        done_file.write_text(json.dumps(done, indent=2))
     report = {"recipe": str(path), "model": str(work / recipe["model"]), "steps": timings,
               "seconds": round(time.monotonic() - total, 1)}
     (work / "recipe.json").write_text(json.dumps(report, indent=2))

@@ -116,9 +116,10 @@ def run_realism(args) -> int:
     cfg = realism_config(args)
     r = train(cfg, flags.stop_on_signals())
     last = r["last"]
-    if r["interrupted"]:
+    if r["interrupted"]:  # exit 130 as every interrupted command does: a recipe must not count the run finished
         print(f"usnst train: stopped by a signal after step {r['steps']} of {cfg.steps}; state saved to "
               f"{r['state']}: run the same command with --resume to continue")
+        return 130
     print(f"usnst train: realism {cfg.arch}, {r['steps']} steps in {r['seconds']:.0f} s; best realism score "
           f"{r['best_score']}; model {r['out']}, resumable state {r['state']}")
     if "c2st" in last:
@@ -180,7 +181,7 @@ def run_perceptual(args) -> int:
     if r["interrupted"]:
         print(f"usnst train: stopped by a signal after step {r['steps']} of {cfg.steps}; state saved to {r['state']}: "
               "run the same command with --resume to continue")
-        return 0
+        return 130
     print(f"usnst train: {cfg.task}, {r['steps']} steps, loss {r['first_loss']:.4g} -> {r['last_loss']:.4g}, "
           f"{r['images_per_s']:.2f} images/s; checkpoints in {r['out_dir']} (best.pt, final.pt, last_state.pt)")
     v = r.get("validation") or {}
