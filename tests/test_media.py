@@ -1,4 +1,7 @@
 """usnst_io.media: one reader for every sequence kind (with timestamps), inputs listed once, atomic writes."""
+import gzip
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -244,3 +247,31 @@ def test_an_mp4_is_h264_which_browsers_play(tmp_path):
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         frames = [f.to_ndarray(format="gray") for f in container.decode(stream)]
     assert len(frames) == 5 and abs(int(np.median(frames[3])) - 120) <= 3
+
+
+def _metaimage(volume: np.ndarray, compressed: bool) -> bytes:
+    frames, h, w = volume.shape
+    payload = zlib.compress(volume.tobytes()) if compressed else volume.tobytes()
+    header = (f"ObjectType = Image\nNDims = 3\nBinaryData = True\nCompressedData = {compressed}\n"
+              f"DimSize = {w} {h} {frames}\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n")
+    return header.encode() + payload
+
+
+def test_itk_sequences_metaimage_and_nrrd_read_frame_by_frame_and_wrong_ones_are_refused(tmp_path):
+    """How PLUS and 3D Slicer store ultrasound sequences (issue 28: a real scanner's recording comes as .mha)."""
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 256, (4, 6, 5), dtype=np.uint8)  # 4 frames of 6 rows × 5 columns
+    for compressed in (True, False):
+        (tmp_path / "seq.mha").write_bytes(_metaimage(volume, compressed))
+        frames = media.read_itk_frames(tmp_path / "seq.mha")
+        assert len(frames) == 4 and all(np.array_equal(f, v) for f, v in zip(frames, volume))
+    nrrd = b"NRRD0004\ntype: unsigned char\ndimension: 3\nsizes: 5 6 4\nencoding: gzip\n\n"
+    (tmp_path / "seq.nrrd").write_bytes(nrrd + gzip.compress(volume.tobytes()))
+    timed = list(media.iter_sequence(tmp_path / "seq.nrrd"))
+    assert [t for t, _, _ in timed] == [0, 1 / 30, 2 / 30, 3 / 30] and np.array_equal(timed[2][1], volume[2])
+    (tmp_path / "short.mha").write_bytes(_metaimage(volume, False)[:-7])
+    with pytest.raises(ValueError, match="truncated"):
+        media.read_itk_frames(tmp_path / "short.mha")
+    (tmp_path / "wide.mha").write_bytes(_metaimage(volume, False).replace(b"MET_UCHAR", b"MET_USHORT"))
+    with pytest.raises(ValueError, match="only 8-bit grey"):
+        media.read_itk_frames(tmp_path / "wide.mha")

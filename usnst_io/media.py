@@ -1,5 +1,5 @@
 """Reading and writing media: the one place that knows file suffixes, lists inputs, reads any frame sequence
-(image folders, videos, DICOM stills and cines, ``.usrec`` recordings) as grayscale frames with timestamps, and
+(image folders, videos, DICOM stills and cines, ITK MetaImage/NRRD sequences, ``.usrec`` recordings) as grayscale frames with timestamps, and
 writes PNGs, videos and any file atomically.
 
 Every command reads and writes through here, so a new format or a fix to timestamps reaches all of them at once.
@@ -12,6 +12,7 @@ import glob
 import logging
 import math
 import os
+import re
 import struct
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 RECORDING_SUFFIXES = (".usrec",)
+ITK_SUFFIXES = (".mha", ".nrrd")  # how PLUS and 3D Slicer store ultrasound sequences: frames stacked on the last axis
 log = logging.getLogger(__name__)
 
 
@@ -477,7 +479,7 @@ class Sequence:
 
 
 def sequence_kind(path: str | os.PathLike) -> str:
-    """'images' (a folder), 'video', 'dicom' or 'recording' — how ``read_sequence`` will read ``path``."""
+    """'images' (a folder), 'video', 'itk', 'dicom' or 'recording' — how ``read_sequence`` will read ``path``."""
     path = Path(path)
     if path.is_dir():
         return "images"
@@ -489,22 +491,79 @@ def sequence_kind(path: str | os.PathLike) -> str:
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         return "video"
+    if suffix in ITK_SUFFIXES:
+        return "itk"
     if suffix in RECORDING_SUFFIXES:
         return "recording"
     if suffix in DICOM_SUFFIXES or is_dicom(path):
         return "dicom"
     if is_recording(path):
         return "recording"
-    raise ValueError(f"{path}: not a folder of images, a video ({', '.join(VIDEO_SUFFIXES)}), a DICOM file or a "
-                     f"usnst recording ({', '.join(RECORDING_SUFFIXES)})")
+    raise ValueError(f"{path}: not a folder of images, a video ({', '.join(VIDEO_SUFFIXES)}), an ITK sequence "
+                     f"({', '.join(ITK_SUFFIXES)}), a DICOM file or a usnst recording ({', '.join(RECORDING_SUFFIXES)})")
 
 
-def iter_sequence(path: str | os.PathLike, fps: float | None = None,
-                  problems: list[str] | None = None) -> Iterator[tuple[float, np.ndarray, dict]]:
+def _itk_header(data: bytes, path) -> tuple[dict[str, str], bytes]:
+    """(fields, payload) of a MetaImage (``Key = value`` lines up to ``ElementDataFile = LOCAL``) or an NRRD file
+    (``key: value`` lines up to a blank line), keys lower-cased."""
+    if data.startswith(b"NRRD"):
+        end = data.find(b"\n\n")
+        if end < 0:
+            raise ValueError(f"{path}: NRRD header without the blank line that ends it")
+        lines, payload, sep = data[:end].decode("latin-1").splitlines()[1:], data[end + 2:], ":"
+    else:
+        mark = re.search(rb"ElementDataFile\s*=\s*(\S+)\r?\n", data)
+        if mark is None:
+            raise ValueError(f"{path}: not a MetaImage file (no ElementDataFile line)")
+        if mark.group(1) != b"LOCAL":
+            raise ValueError(f"{path}: its pixels are in another file ({mark.group(1).decode()}): read the .mhd")
+        lines, payload, sep = data[:mark.start()].decode("latin-1").splitlines(), data[mark.end():], "="
+    fields = {}
+    for line in lines:
+        if sep in line and not line.startswith("#"):
+            key, value = line.split(sep, 1)
+            fields[key.strip().lower()] = value.strip()
+    return fields, payload
+
+
+def read_itk_frames(path: str | os.PathLike) -> list[np.ndarray]:
+    """The 2-D frames of an 8-bit MetaImage (``.mha``) or NRRD file, raw or compressed. Only 8-bit single-channel
+    data is read: that is what ultrasound sequence recorders write, and a guess at another scaling would be silent."""
+    import gzip
+    import zlib
+
+    data = Path(path).read_bytes()
+    fields, payload = _itk_header(data, path)
+    nrrd = data.startswith(b"NRRD")
+    kind = fields.get("type" if nrrd else "elementtype", "")
+    channels = int(fields.get("elementnumberofchannels", "1"))
+    if kind not in ("unsigned char", "uchar", "uint8", "uint8_t", "MET_UCHAR") or channels != 1:
+        raise ValueError(f"{path}: {kind or 'unknown'} data with {channels} channel(s): only 8-bit grey is read")
+    sizes = [int(v) for v in fields.get("sizes" if nrrd else "dimsize", "").split()]
+    if len(sizes) not in (2, 3):
+        raise ValueError(f"{path}: {len(sizes)}-D data: expected 2-D frames, or frames stacked on a third axis")
+    width, height, frames = sizes[0], sizes[1], sizes[2] if len(sizes) == 3 else 1
+    limits.check_image(width, height, str(path), frames)
+    if nrrd and fields.get("encoding", "raw") in ("gzip", "gz"):
+        payload = gzip.decompress(payload)
+    elif nrrd and fields.get("encoding", "raw") != "raw":
+        raise ValueError(f"{path}: NRRD encoding {fields['encoding']!r}: raw and gzip are read")
+    elif not nrrd and fields.get("compresseddata", "False").lower() == "true":
+        payload = zlib.decompress(payload)
+    if len(payload) < width * height * frames:
+        raise ValueError(f"{path}: {len(payload):,} bytes of pixels where its header announces "
+                         f"{width * height * frames:,}: a truncated file?")
+    volume = np.frombuffer(payload[:width * height * frames], np.uint8).reshape(frames, height, width)
+    return [np.array(frame) for frame in volume]
+
+
+def iter_sequence(path: str | os.PathLike, fps: float | None = None, problems: list[str] | None = None,
+                  colour: bool = False) -> Iterator[tuple[float, np.ndarray, dict]]:
     """``(t, frame, meta)`` for each frame of a sequence, lazily: ``t`` in seconds from the first frame, by the
     source's own timing (video and DICOM frame rate, a recording's receive times; image folders have none and go
     at 30 frames/s) unless ``fps`` is given. Frames are grayscale uint8 except a recording's, which keep their wire
-    dtype and channels. Unreadable files in a folder are skipped; a folder with none readable is an error. A damaged
+    dtype and channels, and, with ``colour``, images, videos and colour DICOM, which come as RGB (screenshot
+cleaning finds overlays by their colour). Unreadable files in a folder are skipped; a folder with none readable is an error. A damaged
     or truncated recording yields its whole records and, at its end, says what was lost in ``problems``."""
     path = Path(path)
     kind = sequence_kind(path)
@@ -512,7 +571,7 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None,
         rate, index = fps or 30.0, 0
         for p in image_files(path, recursive=False):
             try:
-                img = read_gray(p)
+                img = read_color(p) if colour else read_gray(p)
             except (OSError, limits.TooLarge) as exc:  # one bad file does not end the sequence
                 log.warning("skipping %s: %s", p, exc)
                 continue
@@ -532,8 +591,9 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None,
                 ok, img = cap.read()
                 if not ok:
                     break
-                yield index / rate, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img, \
-                    {"source": path.name, "frame_index": index}
+                if img.ndim == 3:
+                    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB if colour else cv2.COLOR_BGR2GRAY)
+                yield index / rate, img, {"source": path.name, "frame_index": index}
                 index += 1
         finally:
             cap.release()
@@ -542,7 +602,7 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None,
     elif kind == "dicom":
         from usnst_io.dicom import read_dicom
 
-        series = read_dicom(path)
+        series = read_dicom(path, colour=colour)
         rate = fps or series.fps or 1.0  # a still has no rate: one frame a second
         meta = {"source": path.name, "dicom_photometric": series.photometric}
         spacing = series.dataset.get("PixelSpacing")
@@ -550,6 +610,10 @@ def iter_sequence(path: str | os.PathLike, fps: float | None = None,
             meta["spacing_mm"] = [float(spacing[0]), float(spacing[1])]
         for index, img in enumerate(series.frames):
             yield index / rate, img, {**meta, "frame_index": index}
+    elif kind == "itk":
+        rate = fps or 30.0  # the files carry no frame rate
+        for index, img in enumerate(read_itk_frames(path)):
+            yield index / rate, img, {"source": path.name, "frame_index": index}
     else:
         from usnst_io.recording import RecordingReader
 

@@ -272,6 +272,32 @@ def run_clean(args) -> int:
     return 0 if not s["failures"] else 1
 
 
+# -- real-scanners ---------------------------------------------------------------------------------------
+def real_scanners_flags(p) -> None:
+    from usnst.offline.real_scanners import MIN_CHANGE
+
+    p.add_argument("--out", required=True, help="folder for train/ and held_out/ frames and manifest.json")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "usnst" / "real-scanners"),
+                   help="where the downloaded archives and their extracted scans are kept (default %(default)s)")
+    p.add_argument("--min-change", type=flags.ranged(float, 0, 255), default=MIN_CHANGE,
+                   help="mean grey-level change that makes a video frame distinct from the last kept "
+                        "(default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace a set already in --out")
+    p.set_defaults(func=run_real_scanners)
+
+
+def run_real_scanners(args) -> int:
+    from usnst.offline.real_scanners import build
+
+    m = build(args.out, args.cache, args.min_change, args.overwrite, say=lambda line: flags.say(args, line))
+    for r in m["recordings"]:
+        print(f"{r['split']:>8}  {r['id']:<28} {r['scanner']:<22} {r['probe']:<11} {r['frames']:>4} frames")
+    print(f"usnst real-scanners: {m['frames']['train']} training and {m['frames']['held_out']} held-out frames "
+          f"({', '.join(m['held_out_makers'])} held out) -> {args.out}; {len(m['left_out'])} files left out, "
+          f"each with its reason, in manifest.json")
+    return 0
+
+
 # -- speckle --------------------------------------------------------------------------------------------
 def speckle_flags(p) -> None:
     from usnst.engines.acoustics import HQ_SAMPLE_MM
@@ -433,4 +459,6 @@ COMMANDS = {
     "speckle": ("fit the beam-speckle stage (scanner-formed grain after the net) to target frames and store it "
                 "with a model", speckle_flags),
     "clean": ("clean scanner screenshots: keep the imaging region, remove bars, text, calipers", clean_flags),
+    "real-scanners": ("download (pinned, hash-checked), decode and clean the real scanner frames of pydicom-data and "
+                      "itk-pocus into a set split by scanner", real_scanners_flags),
 }
