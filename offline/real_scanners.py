@@ -239,11 +239,23 @@ def clean_file(path: Path, views: int, min_change: float) -> tuple[list[np.ndarr
                   "crop": results[-1].report["crop"] if frames else None}
 
 
+def to_height(image: np.ndarray, height: int | None) -> np.ndarray:
+    """The image scaled to ``height`` rows, aspect kept: frames of scanners whose screens differ (480 to 1,455
+    rows here) compared as a viewer sees them on one display, and at the simulator's frame size."""
+    if height is None or image.shape[0] == height:
+        return image
+    scale = height / image.shape[0]
+    size = (max(1, round(image.shape[1] * scale)), height)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
 def build(out: str | Path, cache: str | Path, min_change: float = MIN_CHANGE, overwrite: bool = False,
+          height: int | None = None,
           archives: dict[str, Archive] = ARCHIVES, recordings: tuple[Recording, ...] = RECORDINGS,
           left_out: dict[str, dict[str, str]] = LEFT_OUT, held_out: frozenset[str] = HELD_OUT_MAKERS,
           say=log.info) -> dict:
-    """Write every recording's cleaned frames to ``out``/SPLIT/RECORDING/FILE_NNNN.png and ``out``/manifest.json.
+    """Write every recording's cleaned frames to ``out``/SPLIT/RECORDING/FILE_NNNN.png (``height`` rows tall, or as
+    the scanner wrote them) and ``out``/manifest.json.
     A file that cannot be decoded or cleaned is left out with its reason; nothing is written before both archives
     are verified."""
     out, cache = Path(out), Path(cache)
@@ -269,7 +281,7 @@ def build(out: str | Path, cache: str | Path, min_change: float = MIN_CHANGE, ov
                 continue
             stem = Path(name).stem
             for index, image in enumerate(images):
-                media.write_png(target / f"{stem}_{index:04d}.png", image)
+                media.write_png(target / f"{stem}_{index:04d}.png", to_height(image, height))
             files.append({"file": name, **report})
             say(f"{rec.id}: {name}: {report['frames_kept']} of {report['distinct_frames'] * rec.views} distinct "
                 f"images kept ({report['frames_not_clean']} not clean enough)")
@@ -279,7 +291,7 @@ def build(out: str | Path, cache: str | Path, min_change: float = MIN_CHANGE, ov
         "what": "real scanner frames, cleaned of their UI, split by scanner maker (usnst real-scanners)",
         "sources": [{**asdict(archives[n]), "url": f"https://pypi.org/project/{archives[n].package}/"
                      f"{archives[n].version}/"} for n in sorted(paths)],
-        "min_change": min_change, "held_out_makers": sorted(held_out),
+        "min_change": min_change, "height": height, "held_out_makers": sorted(held_out),
         "recordings": rows, "left_out": [{"archive": a, "file": f, "reason": r} for a, files in left_out.items()
                                          for f, r in files.items()] + skipped,
         "frames": {s: sum(r["frames"] for r in rows if r["split"] == s) for s in ("train", "held_out")},

@@ -197,6 +197,19 @@ class C2STBudget:
                              f"steps={self.steps}")
 
 
+def held_out_groups(ga: np.ndarray, gb: np.ndarray, share: float, rng: np.random.Generator) -> set:
+    """The group labels a C2ST tests on. Paired sets share labels (a scene's output and target): a ``share`` of them,
+    both sides together. Unpaired sets: a share of each side's own, so a side of six recordings still has one or
+    two to test on (a draw over both sides could leave none)."""
+    def pick(labels):
+        return rng.permutation(labels)[:max(1, int(round(len(labels) * share)))].tolist()
+
+    la, lb = np.unique(ga), np.unique(gb)
+    if np.intersect1d(la, lb).size:
+        return set(pick(np.union1d(la, lb)))
+    return set(pick(la)) | set(pick(lb))
+
+
 def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STBudget = C2STBudget(),
          groups_a: list[int] | None = None, groups_b: list[int] | None = None,
          tick: Callable[[int], object] | None = None) -> float:
@@ -215,8 +228,7 @@ def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STB
     rng = np.random.default_rng(budget.seed)
     ga = np.arange(len(patches_a)) if groups_a is None else np.asarray(groups_a)
     gb = len(patches_a) + np.arange(len(patches_b)) if groups_b is None else np.asarray(groups_b)
-    labels = np.unique(np.concatenate([ga, gb]))
-    held = set(rng.permutation(labels)[:max(1, int(round(len(labels) * budget.held_out)))].tolist())
+    held = held_out_groups(ga, gb, budget.held_out, rng)
     test_a, test_b = [np.flatnonzero(np.isin(g, list(held))) for g in (ga, gb)]
     train_a, train_b = [np.flatnonzero(~np.isin(g, list(held))) for g in (ga, gb)]
 
@@ -278,7 +290,8 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
                    references: list[np.ndarray] | None = None, target_segs: list[np.ndarray | None] | None = None, patches_per_image: int = 40,
                    budget: C2STBudget = C2STBudget(), dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB,
                    view: Callable[[np.ndarray], np.ndarray] | None = None, progress: bool = False,
-                   inputs: list[np.ndarray] | None = None) -> dict:
+                   inputs: list[np.ndarray] | None = None, target_groups: list[int] | None = None,
+                   output_groups: list[int] | None = None) -> dict:
     """The realism measures of a set of outputs against a set of target-domain images (uint8 grey).
 
     ``segs``: label maps of the outputs' scenes (tissue masks; also the paired targets' unless ``target_segs`` gives
@@ -287,7 +300,10 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     when they pair with the outputs one to one). ``view``: a transform of each C2ST patch, both sides alike (e.g.
     ``rank_view``), to ask which of the patches' properties the classifier uses. ``inputs``: the frames the
     outputs were made from (one each): the report then has the invented structure (``invented_share``, the mean
-    share of the sector; ``invented_blob_px``, the widest blob of any frame)."""
+    share of the sector; ``invented_blob_px``, the widest blob of any frame). ``target_groups``: the recording each
+    unpaired target comes from; the C2ST then holds out whole recordings, since frames of one cine are near-copies
+    and a split by frame would test memory of a recording; ``output_groups`` the same for outputs that are
+    themselves recorded frames (the real training set against the held-out one)."""
     segs = segs or [None] * len(outputs)
     rng = np.random.default_rng(budget.seed)
     out_masks = [tissue_mask(o, s) for o, s in zip(outputs, segs)]
@@ -324,7 +340,11 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     pa, ga = _patches(outputs, out_masks, patches_per_image, rng)
     pb, gb = _patches(targets, tgt_masks, patches_per_image, rng)
     # paired: a scene's output and target are held out together; unpaired: the two sets' images are separate groups
-    gb = gb if paired else [len(outputs) + g for g in gb]
+    if (target_groups is not None or output_groups is not None) and paired:
+        raise ValueError("recording groups are for unpaired sets: paired targets are held out with their outputs")
+    ga = ga if output_groups is None else [output_groups[g] for g in ga]
+    offset = 1 + max(ga, default=0)  # the two sets' groups never share a label
+    gb = gb if paired else [offset + (g if target_groups is None else target_groups[g]) for g in gb]
     if view is not None:
         pa, pb = [view(p) for p in pa], [view(p) for p in pb]
     with tqdm(total=budget.repeats * budget.steps, desc="realism: C2ST classifiers", unit="step",
@@ -338,5 +358,5 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     report["c2st_patches"] = min(len(pa), len(pb))
     report["c2st_budget"] = {"steps": budget.steps, "batch": budget.batch, "seed": budget.seed,
                              "repeats": budget.repeats, "patch": PATCH, "held_out": budget.held_out,
-                             "split": "by image"}
+                             "split": "by image" if target_groups is None else "by image; targets by recording"}
     return report

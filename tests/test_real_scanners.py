@@ -89,6 +89,8 @@ def test_the_set_is_split_by_maker_cleaned_deduplicated_and_every_file_accounted
     assert {s["licence"] for s in written["sources"]} == {"MIT", "Apache-2.0"}
     with pytest.raises(ValueError, match="--overwrite"):
         build(out, say=lambda line: None, **registry)
+    build(out, overwrite=True, height=80, say=lambda line: None, **registry)  # at the simulator's frame height
+    assert {media.read_gray(p).shape[0] for p in out.rglob("*.png")} == {80}
 
 
 def test_an_archive_whose_hash_differs_is_refused_before_anything_is_written(tmp_path, registry):

@@ -79,3 +79,17 @@ def test_a_shipped_model_invents_no_blob_on_another_simulators_uniform_frame():
     engine = load_engine("lq2hq_fast", "torch", EngineOptions(noise="fixed", threads=1))
     found = invented_structure(to_uint8(engine.infer(frame)), to_uint8(frame))
     assert found["largest_blob_px"] <= 8 and found["share"] < 0.01
+
+
+def test_a_c2st_holds_out_whole_recordings_of_each_side_or_whole_scenes_of_both():
+    """Issue 28: real frames are split by recording (frames of one cine are near-copies); six recordings against 48
+    outputs still leave recordings to test on; paired scenes are held out with both their sides."""
+    from usnst.offline.realism import held_out_groups
+
+    outputs = np.repeat(np.arange(48), 5)  # 48 images, 5 patches each
+    recordings = 100 + np.repeat(np.arange(6), 40)  # 6 recordings, 40 patches each
+    for seed in range(20):
+        held = held_out_groups(outputs, recordings, 0.3, np.random.default_rng(seed))
+        assert len(held & set(outputs.tolist())) == 14 and len(held & set(recordings.tolist())) == 2
+    paired = held_out_groups(outputs, outputs, 0.3, np.random.default_rng(0))
+    assert len(paired) == 14 and paired <= set(outputs.tolist())

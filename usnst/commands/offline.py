@@ -282,6 +282,9 @@ def real_scanners_flags(p) -> None:
     p.add_argument("--min-change", type=flags.ranged(float, 0, 255), default=MIN_CHANGE,
                    help="mean grey-level change that makes a video frame distinct from the last kept "
                         "(default %(default)s)")
+    p.add_argument("--height", type=flags.ranged(int, 16, 4096), default=None,
+                   help="scale every frame to this many rows (e.g. the simulator's frame height); default: as "
+                        "the scanner wrote it")
     p.add_argument("--overwrite", action="store_true", help="replace a set already in --out")
     p.set_defaults(func=run_real_scanners)
 
@@ -289,7 +292,8 @@ def real_scanners_flags(p) -> None:
 def run_real_scanners(args) -> int:
     from usnst.offline.real_scanners import build
 
-    m = build(args.out, args.cache, args.min_change, args.overwrite, say=lambda line: flags.say(args, line))
+    m = build(args.out, args.cache, args.min_change, args.overwrite, args.height,
+              say=lambda line: flags.say(args, line))
     for r in m["recordings"]:
         print(f"{r['split']:>8}  {r['id']:<28} {r['scanner']:<22} {r['probe']:<11} {r['frames']:>4} frames")
     print(f"usnst real-scanners: {m['frames']['train']} training and {m['frames']['held_out']} held-out frames "
