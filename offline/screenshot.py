@@ -53,6 +53,10 @@ def _bar_columns(img: np.ndarray) -> tuple[int, int, dict]:
 
 
 FLAT_RUN = 20  # rows: a UI bar or band is at least this tall; speckle never repeats a pixel 3 wide for so long
+# A screen draws a few UI elements over its image (pydicom's scans: 0–6); a scanner that smooths or scales its
+# image up makes flat runs all over it (itk-pocus' Butterfly, Clarius and Sonoque videos: 80–300 per frame), and
+# taking those for UI punched holes in the image.
+MAX_UI_ELEMENTS = 12
 UI_MARGIN = 6  # px around a flat UI element: its edge, where a 7×7 texture window still sees it
 
 
@@ -68,6 +72,18 @@ def flat_ui(img: np.ndarray) -> np.ndarray:
     flat[:, 1:-1] = same & (a[:, 1:-1].max(-1) > 8)
     flat = cv2.morphologyEx(flat, cv2.MORPH_OPEN, np.ones((FLAT_RUN, 1), np.uint8))
     return cv2.dilate(flat, np.ones((1, 3), np.uint8)).astype(bool)  # the run's neighbours are part of it
+
+
+def screen_ui(img: np.ndarray) -> np.ndarray:
+    """``flat_ui`` of a screen, unless more than ``MAX_UI_ELEMENTS`` of its flat runs lie in the image region found
+    without them: then they are the image's own flat texture, and none is UI."""
+    ui = flat_ui(img)
+    if ui.any():
+        gray = _luma(img)
+        rough = imaging_region(gray, colour=coloured(img, gray > 8))
+        if cv2.connectedComponents((ui & rough).astype(np.uint8), connectivity=8)[0] - 1 > MAX_UI_ELEMENTS:
+            return np.zeros_like(ui)
+    return ui
 
 
 def box_lines(gray: np.ndarray, length: int = 40, contrast: int = 25) -> np.ndarray:
@@ -186,7 +202,7 @@ def clean_screenshot(img: np.ndarray, columns: tuple[int, int] | None = None,
     lo, hi, report = _bar_columns(img) if columns is None else (*columns, {"bars": "as the cine's first frame"})
     img = img[:, lo:hi]
     gray = _luma(img)
-    ui = flat_ui(img)
+    ui = screen_ui(img)
     region = imaging_region(gray, ui=ui, colour=coloured(img, gray > 8)) if region is None else region
     region, legends = cut_ui(region, ui)
     if not region.any():
@@ -215,7 +231,7 @@ def clean_cine(frames: list[np.ndarray], voters: int = 30) -> list[CleanResult]:
     lo, hi, _ = _bar_columns(frames[0])
     cut = [f[:, lo:hi] for f in frames]
     sample = [cut[i] for i in np.unique(np.linspace(0, len(cut) - 1, min(voters, len(cut))).round().astype(int))]
-    votes = np.mean([imaging_region(_luma(f), ui=flat_ui(f), colour=coloured(f, _luma(f) > 8)) for f in sample],
+    votes = np.mean([imaging_region(_luma(f), ui=screen_ui(f), colour=coloured(f, _luma(f) > 8)) for f in sample],
                     axis=0) >= 0.5
     if not votes.any():
         raise ValueError("no imaging region found in the cine")

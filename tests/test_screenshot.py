@@ -131,3 +131,20 @@ def test_speckle_is_neither_flat_ui_nor_a_box_line():
     cv2.rectangle(drawn, (40, 60), (200, 180), 255, 1)
     found = box_lines(drawn)
     assert found[60, 50:190].mean() > 0.9 and found[70:170, 40].mean() > 0.9 and found.sum() < 4 * 2 * (160 + 120)
+
+
+def test_an_image_with_flat_runs_all_over_keeps_its_texture_whole():
+    """itk-pocus' hand-held scanners smooth and scale up their image, so 80–300 pieces of it per frame are flat
+    along rows for 20 rows or more, like a legend; those are the image, not UI, and cutting them punched holes in it
+    (issue 28). Here: speckle with 60 such pieces (3–8 px wide, each row one grey level, rows differing)."""
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.rayleigh(1.0, (160, 180)) * 60 + 20, 0, 255).astype(np.uint8)
+    for _ in range(60):
+        y, x, w, h = rng.integers(0, 120), rng.integers(0, 170), rng.integers(3, 9), rng.integers(22, 40)
+        image[y:y + h, x:x + w] = rng.integers(40, 200, (min(h, 160 - y), 1))
+    canvas = np.zeros((200, 260), np.uint8)
+    canvas[20:180, 40:220] = image
+    cv2.putText(canvas, "GAIN 55", (4, 196), cv2.FONT_HERSHEY_SIMPLEX, 0.35, 255, 1)
+    result = clean_screenshot(canvas)
+    assert result.image.shape == (160, 180) and result.report["ui_elements_cut"] == 0
+    assert (result.image > 0).mean() > 0.99
