@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--per-recording", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats)
     ap.add_argument("--noise", default="frame", help="engine noise mode")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="leave out the identity and real-training-set rows (they do not change with the model)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -65,13 +67,14 @@ def main() -> None:
         r = realism_report(outputs, held, budget=budget, target_groups=held_groups, **kw)
         return {"model": name, **r}
 
-    rows = [report(f"identity (the phantom's {task(args.task).source.upper()})", inputs, segs=segs,
-                   references=inputs, inputs=inputs)]
+    rows = [] if args.no_baselines else [report(f"identity (the phantom's {task(args.task).source.upper()})", inputs,
+                                                segs=segs, references=inputs, inputs=inputs)]
     for name in args.models.split(","):
         engine = load_engine(name, "torch", EngineOptions(noise=args.noise, seed=0))
         outputs = [to_uint8(engine.infer(to_float(x))) for x in inputs]
         rows.append(report(name, outputs, segs=segs, references=inputs, inputs=inputs))
-    rows.append(report(f"real training set ({len(train_names)} recordings)", train, output_groups=train_groups))
+    if not args.no_baselines:
+        rows.append(report(f"real training set ({len(train_names)} recordings)", train, output_groups=train_groups))
 
     target = rows[0]["target"]
     print(f"held-out real: {len(held)} frames of {len(held_names)} recordings ({', '.join(held_names)}); "
