@@ -144,6 +144,8 @@ def _straight_and_resumed(tmp_path, common: dict) -> tuple[dict, dict]:
 
     train(RealismConfig(out=str(tmp_path / "a" / "m.pt"), steps=4, **common))
     train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=2, **common))
+    with open(tmp_path / "b" / "m.log.csv", "a") as f:  # a killed run logs steps past its last saved state
+        f.write("3" + "," * 5 + "\n")
     train(RealismConfig(out=str(tmp_path / "b" / "m.pt"), steps=4, resume=True, **common))
     load = lambda run: torch.load(tmp_path / run / "m.state.pt", weights_only=True)
     return load("a"), load("b")
@@ -157,6 +159,9 @@ def test_realism_training_resumes_bit_for_bit(tmp_path):
                   weights=weights(texture=1.0), progress=False)
     a, b = _straight_and_resumed(tmp_path, common)
     assert a["step"] == b["step"] == 4
+    logs = [(tmp_path / run / "m.log.csv").read_text().splitlines() for run in "ab"]
+    assert [line.split(",")[0] for line in logs[1]] == ["step", "1", "2", "3", "4"]  # each step once
+    assert [line.split(",")[1:4] for line in logs[0]] == [line.split(",")[1:4] for line in logs[1]]
     for part in ("generator", "discriminator"):
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part

@@ -46,6 +46,7 @@ from usnst.trainer.base import (
     tissue_crops,
     uint8_runner,
 )
+from usnst_io.atomic import atomic_path
 from usnst_io.media import read_stills
 
 log = logging.getLogger(__name__)
@@ -178,11 +179,20 @@ class TrainingLog:
 
     VALIDATION = ("score", "c2st", "nakagami_m", "fwhm_axial", "fwhm_lateral", "lowpass_ssim", "ssim")
 
-    def __init__(self, path: Path, weights: dict[str, float], append: bool):
+    def __init__(self, path: Path, weights: dict[str, float], append: bool, after_step: int = 0):
+        """``append``: a resumed run continues the log from ``after_step``, its state's step; rows past it were
+        written by the interrupted run after its last saved state, are done again, and are dropped."""
         self.fields = ["step", "d_loss", *[t.name for t in terms.TERMS if weights.get(t.name)], "grad_norm", "noise_weight",
                        *self.VALIDATION]
         fresh = not (append and path.exists())
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not fresh:
+            with open(path, newline="") as f:
+                kept = [row for row in csv.DictReader(f) if int(row["step"]) <= after_step]
+            with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept)
         self._file = open(path, "w" if fresh else "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=self.fields, extrasaction="ignore")
         if fresh:
@@ -257,7 +267,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
                 "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "config": asdict(cfg)}
 
-    log_file = TrainingLog(out.with_name(out.stem + ".log.csv"), cfg.weights, append=cfg.resume)
+    log_file = TrainingLog(out.with_name(out.stem + ".log.csv"), cfg.weights, append=cfg.resume, after_step=step)
     net.train()
     t0 = time.monotonic()
     last: dict = {}
