@@ -24,6 +24,7 @@ from usnst.offline.metrics import mean_scores, score_pair
 from usnst_io.atomic import remove_stale_temp_files
 from usnst_io.media import (
     DICOM_SUFFIXES,
+    ITK_SUFFIXES,
     RECORDING_SUFFIXES,
     VIDEO_SUFFIXES,
     BatchItem,
@@ -174,7 +175,7 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
         if path.suffix.lower() in DICOM_SUFFIXES:
             _stylize_dicom(engine, path, item, job, report)
             continue
-        if path.suffix.lower() in VIDEO_SUFFIXES + RECORDING_SUFFIXES:
+        if path.suffix.lower() in VIDEO_SUFFIXES + ITK_SUFFIXES + RECORDING_SUFFIXES:
             _stylize_sequence(engine, path, item, job, report)
             continue
         out_path = item.output(".png")
@@ -273,7 +274,7 @@ def _stylize_dicom(engine: Engine, path: Path, item: BatchItem, job: StylizeJob,
 
 
 def _stylize_sequence(engine: Engine, path: Path, item: BatchItem, job: StylizeJob, report: StylizeReport) -> None:
-    """A recording (.usrec) or a video: every frame stylized, written as ``name_0000.png``… with ``name.times.csv``
+    """A recording (.usrec), a video or an ITK sequence (.mha, .nrrd): every frame stylized, written as ``name_0000.png``… with ``name.times.csv``
     (file, seconds from the first frame) so `usnst export`-style timing survives. Resume checks the last file."""
     try:
         seq = read_sequence(path)

@@ -257,7 +257,7 @@ def _metaimage(volume: np.ndarray, compressed: bool) -> bytes:
     return header.encode() + payload
 
 
-def test_itk_sequences_metaimage_and_nrrd_read_frame_by_frame_and_wrong_ones_are_refused(tmp_path):
+def test_itk_sequences_metaimage_and_nrrd_read_frame_by_frame_and_wrong_ones_are_refused(tmp_path, tiny_checkpoint):
     """How PLUS and 3D Slicer store ultrasound sequences (issue 28: a real scanner's recording comes as .mha)."""
     rng = np.random.default_rng(0)
     volume = rng.integers(0, 256, (4, 6, 5), dtype=np.uint8)  # 4 frames of 6 rows × 5 columns
@@ -269,6 +269,15 @@ def test_itk_sequences_metaimage_and_nrrd_read_frame_by_frame_and_wrong_ones_are
     (tmp_path / "seq.nrrd").write_bytes(nrrd + gzip.compress(volume.tobytes()))
     timed = list(media.iter_sequence(tmp_path / "seq.nrrd"))
     assert [t for t, _, _ in timed] == [0, 1 / 30, 2 / 30, 3 / 30] and np.array_equal(timed[2][1], volume[2])
+    from usnst.engines.registry import load_engine
+    from usnst.offline.stylize import StylizeJob, run_stylize
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "seq.mha").write_bytes(_metaimage(np.repeat(np.repeat(volume, 6, 1), 6, 2), True))
+    report = run_stylize(load_engine(tiny_checkpoint), StylizeJob(str(tmp_path / "in"), str(tmp_path / "out"),
+                                                                  progress=False))
+    assert report.written == 1 and not report.failed  # usnst stylize takes them: a frame PNG each
+    assert sorted(p.name for p in (tmp_path / "out").glob("seq_*.png")) == [f"seq_000{i}.png" for i in range(4)]
     (tmp_path / "short.mha").write_bytes(_metaimage(volume, False)[:-7])
     with pytest.raises(ValueError, match="truncated"):
         media.read_itk_frames(tmp_path / "short.mha")

@@ -342,8 +342,8 @@ def is_still_or_dicom(path: Path) -> bool:
 
 
 def is_stylizable(path: Path) -> bool:
-    """What batch stylization takes: stills, DICOM, videos and recordings."""
-    return (path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES + VIDEO_SUFFIXES + RECORDING_SUFFIXES
+    """What batch stylization takes: stills, DICOM, videos, ITK sequences and recordings."""
+    return (path.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES + VIDEO_SUFFIXES + ITK_SUFFIXES + RECORDING_SUFFIXES
             and not is_temp(path))
 
 
