@@ -13,7 +13,6 @@ would measure memory of that scanner, not realism.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -28,6 +27,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from usnst.engines.checkpoint import file_sha256
 from usnst.offline.screenshot import clean_cine, clean_screenshot
 from usnst_io import media
 
@@ -139,14 +139,6 @@ def split_of(recording: Recording, held_out: frozenset[str] = HELD_OUT_MAKERS) -
     return "held_out" if recording.maker in held_out else "train"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def obtain(archive: Archive, cache: Path, say=log.info) -> Path:
     """The archive in ``cache``, downloaded by pinned name and version through pip (so a user's index or proxy
     settings apply) unless already there, and checked against its pinned SHA-256."""
@@ -159,7 +151,7 @@ def obtain(archive: Archive, cache: Path, say=log.info) -> Path:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise OSError(f"could not download {archive.package}=={archive.version}: {' / '.join(tail)} (download "
                           f"it by hand with `{' '.join(archive.pip_command(cache)[1:])}` and run again)")
-    digest = sha256(path)
+    digest = file_sha256(path)
     if digest != archive.sha256:
         raise ValueError(f"{path}: SHA-256 {digest}, not the pinned {archive.sha256}: a changed or damaged "
                          f"download; delete it and run again")

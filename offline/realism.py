@@ -358,5 +358,7 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     report["c2st_patches"] = min(len(pa), len(pb))
     report["c2st_budget"] = {"steps": budget.steps, "batch": budget.batch, "seed": budget.seed,
                              "repeats": budget.repeats, "patch": PATCH, "held_out": budget.held_out,
-                             "split": "by image" if target_groups is None else "by image; targets by recording"}
+                             "split": "by image" + "".join(f"; {side} by recording" for side, groups in
+                                                           (("outputs", output_groups), ("targets", target_groups))
+                                                           if groups is not None)}
     return report

@@ -173,6 +173,12 @@ def _is_state(path: str) -> bool:
         return False
 
 
+def state_path(out: str | Path) -> Path:
+    """Where a realism run writing ``out`` keeps its resumable state (``--resume``; a recipe resumes from it)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".state.pt")
+
+
 class TrainingLog:
     """The run's CSV log, written as training goes (a row per step, flushed), so a long run can be watched and an
     interrupted one keeps its rows; the columns are the loss table's terms with a weight, plus validation figures."""
@@ -225,7 +231,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     # (input, HQ, tissue): the tissue mask (eroded label regions) is where speckle statistics are compared
     pairs = [(getattr(t, spec.source), t.hq, tissue_mask(t.hq, t.seg)) for t in train_samples]
     out = Path(cfg.out)
-    state_path = out.with_name(out.stem + ".state.pt")
+    state_file = state_path(out)
 
     net = build_generator(cfg)
     disc = PatchDiscriminator(PatchGANConfig(conditional=spec.paired))
@@ -237,7 +243,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
     train_discriminator = terms.DISCRIMINATOR in needed
     step, best = 0, None
-    source = state_path if cfg.resume else Path(cfg.init) if cfg.init and _is_state(cfg.init) else None
+    source = state_file if cfg.resume else Path(cfg.init) if cfg.init and _is_state(cfg.init) else None
     if cfg.init and source is None:
         _initialise(net, cfg)
     if source is not None:  # this run resumed, or another run's state continued as a new stage
@@ -315,7 +321,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
                     best = score
                     save_checkpoint(out, net, {**meta_base, "steps": step, "validation": report,
                                                "realism_score": score})
-                save_state(state_path, checkpoint_state())
+                save_state(state_file, checkpoint_state())
             log_file.write(row)
             last = row
     finally:
@@ -323,6 +329,6 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         log_file.close()
     if not out.exists():  # no validation split: the last generator is the model
         save_checkpoint(out, net, {**meta_base, "steps": step})
-    save_state(state_path, checkpoint_state())
+    save_state(state_file, checkpoint_state())
     return {"steps": step, "best_score": best, "seconds": time.monotonic() - t0, "out": str(out),
-            "state": str(state_path), "last": last, "interrupted": step < cfg.steps}
+            "state": str(state_file), "last": last, "interrupted": step < cfg.steps}

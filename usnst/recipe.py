@@ -6,9 +6,9 @@ A recipe is a list of steps, each a usnst command with its options as keys — e
 scanner files, by name: a real style set that needs no download). Paths are relative to the work folder, so a run is
 self-contained: phantoms, every stage's checkpoint and the final model land there. A step is skipped only when
 ``recipe.done.json`` records it finished with the same command and no step before it ran again: an output file alone
-proves nothing, because a training run writes its best model long before its last step. An unfinished realism stage resumes from its state file and a
-phantom folder fills in its missing scenes, so an interrupted rebuild goes on where it stopped, bit for bit; each
-step's time goes into ``recipe.json``. The full-size recipe of a model differs from the reduced one only in its values.
+proves nothing, because a training run writes its best model long before its last step. An unfinished realism stage
+resumes from its state file and a phantom folder fills in its missing scenes, so an interrupted rebuild goes on where
+it stopped, bit for bit; each step's time goes into ``recipe.json``. The full-size recipe of a model differs from the reduced one only in its values.
 """
 from __future__ import annotations
 
@@ -69,8 +69,9 @@ def resumable(step: dict, work: Path) -> list[str] | None:
     A realism stage keeps ``OUT.state.pt``; resuming takes the place of its ``init``, which only began the stage."""
     if step["run"] != "train realism":
         return None
-    out = work / step["out"]
-    if not out.with_name(out.stem + ".state.pt").is_file():
+    from usnst.trainer.realism import state_path
+
+    if not state_path(work / step["out"]).is_file():
         return None
     return [*argv_of({k: v for k, v in step.items() if k != "init"}), "--resume"]
 
