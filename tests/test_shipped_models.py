@@ -1,7 +1,8 @@
 """The shipped LQ→HQ models give the same pixels while the code around them is reorganised (issue 26's bar): their
 outputs for a fixed phantom frame and seed (tests/data/golden_*.png, made with the torch backend on one thread), on
 every CPU backend. ``frame`` noise: recorded after issue 26's reorganisation, which kept the stream noise's pixels;
-``fixed``: re-recorded when issue 27 anchored the stream grain to the tissue (its polar planes gained margins)."""
+``fixed``: re-recorded when issue 27 anchored the stream grain to the tissue (its polar planes gained margins).
+``lq2hq``'s both re-recorded when the shipped net became its recipe's own build (issue 26, stop 34)."""
 from pathlib import Path
 
 import cv2
