@@ -68,7 +68,7 @@ def load_engine(model: str | os.PathLike | None = None, backend: str | None = No
         if not Path(str(model)).is_file():
             raise FileNotFoundError(f"engine artifact {model} not found")
         return with_stages(_backend(own).load_artifact(str(model), options), artifact_stages(str(model)), options)
-    path = resolve_model(model, options.device)
+    path = resolve_model(model)
     backend = backend or DEFAULT_BACKEND
     if backend == AUTO:
         return with_stages(fastest_engine(str(path), options), checkpoint_stages(path), options)

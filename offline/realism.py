@@ -274,6 +274,15 @@ def rank_view(patch: np.ndarray) -> np.ndarray:
     return (order.reshape(patch.shape) * (255.0 / max(patch.size - 1, 1))).astype(np.float32)
 
 
+def texture_view(patch: np.ndarray) -> np.ndarray:
+    """The patch less its local mean (Gaussian σ 4 px, as ``speckle``), offset to mid-grey: the texture without the
+    anatomy's shape and brightness. Against real scanner frames the phantom's content (uniform labelled regions,
+    geometric edges) tells every patch apart whatever its style (docs/lab/real_scanners.md); under this view a
+    model's texture is compared with a scanner's."""
+    p = patch.astype(np.float32)
+    return p - cv2.GaussianBlur(p, (0, 0), 4.0) + 128.0
+
+
 def phase_randomised_view(patch: np.ndarray) -> np.ndarray:
     """The patch with its power spectrum kept and its Fourier phases drawn anew (seeded by the patch's own bytes, so
     the same patch always gives the same view): only second-order texture, the spectrum or autocorrelation, is left

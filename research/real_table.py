@@ -20,7 +20,7 @@ from realism_table import SOURCE_INDEX, c2st_cell, scenes
 
 from usnst.engines.base import EngineOptions
 from usnst.engines.registry import load_engine
-from usnst.offline.realism import C2STBudget, realism_report
+from usnst.offline.realism import C2STBudget, realism_report, texture_view
 from usnst.offline.tasks import task
 from usnst_io.media import image_files, read_gray, to_float, to_uint8
 
@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--noise", default="frame", help="engine noise mode")
     ap.add_argument("--no-baselines", action="store_true",
                     help="leave out the identity and real-training-set rows (they do not change with the model)")
+    ap.add_argument("--texture-view-too", action="store_true",
+                    help="also the C2ST under the texture view (each patch less its local mean): the phantom's content "
+                    "tells every patch apart from a scanner's whatever the style, this asks about the texture")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -65,6 +68,9 @@ def main() -> None:
 
     def report(name, outputs, **kw):
         r = realism_report(outputs, held, budget=budget, target_groups=held_groups, **kw)
+        if args.texture_view_too:  # the same patches under the texture view: style apart from the phantom's content
+            t = realism_report(outputs, held, budget=budget, target_groups=held_groups, view=texture_view, **kw)
+            r.update(c2st_texture=t["c2st"], c2st_texture_se=t.get("c2st_se", float("nan")))
         return {"model": name, **r}
 
     rows = [] if args.no_baselines else [report(f"identity (the phantom's {task(args.task).source.upper()})", inputs,
@@ -82,14 +88,16 @@ def main() -> None:
           f"{target['fwhm_lateral_px']:.2f} px. Outputs: {len(data)} held-out phantoms {args.size}² (seeds "
           f"{args.seed}…), noise {args.noise}. C2ST: {budget.repeats} classifiers × {budget.steps} steps, split by "
           f"image (phantoms) and recording (real).")
-    print("| rows | C2ST vs held-out real | Nakagami m | FWHM ax / lat px (× held-out) | LP-SSIM to input | invented |")
-    print("|---|---|---|---|---|---|")
+    texture = " | C2ST, texture view" if args.texture_view_too else ""
+    print(f"| rows | C2ST vs held-out real{texture} | Nakagami m | FWHM ax / lat px (× held-out) | LP-SSIM to input | "
+          f"invented |\n|---|---|{'---|' if texture else ''}---|---|---|---|")
     for r in rows:
         o = r["output"]
         ratio = f"{o['fwhm_axial_px'] / target['fwhm_axial_px']:.2f} / {o['fwhm_lateral_px'] / target['fwhm_lateral_px']:.2f}"
         lp = f"{r['lowpass_ssim']:.3f}" if "lowpass_ssim" in r else "—"
         inv = f"{100 * r['invented_share']:.1f} %" if "invented_share" in r else "—"
-        print(f"| {r['model']} | {c2st_cell(r)} | {o['nakagami_m']:.2f} | {o['fwhm_axial_px']:.2f} / "
+        tv = f" | {r['c2st_texture']:.2f} ± {r['c2st_texture_se']:.2f}" if texture else ""
+        print(f"| {r['model']} | {c2st_cell(r)}{tv} | {o['nakagami_m']:.2f} | {o['fwhm_axial_px']:.2f} / "
               f"{o['fwhm_lateral_px']:.2f} ({ratio}) | {lp} | {inv} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2, default=float))

@@ -150,12 +150,11 @@ def effective_config(args, skip=("func", "command", "config", "verbose", "quiet"
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
     from usnst.engines.base import NOISE_MODES, PRECISIONS, EngineOptions
-    from usnst.engines.checkpoint import DEFAULT_MODEL, GPU_DEFAULT_MODEL
+    from usnst.engines.checkpoint import DEFAULT_MODEL
     from usnst.engines.registry import AUTO, available_backends
 
     p.add_argument("--model", default=None, help="embedded model name (`usnst models`), checkpoint path, or engine "
-                   f"artifact (.onnx, .ep: runs on its own backend) (default: {DEFAULT_MODEL} on a CPU, "
-                   f"{GPU_DEFAULT_MODEL} with --device cuda)")
+                   f"artifact (.onnx, .ep: runs on its own backend) (default: {DEFAULT_MODEL})")
     p.add_argument("--backend", default=None, choices=[*available_backends(), AUTO],
                    help=f"inference backend (default: an artifact's own backend; for a checkpoint {AUTO}, the "
                         "fastest of the backends that run here, timed at start)")

@@ -39,7 +39,7 @@ class DemoConfig:
     fps: float = 15.0
     height: int = 256
     width: int = 256
-    model: str | None = None  # None: the embedded default for the device (engines.checkpoint.default_model)
+    model: str | None = None  # None: the embedded default (engines.checkpoint.DEFAULT_MODEL)
     backend: str = AUTO  # the fastest backend that runs here, timed at start
     threads: int | None = None  # inference threads; None: the runtime's
     loop_seconds: float = 4.0  # the simulator pre-renders this much and loops it (0: renders live)
