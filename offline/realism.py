@@ -32,6 +32,7 @@ from usnst.offline.metrics import nakagami, ssim
 
 LOWPASS_SIGMA = 3.0  # px: erases speckle (FWHM ≈ 1.5–2 px on HQ) but keeps organ boundaries
 PATCH = 32
+TEXTURE_SIGMA = 4.0  # px: the local mean that ``speckle`` and ``texture_view`` remove (the anatomy's slow variation)
 
 
 def tissue_mask(image: np.ndarray, seg: np.ndarray | None = None, margin: int = 4) -> np.ndarray:
@@ -48,7 +49,7 @@ def tissue_mask(image: np.ndarray, seg: np.ndarray | None = None, margin: int = 
     return mask
 
 
-def speckle(image: np.ndarray, sigma: float = 4.0) -> np.ndarray:
+def speckle(image: np.ndarray, sigma: float = TEXTURE_SIGMA) -> np.ndarray:
     """The image minus its local (Gaussian σ px) mean: the speckle, without the anatomy's slow variation."""
     img = image.astype(np.float64)
     return img - cv2.GaussianBlur(img, (0, 0), sigma)
@@ -280,7 +281,7 @@ def texture_view(patch: np.ndarray) -> np.ndarray:
     geometric edges) tells every patch apart whatever its style (docs/lab/real_scanners.md); under this view a
     model's texture is compared with a scanner's."""
     p = patch.astype(np.float32)
-    return p - cv2.GaussianBlur(p, (0, 0), 4.0) + 128.0
+    return p - cv2.GaussianBlur(p, (0, 0), TEXTURE_SIGMA) + 128.0
 
 
 def phase_randomised_view(patch: np.ndarray) -> np.ndarray:
@@ -300,7 +301,7 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
                    budget: C2STBudget = C2STBudget(), dynamic_range_db: float = MEASURED_DYNAMIC_RANGE_DB,
                    view: Callable[[np.ndarray], np.ndarray] | None = None, progress: bool = False,
                    inputs: list[np.ndarray] | None = None, target_groups: list[int] | None = None,
-                   output_groups: list[int] | None = None) -> dict:
+                   output_groups: list[int] | None = None, paired: bool | None = None) -> dict:
     """The realism measures of a set of outputs against a set of target-domain images (uint8 grey).
 
     ``segs``: label maps of the outputs' scenes (tissue masks; also the paired targets' unless ``target_segs`` gives
@@ -312,11 +313,14 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     share of the sector; ``invented_blob_px``, the widest blob of any frame). ``target_groups``: the recording each
     unpaired target comes from; the C2ST then holds out whole recordings, since frames of one cine are near-copies
     and a split by frame would test memory of a recording; ``output_groups`` the same for outputs that are
-    themselves recorded frames (the real training set against the held-out one)."""
+    themselves recorded frames (the real training set against the held-out one). ``paired``: whether target k is
+    output k's (default: when the counts are equal — an unpaired set that happens to be as large must say False)."""
     segs = segs or [None] * len(outputs)
     rng = np.random.default_rng(budget.seed)
     out_masks = [tissue_mask(o, s) for o, s in zip(outputs, segs)]
-    paired = len(targets) == len(outputs)
+    paired = len(targets) == len(outputs) if paired is None else paired
+    if paired and len(targets) != len(outputs):
+        raise ValueError(f"paired targets pair with the outputs one to one: {len(targets)} targets, {len(outputs)} outputs")
     target_segs = target_segs or (segs if paired else [None] * len(targets))
     tgt_masks = [tissue_mask(t, s) for t, s in zip(targets, target_segs)]
 

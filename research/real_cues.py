@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from real_table import recordings
+from real_table import donor_tissue, grey_map, recordings, transplant
 from realism_table import SOURCE_INDEX, c2st_cell, scenes
 
 from usnst.engines.base import EngineOptions
@@ -29,21 +29,9 @@ from usnst.offline.realism import (
     rank_view,
     realism_report,
     texture_view,
-    tissue_mask,
 )
 from usnst.offline.tasks import task
 from usnst_io.media import to_float, to_uint8
-
-
-def grey_map(sources: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
-    """The monotone 256-entry map that takes the tissue grey levels of ``sources`` to those of ``targets``
-    (histogram matching of the pooled tissue pixels; black stays black)."""
-    pooled = lambda imgs: np.concatenate([i[tissue_mask(i)] for i in imgs])
-    src, tgt = pooled(sources), pooled(targets)
-    cdf = np.searchsorted(np.sort(src), np.arange(256), side="right") / src.size
-    lut = np.quantile(tgt, np.clip(cdf, 0, 1))
-    lut[0] = 0
-    return np.maximum.accumulate(lut).astype(np.uint8)
 
 
 def blur(image: np.ndarray, axial: float, lateral: float) -> np.ndarray:
@@ -62,34 +50,6 @@ def echotexture(image: np.ndarray, axial: float, lateral: float, strength: float
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-
-
-def _cover(donor: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``donor`` scaled to cover ``shape`` and cropped to it, centred."""
-    h, w = shape
-    scale = max(h / donor.shape[0], w / donor.shape[1])
-    donor = cv2.resize(donor, (max(w, round(donor.shape[1] * scale)), max(h, round(donor.shape[0] * scale))))
-    y0, x0 = (donor.shape[0] - h) // 2, (donor.shape[1] - w) // 2
-    return donor[y0:y0 + h, x0:x0 + w]
-
-
-def transplant(images: list[np.ndarray], donors: list[np.ndarray]) -> list[np.ndarray]:
-    """Each image's low-pass (σ 4 px: its anatomy) plus a real frame's texture (its image less its σ-4 low-pass),
-    inside the image's lit sector: the output a style transfer that kept the anatomy and drew a real scanner's
-    texture would give, the ceiling of any such model under a patch classifier. Where the donor frame has no tissue
-    (fluid, outside its sector) it has no texture to give: ``donor_tissue`` says where it has."""
-    out = []
-    for k, image in enumerate(images):
-        donor = _cover(donors[k % len(donors)].astype(np.float32), image.shape)
-        residual = donor - cv2.GaussianBlur(donor, (0, 0), 4.0)
-        base = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 4.0)
-        out.append(np.where(image > 0, np.clip(base + residual + 0.5, 0, 255), 0).astype(np.uint8))
-    return out
-
-
-def donor_tissue(images: list[np.ndarray], donors: list[np.ndarray]) -> list[np.ndarray]:
-    """Where each transplanted image's donor frame has tissue (its texture is a real one there)."""
-    return [tissue_mask(_cover(donors[k % len(donors)], image.shape)) for k, image in enumerate(images)]
 
 
 def transformed(outputs: list[np.ndarray], chain: str, lut: np.ndarray, donors: list[np.ndarray] = ()):
@@ -155,7 +115,7 @@ def main() -> None:
         if "transplant" in ops:  # patches only where the donor gave a real texture (label 0 is no tissue)
             row_segs = [np.where(m, s, 0).astype(np.uint8) for m, s in zip(donor_tissue(outputs, train), segs)]
         r = realism_report(images, against, segs=row_segs, budget=budget, target_groups=groups, references=inputs,
-                           view=view, output_groups=train_groups if args.model == "real" else None)
+                           view=view, output_groups=train_groups if args.model == "real" else None, paired=False)
         o = r["output"]
         print(f"| {spec} | {c2st_cell(r)} | {o['nakagami_m']:.2f} | {o['fwhm_axial_px']:.2f} / "
               f"{o['fwhm_lateral_px']:.2f} | {r['lowpass_ssim']:.3f} |", flush=True)

@@ -4,8 +4,10 @@ the frames of recordings and scanners no model trained on (`usnst real-scanners`
     usnst real-scanners --out data/real --height 256
     python research/real_table.py --real data/real --task hq2clinical --models hq2clinical -n 24
 
-Rows: the simulator's frame itself (identity), each model on it, and the real training set (its recordings against
-the held-out ones: the floor a model trained on that set could reach, since the held-out scanners are other makers').
+Rows: the simulator's frame itself (identity), each model on it, the ceiling of a model that keeps the input's anatomy
+(its low-pass with a real training frame's texture and the real set's grey curve: the phantom's content alone still
+gives it away, docs/lab/real_scanners.md), and the real training set (its recordings against the held-out ones: the
+floor a model trained on that set could reach, since the held-out scanners are other makers').
 Columns: C2ST against held-out real tissue patches (mean ± standard error over classifiers), Nakagami m and speckle
 FWHM (and their ratio to the held-out set's), low-passed SSIM to the input (anatomy kept), the invented structure
 (share of the frame differing from the input by more than any grey map explains). Each recording gives at most
@@ -15,12 +17,13 @@ import argparse
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 from realism_table import SOURCE_INDEX, c2st_cell, scenes
 
 from usnst.engines.base import EngineOptions
 from usnst.engines.registry import load_engine
-from usnst.offline.realism import C2STBudget, realism_report, texture_view
+from usnst.offline.realism import C2STBudget, realism_report, texture_view, tissue_mask
 from usnst.offline.tasks import task
 from usnst_io.media import image_files, read_gray, to_float, to_uint8
 
@@ -37,6 +40,45 @@ def recordings(folder: Path, per_recording: int) -> tuple[list[np.ndarray], list
     if not frames:
         raise SystemExit(f"no recordings in {folder}: make the set with `usnst real-scanners --out ...`")
     return frames, groups, names
+
+
+def grey_map(sources: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
+    """The monotone 256-entry map that takes the tissue grey levels of ``sources`` to those of ``targets``
+    (histogram matching of the pooled tissue pixels; black stays black)."""
+    pooled = lambda imgs: np.concatenate([i[tissue_mask(i)] for i in imgs])
+    src, tgt = pooled(sources), pooled(targets)
+    cdf = np.searchsorted(np.sort(src), np.arange(256), side="right") / src.size
+    lut = np.quantile(tgt, np.clip(cdf, 0, 1))
+    lut[0] = 0
+    return np.maximum.accumulate(lut).astype(np.uint8)
+
+
+def _cover(donor: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``donor`` scaled to cover ``shape`` and cropped to it, centred."""
+    h, w = shape
+    scale = max(h / donor.shape[0], w / donor.shape[1])
+    donor = cv2.resize(donor, (max(w, round(donor.shape[1] * scale)), max(h, round(donor.shape[0] * scale))))
+    y0, x0 = (donor.shape[0] - h) // 2, (donor.shape[1] - w) // 2
+    return donor[y0:y0 + h, x0:x0 + w]
+
+
+def transplant(images: list[np.ndarray], donors: list[np.ndarray]) -> list[np.ndarray]:
+    """Each image's low-pass (σ 4 px: its anatomy) plus a real frame's texture (its image less its σ-4 low-pass),
+    inside the image's lit sector: the output a style transfer that kept the anatomy and drew a real scanner's
+    texture would give, the ceiling of any such model under a patch classifier. Where the donor frame has no tissue
+    (fluid, outside its sector) it has no texture to give: ``donor_tissue`` says where it has."""
+    out = []
+    for k, image in enumerate(images):
+        donor = _cover(donors[k % len(donors)].astype(np.float32), image.shape)
+        residual = donor - cv2.GaussianBlur(donor, (0, 0), 4.0)
+        base = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 4.0)
+        out.append(np.where(image > 0, np.clip(base + residual + 0.5, 0, 255), 0).astype(np.uint8))
+    return out
+
+
+def donor_tissue(images: list[np.ndarray], donors: list[np.ndarray]) -> list[np.ndarray]:
+    """Where each transplanted image's donor frame has tissue (its texture is a real one there)."""
+    return [tissue_mask(_cover(donors[k % len(donors)], image.shape)) for k, image in enumerate(images)]
 
 
 def main() -> None:
@@ -67,9 +109,10 @@ def main() -> None:
     budget = C2STBudget(repeats=args.repeats)
 
     def report(name, outputs, **kw):
-        r = realism_report(outputs, held, budget=budget, target_groups=held_groups, **kw)
+        r = realism_report(outputs, held, budget=budget, target_groups=held_groups, paired=False, **kw)
         if args.texture_view_too:  # the same patches under the texture view: style apart from the phantom's content
-            t = realism_report(outputs, held, budget=budget, target_groups=held_groups, view=texture_view, **kw)
+            t = realism_report(outputs, held, budget=budget, target_groups=held_groups, view=texture_view,
+                               paired=False, **kw)
             r.update(c2st_texture=t["c2st"], c2st_texture_se=t.get("c2st_se", float("nan")))
         return {"model": name, **r}
 
@@ -80,6 +123,11 @@ def main() -> None:
         outputs = [to_uint8(engine.infer(to_float(x))) for x in inputs]
         rows.append(report(name, outputs, segs=segs, references=inputs, inputs=inputs))
     if not args.no_baselines:
+        lut = grey_map(inputs, train)
+        ceiling_segs = [np.where(m, s, 0).astype(np.uint8) for m, s in zip(donor_tissue(inputs, train), segs)]
+        rows.append(report("ceiling: the input's anatomy + a real training frame's texture, grey-mapped",
+                           transplant([lut[x] for x in inputs], train), segs=ceiling_segs, references=inputs,
+                           inputs=inputs))
         rows.append(report(f"real training set ({len(train_names)} recordings)", train, output_groups=train_groups))
 
     target = rows[0]["target"]

@@ -1,6 +1,7 @@
 """Realism without ImageNet weights: each measure against a case with a known answer, each loss term by its
 behaviour, the discriminator's state resuming bit for bit, and outputs that stay black where the input has no echo."""
 import csv
+import math
 
 import cv2
 import numpy as np
@@ -573,3 +574,29 @@ def test_the_texture_view_hides_the_content_and_keeps_the_grain():
     assert realism.c2st(fine[:80], other, budget) >= 0.9
     assert 0.3 <= realism.c2st([view(p) for p in fine[:80]], [view(p) for p in other], budget) <= 0.7
     assert realism.c2st([view(p) for p in fine[:80]], [view(p) for p in coarse], budget) >= 0.9
+
+
+def test_a_texture_view_discriminator_judges_the_texture_not_the_content(tmp_path):
+    """--d-view texture: two images of one grain over different slow content (a brightness offset, a smooth swell)
+    reach the discriminator as nearly the same tensor; the image view passes them as they are. A run records it."""
+    from usnst.trainer.realism import RealismConfig, discriminator_view, train
+
+    grain = torch.from_numpy(_field(64, 64, 2, 2, seed=3).astype(np.float32) / 255.0)[None, None]
+    swell = 0.3 + 0.2 * torch.sin(torch.arange(64) / 64 * math.pi)[:, None]
+    other = grain + swell
+    image = lambda t: discriminator_view(t, "image")
+    texture = lambda t: discriminator_view(t, "texture")
+    assert torch.equal(image(other), other)
+    inner = (slice(None), slice(None), slice(16, 48), slice(16, 48))  # away from the reflected borders
+    assert (texture(other) - texture(grain))[inner].abs().max() < 0.02 < (other - grain)[inner].abs().min()
+    assert texture(grain)[inner].std() > 0.5 * grain[inner].std()  # the grain itself is kept
+    write_phantoms(tmp_path / "data", 4, 64, 64, seed=5)
+    style = tmp_path / "style"
+    style.mkdir()
+    cv2.imwrite(str(style / "c.png"), _field(80, 80, 2, 3, seed=10))
+    train(RealismConfig(data=str(tmp_path / "data"), task="hq2clinical", style=str(style), out=str(tmp_path / "m.pt"),
+                        channels=8, blocks=1, steps=1, batch=2, crop=32, weights=weights(anatomy=1, adversarial=1),
+                        d_view="texture", val_every=1, val_images=1, progress=False))
+    assert load_checkpoint(tmp_path / "m.pt")[1]["config"]["d_view"] == "texture"
+    with pytest.raises(ValueError, match="d_view must be one of"):
+        train(RealismConfig(data=str(tmp_path / "data"), d_view="edges"))
