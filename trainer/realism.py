@@ -32,11 +32,10 @@ from usnst.engines.transformer_net import NetConfig, TransformerNet
 from usnst.offline.datasets import read_triptych_folder
 from usnst.offline.losses import (
     RandomFilterTexture,
-    gaussian_lowpass,
     lsgan_discriminator_loss,
 )
 from usnst.offline.patchgan import PatchDiscriminator, PatchGANConfig
-from usnst.offline.realism import TEXTURE_SIGMA, C2STBudget, realism_report, tissue_mask
+from usnst.offline.realism import C2STBudget, realism_report, tissue_mask
 from usnst.offline.tasks import task
 from usnst.trainer import terms
 from usnst.trainer.base import (
@@ -56,7 +55,6 @@ from usnst_io.media import read_stills
 log = logging.getLogger(__name__)
 STATE_FORMAT = "usnst-realism-state"
 ARCHS = ("fast", "johnson")
-D_VIEWS = ("image", "texture")
 ARCH_OPTIONS = {"fast": ("channels", "blocks"), "johnson": ("width", "n_residual", "skip_kernel")}
 
 
@@ -73,9 +71,6 @@ class RealismConfig(RunConfig):
     steps: int = 2000
     lr: float = 1e-3
     d_lr: float = 1e-3  # the discriminator's
-    d_view: str = "image"  # what the discriminator sees: the image, or its texture (less its σ-4 local mean, as
-    # offline.realism.texture_view): where the domains' content differs (the phantom's anatomy against a scanner's) the
-    # image view lets it judge the anatomy, which the anatomy term must then fight
     max_grad_norm: float = 0.0  # > 0: the generator's gradient is scaled down to at most this L2 norm (0: never)
     weights: dict[str, float] = field(default_factory=terms.default_weights)  # per loss term (trainer.terms)
     correlation_lags: int = 2  # the autocorrelation term's largest lag
@@ -120,11 +115,6 @@ def validate(net, samples, source: str, seed: int, style: list[np.ndarray] | Non
     return report
 
 
-def discriminator_view(images: torch.Tensor, view: str) -> torch.Tensor:
-    """What the discriminator judges (``RealismConfig.d_view``): the images, or their texture."""
-    return images - gaussian_lowpass(images, TEXTURE_SIGMA) if view == "texture" else images
-
-
 def _noise_weight(net) -> float:
     """How much the net uses its noise: mean |weight| on the noise inputs (grows as it learns to make speckle)."""
     if isinstance(net, FastNet):
@@ -142,8 +132,6 @@ def check(cfg: RealismConfig) -> None:
         raise ValueError(f"--style is the target domain of an unpaired task; {cfg.task} learns from its triptychs' HQ")
     if not spec.paired and not cfg.style:
         raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
-    if cfg.d_view not in D_VIEWS:
-        raise ValueError(f"d_view must be one of {D_VIEWS}, got {cfg.d_view!r}")
     if cfg.init and cfg.resume:
         raise ValueError("--init starts this run from other weights, --resume continues this run: give one of them")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -312,11 +300,9 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             fake = net(x, noise)
             row = {"step": step + 1}
             if train_discriminator:
-                d_loss = lsgan_discriminator_loss(disc(discriminator_view(y, cfg.d_view), condition),
-                                                  disc(discriminator_view(fake.detach(), cfg.d_view), condition))
+                d_loss = lsgan_discriminator_loss(disc(y, condition), disc(fake.detach(), condition))
                 row["d_loss"] = optimise(opt_d, d_loss)
-            batch = terms.Batch(fake, x, y, anatomy_ref, tissue, style is None,
-                                lambda: disc(discriminator_view(fake, cfg.d_view), condition),
+            batch = terms.Batch(fake, x, y, anatomy_ref, tissue, style is None, lambda: disc(fake, condition),
                                 texture, cfg.correlation_lags)
             g_loss, parts = terms.total(cfg.weights, batch)
             row["grad_norm"] = _step(opt_g, g_loss, net, cfg.max_grad_norm)

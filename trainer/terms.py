@@ -81,7 +81,7 @@ TERMS: tuple[Term, ...] = (
          lambda b: torch.mean((b.fake - b.y) ** 2)),
     Term("adversarial", 0.1, frozenset({DISCRIMINATOR}), "{paired} PatchGAN (LSGAN, spectral norm)",
          "a PatchGAN discriminator's LSGAN loss, conditional on the input when paired (offline.patchgan)",
-         lambda b: lsgan_generator_loss(b.judged()), settings=("d_lr", "d_view")),
+         lambda b: lsgan_generator_loss(b.judged()), settings=("d_lr",)),
     Term("texture", 0.0, frozenset({FILTERS}), "random-filter texture",
          "Gram matrices of fixed random filters, tile by tile against HQ (the style set's average when unpaired)",
          _texture),

@@ -47,7 +47,7 @@ _loss_weights.mapping = True  # a TOML table (`[loss]`) in a --config file is ac
 # -- realism --------------------------------------------------------------------------------------------
 def realism_flags(p) -> None:
     from usnst.offline.tasks import TASKS
-    from usnst.trainer.realism import ARCHS, D_VIEWS, RealismConfig
+    from usnst.trainer.realism import ARCHS, RealismConfig
     from usnst.trainer.terms import TERMS
 
     d = RealismConfig(data="")
@@ -70,10 +70,6 @@ def realism_flags(p) -> None:
     p.add_argument("--correlation-lags", type=flags.ranged(int, 1, 16), default=None,
                    help=f"the correlation term's largest lag (default {d.correlation_lags})")
     p.add_argument("--d-lr", type=flags.positive_float, default=None, help=f"the discriminator's learning rate (default {d.d_lr:g})")
-    p.add_argument("--d-view", default=None, choices=D_VIEWS,
-                   help="what the discriminator judges: the image, or its texture (each image less its σ-4 px local "
-                        "mean) — for unpaired targets whose content differs from the input's, e.g. real scanner frames "
-                        f"against the phantom (default {d.d_view})")
     p.add_argument("--max-grad-norm", type=flags.non_negative_float, default=None,
                    help="scale the generator's gradient down to at most this L2 norm (the log's grad_norm column shows "
                         "the usual size): one outsized batch then cannot throw Adam off (default 0: never)")
@@ -90,7 +86,7 @@ def realism_flags(p) -> None:
 
 
 REALISM_OPTIONS = ("out", "steps", "batch", "crop", "lr", "seed", "threads", "task", "style", "arch", "channels", "blocks",
-                   "width", "n_residual", "skip_kernel", "correlation_lags", "d_lr", "d_view", "max_grad_norm", "val_every", "val_images",
+                   "width", "n_residual", "skip_kernel", "correlation_lags", "d_lr", "max_grad_norm", "val_every", "val_images",
                    "val_c2st_steps", "init", "device")
 
 
