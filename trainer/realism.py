@@ -30,10 +30,7 @@ from usnst.engines.checkpoint import save_checkpoint
 from usnst.engines.fast_net import FastNet, FastNetConfig
 from usnst.engines.transformer_net import NetConfig, TransformerNet
 from usnst.offline.datasets import read_triptych_folder
-from usnst.offline.losses import (
-    RandomFilterTexture,
-    lsgan_discriminator_loss,
-)
+from usnst.offline.losses import RandomFilterTexture, lsgan_discriminator_loss
 from usnst.offline.patchgan import PatchDiscriminator, PatchGANConfig
 from usnst.offline.realism import C2STBudget, realism_report, tissue_mask
 from usnst.offline.tasks import task
