@@ -276,12 +276,11 @@ def rank_view(patch: np.ndarray) -> np.ndarray:
 
 
 def texture_view(patch: np.ndarray) -> np.ndarray:
-    """The patch less its local mean (Gaussian σ 4 px, as ``speckle``), offset to mid-grey: the texture without the
+    """``speckle`` of the patch (less its local mean, Gaussian σ ``TEXTURE_SIGMA``), offset to mid-grey: the texture without the
     anatomy's shape and brightness. Against real scanner frames the phantom's content (uniform labelled regions,
     geometric edges) tells every patch apart whatever its style (docs/lab/real_scanners.md); under this view a
     model's texture is compared with a scanner's."""
-    p = patch.astype(np.float32)
-    return p - cv2.GaussianBlur(p, (0, 0), TEXTURE_SIGMA) + 128.0
+    return (speckle(patch) + 128.0).astype(np.float32)
 
 
 def phase_randomised_view(patch: np.ndarray) -> np.ndarray:

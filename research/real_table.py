@@ -23,7 +23,14 @@ from realism_table import SOURCE_INDEX, c2st_cell, scenes
 
 from usnst.engines.base import EngineOptions
 from usnst.engines.registry import load_engine
-from usnst.offline.realism import C2STBudget, realism_report, texture_view, tissue_mask
+from usnst.offline.realism import (
+    TEXTURE_SIGMA,
+    C2STBudget,
+    realism_report,
+    speckle,
+    texture_view,
+    tissue_mask,
+)
 from usnst.offline.tasks import task
 from usnst_io.media import image_files, read_gray, to_float, to_uint8
 
@@ -63,15 +70,15 @@ def _cover(donor: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def transplant(images: list[np.ndarray], donors: list[np.ndarray]) -> list[np.ndarray]:
-    """Each image's low-pass (σ 4 px: its anatomy) plus a real frame's texture (its image less its σ-4 low-pass),
+    """Each image's low-pass (σ ``TEXTURE_SIGMA``: its anatomy) plus a real frame's texture (its ``speckle``),
     inside the image's lit sector: the output a style transfer that kept the anatomy and drew a real scanner's
     texture would give, the ceiling of any such model under a patch classifier. Where the donor frame has no tissue
     (fluid, outside its sector) it has no texture to give: ``donor_tissue`` says where it has."""
     out = []
     for k, image in enumerate(images):
         donor = _cover(donors[k % len(donors)].astype(np.float32), image.shape)
-        residual = donor - cv2.GaussianBlur(donor, (0, 0), 4.0)
-        base = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 4.0)
+        base = cv2.GaussianBlur(image.astype(np.float32), (0, 0), TEXTURE_SIGMA)
+        residual = speckle(donor)
         out.append(np.where(image > 0, np.clip(base + residual + 0.5, 0, 255), 0).astype(np.uint8))
     return out
 
