@@ -238,30 +238,36 @@ SECTOR_PATCH, SECTOR_PATCHES, SECTOR_STEPS = 64, 24, 1000  # px, per image, clas
 OTHER_SCENES = 500  # the target HQ comes from scenes this many seeds on: other anatomy, never the outputs' own
 
 
+def sector_patches(images, segs):
+    """64-px patches wholly inside the sector (labels > 0), 24 per image at seeded places, and each one's image."""
+    rng = np.random.default_rng(0)
+    cut = [tissue_patches(img, seg > 0, SECTOR_PATCHES, rng, SECTOR_PATCH) for img, seg in zip(images, segs)]
+    return [p for c in cut for p in c], [i for i, c in enumerate(cut) for _ in c]
+
+
+def sector_c2st(images, segs, target: tuple, repeats: int) -> tuple[float, float]:
+    """Mean and standard error over ``repeats`` classifiers of the whole-sector C2ST of ``images`` (their scenes'
+    ``segs``) against ``target`` = sector_patches(HQ of other scenes)."""
+    found, groups = sector_patches(images, segs)
+    runs = [c2st(found, target[0], C2STBudget(steps=SECTOR_STEPS, seed=k), groups, target[1]) for k in range(repeats)]
+    return float(np.mean(runs)), float(np.std(runs) / np.sqrt(len(runs)))
+
+
 def print_sector_table(args, seeds: list[int]) -> None:
     """C2ST on 64-px patches wholly inside the sector (the phantom's labels > 0), not only tissue interiors: skull,
     midline, fluid and boundaries are where a stage that low-passes the net and adds even grain shows. Each row's
     frames of scenes A against HQ of scenes B (other seeds), split by image; HQ of scenes A is the floor."""
     data = [d for s in seeds for d in scenes(args.n, args.size, s)]
     other = [d for s in seeds for d in scenes(args.n, args.size, s + OTHER_SCENES)]
-    budget = C2STBudget(steps=SECTOR_STEPS, repeats=args.repeats)
-
-    def patches(images, segs):
-        rng = np.random.default_rng(0)
-        cut = [tissue_patches(img, seg > 0, SECTOR_PATCHES, rng, SECTOR_PATCH) for img, seg in zip(images, segs)]
-        return [p for c in cut for p in c], [i for i, c in enumerate(cut) for _ in c]
-
-    target, target_groups = patches([d[1] for d in other], [d[2] for d in other])
+    target = sector_patches([d[1] for d in other], [d[2] for d in other])
 
     def score(name, images):
-        found, groups = patches(images, [d[2] for d in data])
-        runs = [c2st(found, target, C2STBudget(steps=budget.steps, seed=k), groups, target_groups)
-                for k in range(budget.repeats)]
-        print(f"| {name} | {np.mean(runs):.2f} ± {np.std(runs) / np.sqrt(len(runs)):.2f} |", flush=True)
+        mean, se = sector_c2st(images, [d[2] for d in data], target, args.repeats)
+        print(f"| {name} | {mean:.2f} ± {se:.2f} |", flush=True)
 
     print(f"whole-sector C2ST: {len(data)} scenes a side ({args.size}², seeds {', '.join(f'{s}…' for s in seeds)} "
           f"against HQ of seeds +{OTHER_SCENES}), {SECTOR_PATCH}-px patches anywhere in the sector, "
-          f"{SECTOR_PATCHES} per image, split by image, {budget.steps} steps, mean ± s.e. of {budget.repeats}")
+          f"{SECTOR_PATCHES} per image, split by image, {SECTOR_STEPS} steps, mean ± s.e. of {args.repeats}")
     print("| frames | C2ST |")
     print("|---|---|")
     if not args.no_baselines:
