@@ -159,6 +159,9 @@ def _same_edge(a: float | None, b: float | None, px: float) -> bool:
     return (a is None) == (b is None) and (a is None or abs(a - b) <= px)
 
 
+# The net runs on a frame as sent while its beams are within this factor of config.net_depth_px: the LQ→HQ nets
+# were trained on 256² views of 196–250 px beams (−10 % / +14 % of the default probe's 219).
+RESAMPLE_BEYOND = 1.2
 FLAT_EDGE = 0.25  # a hull's top or bottom row this share of its widest row wide is a flat edge, not an arc's crest
 MIN_AGREEMENT = 0.9  # the fitted view must cover the echo region this well (intersection over union), or it is wrong
 
@@ -240,6 +243,9 @@ class BeamSpeckleConfig:
     mean_shown: bool = False  # the grain is added under the display's clipping so the mean grey shown is the net's: in
     # near-black fluid (and near-white bone) grain added on top and clipped brightens (darkens) the mean, an even
     # grey grain where a scanner's is dark and sparse (a cue a whole-sector classifier reads)
+    net_depth_px: float = 0.0  # a beam's length in pixels in the frames the net was trained at (0: unknown). A frame
+    # whose beams are more than RESAMPLE_BEYOND times longer or shorter is resampled to it for the net, so the net
+    # sees anatomy and input speckle at the scale it learned, whatever size a simulator renders at
     sample_mm: float = 0.0  # mm per sample along a beam in the frames the widths were fitted on (0: unknown). A
     # scanner's pulse has a length in mm, whatever the depth shown: for a frame whose pose gives its pixel spacing the
     # axial width is kept in mm (a 50 mm linear view has 2.4 times finer samples than the 120 mm sector)
@@ -247,7 +253,7 @@ class BeamSpeckleConfig:
     def __post_init__(self):
         check_config(self, {"rays": (2, 4096), "samples": (2, 8192), "lateral_sigma": (0, 64), "axial_sigma": (0, 64),
                             "contrast": (0, 10), "base_sigma": (0, 64), "detail": (0, 1), "level": (-1, 1),
-                            "sample_mm": (0, 100)})
+                            "sample_mm": (0, 100), "net_depth_px": (0, 1 << 16)})
         if self.rays * self.samples > 1 << 24:  # two float planes of this size per frame
             raise ValueError(f"beam speckle's polar grid of {self.rays} × {self.samples} is over 2^24 points")
         if min(self.lateral_sigma, self.axial_sigma) <= 0:
@@ -260,6 +266,11 @@ class BeamSpeckleConfig:
     def from_dict(cls, d: dict) -> "BeamSpeckleConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def echo_region(frame: np.ndarray) -> np.ndarray:
+    """1 where the frame has echo, grown by 2 px (as engines.geometry.echo_region with reach 2)."""
+    return cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8))
 
 
 def _gaussian_taps(sigma: float) -> np.ndarray:
@@ -379,6 +390,19 @@ class BeamSpeckle:
             self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
         return self._maps
 
+    def net_scale(self, frame: np.ndarray) -> float | None:
+        """How many times longer this frame's beams are than those the net was trained on (``config.net_depth_px``),
+        or None when the net takes the frame as sent: within RESAMPLE_BEYOND of them, no depth declared, or no view
+        to measure (which ``apply`` then counts)."""
+        if not self.config.net_depth_px:
+            return None
+        try:
+            self._maps_for(frame)
+        except NoFan:
+            return None
+        scale = self.fan.depth_px / self.config.net_depth_px
+        return None if 1 / RESAMPLE_BEYOND <= scale <= RESAMPLE_BEYOND else scale
+
     def base(self, styled: np.ndarray, echo: np.ndarray) -> np.ndarray:
         """The net's output low-passed inside the echo region only (normalised convolution: no dark rim at the
         sector's edge from averaging in the black outside)."""
@@ -391,17 +415,18 @@ class BeamSpeckle:
         return np.where(m > 0, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
     def apply(self, styled: np.ndarray, frame: np.ndarray, planes: list[np.ndarray] | None,
-              pose: np.ndarray | None = None) -> np.ndarray:
+              pose: np.ndarray | None = None, base: np.ndarray | None = None) -> np.ndarray:
         """``styled``: the net's output for ``frame``; ``planes``: the two polar noise planes, or None (noise off);
-        ``pose``: the frame's 4×4 image-to-world pose, if the sender gave one (anchored grain only).
+        ``pose``: the frame's 4×4 image-to-world pose, if the sender gave one (anchored grain only); ``base``: the
+        low-passed output when the caller made it (at the net's scale), else made here.
         One composition for every noise mode and every frame,
 
             out = base + level + detail · (styled − base) + grain,   black outside the fan,
 
         the grain zero with noise off, and for a frame with no fan to fit (a linear probe, a blank frame: counted in
         ``skipped``), which is then black outside its echo region instead."""
-        echo = cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8))  # as echo_region(reach 2)
-        base = self.base(styled, echo)
+        echo = echo_region(frame)
+        base = self.base(styled, echo) if base is None else base
         out = base + self.config.level + self.config.detail * (styled - base)
         try:
             maps = self._maps_for(frame)
@@ -455,9 +480,20 @@ class SpeckledEngine(Engine):
         return self.infer_at(frame, None)
 
     def infer_at(self, frame: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
-        styled = self.inner.infer(frame)
+        """The net at its own scale (``BeamSpeckle.net_scale``: a frame of longer or shorter beams is resampled for
+        it, and its output and base back), then the stage at the frame's full size: the grain is formed on the
+        polar grid, so its size follows the view whatever the frame's pixel count."""
         planes = None if self.options.noise == "off" else self.noise.planes([self.stage.plane_shape] * 2)
-        return self.stage.apply(styled, frame, planes, pose)
+        scale = self.stage.net_scale(frame)
+        if scale is None:
+            return self.stage.apply(self.inner.infer(frame), frame, planes, pose)
+        height, width = frame.shape
+        small = cv2.resize(frame, (max(8, round(width / scale)), max(8, round(height / scale))),
+                           interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR)
+        styled = self.inner.infer(small)
+        base = self.stage.base(styled, echo_region(small))
+        full = lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        return self.stage.apply(full(styled), frame, planes, pose, base=full(base))
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "beam_speckle": self.stage.config.to_dict()}

@@ -53,14 +53,15 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
     the stage *on the model it will sit on*: the model's base and kept texture widen the grain and add to its
     strength, so the widths and the contrast are chosen for the sum. Without them the grain alone is fitted.
     ``fit_level`` (with ``run``) also sets the stage's level so that the output's mean grey in tissue is the targets'.
-    Returns {"config", "target": stats, "fitted": stats, "frames": n}."""
+    Returns {"config", "target": stats, "fitted": stats, "frames": n, "depth_px": the median beam length of the
+    frames' views (of ``inputs`` when given: the frames the net takes, for ``BeamSpeckleConfig.net_depth_px``)}."""
     segs = segs or [None] * len(targets)
     sources = inputs if inputs is not None else targets
-    images, frames, masks = [], [], []
+    images, frames, masks, depths = [], [], [], []
     for image, seg, source in zip(targets, segs, sources):
         frame = source.astype(np.float32) / 255.0
         try:
-            fit_fan(frame)
+            view = fit_fan(frame)
         except NoFan:
             continue  # not a sector frame: nothing to compare the stage's speckle with
         mask = tissue_mask(image, seg)
@@ -68,6 +69,7 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
             images.append(image)
             frames.append(frame)
             masks.append(mask)
+            depths.append(view.depth_px)
         if len(frames) == max_frames:
             break
     if not frames:
@@ -101,4 +103,4 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
         config = replace(config, level=float(offset / 255.0))
     names = ("fwhm_axial_px", "fwhm_lateral_px", "grain_std")
     return {"config": config, "target": dict(zip(names, target)), "fitted": dict(zip(names, measure(config))),
-            "frames": len(frames)}
+            "frames": len(frames), "depth_px": float(np.median(depths))}

@@ -59,12 +59,20 @@ SOURCE_INDEX = {"lq": 0, "hq": 1, "seg": 2}
 LOOK = {"formation": "gaussian", "anatomy": "fetal"}  # how every table's phantoms are formed (--formation, --anatomy)
 
 
-def scenes(n: int, size: int, seed: int, settings: str = "default"):
-    """(LQ, HQ, seg, oracle HQ) per scene, exactly as `usnst phantom --settings` renders scene seed + i."""
+def frame_size(text: str) -> tuple[int, int]:
+    """--size: "256" (square) or "1000x1386" (height × width)."""
+    h, _, w = text.partition("x")
+    return int(h), int(w or h)
+
+
+def scenes(n: int, size, seed: int, settings: str = "default"):
+    """(LQ, HQ, seg, oracle HQ) per scene, exactly as `usnst phantom --settings` renders scene seed + i; ``size``:
+    a side, or (height, width)."""
+    h, w = (size, size) if isinstance(size, int) else size
     out = []
     for i in range(n):
-        s = render_scene(seed + i, i, size, size, settings, **LOOK)
-        o = render_scene(seed + i, i, size, size, settings, speckle_seed=seed + i + 1, **LOOK)
+        s = render_scene(seed + i, i, h, w, settings, **LOOK)
+        o = render_scene(seed + i, i, h, w, settings, speckle_seed=seed + i + 1, **LOOK)
         out.append((to_uint8(s.lq), to_uint8(s.hq), s.seg.astype(np.uint8), to_uint8(o.hq)))
     return out
 
@@ -129,7 +137,9 @@ def main() -> None:
     ap.add_argument("--task", default="lq2hq", help="which panel is the input (lq2hq, seg2hq, hq2clinical)")
     ap.add_argument("--style", default=None, help="unpaired tasks: the target-domain images (folder)")
     ap.add_argument("-n", type=int, default=24)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=frame_size, default=(256, 256),
+                    help="frame side, or HxW (e.g. 1000x1386, the phantom's default; the still and --sector-only "
+                         "tables only)")
     ap.add_argument("--seed", type=int, default=50000, help="first scene seed (never used in training)")
     ap.add_argument("--seeds", default=None, help="several first seeds, comma-separated, -n scenes each (e.g. "
                     "50000,60000: 48 scenes, the precision a 0.70 bar needs); replaces --seed")
@@ -168,6 +178,10 @@ def main() -> None:
     if args.formation != FORMATIONS[0] or args.anatomy != ANATOMIES[0]:
         print(f"phantom: {args.formation} formation, {args.anatomy} anatomy")
 
+    if args.size[0] != args.size[1] and (args.invented or args.invented_only or args.motion or args.motion_only
+                                         or args.probes_only or args.flicker):
+        ap.error("--size HxW applies to the still and --sector-only tables only; give one side")
+    shape, args.size = args.size, args.size[0]  # the other tables render squares
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     args.seed = seeds[0]
     if args.invented or args.invented_only:
@@ -175,12 +189,12 @@ def main() -> None:
     if args.motion or args.motion_only:
         print_motion_table(args, seeds)
     if args.sector_only:
-        return print_sector_table(args, seeds)
+        return print_sector_table(args, seeds, shape)
     if args.probes_only:
         return print_probe_table(args, seeds)
     if args.motion_only or args.invented_only:
         return
-    data = [d for s in seeds for d in scenes(args.n, args.size, s, args.settings)]
+    data = [d for s in seeds for d in scenes(args.n, shape, s, args.settings)]
     budget = C2STBudget(repeats=args.repeats)
     spec = task(args.task)
     src = SOURCE_INDEX[spec.source]
@@ -189,7 +203,7 @@ def main() -> None:
         ap.error(f"{args.task} is unpaired: give --style, the target-domain images")
     rows = [] if args.no_baselines else [row(f"identity ({spec.source.upper()})", [d[src] for d in data], data,
                                              budget, style, src)]
-    outside = scenes(args.n, args.size, args.seed + 20000, "outside") if args.outside else None
+    outside = scenes(args.n, shape, args.seed + 20000, "outside") if args.outside else None
     renderer = PhantomRenderer(args.size, args.size, seed=args.seed, **LOOK) if args.flicker else None
     for name in args.models.split(","):
         modes = [args.noise] + (["off"] if args.noise_off_too else [])
@@ -212,7 +226,7 @@ def main() -> None:
     if spec.paired and not args.no_baselines:
         rows.append(row("oracle (HQ, new speckle)", [d[3] for d in data], data, budget))
     target = rows[0]["target"]
-    print(f"{args.task}: {len(data)} held-out phantoms {args.size}x{args.size} (seeds {', '.join(f'{s}…' for s in seeds)}), "
+    print(f"{args.task}: {len(data)} held-out phantoms {shape[0]}x{shape[1]} (seeds {', '.join(f'{s}…' for s in seeds)}), "
           f"{'HQ' if spec.paired else f'style set ({len(style)} images)'} target: Nakagami m "
           f"{target['nakagami_m']:.3f}, speckle FWHM {target['fwhm_axial_px']:.2f} / {target['fwhm_lateral_px']:.2f} px; "
           f"C2ST mean ± standard error of {budget.repeats} classifiers, {budget.steps} steps, seeds {budget.seed}…")
@@ -253,19 +267,19 @@ def sector_c2st(images, segs, target: tuple, repeats: int) -> tuple[float, float
     return float(np.mean(runs)), float(np.std(runs) / np.sqrt(len(runs)))
 
 
-def print_sector_table(args, seeds: list[int]) -> None:
+def print_sector_table(args, seeds: list[int], shape: tuple[int, int]) -> None:
     """C2ST on 64-px patches wholly inside the sector (the phantom's labels > 0), not only tissue interiors: skull,
     midline, fluid and boundaries are where a stage that low-passes the net and adds even grain shows. Each row's
     frames of scenes A against HQ of scenes B (other seeds), split by image; HQ of scenes A is the floor."""
-    data = [d for s in seeds for d in scenes(args.n, args.size, s)]
-    other = [d for s in seeds for d in scenes(args.n, args.size, s + OTHER_SCENES)]
+    data = [d for s in seeds for d in scenes(args.n, shape, s)]
+    other = [d for s in seeds for d in scenes(args.n, shape, s + OTHER_SCENES)]
     target = sector_patches([d[1] for d in other], [d[2] for d in other])
 
     def score(name, images):
         mean, se = sector_c2st(images, [d[2] for d in data], target, args.repeats)
         print(f"| {name} | {mean:.2f} ± {se:.2f} |", flush=True)
 
-    print(f"whole-sector C2ST: {len(data)} scenes a side ({args.size}², seeds {', '.join(f'{s}…' for s in seeds)} "
+    print(f"whole-sector C2ST: {len(data)} scenes a side ({shape[0]}x{shape[1]}, seeds {', '.join(f'{s}…' for s in seeds)} "
           f"against HQ of seeds +{OTHER_SCENES}), {SECTOR_PATCH}-px patches anywhere in the sector, "
           f"{SECTOR_PATCHES} per image, split by image, {SECTOR_STEPS} steps, mean ± s.e. of {args.repeats}")
     print("| frames | C2ST |")

@@ -53,6 +53,25 @@ def formed(mean: np.ndarray, frame: np.ndarray, rng, config: BeamSpeckleConfig =
     return (np.clip(out, 0, 1) * stage._inside).astype(np.float32)
 
 
+def bilateral(image: np.ndarray) -> np.ndarray:
+    return cv2.bilateralFilter(image.astype(np.float32), 7, 0.08, 2.0)
+
+
+def guided(image: np.ndarray, radius: int = 2, eps: float = 4e-3) -> np.ndarray:
+    """He et al.'s guided filter with the image as its own guide: smooths where the local variance is below eps,
+    keeps edges where it is above."""
+    box = lambda x: cv2.boxFilter(x, -1, (2 * radius + 1,) * 2, borderType=cv2.BORDER_REFLECT)
+    image = image.astype(np.float32)
+    mean, var = box(image), box(image * image) - box(image) ** 2
+    a = var / (var + eps)
+    b = mean - a * mean
+    return box(a) * image + box(b)
+
+
+def median(image: np.ndarray) -> np.ndarray:
+    return cv2.medianBlur(image.astype(np.float32), 5)
+
+
 def additive(mean: np.ndarray, frame: np.ndarray, rng, mean_shown: bool = False) -> np.ndarray:
     stage = BeamSpeckle(BeamSpeckleConfig(base_sigma=0.0, mean_shown=mean_shown))
     planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
@@ -78,7 +97,8 @@ def main() -> None:
     blurred = [blur.base(m, f > 0) for m, f in zip(ideal, frames)]
     net, _ = load_checkpoint(resolve_model(args.model))
     run = TorchEagerEngine(net, EngineOptions(seed=0)).infer
-    net_base = [blur.base(run(f), f > 0) for f in frames]
+    net_out = [run(f) for f in frames]
+    net_base = [blur.base(m, f > 0) for m, f in zip(net_out, frames)]
     rows = {
         "HQ of the same scenes (the floor)": lambda: [d[1] for d in data],
         "ideal mean, additive grain": lambda: [additive(m, f, rng) for m, f in zip(ideal, frames)],
@@ -88,6 +108,10 @@ def main() -> None:
         "ideal mean blurred σ 1.5, formed": lambda: [formed(m, f, rng) for m, f in zip(blurred, frames)],
         f"{args.model} low-passed σ 1.5, additive grain": lambda: [additive(m, f, rng) for m, f in zip(net_base, frames)],
         f"{args.model} low-passed σ 1.5, formed": lambda: [formed(m, f, rng) for m, f in zip(net_base, frames)],
+        f"{args.model} as is, additive grain": lambda: [additive(m, f, rng) for m, f in zip(net_out, frames)],
+        f"{args.model} bilateral, additive grain": lambda: [additive(bilateral(m), f, rng) for m, f in zip(net_out, frames)],
+        f"{args.model} guided, additive grain": lambda: [additive(guided(m), f, rng) for m, f in zip(net_out, frames)],
+        f"{args.model} median 5, additive grain": lambda: [additive(median(m), f, rng) for m, f in zip(net_out, frames)],
     }
     words = [w for w in args.rows.split(",") if w]
     print(f"whole-sector C2ST, {args.n} scenes from seed {args.seed} against HQ of seeds +{OTHER_SCENES}, "

@@ -350,3 +350,46 @@ def test_with_mean_shown_the_display_shows_the_nets_mean_grey_under_the_grain(gr
     assert abs(shown - grey) < 0.004
     if grey != 0.5:
         assert abs(on_top - grey) > 0.015  # what it replaces: 4+ grey levels off at either end
+
+
+def test_the_net_sees_a_frame_at_the_scale_it_was_trained_at_and_the_grain_fills_the_whole_frame(tmp_path):
+    small, _ = _sector_frame(96)
+    depth = fit_fan(small).depth_px
+    path = save_checkpoint(tmp_path / "m.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
+        rays=96, samples=160, net_depth_px=depth).to_dict()})
+    engine = load_engine(path, "torch", EngineOptions(seed=0, threads=1))
+    # a model that declares no scale takes every frame as sent, as before
+    plain = load_engine(save_checkpoint(tmp_path / "p.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
+        rays=96, samples=160).to_dict()}), "torch", EngineOptions(seed=0, threads=1))
+    seen = []
+    net = engine.inner.infer
+    engine.inner.infer = lambda frame: seen.append(frame.shape) or net(frame)
+    for size in (96, 108, 192, 48):
+        frame, sector = _sector_frame(size)
+        engine.reset()
+        plain.reset()
+        out, as_sent = engine.infer(frame), plain.infer(frame)
+        assert out.shape == frame.shape
+        assert np.all(out[~cv2.dilate(sector.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)] == 0)
+        # grain everywhere in the view at the frame's own size: lit as often as the net run on the frame as sent
+        assert abs((out[sector] > 0).mean() - (as_sent[sector] > 0).mean()) < 0.03
+    assert seen == [(96, 96), (108, 108), (96, 96), (96, 96)]  # within 1.2× as sent, else resampled to the net's scale
+    assert plain.stage.net_scale(_sector_frame(192)[0]) is None
+
+
+def test_the_triptych_fit_records_the_beam_length_the_net_takes(tmp_path):
+    from usnst.cli import main
+    from usnst.engines.checkpoint import load_checkpoint
+    from usnst_stream.phantom import write_phantoms
+
+    write_phantoms(tmp_path / "data", 2, 96, 96, seed=3)
+    save_checkpoint(tmp_path / "net.pt", tiny_net(), {"task": "lq2hq"})
+    out = tmp_path / "m.pt"
+    assert main(["speckle", "--model", str(tmp_path / "net.pt"), "--triptychs", str(tmp_path / "data"), "--frames", "2",
+                 "--out", str(out)]) == 0
+    stage = BeamSpeckleConfig.from_dict(load_checkpoint(out)[1][META_KEY])
+    frame = PhantomRenderer(96, 96, seed=3).render(0.0).lq
+    assert stage.net_depth_px == pytest.approx(fit_fan(frame).depth_px, rel=0.05)
+    assert main(["speckle", "--model", str(tmp_path / "net.pt"), "--triptychs", str(tmp_path / "data"), "--frames", "2",
+                 "--net-depth-px", "0", "--no-fit", "--out", str(tmp_path / "n.pt")]) == 0
+    assert BeamSpeckleConfig.from_dict(load_checkpoint(tmp_path / "n.pt")[1][META_KEY]).net_depth_px == 0

@@ -2,7 +2,9 @@
 outputs for a fixed phantom frame and seed (tests/data/golden_*.png, made with the torch backend on one thread), on
 every CPU backend. ``frame`` noise: recorded after issue 26's reorganisation, which kept the stream noise's pixels;
 ``fixed``: re-recorded when issue 27 anchored the stream grain to the tissue (its polar planes gained margins).
-``lq2hq``'s both re-recorded when the shipped net became its recipe's own build (issue 26, stop 34)."""
+``lq2hq``'s both re-recorded when the shipped net became its recipe's own build (issue 26, stop 34); all four when
+the shipped models declared the beam length they were trained at (issue 27, stop 35: this 128×160 frame's view is
+half of it, so the net now runs on the frame resampled to its scale)."""
 from pathlib import Path
 
 import cv2

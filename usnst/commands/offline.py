@@ -327,6 +327,10 @@ def speckle_flags(p) -> None:
     p.add_argument("--mean-shown", action="store_true",
                    help="add the grain under the display's clipping, so the mean grey shown is the net's (dark fluid "
                         "stays dark with sparse speckle; whole-sector C2ST of lq2hq_fast 0.95 → 0.92, its card)")
+    p.add_argument("--net-depth-px", type=flags.ranged(float, 0, 1 << 16), default=None,
+                   help="a beam's length in px in the frames the net was trained at: frames whose beams are over "
+                        "1.2× longer or shorter are resampled to it for the net (default with --triptychs: the input "
+                        "panels' median; with --style or --no-fit: 0, the net takes every frame as sent)")
     p.add_argument("--frames", type=flags.positive_int, default=12, help="target frames measured")
     p.add_argument("--no-fit", action="store_true", help="keep the given/default PSF widths and contrast")
     p.add_argument("--fit-level", action="store_true",
@@ -338,6 +342,8 @@ def speckle_flags(p) -> None:
 def run_speckle(args) -> int:
     """Fit the beam-speckle stage to target frames and store it with a model: every backend then runs it after the
     net (engines.beam_speckle), and `usnst engine build` carries it into ONNX artifacts."""
+    from dataclasses import replace
+
     from usnst.engines.beam_speckle import META_KEY, BeamSpeckleConfig
     from usnst.engines.checkpoint import load_checkpoint, resolve_model, save_checkpoint
     from usnst.offline.datasets import read_triptych_folder
@@ -375,12 +381,17 @@ def run_speckle(args) -> int:
         print(f"measured on {fit['frames']} target frames: speckle FWHM {t['fwhm_axial_px']:.2f} / "
               f"{t['fwhm_lateral_px']:.2f} px (axial / lateral), grain std {t['grain_std']:.1f} grey levels; "
               f"the stage's: {f['fwhm_axial_px']:.2f} / {f['fwhm_lateral_px']:.2f} px, {f['grain_std']:.1f}")
+    depth = args.net_depth_px
+    if depth is None:
+        depth = fit["depth_px"] if args.triptychs and not args.no_fit else 0.0
+    config = replace(config, net_depth_px=float(depth))
     meta[META_KEY] = config.to_dict()
     meta["beam_speckle_from"] = args.triptychs or args.style or "defaults"
     save_checkpoint(args.out, net, meta)
     print(f"usnst speckle: PSF {config.lateral_sigma:g} ray × {config.axial_sigma:g} samples on {config.rays} × "
           f"{config.samples}, {config.contrast * 255:.1f} grey levels per neper, base σ {config.base_sigma:g} px, "
           f"detail {config.detail:g}" + (f", level {config.level * 255:+.1f} grey" if config.level else "") +
+          (f", net at {config.net_depth_px:.0f}-px beams" if config.net_depth_px else "") +
           f" -> {args.out}")
     return 0
 
