@@ -490,7 +490,12 @@ class SpeckledEngine(Engine):
         height, width = frame.shape
         small = cv2.resize(frame, (max(8, round(width / scale)), max(8, round(height / scale))),
                            interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR)
-        styled = self.inner.infer(small)
+        try:
+            styled = self.inner.infer(small)
+        except ValueError as exc:  # a compiled engine's size range: say which size the net was given, and why
+            raise ValueError(f"{exc} (this {height}x{width} frame goes to the net as {small.shape[0]}x{small.shape[1]}: "
+                             f"resampled to the scale it was trained at, beams of {self.stage.config.net_depth_px:.0f} "
+                             f"px)") from exc
         base = self.stage.base(styled, echo_region(small))
         full = lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         return self.stage.apply(full(styled), frame, planes, pose, base=full(base))

@@ -352,15 +352,16 @@ def test_with_mean_shown_the_display_shows_the_nets_mean_grey_under_the_grain(gr
         assert abs(on_top - grey) > 0.015  # what it replaces: 4+ grey levels off at either end
 
 
-def test_the_net_sees_a_frame_at_the_scale_it_was_trained_at_and_the_grain_fills_the_whole_frame(tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_the_net_sees_a_frame_at_the_scale_it_was_trained_at_and_the_grain_fills_the_whole_frame(tmp_path, backend):
     small, _ = _sector_frame(96)
     depth = fit_fan(small).depth_px
     path = save_checkpoint(tmp_path / "m.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
         rays=96, samples=160, net_depth_px=depth).to_dict()})
-    engine = load_engine(path, "torch", EngineOptions(seed=0, threads=1))
+    engine = load_engine(path, backend, EngineOptions(seed=0, threads=1))
     # a model that declares no scale takes every frame as sent, as before
     plain = load_engine(save_checkpoint(tmp_path / "p.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
-        rays=96, samples=160).to_dict()}), "torch", EngineOptions(seed=0, threads=1))
+        rays=96, samples=160).to_dict()}), backend, EngineOptions(seed=0, threads=1))
     seen = []
     net = engine.inner.infer
     engine.inner.infer = lambda frame: seen.append(frame.shape) or net(frame)
@@ -393,3 +394,16 @@ def test_the_triptych_fit_records_the_beam_length_the_net_takes(tmp_path):
     assert main(["speckle", "--model", str(tmp_path / "net.pt"), "--triptychs", str(tmp_path / "data"), "--frames", "2",
                  "--net-depth-px", "0", "--no-fit", "--out", str(tmp_path / "n.pt")]) == 0
     assert BeamSpeckleConfig.from_dict(load_checkpoint(tmp_path / "n.pt")[1][META_KEY]).net_depth_px == 0
+
+
+def test_a_size_refusal_of_a_compiled_net_says_which_size_the_net_was_given_and_why(tmp_path):
+    depth = fit_fan(_sector_frame(96)[0]).depth_px
+    engine = load_engine(save_checkpoint(tmp_path / "m.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
+        rays=96, samples=160, net_depth_px=depth).to_dict()}), "torch", EngineOptions(seed=0, threads=1))
+
+    def refuse(frame):
+        raise ValueError(f"frame {frame.shape[0]}x{frame.shape[1]} is outside this engine's sizes")
+
+    engine.inner.infer = refuse
+    with pytest.raises(ValueError, match=r"192x192 frame goes to the net as 96x96: resampled to the scale"):
+        engine.infer(_sector_frame(192)[0])
