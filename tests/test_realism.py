@@ -49,6 +49,17 @@ def test_c2st_is_chance_on_one_distribution_and_certain_on_two():
     assert np.isnan(realism.c2st(fine[:5], coarse[:5]))  # too few patches to say anything
 
 
+def test_a_classifier_that_learnt_nothing_is_trained_again_from_another_start():
+    fine = [_field(32, 32, 2, 2, seed=s) for s in range(160)]
+    coarse = [_field(32, 32, 6, 6, seed=1000 + s) for s in range(80)]
+    steps = lambda a, b, lr: (lambda ticks: (realism.c2st(a, b, realism.C2STBudget(steps=100, repeats=1, lr=lr),
+                                                          tick=ticks.append), sum(ticks)))([])
+    score, spent = steps(fine[:80], coarse, 2e-3)
+    assert score >= 0.9 and spent == 100  # fitted at the first start: one classifier, as every figure before
+    score, spent = steps(fine[:80], coarse, 0.0)  # a classifier that cannot move stays at chance on its training set
+    assert spent == 100 * realism.FIT_ATTEMPTS and 0.3 <= score <= 0.7
+
+
 def test_tissue_nakagami_uses_only_blocks_inside_the_mask():
     rng = np.random.default_rng(0)
     dr = 50.0
