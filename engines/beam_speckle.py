@@ -20,7 +20,9 @@ the tissue, as a scanner's do: the planes cover the fan with a margin, and each 
 in the stream's first frame (``engines.tissue_motion``), so the grain moves with the anatomy and a paused probe
 gives a still output. The
 speckle's parameters (PSF widths in rays and samples, the display's contrast per neper) are fitted to target
-frames by ``offline.speckle_fit`` and stored with the model (checkpoint metadata ``beam_speckle``).
+frames by ``offline.speckle_fit`` and stored with the model (checkpoint metadata ``beam_speckle``), with the beam
+length of the views the net was trained on: a frame rendered at another size goes to the net resampled to that
+scale, while the grain is formed at the frame's own size.
 """
 from __future__ import annotations
 
