@@ -211,12 +211,13 @@ def held_out_groups(ga: np.ndarray, gb: np.ndarray, share: float, rng: np.random
     return set(pick(la)) | set(pick(lb))
 
 
-# A classifier that never fits its own training set has learnt nothing, and its held-out 0.5 is not evidence: on 512²
-# phantoms one in two started from a dead initialisation and stayed at loss ln 2 for all 2,000 steps (held-out
-# exactly 0.500) while others read 0.61–0.71. Such a classifier is trained again from another start (seed + 1000 k),
-# up to FIT_ATTEMPTS in all; the one that fitted its training set best is scored. The first start is the one every
-# earlier figure used, so a figure changes only where its classifier had learnt nothing.
-MIN_TRAINING_ACCURACY, FIT_ATTEMPTS, FIT_SEED_STEP = 0.55, 3, 1000
+# A classifier that answers one class for every training patch has learnt nothing, and its held-out 0.5 is not
+# evidence: on 512² phantoms one in two started dead and stayed at loss ln 2 for all 2,000 steps (held-out exactly
+# 0.500) while others read 0.61–0.71. Such a classifier is trained again from another start (seed + 1000 k), up to
+# FIT_ATTEMPTS in all, and the first that answers both classes is scored (not the best: choosing among classifiers
+# would bias the figure). The first start is the one every earlier figure used, so a figure changes only where its
+# classifier had learnt nothing.
+DEAD_SHARE, FIT_ATTEMPTS, FIT_SEED_STEP = 0.02, 3, 1000  # dead: under 2 % of training patches given the other class
 
 
 def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STBudget = C2STBudget(),
@@ -230,8 +231,8 @@ def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STB
     target). Patches of one image overlap and share its speckle, so a classifier trained long enough learns them by
     heart: split by patch, HQ against the same scenes rendered with new scatterers read 0.65–0.74 at 2,400 steps,
     where two samples of one distribution must read 0.5. ``tick(n)`` is called as training steps pass (a progress
-    bar: the classifiers are what takes minutes). A classifier that does not fit its training set is trained again
-    from another start (MIN_TRAINING_ACCURACY)."""
+    bar: the classifiers are what takes minutes). A classifier that answers one class for every training patch is
+    trained again from another start (DEAD_SHARE)."""
     import torch
     from torch import nn
 
@@ -257,8 +258,6 @@ def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STB
 
     x, y = tensors(train_a, train_b)
     x_test, y_test = tensors(test_a, test_b)
-    accuracy = lambda net, xs, ys: float(((net(xs)[:, 0] > 0).float() == ys).float().mean())
-    best = (-1.0, 0.0)  # (training accuracy, held-out accuracy) of the classifier that fitted its training set best
     for attempt in range(FIT_ATTEMPTS):
         seed = budget.seed + FIT_SEED_STEP * attempt
         torch.manual_seed(seed)
@@ -276,10 +275,11 @@ def c2st(patches_a: list[np.ndarray], patches_b: list[np.ndarray], budget: C2STB
             loss.backward()
             opt.step()
         with torch.no_grad():
-            best = max(best, (accuracy(net, x, y), accuracy(net, x_test, y_test)))
-        if best[0] >= MIN_TRAINING_ACCURACY:
+            one_class = (net(x)[:, 0] > 0).float().mean().item()
+            score = float(((net(x_test)[:, 0] > 0).float() == y_test).float().mean())
+        if min(one_class, 1 - one_class) > DEAD_SHARE:  # it answers both classes: it learnt, whatever it scores
             break
-    return best[1]
+    return score
 
 
 def rank_view(patch: np.ndarray) -> np.ndarray:
