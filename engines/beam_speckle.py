@@ -499,7 +499,8 @@ class SpeckledEngine(Engine):
                              f"resampled to the scale it was trained at, beams of {self.stage.config.net_depth_px:.0f} "
                              f"px)") from exc
         base = self.stage.base(styled, echo_region(small))
-        full = lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        back = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA  # shrinking back by area: no aliased net texture
+        full = lambda image: cv2.resize(image, (width, height), interpolation=back)
         return self.stage.apply(full(styled), frame, planes, pose, base=full(base))
 
     def describe(self) -> dict:
