@@ -392,18 +392,19 @@ class BeamSpeckle:
             self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
         return self._maps
 
-    def net_scale(self, frame: np.ndarray) -> float | None:
+    def net_scale(self, frame: np.ndarray) -> tuple[float | None, tuple[np.ndarray, np.ndarray] | None]:
         """How many times longer this frame's beams are than those the net was trained on (``config.net_depth_px``),
         or None when the net takes the frame as sent: within RESAMPLE_BEYOND of them, no depth declared, or no view
-        to measure (which ``apply`` then counts)."""
+        to measure (which ``apply`` then counts); and the frame's scan maps where its view was checked here, for
+        ``apply`` to take instead of checking the frame again (~1 ms at 1000²), else None."""
         if not self.config.net_depth_px:
-            return None
+            return None, None
         try:
-            self._maps_for(frame)
+            maps = self._maps_for(frame)
         except NoFan:
-            return None
+            return None, None
         scale = self.fan.depth_px / self.config.net_depth_px
-        return None if 1 / RESAMPLE_BEYOND <= scale <= RESAMPLE_BEYOND else scale
+        return (None if 1 / RESAMPLE_BEYOND <= scale <= RESAMPLE_BEYOND else scale), maps
 
     def base(self, styled: np.ndarray, echo: np.ndarray) -> np.ndarray:
         """The net's output low-passed inside the echo region only (normalised convolution: no dark rim at the
@@ -417,10 +418,12 @@ class BeamSpeckle:
         return np.where(m > 0, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
     def apply(self, styled: np.ndarray, frame: np.ndarray, planes: list[np.ndarray] | None,
-              pose: np.ndarray | None = None, base: np.ndarray | None = None) -> np.ndarray:
+              pose: np.ndarray | None = None, base: np.ndarray | None = None,
+              maps: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """``styled``: the net's output for ``frame``; ``planes``: the two polar noise planes, or None (noise off);
         ``pose``: the frame's 4×4 image-to-world pose, if the sender gave one (anchored grain only); ``base``: the
-        low-passed output when the caller made it (at the net's scale), else made here.
+        low-passed output when the caller made it (at the net's scale), else made here; ``maps``: the frame's scan maps
+        when the caller has just checked its view (``net_scale``), else checked here.
         One composition for every noise mode and every frame,
 
             out = base + level + detail · (styled − base) + grain,   black outside the fan,
@@ -431,7 +434,7 @@ class BeamSpeckle:
         base = self.base(styled, echo) if base is None else base
         out = base + self.config.level + self.config.detail * (styled - base)
         try:
-            maps = self._maps_for(frame)
+            maps = self._maps_for(frame) if maps is None else maps
             if pose is not None and self.config.sample_mm > 0:
                 self._follow_spacing(pose)
             if self.motion is not None:
@@ -486,9 +489,9 @@ class SpeckledEngine(Engine):
         it, and its output and base back), then the stage at the frame's full size: the grain is formed on the
         polar grid, so its size follows the view whatever the frame's pixel count."""
         planes = None if self.options.noise == "off" else self.noise.planes([self.stage.plane_shape] * 2)
-        scale = self.stage.net_scale(frame)
+        scale, maps = self.stage.net_scale(frame)
         if scale is None:
-            return self.stage.apply(self.inner.infer(frame), frame, planes, pose)
+            return self.stage.apply(self.inner.infer(frame), frame, planes, pose, maps=maps)
         height, width = frame.shape
         small = cv2.resize(frame, (max(8, round(width / scale)), max(8, round(height / scale))),
                            interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR)
@@ -501,7 +504,7 @@ class SpeckledEngine(Engine):
         base = self.stage.base(styled, echo_region(small))
         back = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA  # shrinking back by area: no aliased net texture
         full = lambda image: cv2.resize(image, (width, height), interpolation=back)
-        return self.stage.apply(full(styled), frame, planes, pose, base=full(base))
+        return self.stage.apply(full(styled), frame, planes, pose, base=full(base), maps=maps)
 
     def describe(self) -> dict:
         return {**self.inner.describe(), "beam_speckle": self.stage.config.to_dict()}

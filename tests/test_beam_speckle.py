@@ -375,7 +375,7 @@ def test_the_net_sees_a_frame_at_the_scale_it_was_trained_at_and_the_grain_fills
         # grain everywhere in the view at the frame's own size: lit as often as the net run on the frame as sent
         assert abs((out[sector] > 0).mean() - (as_sent[sector] > 0).mean()) < 0.03
     assert seen == [(96, 96), (108, 108), (96, 96), (96, 96)]  # within 1.2× as sent, else resampled to the net's scale
-    assert plain.stage.net_scale(_sector_frame(192)[0]) is None
+    assert plain.stage.net_scale(_sector_frame(192)[0]) == (None, None)
 
 
 def test_the_triptych_fit_records_the_beam_length_the_net_takes(tmp_path):
