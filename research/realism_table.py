@@ -181,6 +181,9 @@ def main() -> None:
     if args.size[0] != args.size[1] and (args.invented or args.invented_only or args.motion or args.motion_only
                                          or args.probes_only or args.flicker):
         ap.error("--size HxW applies to the still and --sector-only tables only; give one side")
+    if args.settings != "default" and (args.motion or args.motion_only or args.probes_only or args.sector_only):
+        ap.error("--settings applies to the still and invented-structure tables only (the motion, probe and sector "
+                 "tables render the default acquisition)")
     shape, args.size = args.size, args.size[0]  # the other tables render squares
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     args.seed = seeds[0]
@@ -337,10 +340,11 @@ def print_probe_table(args, seeds: list[int]) -> None:
 def print_invented_table(args, seeds: list[int]) -> None:
     """Share of the sector whose low-passed grey differs from the input's after a monotone map (mean over frames)
     and the widest such blob (largest over frames), on phantom scenes and on uniform-speckle cyst frames."""
-    data = [d for s in seeds for d in scenes(args.n, args.size, s)]
+    data = [d for s in seeds for d in scenes(args.n, args.size, s, args.settings)]
     cysts = [to_uint8(uniform_cyst_frame(args.size, args.size, seed=i)) for i in range(args.n)]
     cell = lambda found: f"{np.mean([f['share'] for f in found]):.2%} / {max(f['largest_blob_px'] for f in found):.1f}"
-    print(f"invented structure (share of the sector / widest blob px): {len(data)} phantom scenes, {len(cysts)} "
+    print(f"invented structure (share of the sector / widest blob px): {len(data)} phantom scenes ({args.settings} "
+          f"acquisition), {len(cysts)} "
           f"uniform cyst frames (a linear array, pixel-grid speckle), {args.size}²")
     print("| model | phantom (vs its LQ input) | uniform cyst frames (vs the input) |")
     print("|---|---|---|")
