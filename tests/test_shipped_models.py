@@ -4,7 +4,8 @@ every CPU backend. ``frame`` noise: recorded after issue 26's reorganisation, wh
 ``fixed``: re-recorded when issue 27 anchored the stream grain to the tissue (its polar planes gained margins).
 ``lq2hq``'s both re-recorded when the shipped net became its recipe's own build (issue 26, stop 34); all four when
 the shipped models declared the beam length they were trained at (issue 27, stop 35: this 128×160 frame's view is
-half of it, so the net now runs on the frame resampled to its scale)."""
+half of it, so the net now runs on the frame resampled to its scale); ``lq2hq_fast``'s both when its net was trained on
+both image formations (issue 27, stop 36)."""
 from pathlib import Path
 
 import cv2
