@@ -43,6 +43,7 @@ from usnst.engines.acoustics import (
     HQ_SAMPLES,
 )
 from usnst.engines.base import Engine, EngineOptions, NoisePlanes
+from usnst.engines.scanner_texture import ScannerTexture, ScannerTextureConfig
 from usnst.engines.tissue_motion import TissueMotion
 from usnst_io.limits import check_config
 
@@ -286,8 +287,13 @@ class BeamSpeckle:
     larger than the fan by a margin (a quarter of the rays and an eighth of the samples each side, so tissue that
     slides into view brings its own; farther out they repeat), read where each frame's tissue was at the start."""
 
-    def __init__(self, config: BeamSpeckleConfig = BeamSpeckleConfig(), anchored: bool = False):
+    def __init__(self, config: BeamSpeckleConfig = BeamSpeckleConfig(), anchored: bool = False,
+                 texture: ScannerTexture | None = None):
+        if texture is not None and config.mean_shown:
+            raise ValueError("beam speckle: mean_shown is for the formed grain; a scanner texture brings its own "
+                             "strength at each grey level")
         self.config = config
+        self.texture = texture  # a real scanner's texture in place of the formed grain (engines.scanner_texture)
         self.margins = (config.samples // 8, config.rays // 4) if anchored else (0, 0)
         self.motion = TissueMotion() if anchored else None
         self._anchored: tuple = (None, None, None)  # (screen maps, motion) → the maps into the tissue's planes
@@ -301,7 +307,7 @@ class BeamSpeckle:
         self._shape: tuple[int, int] | None = None
         self.skipped = 0  # frames without a fan: passed through as the net made them
         self._warned = False
-        self._log_r: tuple = (None, None)  # the last plane object and its log-envelope
+        self._log_r: tuple = (None, None, None)  # the last plane object, its log-envelope (or texture), the texture's fan
         self._grain: np.ndarray | None = None  # the last grain, and the (plane, maps) objects it was made from
         self._grain_from: tuple = (None, None)
         self._under: np.ndarray | None = None  # mean shown → level under the grain, for config.mean_shown
@@ -313,7 +319,7 @@ class BeamSpeckle:
         self.axial = _gaussian_taps(sigma)
         # blurring unit white noise leaves variance Σk²: divided out so the envelope's power has mean 1
         self.energy = float((self.lateral ** 2).sum() * (self.axial ** 2).sum())
-        self._log_r, self._grain, self._grain_from = (None, None), None, (None, None)
+        self._log_r, self._grain, self._grain_from = (None, None, None), None, (None, None)
 
     def _follow_spacing(self, pose: np.ndarray) -> None:
         """Keep the axial width in mm on a frame whose pose gives its pixel spacing (``config.sample_mm`` known)."""
@@ -340,11 +346,15 @@ class BeamSpeckle:
         (the objects themselves are held, so a new plane can never pass for an old one)."""
         if self._grain is not None and self._grain_from[0] is planes[0] and self._grain_from[1] is maps:
             return self._grain
-        if self._log_r[0] is not planes[0]:
-            self._log_r = (planes[0], self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1])))
+        if self._log_r[0] is not planes[0] or (self.texture is not None and self._log_r[2] is not self.fan):
+            if self.texture is None:
+                self._log_r = (planes[0], self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1])), None)
+            else:  # the texture's scale follows the view, so it is quilted anew for another fan
+                self._log_r = (planes[0], self.texture.plane(planes[0], self.fan, self.plane_shape[2:],
+                                                             self.config.rays, self.config.samples), self.fan)
         border = cv2.BORDER_WRAP if self.motion is not None else cv2.BORDER_CONSTANT
-        self._grain = self.config.contrast * cv2.remap(self._log_r[1], *maps, cv2.INTER_LINEAR, borderMode=border,
-                                                       borderValue=0)
+        contrast = 1.0 if self.texture is not None else self.config.contrast
+        self._grain = contrast * cv2.remap(self._log_r[1], *maps, cv2.INTER_LINEAR, borderMode=border, borderValue=0)
         self._grain_from = (planes[0], maps)
         return self._grain
 
@@ -433,6 +443,8 @@ class BeamSpeckle:
         echo = echo_region(frame)
         base = self.base(styled, echo) if base is None else base
         out = base + self.config.level + self.config.detail * (styled - base)
+        if self.texture is not None:
+            out = self.texture.shown(out)
         try:
             maps = self._maps_for(frame) if maps is None else maps
             if pose is not None and self.config.sample_mm > 0:
@@ -447,7 +459,9 @@ class BeamSpeckle:
             return (np.clip(out, 0.0, 1.0) * echo).astype(np.float32)
         if planes:
             grain = self.grain(maps, planes)
-            if self.config.mean_shown:
+            if self.texture is not None:
+                grain = self.texture.strength(out) * grain
+            elif self.config.mean_shown:
                 mean = base + self.config.level
                 out = self.level_under_grain(mean, grain) + (out - mean)
             out = out + grain
@@ -474,8 +488,10 @@ class SpeckledEngine(Engine):
     and seed (``fixed``: drawn once and anchored to the tissue, so the grain moves with the anatomy and a paused
     probe gives a still output)."""
 
-    def __init__(self, inner: Engine, config: BeamSpeckleConfig, options: EngineOptions = EngineOptions()):
-        self.inner, self.stage = inner, BeamSpeckle(config, anchored=options.noise == "fixed")
+    def __init__(self, inner: Engine, config: BeamSpeckleConfig, options: EngineOptions = EngineOptions(),
+                 texture: ScannerTextureConfig | None = None):
+        self.texture = None if texture is None else ScannerTexture(texture)
+        self.inner, self.stage = inner, BeamSpeckle(config, anchored=options.noise == "fixed", texture=self.texture)
         self.name = inner.name
         self.options = options
         # seeded apart from the net's planes (seed + 1): the grain is not a function of the net's noise
@@ -507,9 +523,14 @@ class SpeckledEngine(Engine):
         return self.stage.apply(full(styled), frame, planes, pose, base=full(base), maps=maps)
 
     def describe(self) -> dict:
-        return {**self.inner.describe(), "beam_speckle": self.stage.config.to_dict()}
+        described = {**self.inner.describe(), "beam_speckle": self.stage.config.to_dict()}
+        if self.texture is not None:  # not the blocks themselves: a few hundred kB
+            t = self.texture.config
+            described["scanner_texture"] = {"blocks": t.count, "block_px": t.block, "depth_px": t.depth_px,
+                                            "sources": t.sources}
+        return described
 
     def reset(self, key: str | None = None) -> None:
         self.inner.reset(key)
         self.noise.reset(key)
-        self.stage = BeamSpeckle(self.stage.config, self.stage.motion is not None)  # the fan and motion go too
+        self.stage = BeamSpeckle(self.stage.config, self.stage.motion is not None, self.texture)  # fan, motion go too

@@ -56,10 +56,10 @@ KEY_ENV = "USNST_ARTIFACT_KEY"  # path of the artifact key file, when not given 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Export a checkpoint (any architecture) to ONNX (fp32, dynamic H×W); written atomically."""
-    from usnst.engines.beam_speckle import META_KEY
+    from usnst.engines.registry import recorded_stages
 
     net, meta = load_checkpoint(checkpoint)
-    stages = {META_KEY: meta[META_KEY]} if meta.get(META_KEY) else {}
+    stages = recorded_stages(meta)
     return export_net(net, out, {META_SHA: file_sha256(checkpoint), "usnst.task": str(meta.get("task")),
                                  META_STAGES: json.dumps(stages)})
 

@@ -7,6 +7,7 @@ their code by module path, so a backend's packages (torch, onnxruntime, torch-te
 """
 from __future__ import annotations
 
+import binascii
 import logging
 import os
 import time
@@ -77,14 +78,21 @@ def load_engine(model: str | os.PathLike | None = None, backend: str | None = No
 
 
 def checkpoint_stages(path: str | os.PathLike) -> dict:
-    """The stages a checkpoint asks to run after its net (its metadata's ``beam_speckle``), whatever the backend."""
-    from usnst.engines.beam_speckle import META_KEY
+    """The stages a checkpoint asks to run after its net (its metadata's ``beam_speckle`` and ``scanner_texture``),
+    whatever the backend."""
     from usnst.engines.checkpoint import read_checkpoint
 
-    speckle = read_checkpoint(path).get("meta", {}).get(META_KEY)
-    if speckle:
-        check_stages({META_KEY: speckle}, path)
-    return {META_KEY: speckle} if speckle else {}
+    stages = recorded_stages(read_checkpoint(path).get("meta", {}))
+    check_stages(stages, path)
+    return stages
+
+
+def recorded_stages(meta: dict) -> dict:
+    """The stage entries of a checkpoint's metadata, as artifacts record them."""
+    from usnst.engines.beam_speckle import META_KEY
+    from usnst.engines.scanner_texture import META_KEY as TEXTURE_KEY
+
+    return {key: meta[key] for key in (META_KEY, TEXTURE_KEY) if meta.get(key)}
 
 
 def check_stages(stages: dict, source: str | os.PathLike) -> None:
@@ -92,16 +100,22 @@ def check_stages(stages: dict, source: str | os.PathLike) -> None:
     file must not allocate terabytes of noise planes)."""
     from usnst.engines.beam_speckle import META_KEY, BeamSpeckleConfig
     from usnst.engines.checkpoint import CheckpointError
+    from usnst.engines.scanner_texture import META_KEY as TEXTURE_KEY
+    from usnst.engines.scanner_texture import ScannerTextureConfig
 
-    settings = stages.get(META_KEY)
-    if settings is None:
-        return
-    try:
-        if not isinstance(settings, dict):
-            raise TypeError(f"its settings are a {type(settings).__name__}, not a map")
-        BeamSpeckleConfig.from_dict(settings)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: its beam-speckle stage is invalid: {exc}") from None
+    if stages.get(TEXTURE_KEY) and not stages.get(META_KEY):
+        raise CheckpointError(f"{source}: a scanner texture without the beam-speckle stage that lays it along the beams")
+    for key, kind, name in ((META_KEY, BeamSpeckleConfig, "beam-speckle stage"),
+                            (TEXTURE_KEY, ScannerTextureConfig, "scanner texture")):
+        settings = stages.get(key)
+        if settings is None:
+            continue
+        try:
+            if not isinstance(settings, dict):
+                raise TypeError(f"its settings are a {type(settings).__name__}, not a map")
+            kind.from_dict(settings)
+        except (TypeError, ValueError, binascii.Error) as exc:
+            raise CheckpointError(f"{source}: its {name} is invalid: {exc}") from None
 
 
 def artifact_stages(artifact: str) -> dict:
@@ -123,11 +137,15 @@ def artifact_stages(artifact: str) -> dict:
 
 
 def with_stages(engine: Engine, stages: dict, options: EngineOptions) -> Engine:
-    """``engine`` followed by the stages its model records (today one: beam speckle)."""
+    """``engine`` followed by the stages its model records: beam speckle, its grain a scanner's texture if recorded."""
     from usnst.engines.beam_speckle import META_KEY, BeamSpeckleConfig, SpeckledEngine
+    from usnst.engines.scanner_texture import META_KEY as TEXTURE_KEY
+    from usnst.engines.scanner_texture import ScannerTextureConfig
 
     if stages.get(META_KEY):
-        return SpeckledEngine(engine, BeamSpeckleConfig.from_dict(stages[META_KEY]), options)
+        texture = stages.get(TEXTURE_KEY)
+        return SpeckledEngine(engine, BeamSpeckleConfig.from_dict(stages[META_KEY]), options,
+                              ScannerTextureConfig.from_dict(texture) if texture else None)
     return engine
 
 

@@ -30,10 +30,10 @@ from usnst.engines.base import (
     EngineOptions,
     check_device,
 )
-from usnst.engines.beam_speckle import META_KEY as SPECKLE_KEY
 from usnst.engines.body_engine import BodyEngine
 from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint
 from usnst.engines.geometry import BodyModule, FrameGeometry
+from usnst.engines.registry import recorded_stages
 from usnst_io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def build_tensorrt(checkpoint: str | os.PathLike, out: str | os.PathLike, precis
         record = engine_record(checkpoint, tmp, precision, shapes, _gpu_identity(torch.device(device)),
                                torch_tensorrt=getattr(torch_tensorrt, "__version__", "unknown"), task=meta.get("task"),
                                checkpoint=str(Path(checkpoint).resolve()),
-                               stages={SPECKLE_KEY: meta[SPECKLE_KEY]} if meta.get(SPECKLE_KEY) else {})
+                               stages=recorded_stages(meta))
         side_tmp.write_text(json.dumps(record, indent=2))
     return out
 

@@ -292,3 +292,19 @@ def build(out: str | Path, cache: str | Path, min_change: float = MIN_CHANGE, ov
     with media.atomic_path(out / "manifest.json") as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def recording_frames(folder: str | Path, per_recording: int) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """(frames, the recording index of each, recording names) of one side of a set ``build`` wrote (``train`` or
+    ``held_out``): at most ``per_recording`` frames of each recording, evenly spread, so one long cine does not
+    stand for the whole side."""
+    frames, groups, names = [], [], []
+    for k, rec in enumerate(sorted(p for p in Path(folder).iterdir() if p.is_dir())):
+        paths = media.image_files(rec)
+        pick = np.unique(np.linspace(0, len(paths) - 1, min(per_recording, len(paths))).round().astype(int))
+        frames += [media.read_gray(paths[i]) for i in pick]
+        groups += [k] * len(pick)
+        names.append(rec.name)
+    if not frames:
+        raise FileNotFoundError(f"no recordings in {folder}: make the set with `usnst real-scanners --out ...`")
+    return frames, groups, names

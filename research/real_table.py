@@ -23,6 +23,7 @@ from realism_table import SOURCE_INDEX, c2st_cell, scenes
 
 from usnst.engines.base import EngineOptions
 from usnst.engines.registry import load_engine
+from usnst.offline.real_scanners import recording_frames as recordings
 from usnst.offline.realism import (
     TEXTURE_SIGMA,
     C2STBudget,
@@ -31,33 +32,9 @@ from usnst.offline.realism import (
     texture_view,
     tissue_mask,
 )
+from usnst.offline.scanner_texture import grey_map
 from usnst.offline.tasks import task
-from usnst_io.media import image_files, read_gray, to_float, to_uint8
-
-
-def recordings(folder: Path, per_recording: int) -> tuple[list[np.ndarray], list[int], list[str]]:
-    """(frames, the recording index of each, recording names) of one side of a real set."""
-    frames, groups, names = [], [], []
-    for k, rec in enumerate(sorted(p for p in folder.iterdir() if p.is_dir())):
-        paths = image_files(rec)
-        pick = np.unique(np.linspace(0, len(paths) - 1, min(per_recording, len(paths))).round().astype(int))
-        frames += [read_gray(paths[i]) for i in pick]
-        groups += [k] * len(pick)
-        names.append(rec.name)
-    if not frames:
-        raise SystemExit(f"no recordings in {folder}: make the set with `usnst real-scanners --out ...`")
-    return frames, groups, names
-
-
-def grey_map(sources: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
-    """The monotone 256-entry map that takes the tissue grey levels of ``sources`` to those of ``targets``
-    (histogram matching of the pooled tissue pixels; black stays black)."""
-    pooled = lambda imgs: np.concatenate([i[tissue_mask(i)] for i in imgs])
-    src, tgt = pooled(sources), pooled(targets)
-    cdf = np.searchsorted(np.sort(src), np.arange(256), side="right") / src.size
-    lut = np.quantile(tgt, np.clip(cdf, 0, 1))
-    lut[0] = 0
-    return np.maximum.accumulate(lut).astype(np.uint8)
+from usnst_io.media import to_float, to_uint8
 
 
 def _cover(donor: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -396,6 +396,66 @@ def run_speckle(args) -> int:
     return 0
 
 
+# -- scanner-texture ------------------------------------------------------------------------------------
+def scanner_texture_flags(p) -> None:
+    p.add_argument("--model", help="checkpoint or embedded model name the stage is added to (default: the default model)")
+    p.add_argument("--real", required=True,
+                   help="real scanner frames: a folder of recordings (one subfolder each, e.g. the train/ side that "
+                        "`usnst real-scanners` writes) or of stills; the texture and grey curve come from them")
+    p.add_argument("--triptychs", required=True,
+                   help="folder of LQ | HQ | seg triptychs: the model's outputs on their input panels (the model's "
+                        "task says which) give the grey levels the map takes to the real frames'")
+    p.add_argument("--out", required=True, help="the new checkpoint: the same net, the stages in its metadata")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
+    p.add_argument("--block", type=flags.ranged(int, 8, 256), default=48, help="px: the side of a texture block")
+    p.add_argument("--per-recording", type=flags.positive_int, default=24,
+                   help="frames of each recording used, evenly spread (a long cine would otherwise be the set)")
+    p.add_argument("--base-sigma", type=flags.ranged(float, 0, 64), default=2.0,
+                   help="px: low-pass of the net's output under the texture (its own grain out)")
+    p.add_argument("--frames", type=flags.positive_int, default=24, help="triptychs the grey map is measured on")
+    p.add_argument("--seed", type=int, default=0, help="which blocks are cut")
+    p.set_defaults(func=run_scanner_texture)
+
+
+def run_scanner_texture(args) -> int:
+    """Give a model a real scanner's texture: blocks of real frames laid along its beams after the net, at the real
+    frames' strength and grey curve (engines.scanner_texture), on every backend."""
+    from dataclasses import replace
+
+    from usnst.engines.base import EngineOptions
+    from usnst.engines.beam_speckle import META_KEY, BeamSpeckleConfig, SpeckledEngine
+    from usnst.engines.body_engine import TorchEagerEngine
+    from usnst.engines.checkpoint import load_checkpoint, resolve_model, save_checkpoint
+    from usnst.engines.scanner_texture import META_KEY as TEXTURE_KEY
+    from usnst.offline.datasets import read_triptych_folder
+    from usnst.offline.real_scanners import recording_frames
+    from usnst.offline.scanner_texture import fit_scanner_texture
+    from usnst.offline.tasks import task
+    from usnst_io.media import read_stills, refuse_existing, to_float, to_uint8
+
+    refuse_existing(args.out, args.overwrite)
+    real_dir = Path(args.real)
+    if real_dir.is_dir() and any(p.is_dir() for p in real_dir.iterdir()):
+        real, _, names = recording_frames(real_dir, args.per_recording)
+    else:
+        real, names = read_stills(real_dir), [real_dir.name]
+    net, meta = load_checkpoint(resolve_model(args.model))
+    config = replace(BeamSpeckleConfig.from_dict(meta.get(META_KEY) or {}), base_sigma=args.base_sigma,
+                     mean_shown=False)
+    panels = read_triptych_folder(args.triptychs)[: args.frames]
+    source = task(meta.get("task") or "lq2hq").source
+    base = SpeckledEngine(TorchEagerEngine(net, EngineOptions(seed=0)), config, EngineOptions(noise="off"))
+    outputs = [to_uint8(base.infer(to_float(getattr(t, source)))) for t in panels]
+    texture = fit_scanner_texture(real, outputs, args.block, seed=args.seed, sources=", ".join(names))
+    meta[META_KEY], meta[TEXTURE_KEY] = config.to_dict(), texture.to_dict()
+    meta["scanner_texture_from"] = str(args.real)
+    save_checkpoint(args.out, net, meta)
+    print(f"usnst scanner-texture: {texture.count} blocks of {texture.block} px from {len(real)} frames of "
+          f"{len(names)} recordings (beams of {texture.depth_px:.0f} px); strength {texture.amplitude[40] * 255:.1f} / "
+          f"{texture.amplitude[120] * 255:.1f} grey at grey 40 / 120; base σ {config.base_sigma:g} px -> {args.out}")
+    return 0
+
+
 # name → (help line, function adding its flags); usnst.cli builds a command's flags only when it runs
 # -- export ---------------------------------------------------------------------------------------------
 def export_flags(p) -> None:
@@ -473,6 +533,8 @@ COMMANDS = {
                 "(--video)", metrics_flags),
     "speckle": ("fit the beam-speckle stage (scanner-formed grain after the net) to target frames and store it "
                 "with a model", speckle_flags),
+    "scanner-texture": ("give a model a real scanner's texture and grey curve, taken from real frames, after its net",
+                        scanner_texture_flags),
     "clean": ("clean scanner screenshots: keep the imaging region, remove bars, text, calipers", clean_flags),
     "real-scanners": ("download (pinned, hash-checked), decode and clean the real scanner frames of pydicom-data and "
                       "itk-pocus into a set split by scanner", real_scanners_flags),
