@@ -7,7 +7,7 @@ a PSF: log compression of partly developed speckle, a scanner's own filtering an
 Nobody here can write those down, but real frames carry them, so this stage takes the texture from them:
 
 - **blocks**: squares of real frames' texture (each frame less its local mean, ``offline.realism.speckle``) cut from
-  tissue, each divided by its own standard deviation, kept as 8-bit;
+  tissue, each divided by the real set's strength at its local grey level (so each keeps its own), kept as 8-bit;
 - **quilting**: a texture plane of those blocks, overlapping a third and cross-faded so the sum keeps unit variance,
   the choice of block drawn from the stage's noise planes (so ``fixed`` noise gives one texture that moves with the
   tissue, ``frame`` a new one per frame, and a seed the same one), laid on the probe's polar grid: each block's
@@ -33,14 +33,14 @@ import numpy as np
 from scipy.special import ndtr
 
 META_KEY = "scanner_texture"
-QUANT = 25.0  # 8-bit code per standard deviation of a block: ±5.1 σ kept, at 0.04 σ
+QUANT = 25.0  # 8-bit code per unit of strength: ±5.1 kept, at 0.04
 MAX_BLOCKS = 4096
 
 
 @dataclass(frozen=True)
 class ScannerTextureConfig:
-    """``blocks``: base64 of ``count`` × ``block`` × ``block`` uint8 (128 + QUANT · the block's texture in its own
-    standard deviations); ``amplitude``: 256 grain strengths (grey 0–1) at each shown grey level; ``grey_map``: 256
+    """``blocks``: base64 of ``count`` × ``block`` × ``block`` uint8 (128 + QUANT · the block's texture in units of
+    ``amplitude`` at its grey level); ``amplitude``: 256 grain strengths (grey 0–1) at each shown grey level; ``grey_map``: 256
     shown grey levels (0–1) for the model's grey level; ``depth_px``: a beam's length in pixels in the real frames the
     blocks came from; ``sources``: which recordings they were (for the card)."""
 
@@ -79,7 +79,7 @@ class ScannerTextureConfig:
     @classmethod
     def from_blocks(cls, blocks: np.ndarray, amplitude: np.ndarray, grey_map: np.ndarray, depth_px: float,
                     sources: str = "") -> "ScannerTextureConfig":
-        """From float blocks (n, b, b), each of unit standard deviation."""
+        """From float blocks (n, b, b), in units of the strength at their grey level (about 1)."""
         codes = np.clip(np.round(blocks * QUANT + 128.0), 0, 255).astype(np.uint8)
         return cls(base64.b64encode(codes.tobytes()).decode("ascii"), int(blocks.shape[0]), int(blocks.shape[1]),
                    tuple(float(a) for a in amplitude), tuple(float(g) for g in grey_map), float(depth_px), sources)

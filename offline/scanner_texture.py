@@ -30,18 +30,24 @@ def grey_map(sources: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray
     return np.maximum.accumulate(lut).astype(np.uint8)
 
 
-def texture_blocks(frames: list[np.ndarray], block: int, per_frame: int, rng: np.random.Generator) -> np.ndarray:
+def texture_blocks(frames: list[np.ndarray], block: int, per_frame: int, rng: np.random.Generator,
+                   strength: np.ndarray) -> np.ndarray:
     """Up to ``per_frame`` squares of ``block`` px from each frame's texture (``speckle``), each wholly inside its
-    tissue, each divided by its own standard deviation: (n, block, block) float32."""
+    tissue, divided by ``strength`` (the set's, grey 0–1) at its own local mean grey: (n, block, block) float32. Each
+    square keeps how much fainter or stronger it is than the set at its grey level (squares of homogeneous tissue are
+    fainter than the set's root mean square, which specular flecks and boundaries raise); the stage multiplies by the
+    strength at the grey level it lays the square on."""
     out = []
     for frame in frames:
         inside = cv2.erode(tissue_mask(frame).astype(np.uint8), np.ones((block, block), np.uint8), anchor=(0, 0))
         ys, xs = np.nonzero(inside[: frame.shape[0] - block + 1, : frame.shape[1] - block + 1])
         texture = speckle(frame).astype(np.float32)
+        mean = cv2.GaussianBlur(frame.astype(np.float32), (0, 0), TEXTURE_SIGMA)
         for k in rng.choice(len(ys), min(per_frame, len(ys)), replace=False) if len(ys) else ():
             square = texture[ys[k]:ys[k] + block, xs[k]:xs[k] + block]
             if square.std() > 0.5:  # a flat square (saturated, or an overlay left in) has no texture to give
-                out.append(square / square.std())
+                local = np.clip(mean[ys[k]:ys[k] + block, xs[k]:xs[k] + block], 0, 255).astype(np.int32)
+                out.append(square / (255.0 * strength[local]))
     if not out:
         raise ValueError(f"no {block}-px square of tissue in any of the {len(frames)} frames: smaller blocks, or "
                          "frames with more tissue")
@@ -85,8 +91,9 @@ def fit_scanner_texture(real: list[np.ndarray], outputs: list[np.ndarray], block
     frames are ``outputs`` (uint8, before any grain: the grey map takes their tissue grey levels to the real
     frames'). Blocks are drawn evenly from the frames and at most MAX_BYTES of them kept."""
     rng = np.random.default_rng(seed)
-    blocks = texture_blocks(real, block, per_frame, rng)
+    strength = strength_curve(real)
+    blocks = texture_blocks(real, block, per_frame, rng, strength)
     keep = max(1, min(len(blocks), MAX_BYTES // block ** 2))
     blocks = blocks[np.sort(rng.choice(len(blocks), keep, replace=False))]
-    return ScannerTextureConfig.from_blocks(blocks, strength_curve(real), grey_map(outputs, real) / 255.0,
-                                            echo_depth_px(real), sources)
+    return ScannerTextureConfig.from_blocks(blocks, strength, grey_map(outputs, real) / 255.0, echo_depth_px(real),
+                                            sources)

@@ -144,7 +144,7 @@ def test_the_fit_takes_blocks_strength_and_grey_curve_from_the_real_frames():
     dim = [(f // 2).astype(np.uint8) for f in _real_like(2, 1)]  # a model's outputs: half as bright
     config = fit_scanner_texture(real, dim, block=24, per_frame=4)
     blocks = config.decode()
-    assert config.count == 16 and np.allclose(blocks.std(axis=(1, 2)), 1, atol=0.05)
+    assert config.count == 16 and np.allclose(blocks.std(axis=(1, 2)), 1, atol=0.25)  # homogeneous: the set's own
     rows, columns = (np.abs(np.diff(b, axis=a)).mean() for b in [blocks] for a in (1, 2))
     assert rows > 1.5 * columns  # the streaks survive: they change faster down the beam than across
     strength = strength_curve(real)

@@ -440,7 +440,8 @@ def run_scanner_texture(args) -> int:
     else:
         real, names = read_stills(real_dir), [real_dir.name]
     net, meta = load_checkpoint(resolve_model(args.model))
-    config = replace(BeamSpeckleConfig.from_dict(meta.get(META_KEY) or {}), base_sigma=args.base_sigma,
+    # the texture takes the place of the net's own grain: none of it is kept under the texture (detail 0)
+    config = replace(BeamSpeckleConfig.from_dict(meta.get(META_KEY) or {}), base_sigma=args.base_sigma, detail=0.0,
                      mean_shown=False)
     panels = read_triptych_folder(args.triptychs)[: args.frames]
     source = task(meta.get("task") or "lq2hq").source
