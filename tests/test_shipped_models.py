@@ -5,7 +5,8 @@ every CPU backend. ``frame`` noise: recorded after issue 26's reorganisation, wh
 ``lq2hq``'s both re-recorded when the shipped net became its recipe's own build (issue 26, stop 34); all four when
 the shipped models declared the beam length they were trained at (issue 27, stop 35: this 128×160 frame's view is
 half of it, so the net now runs on the frame resampled to its scale); ``lq2hq_fast``'s both when its net was trained on
-both image formations (issue 27, stop 36)."""
+both image formations (issue 27, stop 36). ``lq2real`` (a real scanner's texture after ``lq2hq_fast``'s net) recorded
+when it shipped (issue 28, stop 37)."""
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ from usnst_stream.phantom import PhantomRenderer
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.mark.parametrize("model", ["lq2hq", "lq2hq_fast"])
+@pytest.mark.parametrize("model", ["lq2hq", "lq2hq_fast", "lq2real"])
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 @pytest.mark.parametrize("noise", ["frame", "fixed"])
 def test_a_shipped_model_gives_its_recorded_output(model, backend, noise):

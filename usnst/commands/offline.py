@@ -450,6 +450,8 @@ def run_scanner_texture(args) -> int:
     texture = fit_scanner_texture(real, outputs, args.block, seed=args.seed, sources=", ".join(names))
     meta[META_KEY], meta[TEXTURE_KEY] = config.to_dict(), texture.to_dict()
     meta["scanner_texture_from"] = str(args.real)
+    meta["training"] = "; ".join(filter(None, [meta.get("training", ""), "then a real scanner's texture and grey curve "
+                                               f"from {len(real)} frames of {len(names)} recordings (usnst scanner-texture)"]))
     save_checkpoint(args.out, net, meta)
     print(f"usnst scanner-texture: {texture.count} blocks of {texture.block} px from {len(real)} frames of "
           f"{len(names)} recordings (beams of {texture.depth_px:.0f} px); strength {texture.amplitude[40] * 255:.1f} / "
