@@ -16,7 +16,7 @@ from usnst.offline.realism import speckle_fwhm
 from usnst.offline.scanner_texture import fit_scanner_texture, grey_map, strength_curve
 from usnst.offline.temporal import merge_texture_motion, texture_motion
 from usnst_io.media import to_uint8
-from usnst_stream.phantom import PhantomRenderer
+from usnst_stream.phantom import PROBES, PhantomRenderer, probe
 
 
 def _streaks(n: int, size: int, seed: int, axial: float = 0.6, lateral: float = 3.0) -> np.ndarray:
@@ -84,6 +84,19 @@ def test_the_blocks_run_along_the_beams_and_their_size_follows_the_view():
     axial, lateral = sizes[160]
     assert lateral > 2 * axial
     assert 1.6 < sizes[320][1] / lateral < 2.4
+
+
+@pytest.mark.parametrize("kind", PROBES)
+def test_every_probe_kind_gets_the_texture_over_its_whole_view(kind):
+    renderer = PhantomRenderer(128, 128, seed=4, geometry=probe(kind))
+    frame = renderer.render(0.0).lq
+    stage = BeamSpeckle(BeamSpeckleConfig(), texture=ScannerTexture(_config(_streaks(8, 24, 0))))
+    planes = [np.random.default_rng(0).standard_normal(stage.plane_shape[2:]).astype(np.float32)] * 2
+    base = np.where(frame > 0, 0.5, 0.0).astype(np.float32)
+    grain = stage.apply(base, frame, planes) - stage.apply(base, frame, None)
+    inner = cv2.erode(renderer.in_sector.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert stage.skipped == 0
+    assert np.abs(grain[inner]).mean() > 0.03 and (np.abs(grain[inner]) > 0.005).mean() > 0.9  # everywhere in it
 
 
 def test_noise_modes_anchoring_and_the_grey_map_hold_for_the_texture(tmp_path):

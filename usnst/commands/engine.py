@@ -175,8 +175,8 @@ def headline(name: str) -> dict:
     rows = json.loads(path.read_text())
     mine = next((r for r in rows if r.get("model") == name), None) or next(
         (r for r in rows if str(r.get("model", "")).startswith(name + " (")), None)
-    return {k: mine[k] for k in ("ssim", "lowpass_ssim", "nakagami_m", "fwhm_axial_px", "fwhm_lateral_px", "c2st")
-            if k in mine} if mine else {}
+    return {k: mine[k] for k in ("ssim", "lowpass_ssim", "nakagami_m", "fwhm_axial_px", "fwhm_lateral_px", "c2st",
+                                 "against") if k in mine} if mine else {}
 
 
 def run_models(args) -> int:
@@ -204,7 +204,11 @@ def run_models(args) -> int:
         figures = (f"{r['ssim']:.3f} | {r['lowpass_ssim']:.3f} | {r['nakagami_m']:.2f} | "
                    f"{r['fwhm_axial_px']:.2f}/{r['fwhm_lateral_px']:.2f} | {r['c2st']:.2f}") if r else "| | | |"
         flags.say(args, f"| {m['name']} | {m['task']} | {m['parameters']:,} | {figures} |")
-    flags.say(args, "(held-out 256x256 phantoms; each model's card: engines/default_models/NAME.md)")
+    flags.say(args, "(held-out 256x256 phantoms against HQ unless said; each model's card: "
+                    "engines/default_models/NAME.md)")
+    for m in listing:
+        if m["realism"].get("against"):
+            flags.say(args, f"{m['name']}: against {m['realism']['against']}")
     return 0
 
 
