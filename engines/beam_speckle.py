@@ -23,6 +23,10 @@ speckle's parameters (PSF widths in rays and samples, the display's contrast per
 frames by ``offline.speckle_fit`` and stored with the model (checkpoint metadata ``beam_speckle``), with the beam
 length of the views the net was trained on: a frame rendered at another size goes to the net resampled to that
 scale, while the grain is formed at the frame's own size.
+
+A model may carry a real scanner's texture instead (``engines.scanner_texture``, metadata ``scanner_texture``): the
+same fan, polar grid, planes and anchoring, with squares of real frames' texture in place of the formed log-envelope,
+their strength and the display's grey curve measured on real frames.
 """
 from __future__ import annotations
 

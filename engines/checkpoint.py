@@ -129,6 +129,15 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     return model, dict(payload.get("meta", {}))
 
 
+def recorded_stages(meta: dict) -> dict:
+    """The entries of a checkpoint's metadata that name stages run after its net (beam speckle, a scanner texture),
+    as engine artifacts record them."""
+    from usnst.engines.beam_speckle import META_KEY
+    from usnst.engines.scanner_texture import META_KEY as TEXTURE_KEY
+
+    return {key: meta[key] for key in (META_KEY, TEXTURE_KEY) if meta.get(key)}
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Identity of a checkpoint file: engines built from it record this hash. Hashed once per version of the file."""
     return _sha256(_file_identity(Path(path)))

@@ -56,7 +56,7 @@ KEY_ENV = "USNST_ARTIFACT_KEY"  # path of the artifact key file, when not given 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Export a checkpoint (any architecture) to ONNX (fp32, dynamic H×W); written atomically."""
-    from usnst.engines.registry import recorded_stages
+    from usnst.engines.checkpoint import recorded_stages
 
     net, meta = load_checkpoint(checkpoint)
     stages = recorded_stages(meta)

@@ -80,19 +80,11 @@ def load_engine(model: str | os.PathLike | None = None, backend: str | None = No
 def checkpoint_stages(path: str | os.PathLike) -> dict:
     """The stages a checkpoint asks to run after its net (its metadata's ``beam_speckle`` and ``scanner_texture``),
     whatever the backend."""
-    from usnst.engines.checkpoint import read_checkpoint
+    from usnst.engines.checkpoint import read_checkpoint, recorded_stages
 
     stages = recorded_stages(read_checkpoint(path).get("meta", {}))
     check_stages(stages, path)
     return stages
-
-
-def recorded_stages(meta: dict) -> dict:
-    """The stage entries of a checkpoint's metadata, as artifacts record them."""
-    from usnst.engines.beam_speckle import META_KEY
-    from usnst.engines.scanner_texture import META_KEY as TEXTURE_KEY
-
-    return {key: meta[key] for key in (META_KEY, TEXTURE_KEY) if meta.get(key)}
 
 
 def check_stages(stages: dict, source: str | os.PathLike) -> None:

@@ -31,9 +31,13 @@ from usnst.engines.base import (
     check_device,
 )
 from usnst.engines.body_engine import BodyEngine
-from usnst.engines.checkpoint import code_version, file_sha256, load_checkpoint
+from usnst.engines.checkpoint import (
+    code_version,
+    file_sha256,
+    load_checkpoint,
+    recorded_stages,
+)
 from usnst.engines.geometry import BodyModule, FrameGeometry
-from usnst.engines.registry import recorded_stages
 from usnst_io.atomic import atomic_path
 
 log = logging.getLogger(__name__)

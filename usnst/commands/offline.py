@@ -413,7 +413,7 @@ def scanner_texture_flags(p) -> None:
     p.add_argument("--base-sigma", type=flags.ranged(float, 0, 64), default=2.0,
                    help="px: low-pass of the net's output under the texture (its own grain out)")
     p.add_argument("--frames", type=flags.positive_int, default=24, help="triptychs the grey map is measured on")
-    p.add_argument("--seed", type=int, default=0, help="which blocks are cut")
+    p.add_argument("--seed", type=flags.seed, default=0, help="which blocks are cut")
     p.set_defaults(func=run_scanner_texture)
 
 
