@@ -124,8 +124,13 @@ class Engine:
 
 
 def check_frame(frame: np.ndarray) -> None:
+    """A frame an engine takes: 2-D, floating point (grey 0–1). An integer frame would read as hundreds of times too
+    bright and come back white, so it is refused with the way out."""
     if frame.ndim != 2:
         raise ValueError(f"engine expects a 2-D grayscale frame, got shape {frame.shape}")
+    if not np.issubdtype(frame.dtype, np.floating):
+        raise ValueError(f"engine expects a float frame with grey in [0, 1], got {frame.dtype}: divide by the "
+                         "dtype's maximum (usnst_io.media.to_float), or use usnst.Stylizer, which takes uint8 and uint16")
 
 
 def check_device(options: EngineOptions) -> None:

@@ -46,7 +46,7 @@ from usnst.engines.acoustics import (
     HQ_RAYS,
     HQ_SAMPLES,
 )
-from usnst.engines.base import Engine, EngineOptions, NoisePlanes
+from usnst.engines.base import Engine, EngineOptions, NoisePlanes, check_frame
 from usnst.engines.scanner_texture import ScannerTexture, ScannerTextureConfig
 from usnst.engines.tissue_motion import TissueMotion
 from usnst_io.limits import check_config
@@ -508,6 +508,7 @@ class SpeckledEngine(Engine):
         """The net at its own scale (``BeamSpeckle.net_scale``: a frame of longer or shorter beams is resampled for
         it, and its output and base back), then the stage at the frame's full size: the grain is formed on the
         polar grid, so its size follows the view whatever the frame's pixel count."""
+        check_frame(frame)
         planes = None if self.options.noise == "off" else self.noise.planes([self.stage.plane_shape] * 2)
         scale, maps = self.stage.net_scale(frame)
         if scale is None:

@@ -272,3 +272,19 @@ def test_node_restart_the_recorder_loses_only_the_frames_sent_while_it_was_down(
     assert counts["written"] == len(seqs) and counts["missing_by_seq"] == seqs[-1] - seqs[0] + 1 - len(seqs)
     downtime_frames = down[1] - down[0]
     assert downtime_frames <= counts["missing_by_seq"] <= downtime_frames + 25
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_an_engine_refuses_an_integer_frame_with_the_way_out(tiny_checkpoint, backend):
+    """Engines take grey in [0, 1]: a uint8 frame used to come back white without a word (issue 27, noticed); the
+    in-process API takes uint8 and converts it."""
+    from usnst import Stylizer
+    from usnst.engines.base import EngineOptions
+    from usnst.engines.registry import load_engine
+
+    engine = load_engine(tiny_checkpoint, backend, EngineOptions(seed=0, threads=1))
+    frame = np.full((24, 32), 120, np.uint8)
+    with pytest.raises(ValueError, match="float frame.*to_float.*Stylizer"):
+        engine.infer(frame)
+    assert engine.infer(frame / np.float32(255)).dtype == np.float32
+    assert Stylizer(str(tiny_checkpoint), backend=backend).stylize(frame).dtype == np.uint8

@@ -188,3 +188,4 @@ def test_usnst_scanner_texture_writes_a_model_every_backend_runs(tmp_path):
     assert engine.infer(frame.astype(np.float32) / 255).std() > 0.05
     assert main(["scanner-texture", "--model", str(tmp_path / "net.pt"), "--real", str(real), "--triptychs", str(tri),
                  "--out", str(out)]) == 2  # exists: refused without --overwrite
+
