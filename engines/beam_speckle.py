@@ -92,6 +92,11 @@ class Fan:
         """A beam's length in pixels."""
         return self.r1 - self.r0
 
+    @property
+    def width_px(self) -> float:
+        """The view's width across the beams in pixels, at mid-depth (the arc there)."""
+        return (self.theta1 - self.theta0) * (self.r0 + 0.5 * self.depth_px)
+
     def polar(self, shape: tuple[int, int], rays: int, samples: int):
         """Every pixel's fractional ray and sample on a rays × samples grid over the fan, and its distance outside
         the fan in pixels (< 0 inside)."""
@@ -141,6 +146,11 @@ class Band:
     def depth_px(self) -> float:
         """A beam's length in pixels."""
         return self.y1 - self.y0
+
+    @property
+    def width_px(self) -> float:
+        """The view's width across the beams in pixels."""
+        return self.x1 - self.x0
 
     def polar(self, shape: tuple[int, int], rays: int, samples: int):
         """Every pixel's fractional ray (column) and sample (row) on a rays × samples grid over the band, and its

@@ -142,10 +142,8 @@ class ScannerTexture:
         ``samples`` span its beams): a block pixel is ``depth_px`` real-frame pixels over this view's beam length,
         along the beam and across it at mid-depth."""
         px_per_block_px = view.depth_px / self.config.depth_px
-        across_px = (view.theta1 - view.theta0) * (view.r0 + 0.5 * view.depth_px) if hasattr(view, "theta0") \
-            else view.x1 - view.x0
         samples_per = (samples - 1) / view.depth_px * px_per_block_px  # grid samples per block pixel
-        rays_per = (rays - 1) / across_px * px_per_block_px
+        rays_per = (rays - 1) / view.width_px * px_per_block_px
         height = max(1, round(grid_shape[0] / samples_per))
         width = max(1, round(grid_shape[1] / rays_per))
         step = self.config.block - self.config.block // 3
