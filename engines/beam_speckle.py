@@ -203,12 +203,17 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
     span = rows[(rows >= top + 0.15 * (widest - top)) & (rows <= top + 0.9 * (widest - top))]
     if len(span) < 8:
         raise NoFan(f"the echo region's sides are too short to fit a sector ({len(span)} rows)")
-    slope_l, cut_l = np.polyfit(span, left[span], 1)
-    slope_r, cut_r = np.polyfit(span, right[span], 1)
+    # rows where the echo runs off the frame's side show the frame's edge, not the view's: a sector wider than the
+    # frame (a zoomed or cropped phased view) keeps its sides in the rows above. A side on the frame's edge all along
+    # (a linear view as wide as the frame) is that edge.
+    span_l, span_r = span[left[span] > 0], span[right[span] < hull.shape[1] - 1]
+    span_l, span_r = (s if len(s) >= 8 else span for s in (span_l, span_r))
+    slope_l, cut_l = np.polyfit(span_l, left[span_l], 1)
+    slope_r, cut_r = np.polyfit(span_r, right[span_r], 1)
     if slope_r - slope_l < 0.05:
         if max(abs(slope_l), abs(slope_r)) > 0.05:
             raise NoFan("the echo region's sides are parallel but slanted (a steered linear frame): not modelled")
-        view = Band(float(left[span].mean()), float(right[span].mean()), float(rows[0] - 0.5), float(rows[-1] + 0.5))
+        view = Band(float(left[span_l].mean()), float(right[span_r].mean()), float(rows[0] - 0.5), float(rows[-1] + 0.5))
     else:
         apex_y = (cut_l - cut_r) / (slope_r - slope_l)
         apex_x = cut_l + slope_l * apex_y

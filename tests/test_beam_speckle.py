@@ -11,6 +11,7 @@ from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import (
     META_KEY,
     Band,
+    Fan,
     BeamSpeckle,
     BeamSpeckleConfig,
     NoFan,
@@ -40,6 +41,18 @@ def test_the_fan_of_a_phantom_frame_is_recovered(settings, size):
         assert abs(fan.apex_x - ax) < 1.0 and abs(fan.apex_y - ay) < 2.0
         assert abs(fan.r1 - r1) < 3.0 and abs(fan.r0 - r0) < 3.0
         assert abs(fan.theta0 + half) < math.radians(0.5) and abs(fan.theta1 - half) < math.radians(0.5)
+
+
+@pytest.mark.parametrize("r0", [5.0, 40.0])
+def test_a_sector_wider_than_the_frame_is_fitted_from_the_sides_it_shows(r0):
+    """A zoomed phased view runs off the frame's sides below some depth: those rows show the frame's edge, and a
+    fit through them was refused (IoU 0.87–0.89); the sides above them give the sector."""
+    fan = Fan(100.0, -0.7 * r0, r0, 260.0, -math.radians(45), math.radians(45))
+    inside = fan.polar((256, 200), 2, 2)[2] <= 0
+    frame = np.where(inside, 0.3 + 0.4 * np.random.default_rng(0).random((256, 200)), 0).astype(np.float32)
+    fit = fit_fan(frame)
+    assert abs(fit.apex_x - 100) < 1 and abs(fit.apex_y + 0.7 * r0) < 2 and abs(fit.r1 - 260) < 3
+    assert abs(fit.theta0 - fan.theta0) < math.radians(0.5) and abs(fit.theta1 - fan.theta1) < math.radians(0.5)
 
 
 def test_frames_without_a_view_to_fit_are_refused_with_the_reason_and_never_given_an_absurd_fit():
