@@ -11,9 +11,9 @@ from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import (
     META_KEY,
     Band,
-    Fan,
     BeamSpeckle,
     BeamSpeckleConfig,
+    Fan,
     NoFan,
     fit_fan,
 )
