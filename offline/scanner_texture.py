@@ -11,10 +11,11 @@ import numpy as np
 
 from usnst.engines.acoustics import ECHO_LEVEL
 from usnst.engines.scanner_texture import ScannerTextureConfig
-from usnst.offline.realism import TEXTURE_SIGMA, speckle, tissue_mask
+from usnst.offline.realism import LOWPASS_SIGMA, TEXTURE_SIGMA, speckle, tissue_mask
 
 MAX_BYTES = 600_000  # blocks kept, at most: the stage travels in checkpoint and ONNX metadata
 MIN_PIXELS = 200  # tissue pixels at a grey level for its strength to be measured there
+STRUCTURED_SHARE = 0.25  # the squares left out: those whose texture varies most at the anatomy's scale
 
 
 def grey_map(sources: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray:
@@ -36,8 +37,13 @@ def texture_blocks(frames: list[np.ndarray], block: int, per_frame: int, rng: np
     tissue, divided by ``strength`` (the set's, grey 0–1) at its own local mean grey: (n, block, block) float32. Each
     square keeps how much fainter or stronger it is than the set at its grey level (squares of homogeneous tissue are
     fainter than the set's root mean square, which specular flecks and boundaries raise); the stage multiplies by the
-    strength at the grey level it lays the square on."""
-    out = []
+    strength at the grey level it lays the square on.
+
+    A square whose texture still varies at the anatomy's scale (what is left of it under the σ-3 px low-pass the
+    invented-structure measure looks through) holds a piece of structure — a specular line's fleck, a wall, the edge
+    of a shadow — which laid somewhere else is structure the input does not have: the STRUCTURED_SHARE of squares
+    with the most of it are left out."""
+    out, structure = [], []
     for frame in frames:
         inside = cv2.erode(tissue_mask(frame).astype(np.uint8), np.ones((block, block), np.uint8), anchor=(0, 0))
         ys, xs = np.nonzero(inside[: frame.shape[0] - block + 1, : frame.shape[1] - block + 1])
@@ -48,10 +54,12 @@ def texture_blocks(frames: list[np.ndarray], block: int, per_frame: int, rng: np
             if square.std() > 0.5:  # a flat square (saturated, or an overlay left in) has no texture to give
                 local = np.clip(mean[ys[k]:ys[k] + block, xs[k]:xs[k] + block], 0, 255).astype(np.int32)
                 out.append(square / (255.0 * strength[local]))
+                structure.append(cv2.GaussianBlur(out[-1], (0, 0), LOWPASS_SIGMA).std())
     if not out:
         raise ValueError(f"no {block}-px square of tissue in any of the {len(frames)} frames: smaller blocks, or "
                          "frames with more tissue")
-    return np.stack(out)
+    structure = np.array(structure)
+    return np.stack(out)[structure <= np.quantile(structure, 1 - STRUCTURED_SHARE)]
 
 
 def strength_curve(frames: list[np.ndarray]) -> np.ndarray:

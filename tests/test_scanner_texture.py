@@ -13,7 +13,7 @@ from usnst.engines.registry import build_artifact, load_engine
 from usnst.engines.scanner_texture import META_KEY as TEXTURE_KEY
 from usnst.engines.scanner_texture import ScannerTexture, ScannerTextureConfig, quilt
 from usnst.offline.realism import speckle_fwhm
-from usnst.offline.scanner_texture import fit_scanner_texture, grey_map, strength_curve
+from usnst.offline.scanner_texture import fit_scanner_texture, grey_map, strength_curve, texture_blocks
 from usnst.offline.temporal import merge_texture_motion, texture_motion
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import PROBES, PhantomRenderer, probe
@@ -157,7 +157,7 @@ def test_the_fit_takes_blocks_strength_and_grey_curve_from_the_real_frames():
     dim = [(f // 2).astype(np.uint8) for f in _real_like(2, 1)]  # a model's outputs: half as bright
     config = fit_scanner_texture(real, dim, block=24, per_frame=4)
     blocks = config.decode()
-    assert config.count == 16 and np.allclose(blocks.std(axis=(1, 2)), 1, atol=0.25)  # homogeneous: the set's own
+    assert config.count == 12 and np.allclose(blocks.std(axis=(1, 2)), 1, atol=0.25)  # homogeneous: the set's own
     rows, columns = (np.abs(np.diff(b, axis=a)).mean() for b in [blocks] for a in (1, 2))
     assert rows > 1.5 * columns  # the streaks survive: they change faster down the beam than across
     strength = strength_curve(real)
@@ -166,6 +166,25 @@ def test_the_fit_takes_blocks_strength_and_grey_curve_from_the_real_frames():
     assert np.all(np.diff(lut.astype(int)) >= 0) and 1.6 < lut[60] / 60 < 2.4 and lut[0] == 0
     with pytest.raises(ValueError, match="no 200-px square of tissue"):
         fit_scanner_texture(real, dim, block=200)
+
+
+def test_squares_holding_structure_at_the_anatomys_scale_are_left_out(monkeypatch):
+    """Frames with bright 10-px flecks (a scanner's specular lines, walls): their squares carry structure that laid
+    elsewhere would be invented, so the quarter left out are theirs and the plain frames' squares all stay."""
+    plain = _real_like(6, 3)
+    flecked = []
+    for k, frame in enumerate(_real_like(2, 4)):
+        marks = np.zeros(frame.shape, np.float32)
+        for y, x in np.random.default_rng(k).integers(10, 86, (12, 2)):
+            cv2.circle(marks, (int(x), int(y)), 5, 90.0, -1)
+        flecked.append(np.clip(frame + cv2.GaussianBlur(marks, (0, 0), 2), 0, 255).astype(np.uint8))
+    strength = strength_curve(plain + flecked)
+    structure = lambda blocks: np.array([cv2.GaussianBlur(b, (0, 0), 3.0).std() for b in blocks])
+    with monkeypatch.context() as m:
+        m.setattr("usnst.offline.scanner_texture.STRUCTURED_SHARE", 0.0)
+        plain_most = structure(texture_blocks(plain, 24, 4, np.random.default_rng(0), strength)).max()  # all 24
+    kept = texture_blocks(plain + flecked, 24, 4, np.random.default_rng(0), strength)
+    assert len(kept) == 24 and (structure(kept) <= plain_most + 1e-6).sum() == 24  # 32 drawn: the 8 flecked gone
 
 
 def test_usnst_scanner_texture_writes_a_model_every_backend_runs(tmp_path):
