@@ -8,7 +8,7 @@ from conftest import tiny_net
 
 from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import META_KEY, BeamSpeckle, BeamSpeckleConfig
-from usnst.engines.checkpoint import CheckpointError, save_checkpoint
+from usnst.engines.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from usnst.engines.registry import build_artifact, load_engine
 from usnst.engines.scanner_texture import META_KEY as TEXTURE_KEY
 from usnst.engines.scanner_texture import ScannerTexture, ScannerTextureConfig, quilt
@@ -207,4 +207,11 @@ def test_usnst_scanner_texture_writes_a_model_every_backend_runs(tmp_path):
     assert engine.infer(frame.astype(np.float32) / 255).std() > 0.05
     assert main(["scanner-texture", "--model", str(tmp_path / "net.pt"), "--real", str(real), "--triptychs", str(tri),
                  "--out", str(out)]) == 2  # exists: refused without --overwrite
+    # the same net for HQ frames (the shipped hq2clinical): its task, and the panel its grey map is measured on
+    hq = tmp_path / "hq.pt"
+    assert main(["scanner-texture", "--model", str(tmp_path / "net.pt"), "--real", str(real), "--triptychs", str(tri),
+                 "--block", "24", "--task", "hq2clinical", "--out", str(hq)]) == 0
+    lq_meta, hq_meta = (read_checkpoint(p)["meta"] for p in (out, hq))
+    assert lq_meta["task"] == "lq2hq" and hq_meta["task"] == "hq2clinical"
+    assert lq_meta[TEXTURE_KEY]["grey_map"] != hq_meta[TEXTURE_KEY]["grey_map"]
 

@@ -413,6 +413,9 @@ def scanner_texture_flags(p) -> None:
     p.add_argument("--base-sigma", type=flags.ranged(float, 0, 64), default=2.0,
                    help="px: low-pass of the net's output under the texture (its own grain out)")
     p.add_argument("--frames", type=flags.positive_int, default=24, help="triptychs the grey map is measured on")
+    p.add_argument("--task", choices=["lq2hq", "hq2clinical"], default=None,
+                   help="the new model's task, so the panel it is given: lq2hq the simulator's frame (LQ), hq2clinical "
+                        "the phantom's HQ; the grey map is measured on that panel (default: the model's own task)")
     p.add_argument("--seed", type=flags.seed, default=0, help="which blocks are cut")
     p.set_defaults(func=run_scanner_texture)
 
@@ -443,8 +446,9 @@ def run_scanner_texture(args) -> int:
     # the texture takes the place of the net's own grain: none of it is kept under the texture (detail 0)
     config = replace(BeamSpeckleConfig.from_dict(meta.get(META_KEY) or {}), base_sigma=args.base_sigma, detail=0.0,
                      mean_shown=False)
+    meta["task"] = args.task or meta.get("task") or "lq2hq"
     panels = read_triptych_folder(args.triptychs)[: args.frames]
-    source = task(meta.get("task") or "lq2hq").source
+    source = task(meta["task"]).source
     base = SpeckledEngine(TorchEagerEngine(net, EngineOptions(seed=0)), config, EngineOptions(noise="off"))
     outputs = [to_uint8(base.infer(to_float(getattr(t, source)))) for t in panels]
     texture = fit_scanner_texture(real, outputs, args.block, seed=args.seed, sources=", ".join(names))
