@@ -1,6 +1,6 @@
 """README's picture: one held-out phantom through each shipped model, beside its input and HQ, with the speckle zoomed.
 
-Rows are tasks (LQ → HQ, Seg → HQ, HQ → Clinical, LQ → a real scanner's look); each panel is the full frame over a nearest-neighbour zoom of
+Rows are tasks (LQ → HQ, Seg → HQ, HQ → a real scanner's look, LQ → a real scanner's look); each panel is the full frame over a nearest-neighbour zoom of
 one tissue square (×5), so speckle grain and contrast can be compared by eye. Models missing from the embedded set are
 skipped, so the figure can be made at any stage.
 
@@ -20,7 +20,7 @@ from usnst_stream.phantom import render_scene
 ROWS = (  # (input panel, models, target panel)
     ("lq", ("lq2hq_fast", "lq2hq"), "hq"),
     ("seg", ("seg2hq",), "hq"),
-    ("hq", ("hq2clinical",), "clinical"),
+    ("hq", ("hq2clinical",), "real"),
     ("lq", ("lq2real",), "real"),
 )
 
@@ -48,23 +48,15 @@ def main() -> None:
     ap.add_argument("--out", default="docs/realism.png")
     ap.add_argument("--seed", type=int, default=50000, help="scene seed (held out: never used in training)")
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--style", default="data/clinical", help="the clinical style set, for the HQ → Clinical row")
-    ap.add_argument("--style-index", type=int, default=1,
-                    help="which style image to show (sorted by name; 1: the cardiac cine's first frame)")
     ap.add_argument("--real", default="data/real/held_out/aloka-ssd4000-pelvis",
-                    help="real scanner frames for the last row's target (`usnst real-scanners`; default: the held-out "
-                         "curvilinear probe, the phantom's kind)")
+                    help="real scanner frames for the last two rows' target (`usnst real-scanners`; default: the "
+                         "held-out curvilinear probe, the phantom's kind)")
     ap.add_argument("--real-index", type=int, default=1, help="which real frame (1: the Aloka's second view)")
     ap.add_argument("--zoom-at", default="0.6,0.5", help="centre of the zoomed square, as fractions of height,width")
     args = ap.parse_args()
 
     scene = render_scene(args.seed, 0, args.size, args.size)
     panels = {"lq": to_uint8(scene.lq), "hq": to_uint8(scene.hq), "seg": scene.seg.astype(np.uint8)}
-    try:
-        clinical = read_stills(args.style)[args.style_index]
-        panels["clinical"] = cv2.resize(clinical, (args.size, args.size * clinical.shape[0] // clinical.shape[1]))
-    except (FileNotFoundError, IndexError):
-        pass
     try:
         real = read_stills(args.real)[args.real_index]
         panels["real"] = cv2.resize(real, (args.size * real.shape[1] // real.shape[0], args.size))
@@ -85,7 +77,7 @@ def main() -> None:
         if target in panels:
             t = panels[target]
             t_top = min(top, t.shape[0] - side)
-            name = {"hq": "HQ", "clinical": "clinical (another scene)", "real": "real scanner (held out)"}[target]
+            name = {"hq": "HQ", "real": "real scanner (held out)"}[target]
             row.append(labelled(zoomed(t, t_top, min(left, t.shape[1] - side), side), "target: " + name))
         height = max(p.shape[0] for p in row)
         row = [np.pad(p, ((0, height - p.shape[0]), (0, 6), (0, 0))) for p in row]

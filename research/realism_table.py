@@ -99,16 +99,17 @@ def moving_probes(n: int, size: int, seeds: list[int], kind: str | None = None):
     return out
 
 
-def motion_row(name: str, sequences, run=None) -> dict:
+def motion_row(name: str, sequences, run=None, source: str = "lq") -> dict:
     """The texture motion of HQ (run None and name 'HQ'), the input (name 'LQ') or a model run over each
-    sequence in order from a fresh stream (its first and last outputs compared); ``run(frame, pose)``."""
+    sequence's ``source`` frames (lq, or hq for a model of HQ frames) in order from a fresh stream (its first and
+    last outputs compared); ``run(frame, pose)``."""
     results = []
     for lq, hq, motion, mask, poses in sequences:
         if run is None:
             frames = hq if name.startswith("HQ") else lq
         else:
             run.reset()
-            frames = [run(f, p) for f, p in zip(lq, poses)]
+            frames = [run(f, p) for f, p in zip(hq if source == "hq" else lq, poses)]
         results.append(texture_motion(frames[0] * 255, frames[-1] * 255, motion, mask))
     return {"model": name, **merge_texture_motion(results)}
 
@@ -341,12 +342,15 @@ def print_invented_table(args, seeds: list[int]) -> None:
     """Share of the sector whose low-passed grey differs from the input's after a monotone map (mean over frames)
     and the widest such blob (largest over frames), on phantom scenes and on uniform-speckle cyst frames."""
     data = [d for s in seeds for d in scenes(args.n, args.size, s, args.settings)]
+    src = SOURCE_INDEX[task(args.task).source]
+    if src == SOURCE_INDEX["seg"]:
+        raise SystemExit("--invented: a model of segmentations is not compared to its input's grey levels")
     cysts = [to_uint8(uniform_cyst_frame(args.size, args.size, seed=i)) for i in range(args.n)]
     cell = lambda found: f"{np.mean([f['share'] for f in found]):.2%} / {max(f['largest_blob_px'] for f in found):.1f}"
     print(f"invented structure (share of the sector / widest blob px): {len(data)} phantom scenes ({args.settings} "
           f"acquisition), {len(cysts)} "
           f"uniform cyst frames (a linear array, pixel-grid speckle), {args.size}²")
-    print("| model | phantom (vs its LQ input) | uniform cyst frames (vs the input) |")
+    print(f"| model | phantom (vs its {task(args.task).source.upper()} input) | uniform cyst frames (vs the input) |")
     print("|---|---|---|")
     print(f"| HQ vs LQ (the phantom's own two qualities) | {cell([invented_structure(d[1], d[0]) for d in data])} | |")
     for name in args.models.split(","):
@@ -355,26 +359,30 @@ def print_invented_table(args, seeds: list[int]) -> None:
         def run(img):
             engine.reset()
             return to_uint8(engine.infer(to_float(img)))
-        print(f"| {name} | {cell([invented_structure(run(d[0]), d[0]) for d in data])} | "
+        print(f"| {name} | {cell([invented_structure(run(d[src]), d[src]) for d in data])} | "
               f"{cell([invented_structure(run(c), c) for c in cysts])} |", flush=True)
 
 
 def print_motion_table(args, seeds: list[int]) -> None:
     sequences = moving_probes(args.n, args.size, seeds, args.probe)
+    source = task(args.task).source
+    if source == "seg":
+        raise SystemExit("--motion: a model of segmentations has no speckle in its input to follow")
     rows = [motion_row("HQ (scatterers fixed in the world)", sequences), motion_row("LQ (the input)", sequences)]
     for name in args.models.split(","):
         for mode in args.noise.split(","):
             engine = load_engine(name, "torch", EngineOptions(noise=mode, seed=0))
             run = lambda img, pose, engine=engine: to_float(to_uint8(engine.infer(img)))
             run.reset = engine.reset
-            rows.append(motion_row(f"{name}, noise {mode}", sequences, run))
+            rows.append(motion_row(f"{name}, noise {mode}" + (" (HQ in)" if source == "hq" else ""), sequences, run,
+                                   source))
             if mode == "fixed" and args.pose_too:
                 posed = lambda img, pose, engine=engine: to_float(to_uint8(engine.infer_at(img, pose)))
                 posed.reset = engine.reset
-                rows.append(motion_row(f"{name}, noise fixed, placed by the simulator's pose", sequences, posed))
+                rows.append(motion_row(f"{name}, noise fixed, placed by the simulator's pose", sequences, posed, source))
             if mode == "fixed" and args.screen_grain_too and hasattr(engine, "stage"):
                 engine.stage = BeamSpeckle(engine.stage.config, anchored=False)  # the stream grain before issue 27
-                rows.append(motion_row(f"{name}, noise fixed, grain on the screen (before)", sequences, run))
+                rows.append(motion_row(f"{name}, noise fixed, grain on the screen (before)", sequences, run, source))
     print(f"texture motion: {len(sequences)} moving-probe sequences ({args.n} scenes × 2 starts per seed "
           f"{', '.join(f'{s}…' for s in seeds)}), {args.size}², frames {MOTION_LAG} apart at {MOTION_FPS} fps; "
           f"32-px windows lit in HQ whose anatomy moved ≥ 1.5 px (true motion)")
