@@ -13,7 +13,12 @@ from usnst.engines.registry import build_artifact, load_engine
 from usnst.engines.scanner_texture import META_KEY as TEXTURE_KEY
 from usnst.engines.scanner_texture import ScannerTexture, ScannerTextureConfig, quilt
 from usnst.offline.realism import speckle_fwhm
-from usnst.offline.scanner_texture import fit_scanner_texture, grey_map, strength_curve, texture_blocks
+from usnst.offline.scanner_texture import (
+    fit_scanner_texture,
+    grey_map,
+    strength_curve,
+    texture_blocks,
+)
 from usnst.offline.temporal import merge_texture_motion, texture_motion
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import PROBES, PhantomRenderer, probe

@@ -1,9 +1,8 @@
 """Recipes: how a shipped model is rebuilt from nothing, as one TOML file the `usnst recipe` command runs.
 
 A recipe is a list of steps, each a usnst command with its options as keys — exactly what that command's
-``--config FILE.toml`` takes, ``args`` its positional arguments — plus two steps that are not commands: ``scale-noise``
-(a trained net's noise weights scaled, as some shipped chains calibrated them) and ``pydicom-examples`` (pydicom's own
-scanner files, by name: a real style set that needs no download). Paths are relative to the work folder, so a run is
+``--config FILE.toml`` takes, ``args`` its positional arguments — plus one step that is not a command: ``scale-noise``
+(a trained net's noise weights scaled, as some shipped chains calibrated them). Paths are relative to the work folder, so a run is
 self-contained: phantoms, every stage's checkpoint and the final model land there. A step is skipped only when
 ``recipe.done.json`` records it finished with the same command and no step before it ran again: an output file alone
 proves nothing, because a training run writes its best model long before its last step. An unfinished realism stage
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import tomllib
 
-BUILT_IN = ("scale-noise", "pydicom-examples")
+BUILT_IN = ("scale-noise",)
 DONE = "recipe.done.json"  # step number → the command it finished with
 
 
@@ -93,16 +92,6 @@ def scale_noise(model: str, factor: float, out: str) -> None:
     save_checkpoint(out, net, {**meta, "noise_calibration": f"noise weights x {factor:g}"})
 
 
-def pydicom_examples(names: list[str], out: Path) -> None:
-    import shutil
-
-    from pydicom import examples
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copy(examples.get_path(name), out / f"{name}.dcm")
-
-
 def run(path: str | Path, work: str | Path, say=print) -> dict:
     """Every step of the recipe at ``path`` in folder ``work``; returns the timings (also in work/recipe.json)."""
     recipe = load(path)
@@ -130,8 +119,6 @@ def run(path: str | Path, work: str | Path, say=print) -> dict:
         t0 = time.monotonic()
         if step["run"] == "scale-noise":
             scale_noise(str(work / step["model"]), float(step["factor"]), str(work / step["out"]))
-        elif step["run"] == "pydicom-examples":
-            pydicom_examples(list(step["names"]), work / step["out"])
         else:
             finished = subprocess.run([sys.executable, "-m", "usnst", "-q", *argv], cwd=work)
             if finished.returncode != 0:
