@@ -12,6 +12,8 @@ Columns: C2ST against held-out real tissue patches (mean ± standard error over 
 FWHM (and their ratio to the held-out set's), low-passed SSIM to the input (anatomy kept), the invented structure
 (share of the frame differing from the input by more than any grey map explains). Each recording gives at most
 ``--per-recording`` frames, evenly spread, so one long cine does not stand for the whole held-out set.
+``--probe KIND``: the phantom's frames from that probe kind, against (and with a floor and ceiling from) only the real
+recordings of the same kind (the set's manifest.json).
 """
 import argparse
 import json
@@ -35,6 +37,7 @@ from usnst.offline.realism import (
 from usnst.offline.scanner_texture import grey_map
 from usnst.offline.tasks import task
 from usnst_io.media import to_float, to_uint8
+from usnst_stream.phantom import PROBES
 
 
 def _cover(donor: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -65,6 +68,21 @@ def donor_tissue(images: list[np.ndarray], donors: list[np.ndarray]) -> list[np.
     return [tissue_mask(_cover(donors[k % len(donors)], image.shape)) for k, image in enumerate(images)]
 
 
+def of_probe(side: tuple, real: Path, kind: str | None) -> tuple:
+    """(frames, groups, names) of one side kept to the recordings whose probe (manifest.json) is ``kind``."""
+    if kind is None:
+        return side
+    probes = {r["id"]: r["probe"] for r in json.loads((real / "manifest.json").read_text())["recordings"]}
+    frames, groups, names = side
+    keep = [k for k, name in enumerate(names) if probes.get(name) == kind]
+    if len(keep) < 2:
+        raise SystemExit(f"--probe {kind}: {len(keep)} recording(s) of that probe on this side; the C2ST splits by "
+                         "recording and needs two")
+    index = {k: j for j, k in enumerate(keep)}
+    picked = [(f, index[g]) for f, g in zip(frames, groups) if g in index]
+    return [f for f, _ in picked], [g for _, g in picked], [names[k] for k in keep]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", required=True, help="a set written by `usnst real-scanners` (train/, held_out/)")
@@ -81,13 +99,15 @@ def main() -> None:
     ap.add_argument("--texture-view-too", action="store_true",
                     help="also the C2ST under the texture view (each patch less its local mean): the phantom's content "
                     "tells every patch apart from a scanner's whatever the style, this asks about the texture")
+    ap.add_argument("--probe", choices=PROBES, default=None,
+                    help="phantom frames of this probe kind, against the real recordings of the same kind only")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
     real = Path(args.real)
-    held, held_groups, held_names = recordings(real / "held_out", args.per_recording)
-    train, train_groups, train_names = recordings(real / "train", args.per_recording)
-    data = scenes(args.n, args.size, args.seed)
+    held, held_groups, held_names = of_probe(recordings(real / "held_out", args.per_recording), real, args.probe)
+    train, train_groups, train_names = of_probe(recordings(real / "train", args.per_recording), real, args.probe)
+    data = scenes(args.n, args.size, args.seed, probe_kind=args.probe)
     src = SOURCE_INDEX[task(args.task).source]
     inputs, segs = [d[src] for d in data], [d[2] for d in data]
     budget = C2STBudget(repeats=args.repeats)

@@ -65,14 +65,14 @@ def frame_size(text: str) -> tuple[int, int]:
     return int(h), int(w or h)
 
 
-def scenes(n: int, size, seed: int, settings: str = "default"):
-    """(LQ, HQ, seg, oracle HQ) per scene, exactly as `usnst phantom --settings` renders scene seed + i; ``size``:
-    a side, or (height, width)."""
+def scenes(n: int, size, seed: int, settings: str = "default", probe_kind: str | None = None):
+    """(LQ, HQ, seg, oracle HQ) per scene, exactly as `usnst phantom --settings --probe` renders scene seed + i;
+    ``size``: a side, or (height, width)."""
     h, w = (size, size) if isinstance(size, int) else size
     out = []
     for i in range(n):
-        s = render_scene(seed + i, i, h, w, settings, **LOOK)
-        o = render_scene(seed + i, i, h, w, settings, speckle_seed=seed + i + 1, **LOOK)
+        s = render_scene(seed + i, i, h, w, settings, probe_kind=probe_kind, **LOOK)
+        o = render_scene(seed + i, i, h, w, settings, speckle_seed=seed + i + 1, probe_kind=probe_kind, **LOOK)
         out.append((to_uint8(s.lq), to_uint8(s.hq), s.seg.astype(np.uint8), to_uint8(o.hq)))
     return out
 
