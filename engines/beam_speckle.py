@@ -382,7 +382,7 @@ class BeamSpeckle:
         """Anchored: every pixel's fractional (ray, sample) in the margined planes at the point where its tissue was
         in the reference frame (the same objects while the motion stays, so the grain is kept). The motion comes
         from the frame's ``pose`` when the sender gives one, else it is estimated from the frames."""
-        to_reference = self.motion.update(frame, pose)
+        to_reference = self.motion.update(frame, pose, flat_face=isinstance(self.fan, Band) or self.fan.top is not None)
         if self._anchored[0] is maps and self._anchored[1] is to_reference:
             return self._anchored[2]
         if self._pixels is None or self._pixels[0].shape != frame.shape:

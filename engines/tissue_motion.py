@@ -11,6 +11,10 @@ Why a rigid (Euclidean) motion, and why against a key frame:
   (0.2–0.5 px on 0.6 px at 256²): the speckle of the input decorrelates and the fan's edges stay still. One rigid
   motion fitted to the whole sector by ECC (Evangelidis & Psarakis 2008, ``cv2.findTransformECC``) on the frame
   shrunk to 128 px errs by 0.1–0.3 px on 5 px.
+- The view's edges stay on the screen while the tissue moves, so the match leaves out tissue near them. A linear
+  array's view (a band, or its trapezoid format: a wide flat face) needs a wider margin than a fan: with the fan's
+  3 working px its straight sides held the estimate at a fraction of the true motion (the grain followed the tissue in
+  0 % of a linear view's windows), while a fan's short view loses too much tissue to the wider margin.
 - Errors of consecutive estimates add up; estimates against a key frame do not. The key frame is kept until the
   anatomy has moved a tenth of the frame, then the current frame becomes the key.
 - A paused probe must give a still output: a motion within ``STILL_PX`` of the last one is taken as no motion (a
@@ -35,6 +39,9 @@ from usnst.engines.acoustics import ECHO_LEVEL
 log = logging.getLogger(__name__)
 
 WORK_SIDE = 128  # px: the longer side the frame is shrunk to for estimating (the anatomy, not the speckle)
+EDGE_PX = 3  # working px of tissue along the view's edges left out of the match: a fan's (phased, curvilinear)
+FLAT_FACE_EDGE_PX = 7  # a linear array's band or trapezoid (centre error 0.85 → 0.08 of the true motion at 256²;
+# a fan's would rise from 0.05 to 0.15 with it)
 STILL_PX = 0.15  # px of the full frame: smaller changes of the motion are electronic noise, not the probe
 REKEY_SHARE = 0.1  # the key frame is replaced once the anatomy moved this share of the working frame
 MIN_CORRELATION = 0.6  # below this the frames show different anatomy (a new view): the grain starts afresh
@@ -46,7 +53,8 @@ class TissueMotion:
     reference frame (the first of the stream, or the first after a change of view). ``lost`` counts frames whose
     motion could not be estimated (the grain then starts afresh there). ``update(frame, pose)`` with the frame's
     4×4 image-to-world pose takes the motion from the poses instead; a stream that starts or stops sending poses
-    starts afresh."""
+    starts afresh. ``flat_face``: the view is a linear array's (a band or a trapezoid), whose edges need the wider
+    margin."""
 
     def __init__(self):
         self.lost = 0
@@ -61,13 +69,13 @@ class TissueMotion:
         self._scale: np.ndarray | None = None  # full → working pixel coordinates
         self._pose: np.ndarray | None = None  # the reference frame's pose, when the stream sends poses
 
-    def update(self, frame: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
+    def update(self, frame: np.ndarray, pose: np.ndarray | None = None, flat_face: bool = False) -> np.ndarray:
         if pose is not None or self._pose is not None:
-            return self._from_pose(frame, pose)
+            return self._from_pose(frame, pose, flat_face)
         if self._raw is not None and frame.shape == self._raw.shape and np.array_equal(frame, self._raw):
             return self.to_reference
         first = self._raw is None or frame.shape != self._raw.shape
-        small, mask = self._shrink(frame)
+        small, mask = self._shrink(frame, FLAT_FACE_EDGE_PX if flat_face else EDGE_PX)
         if first:
             return self._restart(frame, small, mask)
         self._raw = frame.copy()
@@ -93,11 +101,11 @@ class TissueMotion:
             self._to_key = np.eye(2, 3, dtype=np.float32)
         return self.to_reference
 
-    def _from_pose(self, frame: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
+    def _from_pose(self, frame: np.ndarray, pose: np.ndarray | None, flat_face: bool) -> np.ndarray:
         if pose is None or self._pose is None or frame.shape != self._raw.shape:  # poses start, stop, or a new size
             self.reset()
             if pose is None:
-                return self.update(frame)
+                return self.update(frame, flat_face=flat_face)
             self._pose, self._raw = pose, frame.copy()
             return self.to_reference
         to_reference, off_plane_mm = pose_motion(self._pose, pose, frame.shape)
@@ -115,14 +123,14 @@ class TissueMotion:
         return self.to_reference
 
     @staticmethod
-    def _shrink(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The frame at WORK_SIDE (area average, then σ 1 px: the anatomy's scale), and its lit pixels away from the
-        sector's edges (which stay on the screen and would pull the estimate to no motion)."""
+    def _shrink(frame: np.ndarray, edge_px: int) -> tuple[np.ndarray, np.ndarray]:
+        """The frame at WORK_SIDE (area average, then σ 1 px: the anatomy's scale), and its lit pixels at least
+        ``edge_px`` from the sector's edges (which stay on the screen and would pull the estimate to no motion)."""
         h, w = frame.shape
         s = WORK_SIDE / max(h, w)
         size = (max(8, round(w * s)), max(8, round(h * s)))
         small = cv2.GaussianBlur(cv2.resize(frame.astype(np.float32), size, interpolation=cv2.INTER_AREA), (0, 0), 1.0)
-        mask = cv2.erode((small > ECHO_LEVEL).astype(np.uint8), np.ones((7, 7), np.uint8))
+        mask = cv2.erode((small > ECHO_LEVEL).astype(np.uint8), np.ones((2 * edge_px + 1,) * 2, np.uint8))
         return small, mask
 
 

@@ -150,9 +150,7 @@ def test_the_python_api_takes_the_simulators_pose_and_refuses_one_that_is_not_a_
 
 @pytest.mark.parametrize("kind", ["linear", "trapezoid"])
 def test_the_grain_of_a_linear_arrays_view_moves_with_its_tissue_given_the_pose(kind):
-    """With poses the band's and the trapezoid's anchored grain follows as the fan's does. (Estimated from the
-    frames it lags on these views: layers parallel to the sweep show little motion at 128 px — the aperture problem;
-    measured in the stop-31 note.)"""
+    """With poses the band's and the trapezoid's anchored grain follows as the fan's does."""
     from usnst_stream.phantom import probe
 
     renderer = PhantomRenderer(160, 160, seed=50002, geometry=probe(kind))
@@ -163,5 +161,24 @@ def test_the_grain_of_a_linear_arrays_view_moves_with_its_tissue_given_the_pose(
     rng = np.random.default_rng(0)
     planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
     out = [stage.apply(f, f, planes, renderer.image_to_world(t)) for f, t in zip(lq, times)]
+    r = texture_motion(out[0], out[-1], renderer.displacement(0.0, LAG / FPS), mask)
+    assert r["windows"] >= 4 and r["following"] >= 0.8 and r["at_zero"] < 0.3
+
+
+@pytest.mark.parametrize("kind", ["linear", "trapezoid"])
+def test_the_grain_of_a_linear_arrays_view_moves_with_its_tissue_without_a_pose(kind):
+    """Estimated from the frames alone. The view's straight sides stay on the screen while the tissue slides past
+    them; with a fan's margin along them the estimate fell short (the grain followed in 0 % of a linear view's windows
+    and 23 % of a trapezoid's), with a linear array's it follows."""
+    from usnst_stream.phantom import probe
+
+    renderer = PhantomRenderer(160, 160, seed=50002, geometry=probe(kind))
+    times = [k / FPS for k in range(LAG + 1)]
+    lq = [renderer.render(t).lq for t in times]
+    mask = cv2.erode(renderer.in_sector.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True)
+    rng = np.random.default_rng(0)
+    planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
+    out = [stage.apply(f, f, planes) for f in lq]
     r = texture_motion(out[0], out[-1], renderer.displacement(0.0, LAG / FPS), mask)
     assert r["windows"] >= 4 and r["following"] >= 0.8 and r["at_zero"] < 0.3
