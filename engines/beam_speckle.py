@@ -93,6 +93,11 @@ class Fan:
         return self.r1 - self.r0
 
     @property
+    def flat_face(self) -> bool:
+        """A flat top edge: a linear array's trapezoid format (or a sector cut by the frame's top)."""
+        return self.top is not None
+
+    @property
     def width_px(self) -> float:
         """The view's width across the beams in pixels, at mid-depth (the arc there)."""
         return (self.theta1 - self.theta0) * (self.r0 + 0.5 * self.depth_px)
@@ -146,6 +151,8 @@ class Band:
     def depth_px(self) -> float:
         """A beam's length in pixels."""
         return self.y1 - self.y0
+
+    flat_face = True  # a linear array's face
 
     @property
     def width_px(self) -> float:
@@ -382,7 +389,7 @@ class BeamSpeckle:
         """Anchored: every pixel's fractional (ray, sample) in the margined planes at the point where its tissue was
         in the reference frame (the same objects while the motion stays, so the grain is kept). The motion comes
         from the frame's ``pose`` when the sender gives one, else it is estimated from the frames."""
-        to_reference = self.motion.update(frame, pose, flat_face=isinstance(self.fan, Band) or self.fan.top is not None)
+        to_reference = self.motion.update(frame, pose, flat_face=self.fan.flat_face)
         if self._anchored[0] is maps and self._anchored[1] is to_reference:
             return self._anchored[2]
         if self._pixels is None or self._pixels[0].shape != frame.shape:

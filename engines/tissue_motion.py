@@ -53,8 +53,8 @@ class TissueMotion:
     reference frame (the first of the stream, or the first after a change of view). ``lost`` counts frames whose
     motion could not be estimated (the grain then starts afresh there). ``update(frame, pose)`` with the frame's
     4×4 image-to-world pose takes the motion from the poses instead; a stream that starts or stops sending poses
-    starts afresh. ``flat_face``: the view is a linear array's (a band or a trapezoid), whose edges need the wider
-    margin."""
+    starts afresh. ``flat_face``: the view has a flat face (a linear array's band or trapezoid, or a sector cut by
+    the frame's top), whose straight edges need the wider margin."""
 
     def __init__(self):
         self.lost = 0
