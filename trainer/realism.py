@@ -9,7 +9,8 @@ sector; a scanner's grain is added after training by the beam-speckle stage (`us
 Validation is the realism report (offline.realism: Nakagami m, speckle FWHM, C2ST, low-passed SSIM) on held-out
 frames, and the best checkpoint is the one with the lowest ``realism_score`` — not the lowest loss, which says
 little about a GAN. The discriminator, both optimisers and the step are saved with the generator, and every step's
-samples and noise come from generators seeded by (seed, step), so ``resume`` continues bit for bit. One way starts
+samples and noise come from generators seeded by (seed, step), so ``resume`` continues bit for bit (on one CPU
+thread; on several, parallel sums may round differently between runs). One way starts
 from a model's weights (``init``), one continues this run (``resume``).
 """
 from __future__ import annotations

@@ -7,7 +7,8 @@ self-contained: phantoms, every stage's checkpoint and the final model land ther
 ``recipe.done.json`` records it finished with the same command and no step before it ran again: an output file alone
 proves nothing, because a training run writes its best model long before its last step. An unfinished realism stage
 resumes from its state file and a phantom folder fills in its missing scenes, so an interrupted rebuild goes on where
-it stopped, bit for bit; each step's time goes into ``recipe.json``. The full-size recipe of a model differs from the reduced one only in its values.
+it stopped — bit for bit where its training steps run on one thread (`threads = 1`), to float rounding on several;
+each step's time goes into ``recipe.json``. The full-size recipe of a model differs from the reduced one only in its values.
 """
 from __future__ import annotations
 
