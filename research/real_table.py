@@ -13,7 +13,7 @@ FWHM (and their ratio to the held-out set's), low-passed SSIM to the input (anat
 (share of the frame differing from the input by more than any grey map explains). Each recording gives at most
 ``--per-recording`` frames, evenly spread, so one long cine does not stand for the whole held-out set.
 ``--probe KIND``: the phantom's frames from that probe kind, against (and with a floor and ceiling from) only the real
-recordings of the same kind (the set's manifest.json).
+recordings of the same kind (each recording's probe as `usnst real-scanners` lists it).
 """
 import argparse
 import json
@@ -25,6 +25,7 @@ from realism_table import SOURCE_INDEX, c2st_cell, scenes
 
 from usnst.engines.base import EngineOptions
 from usnst.engines.registry import load_engine
+from usnst.offline.real_scanners import RECORDINGS
 from usnst.offline.real_scanners import recording_frames as recordings
 from usnst.offline.realism import (
     TEXTURE_SIGMA,
@@ -68,11 +69,11 @@ def donor_tissue(images: list[np.ndarray], donors: list[np.ndarray]) -> list[np.
     return [tissue_mask(_cover(donors[k % len(donors)], image.shape)) for k, image in enumerate(images)]
 
 
-def of_probe(side: tuple, real: Path, kind: str | None) -> tuple:
-    """(frames, groups, names) of one side kept to the recordings whose probe (manifest.json) is ``kind``."""
+def of_probe(side: tuple, kind: str | None) -> tuple:
+    """(frames, groups, names) of one side kept to the recordings whose probe (``RECORDINGS``) is ``kind``."""
     if kind is None:
         return side
-    probes = {r["id"]: r["probe"] for r in json.loads((real / "manifest.json").read_text())["recordings"]}
+    probes = {r.id: r.probe for r in RECORDINGS}
     frames, groups, names = side
     keep = [k for k, name in enumerate(names) if probes.get(name) == kind]
     if len(keep) < 2:
@@ -105,8 +106,8 @@ def main() -> None:
     args = ap.parse_args()
 
     real = Path(args.real)
-    held, held_groups, held_names = of_probe(recordings(real / "held_out", args.per_recording), real, args.probe)
-    train, train_groups, train_names = of_probe(recordings(real / "train", args.per_recording), real, args.probe)
+    held, held_groups, held_names = of_probe(recordings(real / "held_out", args.per_recording), args.probe)
+    train, train_groups, train_names = of_probe(recordings(real / "train", args.per_recording), args.probe)
     data = scenes(args.n, args.size, args.seed, probe_kind=args.probe)
     src = SOURCE_INDEX[task(args.task).source]
     inputs, segs = [d[src] for d in data], [d[2] for d in data]
