@@ -10,35 +10,34 @@ from usnst.offline.losses import RandomFilterTexture
 from usnst.offline.patchgan import PatchDiscriminator, PatchGANConfig
 from usnst.offline.realism import tissue_mask
 from usnst.trainer import terms
-from usnst.trainer.terms import PAIRED, TERMS, Batch
+from usnst.trainer.terms import DISCRIMINATOR, TERMS, Batch
 from usnst_io.media import to_float
 from usnst_stream.phantom import PhantomRenderer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _batch(fake: torch.Tensor, paired: bool = True) -> Batch:
+def _batch(fake: torch.Tensor) -> Batch:
     scene = PhantomRenderer(256, 256, seed=5).render(0.0)  # ten 16×16 blocks wholly in tissue
     x = torch.from_numpy(to_float(scene.lq))[None, None]
     y = torch.from_numpy(to_float(scene.hq))[None, None]
     tissue = torch.from_numpy(tissue_mask(scene.hq, scene.seg))[None, None]
     torch.manual_seed(0)
-    disc = PatchDiscriminator(PatchGANConfig(conditional=paired))
-    return Batch(fake, x, y, y if paired else x, tissue if paired else None, paired,
-                 lambda: disc(fake, x if paired else None), RandomFilterTexture(), 2)
+    disc = PatchDiscriminator(PatchGANConfig(conditional=True))
+    return Batch(fake, x, y, tissue, lambda: disc(fake, x), RandomFilterTexture(), 2)
 
 
 @pytest.mark.parametrize("term", TERMS, ids=[t.name for t in TERMS])
-def test_every_term_judges_the_output_and_a_paired_one_is_zero_on_its_target(term):
+def test_every_term_judges_the_output_and_one_that_compares_is_zero_on_its_target(term):
     """Derived from the table: each term's loss moves with the output (a gradient reaches it), and a term that
-    compares with the aligned target is zero when the output is that target and grows as it departs from it."""
+    compares with the aligned target (all but the discriminator's) is zero when the output is that target and grows as it departs from it."""
     y = _batch(torch.zeros(1)).y
     noisy = (y + 0.08 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     fake = noisy.clone().requires_grad_(True)
     loss = term.loss(_batch(fake))
     loss.backward()
     assert torch.isfinite(loss) and fake.grad is not None and fake.grad.abs().sum() > 0, term.name
-    if PAIRED in term.needs or term.name in ("anatomy", "texture"):
+    if DISCRIMINATOR not in term.needs:
         assert term.loss(_batch(y.clone())).item() == pytest.approx(0.0, abs=1e-6), term.name
         assert term.loss(_batch(noisy)).item() > 1e-6, term.name
 
@@ -64,15 +63,14 @@ def test_a_term_is_named_in_its_function_and_the_table_and_nowhere_else():
 
 
 def test_guards_descriptions_and_log_columns_come_from_the_table(tmp_path):
-    with pytest.raises(ValueError, match="--mse-weight compares with an aligned HQ"):
-        terms.check_weights({"mse": 1.0}, paired=False, task="hq2clinical")
     with pytest.raises(ValueError, match="unknown loss terms"):
-        terms.check_weights({"spectrum": 1.0}, paired=True, task="lq2hq")
+        terms.check_weights({"spectrum": 1.0})
+    with pytest.raises(ValueError, match="--mse-weight must be 0 or more"):
+        terms.check_weights({"mse": -1.0})
     weights = {"anatomy": 1.0, "adversarial": 0.1, "nakagami": 0.5}
-    assert terms.describe(weights, paired=False) == ("realism: 1 × low-passed L1 to the input + 0.1 × unconditional "
-                                                     "PatchGAN (LSGAN, spectral norm) + 0.5 × block Nakagami m; no "
-                                                     "pretrained weights")
-    assert terms.needs(weights) == {terms.DISCRIMINATOR, terms.PAIRED, terms.TISSUE}
+    assert terms.describe(weights) == ("realism: 1 × low-passed L1 to HQ + 0.1 × conditional PatchGAN (LSGAN, spectral "
+                                       "norm) + 0.5 × block Nakagami m; no pretrained weights")
+    assert terms.needs(weights) == {terms.DISCRIMINATOR, terms.TISSUE}
     assert terms.settings_off(weights, {"correlation_lags", "steps"}) == ["correlation_lags"]
     from usnst.trainer.realism import TrainingLog
 

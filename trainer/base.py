@@ -75,27 +75,6 @@ def random_crops(pairs: list[tuple[np.ndarray, ...]], batch: int, crop: int, rng
     return tuple(to_t(c) for c in crops)
 
 
-def tissue_crops(images: list[np.ndarray], batch: int, crop: int, rng: np.random.Generator,
-                 min_lit: float = 0.95, tries: int = 50) -> torch.Tensor:
-    """A batch of random crops (random horizontal flips) lying inside the imaging region — at least ``min_lit`` of
-    their pixels above grey 10 — as (N, 1, crop, crop) in [0, 1]. Unpaired training compares *textures* of two
-    domains, so neither side may show the black outside a sector or a scanner's UI margin (a discriminator would
-    learn "black corner = fake" from that alone)."""
-    out = []
-    for _ in range(batch):
-        for attempt in range(tries):
-            img = images[rng.integers(len(images))]
-            h, w = img.shape
-            if min(h, w) < crop:
-                raise ValueError(f"crop {crop} is larger than a {h}x{w} image")
-            i, j = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-            c = img[i:i + crop, j:j + crop]
-            if (c > 10).mean() >= min_lit or attempt == tries - 1:
-                break
-        out.append(c[:, ::-1] if rng.random() < 0.5 else c)
-    return torch.from_numpy(to_float(np.ascontiguousarray(np.stack(out)[:, None])))
-
-
 def step_generators(seed: int, step: int, rank: int = 0) -> tuple[np.random.Generator, torch.Generator]:
     """Independent, reproducible randomness for one step of one rank: a run resumed at step s draws exactly what the
     uninterrupted run would have."""

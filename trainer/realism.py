@@ -1,5 +1,5 @@
 """Realism training without pretrained weights: a noise-injected transform net keeps the input's anatomy while its
-output takes the target domain's look.
+output takes the look of the paired HQ panels.
 
 The generator's loss is the weighted sum of the terms in trainer.terms (the table: anatomy, pixel, squared error,
 PatchGAN, random-filter texture, Nakagami m, local histogram, autocorrelation, brightness — each with what it needs and
@@ -12,6 +12,10 @@ little about a GAN. The discriminator, both optimisers and the step are saved wi
 samples and noise come from generators seeded by (seed, step), so ``resume`` continues bit for bit (on one CPU
 thread; on several, parallel sums may round differently between runs). One way starts
 from a model's weights (``init``), one continues this run (``resume``).
+
+Paired tasks only (LQ→HQ, Seg→HQ: an HQ panel of the same scene). Unpaired training against a set of real frames
+(``--style``) read C2ST 1.00 against held-out scanners and no shipped recipe uses it (``docs/lab/real_scanners.md``):
+a real scanner's look is fitted from real frames by ``usnst scanner-texture`` instead.
 """
 from __future__ import annotations
 
@@ -44,11 +48,9 @@ from usnst.trainer.base import (
     random_crops,
     save_state,
     step_generators,
-    tissue_crops,
     uint8_runner,
 )
 from usnst_io.atomic import atomic_path
-from usnst_io.media import read_stills
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = "usnst-realism-state"
@@ -78,7 +80,6 @@ class RealismConfig(RunConfig):
     resume: bool = False  # continue this run from its state file (OUT.state.pt)
     init: str | None = None  # start from a checkpoint's weights (fresh optimisers), or continue another run's state
     # (OTHER.state.pt: its nets, optimisers and step) as a new stage under this run's losses and rates
-    style: str | None = None  # unpaired tasks (hq2clinical): the target-domain images (folder, cine, DICOM)
     device: str = "cpu"  # "cuda" trains on the GPU
 
 
@@ -100,15 +101,12 @@ def build_generator(cfg: RealismConfig) -> torch.nn.Module:
     raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
 
 
-def validate(net, samples, source: str, seed: int, style: list[np.ndarray] | None = None,
-             budget: C2STBudget = C2STBudget(steps=1000, repeats=1), device: str | torch.device = "cpu") -> dict:
-    """The realism report of held-out outputs (noise from a fixed seed) against their HQ frames — or, unpaired,
-    against the style set, with anatomy compared to the input."""
+def validate(net, samples, source: str, seed: int, budget: C2STBudget = C2STBudget(steps=1000, repeats=1),
+             device: str | torch.device = "cpu") -> dict:
+    """The realism report of held-out outputs (noise from a fixed seed) against their HQ frames."""
     run = uint8_runner(net, torch.Generator().manual_seed(seed), device=device)
-    inputs = [getattr(t, source) for t in samples]
-    report = realism_report([run(x) for x in inputs], [t.hq for t in samples] if style is None else style,
-                            [t.seg for t in samples], references=None if style is None else inputs, budget=budget,
-                            patches_per_image=30, paired=style is None)
+    report = realism_report([run(getattr(t, source)) for t in samples], [t.hq for t in samples],
+                            [t.seg for t in samples], budget=budget, patches_per_image=30)
     net.train()
     return report
 
@@ -124,12 +122,10 @@ def check(cfg: RealismConfig) -> None:
     """Refuse what this run cannot honour, before any data is read."""
     if cfg.arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}, got {cfg.arch!r}")
-    spec = task(cfg.task)
-    terms.check_weights(cfg.weights, spec.paired, cfg.task)
-    if spec.paired and cfg.style:
-        raise ValueError(f"--style is the target domain of an unpaired task; {cfg.task} learns from its triptychs' HQ")
-    if not spec.paired and not cfg.style:
-        raise ValueError(f"{cfg.task} is unpaired: give --style, the target-domain images (e.g. `usnst clean` output)")
+    if not task(cfg.task).paired:
+        raise ValueError(f"{cfg.task} has no HQ of the same scene to learn from: the realism trainer takes paired tasks "
+                         f"only; a real scanner's look is fitted from real frames by `usnst scanner-texture`")
+    terms.check_weights(cfg.weights)
     if cfg.init and cfg.resume:
         raise ValueError("--init starts this run from other weights, --resume continues this run: give one of them")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -222,9 +218,6 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     spec = task(cfg.task)
-    style = read_stills(cfg.style) if not spec.paired else None
-    if style is not None and not style:
-        raise ValueError(f"no images in --style {cfg.style}")
     val, train_samples = held_out_by_folder(cfg.data, cfg.val_fraction, read_triptych_folder)
     if min(min(t.hq.shape) for t in val + train_samples) < cfg.crop:
         raise ValueError(f"crop {cfg.crop} is larger than the smallest panel in {cfg.data}")
@@ -235,7 +228,7 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     state_file = state_path(out)
 
     net = build_generator(cfg)
-    disc = PatchDiscriminator(PatchGANConfig(conditional=spec.paired))
+    disc = PatchDiscriminator(PatchGANConfig(conditional=True))
     needed = terms.needs(cfg.weights)
     texture = RandomFilterTexture() if terms.FILTERS in needed else None
     net, disc = net.to(device), disc.to(device)
@@ -263,9 +256,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
                 for group in opt.param_groups:
                     group["lr"] = lr
         log.info("%s %s at step %d", "resumed from" if cfg.resume else "continuing", source, step)
-    meta_base = {"task": cfg.task, "training": terms.describe(cfg.weights, spec.paired),
-                 "training_data": f"{len(train_samples)} triptychs from {cfg.data}"
-                 + (f"; style: {len(style)} images from {cfg.style}" if style else ""),
+    meta_base = {"task": cfg.task, "training": terms.describe(cfg.weights),
+                 "training_data": f"{len(train_samples)} triptychs from {cfg.data}",
                  "config": asdict(cfg), "command": command_line()}
 
     def checkpoint_state() -> dict:
@@ -283,25 +275,16 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
     try:
         while step < cfg.steps and not (stop is not None and stop.is_set()):
             rng, gen = step_generators(cfg.seed, step)
-            if style is None:  # paired: y is x's HQ, aligned; the discriminator sees the input beside each image
-                x, y, tissue = random_crops(pairs, cfg.batch, cfg.crop, rng)
-                condition, anatomy_ref = x, y
-            else:  # unpaired: y is any target-domain texture; anatomy is the input's own
-                x = tissue_crops([p[0] for p in pairs], cfg.batch, cfg.crop, rng)
-                y, tissue = tissue_crops(style, cfg.batch, cfg.crop, rng), None
-                condition, anatomy_ref = None, x
+            # y is x's HQ, aligned; the discriminator sees the input beside each image
+            x, y, tissue = random_crops(pairs, cfg.batch, cfg.crop, rng)
             noise = [n.to(device) for n in net.make_noise(x, gen)]  # drawn on the CPU: the same on every device
-            x, y = x.to(device), y.to(device)
-            condition = x if condition is not None else None
-            anatomy_ref = y if style is None else x
-            tissue = tissue.to(device) if tissue is not None else None
+            x, y, tissue = x.to(device), y.to(device), tissue.to(device)
             fake = net(x, noise)
             row = {"step": step + 1}
             if train_discriminator:
-                d_loss = lsgan_discriminator_loss(disc(y, condition), disc(fake.detach(), condition))
+                d_loss = lsgan_discriminator_loss(disc(y, x), disc(fake.detach(), x))
                 row["d_loss"] = optimise(opt_d, d_loss)
-            batch = terms.Batch(fake, x, y, anatomy_ref, tissue, style is None, lambda: disc(fake, condition),
-                                texture, cfg.correlation_lags)
+            batch = terms.Batch(fake, x, y, tissue, lambda: disc(fake, x), texture, cfg.correlation_lags)
             g_loss, parts = terms.total(cfg.weights, batch)
             row["grad_norm"] = _step(opt_g, g_loss, net, cfg.max_grad_norm)
             step += 1
@@ -309,8 +292,8 @@ def train(cfg: RealismConfig, stop: threading.Event | None = None) -> dict:
             bar.update(1)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
             if val and (step % cfg.val_every == 0 or step == cfg.steps):
-                report = validate(net, val, spec.source, cfg.seed, style,
-                                  C2STBudget(steps=cfg.val_c2st_steps, repeats=1), device)
+                report = validate(net, val, spec.source, cfg.seed, C2STBudget(steps=cfg.val_c2st_steps, repeats=1),
+                                  device)
                 score = realism_score(report)
                 row.update(score=score, c2st=report["c2st"], nakagami_m=report["output"]["nakagami_m"],
                            fwhm_axial=report["output"]["fwhm_axial_px"],

@@ -23,7 +23,6 @@ from usnst.offline.losses import (
     pixel_loss,
 )
 
-PAIRED = "paired"  # an aligned target of the same scene (LQ→HQ, Seg→HQ): not for unpaired tasks (HQ→Clinical)
 TISSUE = "tissue"  # the scene's label map, for tissue masks (paired triptychs have one)
 DISCRIMINATOR = "discriminator"  # a PatchGAN trained beside the generator
 FILTERS = "random filters"  # the fixed random filter bank of the texture loss
@@ -31,17 +30,13 @@ FILTERS = "random filters"  # the fixed random filter bank of the texture loss
 
 @dataclass
 class Batch:
-    """What one training step gives the terms: the net's output for inputs ``x``; ``y`` the targets (aligned HQ, or
-    unpaired target-domain crops); ``anatomy_ref`` what the anatomy must match (HQ, or the input when unpaired);
-    ``tissue`` the tissue mask of the crops (paired); the discriminator's judgement of the output, and the texture
-    network."""
+    """What one training step gives the terms: the net's output for inputs ``x``; ``y`` their aligned HQ crops;
+    ``tissue`` the tissue mask of the crops; the discriminator's judgement of the output, and the texture network."""
 
     fake: torch.Tensor
     x: torch.Tensor
     y: torch.Tensor
-    anatomy_ref: torch.Tensor
-    tissue: torch.Tensor | None
-    paired: bool
+    tissue: torch.Tensor
     judged: Callable[[], torch.Tensor]  # the discriminator's scores of ``fake`` (computed only if a term asks)
     texture: RandomFilterTexture
     correlation_lags: int
@@ -62,39 +57,31 @@ class Term:
         return f"--{self.name.replace('_', '-')}-weight"
 
 
-def _texture(b: Batch) -> torch.Tensor:
-    """Paired: tile by tile against the aligned target; unpaired: against the batch's average style."""
-    if b.paired:
-        return b.texture(b.fake, b.y)
-    return b.texture.style_loss(b.fake, [g.mean(0, keepdim=True) for g in b.texture.image_grams(b.y)])
-
-
 TERMS: tuple[Term, ...] = (
-    Term("anatomy", 1.0, frozenset(), "low-passed L1 to {reference}",
-         "L1 of the output low-passed (σ 3 px) against HQ low-passed, or against the input when unpaired: the "
-         "anatomy, not the speckle", lambda b: anatomy_loss(b.fake, b.anatomy_ref)),
-    Term("pixel", 0.2, frozenset({PAIRED}), "L1",
+    Term("anatomy", 1.0, frozenset(), "low-passed L1 to HQ",
+         "L1 of the output low-passed (σ 3 px) against HQ low-passed: the anatomy, not the speckle",
+         lambda b: anatomy_loss(b.fake, b.y)),
+    Term("pixel", 0.2, frozenset(), "L1",
          "L1 to HQ at full resolution: small or 0, a large one predicts the conditional median (smooth)",
          lambda b: pixel_loss(b.fake, b.y)),
-    Term("mse", 0.0, frozenset({PAIRED}), "squared error",
+    Term("mse", 0.0, frozenset(), "squared error",
          "squared error to HQ: the conditional mean, the base the beam-speckle stage adds its grain to",
          lambda b: torch.mean((b.fake - b.y) ** 2)),
-    Term("adversarial", 0.1, frozenset({DISCRIMINATOR}), "{paired} PatchGAN (LSGAN, spectral norm)",
-         "a PatchGAN discriminator's LSGAN loss, conditional on the input when paired (offline.patchgan)",
+    Term("adversarial", 0.1, frozenset({DISCRIMINATOR}), "conditional PatchGAN (LSGAN, spectral norm)",
+         "a PatchGAN discriminator's LSGAN loss, conditional on the input (offline.patchgan)",
          lambda b: lsgan_generator_loss(b.judged()), settings=("d_lr",)),
     Term("texture", 0.0, frozenset({FILTERS}), "random-filter texture",
-         "Gram matrices of fixed random filters, tile by tile against HQ (the style set's average when unpaired)",
-         _texture),
-    Term("nakagami", 0.0, frozenset({PAIRED, TISSUE}), "block Nakagami m",
+         "Gram matrices of fixed random filters, tile by tile against HQ", lambda b: b.texture(b.fake, b.y)),
+    Term("nakagami", 0.0, frozenset({TISSUE}), "block Nakagami m",
          "|log m| error of the envelope's Nakagami m, 16×16 tissue blocks against HQ's: the speckle's shape",
          lambda b: nakagami_loss(b.fake, b.y, tissue=b.tissue)),
-    Term("local_histogram", 0.0, frozenset({PAIRED, TISSUE}), "local speckle histogram",
+    Term("local_histogram", 0.0, frozenset({TISSUE}), "local speckle histogram",
          "the mean-removed grey levels of each 16×16 tissue block against HQ's: the speckle's local distribution",
          lambda b: local_histogram_loss(b.fake, b.y, b.tissue)),
-    Term("correlation", 0.0, frozenset({PAIRED, TISSUE}), "speckle autocorrelation",
+    Term("correlation", 0.0, frozenset({TISSUE}), "speckle autocorrelation",
          "the speckle's autocorrelation at lags 1…--correlation-lags in tissue against HQ's: the grain's size",
          lambda b: correlation_loss(b.fake, b.y, b.tissue, b.correlation_lags), settings=("correlation_lags",)),
-    Term("brightness", 0.0, frozenset({PAIRED, TISSUE}), "tissue block brightness",
+    Term("brightness", 0.0, frozenset({TISSUE}), "tissue block brightness",
          "the mean grey of 16×16 tissue blocks against HQ's (the low-passed L1 aims at a median, not the mean)",
          lambda b: brightness_loss(b.fake, b.y, b.tissue)),
 )
@@ -115,25 +102,19 @@ def settings_off(weights: dict[str, float], given: set[str]) -> list[str]:
     return [s for t in TERMS if not weights.get(t.name) for s in t.settings if s in given]
 
 
-def check_weights(weights: dict[str, float], paired: bool, task: str) -> None:
-    """Refuse, with the reason, a term that cannot apply: unknown, negative, or needing pairs on an unpaired task."""
+def check_weights(weights: dict[str, float]) -> None:
+    """Refuse, with the reason, a term that cannot apply: unknown or negative."""
     unknown = sorted(set(weights) - set(BY_NAME))
     if unknown:
         raise ValueError(f"unknown loss terms {unknown}; the terms are {', '.join(BY_NAME)}")
     for name, weight in weights.items():
         if weight < 0:
             raise ValueError(f"{BY_NAME[name].option} must be 0 or more, got {weight}")
-        if weight and PAIRED in BY_NAME[name].needs and not paired:
-            raise ValueError(f"{BY_NAME[name].option} compares with an aligned HQ of the same scene, which the unpaired "
-                             f"task {task} does not have: leave it at 0")
 
 
-def describe(weights: dict[str, float], paired: bool) -> str:
+def describe(weights: dict[str, float]) -> str:
     """The generator's loss as a model card states it: the terms with a weight."""
-    parts = []
-    for term in TERMS:
-        if weights.get(term.name):
-            parts.append(f"{weights[term.name]:g} × {term.label.format(paired='conditional' if paired else 'unconditional', reference='HQ' if paired else 'the input')}")
+    parts = [f"{weights[t.name]:g} × {t.label}" for t in TERMS if weights.get(t.name)]
     return "realism: " + " + ".join(parts) + "; no pretrained weights"
 
 

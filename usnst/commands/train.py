@@ -52,9 +52,9 @@ def realism_flags(p) -> None:
 
     d = RealismConfig(data="")
     _run_flags(p, d)
-    p.add_argument("--task", default=None, choices=list(TASKS), help=f"default {d.task}")
-    p.add_argument("--style", default=None, help="unpaired tasks (hq2clinical): the target-domain images (folder, "
-                   "cine, DICOM; e.g. `usnst clean` output)")
+    p.add_argument("--task", default=None, choices=[name for name, t in TASKS.items() if t.paired],
+                   help=f"a task with an HQ panel of the same scene (default {d.task}); a clinical look is fitted from "
+                        f"real frames by `usnst scanner-texture`")
     p.add_argument("--arch", default=None, choices=ARCHS, help=f"the CPU real-time net or the Johnson net (default {d.arch})")
     p.add_argument("--channels", type=flags.ranged(int, 1, 512), default=None, help=f"fast: channels (default {d.channels})")
     p.add_argument("--blocks", type=flags.ranged(int, 0, 64), default=None, help=f"fast: separable blocks (default {d.blocks})")
@@ -85,7 +85,7 @@ def realism_flags(p) -> None:
     p.set_defaults(func=run_realism)
 
 
-REALISM_OPTIONS = ("out", "steps", "batch", "crop", "lr", "seed", "threads", "task", "style", "arch", "channels", "blocks",
+REALISM_OPTIONS = ("out", "steps", "batch", "crop", "lr", "seed", "threads", "task", "arch", "channels", "blocks",
                    "width", "n_residual", "skip_kernel", "correlation_lags", "d_lr", "max_grad_norm", "val_every", "val_images",
                    "val_c2st_steps", "init", "device")
 
