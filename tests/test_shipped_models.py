@@ -5,7 +5,7 @@ every CPU backend. ``frame`` noise: recorded after issue 26's reorganisation, wh
 ``lq2hq``'s both re-recorded when the shipped net became its recipe's own build (issue 26, stop 34); all four when
 the shipped models declared the beam length they were trained at (issue 27, stop 35: this 128×160 frame's view is
 half of it, so the net now runs on the frame resampled to its scale); ``lq2hq_fast``'s both when its net was trained on
-both image formations (issue 27, stop 36). ``lq2real`` (a real scanner's texture after ``lq2hq_fast``'s net) recorded
+both image formations (issue 27, stop 36), ``lq2hq``'s both when its net was (stop 39). ``lq2real`` (a real scanner's texture after ``lq2hq_fast``'s net) recorded
 when it shipped (issue 28, stop 37), re-recorded when its fit left out the squares holding structure (stop 38), when
 ``hq2clinical`` (the same parts for HQ input, given the phantom's HQ here) was recorded."""
 from pathlib import Path
