@@ -17,11 +17,10 @@ whole-sector C2ST (64-px patches anywhere in the sector — fluid, skull, bounda
     python research/realism_table.py --task seg2hq --models seg2hq -n 24
     python research/realism_table.py --models a.pt,b.pt -n 24 --seed 1000 --settings varied   # calibration split
     python research/realism_table.py --models a.pt --seeds 70000,100000 --repeats 4 --no-baselines   # a screen
-    python research/realism_table.py --task hq2clinical --models hq2clinical --style data/clinical -n 24
     python research/realism_table.py --models lq2hq,lq2hq_fast --seeds 50000,60000 --motion-only --noise fixed,frame
 
-Unpaired tasks (hq2clinical) are scored against the style set (C2ST, m, FWHM, W1) and keep anatomy against their
-input (low-passed SSIM to the HQ frame); they have no oracle row.
+An unpaired task (hq2clinical) has no HQ of the same scene: its still table is research/real_table.py (against
+held-out real scanner frames, split by recording); here it takes the invented-structure and motion tables only.
 """
 import argparse
 import json
@@ -42,7 +41,7 @@ from usnst.offline.realism import (
 )
 from usnst.offline.tasks import task
 from usnst.offline.temporal import flicker, merge_texture_motion, texture_motion
-from usnst_io.media import read_stills, to_float, to_uint8
+from usnst_io.media import to_float, to_uint8
 from usnst_stream.phantom import (
     ANATOMIES,
     FORMATIONS,
@@ -114,12 +113,9 @@ def motion_row(name: str, sequences, run=None, source: str = "lq") -> dict:
     return {"model": name, **merge_texture_motion(results)}
 
 
-def row(name, outputs, data, budget, style=None, source=0):
-    """One table row: against each scene's HQ (paired) or against the style set, anatomy kept to the input."""
-    if style is None:
-        r = realism_report(outputs, [d[1] for d in data], [d[2] for d in data], budget=budget)
-    else:
-        r = realism_report(outputs, style, [d[2] for d in data], references=[d[source] for d in data], budget=budget)
+def row(name, outputs, data, budget):
+    """One table row: against each scene's HQ."""
+    r = realism_report(outputs, [d[1] for d in data], [d[2] for d in data], budget=budget)
     o = r["output"]
     return {"model": name, "ssim": r["ssim"], "lowpass_ssim": r["lowpass_ssim"], "nakagami_m": o["nakagami_m"],
             "fwhm_axial_px": o["fwhm_axial_px"], "fwhm_lateral_px": o["fwhm_lateral_px"], "c2st": r["c2st"],
@@ -136,7 +132,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="lq2hq,lq2hq_fast", help="comma-separated embedded names or checkpoints")
     ap.add_argument("--task", default="lq2hq", help="which panel is the input (lq2hq, seg2hq, hq2clinical)")
-    ap.add_argument("--style", default=None, help="unpaired tasks: the target-domain images (folder)")
     ap.add_argument("-n", type=int, default=24)
     ap.add_argument("--size", type=frame_size, default=(256, 256),
                     help="frame side, or HxW (e.g. 1000x1386, the phantom's default; the still and --sector-only "
@@ -185,6 +180,9 @@ def main() -> None:
     if args.settings != "default" and (args.motion or args.motion_only or args.probes_only or args.sector_only):
         ap.error("--settings applies to the still and invented-structure tables only (the motion, probe and sector "
                  "tables render the default acquisition)")
+    if not task(args.task).paired and not (args.invented_only or args.motion_only):
+        ap.error(f"{args.task} has no HQ of the same scene to be scored against: its still table is "
+                 f"research/real_table.py (held-out real frames); here --invented-only or --motion-only")
     shape, args.size = args.size, args.size[0]  # the other tables render squares
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     args.seed = seeds[0]
@@ -202,11 +200,8 @@ def main() -> None:
     budget = C2STBudget(repeats=args.repeats)
     spec = task(args.task)
     src = SOURCE_INDEX[spec.source]
-    style = None if spec.paired else read_stills(args.style) if args.style else None
-    if not spec.paired and style is None:
-        ap.error(f"{args.task} is unpaired: give --style, the target-domain images")
     rows = [] if args.no_baselines else [row(f"identity ({spec.source.upper()})", [d[src] for d in data], data,
-                                             budget, style, src)]
+                                             budget)]
     outside = scenes(args.n, shape, args.seed + 20000, "outside") if args.outside else None
     renderer = PhantomRenderer(args.size, args.size, seed=args.seed, **LOOK) if args.flicker else None
     for name in args.models.split(","):
@@ -214,8 +209,7 @@ def main() -> None:
         for mode in modes:
             engine = load_engine(name, "torch", EngineOptions(noise=mode, seed=0))
             run = lambda img: to_uint8(engine.infer(to_float(img)))
-            r = row(name + ("" if mode == args.noise else " (noise off)"), [run(d[src]) for d in data], data, budget,
-                    style, src)
+            r = row(name + ("" if mode == args.noise else " (noise off)"), [run(d[src]) for d in data], data, budget)
             if outside is not None:
                 r["lowpass_ssim_to_input"] = float(np.mean([lowpass_ssim(run(d[src]), d[src]) for d in data]))
                 r["lowpass_ssim_to_input_outside"] = float(np.mean([lowpass_ssim(run(d[src]), d[src])
@@ -227,11 +221,11 @@ def main() -> None:
                 r["paused_output_change"] = flicker(paused, [run(f) for f in paused])["output_change"]
                 r["flicker_ratio"] = flicker(moving, [run(f) for f in moving])["ratio"]
             rows.append(r)
-    if spec.paired and not args.no_baselines:
+    if not args.no_baselines:
         rows.append(row("oracle (HQ, new speckle)", [d[3] for d in data], data, budget))
     target = rows[0]["target"]
     print(f"{args.task}: {len(data)} held-out phantoms {shape[0]}x{shape[1]} (seeds {', '.join(f'{s}…' for s in seeds)}), "
-          f"{'HQ' if spec.paired else f'style set ({len(style)} images)'} target: Nakagami m "
+          f"HQ target: Nakagami m "
           f"{target['nakagami_m']:.3f}, speckle FWHM {target['fwhm_axial_px']:.2f} / {target['fwhm_lateral_px']:.2f} px; "
           f"C2ST mean ± standard error of {budget.repeats} classifiers, {budget.steps} steps, seeds {budget.seed}…")
     print("| model | SSIM vs HQ | low-passed SSIM | Nakagami m | FWHM ax / lat px | C2ST | tissue W1 |"
