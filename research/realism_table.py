@@ -160,7 +160,11 @@ def main() -> None:
                     help="leave out the identity and oracle rows (their C2ST costs as much as a model's; they do "
                          "not change with the model)")
     ap.add_argument("--probe", default=None, choices=PROBES,
-                    help="--motion: the moving sequences from this probe kind's view (default: the original sector)")
+                    help="--motion: the moving sequences from this probe kind's view (default: the original sector); "
+                         "--probes-only: only this kind")
+    ap.add_argument("--unposed-c2st", action="store_true",
+                    help="--probes-only: the C2ST without the frames' poses too (the stage's axial grain then in "
+                         "samples of the view, not mm)")
     ap.add_argument("--probes-only", action="store_true",
                     help="only the report per probe kind (curvilinear, phased, linear, trapezoid phantom views)")
     ap.add_argument("--sector-only", action="store_true",
@@ -298,14 +302,14 @@ def print_sector_table(args, seeds: list[int], shape: tuple[int, int]) -> None:
 def print_probe_table(args, seeds: list[int]) -> None:
     """Per probe kind: the models' outputs on that probe's held-out phantom views against its HQ — speckle FWHM and
     Nakagami m (the stage's grain is formed on each view's own beams; with the frame's pose it also knows the pixel
-    spacing, so its axial width stays in mm) and the tissue C2ST with poses."""
+    spacing, so its axial width stays in mm) and the tissue C2ST with poses (``--unposed-c2st``: without them too)."""
     budget = C2STBudget(repeats=args.repeats)
     print(f"per probe kind: {args.n} scenes per seed set ({', '.join(f'{s}…' for s in seeds)}), {args.size}², "
           f"noise {args.noise.split(',')[0]}; C2ST against the same scenes' HQ, tissue patches, {budget.steps} steps, "
           f"mean ± s.e. of {budget.repeats}. Domain: phantom (each probe's own view; the stage shares its physics)")
     print("| probe | frames | FWHM ax / lat px | Nakagami m | C2ST |")
     print("|---|---|---|---|---|")
-    for kind in PROBES:
+    for kind in [args.probe] if args.probe else PROBES:
         renders = []
         for s in seeds:
             for i in range(args.n):
@@ -324,12 +328,13 @@ def print_probe_table(args, seeds: list[int]) -> None:
                 for i, (d, pose) in enumerate(renders):
                     engine.reset(f"scene-{i}")
                     outputs.append(to_uint8(engine.infer_at(to_float(d[0]), pose if posed else None)))
-                r = row(name, outputs, data, budget if posed else C2STBudget(steps=1, repeats=1))
+                scored = posed or args.unposed_c2st
+                r = row(name, outputs, data, budget if scored else C2STBudget(steps=1, repeats=1))
                 ratio = lambda key: r[key] / target[key]
                 print(f"| {kind} | {name}, {'with' if posed else 'without'} poses | {r['fwhm_axial_px']:.2f} / "
                       f"{r['fwhm_lateral_px']:.2f} ({ratio('fwhm_axial_px'):.2f} / {ratio('fwhm_lateral_px'):.2f} of "
                       f"HQ) | {r['nakagami_m']:.2f} ({ratio('nakagami_m'):.2f}) | "
-                      f"{c2st_cell(r) if posed else '—'} |", flush=True)
+                      f"{c2st_cell(r) if scored else '—'} |", flush=True)
 
 
 def print_invented_table(args, seeds: list[int]) -> None:
