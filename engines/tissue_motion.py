@@ -17,6 +17,13 @@ Why a rigid (Euclidean) motion, and why against a key frame:
   0 % of a linear view's windows), while a fan's short view loses too much tissue to the wider margin.
 - Errors of consecutive estimates add up; estimates against a key frame do not. The key frame is kept until the
   anatomy has moved a tenth of the frame, then the current frame becomes the key.
+- The frames' own speckle decorrelates from frame to frame where they show little anatomy (a linear array's view of
+  plain tissue: electronic noise and the line density redraw it), and there a single estimate wanders about a pixel
+  around the truth, the wrong way as often as not. A hand moves a probe smoothly, so the estimates pass through an
+  α-β filter (a constant-speed model; its gains chosen on validation sequences, lq2hq_fast card): the place follows
+  each estimate by ``SMOOTH`` of its surprise, the speed by ``VELOCITY``. For the same reason a poorer match is not
+  by itself a new view (on such a view the match reads 0.55–0.9 frame after frame): the grain starts afresh only
+  where the match is poor outright or falls well below the last one.
 - A paused probe must give a still output: a motion within ``STILL_PX`` of the last one is taken as no motion (a
   simulator's electronic noise moves the estimate by a few hundredths of a pixel), and an identical frame costs nothing.
 
@@ -44,7 +51,9 @@ FLAT_FACE_EDGE_PX = 7  # a linear array's band or trapezoid (centre error 0.85 �
 # a fan's would rise from 0.05 to 0.15 with it)
 STILL_PX = 0.15  # px of the full frame: smaller changes of the motion are electronic noise, not the probe
 REKEY_SHARE = 0.1  # the key frame is replaced once the anatomy moved this share of the working frame
-MIN_CORRELATION = 0.6  # below this the frames show different anatomy (a new view): the grain starts afresh
+NEW_VIEW_CORRELATION = 0.3  # below this the frames show different anatomy (a new view): the grain starts afresh
+NEW_VIEW_DROP = 0.25  # so does a match this much worse than the last one (other scenes of one probe match to 0.86)
+SMOOTH, VELOCITY = 0.5, 0.2  # the α-β filter: shares of an estimate's surprise taken into the place and speed
 SLICE_MM = 1.0  # a probe moved this far out of the reference plane images other scatterers (elevation beam ~1-3 mm)
 
 
@@ -68,6 +77,9 @@ class TissueMotion:
         self._to_key = np.eye(2, 3, dtype=np.float32)  # the last estimate, in working pixels: a warm start
         self._scale: np.ndarray | None = None  # full → working pixel coordinates
         self._pose: np.ndarray | None = None  # the reference frame's pose, when the stream sends poses
+        self._correlation = 0.0  # the last match's (none yet)
+        self._place = np.eye(3)  # the filtered motion and its change per frame
+        self._speed = np.zeros((2, 3))
 
     def update(self, frame: np.ndarray, pose: np.ndarray | None = None, flat_face: bool = False) -> np.ndarray:
         if pose is not None or self._pose is not None:
@@ -87,19 +99,26 @@ class TissueMotion:
                                                        self._key[1], 1)
         except cv2.error:
             correlation, to_key = -1.0, None
-        if correlation < MIN_CORRELATION:
+        if correlation < NEW_VIEW_CORRELATION or correlation < self._correlation - NEW_VIEW_DROP:
             self.lost += 1
             log.debug("tissue motion lost (correlation %.2f): the grain starts afresh", correlation)
             return self._restart(frame, small, mask)
-        self._to_key = to_key
+        self._to_key, self._correlation = to_key, correlation
         s = self._scale
-        to_reference = self._key_to_reference @ np.linalg.inv(s) @ np.vstack([to_key, [0, 0, 1]]) @ s
+        to_reference = self._filtered(self._key_to_reference @ np.linalg.inv(s) @ np.vstack([to_key, [0, 0, 1]]) @ s)
         if _largest_shift(to_reference, self.to_reference, frame.shape) >= STILL_PX:
             self.to_reference = to_reference
         if math.hypot(to_key[0, 2], to_key[1, 2]) > REKEY_SHARE * WORK_SIDE or abs(to_key[1, 0]) > 0.05:
             self._key, self._key_to_reference = (small, mask), to_reference  # the estimate, not the still-kept one
             self._to_key = np.eye(2, 3, dtype=np.float32)
         return self.to_reference
+
+    def _filtered(self, estimate: np.ndarray) -> np.ndarray:
+        predicted = self._place[:2] + self._speed
+        surprise = estimate[:2] - predicted
+        self._place = np.vstack([predicted + SMOOTH * surprise, [0, 0, 1]])
+        self._speed = self._speed + VELOCITY * surprise
+        return self._place
 
     def _from_pose(self, frame: np.ndarray, pose: np.ndarray | None, flat_face: bool) -> np.ndarray:
         if pose is None or self._pose is None or frame.shape != self._raw.shape:  # poses start, stop, or a new size
