@@ -18,12 +18,11 @@ Why a rigid (Euclidean) motion, and why against a key frame:
 - Errors of consecutive estimates add up; estimates against a key frame do not. The key frame is kept until the
   anatomy has moved a tenth of the frame, then the current frame becomes the key.
 - The frames' own speckle decorrelates from frame to frame where they show little anatomy (a linear array's view of
-  plain tissue: electronic noise and the line density redraw it), and there a single estimate wanders about a pixel
-  around the truth, the wrong way as often as not. A hand moves a probe smoothly, so the estimates pass through an
-  α-β filter (a constant-speed model; its gains chosen on validation sequences, lq2hq_fast card): the place follows
-  each estimate by ``SMOOTH`` of its surprise, the speed by ``VELOCITY``. For the same reason a poorer match is not
-  by itself a new view (on such a view the match reads 0.55–0.9 frame after frame): the grain starts afresh only
-  where the match is poor outright or falls well below the last one.
+  plain tissue: electronic noise and the line density redraw it), and on such a view the match reads 0.55–0.9 frame
+  after frame. A poorer match is therefore not by itself a new view: the grain starts afresh only where the match is
+  poor outright or falls well below the last one (a fixed 0.6 restarted the grain mid-sweep on such views).
+  Smoothing the estimates over time (a constant-speed α-β filter) helped on the phantom's smooth sweeps and hurt on
+  real hand-held videos, whose probe moves in jerks: it is not used (lq2hq_fast card).
 - A paused probe must give a still output: a motion within ``STILL_PX`` of the last one is taken as no motion (a
   simulator's electronic noise moves the estimate by a few hundredths of a pixel), and an identical frame costs nothing.
 
@@ -53,7 +52,6 @@ STILL_PX = 0.15  # px of the full frame: smaller changes of the motion are elect
 REKEY_SHARE = 0.1  # the key frame is replaced once the anatomy moved this share of the working frame
 NEW_VIEW_CORRELATION = 0.3  # below this the frames show different anatomy (a new view): the grain starts afresh
 NEW_VIEW_DROP = 0.25  # so does a match this much worse than the last one (other scenes of one probe match to 0.86)
-SMOOTH, VELOCITY = 0.5, 0.2  # the α-β filter: shares of an estimate's surprise taken into the place and speed
 SLICE_MM = 1.0  # a probe moved this far out of the reference plane images other scatterers (elevation beam ~1-3 mm)
 
 
@@ -78,8 +76,6 @@ class TissueMotion:
         self._scale: np.ndarray | None = None  # full → working pixel coordinates
         self._pose: np.ndarray | None = None  # the reference frame's pose, when the stream sends poses
         self._correlation = 0.0  # the last match's (none yet)
-        self._place = np.eye(3)  # the filtered motion and its change per frame
-        self._speed = np.zeros((2, 3))
 
     def update(self, frame: np.ndarray, pose: np.ndarray | None = None, flat_face: bool = False) -> np.ndarray:
         if pose is not None or self._pose is not None:
@@ -105,20 +101,13 @@ class TissueMotion:
             return self._restart(frame, small, mask)
         self._to_key, self._correlation = to_key, correlation
         s = self._scale
-        to_reference = self._filtered(self._key_to_reference @ np.linalg.inv(s) @ np.vstack([to_key, [0, 0, 1]]) @ s)
+        to_reference = self._key_to_reference @ np.linalg.inv(s) @ np.vstack([to_key, [0, 0, 1]]) @ s
         if _largest_shift(to_reference, self.to_reference, frame.shape) >= STILL_PX:
             self.to_reference = to_reference
         if math.hypot(to_key[0, 2], to_key[1, 2]) > REKEY_SHARE * WORK_SIDE or abs(to_key[1, 0]) > 0.05:
             self._key, self._key_to_reference = (small, mask), to_reference  # the estimate, not the still-kept one
             self._to_key = np.eye(2, 3, dtype=np.float32)
         return self.to_reference
-
-    def _filtered(self, estimate: np.ndarray) -> np.ndarray:
-        predicted = self._place[:2] + self._speed
-        surprise = estimate[:2] - predicted
-        self._place = np.vstack([predicted + SMOOTH * surprise, [0, 0, 1]])
-        self._speed = self._speed + VELOCITY * surprise
-        return self._place
 
     def _from_pose(self, frame: np.ndarray, pose: np.ndarray | None, flat_face: bool) -> np.ndarray:
         if pose is None or self._pose is None or frame.shape != self._raw.shape:  # poses start, stop, or a new size
@@ -146,7 +135,7 @@ class TissueMotion:
         """The frame at WORK_SIDE (area average, then σ 1 px: the anatomy's scale), and its lit pixels at least
         ``edge_px`` from the sector's edges (which stay on the screen and would pull the estimate to no motion)."""
         h, w = frame.shape
-        s = WORK_SIDE / max(h, w)
+        s = min(1.0, WORK_SIDE / max(h, w))  # a smaller frame is used as it is
         size = (max(8, round(w * s)), max(8, round(h * s)))
         small = cv2.GaussianBlur(cv2.resize(frame.astype(np.float32), size, interpolation=cv2.INTER_AREA), (0, 0), 1.0)
         mask = cv2.erode((small > ECHO_LEVEL).astype(np.uint8), np.ones((2 * edge_px + 1,) * 2, np.uint8))

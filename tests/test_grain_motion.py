@@ -48,7 +48,7 @@ def test_the_phantom_knows_where_its_anatomy_went():
     assert (seen[both] == first[both]).mean() > 0.97  # labels agree but for boundary pixels
 
 
-def test_a_steadily_moving_frame_is_followed_a_stopped_one_settles_and_noise_is_not_motion():
+def test_a_steadily_moving_frame_is_followed_a_stopped_one_holds_still_and_noise_is_not_motion():
     frame = PhantomRenderer(160, 160, seed=5).render(0.0).lq
     tracker = TissueMotion()
     assert np.array_equal(tracker.update(frame), np.eye(3))
@@ -58,9 +58,9 @@ def test_a_steadily_moving_frame_is_followed_a_stopped_one_settles_and_noise_is_
     noisy = np.random.default_rng(1)
     jitter = lambda image: np.clip(image + noisy.normal(0, 0.01, image.shape).astype(np.float32), 0, 1)
     stopped = _shift(frame, 8, 4)
-    settled = [tracker.update(jitter(stopped)).copy() for _ in range(12)]  # the probe stops; the filter overshoots
+    settled = [tracker.update(jitter(stopped)).copy() for _ in range(6)]  # the probe stops; its frames stay noisy
     assert settled[-1][:2, 2] == pytest.approx([-8, -4], abs=0.3)
-    assert all(np.array_equal(m, settled[-1]) for m in settled[-4:])  # and then holds still
+    assert all(np.array_equal(m, settled[0]) for m in settled)  # the grain holds still
     assert tracker.lost == 0
     paused = TissueMotion()
     paused.update(frame)
@@ -184,11 +184,11 @@ def test_the_grain_of_a_linear_arrays_view_moves_with_its_tissue(kind, posed):
     assert stage.motion.lost == 0  # its speckle redrawn frame to frame is not a new view
 
 
-@pytest.mark.parametrize("seed", [50004, 50011])
+@pytest.mark.parametrize("seed", [50004, 50015])
 def test_a_view_whose_speckle_is_redrawn_each_frame_keeps_its_grain_on_the_tissue(seed):
     """A linear array's view of plain tissue: its own speckle decorrelates from frame to frame (the match reads
-    0.55–0.9), and single estimates wander about a pixel. Taken as new views these two scenes' grain started afresh
-    (followed in 0 % of windows); filtered, it follows."""
+    0.55–0.9). Taken as new views (a match below 0.6) these two scenes' grain started afresh mid-sweep and followed
+    in 0 % of windows."""
     from usnst_stream.phantom import probe
 
     renderer = PhantomRenderer(128, 128, seed=seed, geometry=probe("linear"))
