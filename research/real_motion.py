@@ -2,20 +2,23 @@
 under the same measure (issue 27's temporal bar, checked against frames the project did not generate).
 
     usnst real-scanners --out data/real --height 256        # downloads and checks the archives into its cache
-    python research/real_motion.py --models lq2hq_fast,lq2hq
+    python research/real_motion.py --models lq2hq_fast,lq2hq,lq2real --lags 2,8
 
 The phantom's motion tables (`realism_table.py --motion-only`) score texture against the phantom's true motion. A
 real video has no truth, so every row here uses `offline.temporal.sequence_texture_motion`, the measure of `usnst
 metrics --video`: the anatomy's motion estimated (one rigid motion, `engines.tissue_motion`) from the input frames,
-windows where the input is lit, frame pairs ``--lag`` apart. Real rows: each video is its own input, every frame of
+windows where the input is lit, frame pairs ``--lags`` apart. Real rows: each video is its own input, every frame of
 its first ``--frames`` (cleaned of UI with one crop per cine, as `usnst real-scanners` cleans it, scaled to 256
 rows; near-copies are kept here: they are the scanner's timing). Phantom rows: moving-probe sequences of held-out
 scenes (seeds never trained on), LQ as input; HQ, and each model's output with the stream's fixed noise.
 
+The videos run at 6–30 frames/s (each row says its rate) and the phantom at 25: compare rows at the same time apart
+(e.g. a 24-fps video's pairs 8 frames apart with the phantom's 8, a 6-fps video's 2 with the phantom's 8).
 A real hand-held probe also tilts out of plane and presses the tissue, which decorrelates its speckle; the phantom's
 probe only slides in plane. The real rows are the behaviour a trainee knows, not a bar the phantom's rows must equal.
 """
 import argparse
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -27,14 +30,13 @@ from usnst.engines.tissue_motion import TissueMotion
 from usnst.offline.real_scanners import (
     ARCHIVES,
     RECORDINGS,
-    read_frames,
     split_of,
     to_height,
 )
 from usnst.offline.realism import tissue_mask
 from usnst.offline.screenshot import clean_cine
 from usnst.offline.temporal import fine_texture, sequence_texture_motion
-from usnst_io.media import to_uint8
+from usnst_io.media import is_image, iter_sequence, to_uint8
 from usnst_stream.phantom import PhantomRenderer, probe
 
 MOVING = ("butterfly-iq-nerve-preset", "butterfly-iq-ocular", "butterfly-iq-ocular-2", "clarius-ocular",
@@ -42,7 +44,7 @@ MOVING = ("butterfly-iq-nerve-preset", "butterfly-iq-ocular", "butterfly-iq-ocul
 
 
 def real_sequences(cache: Path, frames: int):
-    """(recording, file, probe, split, grey frames at 256 rows) of every moving recording's videos in the cache."""
+    """(recording, file and frame rate, probe, split, grey frames at 256 rows) of every moving recording's videos."""
     for rec in RECORDINGS:
         if rec.id not in MOVING:
             continue
@@ -51,11 +53,14 @@ def real_sequences(cache: Path, frames: int):
             path = cache / f"{archive.package}-{archive.version}" / name
             if not path.is_file():
                 raise SystemExit(f"{path} is missing: `usnst real-scanners --out data/real` fills the cache")
-            screens = [f for _, f in zip(range(frames), read_frames(path))]
-            if len(screens) < 2:
+            if is_image(path):  # a still of the recording: nothing moves
                 continue
-            cleaned = [to_height(r.image, 256) for r in clean_cine(screens)]
-            yield rec.id, name, rec.probe, split_of(rec), cleaned
+            timed = list(islice(iter_sequence(path, colour=True), frames))
+            if len(timed) < 2:
+                continue
+            rate = (len(timed) - 1) / max(timed[-1][0] - timed[0][0], 1e-6)
+            cleaned = [to_height(r.image, 256) for r in clean_cine([f for _, f, _ in timed])]
+            yield rec.id, f"{name} ({len(cleaned)} frames, {rate:.0f} fps)", rec.probe, split_of(rec), cleaned
 
 
 def phantom_sequences(n: int, seeds: list[int], kind: str | None, length: int):
@@ -133,12 +138,12 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     phantom = [] if args.real_only else list(phantom_sequences(args.n, seeds, args.probe, args.length))
     lq = [p[0] for p in phantom]
-    rows = [(f"real ({split})", f"{rec}: {name} ({len(frames)} frames)", kind, [frames], [frames])
+    rows = [(f"real ({split})", f"{rec}: {name}", kind, [frames], [frames])
             for rec, name, kind, split, frames in real]
     rows.append(("real", "all videos", "", [r[4] for r in real], [r[4] for r in real]))
     view = args.probe or "sector"
     if not args.real_only:
-        label = f"HQ, {len(phantom)} held-out scenes × {args.length} frames"
+        label = f"HQ, {len(phantom)} held-out scenes × {args.length} frames, 25 fps"
         rows.append(("phantom", label, view, lq, [p[1] for p in phantom]))
         rows.append(("phantom", "LQ (the input)", view, lq, lq))
     for name in [] if args.real_only else args.models.split(","):
