@@ -10,10 +10,11 @@ Why a rigid (Euclidean) motion, and why against a key frame:
   Dense optical flow (OpenCV DIS) on simulator frames errs by as much as the motion itself between consecutive frames
   (0.2–0.5 px on 0.6 px at 256²): the speckle of the input decorrelates and the fan's edges stay still. One rigid
   motion fitted to the whole sector by ECC (Evangelidis & Psarakis 2008, ``cv2.findTransformECC``) on the frame
-  shrunk to 128 px errs by 0.1–0.3 px on 5 px. Shrunk to 192 px it keeps more of the input's own speckle, which on
-  a linear array's trapezoid of plain tissue is most of what moves (the grain followed its tissue in 60 → 81 % of
-  windows) and on real hand-held videos agrees with the speckle's own best match more often (75 → 78 %); the
-  phantom's curvilinear view, whose speckle does not follow its tissue even in HQ, lost 4 points.
+  shrunk to 128 px errs by 0.1–0.3 px on 5 px. A linear array's view is shrunk to 192 px: that keeps more of the
+  input's own speckle, which on a trapezoid of plain tissue is most of what moves (the grain followed its tissue in
+  60 → 81 % of windows), and on real hand-held linear-array videos agrees with the speckle's own best match more
+  often (75 → 78 %). A fan keeps 128: there the finer match lost 4–16 points (curvilinear, abdominal scenes of both
+  formations), whose input speckle moves less with the tissue than their anatomy does.
 - The view's edges stay on the screen while the tissue moves, so the match leaves out tissue near them. A linear
   array's view (a band, or its trapezoid format: a wide flat face) needs a wider margin than a fan: with the fan's
   3 working px its straight sides held the estimate at a fraction of the true motion (the grain followed the tissue in
@@ -47,7 +48,8 @@ from usnst.engines.acoustics import ECHO_LEVEL
 
 log = logging.getLogger(__name__)
 
-WORK_SIDE = 192  # px: the longer side the frame is shrunk to for estimating (128 lost a trapezoid's motion)
+WORK_SIDE = 128  # px: the longer side a fan's frame is shrunk to for estimating (the anatomy, not the speckle)
+FLAT_FACE_WORK_SIDE = 192  # a linear array's band or trapezoid (128 lost a trapezoid's motion)
 EDGE_PX = 3  # working px of tissue along the view's edges left out of the match: a fan's (phased, curvilinear)
 FLAT_FACE_EDGE_PX = 7  # a linear array's band or trapezoid (centre error 0.85 → 0.08 of the true motion at 256²;
 # a fan's would rise from 0.05 to 0.15 with it)
@@ -86,7 +88,7 @@ class TissueMotion:
         if self._raw is not None and frame.shape == self._raw.shape and np.array_equal(frame, self._raw):
             return self.to_reference
         first = self._raw is None or frame.shape != self._raw.shape
-        small, mask = self._shrink(frame, FLAT_FACE_EDGE_PX if flat_face else EDGE_PX)
+        small, mask = self._shrink(frame, flat_face)
         if first:
             return self._restart(frame, small, mask)
         self._raw = frame.copy()
@@ -107,7 +109,7 @@ class TissueMotion:
         to_reference = self._key_to_reference @ np.linalg.inv(s) @ np.vstack([to_key, [0, 0, 1]]) @ s
         if _largest_shift(to_reference, self.to_reference, frame.shape) >= STILL_PX:
             self.to_reference = to_reference
-        if math.hypot(to_key[0, 2], to_key[1, 2]) > REKEY_SHARE * WORK_SIDE or abs(to_key[1, 0]) > 0.05:
+        if math.hypot(to_key[0, 2], to_key[1, 2]) > REKEY_SHARE * max(small.shape) or abs(to_key[1, 0]) > 0.05:
             self._key, self._key_to_reference = (small, mask), to_reference  # the estimate, not the still-kept one
             self._to_key = np.eye(2, 3, dtype=np.float32)
         return self.to_reference
@@ -134,11 +136,12 @@ class TissueMotion:
         return self.to_reference
 
     @staticmethod
-    def _shrink(frame: np.ndarray, edge_px: int) -> tuple[np.ndarray, np.ndarray]:
-        """The frame at WORK_SIDE (area average, then σ 1 px: the anatomy's scale), and its lit pixels at least
-        ``edge_px`` from the sector's edges (which stay on the screen and would pull the estimate to no motion)."""
+    def _shrink(frame: np.ndarray, flat_face: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The frame at the working size (area average, then σ 1 px), and its lit pixels at least the view's margin
+        from the sector's edges (which stay on the screen and would pull the estimate to no motion)."""
+        side, edge_px = (FLAT_FACE_WORK_SIDE, FLAT_FACE_EDGE_PX) if flat_face else (WORK_SIDE, EDGE_PX)
         h, w = frame.shape
-        s = min(1.0, WORK_SIDE / max(h, w))  # a smaller frame is used as it is
+        s = min(1.0, side / max(h, w))  # a smaller frame is used as it is
         size = (max(8, round(w * s)), max(8, round(h * s)))
         small = cv2.GaussianBlur(cv2.resize(frame.astype(np.float32), size, interpolation=cv2.INTER_AREA), (0, 0), 1.0)
         mask = cv2.erode((small > ECHO_LEVEL).astype(np.uint8), np.ones((2 * edge_px + 1,) * 2, np.uint8))

@@ -121,10 +121,11 @@ def merge_texture_motion(results: list[dict]) -> dict:
 
 
 def sequence_texture_motion(inputs: list[np.ndarray], outputs: list[np.ndarray], lag: int = 8,
-                            windows: TextureWindows = TextureWindows()) -> dict:
+                            windows: TextureWindows = TextureWindows(), flat_face: bool = False) -> dict:
     """``texture_motion`` of a stylized sequence without a phantom's ground truth: the anatomy's motion between
-    frames ``lag`` apart is the rigid motion of the *input* (engines.tissue_motion, followed frame by frame), the
-    windows those the input lights (fluid and the outside excluded). Pairs start every ``lag`` frames."""
+    frames ``lag`` apart is the rigid motion of the *input* (engines.tissue_motion, followed frame by frame; with
+    ``flat_face`` as for a linear array's view), the windows those the input lights (fluid and the outside
+    excluded). Pairs start every ``lag`` frames."""
     from usnst.engines.tissue_motion import TissueMotion
     from usnst.offline.realism import tissue_mask
 
@@ -132,7 +133,7 @@ def sequence_texture_motion(inputs: list[np.ndarray], outputs: list[np.ndarray],
         raise ValueError(f"need equally long sequences, got {len(inputs)} inputs and {len(outputs)} outputs")
     tracker, to_reference = TissueMotion(), []
     for frame in inputs:
-        to_reference.append(tracker.update(np.asarray(frame, np.float32) / 255.0).copy())
+        to_reference.append(tracker.update(np.asarray(frame, np.float32) / 255.0, flat_face=flat_face).copy())
     results = []
     for i in range(0, len(inputs) - lag, lag):
         h, w = inputs[i].shape
