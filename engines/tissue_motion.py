@@ -13,7 +13,7 @@ Why a rigid (Euclidean) motion, and why against a key frame:
   shrunk to 128 px errs by 0.1–0.3 px on 5 px. A linear array's view is shrunk to 192 px: that keeps more of the
   input's own speckle, which on a trapezoid of plain tissue is most of what moves (the grain followed its tissue in
   60 → 81 % of windows), and on real hand-held linear-array videos agrees with the speckle's own best match more
-  often (75 → 78 %). A fan keeps 128: there the finer match lost 4–16 points (curvilinear, abdominal scenes of both
+  often (74 → 76 %). A fan keeps 128: there the finer match lost 4–16 points (curvilinear, abdominal scenes of both
   formations), whose input speckle moves less with the tissue than their anatomy does.
 - The view's edges stay on the screen while the tissue moves, so the match leaves out tissue near them. A linear
   array's view (a band, or its trapezoid format: a wide flat face) needs a wider margin than a fan: with the fan's
