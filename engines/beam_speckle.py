@@ -53,6 +53,9 @@ from usnst_io.limits import check_config
 
 log = logging.getLogger(__name__)
 META_KEY = "beam_speckle"  # checkpoint metadata: the stage's BeamSpeckleConfig as a dict
+RENEW_DEPTH_SHARE = 0.03  # anchored grain: the path the tissue travels (a share of the view's depth) over which its
+# scatterers' field keeps 1/e of its coherence. A hand-held probe's speckle renews as the probe moves (it tilts out
+# of plane and presses the tissue); the lq2hq_fast card measures it on real scanners' videos
 
 
 class NoFan(ValueError):
@@ -311,10 +314,12 @@ class BeamSpeckle:
     """The stage: ``apply(styled, frame, planes)`` with two ``plane_shape`` standard-normal planes, or none for
     no grain (noise "off": the low-passed output alone). ``anchored``: the planes are the tissue's scatterers,
     larger than the fan by a margin (a quarter of the rays and an eighth of the samples each side, so tissue that
-    slides into view brings its own; farther out they repeat), read where each frame's tissue was at the start."""
+    slides into view brings its own; farther out they repeat), read where each frame's tissue was at the start,
+    and renewed in part as the tissue moves (``renewed``; ``renew``: the path of 1/e coherence as a share of the
+    view's depth, 0 for scatterers that never change; ``seed``: where the fresh ones are taken)."""
 
     def __init__(self, config: BeamSpeckleConfig = BeamSpeckleConfig(), anchored: bool = False,
-                 texture: ScannerTexture | None = None):
+                 texture: ScannerTexture | None = None, renew: float = RENEW_DEPTH_SHARE, seed: int = 0):
         if texture is not None and config.mean_shown:
             raise ValueError("beam speckle: mean_shown is for the formed grain; a scanner texture brings its own "
                              "strength at each grey level")
@@ -338,6 +343,9 @@ class BeamSpeckle:
         self._grain_from: tuple = (None, None)
         self._under: np.ndarray | None = None  # mean shown → level under the grain, for config.mean_shown
         self._under_from = None  # the scan maps it was measured for
+        self.renew, self._rng = renew, np.random.default_rng(seed)
+        self._field: list | None = None  # anchored: the scatterers now, the planes they began as, the motion they had
+        self._field_from: tuple = (None, None, None)
 
     def _use_axial(self, sigma: float) -> None:
         """The PSF's axial width in samples; a change makes the log-envelope and the grain anew."""
@@ -400,6 +408,40 @@ class BeamSpeckle:
         self._anchored = (maps, to_reference, grid)
         return grid
 
+    def renewed(self, planes: list[np.ndarray], shape: tuple[int, int], posed: bool) -> list[np.ndarray]:
+        """The anchored scatterers after this frame's motion. A new reference (another view, a probe off the slice,
+        poses begun or ended) replaces them all. Placed by poses they otherwise stay: the simulator's tissue is
+        fixed in its world, and a pose says all the probe did. Estimated from the frames, a share is replaced in
+        proportion to the path the tissue moved since the last frame (its centre's, in reference pixels), so their
+        coherence falls as exp(−path / (renew · depth)): a hand-held probe's speckle renews as the hand moves it
+        (tilting out of plane, pressing), which the frames cannot show but the probe's motion in plane goes with. A
+        still probe keeps them all: a paused output stays still. The fresh field is the stream's own planes
+        circularly shifted by a random offset: white noise shifted is independent of itself, and costs no new draw
+        (drawing two planes costs ~6 ms; the mix ~1 ms, and the log-envelope made anew ~2 ms, per moving frame)."""
+        to_reference, starts = self.motion.to_reference, self.motion.starts
+        if self._field is None or self._field_from[0] is not planes[0]:  # a new stream's planes
+            self._field, self._field_from = planes, (planes[0], to_reference, starts)
+            return planes
+        _, last, last_starts = self._field_from
+        if to_reference is last and starts == last_starts:  # the motion kept: the tissue did not move
+            return self._field
+        self._field_from = (planes[0], to_reference, starts)
+        if starts != last_starts:
+            keep = 0.0
+        elif posed:
+            return self._field
+        else:
+            h, w = shape
+            centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
+            path = float(np.hypot(*((to_reference - last) @ centre)[:2]))
+            keep = math.exp(-min(path / (self.renew * self.fan.depth_px), 30.0))
+        fresh = math.sqrt(1.0 - keep * keep)
+        rows, cols = planes[0].shape[-2:]
+        offset = (int(self._rng.integers(1, rows)), int(self._rng.integers(1, cols)))
+        self._field = [(keep * f + fresh * np.roll(p, offset, axis=(-2, -1))).astype(np.float32)
+                       for f, p in zip(self._field, planes)]
+        return self._field
+
     def scan_maps(self, fan: Fan, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """cv2.remap maps: every pixel's fractional (ray, sample) on the polar grid; −1 outside the fan."""
         return self._remap_maps(*fan.polar(shape, self.config.rays, self.config.samples)[:2])
@@ -415,8 +457,8 @@ class BeamSpeckle:
         check is fitted again, and the maps change only if the new fan is beyond fitting noise of the old."""
         lit = frame > ECHO_LEVEL
         if self._maps is not None and self._shape == frame.shape:
-            guard, rim = self._rings
-            if lit.ravel()[guard].mean() < 0.02 and lit.ravel()[rim].mean() > 0.5:
+            guard, rim = self._rings  # a view that fills the frame has no ring outside it: nothing there to light
+            if (guard.size == 0 or lit.ravel()[guard].mean() < 0.02) and rim.size and lit.ravel()[rim].mean() > 0.5:
                 return self._maps
         fan = fit_fan(frame)
         if self._maps is None or self._shape != frame.shape or not fan.close_to(self.fan):
@@ -477,6 +519,8 @@ class BeamSpeckle:
                 self._follow_spacing(pose)
             if self.motion is not None:
                 maps = self.tissue_maps(maps, frame, pose)
+                if planes and self.texture is None and self.renew > 0:
+                    planes = self.renewed(planes, frame.shape, pose is not None)
         except NoFan as exc:
             self.skipped += 1
             if not isinstance(exc, NoEcho) and not self._warned:  # a blank frame is routine, not news
@@ -517,7 +561,8 @@ class SpeckledEngine(Engine):
     def __init__(self, inner: Engine, config: BeamSpeckleConfig, options: EngineOptions = EngineOptions(),
                  texture: ScannerTextureConfig | None = None):
         self.texture = None if texture is None else ScannerTexture(texture)
-        self.inner, self.stage = inner, BeamSpeckle(config, anchored=options.noise == "fixed", texture=self.texture)
+        self.inner, self.stage = inner, BeamSpeckle(config, anchored=options.noise == "fixed", texture=self.texture,
+                                                    seed=options.seed + 2)
         self.name = inner.name
         self.options = options
         # seeded apart from the net's planes (seed + 1): the grain is not a function of the net's noise
@@ -560,4 +605,5 @@ class SpeckledEngine(Engine):
     def reset(self, key: str | None = None) -> None:
         self.inner.reset(key)
         self.noise.reset(key)
-        self.stage = BeamSpeckle(self.stage.config, self.stage.motion is not None, self.texture)  # fan, motion go too
+        self.stage = BeamSpeckle(self.stage.config, self.stage.motion is not None, self.texture, self.stage.renew,
+                                 self.options.seed + 2)  # fan, motion and the renewed scatterers go too

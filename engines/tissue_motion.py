@@ -70,9 +70,11 @@ class TissueMotion:
 
     def __init__(self):
         self.lost = 0
+        self.starts = -1  # how many times the motion started afresh (a new reference: other tissue, or poses begun)
         self.reset()
 
     def reset(self) -> None:
+        self.starts += 1
         self.to_reference = np.eye(3)
         self._raw: np.ndarray | None = None
         self._key: tuple[np.ndarray, np.ndarray] | None = None  # shrunk key frame and its mask

@@ -110,6 +110,15 @@ def measured(inputs: list[list[np.ndarray]], outputs: list[list[np.ndarray]], la
             "estimate_agrees": float(np.mean(best[survives, 1] <= 1.5)) if survives.any() else float("nan")}
 
 
+def streamed(engine, sequences: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+    """Each sequence through ``engine`` as one stream (reset before it), grey uint8 in and out."""
+    outputs = []
+    for frames in sequences:
+        engine.reset()
+        outputs.append([to_uint8(engine.infer(f.astype(np.float32) / 255.0)) for f in frames])
+    return outputs
+
+
 def cell(r: dict) -> str:
     moved = (f"{r['windows']} | {r['following']:.0%} | {r['after_motion']:.2f} | {r['at_zero']:.2f}" if r["windows"]
              else "none moved | | |")
@@ -129,6 +138,9 @@ def main() -> None:
     ap.add_argument("--probe", choices=("linear", "curvilinear", "phased", "trapezoid"),
                     help="the phantom's probe view (default: its original sector)")
     ap.add_argument("--real-only", action="store_true", help="only the real videos' rows (no phantom, no model)")
+    ap.add_argument("--on-real", action="store_true",
+                    help="also each model run on the real videos themselves (every video as a stream, fixed noise): "
+                         "its grain beside the video's own speckle, under the same motion")
     args = ap.parse_args()
     lags = [int(x) for x in args.lags.split(",")]
     if not all(1 <= lag < min(args.frames, args.length) for lag in lags):
@@ -149,11 +161,11 @@ def main() -> None:
         rows.append(("phantom", "LQ (the input)", view, lq, lq))
     for name in [] if args.real_only else args.models.split(","):
         engine = load_engine(name, "torch", EngineOptions(noise="fixed", seed=0))
-        outputs = []
-        for frames in lq:
-            engine.reset()
-            outputs.append([to_uint8(engine.infer(f.astype(np.float32) / 255.0)) for f in frames])
-        rows.append(("phantom", f"{name}, noise fixed", view, lq, outputs))
+        rows.append(("phantom", f"{name}, noise fixed", view, lq, streamed(engine, lq)))
+    for name in args.models.split(",") if args.on_real else []:
+        engine = load_engine(name, "torch", EngineOptions(noise="fixed", seed=0))
+        for rec, label, kind, split, frames in real:
+            rows.append((f"real ({split}) in", f"{name} on {rec}: {label}", kind, [frames], streamed(engine, [frames])))
     for lag in lags:
         print(f"\ntexture motion, pairs {lag} frames apart; the anatomy's motion estimated from the input (rigid); "
               "32-px windows the input lights whose anatomy moved ≥ 1.5 px; best match: median over tissue windows "

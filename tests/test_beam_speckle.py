@@ -420,3 +420,20 @@ def test_a_size_refusal_of_a_compiled_net_says_which_size_the_net_was_given_and_
     engine.inner.infer = refuse
     with pytest.raises(ValueError, match=r"192x192 frame goes to the net as 96x96: resampled to the scale"):
         engine.infer(_sector_frame(192)[0])
+
+
+def test_a_view_that_fills_the_frame_is_checked_not_fitted_again_every_frame(monkeypatch):
+    """A real linear array's cleaned frame is lit to its edges: no ring outside the view to check, which read as a
+    failed check (a mean of nothing) and refitted the view every frame (~10 ms at 512²)."""
+    import usnst.engines.beam_speckle as stage_module
+
+    fits = []
+    monkeypatch.setattr(stage_module, "fit_fan", lambda frame: fits.append(1) or fit_fan(frame))
+    rng = np.random.default_rng(3)
+    frames = [np.clip(0.4 + 0.15 * rng.standard_normal((96, 128)), 0, 1).astype(np.float32) for _ in range(3)]
+    stage = BeamSpeckle(BeamSpeckleConfig(rays=64, samples=96))
+    planes = [rng.standard_normal((96, 64)).astype(np.float32) for _ in range(2)]
+    with np.errstate(all="raise"):
+        outs = [stage.apply(f, f, planes) for f in frames]
+    assert isinstance(stage.fan, Band) and stage.skipped == 0 and len(fits) == 1
+    assert all(o.std() > 0.05 for o in outs)

@@ -88,7 +88,7 @@ def _phantom_sequences(size: int, seeds: range):
 @pytest.mark.parametrize("anchored", [True, False])
 def test_the_stream_grain_moves_with_the_tissue_and_a_paused_probe_stays_still(anchored):
     """The stage alone on a moving phantom probe (the LQ input as the net's output): anchored, the grain follows the
-    anatomy; drawn on the screen, it stays there."""
+    anatomy (renewing in part as it goes, as a hand-held probe's does); drawn on the screen, it stays there."""
     results = []
     for lq, motion, mask in _phantom_sequences(160, range(50000, 50003)):
         stage = BeamSpeckle(BeamSpeckleConfig(), anchored=anchored)
@@ -101,9 +101,57 @@ def test_the_stream_grain_moves_with_the_tissue_and_a_paused_probe_stays_still(a
     r = merge_texture_motion(results)
     assert r["windows"] >= 6
     if anchored:
-        assert r["following"] >= 0.8 and r["after_motion"] > 0.3 and r["at_zero"] < 0.2
+        assert r["following"] >= 0.8 and r["after_motion"] > 0.15 and r["at_zero"] < 0.2
     else:
         assert r["following"] == 0.0 and r["at_zero"] > 0.6
+
+
+def _white_planes(stage: BeamSpeckle, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(stage.plane_shape).astype(np.float32) for _ in range(2)]
+
+
+def _coherence(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(np.corrcoef(np.concatenate([x.ravel() for x in a]), np.concatenate([x.ravel() for x in b]))[0, 1])
+
+
+def test_the_anchored_scatterers_renew_with_the_path_the_tissue_moved_and_a_still_probe_keeps_them():
+    """Known answer: a frame moved 4 px keeps exp(−4 / (renew · depth)) of the field's coherence; a still frame keeps
+    it all (the same field, so the same output); a cut to another scene draws other scatterers (coherence ~0)."""
+    frame = PhantomRenderer(160, 160, seed=5).render(0.0).lq
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True, renew=0.05)
+    planes = _white_planes(stage)
+    first = stage.apply(frame, frame, planes)
+    start = stage._field
+    assert start is planes
+    assert np.array_equal(stage.apply(frame, frame, planes), first)  # paused: nothing renewed
+    stage.apply(_shift(frame, 4, 0), _shift(frame, 4, 0), planes)
+    moved = stage.motion.to_reference[:2, 2]
+    expected = np.exp(-np.hypot(*moved) / (0.05 * stage.fan.depth_px))
+    assert np.hypot(*moved) == pytest.approx(4, abs=0.4) and 0.3 < expected < 0.9
+    assert _coherence(stage._field, start) == pytest.approx(expected, abs=0.02)
+    [np.testing.assert_allclose(f.std(), 1.0, atol=0.02) for f in stage._field]  # still unit white noise
+    kept = stage._field
+    stage.apply(_shift(frame, 4, 0), _shift(frame, 4, 0), planes)
+    assert stage._field is kept
+    other = PhantomRenderer(160, 160, seed=9).render(3.0).lq
+    stage.apply(other, other, planes)
+    assert stage.motion.lost == 1 and abs(_coherence(stage._field, kept)) < 0.02
+
+
+def test_with_poses_the_scatterers_stay_in_plane_and_renew_off_the_slice():
+    """Placed by poses, the simulator's tissue is fixed in its world: sliding in plane keeps every scatterer; leaving
+    the slice draws other ones."""
+    renderer = PhantomRenderer(160, 160, seed=50001)
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True, renew=0.05)
+    planes = _white_planes(stage)
+    for t in (0.0, 0.2, 0.4):
+        stage.apply(renderer.render(t).lq, renderer.render(t).lq, planes, renderer.image_to_world(t))
+    assert np.abs(stage.motion.to_reference[:2, 2]).max() > 2 and stage._field is planes
+    lifted = renderer.image_to_world(0.4)
+    lifted[2, 3] += 2 * SLICE_MM
+    stage.apply(renderer.render(0.4).lq, renderer.render(0.4).lq, planes, lifted)
+    assert abs(_coherence(stage._field, planes)) < 0.02
 
 
 def test_the_motion_between_two_poses_is_the_phantoms_true_motion():
@@ -175,7 +223,7 @@ def test_the_grain_of_a_linear_arrays_view_moves_with_its_tissue(kind, posed):
     times = [k / FPS for k in range(LAG + 1)]
     lq = [renderer.render(t).lq for t in times]
     mask = cv2.erode(renderer.in_sector.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True)
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True, renew=0)  # the estimate alone: scatterers kept
     rng = np.random.default_rng(0)
     planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
     out = [stage.apply(f, f, planes, renderer.image_to_world(t) if posed else None) for f, t in zip(lq, times)]
@@ -194,7 +242,7 @@ def test_a_view_whose_speckle_is_redrawn_each_frame_keeps_its_grain_on_the_tissu
     renderer = PhantomRenderer(128, 128, seed=seed, geometry=probe("linear"))
     lq = [renderer.render(k / FPS).lq for k in range(LAG + 1)]
     mask = cv2.erode(renderer.in_sector.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True)
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True, renew=0)  # the estimate alone: scatterers kept
     rng = np.random.default_rng(0)
     planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
     out = [stage.apply(f, f, planes) for f in lq]
