@@ -18,7 +18,9 @@ net's own planes). The fan (apex, radii, edge angles) is fitted to the input fra
 simulator's probe does not change its geometry between frames. With fixed noise (streams) the scatterers belong to
 the tissue, as a scanner's do: the planes cover the fan with a margin, and each frame reads them where its tissue was
 in the stream's first frame (``engines.tissue_motion``), so the grain moves with the anatomy and a paused probe
-gives a still output. The
+gives a still output. As the tissue moves they renew in part (``BeamSpeckle.renewed``), as a hand-held scanner's
+speckle does: in real scanners' own videos it survives 80 ms of hand motion and is gone within a third of a second,
+where scatterers carried rigidly kept it three times as long (lq2hq_fast card). The
 speckle's parameters (PSF widths in rays and samples, the display's contrast per neper) are fitted to target
 frames by ``offline.speckle_fit`` and stored with the model (checkpoint metadata ``beam_speckle``), with the beam
 length of the views the net was trained on: a frame rendered at another size goes to the net resampled to that

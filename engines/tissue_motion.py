@@ -32,6 +32,8 @@ Why a rigid (Euclidean) motion, and why against a key frame:
 
 Tissue that deforms (a beating heart) is followed only as far as a rigid motion describes it.
 
+What the motion carries is renewed in part as it goes (``BeamSpeckle.renewed``): a hand-held probe's speckle does.
+
 A simulator knows where its probe is: a frame that comes with its pose (``image_to_world``, docs/PROTOCOL.md) is
 placed by it exactly, with no estimate and no drift; a probe that leaves the reference frame's plane by more than a
 scanner's slice thickness images other scatterers, so the grain starts afresh there.

@@ -3,10 +3,12 @@ slows both alike and the ratio means something. Prints p50 latency, frames/s and
 
     python research/engine_ratio.py --a lq2hq_fast --b runs/x/model.pt --backend onnxruntime --sizes 256,512 --frames 60
     python research/engine_ratio.py --a lq2hq_fast --a-screen-grain --b lq2hq_fast --moving --sizes 512   # issue 27
+    python research/engine_ratio.py --a lq2hq_fast --a-kept-grain --b lq2hq_fast --moving --sizes 256,512
 
 ``--moving``: the frames of a moving probe (as a stream sends them) instead of one frame again and again — what the
 tissue-anchored grain costs shows only then; ``--a-screen-grain``: model A with its fixed grain drawn on the screen,
-as the stage drew it before issue 27.
+as the stage drew it before issue 27; ``--a-kept-grain``: model A with its anchored scatterers never renewed (before
+stop 41).
 """
 import argparse
 import time
@@ -29,12 +31,18 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--moving", action="store_true", help="a moving probe's frames, not one frame repeated")
     ap.add_argument("--a-screen-grain", action="store_true", help="model A's fixed grain drawn on the screen")
+    ap.add_argument("--a-kept-grain", action="store_true", help="model A's anchored scatterers never renewed")
     args = ap.parse_args()
-    a_name = args.a + (" (grain on the screen)" if args.a_screen_grain else "")
+    if args.a_screen_grain and args.a_kept_grain:
+        ap.error("--a-screen-grain and --a-kept-grain are two different A's: give one")
+    a_name = args.a + (" (grain on the screen)" if args.a_screen_grain else " (scatterers kept)" if args.a_kept_grain
+                       else "")
     engines = {a_name: load_engine(args.a, args.backend, EngineOptions()),
                args.b: load_engine(args.b, args.backend, EngineOptions())}
     if args.a_screen_grain:
         engines[a_name].stage = BeamSpeckle(engines[a_name].stage.config, anchored=False)
+    if args.a_kept_grain:
+        engines[a_name].stage = BeamSpeckle(engines[a_name].stage.config, anchored=True, renew=0)
     for size in (int(s) for s in args.sizes.split(",")):
         renderer = PhantomRenderer(size, size, seed=1)
         frames = [to_float(to_uint8(renderer.render(i / 30 if args.moving else 0.0).lq))
