@@ -248,3 +248,24 @@ def test_a_view_whose_speckle_is_redrawn_each_frame_keeps_its_grain_on_the_tissu
     out = [stage.apply(f, f, planes) for f in lq]
     r = texture_motion(out[0], out[-1], renderer.displacement(0.0, LAG / FPS), mask)
     assert stage.motion.lost == 0 and r["windows"] >= 40 and r["following"] >= 0.9
+
+
+def test_a_long_sweep_of_renewals_keeps_the_grains_statistics():
+    """Mixing fresh scatterers into the complex field keeps it unit white noise, so the grain after thirty moving
+    frames measures as the first frame's: the same strength and the same speckle size along and across the beams."""
+    from usnst.offline.realism import speckle_fwhm
+
+    renderer = PhantomRenderer(192, 192, seed=50003)
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True)
+    planes = _white_planes(stage)
+    grains = []
+    for k in range(31):
+        lq = renderer.render(k / FPS).lq
+        flat = np.full_like(lq, 0.5) * (lq > 0.02)  # a flat net output: what the stage adds is the grain alone
+        grains.append(stage.apply(flat, lq, planes) - flat)
+    assert stage.motion.lost == 0 and _coherence(stage._field, planes) < 0.3  # most of the scatterers were renewed
+    inside = cv2.erode((renderer.segmentation(0.0) > 0).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    first, last = grains[0], grains[-1]
+    assert last[inside].std() == pytest.approx(first[inside].std(), rel=0.05)
+    size = lambda g: np.array(speckle_fwhm(g, inside))
+    np.testing.assert_allclose(size(last), size(first), rtol=0.08)
