@@ -50,7 +50,7 @@ from usnst.engines.acoustics import (
 )
 from usnst.engines.base import Engine, EngineOptions, NoisePlanes, check_frame
 from usnst.engines.scanner_texture import ScannerTexture, ScannerTextureConfig
-from usnst.engines.tissue_motion import TissueMotion
+from usnst.engines.tissue_motion import SLICE_MM, TissueMotion
 from usnst_io.limits import check_config
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ META_KEY = "beam_speckle"  # checkpoint metadata: the stage's BeamSpeckleConfig 
 RENEW_DEPTH_SHARE = 0.03  # anchored grain: the path the tissue travels (a share of the view's depth) over which its
 # scatterers' field keeps 1/e of its coherence. A hand-held probe's speckle renews as the probe moves (it tilts out
 # of plane and presses the tissue); the lq2hq_fast card measures it on real scanners' videos
+STILL_MM = 1e-3  # mm: a posed frame closer than this to the last one's plane has not left it (rounding, not a probe)
 
 
 class NoFan(ValueError):
@@ -412,12 +413,14 @@ class BeamSpeckle:
 
     def renewed(self, planes: list[np.ndarray], shape: tuple[int, int], posed: bool) -> list[np.ndarray]:
         """The anchored scatterers after this frame's motion. A new reference (another view, a probe off the slice,
-        poses begun or ended) replaces them all. Placed by poses they otherwise stay: the simulator's tissue is
-        fixed in its world, and a pose says all the probe did. Estimated from the frames, a share is replaced in
-        proportion to the path the tissue moved since the last frame (its centre's, in reference pixels), so their
-        coherence falls as exp(−path / (renew · depth)): a hand-held probe's speckle renews as the hand moves it
-        (tilting out of plane, pressing), which the frames cannot show but the probe's motion in plane goes with. A
-        still probe keeps them all: a paused output stays still. The fresh field is the stream's own planes
+        poses begun or ended) replaces them all. Placed by poses they stay while the probe moves in plane (the
+        simulator's tissue is fixed in its world, and a pose says all the probe did) and renew as it leaves its
+        plane: coherence exp(−step / SLICE_MM) for a frame ``step`` mm off the last one's plane, the slice thickness
+        as the scale (a tilting probe images other scatterers gradually, not all at once). Estimated from the
+        frames, a share is replaced in proportion to the path the tissue moved since the last frame (its centre's,
+        in reference pixels), so their coherence falls as exp(−path / (renew · depth)): a hand-held probe's speckle
+        renews as the hand moves it (tilting out of plane, pressing), which the frames cannot show but the probe's
+        motion in plane goes with. A still probe keeps them all: a paused output stays still. The fresh field is the stream's own planes
         circularly shifted by a random offset: white noise shifted is independent of itself, and costs no new draw
         (drawing two planes costs ~6 ms; the mix ~1 ms, and the log-envelope made anew ~2 ms, per moving frame)."""
         to_reference, starts = self.motion.to_reference, self.motion.starts
@@ -425,12 +428,14 @@ class BeamSpeckle:
             self._field, self._field_from = planes, (planes[0], to_reference, starts)
             return planes
         _, last, last_starts = self._field_from
-        if to_reference is last and starts == last_starts:  # the motion kept: the tissue did not move
-            return self._field
         self._field_from = (planes[0], to_reference, starts)
         if starts != last_starts:
             keep = 0.0
         elif posed:
+            if self.motion.off_plane_step_mm <= STILL_MM:
+                return self._field
+            keep = math.exp(-self.motion.off_plane_step_mm / SLICE_MM)
+        elif to_reference is last:  # the motion kept: the tissue did not move
             return self._field
         else:
             h, w = shape

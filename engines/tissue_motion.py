@@ -84,6 +84,8 @@ class TissueMotion:
         self._to_key = np.eye(2, 3, dtype=np.float32)  # the last estimate, in working pixels: a warm start
         self._scale: np.ndarray | None = None  # full → working pixel coordinates
         self._pose: np.ndarray | None = None  # the reference frame's pose, when the stream sends poses
+        self._last_pose: np.ndarray | None = None  # the last frame's
+        self.off_plane_step_mm = 0.0  # how far (mm) the last posed frame lies off the plane of the one before it
         self._correlation = 0.0  # the last match's (none yet)
 
     def update(self, frame: np.ndarray, pose: np.ndarray | None = None, flat_face: bool = False) -> np.ndarray:
@@ -123,14 +125,16 @@ class TissueMotion:
             self.reset()
             if pose is None:
                 return self.update(frame, flat_face=flat_face)
-            self._pose, self._raw = pose, frame.copy()
+            self._pose, self._raw, self._last_pose = pose, frame.copy(), pose
             return self.to_reference
+        step_mm = pose_motion(self._last_pose, pose, frame.shape)[1]
         to_reference, off_plane_mm = pose_motion(self._pose, pose, frame.shape)
-        if off_plane_mm > SLICE_MM:
+        if off_plane_mm > SLICE_MM:  # other scatterers: this frame becomes the reference
             self.reset()
             self._pose, self._raw = pose, frame.copy()
         elif _largest_shift(to_reference, self.to_reference, frame.shape) >= STILL_PX:
             self.to_reference = to_reference
+        self._last_pose, self.off_plane_step_mm = pose, step_mm
         return self.to_reference
 
     def _restart(self, frame: np.ndarray, small: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -269,3 +269,22 @@ def test_a_long_sweep_of_renewals_keeps_the_grains_statistics():
     assert last[inside].std() == pytest.approx(first[inside].std(), rel=0.05)
     size = lambda g: np.array(speckle_fwhm(g, inside))
     np.testing.assert_allclose(size(last), size(first), rtol=0.08)
+
+
+def test_with_poses_a_probe_tilting_out_of_plane_renews_its_scatterers_gradually():
+    """Known answer: a frame 0.3 mm off the last one's plane keeps exp(−0.3 / SLICE_MM) of the field's coherence; the
+    same pose again keeps it all."""
+    renderer = PhantomRenderer(160, 160, seed=50001)
+    frame = renderer.render(0.0).lq
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True)
+    planes = _white_planes(stage)
+    pose = renderer.image_to_world(0.0)
+    stage.apply(frame, frame, planes, pose)
+    lifted = pose.copy()
+    lifted[:3, 3] += 0.3 * np.cross(pose[:3, 0], pose[:3, 1]) / np.linalg.norm(np.cross(pose[:3, 0], pose[:3, 1]))
+    stage.apply(frame, frame, planes, lifted)
+    assert stage.motion.starts == 1 and stage.motion.off_plane_step_mm == pytest.approx(0.3)
+    assert _coherence(stage._field, planes) == pytest.approx(np.exp(-0.3 / SLICE_MM), abs=0.02)
+    kept = stage._field
+    stage.apply(frame, frame, planes, lifted)
+    assert stage._field is kept
