@@ -420,9 +420,10 @@ class BeamSpeckle:
         frames, a share is replaced in proportion to the path the tissue moved since the last frame (its centre's,
         in reference pixels), so their coherence falls as exp(−path / (renew · depth)): a hand-held probe's speckle
         renews as the hand moves it (tilting out of plane, pressing), which the frames cannot show but the probe's
-        motion in plane goes with. A still probe keeps them all: a paused output stays still. The fresh field is the stream's own planes
-        circularly shifted by a random offset: white noise shifted is independent of itself, and costs no new draw
-        (drawing two planes costs ~6 ms; the mix ~1 ms, and the log-envelope made anew ~2 ms, per moving frame)."""
+        motion in plane goes with. A still probe keeps them all: a paused output stays still. The fresh field is
+        the stream's own planes circularly shifted by a random offset: white noise shifted is independent of itself,
+        and costs no new draw (drawing two planes costs ~6 ms; the mix ~1 ms, and the log-envelope made anew ~2 ms,
+        per moving frame)."""
         to_reference, starts = self.motion.to_reference, self.motion.starts
         if self._field is None or self._field_from[0] is not planes[0]:  # a new stream's planes
             self._field, self._field_from = planes, (planes[0], to_reference, starts)
@@ -465,7 +466,8 @@ class BeamSpeckle:
         lit = frame > ECHO_LEVEL
         if self._maps is not None and self._shape == frame.shape:
             guard, rim = self._rings  # a view that fills the frame has no ring outside it: nothing there to light
-            if (guard.size == 0 or lit.ravel()[guard].mean() < 0.02) and rim.size and lit.ravel()[rim].mean() > 0.5:
+            dark_outside = guard.size == 0 or lit.ravel()[guard].mean() < 0.02
+            if dark_outside and rim.size and lit.ravel()[rim].mean() > 0.5:
                 return self._maps
         fan = fit_fan(frame)
         if self._maps is None or self._shape != frame.shape or not fan.close_to(self.fan):
