@@ -238,16 +238,36 @@ def _video_metrics(args) -> int:
           + (f"{static:.3f}" if static is not None else "n/a"))
     lag = args.lag or 8
     if len(inputs) > lag:
-        motion = result["texture_motion"] = sequence_texture_motion(inputs, outputs, lag)
+        flat_face = _flat_face(inputs)
+        motion = result["texture_motion"] = sequence_texture_motion(inputs, outputs, lag, flat_face=flat_face)
+        motion["flat_face"] = flat_face
+        view = "a linear array's view, " if flat_face else ""
         flags.say(args, f"fine texture, frames {lag} apart: follows the anatomy in {motion['following']:.0%} of "
                         f"{motion['windows']} moving tissue windows; correlation after the anatomy's motion "
                         f"{motion['after_motion']:.2f}, at zero shift {motion['at_zero']:.2f} (high: stuck to the "
-                        f"screen); anatomy's motion estimated from the input (rigid), lost on {motion['motion_lost']} frames"
+                        f"screen); anatomy's motion estimated from the input ({view}rigid), lost on "
+                        f"{motion['motion_lost']} frames"
                   if motion["windows"] else f"fine texture: no tissue window moved ≥ 1.5 px between frames {lag} apart")
     elif args.lag:
         raise ValueError(f"--lag {args.lag}: the sequence has only {len(inputs)} frames")
     flags.emit_json(args, result)
     return 0
+
+
+def _flat_face(frames: list) -> bool:
+    """Whether the input shows a linear array's view (a band or a trapezoid), as the beam-speckle stage fits it: its
+    straight edges need the wider margin when the motion is estimated (with a fan's, the estimate of a linear view
+    fell short of the true motion). False where no view fits the first lit frames."""
+    import numpy as np
+
+    from usnst.engines.beam_speckle import NoFan, fit_fan
+
+    for frame in frames[:8]:
+        try:
+            return fit_fan(np.asarray(frame, np.float32) / 255.0).flat_face
+        except NoFan:
+            continue
+    return False
 
 
 # -- clean ----------------------------------------------------------------------------------------------
