@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from usnst.engines.base import EngineOptions
+from usnst.engines.beam_speckle import BeamSpeckle
 from usnst.engines.registry import load_engine
 from usnst.engines.tissue_motion import TissueMotion
 from usnst.offline.real_scanners import (
@@ -141,6 +142,8 @@ def main() -> None:
     ap.add_argument("--on-real", action="store_true",
                     help="also each model run on the real videos themselves (every video as a stream, fixed noise): "
                          "its grain beside the video's own speckle, under the same motion")
+    ap.add_argument("--kept-grain-too", action="store_true",
+                    help="--on-real: also each staged model with its scatterers never renewed (before stop 41)")
     args = ap.parse_args()
     lags = [int(x) for x in args.lags.split(",")]
     if not all(1 <= lag < min(args.frames, args.length) for lag in lags):
@@ -164,8 +167,14 @@ def main() -> None:
         rows.append(("phantom", f"{name}, noise fixed", view, lq, streamed(engine, lq)))
     for name in args.models.split(",") if args.on_real else []:
         engine = load_engine(name, "torch", EngineOptions(noise="fixed", seed=0))
-        for rec, label, kind, split, frames in real:
-            rows.append((f"real ({split}) in", f"{name} on {rec}: {label}", kind, [frames], streamed(engine, [frames])))
+        kept = [False, True] if args.kept_grain_too and hasattr(engine, "stage") else [False]
+        for keep in kept:
+            if keep:  # the scatterers never renewed, as before stop 41
+                engine.stage = BeamSpeckle(engine.stage.config, anchored=True, texture=engine.stage.texture, renew=0)
+            label_of = f"{name}{', scatterers kept' if keep else ''} on"
+            for rec, label, kind, split, frames in real:
+                rows.append((f"real ({split}) in", f"{label_of} {rec}: {label}", kind, [frames],
+                             streamed(engine, [frames])))
     for lag in lags:
         print(f"\ntexture motion, pairs {lag} frames apart; the anatomy's motion estimated from the input (rigid); "
               "32-px windows the input lights whose anatomy moved ≥ 1.5 px; best match: median over tissue windows "

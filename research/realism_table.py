@@ -152,6 +152,8 @@ def main() -> None:
     ap.add_argument("--invented-only", action="store_true", help="only the invented-structure table (no C2ST)")
     ap.add_argument("--screen-grain-too", action="store_true",
                     help="--motion: also each staged model with its fixed grain drawn on the screen (before issue 27)")
+    ap.add_argument("--kept-grain-too", action="store_true",
+                    help="--motion: also each staged model with its anchored scatterers never renewed (before stop 41)")
     ap.add_argument("--pose-too", action="store_true",
                     help="--motion: also each model with its fixed grain placed by the phantom's poses, not estimated")
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
@@ -379,6 +381,10 @@ def print_motion_table(args, seeds: list[int]) -> None:
                 posed = lambda img, pose, engine=engine: to_float(to_uint8(engine.infer_at(img, pose)))
                 posed.reset = engine.reset
                 rows.append(motion_row(f"{name}, noise fixed, placed by the simulator's pose", sequences, posed, source))
+            if mode == "fixed" and args.kept_grain_too and hasattr(engine, "stage"):
+                engine.stage = BeamSpeckle(engine.stage.config, anchored=True, texture=engine.stage.texture, renew=0)
+                rows.append(motion_row(f"{name}, noise fixed, scatterers kept (before stop 41)", sequences, run,
+                                       source))
             if mode == "fixed" and args.screen_grain_too and hasattr(engine, "stage"):
                 engine.stage = BeamSpeckle(engine.stage.config, anchored=False)  # the stream grain before issue 27
                 rows.append(motion_row(f"{name}, noise fixed, grain on the screen (before)", sequences, run, source))
