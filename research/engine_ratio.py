@@ -42,7 +42,7 @@ def main() -> None:
     if args.a_screen_grain:
         engines[a_name].stage = BeamSpeckle(engines[a_name].stage.config, anchored=False)
     if args.a_kept_grain:
-        engines[a_name].stage = BeamSpeckle(engines[a_name].stage.config, anchored=True, renew=0)
+        engines[a_name].stage.renew = 0  # kept through resets: the stage is rebuilt with its own renewal
     for size in (int(s) for s in args.sizes.split(",")):
         renderer = PhantomRenderer(size, size, seed=1)
         frames = [to_float(to_uint8(renderer.render(i / 30 if args.moving else 0.0).lq))

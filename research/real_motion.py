@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 
 from usnst.engines.base import EngineOptions
-from usnst.engines.beam_speckle import BeamSpeckle
 from usnst.engines.registry import load_engine
 from usnst.engines.tissue_motion import TissueMotion
 from usnst.offline.real_scanners import (
@@ -170,7 +169,7 @@ def main() -> None:
         kept = [False, True] if args.kept_grain_too and hasattr(engine, "stage") else [False]
         for keep in kept:
             if keep:  # the scatterers never renewed, as before stop 41
-                engine.stage = BeamSpeckle(engine.stage.config, anchored=True, texture=engine.stage.texture, renew=0)
+                engine.stage.renew = 0  # kept through resets: the stage is rebuilt with its own renewal
             label_of = f"{name}{', scatterers kept' if keep else ''} on"
             for rec, label, kind, split, frames in real:
                 rows.append((f"real ({split}) in", f"{label_of} {rec}: {label}", kind, [frames],

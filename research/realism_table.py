@@ -382,7 +382,7 @@ def print_motion_table(args, seeds: list[int]) -> None:
                 posed.reset = engine.reset
                 rows.append(motion_row(f"{name}, noise fixed, placed by the simulator's pose", sequences, posed, source))
             if mode == "fixed" and args.kept_grain_too and hasattr(engine, "stage"):
-                engine.stage = BeamSpeckle(engine.stage.config, anchored=True, texture=engine.stage.texture, renew=0)
+                engine.stage.renew = 0  # kept through resets: the stage is rebuilt with its own renewal
                 rows.append(motion_row(f"{name}, noise fixed, scatterers kept (before stop 41)", sequences, run,
                                        source))
             if mode == "fixed" and args.screen_grain_too and hasattr(engine, "stage"):
