@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, fields
 
 import cv2
 import numpy as np
+from scipy.special import ndtr
 
 from usnst.engines.acoustics import (
     ECHO_LEVEL,
@@ -49,7 +50,12 @@ from usnst.engines.acoustics import (
     HQ_SAMPLES,
 )
 from usnst.engines.base import Engine, EngineOptions, NoisePlanes, check_frame
-from usnst.engines.scanner_texture import ScannerTexture, ScannerTextureConfig
+from usnst.engines.scanner_texture import (
+    SQUARE_LIFE,
+    ScannerTexture,
+    ScannerTextureConfig,
+    SquareCycle,
+)
 from usnst.engines.tissue_motion import SLICE_MM, TissueMotion
 from usnst_io.limits import check_config
 
@@ -341,14 +347,16 @@ class BeamSpeckle:
         self._shape: tuple[int, int] | None = None
         self.skipped = 0  # frames without a fan: passed through as the net made them
         self._warned = False
-        self._log_r: tuple = (None, None, None)  # the last plane object, its log-envelope (or texture), the texture's fan
+        self._log_r: tuple = (None, None)  # the last plane object and its log-envelope (the formed grain)
         self._grain: np.ndarray | None = None  # the last grain, and the (plane, maps) objects it was made from
-        self._grain_from: tuple = (None, None)
+        self._grain_from: tuple = (None, None, None)
         self._under: np.ndarray | None = None  # mean shown → level under the grain, for config.mean_shown
         self._under_from = None  # the scan maps it was measured for
         self.renew, self._rng = renew, np.random.default_rng(seed)
         self._field: list | None = None  # anchored: the scatterers now, the planes they began as, the motion they had
         self._field_from: tuple = (None, None, None)
+        self._squares: SquareCycle | None = None  # anchored scanner texture: its squares' renewal
+        self._texture, self._texture_from = None, (None, None, None)  # the quilted plane, its (noise, fan, turns)
 
     def _use_axial(self, sigma: float) -> None:
         """The PSF's axial width in samples; a change makes the log-envelope and the grain anew."""
@@ -356,7 +364,7 @@ class BeamSpeckle:
         self.axial = _gaussian_taps(sigma)
         # blurring unit white noise leaves variance Σk²: divided out so the envelope's power has mean 1
         self.energy = float((self.lateral ** 2).sum() * (self.axial ** 2).sum())
-        self._log_r, self._grain, self._grain_from = (None, None, None), None, (None, None)
+        self._log_r, self._grain, self._grain_from = (None, None), None, (None, None, None)
 
     def _follow_spacing(self, pose: np.ndarray) -> None:
         """Keep the axial width in mm on a frame whose pose gives its pixel spacing (``config.sample_mm`` known)."""
@@ -378,22 +386,44 @@ class BeamSpeckle:
         return 0.5 * np.log(power + 1e-12) + EULER_GAMMA / 2
 
     def grain(self, maps: tuple[np.ndarray, np.ndarray], planes: list[np.ndarray]) -> np.ndarray:
-        """The grey levels the grain adds to each pixel: the polar log-envelope, scan-converted, times the contrast.
-        With fixed noise the planes and the maps stay the same objects frame after frame, so the grain is kept
-        (the objects themselves are held, so a new plane can never pass for an old one)."""
-        if self._grain is not None and self._grain_from[0] is planes[0] and self._grain_from[1] is maps:
+        """The grey levels the grain adds to each pixel: the polar log-envelope (or texture), scan-converted, times
+        the contrast. With fixed noise the planes and the maps stay the same objects frame after frame, so the grain
+        is kept (the objects themselves are held, so a new plane can never pass for an old one)."""
+        last_plane, last_maps, last_turns = self._grain_from
+        turns = None if self._squares is None else self._squares.turns
+        if self._grain is not None and last_plane is planes[0] and last_maps is maps and last_turns == turns:
             return self._grain
-        if self._log_r[0] is not planes[0] or (self.texture is not None and self._log_r[2] is not self.fan):
-            if self.texture is None:
-                self._log_r = (planes[0], self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1])), None)
-            else:  # the texture's scale follows the view, so it is quilted anew for another fan
-                self._log_r = (planes[0], self.texture.plane(planes[0], self.fan, self.plane_shape[2:],
-                                                             self.config.rays, self.config.samples), self.fan)
+        if self.texture is None:
+            if self._log_r[0] is not planes[0]:
+                self._log_r = (planes[0], self.log_envelope(np.squeeze(planes[0]), np.squeeze(planes[1])))
+            polar = self._log_r[1]
+        else:
+            polar = self.texture_plane(planes[0])
         border = cv2.BORDER_WRAP if self.motion is not None else cv2.BORDER_CONSTANT
         contrast = 1.0 if self.texture is not None else self.config.contrast
-        self._grain = contrast * cv2.remap(self._log_r[1], *maps, cv2.INTER_LINEAR, borderMode=border, borderValue=0)
-        self._grain_from = (planes[0], maps)
+        self._grain = contrast * cv2.remap(polar, *maps, cv2.INTER_LINEAR, borderMode=border, borderValue=0)
+        self._grain_from = (planes[0], maps, None if self._squares is None else self._squares.turns)
         return self._grain
+
+    def texture_plane(self, noise: np.ndarray) -> np.ndarray:
+        """The scanner texture quilted on the polar grid: its squares picked by the noise plane, quilted anew for
+        another view (the texture's scale follows the view) or, anchored, as its squares renew (``SquareCycle``)."""
+        key = (noise, self.fan, None if self._squares is None else self._squares.turns)
+        if self._texture_from[0] is key[0] and self._texture_from[1] is key[1] and self._texture_from[2] == key[2]:
+            return self._texture
+        grid = self.plane_shape[2:]
+        _, tiles = self.texture.tiles(self.fan, grid, self.config.rays, self.config.samples)
+        choice = ndtr(np.ravel(noise)[:tiles])
+        if self.motion is None:
+            self._texture = self.texture.plane(choice, self.fan, grid, self.config.rays, self.config.samples)
+        else:
+            if self._squares is None or self._texture_from[0] is not noise or self._texture_from[1] is not self.fan:
+                self._squares = SquareCycle(choice, self._rng)  # a new stream or view: its first squares as before
+            squares = self._squares
+            self._texture = self.texture.plane(squares.now, self.fan, grid, self.config.rays, self.config.samples,
+                                               squares.then, squares.fade)
+        self._texture_from = (noise, self.fan, None if self._squares is None else self._squares.turns)
+        return self._texture
 
     def tissue_maps(self, maps: tuple[np.ndarray, np.ndarray], frame: np.ndarray,
                     pose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -443,6 +473,10 @@ class BeamSpeckle:
             centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
             path = float(np.hypot(*((to_reference - last) @ centre)[:2]))
             keep = math.exp(-min(path / (self.renew * self.fan.depth_px), 30.0))
+        if self.texture is not None:  # a scanner's texture: its squares renew in turn over the same path
+            if self._squares is not None:
+                self._squares.advance(-math.log(keep) / SQUARE_LIFE) if keep > 0 else self._squares.restart()
+            return planes
         fresh = math.sqrt(1.0 - keep * keep)
         rows, cols = planes[0].shape[-2:]
         offset = (int(self._rng.integers(1, rows)), int(self._rng.integers(1, cols)))
@@ -528,7 +562,7 @@ class BeamSpeckle:
                 self._follow_spacing(pose)
             if self.motion is not None:
                 maps = self.tissue_maps(maps, frame, pose)
-                if planes and self.texture is None and self.renew > 0:
+                if planes and self.renew > 0:
                     planes = self.renewed(planes, frame.shape, pose is not None)
         except NoFan as exc:
             self.skipped += 1

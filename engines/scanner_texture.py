@@ -30,11 +30,13 @@ from dataclasses import asdict, dataclass, fields
 
 import cv2
 import numpy as np
-from scipy.special import ndtr
 
 META_KEY = "scanner_texture"
 QUANT = 25.0  # 8-bit code per unit of strength: ±5.1 kept, at 0.04
 MAX_BLOCKS = 4096
+FADE_SHARE = 0.5  # anchored: the share of a square's cycle spent fading into the next (SquareCycle)
+SQUARE_LIFE = 1.0  # anchored: a square's cycle, as the path over which the formed grain's scatterers' coherence falls
+# by this many nepers (beam_speckle.RENEW_DEPTH_SHARE: 1.0 is the path of 1/e); chosen on real videos (lq2real card)
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,12 @@ class ScannerTextureConfig:
         return ((codes.astype(np.float32) - 128.0) / QUANT).reshape(self.count, self.block, self.block)
 
 
-def quilt(blocks: np.ndarray, shape: tuple[int, int], choice: np.ndarray) -> np.ndarray:
+def quilt(blocks: np.ndarray, shape: tuple[int, int], choice: np.ndarray, then: np.ndarray | None = None,
+          fade: np.ndarray | None = None) -> np.ndarray:
     """A plane of ``shape`` tiled by ``blocks`` overlapping a third each way, ``choice`` (uniforms in [0, 1), one per
     tile or more) picking each. Overlaps are cross-faded by sine and cosine ramps, whose squares sum to one, so two
-    independent unit-variance textures mix to unit variance: no brighter or fainter seams."""
+    independent unit-variance textures mix to unit variance: no brighter or fainter seams. ``then`` and ``fade`` (one
+    per tile, fade in [0, 1]) fade a tile from its ``choice`` block to its ``then`` block by the same ramps."""
     size = blocks.shape[1]
     overlap = size // 3
     step = size - overlap
@@ -102,18 +106,69 @@ def quilt(blocks: np.ndarray, shape: tuple[int, int], choice: np.ndarray) -> np.
     weight = np.outer(ramp, ramp)
     height, width = shape
     ys, xs = range(-overlap, height, step), range(-overlap, width, step)
+    tiles = len(ys) * len(xs)
     acc = np.zeros((height + 2 * size, width + 2 * size), np.float32)
     power = np.zeros_like(acc)
-    picks = (np.asarray(choice).ravel()[: len(ys) * len(xs)] * len(blocks)).astype(int) % len(blocks)
-    if picks.size < len(ys) * len(xs):
-        raise ValueError(f"quilt: {picks.size} choices for {len(ys) * len(xs)} tiles")
+    picks = _picks(choice, tiles, len(blocks))
+    if fade is not None:
+        angle = np.asarray(fade, np.float32).ravel()[:tiles] * (np.pi / 2)
+        nexts, old, new = _picks(then, tiles, len(blocks)), np.cos(angle), np.sin(angle)
     k = 0
     for y in ys:
         for x in xs:
-            acc[y + size:y + 2 * size, x + size:x + 2 * size] += weight * blocks[picks[k]]
+            block = blocks[picks[k]]
+            if fade is not None and new[k] > 0:
+                block = old[k] * block + new[k] * blocks[nexts[k]]
+            acc[y + size:y + 2 * size, x + size:x + 2 * size] += weight * block
             power[y + size:y + 2 * size, x + size:x + 2 * size] += weight * weight
             k += 1
     return (acc / np.sqrt(np.maximum(power, 1e-6)))[size:size + height, size:size + width]
+
+
+def _picks(choice: np.ndarray, tiles: int, count: int) -> np.ndarray:
+    picks = (np.asarray(choice).ravel()[:tiles] * count).astype(int) % count
+    if picks.size < tiles:
+        raise ValueError(f"quilt: {picks.size} choices for {tiles} tiles")
+    return picks
+
+
+class SquareCycle:
+    """The anchored texture's squares renewing as the tissue moves: each square in turn fades into a fresh one, as a
+    hand-held scanner's speckle renews, while a still probe keeps them all (``advance(0)`` changes nothing).
+
+    Quilted squares cannot be renewed as the formed grain's complex field is, by mixing in a share of fresh
+    scatterers every frame: a mix of many textures turns Gaussian (tried on ``lq2real``: skewness 0.73 → 0.27, excess
+    kurtosis 2.43 → 0.35 after 20 steps), and the skew and heavy tail are what real frames' squares carry. So a square
+    stays whole for most of its cycle and fades into the next for the last ``FADE_SHARE`` of it (a blend of two, no
+    more than the quilt's own overlaps already are), the squares' cycles staggered so that a steady share renews
+    per unit of path. ``uniforms``: each tile's choice now, ``then``: the one it fades into, ``fade`` its weight."""
+
+    def __init__(self, first: np.ndarray, rng: np.random.Generator):
+        self.rng = rng
+        self.now = np.asarray(first, np.float64).ravel().copy()
+        self.then = rng.random(self.now.size)
+        self.phase = rng.random(self.now.size) - FADE_SHARE  # all whole at first, cycles spread over one
+        self.turns = 0  # how many times it changed: the stage's key for re-quilting
+
+    def advance(self, cycles: float) -> None:
+        """Move every square ``cycles`` of its cycle on; a square past its end is the next one, and fades on."""
+        if cycles <= 0:
+            return
+        self.phase += min(cycles, 2.0)  # farther than two cycles is all squares fresh either way
+        while (done := self.phase >= 1.0).any():
+            self.now[done], self.then[done] = self.then[done], self.rng.random(int(done.sum()))
+            self.phase[done] -= 1.0
+        self.turns += 1
+
+    def restart(self) -> None:
+        """Every square fresh (a new view of other tissue)."""
+        self.now, self.then = self.rng.random(self.now.size), self.rng.random(self.now.size)
+        self.phase = self.rng.random(self.now.size) - FADE_SHARE
+        self.turns += 1
+
+    @property
+    def fade(self) -> np.ndarray:
+        return np.clip((self.phase - (1.0 - FADE_SHARE)) / FADE_SHARE, 0.0, 1.0)
 
 
 class ScannerTexture:
@@ -137,16 +192,22 @@ class ScannerTexture:
     def strength(self, shown: np.ndarray) -> np.ndarray:
         return self.amplitude[np.clip(shown * 255.0 + 0.5, 0, 255).astype(np.int32)]
 
-    def plane(self, noise: np.ndarray, view, grid_shape: tuple[int, int], rays: int, samples: int) -> np.ndarray:
-        """Quilted texture on a ``grid_shape`` (samples, rays) polar grid of ``view`` (a Fan or a Band; ``rays`` and
-        ``samples`` span its beams): a block pixel is ``depth_px`` real-frame pixels over this view's beam length,
-        along the beam and across it at mid-depth."""
+    def tiles(self, view, grid_shape: tuple[int, int], rays: int, samples: int) -> tuple[tuple[int, int], int]:
+        """The quilt's shape in block pixels on a ``grid_shape`` (samples, rays) polar grid of ``view`` (a Fan or a
+        Band; ``rays`` and ``samples`` span its beams), and its number of tiles: a block pixel is ``depth_px``
+        real-frame pixels over this view's beam length, along the beam and across it at mid-depth."""
         px_per_block_px = view.depth_px / self.config.depth_px
         samples_per = (samples - 1) / view.depth_px * px_per_block_px  # grid samples per block pixel
         rays_per = (rays - 1) / view.width_px * px_per_block_px
         height = max(1, round(grid_shape[0] / samples_per))
         width = max(1, round(grid_shape[1] / rays_per))
         step = self.config.block - self.config.block // 3
-        tiles = (height // step + 2) * (width // step + 2)
-        texture = quilt(self.blocks, (height, width), ndtr(np.ravel(noise)[:tiles]))
+        return (height, width), (height // step + 2) * (width // step + 2)
+
+    def plane(self, choice: np.ndarray, view, grid_shape: tuple[int, int], rays: int, samples: int,
+              then: np.ndarray | None = None, fade: np.ndarray | None = None) -> np.ndarray:
+        """Quilted texture on the polar grid (``tiles``), each tile's block picked by its ``choice`` (uniforms), and
+        faded into its ``then`` block by ``fade`` where given (``SquareCycle``)."""
+        shape, _ = self.tiles(view, grid_shape, rays, samples)
+        texture = quilt(self.blocks, shape, choice, then, fade)
         return cv2.resize(texture, (grid_shape[1], grid_shape[0]), interpolation=cv2.INTER_LINEAR)
