@@ -34,8 +34,8 @@ import numpy as np
 META_KEY = "scanner_texture"
 QUANT = 25.0  # 8-bit code per unit of strength: ±5.1 kept, at 0.04
 MAX_BLOCKS = 4096
-FADE_SHARE = 0.5  # anchored: the share of a square's cycle spent fading into the next (SquareCycle)
-SQUARE_LIFE = 1.0  # anchored: a square's cycle, as the path over which the formed grain's scatterers' coherence falls
+FADE_SHARE = 0.25  # anchored: the share of a square's cycle spent fading into the next (SquareCycle)
+SQUARE_LIFE = 0.25  # anchored: a square's cycle, as the path over which the formed grain's scatterers' coherence falls
 # by this many nepers (beam_speckle.RENEW_DEPTH_SHARE: 1.0 is the path of 1/e); chosen on real videos (lq2real card)
 
 

@@ -138,12 +138,59 @@ def test_the_texture_moves_with_the_tissue_in_a_stream():
         renderer = PhantomRenderer(160, 160, seed=seed)
         frames = [renderer.render(k / 25).lq for k in range(9)]
         mask = cv2.erode((renderer.segmentation(0.0) > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True, texture=texture)
+        # the anchoring alone: squares kept (their renewal, which 8 frames of this sweep complete, is tested below)
+        stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True, texture=texture, renew=0)
         planes = [np.random.default_rng(0).standard_normal(stage.plane_shape[2:]).astype(np.float32)] * 2
         out = [stage.apply(f, f, planes) for f in frames]
         results.append(texture_motion(out[0], out[-1], renderer.displacement(0.0, 8 / 25), mask))
     r = merge_texture_motion(results)
     assert r["windows"] >= 6 and r["following"] >= 0.8 and r["after_motion"] > 0.3
+
+
+def _skewed(n: int, size: int, seed: int) -> np.ndarray:
+    """Unit-variance blocks with a real texture's bright tail (skewness ~1.5): what renewal must not wash out."""
+    rng = np.random.default_rng(seed)
+    out = [np.exp(0.8 * cv2.GaussianBlur(rng.standard_normal((size, size)).astype(np.float32), (0, 0), 1.0) / 0.28)
+           for _ in range(n)]
+    return np.stack([(b - b.mean()) / b.std() for b in out])
+
+
+def test_the_squares_renew_with_the_path_the_tissue_moved_and_keep_the_textures_tail():
+    """Known answer: a frame whose tissue moved 4 px moves every square 4 / (renew · depth) / SQUARE_LIFE of its
+    cycle on; a still frame changes nothing; after a long sweep the texture is other squares (correlation with the
+    first frame's low) but keeps its skewness, which mixing fresh texture into it, as the formed grain is mixed,
+    washes out; a cut to another scene draws every square afresh."""
+    from scipy.stats import skew
+
+    from usnst.engines.scanner_texture import SQUARE_LIFE
+
+    texture = ScannerTexture(_config(_skewed(64, 24, 0), depth_px=60.0))
+    renderer = PhantomRenderer(192, 192, seed=50003)
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True, texture=texture, renew=0.05)
+    planes = [np.random.default_rng(0).standard_normal(stage.plane_shape[2:]).astype(np.float32)] * 2
+    frame = renderer.render(0.0).lq
+    first = stage.apply(frame, frame, planes)
+    start, phase = stage._texture.copy(), stage._squares.phase.copy()
+    assert np.array_equal(stage.apply(frame, frame, planes), first) and stage._squares.turns == 0  # paused
+    later = renderer.render(2 / 25).lq  # the probe moved on: the tissue slides within the same view
+    stage.apply(later, later, planes)
+    centre = np.array([95.5, 95.5, 1.0])
+    moved = np.hypot(*((stage.motion.to_reference - np.eye(3)) @ centre)[:2])
+    assert moved > 0.5
+    advance = (stage._squares.phase - phase) % 1.0  # a square past its cycle's end begins the next
+    np.testing.assert_allclose(advance, moved / (0.05 * stage.fan.depth_px) / SQUARE_LIFE, rtol=1e-5)
+    for k in range(3, 40):
+        lq = renderer.render(k / 25).lq
+        stage.apply(lq, lq, planes)
+    assert stage.motion.lost == 0 and stage._squares.turns > 30
+    later = stage._texture
+    assert abs(np.corrcoef(start.ravel(), later.ravel())[0, 1]) < 0.3  # most squares are other ones
+    assert skew(later.ravel()) == pytest.approx(skew(start.ravel()), rel=0.25)
+    assert later.std() == pytest.approx(start.std(), rel=0.1)
+    kept = later.copy()
+    other = PhantomRenderer(192, 192, seed=9).render(3.0).lq
+    stage.apply(other, other, planes)
+    assert stage.motion.lost == 1 and abs(np.corrcoef(kept.ravel(), stage._texture.ravel())[0, 1]) < 0.1
 
 
 def _real_like(n: int, seed: int) -> list[np.ndarray]:
