@@ -28,7 +28,8 @@ scale, while the grain is formed at the frame's own size.
 
 A model may carry a real scanner's texture instead (``engines.scanner_texture``, metadata ``scanner_texture``): the
 same fan, polar grid, planes and anchoring, with squares of real frames' texture in place of the formed log-envelope,
-their strength and the display's grey curve measured on real frames.
+their strength and the display's grey curve measured on real frames; they renew square by square over the path the
+formed grain's scatterers renew over (``SquareCycle``).
 """
 from __future__ import annotations
 
@@ -453,7 +454,8 @@ class BeamSpeckle:
         motion in plane goes with. A still probe keeps them all: a paused output stays still. The fresh field is
         the stream's own planes circularly shifted by a random offset: white noise shifted is independent of itself,
         and costs no new draw (drawing two planes costs ~6 ms; the mix ~1 ms, and the log-envelope made anew ~2 ms,
-        per moving frame)."""
+        per moving frame). A scanner texture's squares cannot be mixed so; they move on by the coherence lost
+        (−ln of the share kept) over ``SQUARE_LIFE`` of their cycle (``SquareCycle``), and the planes stay."""
         to_reference, starts = self.motion.to_reference, self.motion.starts
         if self._field is None or self._field_from[0] is not planes[0]:  # a new stream's planes
             self._field, self._field_from = planes, (planes[0], to_reference, starts)

@@ -12,6 +12,8 @@ Nobody here can write those down, but real frames carry them, so this stage take
   the choice of block drawn from the stage's noise planes (so ``fixed`` noise gives one texture that moves with the
   tissue, ``frame`` a new one per frame, and a seed the same one), laid on the probe's polar grid: each block's
   rows run along a beam, so the texture leans with the beams and widens with depth as a sector scanner's does;
+- **renewal** (``fixed`` noise): as the tissue moves, each square in turn fades into a fresh one (``SquareCycle``),
+  as a hand-held scanner's speckle renews, while a still probe keeps them all;
 - **amplitude**: the grain's strength at each grey level, measured on the real frames (a scanner's texture is faint in
   dark fluid and strong in bright tissue);
 - **grey map**: the monotone curve that takes the model's tissue grey levels to the real frames' (a scanner's display
