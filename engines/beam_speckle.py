@@ -418,9 +418,11 @@ class BeamSpeckle:
         if self.motion is None:
             self._texture = self.texture.plane(choice, self.fan, grid, self.config.rays, self.config.samples)
         else:
-            if self._squares is None or self._texture_from[0] is not noise or self._texture_from[1] is not self.fan:
-                self._squares = SquareCycle(choice, self._rng)  # a new stream or view: its first squares as before
-            squares = self._squares
+            if self._squares is None or self._texture_from[0] is not noise:
+                self._squares = SquareCycle(choice, self._rng)  # a new stream: its first squares as before
+            elif self._squares.now.size != tiles:  # a view of another size: fresh squares (not the first ones again)
+                self._squares = SquareCycle(self._rng.random(tiles), self._rng)
+            squares = self._squares  # a view fitted again, the same size: its squares go on renewing
             self._texture = self.texture.plane(squares.now, self.fan, grid, self.config.rays, self.config.samples,
                                                squares.then, squares.fade)
         self._texture_from = (noise, self.fan, None if self._squares is None else self._squares.turns)
