@@ -142,7 +142,8 @@ def main() -> None:
                     help="also each model run on the real videos themselves (every video as a stream, fixed noise): "
                          "its grain beside the video's own speckle, under the same motion")
     ap.add_argument("--kept-grain-too", action="store_true",
-                    help="--on-real: also each staged model with its scatterers never renewed (before stop 41)")
+                    help="--on-real: also each staged model with its scatterers never renewed (before stop 41; "
+                         "a real texture's squares: before stop 42)")
     args = ap.parse_args()
     lags = [int(x) for x in args.lags.split(",")]
     if not all(1 <= lag < min(args.frames, args.length) for lag in lags):
@@ -168,7 +169,7 @@ def main() -> None:
         engine = load_engine(name, "torch", EngineOptions(noise="fixed", seed=0))
         kept = [False, True] if args.kept_grain_too and hasattr(engine, "stage") else [False]
         for keep in kept:
-            if keep:  # the scatterers never renewed, as before stop 41
+            if keep:  # the scatterers (or squares) never renewed, as before stop 41 (42)
                 engine.stage.renew = 0  # kept through resets: the stage is rebuilt with its own renewal
             label_of = f"{name}{', scatterers kept' if keep else ''} on"
             for rec, label, kind, split, frames in real:

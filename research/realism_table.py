@@ -153,7 +153,8 @@ def main() -> None:
     ap.add_argument("--screen-grain-too", action="store_true",
                     help="--motion: also each staged model with its fixed grain drawn on the screen (before issue 27)")
     ap.add_argument("--kept-grain-too", action="store_true",
-                    help="--motion: also each staged model with its anchored scatterers never renewed (before stop 41)")
+                    help="--motion: also each staged model with its anchored scatterers never renewed (before stop "
+                         "41; a real texture's squares: before stop 42)")
     ap.add_argument("--pose-too", action="store_true",
                     help="--motion: also each model with its fixed grain placed by the phantom's poses, not estimated")
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
@@ -383,8 +384,8 @@ def print_motion_table(args, seeds: list[int]) -> None:
                 rows.append(motion_row(f"{name}, noise fixed, placed by the simulator's pose", sequences, posed, source))
             if mode == "fixed" and args.kept_grain_too and hasattr(engine, "stage"):
                 engine.stage.renew = 0  # kept through resets: the stage is rebuilt with its own renewal
-                rows.append(motion_row(f"{name}, noise fixed, scatterers kept (before stop 41)", sequences, run,
-                                       source))
+                label = f"{name}, noise fixed, scatterers kept (before stop 41, squares 42)"
+                rows.append(motion_row(label, sequences, run, source))
             if mode == "fixed" and args.screen_grain_too and hasattr(engine, "stage"):
                 engine.stage = BeamSpeckle(engine.stage.config, anchored=False)  # the stream grain before issue 27
                 rows.append(motion_row(f"{name}, noise fixed, grain on the screen (before)", sequences, run, source))
