@@ -24,7 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from usnst.engines import beam_speckle, scanner_texture
 from usnst.engines.base import EngineOptions
+from usnst.engines.beam_speckle import RENEW_DEPTH_SHARE
 from usnst.engines.registry import load_engine
 from usnst.engines.tissue_motion import TissueMotion
 from usnst.offline.real_scanners import (
@@ -144,7 +146,16 @@ def main() -> None:
     ap.add_argument("--kept-grain-too", action="store_true",
                     help="--on-real: also each staged model with its scatterers never renewed (before stop 41; "
                          "a real texture's squares: before stop 42)")
+    ap.add_argument("--texture-cycles", default="",
+                    help="--on-real: also each real-texture model with its squares' cycle and fading share set to "
+                         "each LIFE/FADE pair, comma-separated (e.g. 0.5/0.5,0.25/0.25: how the shipped one was "
+                         "chosen)")
     args = ap.parse_args()
+    shipped = beam_speckle.SQUARE_LIFE, scanner_texture.FADE_SHARE
+    cycles = [tuple(float(x) for x in pair.split("/")) for pair in args.texture_cycles.split(",") if pair]
+    if not all(len(c) == 2 and 0 < c[0] <= 16 and 0 < c[1] <= 1 for c in cycles):
+        raise SystemExit(f"--texture-cycles {args.texture_cycles}: LIFE/FADE pairs, a cycle in (0, 16], a fading "
+                         "share in (0, 1]")
     lags = [int(x) for x in args.lags.split(",")]
     if not all(1 <= lag < min(args.frames, args.length) for lag in lags):
         raise SystemExit(f"--lags {args.lags}: each needs 1 ≤ lag < --frames and --length")
@@ -175,6 +186,14 @@ def main() -> None:
             for rec, label, kind, split, frames in real:
                 rows.append((f"real ({split}) in", f"{label_of} {rec}: {label}", kind, [frames],
                              streamed(engine, [frames])))
+        if cycles and getattr(getattr(engine, "stage", None), "texture", None) is not None:
+            engine.stage.renew = RENEW_DEPTH_SHARE
+            for life, fade in cycles:  # how the shipped cycle was chosen (lq2real card)
+                beam_speckle.SQUARE_LIFE, scanner_texture.FADE_SHARE = life, fade
+                for rec, label, kind, split, frames in real:
+                    rows.append((f"real ({split}) in", f"{name}, cycle {life:g} / fade {fade:g} on {rec}: {label}",
+                                 kind, [frames], streamed(engine, [frames])))
+            beam_speckle.SQUARE_LIFE, scanner_texture.FADE_SHARE = shipped
     for lag in lags:
         print(f"\ntexture motion, pairs {lag} frames apart; the anatomy's motion estimated from the input (rigid); "
               "32-px windows the input lights whose anatomy moved ≥ 1.5 px; best match: median over tissue windows "
