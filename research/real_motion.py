@@ -144,7 +144,7 @@ def main() -> None:
                     help="also each model run on the real videos themselves (every video as a stream, fixed noise): "
                          "its grain beside the video's own speckle, under the same motion")
     ap.add_argument("--kept-grain-too", action="store_true",
-                    help="--on-real: also each staged model with its scatterers never renewed (before stop 41; "
+                    help="also each staged model with its scatterers never renewed (before stop 41; "
                          "a real texture's squares: before stop 42)")
     ap.add_argument("--texture-cycles", default="",
                     help="--on-real: also each real-texture model with its squares' cycle and fading share set to "
@@ -176,6 +176,9 @@ def main() -> None:
     for name in [] if args.real_only else args.models.split(","):
         engine = load_engine(name, "torch", EngineOptions(noise="fixed", seed=0))
         rows.append(("phantom", f"{name}, noise fixed", view, lq, streamed(engine, lq)))
+        if args.kept_grain_too and hasattr(engine, "stage"):
+            engine.stage.renew = 0
+            rows.append(("phantom", f"{name}, noise fixed, scatterers kept", view, lq, streamed(engine, lq)))
     for name in args.models.split(",") if args.on_real else []:
         engine = load_engine(name, "torch", EngineOptions(noise="fixed", seed=0))
         kept = [False, True] if args.kept_grain_too and hasattr(engine, "stage") else [False]
