@@ -391,8 +391,7 @@ class BeamSpeckle:
         the contrast. With fixed noise the planes and the maps stay the same objects frame after frame, so the grain
         is kept (the objects themselves are held, so a new plane can never pass for an old one)."""
         last_plane, last_maps, last_turns = self._grain_from
-        turns = None if self._squares is None else self._squares.turns
-        if self._grain is not None and last_plane is planes[0] and last_maps is maps and last_turns == turns:
+        if self._grain is not None and last_plane is planes[0] and last_maps is maps and last_turns == self._turns:
             return self._grain
         if self.texture is None:
             if self._log_r[0] is not planes[0]:
@@ -403,14 +402,19 @@ class BeamSpeckle:
         border = cv2.BORDER_WRAP if self.motion is not None else cv2.BORDER_CONSTANT
         contrast = 1.0 if self.texture is not None else self.config.contrast
         self._grain = contrast * cv2.remap(polar, *maps, cv2.INTER_LINEAR, borderMode=border, borderValue=0)
-        self._grain_from = (planes[0], maps, None if self._squares is None else self._squares.turns)
+        self._grain_from = (planes[0], maps, self._turns)
         return self._grain
+
+    @property
+    def _turns(self) -> int | None:
+        """How often the anchored texture's squares have changed (None: none kept): part of the caches' keys."""
+        return None if self._squares is None else self._squares.turns
 
     def texture_plane(self, noise: np.ndarray) -> np.ndarray:
         """The scanner texture quilted on the polar grid: its squares picked by the noise plane, quilted anew for
         another view (the texture's scale follows the view) or, anchored, as its squares renew (``SquareCycle``)."""
-        key = (noise, self.fan, None if self._squares is None else self._squares.turns)
-        if self._texture_from[0] is key[0] and self._texture_from[1] is key[1] and self._texture_from[2] == key[2]:
+        last_noise, last_fan, last_turns = self._texture_from
+        if last_noise is noise and last_fan is self.fan and last_turns == self._turns:
             return self._texture
         grid = self.plane_shape[2:]
         _, tiles = self.texture.tiles(self.fan, grid, self.config.rays, self.config.samples)
@@ -425,7 +429,7 @@ class BeamSpeckle:
             squares = self._squares  # a view fitted again, the same size: its squares go on renewing
             self._texture = self.texture.plane(squares.now, self.fan, grid, self.config.rays, self.config.samples,
                                                squares.then, squares.fade)
-        self._texture_from = (noise, self.fan, None if self._squares is None else self._squares.turns)
+        self._texture_from = (noise, self.fan, self._turns)
         return self._texture
 
     def tissue_maps(self, maps: tuple[np.ndarray, np.ndarray], frame: np.ndarray,
