@@ -285,6 +285,10 @@ class BeamSpeckleConfig:
     mean_shown: bool = False  # the grain is added under the display's clipping so the mean grey shown is the net's: in
     # near-black fluid (and near-white bone) grain added on top and clipped brightens (darkens) the mean, an even
     # grey grain where a scanner's is dark and sparse (a cue a whole-sector classifier reads)
+    grey_curve: tuple = ()  # 256 mean greys shown (0–1) for the base's grey levels 0…255, in place of base + level:
+    # a squared-error net is not calibrated at its dark end (lq2hq_fast's base of 45 grey levels showed 45 where HQ's
+    # mean there is 26: fluid 15 levels too bright), so the mean the target shows at each base grey is fitted
+    # (--fit-curve, with mean_shown: the curve is what the display shows under the grain); empty: none
     net_depth_px: float = 0.0  # a beam's length in pixels in the frames the net was trained at (0: unknown). A frame
     # whose beams are more than RESAMPLE_BEYOND times longer or shorter is resampled to it for the net, so the net
     # sees anatomy and input speckle at the scale it learned, whatever size a simulator renders at
@@ -300,6 +304,18 @@ class BeamSpeckleConfig:
             raise ValueError(f"beam speckle's polar grid of {self.rays} × {self.samples} is over 2^24 points")
         if min(self.lateral_sigma, self.axial_sigma) <= 0:
             raise ValueError("beam speckle PSF widths must be > 0")
+        object.__setattr__(self, "grey_curve", tuple(float(g) for g in self.grey_curve))  # as stored: a list
+        if self.grey_curve:
+            curve = np.asarray(self.grey_curve, np.float64)
+            if curve.shape != (256,) or not np.all(np.isfinite(curve)) or curve.min() < 0 or curve.max() > 1:
+                raise ValueError("beam speckle's grey curve needs 256 greys in 0…1")
+            if np.any(np.diff(curve) < 0):
+                raise ValueError("beam speckle's grey curve must not fall: a brighter base never shows darker")
+            if self.level:
+                raise ValueError("beam speckle: a grey curve takes the place of the level; give one or the other")
+            if not self.mean_shown:
+                raise ValueError("beam speckle: a grey curve is the mean grey shown, so it needs mean_shown (the grain "
+                                 "added under the display's clipping), or the clipped grain would move it")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -352,6 +368,8 @@ class BeamSpeckle:
         self._grain: np.ndarray | None = None  # the last grain, and the (plane, maps) objects it was made from
         self._grain_from: tuple = (None, None, None)
         self._under: np.ndarray | None = None  # mean shown → level under the grain, for config.mean_shown
+        self._curve = None if not config.grey_curve else np.interp(  # the grey curve at 1/4096 grey, for lookup
+            np.linspace(0, 1, 4096), np.linspace(0, 1, 256), config.grey_curve).astype(np.float32)
         self._under_from = None  # the scan maps it was measured for
         self.renew, self._rng = renew, np.random.default_rng(seed)
         self._field: list | None = None  # anchored: the scatterers now, the planes they began as, the motion they had
@@ -555,13 +573,16 @@ class BeamSpeckle:
         when the caller has just checked its view (``net_scale``), else checked here.
         One composition for every noise mode and every frame,
 
-            out = base + level + detail · (styled − base) + grain,   black outside the fan,
+            out = mean + detail · (styled − base) + grain,   black outside the fan,
 
-        the grain zero with noise off, and for a frame with no fan to fit (a linear probe, a blank frame: counted in
+        ``mean`` the base through the grey curve where the model has one, else base + level (``mean_of``; with
+        ``mean_shown`` the grain goes under the display's clipping, so that ``mean`` is what shows on average); the
+        grain zero with noise off, and for a frame with no fan to fit (a linear probe, a blank frame: counted in
         ``skipped``), which is then black outside its echo region instead."""
         echo = echo_region(frame)
         base = self.base(styled, echo) if base is None else base
-        out = base + self.config.level + self.config.detail * (styled - base)
+        mean = self.mean_of(base)
+        out = mean + self.config.detail * (styled - base)
         if self.texture is not None:
             out = self.texture.shown(out)
         try:
@@ -583,10 +604,16 @@ class BeamSpeckle:
             if self.texture is not None:
                 grain = self.texture.strength(out) * grain
             elif self.config.mean_shown:
-                mean = base + self.config.level
                 out = self.level_under_grain(mean, grain) + (out - mean)
             out = out + grain
         return (np.clip(out, 0.0, 1.0) * self._inside).astype(np.float32)  # black outside the fan, as a scanner's
+
+    def mean_of(self, base: np.ndarray) -> np.ndarray:
+        """The mean grey the display is to show for the low-passed output: the fitted grey curve where the model
+        has one, else the base shifted by the level."""
+        if self._curve is None:
+            return base + self.config.level
+        return self._curve[np.clip(base * 4095 + 0.5, 0, 4095).astype(np.int32)]
 
     def level_under_grain(self, mean: np.ndarray, grain: np.ndarray) -> np.ndarray:
         """The level L to add ``grain`` G to so that the display shows ``mean`` on average: E[clip(L + G, 0, 1)] =

@@ -13,12 +13,20 @@ import math
 from dataclasses import replace
 
 import numpy as np
+from scipy.optimize import isotonic_regression
 
-from usnst.engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig, NoFan, fit_fan
+from usnst.engines.beam_speckle import (
+    BeamSpeckle,
+    BeamSpeckleConfig,
+    NoFan,
+    echo_region,
+    fit_fan,
+)
 from usnst.offline.realism import speckle, speckle_fwhm, tissue_mask
 
 LATERAL_GRID = tuple(np.round(np.arange(0.4, 2.01, 0.1), 2))  # rays
 AXIAL_GRID = tuple(np.round(np.arange(0.6, 3.01, 0.1), 2))  # samples
+CURVE_MIN_PIXELS = 50  # a base grey seen on fewer pixels of the fit's frames takes its neighbours' mean
 
 
 def grain_statistics(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[float, float, float]:
@@ -26,6 +34,21 @@ def grain_statistics(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple
     fwhm = np.array([speckle_fwhm(i, m) for i, m in zip(images, masks)])
     std = [float(speckle(i)[m].std()) for i, m in zip(images, masks)]
     return float(np.nanmedian(fwhm[:, 0])), float(np.nanmedian(fwhm[:, 1])), float(np.median(std))
+
+
+def grey_curve(bases: list[np.ndarray], targets: list[np.ndarray], regions: list[np.ndarray]) -> tuple[float, ...]:
+    """The 256 mean greys (0–1) the targets (uint8) show where the base (float 0–1) has each grey level, inside the
+    regions: the least-squares nondecreasing curve through the per-level means, each weighted by its pixels (a
+    brighter base never shows darker); levels seen on too few pixels are interpolated, the ends held."""
+    level = np.concatenate([np.clip(np.rint(b[r] * 255), 0, 255).astype(np.int64) for b, r in zip(bases, regions)])
+    shown = np.concatenate([t[r].astype(np.float64) / 255.0 for t, r in zip(targets, regions)])
+    count = np.bincount(level, minlength=256)
+    seen = np.flatnonzero(count >= CURVE_MIN_PIXELS)
+    if seen.size < 2:
+        raise ValueError("too few pixels inside the frames' views to fit a grey curve")
+    means = np.bincount(level, shown, minlength=256)[seen] / count[seen]
+    fitted = isotonic_regression(means, weights=count[seen].astype(np.float64)).x
+    return tuple(float(g) for g in np.clip(np.interp(np.arange(256), seen, fitted), 0.0, 1.0))
 
 
 def _synthetic(frames: list[np.ndarray], config: BeamSpeckleConfig, seed: int,
@@ -44,7 +67,8 @@ def _synthetic(frames: list[np.ndarray], config: BeamSpeckleConfig, seed: int,
 
 def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
                      start: BeamSpeckleConfig = BeamSpeckleConfig(), max_frames: int = 12, seed: int = 0,
-                     inputs: list[np.ndarray] | None = None, run=None, fit_level: bool = False) -> dict:
+                     inputs: list[np.ndarray] | None = None, run=None, fit_level: bool = False,
+                     fit_curve: bool = False) -> dict:
     """The config whose speckle measures like ``targets`` (uint8 grey frames of a sector probe; ``segs``: their
     label maps, for tissue masks, else masks from brightness). ``start`` gives the polar grid (rays, samples), the
     base σ and the detail share, which the fit keeps.
@@ -53,8 +77,12 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
     the stage *on the model it will sit on*: the model's base and kept texture widen the grain and add to its
     strength, so the widths and the contrast are chosen for the sum. Without them the grain alone is fitted.
     ``fit_level`` (with ``run``) also sets the stage's level so that the output's mean grey in tissue is the targets'.
+    ``fit_curve`` (with ``run``; in place of the level) fits the stage's grey curve instead: the mean grey the targets
+    show at each grey level of the model's base, everywhere in the view (fluid and bone too), with ``mean_shown``.
     Returns {"config", "target": stats, "fitted": stats, "frames": n, "depth_px": the median beam length of the
     frames' views (of ``inputs`` when given: the frames the net takes, for ``BeamSpeckleConfig.net_depth_px``)}."""
+    if fit_level and fit_curve:
+        raise ValueError("fit the level or the grey curve, not both: the curve takes the level's place")
     segs = segs or [None] * len(targets)
     sources = inputs if inputs is not None else targets
     images, frames, masks, depths = [], [], [], []
@@ -101,6 +129,10 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
         tissue_mean = lambda imgs: float(np.mean([i[m].mean() for i, m in zip(imgs, masks)]))
         offset = tissue_mean(images) - tissue_mean(_synthetic(frames, config, seed, styled))
         config = replace(config, level=float(offset / 255.0))
+    if fit_curve and styled is not None:
+        stage, regions = BeamSpeckle(config), [echo_region(f) > 0 for f in frames]
+        bases = [stage.base(s, r) for s, r in zip(styled, regions)]
+        config = replace(config, level=0.0, mean_shown=True, grey_curve=grey_curve(bases, images, regions))
     names = ("fwhm_axial_px", "fwhm_lateral_px", "grain_std")
     return {"config": config, "target": dict(zip(names, target)), "fitted": dict(zip(names, measure(config))),
             "frames": len(frames), "depth_px": float(np.median(depths))}

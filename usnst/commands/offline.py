@@ -353,9 +353,14 @@ def speckle_flags(p) -> None:
                         "panels' median; with --style or --no-fit: 0, the net takes every frame as sent)")
     p.add_argument("--frames", type=flags.positive_int, default=12, help="target frames measured")
     p.add_argument("--no-fit", action="store_true", help="keep the given/default PSF widths and contrast")
-    p.add_argument("--fit-level", action="store_true",
-                   help="with --triptychs: also shift the output's grey inside the fan to the HQ panels' tissue mean "
-                        "(for a base that sits above or below it, e.g. one trained by squared error)")
+    fit_grey = p.add_mutually_exclusive_group()
+    fit_grey.add_argument("--fit-level", action="store_true",
+                          help="with --triptychs: also shift the output's grey inside the fan to the HQ panels' "
+                               "tissue mean (for a base that sits above or below it, e.g. one trained by squared error)")
+    fit_grey.add_argument("--fit-curve", action="store_true",
+                          help="with --triptychs: also fit the mean grey shown at each of the net's grey levels to "
+                               "the HQ panels', everywhere in the view, with the grain under the display's clipping "
+                               "(implies --mean-shown; fluid as dark as HQ's: the lq2hq_fast card)")
     p.set_defaults(func=run_speckle)
 
 
@@ -371,9 +376,12 @@ def run_speckle(args) -> int:
     from usnst.offline.tasks import task
     from usnst_io.media import read_stills, to_uint8
 
-    if args.fit_level and not args.triptychs:
-        raise ValueError("--fit-level needs --triptychs: the level is fitted with the model run on paired input panels, "
-                         "and --style frames have none")
+    for flag, fitted in (("--fit-level", args.fit_level), ("--fit-curve", args.fit_curve)):
+        if fitted and not args.triptychs:
+            raise ValueError(f"{flag} needs --triptychs: it is fitted with the model run on paired input panels, "
+                             "and --style frames have none")
+        if fitted and args.no_fit:
+            raise ValueError(f"{flag} is a fit: drop it or --no-fit")
     from usnst_io.media import refuse_existing
 
     refuse_existing(args.out, args.overwrite)
@@ -393,7 +401,7 @@ def run_speckle(args) -> int:
             net_engine = TorchEagerEngine(net, EngineOptions(seed=0))
             fit = fit_beam_speckle([to_uint8(t.hq) for t in panels], [t.seg for t in panels], start,
                                    max_frames=args.frames, inputs=[getattr(t, source) for t in panels],
-                                   run=net_engine.infer, fit_level=args.fit_level)
+                                   run=net_engine.infer, fit_level=args.fit_level, fit_curve=args.fit_curve)
         else:
             fit = fit_beam_speckle([to_uint8(i) for i in read_stills(args.style)], None, start, max_frames=args.frames)
         config = fit["config"]
@@ -411,6 +419,8 @@ def run_speckle(args) -> int:
     print(f"usnst speckle: PSF {config.lateral_sigma:g} ray × {config.axial_sigma:g} samples on {config.rays} × "
           f"{config.samples}, {config.contrast * 255:.1f} grey levels per neper, base σ {config.base_sigma:g} px, "
           f"detail {config.detail:g}" + (f", level {config.level * 255:+.1f} grey" if config.level else "") +
+          (", grey curve (dark end: base 40 shows {:.1f})".format(config.grey_curve[40] * 255)
+           if config.grey_curve else "") +
           (f", net at {config.net_depth_px:.0f}-px beams" if config.net_depth_px else "") +
           f" -> {args.out}")
     return 0
