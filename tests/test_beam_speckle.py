@@ -15,6 +15,7 @@ from usnst.engines.beam_speckle import (
     BeamSpeckleConfig,
     Fan,
     NoFan,
+    echo_region,
     fit_fan,
 )
 from usnst.engines.checkpoint import save_checkpoint
@@ -135,8 +136,11 @@ def test_a_level_fit_without_paired_panels_is_refused_before_anything_is_written
     frames.mkdir()
     cv2.imwrite(str(frames / "a.png"), to_uint8(_sector_frame()[0]))
     out = tmp_path / "m.pt"
-    assert main(["speckle", "--style", str(frames), "--fit-level", "--out", str(out)]) == 2
-    assert "--fit-level needs --triptychs" in capsys.readouterr().err
+    for flag in ("--fit-level", "--fit-curve"):
+        assert main(["speckle", "--style", str(frames), flag, "--out", str(out)]) == 2
+        assert f"{flag} needs --triptychs" in capsys.readouterr().err
+        assert main(["speckle", "--triptychs", str(frames), flag, "--no-fit", "--out", str(out)]) == 2
+        assert f"{flag} is a fit" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -230,6 +234,57 @@ def test_the_level_fit_brings_a_too_bright_base_to_the_targets_tissue_grey():
                       [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]) * 255
     mask = tissue_mask(hq[0], segs[0])
     assert abs(out[mask].mean() - hq[0][mask].mean()) < 2.5
+
+
+def test_the_grey_curve_fit_gives_back_what_a_base_too_bright_in_the_dark_took():
+    """Known answer: targets whose mean grey is t, a "net" whose base shows 40 + 0.8·t (a squared-error net's dark end
+    lifted: its fluid); the fitted curve takes the base back to t over the whole range, so the output under the grain
+    shows the targets' mean in the dark and the bright alike, where one level cannot bring both back."""
+    rng = np.random.default_rng(0)
+    frames, targets, made = [], [], {}
+    for seed in range(4):
+        frame = to_uint8(PhantomRenderer(160, 160, seed=seed).render(0.0).lq)
+        inside = echo_region(frame.astype(np.float32) / 255) > 0
+        t = cv2.GaussianBlur(rng.random(frame.shape).astype(np.float32), (0, 0), 10)
+        t = 20 + 200 * (t - t[inside].min()) / np.ptp(t[inside])  # a smooth mean grey, 20…220 over the view
+        targets.append(np.where(inside, np.clip(t + rng.normal(0, 8, t.shape), 0, 255), 0).astype(np.uint8))
+        made[frame.tobytes()] = np.where(inside, 40 + 0.8 * t, 0).astype(np.float32) / 255
+        frames.append(frame)
+    run = lambda frame: made[np.round(frame * 255).astype(np.uint8).tobytes()]
+    with pytest.raises(ValueError, match="not both"):
+        fit_beam_speckle(targets, inputs=frames, run=run, fit_level=True, fit_curve=True)
+    fitted = {name: fit_beam_speckle(targets, inputs=frames, run=run, **{name: True})["config"]
+              for name in ("fit_level", "fit_curve")}
+    curve = np.asarray(fitted["fit_curve"].grey_curve) * 255
+    assert fitted["fit_curve"].mean_shown and fitted["fit_curve"].level == 0.0 and np.all(np.diff(curve) >= 0)
+    shown_base = np.arange(60, 190)  # the bases of targets 25…187, away from the ends the fit saw least
+    assert np.abs(curve[shown_base] - (shown_base - 40) / 0.8).max() < 3.0
+    errors = {}
+    for name, config in fitted.items():
+        stage, noise = BeamSpeckle(config), np.random.default_rng(1)
+        frame = frames[3].astype(np.float32) / 255
+        out = stage.apply(made[frames[3].tobytes()], frame,
+                          [noise.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]) * 255
+        inner = cv2.erode(stage._inside.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        base = made[frames[3].tobytes()] * 255
+        errors[name] = [abs(out[m].mean() - targets[3][m].mean()) for m in (inner & (base < 80), inner & (base > 150))]
+    assert max(errors["fit_curve"]) < 3.0, errors
+    assert max(errors["fit_level"]) > 8.0, errors
+
+
+def test_a_grey_curve_is_checked_and_stays_what_it_was_through_the_checkpoint():
+    rising = tuple(np.linspace(0.05, 0.9, 256))
+    config = BeamSpeckleConfig(mean_shown=True, grey_curve=rising)
+    assert BeamSpeckleConfig.from_dict(config.to_dict()) == config
+    stage = BeamSpeckle(config)
+    assert abs(float(stage.mean_of(np.float32(0.5))) - float(np.interp(0.5, np.linspace(0, 1, 256), rising))) < 1e-3
+    for bad, match in ((rising[:10], "256 greys"), (rising[::-1], "must not fall"), (tuple(np.full(256, 1.5)), "256 greys")):
+        with pytest.raises(ValueError, match=match):
+            BeamSpeckleConfig(mean_shown=True, grey_curve=bad)
+    with pytest.raises(ValueError, match="needs mean_shown"):
+        BeamSpeckleConfig(grey_curve=rising)
+    with pytest.raises(ValueError, match="one or the other"):
+        BeamSpeckleConfig(mean_shown=True, grey_curve=rising, level=0.02)
 
 
 def test_the_fan_follows_a_change_of_probe_and_stays_put_otherwise():
