@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
+from scipy.optimize import isotonic_regression
 from tqdm import tqdm
 
 from usnst.engines.acoustics import MEASURED_DYNAMIC_RANGE_DB, SPECKLE_LABELS
@@ -128,7 +129,7 @@ def invented_structure(output: np.ndarray, source: np.ndarray, sigma: float = LO
     levels = np.clip(out[sector], 0, 255).astype(np.int64)
     counts = np.bincount(levels, minlength=256).astype(np.float64)
     sums = np.bincount(levels, weights=src[sector].astype(np.float64), minlength=256)
-    curve = _monotone_fit(sums, counts)
+    curve = monotone_fit(sums, counts)
     differs = np.zeros(source.shape, np.uint8)
     differs[sector] = np.abs(curve[levels] - src[sector]) > threshold
     inscribed = cv2.distanceTransform(differs, cv2.DIST_L2, 5)
@@ -136,19 +137,12 @@ def invented_structure(output: np.ndarray, source: np.ndarray, sigma: float = LO
             "pixels": int(sector.sum())}
 
 
-def _monotone_fit(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def monotone_fit(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The non-decreasing curve over 256 grey levels closest (weighted least squares) to the per-level means
-    ``sums / counts``: pool-adjacent-violators, then levels without pixels interpolated."""
-    blocks: list[list[float]] = []  # [mean, weight, first level, last level]
-    for level in np.flatnonzero(counts):
-        blocks.append([sums[level] / counts[level], counts[level], level, level])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            m2, w2, a, _ = blocks.pop(-2)
-            m1, w1, _, b = blocks[-1]
-            blocks[-1] = [(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, a, b]
-    levels = np.array([lv for blk in blocks for lv in (blk[2], blk[3])], np.float64)
-    values = np.array([blk[0] for blk in blocks for _ in (0, 1)], np.float64)
-    return np.interp(np.arange(256), levels, values)
+    ``sums / counts`` (isotonic regression), levels without pixels interpolated and the ends held."""
+    seen = np.flatnonzero(counts)
+    fitted = isotonic_regression(sums[seen] / counts[seen], weights=counts[seen].astype(np.float64)).x
+    return np.interp(np.arange(256), seen, fitted)
 
 
 def tissue_patches(image: np.ndarray, mask: np.ndarray, n: int, rng: np.random.Generator,

@@ -13,7 +13,6 @@ import math
 from dataclasses import replace
 
 import numpy as np
-from scipy.optimize import isotonic_regression
 
 from usnst.engines.beam_speckle import (
     BeamSpeckle,
@@ -22,7 +21,7 @@ from usnst.engines.beam_speckle import (
     echo_region,
     fit_fan,
 )
-from usnst.offline.realism import speckle, speckle_fwhm, tissue_mask
+from usnst.offline.realism import monotone_fit, speckle, speckle_fwhm, tissue_mask
 
 LATERAL_GRID = tuple(np.round(np.arange(0.4, 2.01, 0.1), 2))  # rays
 AXIAL_GRID = tuple(np.round(np.arange(0.6, 3.01, 0.1), 2))  # samples
@@ -38,17 +37,16 @@ def grain_statistics(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple
 
 def grey_curve(bases: list[np.ndarray], targets: list[np.ndarray], regions: list[np.ndarray]) -> tuple[float, ...]:
     """The 256 mean greys (0–1) the targets (uint8) show where the base (float 0–1) has each grey level, inside the
-    regions: the least-squares nondecreasing curve through the per-level means, each weighted by its pixels (a
-    brighter base never shows darker); levels seen on too few pixels are interpolated, the ends held."""
+    regions: the nondecreasing curve closest to the per-level means (a brighter base never shows darker); levels
+    seen on too few pixels take their neighbours'."""
     level = np.concatenate([np.clip(np.rint(b[r] * 255), 0, 255).astype(np.int64) for b, r in zip(bases, regions)])
     shown = np.concatenate([t[r].astype(np.float64) / 255.0 for t, r in zip(targets, regions)])
-    count = np.bincount(level, minlength=256)
-    seen = np.flatnonzero(count >= CURVE_MIN_PIXELS)
-    if seen.size < 2:
+    counts = np.bincount(level, minlength=256)
+    counts[counts < CURVE_MIN_PIXELS] = 0
+    if np.count_nonzero(counts) < 2:
         raise ValueError("too few pixels inside the frames' views to fit a grey curve")
-    means = np.bincount(level, shown, minlength=256)[seen] / count[seen]
-    fitted = isotonic_regression(means, weights=count[seen].astype(np.float64)).x
-    return tuple(float(g) for g in np.clip(np.interp(np.arange(256), seen, fitted), 0.0, 1.0))
+    sums = np.bincount(level, shown * (counts[level] > 0), minlength=256)
+    return tuple(float(g) for g in np.clip(monotone_fit(sums, counts), 0.0, 1.0))
 
 
 def _synthetic(frames: list[np.ndarray], config: BeamSpeckleConfig, seed: int,

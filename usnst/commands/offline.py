@@ -473,9 +473,10 @@ def run_scanner_texture(args) -> int:
     else:
         real, names = read_stills(real_dir), [real_dir.name]
     net, meta = load_checkpoint(resolve_model(args.model))
-    # the texture takes the place of the net's own grain: none of it is kept under the texture (detail 0)
+    # the texture takes the place of the net's own grain: none of it is kept under the texture (detail 0), and it
+    # brings its own grey map and strength per grey level (so no grey curve, no grain under the clipping)
     config = replace(BeamSpeckleConfig.from_dict(meta.get(META_KEY) or {}), base_sigma=args.base_sigma, detail=0.0,
-                     mean_shown=False)
+                     mean_shown=False, grey_curve=())
     meta["task"] = args.task or meta.get("task") or "lq2hq"
     panels = read_triptych_folder(args.triptychs)[: args.frames]
     source = task(meta["task"]).source
