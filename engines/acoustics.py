@@ -16,6 +16,7 @@ FAT, MUSCLE, LIVER, DIAPHRAGM, VESSEL, KIDNEY, MEDULLA, SINUS = 20, 30, 50, 70, 
 # Labels that hold fully developed speckle; fluid and vessels (anechoic), skull and diaphragm (specular), midline and
 # choroid (thin), the renal pyramids and sinus (small, mottled) do not.
 SPECKLE_LABELS = (TISSUE, WALL, PLACENTA, BRAIN, BODY, FAT, MUSCLE, LIVER, KIDNEY)
+ANECHOIC_LABELS = (FLUID, VESSEL)  # no scatterers: a scanner shows them dark, with sparse grain above its floor
 
 # An input above this grey (0–1) has echo: simulators and scanners render "no echo" as exact black.
 ECHO_LEVEL = 1.0 / 255.0

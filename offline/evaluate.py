@@ -127,7 +127,10 @@ def format_table(result: dict) -> str:
                      f"low-passed SSIM "
                      f"{r.get('lowpass_ssim', float('nan')):.3f}"
                      + (f", invented structure {r['invented_share']:.2%} of the sector (widest blob "
-                        f"{r['invented_blob_px']:.1f} px)" if "invented_share" in r else ""))
+                        f"{r['invented_blob_px']:.1f} px)" if "invented_share" in r else "")
+                     + (f", grey in fluid and vessels {r['anechoic_grey']['output']:.1f} (target "
+                        f"{r['anechoic_grey']['target']:.1f})"
+                        if np.isfinite(r.get("anechoic_grey", {}).get("output", float("nan"))) else ""))
     if "fid_meaningless" in s:
         lines.append(f"FID/KID not shown: {s['fid_meaningless']}")
     elif "set_fid" in s:

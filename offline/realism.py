@@ -28,7 +28,11 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from tqdm import tqdm
 
-from usnst.engines.acoustics import MEASURED_DYNAMIC_RANGE_DB, SPECKLE_LABELS
+from usnst.engines.acoustics import (
+    ANECHOIC_LABELS,
+    MEASURED_DYNAMIC_RANGE_DB,
+    SPECKLE_LABELS,
+)
 from usnst.offline.metrics import nakagami, ssim
 
 LOWPASS_SIGMA = 3.0  # px: erases speckle (FWHM ≈ 1.5–2 px on HQ) but keeps organ boundaries
@@ -42,12 +46,27 @@ def tissue_mask(image: np.ndarray, seg: np.ndarray | None = None, margin: int = 
     if seg is None:
         lit = (cv2.GaussianBlur(image.astype(np.float32), (0, 0), 4.0) > 10).astype(np.uint8)
         return cv2.erode(lit, kernel).astype(bool)
+    return label_interiors(seg, SPECKLE_LABELS, kernel)
+
+
+def label_interiors(seg: np.ndarray, labels: tuple[int, ...], kernel: np.ndarray) -> np.ndarray:
+    """Bool mask of the pixels of ``labels`` whose neighbourhood ``kernel`` holds no other label."""
     mask = np.zeros(seg.shape, bool)
-    for label in SPECKLE_LABELS:
+    for label in labels:
         region = (seg == label).astype(np.uint8)
         if region.any():
             mask |= cv2.erode(region, kernel).astype(bool)
     return mask
+
+
+def anechoic_grey(images: list[np.ndarray], segs: list[np.ndarray], margin: int = 4) -> float:
+    """Mean grey of the images inside their anechoic labels (fluid, vessels; ``margin`` px in from other labels),
+    NaN where none has any: a scanner shows them dark with a sparse grain, and grain added over them evenly and
+    clipped, or a net's mean lifted there, brightens them (a cue a whole-sector classifier reads)."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    masks = [label_interiors(s, ANECHOIC_LABELS, kernel) for s in segs]
+    total = sum(int(m.sum()) for m in masks)
+    return float(sum(float(i[m].sum()) for i, m in zip(images, masks)) / total) if total else float("nan")
 
 
 def speckle(image: np.ndarray, sigma: float = TEXTURE_SIGMA) -> np.ndarray:
@@ -322,7 +341,9 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
     unpaired target comes from; the C2ST then holds out whole recordings, since frames of one cine are near-copies
     and a split by frame would test memory of a recording; ``output_groups`` the same for outputs that are
     themselves recorded frames (the real training set against the held-out one). ``paired``: whether target k is
-    output k's (default: when the counts are equal — an unpaired set that happens to be as large must say False)."""
+    output k's (default: when the counts are equal — an unpaired set that happens to be as large must say False).
+    Paired with label maps, the report also has ``anechoic_grey``: the outputs' and the targets' mean grey in fluid
+    and vessels."""
     segs = segs or [None] * len(outputs)
     rng = np.random.default_rng(budget.seed)
     out_masks = [tissue_mask(o, s) for o, s in zip(outputs, segs)]
@@ -348,6 +369,8 @@ def realism_report(outputs: list[np.ndarray], targets: list[np.ndarray], segs: l
                                                 np.concatenate([m.ravel() for m in out_masks]),
                                                 np.concatenate([t.ravel() for t in targets]),
                                                 np.concatenate([m.ravel() for m in tgt_masks]))
+    if paired and all(s is not None for s in segs):
+        report["anechoic_grey"] = {"output": anechoic_grey(outputs, segs), "target": anechoic_grey(targets, segs)}
     references = references if references is not None else (targets if paired else None)
     if references is not None:
         report["lowpass_ssim"] = float(np.mean([lowpass_ssim(o, r) for o, r in zip(outputs, references)]))

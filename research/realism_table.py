@@ -119,7 +119,8 @@ def row(name, outputs, data, budget):
     o = r["output"]
     return {"model": name, "ssim": r["ssim"], "lowpass_ssim": r["lowpass_ssim"], "nakagami_m": o["nakagami_m"],
             "fwhm_axial_px": o["fwhm_axial_px"], "fwhm_lateral_px": o["fwhm_lateral_px"], "c2st": r["c2st"],
-            "c2st_se": r["c2st_se"], "histogram_w1": r["histogram_w1"], "target": r["target"]}
+            "c2st_se": r["c2st_se"], "histogram_w1": r["histogram_w1"], "target": r["target"],
+            "anechoic_grey": r["anechoic_grey"]["output"], "target_anechoic_grey": r["anechoic_grey"]["target"]}
 
 
 def c2st_cell(r: dict) -> str:
@@ -233,15 +234,17 @@ def main() -> None:
     target = rows[0]["target"]
     print(f"{args.task}: {len(data)} held-out phantoms {shape[0]}x{shape[1]} (seeds {', '.join(f'{s}…' for s in seeds)}), "
           f"HQ target: Nakagami m "
-          f"{target['nakagami_m']:.3f}, speckle FWHM {target['fwhm_axial_px']:.2f} / {target['fwhm_lateral_px']:.2f} px; "
+          f"{target['nakagami_m']:.3f}, speckle FWHM {target['fwhm_axial_px']:.2f} / {target['fwhm_lateral_px']:.2f} px, "
+          f"grey in fluid and vessels {rows[0]['target_anechoic_grey']:.1f}; "
           f"C2ST mean ± standard error of {budget.repeats} classifiers, {budget.steps} steps, seeds {budget.seed}…")
-    print("| model | SSIM vs HQ | low-passed SSIM | Nakagami m | FWHM ax / lat px | C2ST | tissue W1 |"
+    print("| model | SSIM vs HQ | low-passed SSIM | Nakagami m | FWHM ax / lat px | C2ST | tissue W1 | fluid grey |"
           + (" LP-SSIM to input (in / outside) |" if args.outside else "") + (" flicker ratio | paused change |" if args.flicker else ""))
-    print("|---" * (7 + bool(args.outside) + 2 * bool(args.flicker)) + "|")
+    print("|---" * (8 + bool(args.outside) + 2 * bool(args.flicker)) + "|")
     for r in rows:
         m = f"{r['nakagami_m']:.2f}" if r["nakagami_m"] < 100 else "n/a (flat)"  # a label map has no speckle
         line = (f"| {r['model']} | {r['ssim']:.3f} | {r['lowpass_ssim']:.3f} | {m} | "
-                f"{r['fwhm_axial_px']:.2f} / {r['fwhm_lateral_px']:.2f} | {c2st_cell(r)} | {r['histogram_w1']:.1f} |")
+                f"{r['fwhm_axial_px']:.2f} / {r['fwhm_lateral_px']:.2f} | {c2st_cell(r)} | {r['histogram_w1']:.1f} | "
+                f"{r['anechoic_grey']:.1f} |")
         if args.outside:
             line += (f" {r['lowpass_ssim_to_input']:.3f} / {r['lowpass_ssim_to_input_outside']:.3f} |"
                      if "lowpass_ssim_to_input" in r else " |")

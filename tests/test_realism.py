@@ -204,6 +204,24 @@ def test_the_realism_report_tells_lq_from_hq_and_passes_the_oracle(tmp_path):
     assert oracle_report["output"]["nakagami_m"] == pytest.approx(oracle_report["target"]["nakagami_m"], rel=0.15)
     assert oracle_report["lowpass_ssim"] > lq_report["lowpass_ssim"]
     assert oracle_report["c2st"] < lq_report["c2st"]
+    # the fluid: dark in HQ and in the oracle alike, lifted by LQ's noise floor
+    fluid = lq_report["anechoic_grey"]
+    assert fluid["target"] == oracle_report["anechoic_grey"]["target"] < 40
+    assert abs(oracle_report["anechoic_grey"]["output"] - fluid["target"]) < 3 and fluid["output"] > fluid["target"] + 15
+    assert f"grey in fluid and vessels {fluid['output']:.1f} (target {fluid['target']:.1f})" in table
+
+
+def test_the_anechoic_grey_is_the_mean_inside_fluid_and_vessels_away_from_their_edges():
+    from usnst.engines.acoustics import FLUID, TISSUE, VESSEL
+
+    seg = np.full((64, 64), TISSUE, np.uint8)
+    seg[8:30, 8:30], seg[40:60, 40:60] = FLUID, VESSEL
+    image = np.full((64, 64), 150, np.uint8)
+    image[8:30, 8:30], image[40:60, 40:60] = 20, 40
+    image[8:10, 8:30] = 255  # a bright rim inside the fluid's edge: not its interior
+    interior = (22 - 8) ** 2 + (20 - 8) ** 2  # each square less 4 px each side
+    assert realism.anechoic_grey([image], [seg]) == pytest.approx((20 * (22 - 8) ** 2 + 40 * (20 - 8) ** 2) / interior)
+    assert np.isnan(realism.anechoic_grey([image], [np.full((64, 64), TISSUE, np.uint8)]))
 
 
 def test_optimisation_nst_runs_on_random_filters_without_pretrained_weights(tmp_path):
