@@ -66,7 +66,7 @@ def _synthetic(frames: list[np.ndarray], config: BeamSpeckleConfig, seed: int,
 def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | None = None,
                      start: BeamSpeckleConfig = BeamSpeckleConfig(), max_frames: int = 12, seed: int = 0,
                      inputs: list[np.ndarray] | None = None, run=None, fit_level: bool = False,
-                     fit_curve: bool = False) -> dict:
+                     fit_curve: bool = False, curve_pairs: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
     """The config whose speckle measures like ``targets`` (uint8 grey frames of a sector probe; ``segs``: their
     label maps, for tissue masks, else masks from brightness). ``start`` gives the polar grid (rays, samples), the
     base σ and the detail share, which the fit keeps.
@@ -76,7 +76,9 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
     strength, so the widths and the contrast are chosen for the sum. Without them the grain alone is fitted.
     ``fit_level`` (with ``run``) also sets the stage's level so that the output's mean grey in tissue is the targets'.
     ``fit_curve`` (with ``run``; in place of the level) fits the stage's grey curve instead: the mean grey the targets
-    show at each grey level of the model's base, everywhere in the view (fluid and bone too), with ``mean_shown``.
+    show at each grey level of the model's base, everywhere in the view (fluid and bone too), with ``mean_shown``;
+    on ``curve_pairs`` (input, target uint8 frames) when given — frames of every formation the model will meet, whose
+    fluid and tissue greys differ — else on the frames the speckle was fitted on.
     Returns {"config", "target": stats, "fitted": stats, "frames": n, "depth_px": the median beam length of the
     frames' views (of ``inputs`` when given: the frames the net takes, for ``BeamSpeckleConfig.net_depth_px``)}."""
     if fit_level and fit_curve:
@@ -128,9 +130,12 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
         offset = tissue_mean(images) - tissue_mean(_synthetic(frames, config, seed, styled))
         config = replace(config, level=float(offset / 255.0))
     if fit_curve and styled is not None:
-        stage, regions = BeamSpeckle(config), [echo_region(f) > 0 for f in frames]
-        bases = [stage.base(s, r) for s, r in zip(styled, regions)]
-        config = replace(config, level=0.0, mean_shown=True, grey_curve=grey_curve(bases, images, regions))
+        pairs = ([(f, s, t) for f, s, t in zip(frames, styled, images)] if curve_pairs is None else
+                 [(i.astype(np.float32) / 255.0, run(i.astype(np.float32) / 255.0), t) for i, t in curve_pairs])
+        stage, regions = BeamSpeckle(config), [echo_region(f) > 0 for f, _, _ in pairs]
+        bases = [stage.base(s, r) for (_, s, _), r in zip(pairs, regions)]
+        config = replace(config, level=0.0, mean_shown=True,
+                         grey_curve=grey_curve(bases, [t for _, _, t in pairs], regions))
     names = ("fwhm_axial_px", "fwhm_lateral_px", "grain_std")
     return {"config": config, "target": dict(zip(names, target)), "fitted": dict(zip(names, measure(config))),
             "frames": len(frames), "depth_px": float(np.median(depths))}

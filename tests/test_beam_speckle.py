@@ -141,6 +141,8 @@ def test_a_level_fit_without_paired_panels_is_refused_before_anything_is_written
         assert f"{flag} needs --triptychs" in capsys.readouterr().err
         assert main(["speckle", "--triptychs", str(frames), flag, "--no-fit", "--out", str(out)]) == 2
         assert f"{flag} is a fit" in capsys.readouterr().err
+    assert main(["speckle", "--triptychs", str(frames), "--curve-from", str(frames), "--out", str(out)]) == 2
+    assert "give --fit-curve too" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -270,6 +272,11 @@ def test_the_grey_curve_fit_gives_back_what_a_base_too_bright_in_the_dark_took()
         errors[name] = [abs(out[m].mean() - targets[3][m].mean()) for m in (inner & (base < 80), inner & (base > 150))]
     assert max(errors["fit_curve"]) < 3.0, errors
     assert max(errors["fit_level"]) > 8.0, errors
+    # on other frames (another formation's): the curve follows theirs, the speckle fit stays on the targets
+    darker = [(f, (t * 0.5).astype(np.uint8)) for f, t in zip(frames, targets)]
+    other = fit_beam_speckle(targets, inputs=frames, run=run, fit_curve=True, curve_pairs=darker)["config"]
+    assert other.contrast == fitted["fit_curve"].contrast
+    assert np.abs(np.asarray(other.grey_curve)[shown_base] * 255 - curve[shown_base] * 0.5).max() < 2.0
 
 
 def test_a_grey_curve_is_checked_and_stays_what_it_was_through_the_checkpoint():

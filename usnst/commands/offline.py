@@ -361,6 +361,9 @@ def speckle_flags(p) -> None:
                           help="with --triptychs: also fit the mean grey shown at each of the net's grey levels to "
                                "the HQ panels', everywhere in the view, with the grain under the display's clipping "
                                "(implies --mean-shown; fluid as dark as HQ's: the lq2hq_fast card)")
+    p.add_argument("--curve-from", default=None,
+                   help="with --fit-curve: triptych folders (comma-separated; --frames of each) the curve is fitted "
+                        "on, e.g. frames of every image formation the model will meet (default: the --triptychs frames)")
     p.set_defaults(func=run_speckle)
 
 
@@ -382,6 +385,8 @@ def run_speckle(args) -> int:
                              "and --style frames have none")
         if fitted and args.no_fit:
             raise ValueError(f"{flag} is a fit: drop it or --no-fit")
+    if args.curve_from and not args.fit_curve:
+        raise ValueError("--curve-from names the frames --fit-curve fits the grey curve on: give --fit-curve too")
     from usnst_io.media import refuse_existing
 
     refuse_existing(args.out, args.overwrite)
@@ -399,9 +404,14 @@ def run_speckle(args) -> int:
             panels = read_triptych_folder(args.triptychs)
             source = task(meta.get("task") or "lq2hq").source
             net_engine = TorchEagerEngine(net, EngineOptions(seed=0))
+            curve_pairs = None
+            if args.curve_from:
+                curve_panels = [t for d in args.curve_from.split(",") for t in read_triptych_folder(d)[: args.frames]]
+                curve_pairs = [(to_uint8(getattr(t, source)), to_uint8(t.hq)) for t in curve_panels]
             fit = fit_beam_speckle([to_uint8(t.hq) for t in panels], [t.seg for t in panels], start,
                                    max_frames=args.frames, inputs=[getattr(t, source) for t in panels],
-                                   run=net_engine.infer, fit_level=args.fit_level, fit_curve=args.fit_curve)
+                                   run=net_engine.infer, fit_level=args.fit_level, fit_curve=args.fit_curve,
+                                   curve_pairs=curve_pairs)
         else:
             fit = fit_beam_speckle([to_uint8(i) for i in read_stills(args.style)], None, start, max_frames=args.frames)
         config = fit["config"]
