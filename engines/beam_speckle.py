@@ -673,7 +673,11 @@ class SpeckledEngine(Engine):
         return self.stage.apply(full(styled), frame, planes, pose, base=full(base), maps=maps)
 
     def describe(self) -> dict:
-        described = {**self.inner.describe(), "beam_speckle": self.stage.config.to_dict()}
+        stage = self.stage.config.to_dict()
+        if stage["grey_curve"]:  # 256 numbers in every log line and stats record: its shape at five greys instead
+            stage["grey_curve"] = {"base": [0.0, 0.25, 0.5, 0.75, 1.0],
+                                   "shown": [round(stage["grey_curve"][i], 4) for i in (0, 64, 128, 191, 255)]}
+        described = {**self.inner.describe(), "beam_speckle": stage}
         if self.texture is not None:  # not the blocks themselves: a few hundred kB
             t = self.texture.config
             described["scanner_texture"] = {"blocks": t.count, "block_px": t.block, "depth_px": t.depth_px,

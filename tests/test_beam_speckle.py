@@ -499,3 +499,10 @@ def test_a_view_that_fills_the_frame_is_checked_not_fitted_again_every_frame(mon
         outs = [stage.apply(f, f, planes) for f in frames]
     assert isinstance(stage.fan, Band) and stage.skipped == 0 and len(fits) == 1
     assert all(o.std() > 0.05 for o in outs)
+
+
+def test_an_engine_says_its_grey_curve_in_five_greys_not_two_hundred_and_fifty_six():
+    """describe() goes into every node's start-up log, stats record and Prometheus info: the curve's shape suffices."""
+    described = load_engine("lq2hq_fast", "torch").describe()["beam_speckle"]["grey_curve"]
+    assert described["base"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert len(described["shown"]) == 5 and described["shown"] == sorted(described["shown"])
