@@ -286,9 +286,9 @@ class BeamSpeckleConfig:
     # near-black fluid (and near-white bone) grain added on top and clipped brightens (darkens) the mean, an even
     # grey grain where a scanner's is dark and sparse (a cue a whole-sector classifier reads)
     grey_curve: tuple = ()  # 256 mean greys shown (0–1) for the base's grey levels 0…255, in place of base + level:
-    # a squared-error net is not calibrated at its dark end (lq2hq_fast's base of 45 grey levels showed 45 where HQ's
-    # mean there is 26: fluid 15 levels too bright), so the mean the target shows at each base grey is fitted
-    # (--fit-curve, with mean_shown: the curve is what the display shows under the grain); empty: none
+    # a squared-error net is not calibrated at its dark end (its fluid shows brighter than the target's: the
+    # lq2hq_fast card), so the mean the target shows at each base grey is fitted (--fit-curve, with mean_shown: the
+    # curve is what the display shows under the grain); empty: none
     net_depth_px: float = 0.0  # a beam's length in pixels in the frames the net was trained at (0: unknown). A frame
     # whose beams are more than RESAMPLE_BEYOND times longer or shorter is resampled to it for the net, so the net
     # sees anatomy and input speckle at the scale it learned, whatever size a simulator renders at
@@ -368,9 +368,9 @@ class BeamSpeckle:
         self._grain: np.ndarray | None = None  # the last grain, and the (plane, maps) objects it was made from
         self._grain_from: tuple = (None, None, None)
         self._under: np.ndarray | None = None  # mean shown → level under the grain, for config.mean_shown
+        self._under_from = None  # the scan maps it was measured for
         self._curve = None if not config.grey_curve else np.interp(  # the grey curve at 1/4096 grey, for lookup
             np.linspace(0, 1, 4096), np.linspace(0, 1, 256), config.grey_curve).astype(np.float32)
-        self._under_from = None  # the scan maps it was measured for
         self.renew, self._rng = renew, np.random.default_rng(seed)
         self._field: list | None = None  # anchored: the scatterers now, the planes they began as, the motion they had
         self._field_from: tuple = (None, None, None)
