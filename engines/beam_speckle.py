@@ -318,7 +318,7 @@ class BeamSpeckleConfig:
                                  "added under the display's clipping), or the clipped grain would move it")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "grey_curve": list(self.grey_curve)}  # as JSON (ONNX and TensorRT records) has it
 
     @classmethod
     def from_dict(cls, d: dict) -> "BeamSpeckleConfig":
