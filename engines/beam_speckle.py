@@ -331,6 +331,20 @@ def echo_region(frame: np.ndarray) -> np.ndarray:
     return cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8))
 
 
+def shrunk_away(frame: np.ndarray, small: np.ndarray, view: np.ndarray) -> np.ndarray:
+    """The input's fine texture that shrinking ``frame`` to ``small`` for the net took away: the frame less the
+    shrunk copy brought back to its size, inside the ``view`` (1 inside; the copy averaged within it, so the view's
+    edge leaves no rim). At its trained scale the net's detail passes on the input speckle LQ shares with HQ; on a
+    shrunk frame that speckle is finer than the net sees, and the stage takes it from the input at the same share
+    (lq2hq_fast card, stop 44: at 1000×1386 the grain's Nakagami m and strength come to HQ's)."""
+    height, width = frame.shape
+    up = lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    shrink = lambda image: cv2.resize(image, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+    weight = up(shrink(view))
+    mean = up(shrink(frame * view)) / np.maximum(weight, 1e-3)
+    return (np.where(weight > 1e-3, frame - mean, 0.0) * view).astype(np.float32)
+
+
 def _gaussian_taps(sigma: float) -> np.ndarray:
     k = cv2.getGaussianKernel(2 * max(1, math.ceil(4 * sigma)) + 1, sigma, cv2.CV_32F)
     return k[:, 0]
@@ -539,6 +553,11 @@ class BeamSpeckle:
             self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
         return self._maps
 
+    @property
+    def inside(self) -> np.ndarray | None:
+        """1 inside the view last fitted (None before any), 0 outside: where the stage writes."""
+        return self._inside
+
     def net_scale(self, frame: np.ndarray) -> tuple[float | None, tuple[np.ndarray, np.ndarray] | None]:
         """How many times longer this frame's beams are than those the net was trained on (``config.net_depth_px``),
         or None when the net takes the frame as sent: within RESAMPLE_BEYOND of them, no depth declared, or no view
@@ -670,7 +689,10 @@ class SpeckledEngine(Engine):
         base = self.stage.base(styled, echo_region(small))
         back = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA  # shrinking back by area: no aliased net texture
         full = lambda image: cv2.resize(image, (width, height), interpolation=back)
-        return self.stage.apply(full(styled), frame, planes, pose, base=full(base), maps=maps)
+        styled = full(styled)
+        if scale > 1 and self.stage.config.detail:  # what the net's detail carries at its own scale, it could not see
+            styled += self.stage.config.detail * shrunk_away(frame, small, self.stage.inside)
+        return self.stage.apply(styled, frame, planes, pose, base=full(base), maps=maps)
 
     def describe(self) -> dict:
         stage = self.stage.config.to_dict()

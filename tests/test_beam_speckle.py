@@ -17,6 +17,7 @@ from usnst.engines.beam_speckle import (
     NoFan,
     echo_region,
     fit_fan,
+    shrunk_away,
 )
 from usnst.engines.checkpoint import save_checkpoint
 from usnst.engines.registry import build_artifact, load_engine
@@ -451,6 +452,35 @@ def test_the_net_sees_a_frame_at_the_scale_it_was_trained_at_and_the_grain_fills
         assert abs((out[sector] > 0).mean() - (as_sent[sector] > 0).mean()) < 0.03
     assert seen == [(96, 96), (108, 108), (96, 96), (96, 96)]  # within 1.2× as sent, else resampled to the net's scale
     assert plain.stage.net_scale(_sector_frame(192)[0]) == (None, None)
+
+
+def test_a_shrunk_frame_keeps_the_fine_input_texture_the_net_could_not_see_at_the_detail_share(tmp_path):
+    """Shrinking a large frame for the net removes the input speckle its detail passes on at its own scale; the stage
+    takes that texture from the input instead (``shrunk_away``), with no rim at the view's edge."""
+    frame, sector = _sector_frame(192)
+    flat = np.where(sector, 0.5, 0.0).astype(np.float32)
+    small = cv2.resize(flat, (96, 96), interpolation=cv2.INTER_AREA)
+    naive = flat - cv2.resize(small, (192, 192), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(naive[sector]).max() > 0.1  # what a plain difference leaves along the edge
+    view = sector.astype(np.float32)
+    assert np.abs(shrunk_away(flat, small, view)).max() < 0.01  # an even view has no fine texture, edge included
+    fine = np.random.default_rng(0).normal(0, 0.05, flat.shape).astype(np.float32) * sector
+    away = shrunk_away(flat + fine, cv2.resize(flat + fine, (96, 96), interpolation=cv2.INTER_AREA), view)
+    assert np.corrcoef(away[sector], fine[sector])[0, 1] > 0.8
+    assert np.all(away[~sector] == 0)
+
+    depth = fit_fan(_sector_frame(96)[0]).depth_px
+    textured = frame + 0.5 * fine
+    for detail in (0.0, 0.6):
+        path = save_checkpoint(tmp_path / f"d{detail}.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
+            rays=96, samples=160, net_depth_px=depth, detail=detail).to_dict()})
+        engine = load_engine(path, "onnxruntime", EngineOptions(noise="off", threads=1))
+        change = engine.infer(textured) - engine.infer(frame)
+        # at the pixel scale, finer than anything the net's output brought back up from 96² can hold
+        finest = lambda image: image - cv2.GaussianBlur(image, (0, 0), 1.0)
+        inner = cv2.erode(sector.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & (frame > 0.1)
+        followed = np.corrcoef(finest(change)[inner], finest(fine)[inner])[0, 1]
+        assert followed > 0.6 if detail else abs(followed) < 0.2
 
 
 def test_the_triptych_fit_records_the_beam_length_the_net_takes(tmp_path):
