@@ -241,7 +241,9 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
         radius = np.hypot(xs - apex_x, ys - apex_y)
         r0 = radius.min()
         top, bottom = (_edge(lit, hull, rows, width, end) for end in (0, -1))
-        if top == "arc":  # a curved array's face: the hull's chord across it is not the face, the echo's nearest is
+        if top != "flat":  # a near arc (a sector's, a curved array's face): the hull's chord across it is nearer the
+            # apex than the arc (4 px at a 1000-px sector's 27-px arc, where the stage lit rows the probe shows black);
+            # the echo's nearest pixel is on it
             ys, xs = np.nonzero(lit)
             r0 = np.hypot(xs - apex_x, ys - apex_y).min() - 0.5
         view = Fan(float(apex_x), float(apex_y), float(r0), float(radius.max() + 0.5),
@@ -329,6 +331,13 @@ class BeamSpeckleConfig:
 def echo_region(frame: np.ndarray) -> np.ndarray:
     """1 where the frame has echo, grown by 2 px (as engines.geometry.echo_region with reach 2)."""
     return cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8))
+
+
+def imaged(frame: np.ndarray) -> np.ndarray:
+    """1 where the frame has echo or lies in a gap of it under 5 px (float): its black fluid, not the black beyond
+    its edge."""
+    lit = (frame > ECHO_LEVEL).astype(np.uint8)
+    return cv2.morphologyEx(lit, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)).astype(np.float32)
 
 
 def shrunk_away(frame: np.ndarray, small: np.ndarray, view: np.ndarray) -> np.ndarray:
@@ -572,52 +581,61 @@ class BeamSpeckle:
         scale = self.fan.depth_px / self.config.net_depth_px
         return (None if 1 / RESAMPLE_BEYOND <= scale <= RESAMPLE_BEYOND else scale), maps
 
-    def base(self, styled: np.ndarray, echo: np.ndarray) -> np.ndarray:
-        """The net's output low-passed inside the echo region only (normalised convolution: no dark rim at the
-        sector's edge from averaging in the black outside)."""
+    def base(self, styled: np.ndarray, region: np.ndarray) -> np.ndarray:
+        """The net's output low-passed inside ``region`` only (``region``'s: normalised convolution, so nothing from
+        beyond the image's edge darkens its last pixels)."""
         sigma = self.config.base_sigma
         if sigma == 0:
             return styled
-        m = echo.astype(np.float32)
+        m = region.astype(np.float32)
         num = cv2.GaussianBlur(styled.astype(np.float32) * m, (0, 0), sigma)
         den = cv2.GaussianBlur(m, (0, 0), sigma)
         return np.where(m > 0, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
     def apply(self, styled: np.ndarray, frame: np.ndarray, planes: list[np.ndarray] | None,
               pose: np.ndarray | None = None, base: np.ndarray | None = None,
-              maps: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+              maps: tuple[np.ndarray, np.ndarray] | None = None, region: np.ndarray | None = None) -> np.ndarray:
         """``styled``: the net's output for ``frame``; ``planes``: the two polar noise planes, or None (noise off);
         ``pose``: the frame's 4×4 image-to-world pose, if the sender gave one (anchored grain only); ``base``: the
         low-passed output when the caller made it (at the net's scale), else made here; ``maps``: the frame's scan maps
-        when the caller has just checked its view (``net_scale``), else checked here.
+        when the caller has just checked its view (``net_scale``), else checked here; ``region``: the frame's
+        ``region`` when the caller has just made it with those maps, else made here.
         One composition for every noise mode and every frame,
 
-            out = mean + detail · (styled − base) + grain,   black outside the fan,
+            out = mean + detail · (styled − base) + grain,   black outside the image,
 
         ``mean`` the base through the grey curve where the model has one, else base + level (``mean_of``; with
         ``mean_shown`` the grain goes under the display's clipping, so that ``mean`` is what shows on average); the
         grain zero with noise off, and for a frame with no fan to fit (a linear probe, a blank frame: counted in
-        ``skipped``), which is then black outside its echo region instead."""
+        ``skipped``), which is then black outside its echo region instead. The image: the fitted view where the
+        frame has echo or a gap of it under 5 px (``imaged``); the base is low-passed within it, so nothing from
+        beyond the view's edge darkens its last pixels (until stop 44, the echo region grown by 2 px did: a dark rim
+        along the sector, a third darker at 256², 4–6 px wide at 1000×1386), and pixels the fit's view takes in
+        beyond the input's echo stay black."""
         echo = echo_region(frame)
-        base = self.base(styled, echo) if base is None else base
-        mean = self.mean_of(base)
-        out = mean + self.config.detail * (styled - base)
-        if self.texture is not None:
-            out = self.texture.shown(out)
         try:
             maps = self._maps_for(frame) if maps is None else maps
-            if pose is not None and self.config.sample_mm > 0:
-                self._follow_spacing(pose)
-            if self.motion is not None:
-                maps = self.tissue_maps(maps, frame, pose)
-                if planes and self.renew > 0:
-                    planes = self.renewed(planes, frame.shape, pose is not None)
         except NoFan as exc:
+            maps = None
             self.skipped += 1
             if not isinstance(exc, NoEcho) and not self._warned:  # a blank frame is routine, not news
                 self._warned = True
                 log.warning("beam speckle: %s; such frames get no grain", exc)
+        if region is None or maps is None:
+            region = echo if maps is None else self._inside * imaged(frame)
+        base = self.base(styled, region) if base is None else base
+        mean = self.mean_of(base)
+        out = mean + self.config.detail * (styled - base)
+        if self.texture is not None:
+            out = self.texture.shown(out)
+        if maps is None:
             return (np.clip(out, 0.0, 1.0) * echo).astype(np.float32)
+        if pose is not None and self.config.sample_mm > 0:
+            self._follow_spacing(pose)
+        if self.motion is not None:
+            maps = self.tissue_maps(maps, frame, pose)
+            if planes and self.renew > 0:
+                planes = self.renewed(planes, frame.shape, pose is not None)
         if planes:
             grain = self.grain(maps, planes)
             if self.texture is not None:
@@ -625,7 +643,7 @@ class BeamSpeckle:
             elif self.config.mean_shown:
                 out = self.level_under_grain(mean, grain) + (out - mean)
             out = out + grain
-        return (np.clip(out, 0.0, 1.0) * self._inside).astype(np.float32)  # black outside the fan, as a scanner's
+        return (np.clip(out, 0.0, 1.0) * region).astype(np.float32)  # black outside the image, as a scanner's
 
     def mean_of(self, base: np.ndarray) -> np.ndarray:
         """The mean grey the display is to show for the low-passed output: the fitted grey curve where the model
@@ -678,21 +696,34 @@ class SpeckledEngine(Engine):
         if scale is None:
             return self.stage.apply(self.inner.infer(frame), frame, planes, pose, maps=maps)
         height, width = frame.shape
-        small = cv2.resize(frame, (max(8, round(width / scale)), max(8, round(height / scale))),
-                           interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR)
+        size = (max(8, round(width / scale)), max(8, round(height / scale)))
+        region = self.stage.inside * imaged(frame)  # the view just checked (net_scale)
+        view = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        if scale > 1:  # averaged within the image: by plain area the view's last pixels took in the black beyond it,
+            # and the net, seeing a dark edge, drew one that the way back widened to a 4-px rim (stop 44)
+            small = cv2.resize(frame * region, size, interpolation=cv2.INTER_AREA)
+            small = np.where(view >= 0.5, small / np.maximum(view, 1e-3), 0.0).astype(np.float32)
+        else:
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
         try:
             styled = self.inner.infer(small)
         except ValueError as exc:  # a compiled engine's size range: say which size the net was given, and why
             raise ValueError(f"{exc} (this {height}x{width} frame goes to the net as {small.shape[0]}x{small.shape[1]}: "
                              f"resampled to the scale it was trained at, beams of {self.stage.config.net_depth_px:.0f} "
                              f"px)") from exc
-        base = self.stage.base(styled, echo_region(small))
-        back = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA  # shrinking back by area: no aliased net texture
-        full = lambda image: cv2.resize(image, (width, height), interpolation=back)
+        base = self.stage.base(styled, view)
+        if scale > 1:  # brought back within the view too: interpolated with the black beyond it, the net's last
+            # pixels were a rim again
+            lit = (view >= 0.5).astype(np.float32)
+            weight = cv2.resize(lit, (width, height), interpolation=cv2.INTER_LINEAR)
+            up = lambda image: cv2.resize(image * lit, (width, height), interpolation=cv2.INTER_LINEAR)
+            full = lambda image: np.where(weight > 1e-3, up(image) / np.maximum(weight, 1e-3), 0.0).astype(np.float32)
+        else:  # shrinking back by area: no aliased net texture
+            full = lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         styled = full(styled)
         if scale > 1 and self.stage.config.detail:  # what the net's detail carries at its own scale, it could not see
-            styled += self.stage.config.detail * shrunk_away(frame, small, self.stage.inside)
-        return self.stage.apply(styled, frame, planes, pose, base=full(base), maps=maps)
+            styled += self.stage.config.detail * shrunk_away(frame, small, region)
+        return self.stage.apply(styled, frame, planes, pose, base=full(base), maps=maps, region=region)
 
     def describe(self) -> dict:
         stage = self.stage.config.to_dict()

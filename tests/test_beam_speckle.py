@@ -41,7 +41,7 @@ def test_the_fan_of_a_phantom_frame_is_recovered(settings, size):
         ax, ay, r0, r1, half = true_fan(renderer)
         fan = fit_fan(renderer.render(0.0).lq)  # from the input: fluid may render black inside the sector
         assert abs(fan.apex_x - ax) < 1.0 and abs(fan.apex_y - ay) < 2.0
-        assert abs(fan.r1 - r1) < 3.0 and abs(fan.r0 - r0) < 3.0
+        assert abs(fan.r1 - r1) < 3.0 and abs(fan.r0 - r0) < 2.0
         assert abs(fan.theta0 + half) < math.radians(0.5) and abs(fan.theta1 - half) < math.radians(0.5)
 
 
@@ -55,6 +55,18 @@ def test_a_sector_wider_than_the_frame_is_fitted_from_the_sides_it_shows(r0):
     fit = fit_fan(frame)
     assert abs(fit.apex_x - 100) < 1 and abs(fit.apex_y + 0.7 * r0) < 2 and abs(fit.r1 - 260) < 3
     assert abs(fit.theta0 - fan.theta0) < math.radians(0.5) and abs(fit.theta1 - fan.theta1) < math.radians(0.5)
+
+
+def test_a_sectors_near_arc_is_fitted_where_the_echo_starts_not_at_the_hulls_chord_across_it():
+    """The convex hull's top is the chord between the near arc's ends, 7 px nearer the apex than the arc's middle
+    for this fan: fitted there, the stage lit rows above the probe's face that the simulator shows black."""
+    fan = Fan(100.0, -20.0, 40.0, 220.0, -math.radians(35), math.radians(35))
+    inside = fan.polar((256, 200), 2, 2)[2] <= 0
+    frame = np.where(inside, 0.3 + 0.4 * np.random.default_rng(0).random((256, 200)), 0).astype(np.float32)
+    fit = fit_fan(frame)
+    assert fit.top is None and abs(fit.r0 - 40) < 1
+    out = BeamSpeckle(BeamSpeckleConfig(rays=64, samples=160)).apply(frame, frame, None)
+    assert np.all(out[~cv2.dilate(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)] == 0)
 
 
 def test_frames_without_a_view_to_fit_are_refused_with_the_reason_and_never_given_an_absurd_fit():
@@ -450,7 +462,8 @@ def test_the_net_sees_a_frame_at_the_scale_it_was_trained_at_and_the_grain_fills
         assert np.all(out[~cv2.dilate(sector.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)] == 0)
         # grain everywhere in the view at the frame's own size: lit as often as the net run on the frame as sent
         assert abs((out[sector] > 0).mean() - (as_sent[sector] > 0).mean()) < 0.03
-    assert seen == [(96, 96), (108, 108), (96, 96), (96, 96)]  # within 1.2× as sent, else resampled to the net's scale
+    # within 1.2× as sent, else resampled to the net's scale (a 48² view's beams are measured to about a pixel)
+    assert seen[:3] == [(96, 96), (108, 108), (96, 96)] and seen[3][0] == seen[3][1] and abs(seen[3][0] - 96) <= 1
     assert plain.stage.net_scale(_sector_frame(192)[0]) == (None, None)
 
 
@@ -481,6 +494,27 @@ def test_a_shrunk_frame_keeps_the_fine_input_texture_the_net_could_not_see_at_th
         inner = cv2.erode(sector.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) & (frame > 0.1)
         followed = np.corrcoef(finest(change)[inner], finest(fine)[inner])[0, 1]
         assert followed > 0.6 if detail else abs(followed) < 0.2
+
+
+@pytest.mark.parametrize("size", [96, 192])
+def test_the_views_last_pixels_are_as_bright_as_its_interior_at_the_nets_scale_and_resampled(tmp_path, size):
+    """The base is low-passed within the view and a shrunk frame goes to the net and comes back within it: the
+    echo region grown by 2 px (and plain area shrinking and linear enlarging) averaged the black outside the view
+    into its last pixels, a dark rim along the sector's edge (a third darker at 256², 4–6 px wide at 1000×1386)."""
+    sector = _sector_frame(size)[1]
+    flat = np.where(sector, 0.5, 0.0).astype(np.float32)
+    depth = fit_fan(_sector_frame(96)[0]).depth_px
+    engine = load_engine(save_checkpoint(tmp_path / "m.pt", tiny_net(), {"task": "lq2hq", META_KEY: BeamSpeckleConfig(
+        rays=96, samples=160, net_depth_px=depth, detail=0.7).to_dict()}), "torch", EngineOptions(noise="off"))
+    engine.inner.infer = lambda image: image  # a net that keeps its input: what reaches the view's edge is the stage's
+    out = engine.infer(flat)
+    inside = engine.stage.inside > 0
+    last = sector & ~cv2.erode(sector.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    interior = cv2.erode(inside.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    assert abs(out[interior].mean() - 0.5) < 0.01
+    assert out[last].mean() > 0.48
+    ring = inside & ~sector  # pixels the fitted view takes in beyond the echo: black, as the input (but a notch)
+    assert ring.sum() > 0 and (out[ring] > 0).mean() < 0.1
 
 
 def test_the_triptych_fit_records_the_beam_length_the_net_takes(tmp_path):
