@@ -8,7 +8,9 @@ half of it, so the net now runs on the frame resampled to its scale); ``lq2hq_fa
 both image formations (issue 27, stop 36), ``lq2hq``'s both when its net was (stop 39). ``lq2real`` (a real scanner's texture after ``lq2hq_fast``'s net) recorded
 when it shipped (issue 28, stop 37), re-recorded when its fit left out the squares holding structure (stop 38), when
 ``hq2clinical`` (the same parts for HQ input, given the phantom's HQ here) was recorded; ``lq2hq`` and ``lq2hq_fast``'s
-when their stages' level gave way to a fitted grey curve (issue 27, stop 43)."""
+when their stages' level gave way to a fitted grey curve (issue 27, stop 43); all four when the stage's view took its
+near arc where the echo starts and its low-pass stayed within the image (issue 27, stop 44: the grain's polar grid
+moved with the arc)."""
 from pathlib import Path
 
 import cv2
