@@ -8,10 +8,18 @@ slows both alike and the ratio means something. Prints p50 latency, frames/s and
 ``--moving``: the frames of a moving probe (as a stream sends them) instead of one frame again and again — what the
 tissue-anchored grain costs shows only then; ``--a-screen-grain``: model A with its fixed grain drawn on the screen,
 as the stage drew it before issue 27; ``--a-kept-grain``: model A with its anchored scatterers never renewed (before
-stop 41).
+stop 41); ``--a-stage-at COMMIT``: model A run by the beam-speckle stage's code as of a git commit (what a change to
+the stage's code, not to a checkpoint, costs).
+
+    python research/engine_ratio.py --a lq2hq_fast --a-stage-at 277225f --b lq2hq_fast --moving --sizes 512,1000
 """
 import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -32,17 +40,22 @@ def main() -> None:
     ap.add_argument("--moving", action="store_true", help="a moving probe's frames, not one frame repeated")
     ap.add_argument("--a-screen-grain", action="store_true", help="model A's fixed grain drawn on the screen")
     ap.add_argument("--a-kept-grain", action="store_true", help="model A's anchored scatterers never renewed")
+    ap.add_argument("--a-stage-at", default=None, metavar="COMMIT",
+                    help="model A run by engines/beam_speckle.py as of this git commit")
     args = ap.parse_args()
     if args.a_screen_grain and args.a_kept_grain:
         ap.error("--a-screen-grain and --a-kept-grain are two different A's: give one")
     a_name = args.a + (" (grain on the screen)" if args.a_screen_grain else " (scatterers kept)" if args.a_kept_grain
-                       else "")
+                       else f" (stage at {args.a_stage_at})" if args.a_stage_at else "")
     engines = {a_name: load_engine(args.a, args.backend, EngineOptions()),
                args.b: load_engine(args.b, args.backend, EngineOptions())}
     if args.a_screen_grain:
         engines[a_name].stage = BeamSpeckle(engines[a_name].stage.config, anchored=False)
     if args.a_kept_grain:
         engines[a_name].stage.renew = 0  # kept through resets: the stage is rebuilt with its own renewal
+    if args.a_stage_at:
+        engine = engines[a_name]
+        engines[a_name] = stage_at(args.a_stage_at).SpeckledEngine(engine.inner, engine.stage.config, engine.options)
     for size in (int(s) for s in args.sizes.split(",")):
         renderer = PhantomRenderer(size, size, seed=1)
         frames = [to_float(to_uint8(renderer.render(i / 30 if args.moving else 0.0).lq))
@@ -59,6 +72,19 @@ def main() -> None:
         print(f"{size}x{size} {args.backend}: " + ", ".join(f"{n} p50 {p50[n]:.1f} ms ({1e3 / p50[n]:.1f} fps)"
                                                              for n in engines)
               + f"; ratio b/a {p50[args.b] / p50[a_name]:.2f}", flush=True)
+
+
+def stage_at(commit: str):
+    """engines/beam_speckle.py as of ``commit``, imported as a module of its own beside today's."""
+    source = subprocess.run(["git", "show", f"{commit}:engines/beam_speckle.py"], check=True, capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    path = Path(tempfile.mkdtemp()) / f"beam_speckle_{commit}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":
