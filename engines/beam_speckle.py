@@ -340,18 +340,18 @@ def imaged(frame: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(lit, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)).astype(np.float32)
 
 
-def shrunk_away(frame: np.ndarray, small: np.ndarray, view: np.ndarray) -> np.ndarray:
+def shrunk_away(frame: np.ndarray, small: np.ndarray, region: np.ndarray) -> np.ndarray:
     """The input's fine texture that shrinking ``frame`` to ``small`` for the net took away: the frame less the
-    shrunk copy brought back to its size, inside the ``view`` (1 inside; the copy averaged within it, so the view's
+    shrunk copy brought back to its size, inside the image ``region`` (1 inside; the copy averaged within it, so its
     edge leaves no rim). At its trained scale the net's detail passes on the input speckle LQ shares with HQ; on a
     shrunk frame that speckle is finer than the net sees, and the stage takes it from the input at the same share
     (lq2hq_fast card, stop 44: at 1000×1386 the grain's Nakagami m and strength come to HQ's)."""
     height, width = frame.shape
     up = lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     shrink = lambda image: cv2.resize(image, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
-    weight = up(shrink(view))
-    mean = up(shrink(frame * view)) / np.maximum(weight, 1e-3)
-    return (np.where(weight > 1e-3, frame - mean, 0.0) * view).astype(np.float32)
+    weight = up(shrink(region))
+    mean = up(shrink(frame * region)) / np.maximum(weight, 1e-3)
+    return (np.where(weight > 1e-3, frame - mean, 0.0) * region).astype(np.float32)
 
 
 def _gaussian_taps(sigma: float) -> np.ndarray:
@@ -582,8 +582,8 @@ class BeamSpeckle:
         return (None if 1 / RESAMPLE_BEYOND <= scale <= RESAMPLE_BEYOND else scale), maps
 
     def base(self, styled: np.ndarray, region: np.ndarray) -> np.ndarray:
-        """The net's output low-passed inside ``region`` only (``region``'s: normalised convolution, so nothing from
-        beyond the image's edge darkens its last pixels)."""
+        """The net's output low-passed inside ``region`` only (normalised convolution: nothing from beyond the image's
+        edge darkens its last pixels)."""
         sigma = self.config.base_sigma
         if sigma == 0:
             return styled
