@@ -354,6 +354,35 @@ def shrunk_away(frame: np.ndarray, small: np.ndarray, region: np.ndarray) -> np.
     return (np.where(weight > 1e-3, frame - mean, 0.0) * region).astype(np.float32)
 
 
+class Resampled:
+    """A frame at the scale its net was trained at (``frame``; ``view``: its image region there), and the way back
+    (``back``). Both average within the image region: by plain area and linear enlargement the view's last pixels
+    took in the black beyond it, and the net, seeing a dark edge, drew one that the way back widened to a 4-px rim at
+    1000×1386 (stop 44)."""
+
+    def __init__(self, frame: np.ndarray, region: np.ndarray, scale: float):
+        self.shape = frame.shape
+        height, width = frame.shape
+        size = (max(8, round(width / scale)), max(8, round(height / scale)))
+        self.shrunk = scale > 1
+        self.view = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        if self.shrunk:
+            self._lit = (self.view >= 0.5).astype(np.float32)
+            self._weight = cv2.resize(self._lit, (width, height), interpolation=cv2.INTER_LINEAR)
+            small = cv2.resize(frame * region, size, interpolation=cv2.INTER_AREA)
+            self.frame = np.where(self._lit > 0, small / np.maximum(self.view, 1e-3), 0.0).astype(np.float32)
+        else:
+            self.frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+
+    def back(self, image: np.ndarray) -> np.ndarray:
+        """``image``, at the net's scale, at the frame's size."""
+        height, width = self.shape
+        if not self.shrunk:  # shrinking back by area: no aliased net texture
+            return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        up = cv2.resize(image * self._lit, (width, height), interpolation=cv2.INTER_LINEAR)
+        return np.where(self._weight > 1e-3, up / np.maximum(self._weight, 1e-3), 0.0).astype(np.float32)
+
+
 def _gaussian_taps(sigma: float) -> np.ndarray:
     k = cv2.getGaussianKernel(2 * max(1, math.ceil(4 * sigma)) + 1, sigma, cv2.CV_32F)
     return k[:, 0]
@@ -695,35 +724,19 @@ class SpeckledEngine(Engine):
         scale, maps = self.stage.net_scale(frame)
         if scale is None:
             return self.stage.apply(self.inner.infer(frame), frame, planes, pose, maps=maps)
-        height, width = frame.shape
-        size = (max(8, round(width / scale)), max(8, round(height / scale)))
-        region = self.stage.inside * imaged(frame)  # the view just checked (net_scale)
-        view = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
-        if scale > 1:  # averaged within the image: by plain area the view's last pixels took in the black beyond it,
-            # and the net, seeing a dark edge, drew one that the way back widened to a 4-px rim (stop 44)
-            small = cv2.resize(frame * region, size, interpolation=cv2.INTER_AREA)
-            small = np.where(view >= 0.5, small / np.maximum(view, 1e-3), 0.0).astype(np.float32)
-        else:
-            small = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+        region = self.stage.inside * imaged(frame)  # the view net_scale has just checked
+        at = Resampled(frame, region, scale)
         try:
-            styled = self.inner.infer(small)
+            styled = self.inner.infer(at.frame)
         except ValueError as exc:  # a compiled engine's size range: say which size the net was given, and why
-            raise ValueError(f"{exc} (this {height}x{width} frame goes to the net as {small.shape[0]}x{small.shape[1]}: "
-                             f"resampled to the scale it was trained at, beams of {self.stage.config.net_depth_px:.0f} "
-                             f"px)") from exc
-        base = self.stage.base(styled, view)
-        if scale > 1:  # brought back within the view too: interpolated with the black beyond it, the net's last
-            # pixels were a rim again
-            lit = (view >= 0.5).astype(np.float32)
-            weight = cv2.resize(lit, (width, height), interpolation=cv2.INTER_LINEAR)
-            up = lambda image: cv2.resize(image * lit, (width, height), interpolation=cv2.INTER_LINEAR)
-            full = lambda image: np.where(weight > 1e-3, up(image) / np.maximum(weight, 1e-3), 0.0).astype(np.float32)
-        else:  # shrinking back by area: no aliased net texture
-            full = lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        styled = full(styled)
-        if scale > 1 and self.stage.config.detail:  # what the net's detail carries at its own scale, it could not see
-            styled += self.stage.config.detail * shrunk_away(frame, small, region)
-        return self.stage.apply(styled, frame, planes, pose, base=full(base), maps=maps, region=region)
+            raise ValueError(f"{exc} (this {frame.shape[0]}x{frame.shape[1]} frame goes to the net as "
+                             f"{at.frame.shape[0]}x{at.frame.shape[1]}: resampled to the scale it was trained at, "
+                             f"beams of {self.stage.config.net_depth_px:.0f} px)") from exc
+        base = self.stage.base(styled, at.view)
+        styled = at.back(styled)
+        if at.shrunk and self.stage.config.detail:  # what the net's detail carries at its own scale, it could not see
+            styled += self.stage.config.detail * shrunk_away(frame, at.frame, region)
+        return self.stage.apply(styled, frame, planes, pose, base=at.back(base), maps=maps, region=region)
 
     def describe(self) -> dict:
         stage = self.stage.config.to_dict()
