@@ -340,20 +340,6 @@ def imaged(frame: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(lit, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)).astype(np.float32)
 
 
-def shrunk_away(frame: np.ndarray, small: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """The input's fine texture that shrinking ``frame`` to ``small`` for the net took away: the frame less the
-    shrunk copy brought back to its size, inside the image ``region`` (1 inside; the copy averaged within it, so its
-    edge leaves no rim). At its trained scale the net's detail passes on the input speckle LQ shares with HQ; on a
-    shrunk frame that speckle is finer than the net sees, and the stage takes it from the input at the same share
-    (lq2hq_fast card, stop 44: at 1000×1386 the grain's Nakagami m and strength come to HQ's)."""
-    height, width = frame.shape
-    up = lambda image: cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-    shrink = lambda image: cv2.resize(image, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
-    weight = up(shrink(region))
-    mean = up(shrink(frame * region)) / np.maximum(weight, 1e-3)
-    return (np.where(weight > 1e-3, frame - mean, 0.0) * region).astype(np.float32)
-
-
 class Resampled:
     """A frame at the scale its net was trained at (``frame``; ``view``: its image region there), and the way back
     (``back``). Both average within the image region: by plain area and linear enlargement the view's last pixels
@@ -368,19 +354,28 @@ class Resampled:
         self.view = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
         if self.shrunk:
             self._lit = (self.view >= 0.5).astype(np.float32)
-            self._weight = cv2.resize(self._lit, (width, height), interpolation=cv2.INTER_LINEAR)
+            weight = cv2.resize(self._lit, (width, height), interpolation=cv2.INTER_LINEAR)
+            self._per_weight = np.where(weight > 1e-3, 1.0 / np.maximum(weight, 1e-3), 0.0).astype(np.float32)
             small = cv2.resize(frame * region, size, interpolation=cv2.INTER_AREA)
             self.frame = np.where(self._lit > 0, small / np.maximum(self.view, 1e-3), 0.0).astype(np.float32)
         else:
             self.frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
 
-    def back(self, image: np.ndarray) -> np.ndarray:
-        """``image``, at the net's scale, at the frame's size."""
+    def back(self, *images: np.ndarray) -> list[np.ndarray]:
+        """``images``, at the net's scale, at the frame's size."""
         height, width = self.shape
         if not self.shrunk:  # shrinking back by area: no aliased net texture
-            return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        up = cv2.resize(image * self._lit, (width, height), interpolation=cv2.INTER_LINEAR)
-        return np.where(self._weight > 1e-3, up / np.maximum(self._weight, 1e-3), 0.0).astype(np.float32)
+            return [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in images]
+        return [cv2.resize(image * self._lit, (width, height), interpolation=cv2.INTER_LINEAR) * self._per_weight
+                for image in images]
+
+    def shrunk_away(self, frame: np.ndarray, region: np.ndarray) -> np.ndarray:
+        """The input's fine texture that shrinking ``frame`` for the net took away: the frame less its shrunk copy
+        brought back, inside the image ``region``. At its trained scale the net's detail passes on the input speckle
+        LQ shares with HQ; on a shrunk frame that speckle is finer than the net sees, and the stage takes it from the
+        input at the same share (lq2hq_fast card, stop 44: at 1000×1386 the grain's Nakagami m and strength come to
+        HQ's)."""
+        return ((frame - self.back(self.frame)[0]) * region).astype(np.float32)
 
 
 def _gaussian_taps(sigma: float) -> np.ndarray:
@@ -732,11 +727,10 @@ class SpeckledEngine(Engine):
             raise ValueError(f"{exc} (this {frame.shape[0]}x{frame.shape[1]} frame goes to the net as "
                              f"{at.frame.shape[0]}x{at.frame.shape[1]}: resampled to the scale it was trained at, "
                              f"beams of {self.stage.config.net_depth_px:.0f} px)") from exc
-        base = self.stage.base(styled, at.view)
-        styled = at.back(styled)
+        styled, base = at.back(styled, self.stage.base(styled, at.view))
         if at.shrunk and self.stage.config.detail:  # what the net's detail carries at its own scale, it could not see
-            styled += self.stage.config.detail * shrunk_away(frame, at.frame, region)
-        return self.stage.apply(styled, frame, planes, pose, base=at.back(base), maps=maps, region=region)
+            styled += self.stage.config.detail * at.shrunk_away(frame, region)
+        return self.stage.apply(styled, frame, planes, pose, base=base, maps=maps, region=region)
 
     def describe(self) -> dict:
         stage = self.stage.config.to_dict()

@@ -15,9 +15,9 @@ from usnst.engines.beam_speckle import (
     BeamSpeckleConfig,
     Fan,
     NoFan,
+    Resampled,
     echo_region,
     fit_fan,
-    shrunk_away,
 )
 from usnst.engines.checkpoint import save_checkpoint
 from usnst.engines.registry import build_artifact, load_engine
@@ -469,16 +469,16 @@ def test_the_net_sees_a_frame_at_the_scale_it_was_trained_at_and_the_grain_fills
 
 def test_a_shrunk_frame_keeps_the_fine_input_texture_the_net_could_not_see_at_the_detail_share(tmp_path):
     """Shrinking a large frame for the net removes the input speckle its detail passes on at its own scale; the stage
-    takes that texture from the input instead (``shrunk_away``), with no rim at the view's edge."""
+    takes that texture from the input instead (``Resampled.shrunk_away``), with no rim at the view's edge."""
     frame, sector = _sector_frame(192)
     flat = np.where(sector, 0.5, 0.0).astype(np.float32)
     small = cv2.resize(flat, (96, 96), interpolation=cv2.INTER_AREA)
     naive = flat - cv2.resize(small, (192, 192), interpolation=cv2.INTER_LINEAR)
     assert np.abs(naive[sector]).max() > 0.1  # what a plain difference leaves along the edge
     view = sector.astype(np.float32)
-    assert np.abs(shrunk_away(flat, small, view)).max() < 0.01  # an even view has no fine texture, edge included
+    assert np.abs(Resampled(flat, view, 2.0).shrunk_away(flat, view)).max() < 0.01  # even: no fine texture, edge too
     fine = np.random.default_rng(0).normal(0, 0.05, flat.shape).astype(np.float32) * sector
-    away = shrunk_away(flat + fine, cv2.resize(flat + fine, (96, 96), interpolation=cv2.INTER_AREA), view)
+    away = Resampled(flat + fine, view, 2.0).shrunk_away(flat + fine, view)
     assert np.corrcoef(away[sector], fine[sector])[0, 1] > 0.8
     assert np.all(away[~sector] == 0)
 
