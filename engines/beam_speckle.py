@@ -588,7 +588,8 @@ class BeamSpeckle:
 
     @property
     def inside(self) -> np.ndarray | None:
-        """1 inside the view last fitted (None before any), 0 outside: where the stage writes."""
+        """1 inside the view last fitted (None before any), 0 outside: the stage writes there where the frame has
+        echo (``imaged``)."""
         return self._inside
 
     def net_scale(self, frame: np.ndarray) -> tuple[float | None, tuple[np.ndarray, np.ndarray] | None]:
@@ -622,8 +623,8 @@ class BeamSpeckle:
         """``styled``: the net's output for ``frame``; ``planes``: the two polar noise planes, or None (noise off);
         ``pose``: the frame's 4×4 image-to-world pose, if the sender gave one (anchored grain only); ``base``: the
         low-passed output when the caller made it (at the net's scale), else made here; ``maps``: the frame's scan maps
-        when the caller has just checked its view (``net_scale``), else checked here; ``region``: the frame's
-        ``region`` when the caller has just made it with those maps, else made here.
+        when the caller has just checked its view (``net_scale``), else checked here; ``region``: the frame's image
+        (below) when the caller has just made it with those maps, else made here.
         One composition for every noise mode and every frame,
 
             out = mean + detail · (styled − base) + grain,   black outside the image,
@@ -634,8 +635,8 @@ class BeamSpeckle:
         ``skipped``), which is then black outside its echo region instead. The image: the fitted view where the
         frame has echo or a gap of it under 5 px (``imaged``); the base is low-passed within it, so nothing from
         beyond the view's edge darkens its last pixels (until stop 44, the echo region grown by 2 px did: a dark rim
-        along the sector, a third darker at 256², 4–6 px wide at 1000×1386), and pixels the fit's view takes in
-        beyond the input's echo stay black."""
+        along the sector, its last pixel 101 grey where HQ's is 120 at 256², 4–6 px wide at 1000×1386), and pixels
+        the fit's view takes in beyond the input's echo stay black."""
         echo = echo_region(frame)
         try:
             maps = self._maps_for(frame) if maps is None else maps

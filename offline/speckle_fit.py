@@ -133,6 +133,9 @@ def fit_beam_speckle(targets: list[np.ndarray], segs: list[np.ndarray | None] | 
         pairs = ([(f, s, t) for f, s, t in zip(frames, styled, images)] if curve_pairs is None else
                  [(i.astype(np.float32) / 255.0, run(i.astype(np.float32) / 255.0), t) for i, t in curve_pairs])
         stage, regions = BeamSpeckle(config), [echo_region(f) > 0 for f, _, _ in pairs]
+        # low-passed within the grown echo region, not the stage's image (stop 44): the ring beyond the view pulls
+        # the curve's dark stretch down, which measured better than the curve fitted within the image (lq2hq_fast
+        # card, stop 44) — and keeps the shipped curves their recipes' own
         bases = [stage.base(s, r) for (_, s, _), r in zip(pairs, regions)]
         config = replace(config, level=0.0, mean_shown=True,
                          grey_curve=grey_curve(bases, [t for _, _, t in pairs], regions))

@@ -500,7 +500,7 @@ def test_a_shrunk_frame_keeps_the_fine_input_texture_the_net_could_not_see_at_th
 def test_the_views_last_pixels_are_as_bright_as_its_interior_at_the_nets_scale_and_resampled(tmp_path, size):
     """The base is low-passed within the view and a shrunk frame goes to the net and comes back within it: the
     echo region grown by 2 px (and plain area shrinking and linear enlarging) averaged the black outside the view
-    into its last pixels, a dark rim along the sector's edge (a third darker at 256², 4–6 px wide at 1000×1386)."""
+    into its last pixels, a dark rim along the sector's edge (16 % darker at 256², 4–6 px wide at 1000×1386)."""
     sector = _sector_frame(size)[1]
     flat = np.where(sector, 0.5, 0.0).astype(np.float32)
     depth = fit_fan(_sector_frame(96)[0]).depth_px
