@@ -65,6 +65,8 @@ META_KEY = "beam_speckle"  # checkpoint metadata: the stage's BeamSpeckleConfig 
 RENEW_DEPTH_SHARE = 0.03  # anchored grain: the path the tissue travels (a share of the view's depth) over which its
 # scatterers' field keeps 1/e of its coherence. A hand-held probe's speckle renews as the probe moves (it tilts out
 # of plane and presses the tissue); the lq2hq_fast card measures it on real scanners' videos
+EDGE_PX = 2.0  # the fitted view's last pixels, where a pixel the input shows black is beyond its view, not fluid (the
+# fit's edge runs up to a pixel beyond the echo: 1,950 px of a 1000×1386 phantom frame)
 STILL_MM = 1e-3  # mm: a posed frame closer than this to the last one's plane has not left it (rounding, not a probe)
 
 
@@ -333,13 +335,6 @@ def echo_region(frame: np.ndarray) -> np.ndarray:
     return cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((5, 5), np.uint8))
 
 
-def imaged(frame: np.ndarray) -> np.ndarray:
-    """1 where the frame has echo or lies in a gap of it under 5 px (float): its black fluid, not the black beyond
-    its edge."""
-    lit = (frame > ECHO_LEVEL).astype(np.uint8)
-    return cv2.morphologyEx(lit, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)).astype(np.float32)
-
-
 class Resampled:
     """A frame at the scale its net was trained at (``frame``; ``view``: its image region there), and the way back
     (``back``). Both average within the image region: by plain area and linear enlargement the view's last pixels
@@ -583,14 +578,19 @@ class BeamSpeckle:
             self._maps = self._remap_maps(ray, sample)
             self._inside = (outside <= 0.0).astype(np.float32)
             outside = outside.ravel()
+            self._edge = np.flatnonzero((outside > -EDGE_PX) & (outside <= 0.0))
             self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
         return self._maps
 
-    @property
-    def inside(self) -> np.ndarray | None:
-        """1 inside the view last fitted (None before any), 0 outside: the stage writes there where the frame has
-        echo (``imaged``)."""
-        return self._inside
+    def image(self, frame: np.ndarray) -> np.ndarray:
+        """Where ``frame`` shows image in the view last fitted (float, 1 inside): the view, less the pixels of its last
+        EDGE_PX where the frame has no echo. The fit's edge runs up to a pixel beyond the echo (it is drawn around
+        the lit pixels' centres), and the stage is not to draw grain where the simulator shows black beyond its view;
+        black inside the view (anechoic fluid) is image."""
+        region = self._inside.copy()
+        at_edge = self._edge[frame.reshape(-1)[self._edge] <= ECHO_LEVEL]
+        region.reshape(-1)[at_edge] = 0.0
+        return region
 
     def net_scale(self, frame: np.ndarray) -> tuple[float | None, tuple[np.ndarray, np.ndarray] | None]:
         """How many times longer this frame's beams are than those the net was trained on (``config.net_depth_px``),
@@ -632,8 +632,8 @@ class BeamSpeckle:
         ``mean`` the base through the grey curve where the model has one, else base + level (``mean_of``; with
         ``mean_shown`` the grain goes under the display's clipping, so that ``mean`` is what shows on average); the
         grain zero with noise off, and for a frame with no fan to fit (a linear probe, a blank frame: counted in
-        ``skipped``), which is then black outside its echo region instead. The image: the fitted view where the
-        frame has echo or a gap of it under 5 px (``imaged``); the base is low-passed within it, so nothing from
+        ``skipped``), which is then black outside its echo region instead. The image (``image``): the fitted view less
+        the pixels at its edge where the frame has no echo; the base is low-passed within it, so nothing from
         beyond the view's edge darkens its last pixels (until stop 44, the echo region grown by 2 px did: a dark rim
         along the sector, its last pixel 101 grey where HQ's is 120 at 256², 4–6 px wide at 1000×1386), and pixels
         the fit's view takes in beyond the input's echo stay black."""
@@ -647,7 +647,7 @@ class BeamSpeckle:
                 self._warned = True
                 log.warning("beam speckle: %s; such frames get no grain", exc)
         if region is None or maps is None:
-            region = echo if maps is None else self._inside * imaged(frame)
+            region = echo if maps is None else self.image(frame)
         base = self.base(styled, region) if base is None else base
         mean = self.mean_of(base)
         out = mean + self.config.detail * (styled - base)
@@ -720,7 +720,7 @@ class SpeckledEngine(Engine):
         scale, maps = self.stage.net_scale(frame)
         if scale is None:
             return self.stage.apply(self.inner.infer(frame), frame, planes, pose, maps=maps)
-        region = self.stage.inside * imaged(frame)  # the view net_scale has just checked
+        region = self.stage.image(frame)  # in the view net_scale has just checked
         at = Resampled(frame, region, scale)
         try:
             styled = self.inner.infer(at.frame)
