@@ -342,7 +342,7 @@ class Resampled:
     1000×1386 (stop 44)."""
 
     def __init__(self, frame: np.ndarray, region: np.ndarray, scale: float):
-        self.shape = frame.shape
+        self.shape, self._source, self._region = frame.shape, frame, region
         height, width = frame.shape
         size = (max(8, round(width / scale)), max(8, round(height / scale)))
         self.shrunk = scale > 1
@@ -364,13 +364,13 @@ class Resampled:
         return [cv2.resize(image * self._lit, (width, height), interpolation=cv2.INTER_LINEAR) * self._per_weight
                 for image in images]
 
-    def shrunk_away(self, frame: np.ndarray, region: np.ndarray) -> np.ndarray:
-        """The input's fine texture that shrinking ``frame`` for the net took away: the frame less its shrunk copy
-        brought back, inside the image ``region``. At its trained scale the net's detail passes on the input speckle
+    def shrunk_away(self) -> np.ndarray:
+        """The input's fine texture that shrinking the frame for the net took away: the frame less its shrunk copy
+        brought back, inside its image region. At its trained scale the net's detail passes on the input speckle
         LQ shares with HQ; on a shrunk frame that speckle is finer than the net sees, and the stage takes it from the
         input at the same share (lq2hq_fast card, stop 44: at 1000×1386 the grain's Nakagami m and strength come to
         HQ's)."""
-        return ((frame - self.back(self.frame)[0]) * region).astype(np.float32)
+        return ((self._source - self.back(self.frame)[0]) * self._region).astype(np.float32)
 
 
 def _gaussian_taps(sigma: float) -> np.ndarray:
@@ -730,7 +730,7 @@ class SpeckledEngine(Engine):
                              f"beams of {self.stage.config.net_depth_px:.0f} px)") from exc
         styled, base = at.back(styled, self.stage.base(styled, at.view))
         if at.shrunk and self.stage.config.detail:  # what the net's detail carries at its own scale, it could not see
-            styled += self.stage.config.detail * at.shrunk_away(frame, region)
+            styled += self.stage.config.detail * at.shrunk_away()
         return self.stage.apply(styled, frame, planes, pose, base=base, maps=maps, region=region)
 
     def describe(self) -> dict:
