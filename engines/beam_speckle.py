@@ -637,7 +637,6 @@ class BeamSpeckle:
         beyond the view's edge darkens its last pixels (until stop 44, the echo region grown by 2 px did: a dark rim
         along the sector, its last pixel 101 grey where HQ's is 120 at 256², 4–6 px wide at 1000×1386), and pixels
         the fit's view takes in beyond the input's echo stay black."""
-        echo = echo_region(frame)
         try:
             maps = self._maps_for(frame) if maps is None else maps
         except NoFan as exc:
@@ -647,14 +646,14 @@ class BeamSpeckle:
                 self._warned = True
                 log.warning("beam speckle: %s; such frames get no grain", exc)
         if region is None or maps is None:
-            region = echo if maps is None else self.image(frame)
+            region = echo_region(frame) if maps is None else self.image(frame)  # no view: black outside the echo
         base = self.base(styled, region) if base is None else base
         mean = self.mean_of(base)
         out = mean + self.config.detail * (styled - base)
         if self.texture is not None:
             out = self.texture.shown(out)
         if maps is None:
-            return (np.clip(out, 0.0, 1.0) * echo).astype(np.float32)
+            return (np.clip(out, 0.0, 1.0) * region).astype(np.float32)
         if pose is not None and self.config.sample_mm > 0:
             self._follow_spacing(pose)
         if self.motion is not None:
