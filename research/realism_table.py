@@ -76,10 +76,10 @@ def scenes(n: int, size, seed: int, settings: str = "default", probe_kind: str |
     return out
 
 
-MOTION_FPS, MOTION_LAG = 25, 8  # frames 8 apart at 25 fps: 3–5 px of anatomy motion at 256²
+MOTION_FPS, MOTION_LAG = 25, 8  # frames 8 apart at 25 fps: 3–5 px of anatomy motion at 256² (--lag: another span)
 
 
-def moving_probes(n: int, size: int, seeds: list[int], kind: str | None = None):
+def moving_probes(n: int, size: int, seeds: list[int], kind: str | None = None, lag: int = MOTION_LAG):
     """Per scene and start (t = 0 s and 5.5 s: the sweep's fastest moments, one each way): the LQ and HQ frames of
     a moving probe, the true motion from the first frame to the last, the lit windows of the first HQ, and each
     frame's pose as the simulator sends it."""
@@ -89,8 +89,8 @@ def moving_probes(n: int, size: int, seeds: list[int], kind: str | None = None):
             renderer = PhantomRenderer(size, size, seed=seed + i, **LOOK,
                                        **({} if kind is None else {"geometry": probe(kind)}))
             for t0 in (0.0, 5.5):
-                frames = [renderer.render(t0 + k / MOTION_FPS) for k in range(MOTION_LAG + 1)]
-                times = [t0 + k / MOTION_FPS for k in range(MOTION_LAG + 1)]
+                frames = [renderer.render(t0 + k / MOTION_FPS) for k in range(lag + 1)]
+                times = [t0 + k / MOTION_FPS for k in range(lag + 1)]
                 out.append(([f.lq for f in frames], [f.hq for f in frames],
                             renderer.displacement(t0, times[-1]),
                             tissue_mask(to_uint8(frames[0].hq), None if kind is None else frames[0].seg),
@@ -156,6 +156,9 @@ def main() -> None:
     ap.add_argument("--kept-grain-too", action="store_true",
                     help="--motion: also each staged model with its anchored scatterers never renewed (before stop "
                          "41; a real texture's squares: before stop 42)")
+    ap.add_argument("--lag", type=int, default=MOTION_LAG,
+                    help="--motion: frames between the two compared (at 25 fps; 2 = 80 ms, the span over which a real "
+                         "hand-held scanner's speckle persists, 8 = 320 ms, by which it has renewed)")
     ap.add_argument("--pose-too", action="store_true",
                     help="--motion: also each model with its fixed grain placed by the phantom's poses, not estimated")
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
@@ -188,6 +191,10 @@ def main() -> None:
     if args.settings != "default" and (args.motion or args.motion_only or args.probes_only or args.sector_only):
         ap.error("--settings applies to the still and invented-structure tables only (the motion, probe and sector "
                  "tables render the default acquisition)")
+    if args.lag != MOTION_LAG and not (args.motion or args.motion_only):
+        ap.error("--lag applies to the motion table only (--motion, --motion-only)")
+    if args.lag < 1:
+        ap.error("--lag must be at least one frame")
     if not task(args.task).paired and not (args.invented_only or args.motion_only):
         ap.error(f"{args.task} has no HQ of the same scene to be scored against: its still table is "
                  f"research/real_table.py (held-out real frames); here --invented-only or --motion-only")
@@ -369,7 +376,7 @@ def print_invented_table(args, seeds: list[int]) -> None:
 
 
 def print_motion_table(args, seeds: list[int]) -> None:
-    sequences = moving_probes(args.n, args.size, seeds, args.probe)
+    sequences = moving_probes(args.n, args.size, seeds, args.probe, args.lag)
     source = task(args.task).source
     if source == "seg":
         raise SystemExit("--motion: a model of segmentations has no speckle in its input to follow")
@@ -393,7 +400,7 @@ def print_motion_table(args, seeds: list[int]) -> None:
                 engine.stage = BeamSpeckle(engine.stage.config, anchored=False)  # the stream grain before issue 27
                 rows.append(motion_row(f"{name}, noise fixed, grain on the screen (before)", sequences, run, source))
     print(f"texture motion: {len(sequences)} moving-probe sequences ({args.n} scenes × 2 starts per seed "
-          f"{', '.join(f'{s}…' for s in seeds)}), {args.size}², frames {MOTION_LAG} apart at {MOTION_FPS} fps; "
+          f"{', '.join(f'{s}…' for s in seeds)}), {args.size}², frames {args.lag} apart at {MOTION_FPS} fps; "
           f"32-px windows lit in HQ whose anatomy moved ≥ 1.5 px (true motion)")
     print("| model | windows | follows the anatomy | correlation after motion | correlation at zero shift |")
     print("|---|---|---|---|---|")
