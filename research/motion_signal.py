@@ -11,14 +11,21 @@ for each signal the estimate can be made from,
 - ``median``: the same, median-filtered over 5 working px instead of blurred (edges kept, the input's coarse
   mottling taken out);
 - ``net``: the model's output without its grain (a noise-off engine of the same model): the anatomy without the
-  input's re-formed speckle and electronic noise,
+  input's re-formed speckle and electronic noise;
+- ``scaled``: the frames, with the working side grown with the frame beyond 256 px (the same shrinking factor at every
+  size; frames up to 256 px as shipped); ``scaled-margin``: its margin along the view's edges grown too,
 
 it prints (1) the estimate's placement error k frames after the first (median over the first HQ's tissue pixels of
 how far the estimate puts a pixel from where its tissue was, px of the frame) and (2) the texture motion of the
 model's stream output with its scatterers never renewed, so that placement alone is measured (follows the anatomy /
 correlation after motion / at zero shift, ``realism_table.motion_row``), beside HQ's.
 
-    python research/motion_signal.py --views sector:256,sector:512,linear:128,trapezoid:256,curvilinear:256
+    python research/motion_signal.py --views sector:256,sector:512,linear:128,trapezoid:256,curvilinear:256 \
+        --signals frame,median,net
+    python research/motion_signal.py --views sector:512,curvilinear:512,trapezoid:512 --signals frame,scaled,scaled-margin
+
+A view whose anatomy moves beyond the measure's ± 8 px in ``--lag`` frames (the phantom's linear and trapezoid
+sweeps at 512²) has no windows: its row shows the placement error alone.
 """
 import argparse
 
@@ -35,22 +42,35 @@ from usnst.offline.realism import tissue_mask
 from usnst_io.media import to_float, to_uint8
 from usnst_stream.phantom import PhantomRenderer, probe
 
-SIGNALS = ("frame", "median", "net")
+SIGNALS = ("frame", "median", "net", "scaled", "scaled-margin")
 
 
-class MedianMotion(TissueMotion):
-    """The shipped estimate with the working frame median-filtered (5 working px) instead of blurred."""
+def working_frame(frame: np.ndarray, flat_face: bool, median: bool = False, grow: bool = False,
+                  margin_too: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """TissueMotion._shrink's working frame and mask, changed as asked: ``median`` filtered over 5 working px instead
+    of blurred σ 1; ``grow``: the working side grown with the frame beyond 256 px (``margin_too``: the margin as well)."""
+    side, edge_px = (motion.FLAT_FACE_WORK_SIDE, motion.FLAT_FACE_EDGE_PX) if flat_face else (motion.WORK_SIDE,
+                                                                                                motion.EDGE_PX)
+    h, w = frame.shape
+    factor = max(1.0, max(h, w) / 256) if grow else 1.0
+    s = min(1.0, side * factor / max(h, w))
+    small = cv2.resize(frame.astype(np.float32), (max(8, round(w * s)), max(8, round(h * s))),
+                       interpolation=cv2.INTER_AREA)
+    small = cv2.medianBlur(small, 5) if median else cv2.GaussianBlur(small, (0, 0), 1.0)
+    edge_px = round(edge_px * factor) if margin_too else edge_px
+    mask = cv2.erode((small > ECHO_LEVEL).astype(np.uint8), np.ones((2 * edge_px + 1,) * 2, np.uint8))
+    return small, mask
 
-    @staticmethod
-    def _shrink(frame: np.ndarray, flat_face: bool) -> tuple[np.ndarray, np.ndarray]:
-        side, edge_px = (motion.FLAT_FACE_WORK_SIDE, motion.FLAT_FACE_EDGE_PX) if flat_face else (motion.WORK_SIDE,
-                                                                                                    motion.EDGE_PX)
-        h, w = frame.shape
-        s = min(1.0, side / max(h, w))
-        size = (max(8, round(w * s)), max(8, round(h * s)))
-        small = cv2.medianBlur(cv2.resize(frame.astype(np.float32), size, interpolation=cv2.INTER_AREA), 5)
-        mask = cv2.erode((small > ECHO_LEVEL).astype(np.uint8), np.ones((2 * edge_px + 1,) * 2, np.uint8))
-        return small, mask
+
+def variant(**how) -> type:
+    """TissueMotion with its working frame made by ``working_frame(…, **how)``."""
+
+    class Variant(TissueMotion):
+        @staticmethod
+        def _shrink(frame: np.ndarray, flat_face: bool) -> tuple[np.ndarray, np.ndarray]:
+            return working_frame(frame, flat_face, **how)
+
+    return Variant
 
 
 class SignalMotion:
@@ -71,7 +91,9 @@ def estimator(name: str, model: str):
     if name == "frame":
         return TissueMotion
     if name == "median":
-        return MedianMotion
+        return variant(median=True)
+    if name.startswith("scaled"):
+        return variant(grow=True, margin_too=name == "scaled-margin")
     net = load_engine(model, "torch", EngineOptions(noise="off", seed=0))
     return lambda: SignalMotion(TissueMotion(), lambda frame: net.infer(frame).astype(np.float32))
 
