@@ -105,10 +105,13 @@ class Engine:
     def infer(self, frame: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def infer_at(self, frame: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
+    def infer_at(self, frame: np.ndarray, pose: np.ndarray | None,
+                 spacing_mm: tuple[float, float] | None = None) -> np.ndarray:
         """A frame with the probe pose its sender gave (4×4 image-to-world, ``usnst_io.protocol.image_to_world``)
-        or None. An engine whose output depends on where the tissue is (the beam-speckle stage's anchored grain)
-        places its grain by it; for the others the output is a function of the frame alone."""
+        or None, and its pixel spacing when it gave one without a pose (``protocol.spacing_mm``). An engine whose
+        output depends on where the tissue is (the beam-speckle stage's anchored grain) places its grain by the pose,
+        and one that forms a scanner's grain sizes it in mm by either; for the others the output is a function of the
+        frame alone."""
         return self.infer(frame)
 
     def describe(self) -> dict:

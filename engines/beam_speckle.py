@@ -297,8 +297,8 @@ class BeamSpeckleConfig:
     # whose beams are more than RESAMPLE_BEYOND times longer or shorter is resampled to it for the net, so the net
     # sees anatomy and input speckle at the scale it learned, whatever size a simulator renders at
     sample_mm: float = 0.0  # mm per sample along a beam in the frames the widths were fitted on (0: unknown). A
-    # scanner's pulse has a length in mm, whatever the depth shown: for a frame whose pose gives its pixel spacing the
-    # axial width is kept in mm (a 50 mm linear view has 2.4 times finer samples than the 120 mm sector)
+    # scanner's pulse has a length in mm, whatever the depth shown: for a frame whose pose or spacing (meta.spacing_mm)
+    # gives its pixel size the axial width is kept in mm (a 50 mm linear view has 2.4 times finer samples than the 120 mm sector)
 
     def __post_init__(self):
         check_config(self, {"rays": (2, 4096), "samples": (2, 8192), "lateral_sigma": (0, 64), "axial_sigma": (0, 64),
@@ -328,6 +328,16 @@ class BeamSpeckleConfig:
     def from_dict(cls, d: dict) -> "BeamSpeckleConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def pixel_mm(pose: np.ndarray | None, spacing_mm: tuple[float, float] | None) -> float | None:
+    """A frame's pixel size in mm (the geometric mean of its column and row spacing): from its pose when the sender
+    gave one, else from the spacing it gave, else None (unknown)."""
+    if pose is not None:
+        return math.sqrt(np.linalg.norm(pose[:3, 0]) * np.linalg.norm(pose[:3, 1]))
+    if spacing_mm is not None:
+        return math.sqrt(spacing_mm[0] * spacing_mm[1])
+    return None
 
 
 def echo_region(frame: np.ndarray) -> np.ndarray:
@@ -427,9 +437,8 @@ class BeamSpeckle:
         self.energy = float((self.lateral ** 2).sum() * (self.axial ** 2).sum())
         self._log_r, self._grain, self._grain_from = (None, None), None, (None, None, None)
 
-    def _follow_spacing(self, pose: np.ndarray) -> None:
-        """Keep the axial width in mm on a frame whose pose gives its pixel spacing (``config.sample_mm`` known)."""
-        px_mm = math.sqrt(np.linalg.norm(pose[:3, 0]) * np.linalg.norm(pose[:3, 1]))
+    def _follow_spacing(self, px_mm: float) -> None:
+        """Keep the axial width in mm on a frame whose pixel size (mm) its sender gave (``config.sample_mm`` known)."""
         sigma = self.config.axial_sigma * self.config.sample_mm / (self.fan.depth_px * px_mm / (self.config.samples - 1))
         if abs(sigma - self.axial_sigma) > 1e-3 * self.axial_sigma:
             self._use_axial(float(np.clip(sigma, 0.05, 64.0)))
@@ -619,9 +628,12 @@ class BeamSpeckle:
 
     def apply(self, styled: np.ndarray, frame: np.ndarray, planes: list[np.ndarray] | None,
               pose: np.ndarray | None = None, base: np.ndarray | None = None,
-              maps: tuple[np.ndarray, np.ndarray] | None = None, region: np.ndarray | None = None) -> np.ndarray:
+              maps: tuple[np.ndarray, np.ndarray] | None = None, region: np.ndarray | None = None,
+              spacing_mm: tuple[float, float] | None = None) -> np.ndarray:
         """``styled``: the net's output for ``frame``; ``planes``: the two polar noise planes, or None (noise off);
-        ``pose``: the frame's 4×4 image-to-world pose, if the sender gave one (anchored grain only); ``base``: the
+        ``pose``: the frame's 4×4 image-to-world pose, if the sender gave one (it places anchored grain, and its
+        pixel spacing keeps the axial grain's width in mm); ``spacing_mm``: the frame's (row, column) pixel spacing
+        when the sender gave it without a pose (the width in mm, no placement); ``base``: the
         low-passed output when the caller made it (at the net's scale), else made here; ``maps``: the frame's scan maps
         when the caller has just checked its view (``net_scale``), else checked here; ``region``: the frame's image
         (below) when the caller has just made it with those maps, else made here.
@@ -654,8 +666,9 @@ class BeamSpeckle:
             out = self.texture.shown(out)
         if maps is None:
             return (np.clip(out, 0.0, 1.0) * region).astype(np.float32)
-        if pose is not None and self.config.sample_mm > 0:
-            self._follow_spacing(pose)
+        px_mm = pixel_mm(pose, spacing_mm)
+        if px_mm is not None and self.config.sample_mm > 0:
+            self._follow_spacing(px_mm)
         if self.motion is not None:
             maps = self.tissue_maps(maps, frame, pose)
             if planes and self.renew > 0:
@@ -710,7 +723,8 @@ class SpeckledEngine(Engine):
     def infer(self, frame: np.ndarray) -> np.ndarray:
         return self.infer_at(frame, None)
 
-    def infer_at(self, frame: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
+    def infer_at(self, frame: np.ndarray, pose: np.ndarray | None,
+                 spacing_mm: tuple[float, float] | None = None) -> np.ndarray:
         """The net at its own scale (``BeamSpeckle.net_scale``: a frame of longer or shorter beams is resampled for
         it, and its output and base back), then the stage at the frame's full size: the grain is formed on the
         polar grid, so its size follows the view whatever the frame's pixel count."""
@@ -718,7 +732,7 @@ class SpeckledEngine(Engine):
         planes = None if self.options.noise == "off" else self.noise.planes([self.stage.plane_shape] * 2)
         scale, maps = self.stage.net_scale(frame)
         if scale is None:
-            return self.stage.apply(self.inner.infer(frame), frame, planes, pose, maps=maps)
+            return self.stage.apply(self.inner.infer(frame), frame, planes, pose, maps=maps, spacing_mm=spacing_mm)
         region = self.stage.image(frame)  # in the view net_scale has just checked
         at = Resampled(frame, region, scale)
         try:
@@ -730,7 +744,7 @@ class SpeckledEngine(Engine):
         styled, base = at.back(styled, self.stage.base(styled, at.view))
         if at.shrunk and self.stage.config.detail:  # what the net's detail carries at its own scale, it could not see
             styled += self.stage.config.detail * at.shrunk_away()
-        return self.stage.apply(styled, frame, planes, pose, base=base, maps=maps, region=region)
+        return self.stage.apply(styled, frame, planes, pose, base=base, maps=maps, region=region, spacing_mm=spacing_mm)
 
     def describe(self) -> dict:
         stage = self.stage.config.to_dict()

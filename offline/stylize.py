@@ -103,8 +103,9 @@ def _content_key(path: Path) -> str | None:
         return None
 
 
-def _stylize_one(engine: Engine, img: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
-    return to_uint8(engine.infer_at(to_float(img), pose))
+def _stylize_one(engine: Engine, img: np.ndarray, pose: np.ndarray | None = None,
+                 spacing_mm: tuple[float, float] | None = None) -> np.ndarray:
+    return to_uint8(engine.infer_at(to_float(img), pose, spacing_mm))
 
 
 IDENTITY_FILE = "usnst-model.json"
@@ -249,7 +250,12 @@ def read_dicom_colour_share(series) -> float:
 def _stylize_dicom(engine: Engine, path: Path, item: BatchItem, job: StylizeJob, report: StylizeReport) -> None:
     """A DICOM still or cine: every frame stylized, written as a derived DICOM (same geometry, new UIDs) or as
     PNGs (``name.png``, or ``name_0000.png``… for a cine). Resume checks the last file a run would write."""
-    from usnst_io.dicom import read_dicom, stylize_dicom, write_derived
+    from usnst_io.dicom import (
+        pixel_spacing_mm,
+        read_dicom,
+        stylize_dicom,
+        write_derived,
+    )
 
     try:
         series = read_dicom(path)
@@ -259,7 +265,8 @@ def _stylize_dicom(engine: Engine, path: Path, item: BatchItem, job: StylizeJob,
         if outputs[-1].exists() and not job.overwrite:
             report.skipped += 1
             return
-        styled = stylize_dicom(series, lambda f: _stylize_one(engine, f))
+        spacing = pixel_spacing_mm(series.dataset)  # the grain's size in mm, as the scanner's own
+        styled = stylize_dicom(series, lambda f: _stylize_one(engine, f, None, spacing))
         if job.dicom_format == "dicom":
             identity = model_identity(engine)
             write_derived(outputs[0], styled, series, f"usnst style transfer ({identity['task'] or 'model'})",
@@ -282,8 +289,8 @@ def _stylize_sequence(engine: Engine, path: Path, item: BatchItem, job: StylizeJ
         if outputs[-1].exists() and not job.overwrite:
             report.skipped += 1
             return
-        for out, frame, pose in zip(outputs, seq.frames, seq.poses or [None] * len(seq.frames)):
-            write_png(out, _stylize_one(engine, frame, pose))
+        for out, frame, pose, spacing in zip(outputs, seq.frames, seq.poses, seq.spacings):
+            write_png(out, _stylize_one(engine, frame, pose, spacing))
         write_frame_times(item.output(".times.csv"), [o.name for o in outputs], seq.times)
         report.written += 1
         for problem in seq.problems:  # the readable frames are written; the loss is reported (and the exit status 1)

@@ -416,11 +416,18 @@ def test_with_the_frames_pose_the_axial_grain_keeps_its_width_in_mm_on_a_shallow
     rng = np.random.default_rng(1)
     planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
     base = cv2.GaussianBlur(sample.hq, (0, 0), 3)
-    told = speckle_fwhm(to_uint8(stage.apply(base, sample.lq, planes, renderer.image_to_world(0.0))), mask)[0]
+    posed = stage.apply(base, sample.lq, planes, renderer.image_to_world(0.0))
+    told = speckle_fwhm(to_uint8(posed), mask)[0]
     untold = speckle_fwhm(to_uint8(BeamSpeckle(BeamSpeckleConfig(sample_mm=HQ_SAMPLE_MM)).apply(
         base, sample.lq, planes)), mask)[0]
     target = speckle_fwhm(hq, mask)[0]
     assert abs(told / target - 1) < 0.15 and untold < 0.7 * target
+    # a sender that knows its depth but not its pose (meta.spacing_mm, a DICOM's ultrasound region) gets the same grain
+    spaced = BeamSpeckle(BeamSpeckleConfig(sample_mm=HQ_SAMPLE_MM)).apply(
+        base, sample.lq, planes, spacing_mm=(renderer.pixel_mm, renderer.pixel_mm))
+    np.testing.assert_allclose(spaced, posed, atol=1e-6)
+    unknown = BeamSpeckle(BeamSpeckleConfig()).apply(base, sample.lq, planes, spacing_mm=(0.1, 0.1))
+    assert np.array_equal(unknown, BeamSpeckle(BeamSpeckleConfig()).apply(base, sample.lq, planes))  # no sample_mm
 
 
 @pytest.mark.parametrize("grey", [0.01, 0.5, 0.97])

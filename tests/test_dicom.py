@@ -9,7 +9,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGLSLossless
 
 from usnst_io.deidentify import new_uid
-from usnst_io.dicom import DicomError, read_dicom, write_derived
+from usnst_io.dicom import DicomError, pixel_spacing_mm, read_dicom, write_derived
 from usnst_stream.sources import open_source
 
 
@@ -32,6 +32,33 @@ def test_real_scanner_files_of_every_encoding_become_8_bit_grayscale():
     assert cine.photometric == "YBR_FULL_422" and len(cine.frames) == 30 and cine.fps == pytest.approx(30.0, rel=1e-3)
     assert all(f.shape == (240, 320) for f in cine.frames) and np.std(cine.frames[0]) > 5
     assert read_dicom(examples.get_path("jpeg2k")).frames[0].shape == (480, 640)
+
+
+def test_the_pixel_spacing_comes_from_pixel_spacing_or_the_ultrasound_region_in_cm(tmp_path):
+    """Scanners write their B-mode geometry as ultrasound regions in cm (every real ultrasound file here that has one);
+    Pixel Spacing, when present, is in mm and wins. It reaches a sequence's frames, where the grain takes its size."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from usnst_io.media import read_sequence
+
+    ds = pydicom.dcmread(examples.get_path("ybr_color"))  # a real cine: one 2-D region of 0.0510 cm per pixel
+    assert pixel_spacing_mm(ds) == pytest.approx((0.5105, 0.5105), abs=1e-4)
+    assert read_sequence(examples.get_path("ybr_color")).spacings == [pytest.approx((0.5105, 0.5105), abs=1e-4)] * 30
+    assert read_sequence(examples.get_path("rgb_color")).spacings == [None]  # no geometry: none made up
+    ds.PixelSpacing = [0.2, 0.3]
+    assert pixel_spacing_mm(ds) == (0.2, 0.3)
+    del ds.PixelSpacing
+    doppler = Dataset()
+    doppler.RegionSpatialFormat, doppler.PhysicalUnitsXDirection, doppler.PhysicalUnitsYDirection = 1, 4, 7  # s, cm/s
+    doppler.PhysicalDeltaX, doppler.PhysicalDeltaY = 0.01, 0.5
+    ds.SequenceOfUltrasoundRegions = Sequence([doppler])
+    assert pixel_spacing_mm(ds) is None
+    doppler.PhysicalUnitsXDirection = doppler.PhysicalUnitsYDirection = 3
+    doppler.PhysicalDeltaY = -0.05  # signed: an axis pointing up
+    assert pixel_spacing_mm(ds) == pytest.approx((0.5, 0.1))
+    doppler.PhysicalDeltaX = 0.0
+    assert pixel_spacing_mm(ds) is None
 
 
 def test_monochrome1_and_16_bit_frames_are_inverted_and_scaled(tmp_path):

@@ -210,6 +210,23 @@ def test_the_python_api_takes_the_simulators_pose_and_refuses_one_that_is_not_a_
         stylizer(np.zeros((32, 32), np.uint8), pose=np.zeros((4, 4)) + np.diag([0, 0, 0, 1.0]))
 
 
+def test_the_python_api_takes_a_pixel_spacing_without_a_pose_and_sizes_the_grain_as_the_pose_would():
+    """A shallow linear view told its spacing gets the pose's grain size (a still frame: the same pixels), and the
+    grain then differs from the one sized in the model's own samples."""
+    from usnst.api import Stylizer
+    from usnst_stream.phantom import probe
+
+    renderer = PhantomRenderer(128, 128, seed=50001, geometry=probe("linear"))
+    frame = (renderer.render(0.0).lq * 255).astype(np.uint8)
+    run = lambda **where: Stylizer("lq2hq_fast", noise="frame", seed=2, threads=1)(frame, **where)
+    spaced = run(spacing_mm=(renderer.pixel_mm, renderer.pixel_mm))
+    assert np.array_equal(spaced, run(pose=renderer.image_to_world(0.0)))
+    assert np.abs(spaced.astype(int) - run().astype(int)).mean() > 1.0
+    for bad in ((0.1, float("nan")), (0.1,), ("0.1", "0.1")):
+        with pytest.raises(ValueError, match="spacing_mm must be two finite numbers"):
+            run(spacing_mm=bad)
+
+
 @pytest.mark.parametrize("posed", [True, False])
 @pytest.mark.parametrize("kind", ["linear", "trapezoid"])
 def test_the_grain_of_a_linear_arrays_view_moves_with_its_tissue(kind, posed):

@@ -41,18 +41,19 @@ class FailingEngine(Engine):
 
 
 class PoseKeepingEngine(Engine):
-    """Wraps a real engine and keeps the pose each frame came with."""
+    """Wraps a real engine and keeps the pose and the pixel spacing each frame came with."""
 
     name = "pose-keeping"
 
     def __init__(self, inner):
-        self.inner, self.poses = inner, []
+        self.inner, self.poses, self.spacings = inner, [], []
 
     def infer(self, frame):
         return self.inner.infer(frame)
 
-    def infer_at(self, frame, pose):
+    def infer_at(self, frame, pose, spacing_mm=None):
         self.poses.append(pose)
+        self.spacings.append(spacing_mm)
         return self.inner.infer(frame)
 
 
@@ -77,6 +78,21 @@ def test_the_node_hands_each_frames_pose_to_the_engine_and_stylizes_a_frame_with
     assert engine.poses[1] is None and engine.poses[2] is None
     assert h.node.stats.snapshot()["bad_poses"] == 1
     assert "bad poses 1" in h.node.stats.summary_line()
+
+
+def test_the_node_hands_each_frames_pixel_spacing_to_the_engine_and_counts_a_bad_one(harness_factory, tiny_engine):
+    engine = PoseKeepingEngine(tiny_engine)
+    h = harness_factory(engine)
+    h.handshake()
+    engine.spacings.clear()
+    metas = ({protocol.SPACING_MM: [0.1, 0.2]}, {protocol.SPACING_MM: [0.1, float("nan")]},
+             {protocol.SPACING_MM: "0.1"}, None)
+    for meta in metas:
+        sent = h.send_frame(meta=meta)
+        out = h.recv()
+        assert out is not None and out.seq == sent.seq  # every frame answered, a bad spacing too
+    assert engine.spacings == [(0.1, 0.2), None, None, None]
+    assert h.node.stats.snapshot()["bad_spacing"] == 2 and "bad spacing 2" in h.node.stats.summary_line()
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])

@@ -278,3 +278,41 @@ def test_unrelated_images_of_a_batch_get_independent_grain_and_a_file_always_its
     t1, t2 = (fine_texture(read("a", f"scene{s}.png")) for s in (1, 2))
     both = (read("a", "scene1.png") > 0) & (read("a", "scene2.png") > 0)
     assert abs(np.corrcoef(t1[both], t2[both])[0, 1]) < 0.2
+
+
+def test_a_dicoms_own_ultrasound_region_sizes_the_grain(tmp_path):
+    """A scanner writes its B-mode geometry as an ultrasound region in cm; `usnst stylize` hands it to the stage, so
+    a shallow linear view's grain has its size in mm (as with a pose), not the size of the model's own views."""
+    import pydicom
+    from pydicom import examples
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from usnst_io.media import read_gray
+    from usnst_stream.phantom import PhantomRenderer, probe
+
+    renderer = PhantomRenderer(256, 256, seed=50002, geometry=probe("linear"))
+    frame = to_png(renderer.render(0.0).lq)
+    ds = pydicom.dcmread(examples.get_path("rgb_color"))
+    ds.set_pixel_data(frame, photometric_interpretation="MONOCHROME2", bits_stored=8)
+    for folder, delta_cm in (("told", renderer.pixel_mm / 10), ("untold", None)):
+        (tmp_path / folder).mkdir()
+        if delta_cm is not None:
+            region = Dataset()
+            region.RegionSpatialFormat, region.PhysicalUnitsXDirection, region.PhysicalUnitsYDirection = 1, 3, 3
+            region.PhysicalDeltaX = region.PhysicalDeltaY = delta_cm
+            ds.SequenceOfUltrasoundRegions = Sequence([region])
+        elif "SequenceOfUltrasoundRegions" in ds:
+            del ds.SequenceOfUltrasoundRegions
+        ds.save_as(tmp_path / folder / "scan.dcm", enforce_file_format=True)
+        engine = load_engine("lq2hq_fast", "torch", EngineOptions(noise="frame", seed=3, threads=1))
+        assert run_stylize(engine, StylizeJob(str(tmp_path / folder), str(tmp_path / f"{folder}_out"),
+                                              progress=False)).written == 1
+    from usnst.offline.realism import speckle_fwhm, tissue_mask
+
+    sample = renderer.render(0.0)
+    mask = tissue_mask(to_png(sample.hq), sample.seg)
+    axial = lambda image: speckle_fwhm(image, mask)[0]
+    told, untold = (axial(read_gray(tmp_path / f"{f}_out" / "scan.png")) for f in ("told", "untold"))
+    target = axial(to_png(sample.hq))
+    assert abs(told / target - 1) < 0.2 and untold < 0.8 * target  # each file its own noise (by content): sizes, not pixels

@@ -32,11 +32,14 @@ class Stylizer:
         self.engine = load_engine(model, backend, EngineOptions(noise=noise, seed=seed, threads=threads,
                                                                 device=device, precision=precision), engine_artifact)
 
-    def __call__(self, frame: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, frame: np.ndarray, pose: np.ndarray | None = None,
+                 spacing_mm: tuple[float, float] | None = None) -> np.ndarray:
         """The stylized frame, in the input's shape and dtype (uint8/uint16 full range, float32 in [0, 1]; colour
         input becomes grey repeated over its channels). ``pose``: the frame's 4×4 image-to-world matrix (pixel
         (column, row, 0, 1) → world mm), if the simulator knows it: the grain then follows the probe exactly
-        instead of the motion estimated from the frames (noise ``fixed``)."""
+        instead of the motion estimated from the frames (noise ``fixed``), and keeps its size in mm.
+        ``spacing_mm``: (row, column) mm per pixel, for a simulator that knows its depth but not its pose: the
+        grain keeps its size in mm (a shallow linear view's is coarser in pixels than a deep sector's)."""
         pixels = np.asarray(frame)
         if pixels.dtype.name not in ("uint8", "uint16", "float32"):
             raise ValueError(f"frames must be uint8, uint16 or float32, got {pixels.dtype}")
@@ -44,7 +47,9 @@ class Stylizer:
             raise ValueError(f"a frame is (H, W) or (H, W, C), got shape {pixels.shape}")
         if pose is not None:
             pose = protocol.image_to_world({protocol.IMAGE_TO_WORLD: np.asarray(pose, float).ravel().tolist()})
-        return frames.from_engine(self.engine.infer_at(frames.to_engine(pixels), pose), pixels)
+        if spacing_mm is not None:
+            spacing_mm = protocol.spacing_mm({protocol.SPACING_MM: np.asarray(spacing_mm).ravel().tolist()})
+        return frames.from_engine(self.engine.infer_at(frames.to_engine(pixels), pose, spacing_mm), pixels)
 
     stylize = __call__
 

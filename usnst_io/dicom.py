@@ -64,6 +64,27 @@ def frame_rate(ds: Dataset) -> float | None:
     return 1000.0 / float(np.mean(vector)) if vector else None
 
 
+CM = 3  # PhysicalUnitsX/YDirection code for centimetres (PS3.3 C.8.5.5.1.15)
+TISSUE_2D = 1  # RegionSpatialFormat of a 2-D (B-mode) region
+
+
+def pixel_spacing_mm(ds: Dataset) -> tuple[float, float] | None:
+    """(row, column) mm per pixel: Pixel Spacing when the file has it, else the first 2-D ultrasound region given in
+    centimetres (scanners write their B-mode geometry there: every ultrasound file of pydicom-data and itk-pocus
+    that has a geometry), else None. A region's delta is signed (its axis's direction): its size is the magnitude;
+    a zero or non-finite one is no spacing."""
+    if ds.get("PixelSpacing"):
+        row, col = (float(v) for v in ds.PixelSpacing[:2])
+    else:
+        regions = [r for r in ds.get("SequenceOfUltrasoundRegions") or []
+                   if r.get("RegionSpatialFormat") == TISSUE_2D and r.get("PhysicalUnitsXDirection") == CM
+                   and r.get("PhysicalUnitsYDirection") == CM]
+        if not regions:
+            return None
+        row, col = 10.0 * abs(float(regions[0].PhysicalDeltaY)), 10.0 * abs(float(regions[0].PhysicalDeltaX))
+    return (row, col) if all(np.isfinite(v) and v > 0 for v in (row, col)) else None
+
+
 def _rgb(pixels: np.ndarray, ds: Dataset) -> np.ndarray | None:
     """Decoded colour pixels (RGB, YBR as pydicom decodes it, or palette colour) as float RGB in 0–255, shape
     (..., rows, columns, 3); None for a grey image."""

@@ -473,6 +473,7 @@ class Sequence:
     meta: dict = field(default_factory=dict)  # e.g. spacing_mm, DICOM photometric interpretation
     problems: list[str] = field(default_factory=list)  # what reading lost (a damaged recording's skipped records)
     poses: list = field(default_factory=list)  # per frame: the 4×4 image-to-world pose a recording carried, or None
+    spacings: list = field(default_factory=list)  # per frame: its (row, column) pixel spacing in mm, or None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -600,14 +601,14 @@ cleaning finds overlays by their colour). Unreadable files in a folder are skipp
         if index == 0:
             raise ValueError(f"{path}: no frames could be decoded")
     elif kind == "dicom":
-        from usnst_io.dicom import read_dicom
+        from usnst_io.dicom import pixel_spacing_mm, read_dicom
 
         series = read_dicom(path, colour=colour)
         rate = fps or series.fps or 1.0  # a still has no rate: one frame a second
         meta = {"source": path.name, "dicom_photometric": series.photometric}
-        spacing = series.dataset.get("PixelSpacing")
+        spacing = pixel_spacing_mm(series.dataset)
         if spacing:
-            meta["spacing_mm"] = [float(spacing[0]), float(spacing[1])]
+            meta[protocol.SPACING_MM] = list(spacing)
         for index, img in enumerate(series.frames):
             yield index / rate, img, {**meta, "frame_index": index}
     elif kind == "itk":
@@ -633,24 +634,26 @@ cleaning finds overlays by their colour). Unreadable files in a folder are skipp
 
 def read_sequence(path: str | os.PathLike, fps: float | None = None) -> Sequence:
     """A whole sequence in memory (see ``iter_sequence``); recording frames are converted to grayscale uint8."""
-    frames, times, meta, problems, poses, bad_poses = [], [], {}, [], [], 0
+    frames, times, meta, problems, poses, spacings, bad = [], [], {}, [], [], [], {"pose": 0, "spacing": 0}
     for t, img, m in iter_sequence(path, fps, problems):
         frames.append(gray_uint8(img))
         times.append(t)
         meta = meta or m
-        try:
-            poses.append(protocol.image_to_world(m))
-        except ValueError as exc:  # the frame is kept; its grain follows motion estimated from the frames
-            poses.append(None)
-            bad_poses += 1
-            if bad_poses == 1:
-                log.warning("%s: frame %d: %s; such frames are placed by their estimated motion", path, len(frames) - 1, exc)
+        for kept, read, what, fallback in ((poses, protocol.image_to_world, "pose", "placed by their estimated motion"),
+                                           (spacings, protocol.spacing_mm, "spacing", "given the model's grain size")):
+            try:
+                kept.append(read(m))
+            except ValueError as exc:  # the frame is kept, without what it carried wrong
+                kept.append(None)
+                bad[what] += 1
+                if bad[what] == 1:
+                    log.warning("%s: frame %d: %s; such frames are %s", path, len(frames) - 1, exc, fallback)
     if not frames:
         raise ValueError(f"{path}: no frames")
     declared = fps
     if declared is None and len(times) > 1 and times[-1] > 0:
         declared = (len(times) - 1) / times[-1]
-    return Sequence(frames, times, declared, meta, problems, poses)
+    return Sequence(frames, times, declared, meta, problems, poses, spacings)
 
 
 def gray_uint8(pixels: np.ndarray) -> np.ndarray:

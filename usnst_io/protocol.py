@@ -9,6 +9,7 @@ Decoding validates everything before it touches the pixels: a malformed message 
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ NODE_STAMPS = ("recv_ns", "infer_start_ns", "infer_end_ns", "publish_ns")
 _REQUIRED = {"version": int, "seq": int, "capture_ns": int, "width": int, "height": int, "channels": int, "dtype": str}
 _UINT64_MAX = 2**64 - 1
 IMAGE_TO_WORLD = "image_to_world"  # the optional meta key of a frame's pose (docs/PROTOCOL.md)
+SPACING_MM = "spacing_mm"  # the optional meta key of a frame's pixel spacing, [row_mm, column_mm]
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,20 @@ def image_to_world(meta: dict) -> np.ndarray | None:
     if np.linalg.norm(np.cross(column, row)) <= 1e-9 * max(np.linalg.norm(column) * np.linalg.norm(row), 1e-300):
         raise ValueError(f"{IMAGE_TO_WORLD}'s column and row axes must span a plane")
     return matrix
+
+
+def spacing_mm(meta: dict) -> tuple[float, float] | None:
+    """The frame's pixel spacing, ``meta.spacing_mm``: (row, column) mm. None when the frame has none; ValueError
+    when it is not two finite numbers above 0 (a NaN or a string would otherwise reach a viewer's geometry or the
+    grain's size)."""
+    given = meta.get(SPACING_MM)
+    if given is None:
+        return None
+    if not (isinstance(given, (list, tuple)) and len(given) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                    for v in given)):
+        raise ValueError(f"{SPACING_MM} must be two finite numbers of mm above 0 (row, column), got {given!r}")
+    return float(given[0]), float(given[1])
 
 
 def _check_header(header: Any, limits: Limits) -> Rejected | None:

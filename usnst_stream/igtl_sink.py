@@ -112,18 +112,14 @@ class IgtlSink:
         """(row, column) pixel spacing in mm: the frame's ``meta.spacing_mm`` when it is two finite numbers above 0,
         else the configured spacing — a NaN or a string would otherwise reach the viewer's geometry. Counted in
         ``bad_spacing`` and logged once."""
-        given = meta.get("spacing_mm")
-        if given is None:
-            return self.spacing_mm, self.spacing_mm
-        if (isinstance(given, (list, tuple)) and len(given) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-                        for v in given)):
-            return float(given[0]), float(given[1])
-        self.bad_spacing += 1
-        if self.bad_spacing == 1:
-            log.warning("meta.spacing_mm %r is not two finite numbers above 0: OpenIGTLink images get %g mm "
-                        "(--igtl-spacing) instead", given, self.spacing_mm)
-        return self.spacing_mm, self.spacing_mm
+        try:
+            given = protocol.spacing_mm(meta)
+        except ValueError as exc:
+            given = None
+            self.bad_spacing += 1
+            if self.bad_spacing == 1:
+                log.warning("%s: OpenIGTLink images get %g mm (--igtl-spacing) instead", exc, self.spacing_mm)
+        return given or (self.spacing_mm, self.spacing_mm)
 
     def close(self) -> None:
         self.server.stop()

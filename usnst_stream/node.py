@@ -293,7 +293,13 @@ class Node:
             self.stats.count("bad_poses")
             self._warn.warn("bad_pose", f"frame {frame.seq}: {exc}; its motion is estimated from the frames")
         try:
-            styled = self.engine.infer_at(frames.to_engine(frame.pixels), pose)
+            spacing = protocol.spacing_mm(frame.meta)
+        except ValueError as exc:  # as a bad pose: the frame is stylized, its grain at the size the model was fitted at
+            spacing = None
+            self.stats.count("bad_spacing")
+            self._warn.warn("bad_spacing", f"frame {frame.seq}: {exc}; its grain keeps the model's own size")
+        try:
+            styled = self.engine.infer_at(frames.to_engine(frame.pixels), pose, spacing)
         except Exception as exc:  # one bad frame (e.g. out of memory on a huge frame) must not stop the stream
             self.stats.count("engine_errors")
             self._warn.warn("engine_error", f"engine failed on frame {frame.seq}: {exc.__class__.__name__}: {exc}")

@@ -2,7 +2,7 @@
 at scrape time, so the frame path does no extra work: frames by outcome, rejections by reason, per-stage latency
 histograms (seconds, Prometheus' base unit) and what engine runs.
 
-    usnst_frames_total{outcome="received|published|dropped|lost|rejected|engine_errors|output_errors|bad_poses"}
+    usnst_frames_total{outcome="received|published|dropped|lost|rejected|engine_errors|output_errors|bad_poses|bad_spacing"}
     usnst_rejected_frames_total{reason="..."}
     usnst_stage_latency_seconds_bucket{stage="wait|infer|publish|node", le="..."}  (+ _sum, _count)
     usnst_engine_info{backend=..., model=..., noise=..., ...}
@@ -24,7 +24,8 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from usnst_stream.sockets import is_loopback
 
 log = logging.getLogger(__name__)
-OUTCOMES = ("received", "published", "dropped", "lost", "rejected", "engine_errors", "output_errors", "bad_poses")
+OUTCOMES = ("received", "published", "dropped", "lost", "rejected", "engine_errors", "output_errors", "bad_poses",
+            "bad_spacing")
 
 
 class NodeCollector:

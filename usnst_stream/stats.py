@@ -94,6 +94,7 @@ class StreamStats:
                 "output_errors": self.counts["output_errors"],
                 "refused_consumers": self.counts["refused_consumers"],  # CURVE handshakes refused at the output
                 "bad_poses": self.counts["bad_poses"],  # frames stylized without their unusable image_to_world
+                "bad_spacing": self.counts["bad_spacing"],  # frames stylized without their unusable spacing_mm
                 "fps_in": self.counts["received"] / elapsed if elapsed > 0 else 0.0,
                 "fps_out": self.counts["published"] / elapsed if elapsed > 0 else 0.0,
                 "latency_ms": {s: dict(zip(("p50", "p99"), w.percentiles())) for s, w in self.latency.items()},
@@ -127,6 +128,8 @@ def _totals_and_latency(snap: dict) -> str:
         parts.append(f"engine errors {snap['engine_errors']}")
     if snap["bad_poses"]:
         parts.append(f"bad poses {snap['bad_poses']}")
+    if snap["bad_spacing"]:
+        parts.append(f"bad spacing {snap['bad_spacing']}")
     stages = [f"{s} p50 {lat[s]['p50']:.1f} p99 {lat[s]['p99']:.1f} ms" for s in ("wait", "infer", "node")
               if math.isfinite(lat[s]["p50"])]  # no frame yet: no percentiles, rather than 'nan'
     return " | ".join(parts + stages)
