@@ -59,6 +59,8 @@ def test_the_pixel_spacing_comes_from_pixel_spacing_or_the_ultrasound_region_in_
     assert pixel_spacing_mm(ds) == pytest.approx((0.5, 0.1))
     doppler.PhysicalDeltaX = 0.0
     assert pixel_spacing_mm(ds) is None
+    del doppler.PhysicalDeltaX  # a region without its delta: no spacing, not an error
+    assert pixel_spacing_mm(ds) is None
 
 
 def test_monochrome1_and_16_bit_frames_are_inverted_and_scaled(tmp_path):

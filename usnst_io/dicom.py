@@ -72,16 +72,19 @@ def pixel_spacing_mm(ds: Dataset) -> tuple[float, float] | None:
     """(row, column) mm per pixel: Pixel Spacing when the file has it, else the first 2-D ultrasound region given in
     centimetres (scanners write their B-mode geometry there: every ultrasound file of pydicom-data and itk-pocus
     that has a geometry), else None. A region's delta is signed (its axis's direction): its size is the magnitude;
-    a zero or non-finite one is no spacing."""
-    if ds.get("PixelSpacing"):
-        row, col = (float(v) for v in ds.PixelSpacing[:2])
-    else:
-        regions = [r for r in ds.get("SequenceOfUltrasoundRegions") or []
-                   if r.get("RegionSpatialFormat") == TISSUE_2D and r.get("PhysicalUnitsXDirection") == CM
-                   and r.get("PhysicalUnitsYDirection") == CM]
-        if not regions:
-            return None
-        row, col = 10.0 * abs(float(regions[0].PhysicalDeltaY)), 10.0 * abs(float(regions[0].PhysicalDeltaX))
+    a zero, non-finite or unreadable one is no spacing (the frames are still stylized, at the model's own grain size)."""
+    try:
+        if ds.get("PixelSpacing"):
+            row, col = (float(v) for v in ds.PixelSpacing[:2])
+        else:
+            regions = [r for r in ds.get("SequenceOfUltrasoundRegions") or []
+                       if r.get("RegionSpatialFormat") == TISSUE_2D and r.get("PhysicalUnitsXDirection") == CM
+                       and r.get("PhysicalUnitsYDirection") == CM]
+            if not regions:
+                return None
+            row, col = 10.0 * abs(float(regions[0].PhysicalDeltaY)), 10.0 * abs(float(regions[0].PhysicalDeltaX))
+    except (AttributeError, TypeError, ValueError):  # a region without its deltas, a Pixel Spacing of one value
+        return None
     return (row, col) if all(np.isfinite(v) and v > 0 for v in (row, col)) else None
 
 
