@@ -57,6 +57,7 @@ class StylizeJob:
     progress: bool = True
     dicom_format: str = "png"  # DICOM inputs: "png" (one PNG per frame) or "dicom" (a derived DICOM, same geometry)
     keep_identity: bool = False  # derived DICOM: keep the source's patient/study identity (default: de-identified)
+    spacing_mm: tuple[float, float] | None = None  # (row, column) mm per pixel of inputs that carry none of their own
 
 
 @dataclass
@@ -121,10 +122,19 @@ def model_identity(engine: Engine) -> dict:
     return {**who, "task": d.get("task"), "noise": d.get("noise"), "seed": d.get("seed")}
 
 
-def claim_output_folder(out_dir: Path, engine: Engine, overwrite: bool) -> None:
-    """Record which model writes ``out_dir`` and refuse to resume into a folder another model (or another noise)
-    wrote: "N already done" would otherwise silently mix two models' outputs in one set."""
+def sizes_grain_in_mm(engine: Engine) -> bool:
+    """Whether a pixel spacing changes this engine's output: a formed grain whose width the stage keeps in mm."""
+    described = engine.describe()
+    return (described.get("beam_speckle") or {}).get("sample_mm", 0) > 0 and "scanner_texture" not in described
+
+
+def claim_output_folder(out_dir: Path, engine: Engine, overwrite: bool,
+                        spacing_mm: tuple[float, float] | None = None) -> None:
+    """Record which model writes ``out_dir`` and refuse to resume into a folder another model (or another noise, or
+    another --spacing-mm) wrote: "N already done" would otherwise silently mix two models' outputs in one set."""
     mine = model_identity(engine)
+    if spacing_mm is not None:  # recorded only when given, so folders written before the option still resume
+        mine["spacing_mm"] = list(spacing_mm)
     marker = out_dir / IDENTITY_FILE
     if marker.is_file() and not overwrite:
         try:
@@ -165,7 +175,10 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     items = items[i::n]
     if out_dir.is_dir():
         remove_stale_temp_files(out_dir)
-    claim_output_folder(out_dir, engine, job.overwrite)
+    if job.spacing_mm is not None and not sizes_grain_in_mm(engine):
+        raise ValueError("--spacing-mm: this model's grain has no size in mm (no beam-speckle stage fitted with its "
+                         "sample_mm, or a real scanner's texture), so a pixel spacing would change nothing")
+    claim_output_folder(out_dir, engine, job.overwrite, job.spacing_mm)
     source_panel = _source_panel(engine)
     report = StylizeReport(total=len(items))
     for item in tqdm(items, desc="stylize", unit="img", disable=not job.progress):
@@ -201,7 +214,7 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
                 styled = read_gray(out_path)
                 report.skipped += 1
             else:
-                styled = _stylize_one(engine, img)
+                styled = _stylize_one(engine, img, None, job.spacing_mm)
                 write_png(out_path, styled)
                 report.written += 1
             if job.metrics and target is not None:
@@ -265,7 +278,7 @@ def _stylize_dicom(engine: Engine, path: Path, item: BatchItem, job: StylizeJob,
         if outputs[-1].exists() and not job.overwrite:
             report.skipped += 1
             return
-        spacing = pixel_spacing_mm(series.dataset)  # the grain's size in mm, as the scanner's own
+        spacing = pixel_spacing_mm(series.dataset) or job.spacing_mm  # the grain's size in mm, the scanner's own first
         styled = stylize_dicom(series, lambda f: _stylize_one(engine, f, None, spacing))
         if job.dicom_format == "dicom":
             identity = model_identity(engine)
@@ -290,7 +303,7 @@ def _stylize_sequence(engine: Engine, path: Path, item: BatchItem, job: StylizeJ
             report.skipped += 1
             return
         for out, frame, pose, spacing in zip(outputs, seq.frames, seq.poses, seq.spacings):
-            write_png(out, _stylize_one(engine, frame, pose, spacing))
+            write_png(out, _stylize_one(engine, frame, pose, spacing or job.spacing_mm))
         write_frame_times(item.output(".times.csv"), [o.name for o in outputs], seq.times)
         report.written += 1
         for problem in seq.problems:  # the readable frames are written; the loss is reported (and the exit status 1)

@@ -316,3 +316,39 @@ def test_a_dicoms_own_ultrasound_region_sizes_the_grain(tmp_path):
     told, untold = (axial(read_gray(tmp_path / f"{f}_out" / "scan.png")) for f in ("told", "untold"))
     target = axial(to_png(sample.hq))
     assert abs(told / target - 1) < 0.2 and untold < 0.8 * target  # each file its own noise (by content): sizes, not pixels
+
+
+def test_a_spacing_for_inputs_without_their_own_sizes_the_grain_and_is_part_of_the_output_folders_identity(tmp_path):
+    """`usnst stylize --spacing-mm`: PNG frames of one shallow linear preset get the grain a pose would give them; a
+    folder written with one spacing is not resumed with another; a model whose grain has no size in mm refuses it;
+    the flag takes ROW,COL or one number, each finite and above 0."""
+    import argparse
+
+    from usnst import flags
+    from usnst.offline.realism import speckle_fwhm, tissue_mask
+    from usnst_io.media import read_gray
+    from usnst_stream.phantom import PhantomRenderer, probe
+
+    renderer = PhantomRenderer(256, 256, seed=50002, geometry=probe("linear"))
+    sample = renderer.render(0.0)
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "view.png"), to_png(sample.lq))
+    engine = lambda model="lq2hq_fast": load_engine(model, "torch", EngineOptions(noise="frame", seed=3, threads=1))
+    job = lambda out, spacing: StylizeJob(str(tmp_path / "in"), str(tmp_path / out), progress=False, spacing_mm=spacing)
+    mm = renderer.pixel_mm
+    assert run_stylize(engine(), job("told", (mm, mm))).written == 1
+    assert run_stylize(engine(), job("untold", None)).written == 1
+    mask = tissue_mask(to_png(sample.hq), sample.seg)
+    axial = lambda image: speckle_fwhm(image, mask)[0]
+    told, untold = (axial(read_gray(tmp_path / f / "view.png")) for f in ("told", "untold"))
+    target = axial(to_png(sample.hq))
+    assert abs(told / target - 1) < 0.2 and untold < 0.8 * target
+    assert json.loads((tmp_path / "told" / "usnst-model.json").read_text())["spacing_mm"] == [mm, mm]
+    with pytest.raises(ValueError, match="spacing_mm"):  # the same folder, another spacing: not mixed
+        run_stylize(engine(), job("told", (2 * mm, 2 * mm)))
+    with pytest.raises(ValueError, match="no size in mm"):
+        run_stylize(engine("lq2real"), job("real", (mm, mm)))
+    assert flags.spacing("0.2") == (0.2, 0.2) and flags.spacing("0.1, 0.3") == (0.1, 0.3)
+    for bad in ("0", "-1", "nan", "0.1,0.2,0.3", "a"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            flags.spacing(bad)

@@ -122,6 +122,17 @@ def emit_json(args, payload) -> None:
         say(args, f"wrote {args.json}")
 
 
+def spacing(text: str) -> tuple[float, float]:
+    """An argparse type: a pixel spacing in mm, ``ROW,COL`` or one number for square pixels, each finite, above 0
+    and at most 100."""
+    parts = str(text).split(",")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected ROW,COL or one number of mm per pixel, got {text!r}")
+    one = ranged(float, 0, 100, above=True)
+    row, col = (one(part.strip()) for part in (parts[0], parts[-1]))
+    return row, col
+
+
 def add_config_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="read this command's options from a TOML file (keys: the long option names, with - or _); "
@@ -142,6 +153,8 @@ def effective_config(args, skip=("func", "command", "config", "verbose", "quiet"
             text = repr(value)
         elif isinstance(value, tuple) and all(isinstance(v, int) for v in value):  # a size (h, w)
             text = json.dumps("x".join(map(str, value)))
+        elif isinstance(value, tuple) and all(isinstance(v, float) for v in value):  # a spacing (row, column)
+            text = json.dumps(",".join(map(repr, value)))
         else:
             text = json.dumps(str(value))
         lines.append(f"{key} = {text}")

@@ -143,6 +143,10 @@ def stylize_flags(p) -> None:
     p.add_argument("--keep-identity", action="store_true",
                    help="derived DICOM: keep the source's patient, study and institution attributes (default: removed "
                         "as DICOM PS3.15's basic de-identification profile says)")
+    p.add_argument("--spacing-mm", type=flags.spacing, default=None, metavar="ROW[,COL]",
+                   help="mm per pixel of inputs that carry none of their own (PNG frames of one simulator preset): the "
+                        "grain keeps a scanner's size in mm, as a DICOM's own spacing or a recording's does (those "
+                        "win); refused for a model whose grain has no size in mm")
     p.set_defaults(func=run_stylize)
 
 
@@ -154,7 +158,7 @@ def run_stylize(args) -> int:
     job = StylizeJob(inputs=args.inputs, out=args.out, layout=args.layout, targets=args.targets,
                      metrics=args.score or bool(args.targets), shard=parse_shard(args.shard),
                      overwrite=args.overwrite, progress=not args.quiet, dicom_format=args.dicom_format,
-                     keep_identity=args.keep_identity)
+                     keep_identity=args.keep_identity, spacing_mm=args.spacing_mm)
     s = stylize(engine, job).summary()
     flags.say(args, f"usnst stylize: {s['inputs']} inputs in this shard: {s['written']} written, {s['skipped_existing']} already "
           f"done, {s['failed']} failed -> {args.out}")
