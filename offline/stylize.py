@@ -169,15 +169,15 @@ def run_stylize(engine: Engine, job: StylizeJob) -> StylizeReport:
     if job.keep_identity and job.dicom_format != "dicom":
         raise ValueError("--keep-identity applies to derived DICOM only: add --dicom-format dicom (PNG outputs carry "
                          "no header)")
+    if job.spacing_mm is not None and not sizes_grain_in_mm(engine):
+        raise ValueError("--spacing-mm: this model's grain has no size in mm (no beam-speckle stage fitted with its "
+                         "sample_mm, or a real scanner's texture), so a pixel spacing would change nothing")
     out_dir = Path(job.out)
     items = plan_batch(job.inputs, out_dir, accept=is_stylizable)  # over the whole set: every shard names alike
     i, n = job.shard
     items = items[i::n]
     if out_dir.is_dir():
         remove_stale_temp_files(out_dir)
-    if job.spacing_mm is not None and not sizes_grain_in_mm(engine):
-        raise ValueError("--spacing-mm: this model's grain has no size in mm (no beam-speckle stage fitted with its "
-                         "sample_mm, or a real scanner's texture), so a pixel spacing would change nothing")
     claim_output_folder(out_dir, engine, job.overwrite, job.spacing_mm)
     source_panel = _source_panel(engine)
     report = StylizeReport(total=len(items))
