@@ -126,6 +126,13 @@ class Engine:
             noise.reset(key)
 
 
+def sizes_grain_in_mm(engine: Engine) -> bool:
+    """Whether a pixel spacing changes ``engine``'s output: a formed grain whose width the stage keeps in mm. A tool's
+    option that gives a spacing for such a grain alone is refused for the others: it would change nothing."""
+    described = engine.describe()
+    return (described.get("beam_speckle") or {}).get("sample_mm", 0) > 0 and "scanner_texture" not in described
+
+
 def check_frame(frame: np.ndarray) -> None:
     """A frame an engine takes: 2-D, floating point (grey 0–1). An integer frame would read as hundreds of times too
     bright and come back white, so it is refused with the way out."""

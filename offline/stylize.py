@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from usnst.engines.base import Engine
+from usnst.engines.base import Engine, sizes_grain_in_mm
 from usnst.engines.checkpoint import file_sha256
 from usnst.offline.datasets import crop_brightness_bar, split_triptych
 from usnst.offline.metrics import mean_scores, score_pair
@@ -120,12 +120,6 @@ def model_identity(engine: Engine) -> dict:
     who = ({"checkpoint_sha256": d["checkpoint_sha256"]} if d.get("checkpoint_sha256")
            else {"artifact_sha256": d.get("artifact_sha256")})
     return {**who, "task": d.get("task"), "noise": d.get("noise"), "seed": d.get("seed")}
-
-
-def sizes_grain_in_mm(engine: Engine) -> bool:
-    """Whether a pixel spacing changes this engine's output: a formed grain whose width the stage keeps in mm."""
-    described = engine.describe()
-    return (described.get("beam_speckle") or {}).get("sample_mm", 0) > 0 and "scanner_texture" not in described
 
 
 def claim_output_folder(out_dir: Path, engine: Engine, overwrite: bool,

@@ -439,6 +439,25 @@ def test_serve_reads_a_toml_config_and_command_line_options_win(tmp_path, tiny_c
     assert proc.returncode == 2 and "unknown option 'noise_level'" in proc.stderr
 
 
+def test_serve_spacing_for_frames_that_give_none_is_refused_where_it_would_change_nothing(tmp_path):
+    """--spacing-mm sizes a formed grain (lq2hq_fast) and igtl:// geometry; lq2real has neither without igtl://,
+    and --igtl-spacing is for igtl:// outputs only, never beside --spacing-mm (which sets it too)."""
+    out = ["--in", f">ipc://{tmp_path}/in", "--out", f"@ipc://{tmp_path}/out", "--duration", "0.3", "--threads", "1"]
+    proc = usnst("serve", *out, "--model", "lq2hq_fast", "--spacing-mm", "0.2,0.3", "--config", _empty(tmp_path))
+    assert "stopped." in proc.stdout and 'spacing_mm = "0.2,0.3"' in proc.stderr
+    proc = usnst("serve", *out, "--model", "lq2real", "--spacing-mm", "0.2", check=False)
+    assert proc.returncode == 2 and "no size in mm" in proc.stderr
+    proc = usnst("serve", *out, "--igtl-spacing", "0.5", check=False)
+    assert proc.returncode == 2 and "no igtl:// output" in proc.stderr
+    proc = usnst("serve", "--out", "igtl://127.0.0.1:1", "--spacing-mm", "0.2", "--igtl-spacing", "0.5", check=False)
+    assert proc.returncode == 2 and "drop one of them" in proc.stderr
+
+
+def _empty(tmp_path):
+    (tmp_path / "empty.toml").write_text("")
+    return tmp_path / "empty.toml"
+
+
 def test_json_to_stdout_is_valid_json_and_to_a_path_the_same(tmp_path):
     listing = json.loads(usnst("models", "--json").stdout)
     usnst("models", "--json", tmp_path / "m.json")

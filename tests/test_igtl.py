@@ -104,14 +104,15 @@ def test_a_client_that_disconnects_leaves_no_traceback_and_the_next_one_is_serve
 def test_spacing_that_is_not_two_positive_finite_numbers_never_reaches_the_viewer(caplog):
     from usnst_stream.igtl_sink import IgtlSink
 
-    sink = IgtlSink(f"igtl://127.0.0.1:{_free_port()}", spacing_mm=0.5)
+    sink = IgtlSink(f"igtl://127.0.0.1:{_free_port()}", spacing_mm=(0.5, 0.25))
     try:
         assert sink.spacing({"spacing_mm": [0.2, 0.3]}) == (0.2, 0.3)
-        assert sink.spacing({}) == (0.5, 0.5)
+        assert sink.spacing({}) == (0.5, 0.25)
+        assert np.array_equal(sink.placement({}), np.diag([0.25, 0.5, 1.0, 1.0]))  # columns first: i, j, k
         for bad in ([float("nan"), 0.3], [float("inf"), 1.0], [0.0, 1.0], [-1.0, 1.0], ["1", "2"], [1.0], 7, [True, 1]):
-            assert sink.spacing({"spacing_mm": bad}) == (0.5, 0.5)
+            assert sink.spacing({"spacing_mm": bad}) == (0.5, 0.25)
         assert sink.bad_spacing == 8 and caplog.text.count("spacing_mm") == 1
     finally:
         sink.close()
     with pytest.raises(ValueError, match="finite"):
-        IgtlSink(f"igtl://127.0.0.1:{_free_port()}", spacing_mm=float("nan"))
+        IgtlSink(f"igtl://127.0.0.1:{_free_port()}", spacing_mm=(float("nan"), 1.0))

@@ -95,6 +95,20 @@ def test_the_node_hands_each_frames_pixel_spacing_to_the_engine_and_counts_a_bad
     assert h.node.stats.snapshot()["bad_spacing"] == 2 and "bad spacing 2" in h.node.stats.summary_line()
 
 
+def test_a_configured_spacing_sizes_frames_that_give_none_and_a_frames_own_spacing_wins(harness_factory, tiny_engine):
+    """`usnst serve --spacing-mm`: a simulator that sends neither pose nor spacing states its spacing once."""
+    engine = PoseKeepingEngine(tiny_engine)
+    h = harness_factory(engine, spacing_mm=(0.3, 0.4))
+    h.handshake()
+    engine.spacings.clear()
+    for meta in ({protocol.SPACING_MM: [0.1, 0.2]}, None, {protocol.SPACING_MM: [0.1, -1.0]}):
+        sent = h.send_frame(meta=meta)
+        out = h.recv()
+        assert out is not None and out.seq == sent.seq
+    assert engine.spacings == [(0.1, 0.2), (0.3, 0.4), (0.3, 0.4)]  # a bad one counted and treated as none
+    assert h.node.stats.snapshot()["bad_spacing"] == 1
+
+
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 def test_node_stylizes_frames_end_to_end(harness_factory, tiny_engine, transport):
     h = harness_factory(tiny_engine, transport)

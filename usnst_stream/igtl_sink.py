@@ -56,9 +56,10 @@ def _quiet_handler(base):
 class IgtlSink:
     """One OpenIGTLink server; ``send`` is called by the node's inference loop for every stylized frame."""
 
-    def __init__(self, endpoint: str, device_name: str = "usnst", spacing_mm: float = 1.0):
-        if not (math.isfinite(spacing_mm) and spacing_mm > 0):
-            raise ValueError(f"OpenIGTLink pixel spacing must be a finite number of mm above 0, got {spacing_mm}")
+    def __init__(self, endpoint: str, device_name: str = "usnst", spacing_mm: tuple[float, float] = (1.0, 1.0)):
+        """``spacing_mm``: (row, column) mm of frames whose meta gives no spacing."""
+        if len(spacing_mm) != 2 or not all(math.isfinite(v) and v > 0 for v in spacing_mm):
+            raise ValueError(f"OpenIGTLink pixel spacing must be two finite numbers of mm above 0, got {spacing_mm}")
         try:
             import pyigtl
         except ImportError as exc:
@@ -118,8 +119,9 @@ class IgtlSink:
             given = None
             self.bad_spacing += 1
             if self.bad_spacing == 1:
-                log.warning("%s: OpenIGTLink images get %g mm (--igtl-spacing) instead", exc, self.spacing_mm)
-        return given or (self.spacing_mm, self.spacing_mm)
+                log.warning("%s: OpenIGTLink images get %s mm (--spacing-mm, else --igtl-spacing) instead", exc,
+                            " x ".join(f"{v:g}" for v in self.spacing_mm))
+        return given or tuple(self.spacing_mm)
 
     def close(self) -> None:
         self.server.stop()

@@ -51,7 +51,9 @@ class NodeConfig:
     sndhwm: int = 16  # per subscriber: a slow consumer loses frames instead of growing our memory
     warmup: tuple[int, int] | None = (64, 64)  # one inference at start, so the first real frame is not slow
     curve: CurveConfig | None = None  # CURVE on both sockets: server where the node binds, client where it connects
-    igtl_spacing_mm: float = 1.0  # OpenIGTLink outputs: pixel spacing when a frame's meta has no spacing_mm
+    spacing_mm: tuple[float, float] | None = None  # (row, col) of frames whose meta gives none: sizes the grain
+    # and the OpenIGTLink geometry, as the frame's own would
+    igtl_spacing_mm: float = 1.0  # OpenIGTLink outputs: pixel spacing when neither the frame nor spacing_mm gives one
     metrics: str | None = None  # Prometheus endpoint: "PORT" (loopback) or "HOST:PORT"; None for none
 
 
@@ -141,7 +143,8 @@ class Node:
             self.endpoints["output"] = (attach(pub, zmq_out, default_bind=True, curve=self.config.curve)
                                         if zmq_out else [])
             for endpoint in (e for e in self.config.output.split(",") if is_igtl(e)):
-                self._igtl.append(IgtlSink(endpoint, spacing_mm=self.config.igtl_spacing_mm))
+                self._igtl.append(IgtlSink(endpoint, spacing_mm=self.config.spacing_mm
+                                            or (self.config.igtl_spacing_mm,) * 2))
                 self.endpoints["output"].append(self._igtl[-1].endpoint)
         except (zmq.ZMQError, ValueError, OSError):
             for watch in (link, out_link):
@@ -293,11 +296,12 @@ class Node:
             self.stats.count("bad_poses")
             self._warn.warn("bad_pose", f"frame {frame.seq}: {exc}; its motion is estimated from the frames")
         try:
-            spacing = protocol.spacing_mm(frame.meta)
-        except ValueError as exc:  # as a bad pose: the frame is stylized, its grain at the size the model was fitted at
-            spacing = None
+            spacing = protocol.spacing_mm(frame.meta) or self.config.spacing_mm
+        except ValueError as exc:  # as a bad pose: the frame is stylized, its grain sized as for a frame without one
+            spacing = self.config.spacing_mm
             self.stats.count("bad_spacing")
-            self._warn.warn("bad_spacing", f"frame {frame.seq}: {exc}; its grain keeps the model's own size")
+            self._warn.warn("bad_spacing", f"frame {frame.seq}: {exc}; its grain is sized as "
+                            + ("--spacing-mm says" if spacing else "the model was fitted"))
         try:
             styled = self.engine.infer_at(frames.to_engine(frame.pixels), pose, spacing)
         except Exception as exc:  # one bad frame (e.g. out of memory on a huge frame) must not stop the stream

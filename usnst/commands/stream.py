@@ -37,8 +37,13 @@ def serve_flags(p) -> None:
                    help="seconds between stats lines (0: none)")
     p.add_argument("--duration", type=flags.positive_float, default=None, help="stop after this many seconds")
     flags.add_json_flag(p, "the final stats")
-    p.add_argument("--igtl-spacing", type=flags.ranged(float, 0, 1000, above=True), default=NodeConfig.igtl_spacing_mm,
-                   help="igtl:// outputs: pixel spacing in mm for frames whose meta has no spacing_mm")
+    p.add_argument("--spacing-mm", type=flags.spacing, default=None, metavar="ROW[,COL]",
+                   help="mm per pixel of frames whose meta gives no spacing_mm (a simulator that sends neither a pose "
+                        "nor its spacing): the grain keeps a scanner's size in mm, and igtl:// outputs place the "
+                        "image by it; refused where it would change neither")
+    p.add_argument("--igtl-spacing", type=flags.ranged(float, 0, 1000, above=True), default=None,
+                   help=f"igtl:// outputs: the pixel spacing in mm shown for frames that give none, where the grain "
+                        f"does not depend on it (default {NodeConfig.igtl_spacing_mm:g}; --spacing-mm sets both)")
     p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
                    help="serve Prometheus metrics (frames by outcome, rejections by reason, per-stage latency "
                         "histograms, engine info) at http://HOST:PORT/metrics; HOST defaults to 127.0.0.1")
@@ -47,16 +52,26 @@ def serve_flags(p) -> None:
 
 
 def run_serve(args) -> int:
+    from usnst.engines.base import sizes_grain_in_mm
+    from usnst_stream.igtl_sink import is_igtl
     from usnst_stream.node import Node
     from usnst_stream.sockets import SCHEMES, check_endpoints
 
     check_endpoints(args.input)  # a typo fails now, not after the engine's warm-up
     check_endpoints(args.output, SCHEMES + ("igtl",))
+    igtl = any(is_igtl(e) for e in args.output.split(","))
+    if args.igtl_spacing is not None and (args.spacing_mm is not None or not igtl):
+        raise ValueError("--igtl-spacing applies to igtl:// outputs of frames without a spacing, and only without "
+                         "--spacing-mm (which sets it too): " + ("drop one of them" if igtl else "no igtl:// output"))
     engine = flags.open_engine(args)
+    if args.spacing_mm is not None and not (igtl or sizes_grain_in_mm(engine)):
+        raise ValueError("--spacing-mm: this model's grain has no size in mm (no beam-speckle stage fitted with its "
+                         "sample_mm, or a real scanner's texture) and no igtl:// output shows it, so it would change "
+                         "nothing")
     cfg = NodeConfig(input=args.input, output=args.output, limits=protocol.Limits(args.max_width, args.max_height),
                      stats_interval=args.stats_interval, input_topic=args.input_topic.encode(),
-                     output_topic=args.output_topic.encode(), curve=flags.curve(args), igtl_spacing_mm=args.igtl_spacing,
-                     metrics=args.metrics)
+                     output_topic=args.output_topic.encode(), curve=flags.curve(args), spacing_mm=args.spacing_mm,
+                     igtl_spacing_mm=args.igtl_spacing or NodeConfig.igtl_spacing_mm, metrics=args.metrics)
     node = Node(engine, cfg).start()
     flags.on_signals(node.request_stop)
     flags.say(args, f"usnst serve: {engine.describe()['backend']} engine; subscribing {', '.join(node.endpoints['input'])}; "
