@@ -121,10 +121,13 @@ def test_demo_runs_end_to_end_and_writes_a_picture(tmp_path):
     assert picture.shape == (64, 3 * 64, 3)
 
 
-def test_demo_over_ipc(tmp_path):
-    proc = usnst("demo", "--duration", 1.5, "--size", 48, "--fps", 10, "--transport", "ipc",
-                 "--out", tmp_path / "d.png", "--json")
-    assert json.loads(proc.stdout)["consumer"]["received"] > 0
+def test_demo_over_ipc_of_another_probe_whose_frames_send_no_geometry(tmp_path):
+    proc = usnst("demo", "--duration", 1.5, "--size", 48, "--fps", 10, "--transport", "ipc", "--probe", "linear",
+                 "--anatomy", "abdominal", "--sends", "nothing", "--out", tmp_path / "d.png", "--json")
+    report = json.loads(proc.stdout)
+    assert report["consumer"]["received"] > 0
+    assert report["phantom"] == {"probe": "linear", "formation": "gaussian", "anatomy": "abdominal", "sends": "nothing"}
+    assert "linear probe" in proc.stderr and "sends nothing" in proc.stderr
 
 
 def test_bench_reports_every_field(tmp_path, tiny_checkpoint):

@@ -138,6 +138,25 @@ def test_a_prerendered_phantom_loop_repeats_its_frames_with_counting_seq_and_tim
     assert not np.array_equal(frames[0].pixels, frames[1].pixels)  # the probe moves within the loop
 
 
+def test_a_phantom_frame_sends_its_pose_its_spacing_alone_or_nothing_with_the_same_pixels():
+    """`usnst simulate|demo --sends`: what a simulator that cannot send its pose gives the node."""
+    from usnst_stream.phantom import PhantomRenderer, probe
+
+    sent = {how: [protocol.decode(p) for _, p in limited(phantom_stream(32, 40, fps=25, probe_kind="linear",
+                                                                         sends=how), frames=2)]
+            for how in ("pose", "spacing", "nothing")}
+    renderer = PhantomRenderer(32, 40, seed=0, geometry=probe("linear"))
+    posed, spaced, bare = (sent[how][1] for how in ("pose", "spacing", "nothing"))
+    assert np.allclose(protocol.image_to_world(posed.meta), renderer.image_to_world(1 / 25), atol=1e-8)
+    assert protocol.spacing_mm(posed.meta) == protocol.spacing_mm(spaced.meta) == (round(renderer.pixel_mm, 6),) * 2
+    assert protocol.image_to_world(spaced.meta) is None and "angle_rad" not in spaced.meta["probe"]
+    assert protocol.image_to_world(bare.meta) is None and protocol.spacing_mm(bare.meta) is None
+    assert bare.meta["probe"]["kind"] == "linear"
+    assert np.array_equal(posed.pixels, spaced.pixels) and np.array_equal(posed.pixels, bare.pixels)
+    with pytest.raises(ValueError, match="sends"):
+        next(phantom_stream(32, 40, fps=25, sends="everything"))
+
+
 def test_a_flipped_bit_costs_one_frame_not_the_rest_of_the_file(tmp_path):
     """The reader resynchronises on the next whole record (issue 25, item 4), and says what it skipped."""
     path = tmp_path / "r.usrec"

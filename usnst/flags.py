@@ -227,7 +227,7 @@ def cli_backend(args) -> str | None:
 
 
 def add_phantom_flags(p: argparse.ArgumentParser) -> None:
-    """How the phantom forms its frames and what it shows (usnst phantom, usnst simulate)."""
+    """How the phantom forms its frames and what it shows (usnst phantom, simulate, demo)."""
     from usnst_stream.phantom import ANATOMIES, FORMATIONS
 
     p.add_argument("--formation", default=FORMATIONS[0], choices=FORMATIONS,

@@ -27,7 +27,7 @@ from usnst_stream.node import Node, NodeConfig
 from usnst_stream.publisher import open_publisher, publish
 from usnst_stream.security import CurveConfig, generate_keys
 from usnst_stream.sockets import loopback_endpoints
-from usnst_stream.sources import limited, phantom_stream
+from usnst_stream.sources import SENDS, limited, phantom_stream
 from usnst_stream.stats import LatencyWindow
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ class DemoConfig:
     out: str = "usnst-demo.png"
     seed: int = 0
     curve: bool = False  # both links encrypted and authenticated, with key pairs made for this run
+    probe: str | None = None  # the phantom's probe kind (usnst_stream.phantom.PROBES); None: its original sector
+    formation: str = "gaussian"  # how the phantom forms its frames (phantom.FORMATIONS)
+    anatomy: str = "fetal"  # what it shows (phantom.ANATOMIES)
+    sends: str = SENDS[0]  # what each frame tells the node of its geometry (sources.SENDS)
 
 
 def _demo_keys(folder: Path) -> tuple[CurveConfig, CurveConfig, tuple[bytes, bytes, bytes]]:
@@ -140,7 +144,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
             refs.popitem(last=False)
 
     stream = phantom_stream(cfg.height, cfg.width, cfg.fps, "lq", cfg.seed, keep=keep,
-                            loop_frames=int(round(cfg.loop_seconds * cfg.fps)))
+                            loop_frames=int(round(cfg.loop_seconds * cfg.fps)), probe_kind=cfg.probe,
+                            formation=cfg.formation, anatomy=cfg.anatomy, sends=cfg.sends)
     first = next(stream)  # renders the loop before anything starts
     context = zmq.Context.instance()
     sim_ep, out_ep = loopback_endpoints(cfg.transport, "usnst-demo")
@@ -167,6 +172,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     consumer.thread.join(timeout=5)
 
     report = {"engine": engine.describe(), "transport": cfg.transport, "curve": cfg.curve, "frame": [cfg.height, cfg.width],
+              "phantom": {"probe": cfg.probe or "sector", "formation": cfg.formation, "anatomy": cfg.anatomy,
+                          "sends": cfg.sends},
               "seconds": elapsed, "simulator": {**sent, "fps": cfg.fps}, "node": node_stats,
               "consumer": {"received": consumer.received,
                            "fps": consumer.received / elapsed if elapsed else 0.0,

@@ -19,6 +19,7 @@ from usnst_stream.phantom import PhantomRenderer, ProbeGeometry, probe, probe_po
 
 Timed = tuple[float, list]
 QUALITIES = ("lq", "hq", "seg")
+SENDS = ("pose", "spacing", "nothing")  # what a phantom frame tells the node of its geometry (phantom_stream)
 
 
 def _encode(seq: int, pixels: np.ndarray, meta: dict, topic: bytes = protocol.INPUT_TOPIC) -> list:
@@ -39,15 +40,21 @@ def convert_dtype(img8: np.ndarray, dtype: str) -> np.ndarray:
 def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", seed: int = 0,
                    dtype: str = "uint8", keep=None, loop_frames: int = 0,
                    probe_kind: str | None = None, formation: str = "gaussian",
-                   anatomy: str = "fetal") -> Iterator[Timed]:
+                   anatomy: str = "fetal", sends: str = SENDS[0]) -> Iterator[Timed]:
     """An endless simulated scan: frame i shows the scene at t = i / fps with the probe drifting.
 
     ``loop_frames`` > 0 renders that many frames before the first is sent and then plays them in a loop (sequence
     numbers and times keep counting): rendering a 512² phantom costs about a frame period on 2 cores, so a
     stand-in simulator rendering live falls behind its own rate and becomes the bottleneck it is meant to test.
-    ``keep(seq, sample)``, if given, receives every sample as it is sent (the demo keeps HQ references)."""
+    ``keep(seq, sample)``, if given, receives every sample as it is sent (the demo keeps HQ references).
+
+    ``sends``: what each frame's meta says of its geometry, as simulators differ: its pose and pixel spacing
+    (``pose``: the node places the grain exactly), its pixel spacing alone (``spacing``: the motion is estimated from
+    the frames), or ``nothing`` (the motion estimated, the grain at the model's own size)."""
     if quality not in QUALITIES:
         raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
+    if sends not in SENDS:
+        raise ValueError(f"sends must be one of {SENDS}, got {sends!r}")
     geometry = ProbeGeometry() if probe_kind is None else probe(probe_kind)
     renderer = PhantomRenderer(height, width, seed=seed, geometry=geometry, formation=formation, anatomy=anatomy)
 
@@ -55,13 +62,15 @@ def phantom_stream(height: int, width: int, fps: float, quality: str = "lq", see
         t = i / fps
         sample = renderer.render(t)
         img = sample.seg if quality == "seg" else to_uint8(getattr(sample, quality))
-        ax, ay, rot = probe_pose(t)
         meta = {"source": "usnst-phantom", "quality": quality, "scene_seed": seed, "formation": formation,
-                "anatomy": anatomy,
-                "spacing_mm": [round(renderer.pixel_mm, 6)] * 2,
-                "probe": {"kind": geometry.kind, "apex_mm": [round(ax, 4), round(ay, 4)], "angle_rad": round(rot, 6),
-                          "sector_deg": geometry.sector_deg, "depth_mm": geometry.depth_mm},
-                protocol.IMAGE_TO_WORLD: [round(float(v), 9) for v in renderer.image_to_world(t).ravel()]}
+                "anatomy": anatomy, "probe": {"kind": geometry.kind, "sector_deg": geometry.sector_deg,
+                                              "depth_mm": geometry.depth_mm}}
+        if sends != "nothing":
+            meta[protocol.SPACING_MM] = [round(renderer.pixel_mm, 6)] * 2
+        if sends == "pose":
+            ax, ay, rot = probe_pose(t)
+            meta["probe"].update(apex_mm=[round(ax, 4), round(ay, 4)], angle_rad=round(rot, 6))
+            meta[protocol.IMAGE_TO_WORLD] = [round(float(v), 9) for v in renderer.image_to_world(t).ravel()]
         return sample, convert_dtype(img, dtype), meta
 
     loop = [frame(i) for i in range(loop_frames)]

@@ -99,6 +99,7 @@ def simulate_flags(p) -> None:
     p.add_argument("--probe", default=None, choices=PROBES,
                    help="probe kind: its usual field of view (default: the phantom's original sector probe)")
     flags.add_phantom_flags(p)
+    add_sends_flag(p)
     p.add_argument("--loop-seconds", type=flags.ranged(float, 0, 60), default=4.0,
                    help="render this many seconds of frames before sending and play them in a loop, so rendering "
                         "never makes frames late; 0 renders every frame live")
@@ -117,7 +118,7 @@ def run_simulate(args) -> int:
     if loop:
         print(f"usnst simulate: rendering a {loop}-frame loop ({args.loop_seconds:g} s) ...", flush=True)
     stream = phantom_stream(h, w, args.fps, args.quality, args.seed, args.dtype, loop_frames=loop,
-                            probe_kind=args.probe, formation=args.formation, anatomy=args.anatomy)
+                            probe_kind=args.probe, formation=args.formation, anatomy=args.anatomy, sends=args.sends)
     first = next(stream)  # renders the loop before the clock starts
     print(f"usnst simulate: publishing {args.quality.upper()} {h}x{w} {args.dtype} frames at {args.fps:g} fps on "
           f"{', '.join(bound)}. Ctrl-C stops.", flush=True)
@@ -126,6 +127,16 @@ def run_simulate(args) -> int:
     sock.close()
     print(f"usnst simulate: sent {counts['sent']} frames ({counts['late']} late).", flush=True)
     return 0
+
+
+def add_sends_flag(p) -> None:
+    from usnst_stream.sources import SENDS
+
+    p.add_argument("--sends", default=SENDS[0], choices=SENDS,
+                   help="what each frame tells the node of its geometry: its pose and pixel spacing (the grain follows "
+                        "the probe exactly), its spacing alone (the motion is estimated from the frames), or nothing "
+                        "(estimated motion, the grain at the model's own size): to see what a simulator that cannot "
+                        "send its pose gets")
 
 
 # -- record / replay ------------------------------------------------------------------------------------
@@ -192,6 +203,7 @@ def run_replay(args) -> int:
 # -- demo -----------------------------------------------------------------------------------------------
 def demo_flags(p) -> None:
     from usnst.engines.registry import AUTO, available_backends
+    from usnst_stream.phantom import PROBES
 
     d = DemoConfig()
     p.add_argument("--duration", dest="seconds", type=flags.positive_float, default=d.seconds,
@@ -209,6 +221,10 @@ def demo_flags(p) -> None:
                    help="the simulator pre-renders this many seconds and loops them (0: renders live)")
     p.add_argument("--out", default=d.out, help="side-by-side picture to write")
     p.add_argument("--seed", type=flags.seed, default=d.seed, help="scene and noise seed")
+    p.add_argument("--probe", default=d.probe, choices=PROBES,
+                   help="the phantom's probe kind: its usual field of view (default: its original sector probe)")
+    flags.add_phantom_flags(p)
+    add_sends_flag(p)
     p.add_argument("--curve", action="store_true",
                    help="encrypt and authenticate both links with CURVE, using key pairs made for this run (what "
                         "`usnst keys` and the --curve-* options of serve, simulate, record and view set up)")
@@ -222,10 +238,11 @@ def run_demo(args) -> int:
     h, w = args.size
     cfg = DemoConfig(seconds=args.seconds, fps=args.fps, height=h, width=w, model=args.model, backend=args.backend,
                      transport=args.transport, out=args.out, seed=args.seed, threads=args.threads,
-                     loop_seconds=args.loop_seconds, curve=args.curve)
+                     loop_seconds=args.loop_seconds, curve=args.curve, probe=args.probe, formation=args.formation,
+                     anatomy=args.anatomy, sends=args.sends)
     flags.say(args, f"usnst demo: simulator -> node -> consumer over {cfg.transport}{' with CURVE' if cfg.curve else ''} "
-              f"on loopback, {h}x{w} frames at "
-          f"{cfg.fps:g} fps for {cfg.seconds:g} s ...")
+              f"on loopback, {h}x{w} frames of the phantom's {cfg.probe or 'sector'} probe ({cfg.formation} "
+              f"formation, {cfg.anatomy}; each frame sends {cfg.sends}) at {cfg.fps:g} fps for {cfg.seconds:g} s ...")
     r = demo(cfg)
     node, cons = r["node"], r["consumer"]
     lat = node["latency_ms"]
