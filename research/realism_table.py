@@ -31,6 +31,7 @@ from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import BeamSpeckle
 from usnst.engines.registry import load_engine
 from usnst.offline.realism import (
+    LOWPASS_SIGMA,
     C2STBudget,
     c2st,
     invented_structure,
@@ -151,6 +152,9 @@ def main() -> None:
     ap.add_argument("--motion-only", action="store_true", help="only the texture-motion table (no C2ST: minutes)")
     ap.add_argument("--invented", action="store_true", help="also the invented-structure table")
     ap.add_argument("--invented-only", action="store_true", help="only the invented-structure table (no C2ST)")
+    ap.add_argument("--lowpass-px", type=float, default=LOWPASS_SIGMA,
+                    help="--invented: the low-pass σ that keeps the anatomy, not the speckle (the measure's own is "
+                         "for 256² frames; at 512² the same anatomy spans twice the pixels: 6)")
     ap.add_argument("--screen-grain-too", action="store_true",
                     help="--motion: also each staged model with its fixed grain drawn on the screen (before issue 27)")
     ap.add_argument("--kept-grain-too", action="store_true",
@@ -168,7 +172,7 @@ def main() -> None:
                          "not change with the model)")
     ap.add_argument("--probe", default=None, choices=PROBES,
                     help="--motion: the moving sequences from this probe kind's view (default: the original sector); "
-                         "--probes-only: only this kind")
+                         "--invented: the scenes seen by it; --probes-only: only this kind")
     ap.add_argument("--unposed-c2st", action="store_true",
                     help="--probes-only: the C2ST without the frames' poses too (the stage's axial grain then in "
                          "samples of the view, not mm)")
@@ -353,26 +357,27 @@ def print_probe_table(args, seeds: list[int]) -> None:
 def print_invented_table(args, seeds: list[int]) -> None:
     """Share of the sector whose low-passed grey differs from the input's after a monotone map (mean over frames)
     and the widest such blob (largest over frames), on phantom scenes and on uniform-speckle cyst frames."""
-    data = [d for s in seeds for d in scenes(args.n, args.size, s, args.settings)]
+    data = [d for s in seeds for d in scenes(args.n, args.size, s, args.settings, probe_kind=args.probe)]
     src = SOURCE_INDEX[task(args.task).source]
     if src == SOURCE_INDEX["seg"]:
         raise SystemExit("--invented: a model of segmentations is not compared to its input's grey levels")
     cysts = [to_uint8(uniform_cyst_frame(args.size, args.size, seed=i)) for i in range(args.n)]
     cell = lambda found: f"{np.mean([f['share'] for f in found]):.2%} / {max(f['largest_blob_px'] for f in found):.1f}"
     print(f"invented structure (share of the sector / widest blob px): {len(data)} phantom scenes ({args.settings} "
-          f"acquisition), {len(cysts)} "
-          f"uniform cyst frames (a linear array, pixel-grid speckle), {args.size}²")
+          f"acquisition, {args.probe or 'the original sector'} probe), {len(cysts)} "
+          f"uniform cyst frames (a linear array, pixel-grid speckle), {args.size}², low-pass σ {args.lowpass_px:g} px")
     print(f"| model | phantom (vs its {task(args.task).source.upper()} input) | uniform cyst frames (vs the input) |")
     print("|---|---|---|")
-    print(f"| HQ vs LQ (the phantom's own two qualities) | {cell([invented_structure(d[1], d[0]) for d in data])} | |")
+    found = lambda output, source: invented_structure(output, source, sigma=args.lowpass_px)
+    print(f"| HQ vs LQ (the phantom's own two qualities) | {cell([found(d[1], d[0]) for d in data])} | |")
     for name in args.models.split(","):
         engine = load_engine(name, "torch", EngineOptions(noise=args.noise.split(",")[0], seed=0))
 
         def run(img):
             engine.reset()
             return to_uint8(engine.infer(to_float(img)))
-        print(f"| {name} | {cell([invented_structure(run(d[src]), d[src]) for d in data])} | "
-              f"{cell([invented_structure(run(c), c) for c in cysts])} |", flush=True)
+        print(f"| {name} | {cell([found(run(d[src]), d[src]) for d in data])} | "
+              f"{cell([found(run(c), c) for c in cysts])} |", flush=True)
 
 
 def print_motion_table(args, seeds: list[int]) -> None:
