@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import tiny_net
 
+from usnst.engines.acoustics import ECHO_LEVEL
 from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import (
     META_KEY,
@@ -83,6 +84,37 @@ def test_frames_without_a_view_to_fit_are_refused_with_the_reason_and_never_give
     planes = [np.zeros(stage.plane_shape[2:], np.float32)] * 2
     out = stage.apply(disc, disc, planes)  # counted, passed through inside its echo region
     assert stage.skipped == 1 and np.array_equal(out > 0, cv2.dilate((disc > 0).astype(np.uint8), np.ones((5, 5))) > 0)
+
+
+@pytest.mark.parametrize("kind", ["phased", "linear"])
+def test_a_far_field_too_dim_to_light_the_views_corners_keeps_its_view_and_its_image_ends_with_the_echo(kind):
+    """A real scanner's far field can fade before the view's deep corners (a cardiac sector, a linear array over an
+    anechoic phantom): the view is still fitted, and no grain is drawn beyond the echo."""
+    renderer = PhantomRenderer(128, 128, seed=4, geometry=probe(kind))
+    frame = renderer.render(0.0).lq
+    whole = fit_fan(frame)
+    assert not whole.within_echo  # a view its echo fills: as before
+    ray, depth, _ = whole.polar(frame.shape, 3, 2)  # ray 0…2 across the beams, depth 0…1 along them
+    corners = np.abs(ray - 1) + 2 * (depth - 0.6) > 1.0  # the deep corners go dark, as a fading far field does
+    dim = np.where(corners, 0.0, frame).astype(np.float32)
+    view = fit_fan(dim)
+    assert view.within_echo
+    if kind == "linear":
+        assert replace(view, within_echo=False).close_to(whole, px=3.0)  # the same beams
+    else:  # the same beams, the dark corners' chord taken for a flat bottom
+        assert replace(view, within_echo=False, bottom=None).close_to(whole, px=3.0, rad=math.radians(3))
+    stage = BeamSpeckle(BeamSpeckleConfig())
+    rng = np.random.default_rng(0)
+    planes = [rng.standard_normal(stage.plane_shape[2:]).astype(np.float32) for _ in range(2)]
+    out = stage.apply(cv2.GaussianBlur(dim, (0, 0), 3), dim, planes)
+    assert stage.skipped == 0
+    hull = np.zeros((128, 128), np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero((dim > ECHO_LEVEL).astype(np.uint8))), 1)
+    assert out[hull == 0].max() == 0 and (out[cv2.erode(hull, np.ones((9, 9), np.uint8)) > 0] > 0).mean() > 0.95
+    ys, xs = np.mgrid[0:96, 0:96]
+    deep_disc = (np.hypot(xs - 48, ys - 48) < 40).astype(np.float32) * 0.5  # excess near the apex: still refused
+    with pytest.raises(NoFan, match="no fan or band fits"):
+        fit_fan(deep_disc)
 
 
 @pytest.mark.parametrize("kind", PROBES)
