@@ -236,6 +236,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
     # (a linear view as wide as the frame) is that edge.
     span_l, span_r = span[left[span] > 0], span[right[span] < hull.shape[1] - 1]
     span_l, span_r = (s if len(s) >= 8 else span for s in (span_l, span_r))
+    span_l, span_r = _straight(span_l, left, 1.0), _straight(span_r, right, -1.0)
     slope_l, cut_l = np.polyfit(span_l, left[span_l], 1)
     slope_r, cut_r = np.polyfit(span_r, right[span_r], 1)
     if slope_r - slope_l < 0.05:
@@ -267,6 +268,21 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
     if (inside & echo).sum() >= covered * echo.sum() and (depth[beyond] > 0.5).mean() >= deep:
         return replace(view, within_echo=True)
     raise NoFan(f"no fan or band fits the echo region (the best covers it at IoU {agreement:.2f})")
+
+
+def _straight(rows: np.ndarray, side: np.ndarray, inward: float) -> np.ndarray:
+    """The rows, from the top of ``rows``, over which a side of the echo region runs straight. A sector whose
+    corners the frame or the display cut off shows its far arc below its straight sides (a real cardiac view,
+    SonoSite: fitted over all rows its sides made a narrow fan from an apex far above, IoU 0.88, refused); the sides
+    are the lines above that bend. Every phantom view fits as before (250 frames, every probe, both formations).
+    ``inward``: +1 for the left side, −1 for the right."""
+    while len(rows) > 16:
+        slope, cut = np.polyfit(rows, side[rows], 1)
+        bend = inward * (side[rows] - (slope * rows + cut))
+        if bend[-len(rows) // 4:].mean() < 0.5:  # its last quarter on the line: straight all along
+            return rows
+        rows = rows[: int(len(rows) * 0.9)]
+    return rows
 
 
 def echo_hull(lit: np.ndarray) -> np.ndarray:
