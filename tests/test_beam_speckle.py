@@ -117,6 +117,20 @@ def test_a_far_field_too_dim_to_light_the_views_corners_keeps_its_view_and_its_i
         fit_fan(deep_disc)
 
 
+@pytest.mark.parametrize("bend_row, flatter", [(45, 0.2), (45, 0.35), (55, 0.2)])
+def test_a_sector_whose_sides_bend_below_their_straight_part_is_fitted_from_that_part(bend_row, flatter):
+    """A display that cuts a sector's corners (a real cardiac view) bends its sides inward below a straight part:
+    the beams are the straight part's (fitted over every row, they made a narrow fan from an apex far above, or no fit
+    at all)."""
+    frame = PhantomRenderer(128, 128, seed=4, geometry=probe("phased")).render(0.0).lq
+    whole = fit_fan(frame)
+    ys, xs = np.mgrid[0:128, 0:128].astype(np.float32)
+    half = np.where(ys < bend_row, ys - whole.apex_y, bend_row - whole.apex_y + flatter * (ys - bend_row))
+    view = fit_fan(np.where(np.abs(xs - whole.apex_x) > half, 0.0, frame).astype(np.float32))
+    assert abs(view.apex_x - whole.apex_x) < 1 and abs(view.apex_y - whole.apex_y) < 3
+    assert abs(view.theta0 - whole.theta0) < math.radians(4) and abs(view.theta1 - whole.theta1) < math.radians(4)
+
+
 @pytest.mark.parametrize("kind", PROBES)
 def test_every_probe_kind_is_rendered_fitted_and_given_the_grain(kind):
     """Each probe's phantom frame: the stage fits its view (a band for the linear array, a fan with a flat top for
