@@ -207,6 +207,9 @@ def _same_edge(a: float | None, b: float | None, px: float) -> bool:
 RESAMPLE_BEYOND = 1.2
 FLAT_EDGE = 0.25  # a hull's top or bottom row this share of its widest row wide is a flat edge, not an arc's crest
 MIN_AGREEMENT = 0.9  # the fitted view must cover the echo region this well (intersection over union), or it is wrong
+LEAN = 0.25  # a fan whose edges' mean angle from straight down exceeds this share of its opening is no probe's view:
+# real views lean 0.00-0.03 (0.17 a linear array's slanted near field), fans fitted to crops filling the frame or to
+# a screenshot's text around the image 0.65-1.00 (their beams from a corner of the frame)
 DIM_FAR_FIELD = (0.98, 0.95)  # ... unless it covers this share of the echo and this share of the rest lies in the
 # deeper half of its beams: a far field too dim to light the view's deep corners (a real cardiac sector, Philips EPIQ
 # 7C, and a real linear array over an anechoic phantom, Sonoque: IoU 0.87-0.90, their excess 98 % deep), where a
@@ -244,6 +247,11 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
             raise NoFan("the echo region's sides are parallel but slanted (a steered linear frame): not modelled")
         view = Band(float(left[span_l].mean()), float(right[span_r].mean()), float(rows[0] - 0.5), float(rows[-1] + 0.5))
     else:
+        theta0, theta1 = math.atan(slope_l), math.atan(slope_r)
+        if abs(theta0 + theta1) > LEAN * (theta1 - theta0):
+            raise NoFan(f"the fitted sector leans to one side (its edges at {math.degrees(theta0):.0f}° and "
+                        f"{math.degrees(theta1):.0f}° from straight down): no probe's view does (an image cropped "
+                        "inside its view, or text around it?)")
         apex_y = (cut_l - cut_r) / (slope_r - slope_l)
         apex_x = cut_l + slope_l * apex_y
         ys, xs = np.nonzero(hull)
@@ -256,7 +264,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
             ys, xs = np.nonzero(lit)
             r0 = np.hypot(xs - apex_x, ys - apex_y).min() - 0.5
         view = Fan(float(apex_x), float(apex_y), float(r0), float(radius.max() + 0.5),
-                   float(math.atan(slope_l)), float(math.atan(slope_r)),
+                   float(theta0), float(theta1),
                    float(rows[0] - 0.5) if top == "flat" else None, float(rows[-1] + 0.5) if bottom == "flat" else None)
     _, depth, outside = view.polar(hull.shape, 2, 2)  # depth: 0 at the beams' start, 1 at their end
     inside, echo = outside <= 0, hull > 0

@@ -80,6 +80,13 @@ def test_frames_without_a_view_to_fit_are_refused_with_the_reason_and_never_give
     slanted = ((xs - 0.5 * ys > 10) & (xs - 0.5 * ys < 40) & (ys > 5) & (ys < 90)).astype(np.float32) * 0.5
     with pytest.raises(NoFan, match="slanted"):
         fit_fan(slanted)
+    ys, xs = np.mgrid[0:128, 0:160]
+    crop = np.where((xs > 100) & (ys < 40) & (xs - 100 > 1.5 * ys), 0.0, 0.5).astype(np.float32)  # a view cropped
+    screenshot = PhantomRenderer(128, 160, seed=4).render(0.0).lq.copy()  # inside, one corner dark; a sector with
+    screenshot[2:10, 2:40] = screenshot[118:126, 120:158] = 0.9  # burned-in text at two corners
+    for frame in (crop, screenshot):  # fitted, each made a fan from near a corner of the frame
+        with pytest.raises(NoFan, match="leans to one side"):
+            fit_fan(frame)
     stage = BeamSpeckle(BeamSpeckleConfig())
     planes = [np.zeros(stage.plane_shape[2:], np.float32)] * 2
     out = stage.apply(disc, disc, planes)  # counted, passed through inside its echo region
