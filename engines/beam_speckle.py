@@ -626,7 +626,8 @@ class BeamSpeckle:
     def _maps_for(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The scan maps of this frame's fan. Fitting costs ~10 ms at 512², so a frame is only checked against the
         fan it had: no echo in a ring 2–4 px outside it, echo in most of a ring just inside. A frame that fails the
-        check is fitted again, and the maps change only if the new fan is beyond fitting noise of the old."""
+        check is fitted again, and the maps change only if the new fan is beyond fitting noise of the old (the image of
+        a view that ends with its echo is made anew from the new frame's echo)."""
         lit = frame > ECHO_LEVEL
         if self._maps is not None and self._shape == frame.shape:
             guard, rim = self._rings  # a view that fills the frame has no ring outside it: nothing there to light
@@ -634,16 +635,22 @@ class BeamSpeckle:
             if dark_outside and rim.size and lit.ravel()[rim].mean() > 0.5:
                 return self._maps
         fan = fit_fan(frame)
-        if self._maps is None or self._shape != frame.shape or not fan.close_to(self.fan):
+        same_beams = self._maps is not None and self._shape == frame.shape and fan.close_to(self.fan)
+        if same_beams and not (fan.within_echo or self.fan.within_echo):
+            return self._maps
+        if same_beams:  # the beams stay; an image that ends with the echo follows it (a gain raised or lowered)
+            self.fan = replace(self.fan, within_echo=fan.within_echo)
+            outside = self.fan.polar(frame.shape, 2, 2)[2]
+        else:
             self.fan, self._shape = fan, frame.shape
             ray, sample, outside = fan.polar(frame.shape, self.config.rays, self.config.samples)
-            if fan.within_echo:  # its deep corners are beyond the echo: the image ends where the echo does
-                outside = np.maximum(outside, outside_of(echo_hull(lit.astype(np.uint8))))
             self._maps = self._remap_maps(ray, sample)
-            self._inside = (outside <= 0.0).astype(np.float32)
-            outside = outside.ravel()
-            self._edge = np.flatnonzero((outside > -EDGE_PX) & (outside <= 0.0))
-            self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
+        if self.fan.within_echo:  # its deep corners are beyond the echo: the image ends where the echo does
+            outside = np.maximum(outside, outside_of(echo_hull(lit.astype(np.uint8))))
+        self._inside = (outside <= 0.0).astype(np.float32)
+        outside = outside.ravel()
+        self._edge = np.flatnonzero((outside > -EDGE_PX) & (outside <= 0.0))
+        self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
         return self._maps
 
     def image(self, frame: np.ndarray) -> np.ndarray:
