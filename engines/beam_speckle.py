@@ -282,8 +282,7 @@ def _straight(rows: np.ndarray, side: np.ndarray, inward: float) -> np.ndarray:
     """The rows, from the top of ``rows``, over which a side of the echo region runs straight. A sector whose
     corners the frame or the display cut off shows its far arc below its straight sides (a real cardiac view,
     SonoSite: fitted over all rows its sides made a narrow fan from an apex far above, IoU 0.88, refused); the sides
-    are the lines above that bend. Every phantom view fits as before (250 frames, every probe, both formations).
-    ``inward``: +1 for the left side, −1 for the right."""
+    are the lines above that bend. ``inward``: +1 for the left side, −1 for the right."""
     while len(rows) > 16:
         slope, cut = np.polyfit(rows, side[rows], 1)
         bend = inward * (side[rows] - (slope * rows + cut))

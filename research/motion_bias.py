@@ -27,7 +27,7 @@ median over tissue pixels; p50 / p95 over frames).
 """
 import argparse
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import cv2
 import numpy as np
@@ -117,13 +117,14 @@ def measure(kind: str | None, side: int, seeds: list[int], n: int, lag: int, sig
     alpha = float(signal.split(":")[1]) if signal.startswith("step:") else None
     flat_face = kind in ("linear", "trapezoid")
     shares, at8, at_lag, slips = [], [], [], []
-    with no_shadows() if signal == "lq-no-shadow" else _nothing():
+    with no_shadows() if signal == "lq-no-shadow" else nullcontext():
         for frames, mask, motion in sequences(kind, side, seeds, n, lag, source):
             ys, xs = np.nonzero(mask)
             p0 = np.stack([xs, ys], 1).astype(np.float64)
-            tracker = Stepped(alpha) if alpha is not None else None
-            plain = TissueMotion()
-            update = (lambda f: tracker.update(f, flat_face)) if tracker else (lambda f: plain.update(f, flat_face=flat_face))
+            if alpha is None:
+                update = lambda f, tracker=TissueMotion(): tracker.update(f, flat_face=flat_face)
+            else:
+                update = lambda f, tracker=Stepped(alpha): tracker.update(f, flat_face)
             update(frames[0])
             last = np.zeros_like(p0)
             for k, (frame, true) in enumerate(zip(frames[1:], motion), 1):
@@ -140,11 +141,6 @@ def measure(kind: str | None, side: int, seeds: list[int], n: int, lag: int, sig
                     shares.append(float(np.sum((d - error) * d) / np.sum(d * d)))
     return {"share": np.mean(shares), "at8": np.mean(at8), "at_lag": np.mean(at_lag),
             "slip50": np.median(slips), "slip95": np.percentile(slips, 95)}
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def main() -> None:
