@@ -214,6 +214,12 @@ DIM_FAR_FIELD = (0.98, 0.95)  # ... unless it covers this share of the echo and 
 # deeper half of its beams: a far field too dim to light the view's deep corners (a real cardiac sector, Philips EPIQ
 # 7C, and a real linear array over an anechoic phantom, Sonoque: IoU 0.87-0.90, their excess 98 % deep), where a
 # disc's best fan has 17 % of its excess near the apex
+PIECE = 0.01  # a lit component this share of the largest one's area is a piece of the image (fluid across a view
+# cuts its near field off: 3 % in a test); smaller ones beyond MARK_GAP px of the pieces' hull are marks drawn beside
+# the view (a label's glyph, a depth tick, an orientation dot: 0.05-0.2 % of a sector at 256-1386 px)
+MARK_GAP = 2
+CUT_PIECE = 0.001  # ... and one this share that the frame's edge cuts is image the frame cropped (echo in a corner of
+# a real cropped view, Clarius: 0.24 %; a depth tick at the frame's edge 0.01 %)
 
 
 def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
@@ -224,7 +230,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
     MIN_AGREEMENT) is refused: a frame gets no grain rather than grain from a wrong geometry — unless all it adds
     to the echo lies deep in its beams (DIM_FAR_FIELD): a scanner's far field fades before the view's corners, so the
     view is kept ``within_echo``, its image ending where the echo does."""
-    lit = (frame > level).astype(np.uint8)
+    lit = image_echo((frame > level).astype(np.uint8))
     hull = echo_hull(lit)
     rows = np.flatnonzero(hull.any(axis=1))
     left = np.argmax(hull, axis=1).astype(np.float64) - 0.5  # a lit pixel's centre is inside: its edge is ½ px out
@@ -290,6 +296,21 @@ def _straight(rows: np.ndarray, side: np.ndarray, inward: float) -> np.ndarray:
             return rows
         rows = rows[: int(len(rows) * 0.9)]
     return rows
+
+
+def image_echo(lit: np.ndarray) -> np.ndarray:
+    """The pixels with echo (``lit``, uint8) that belong to the image: within MARK_GAP of the convex hull of its
+    pieces, the connected components of at least PIECE of the largest one's area. A simulator or scanner draws
+    labels, depth ticks and an orientation marker beside the view; lit, they joined the hull, and a sector with a
+    depth label in a corner was refused (issue 27: a frame commonly sent)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
+    if n <= 2:
+        return lit
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    x, y, w, h = (stats[1:, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    cut = (x == 0) | (y == 0) | (x + w == lit.shape[1]) | (y + h == lit.shape[0])
+    pieces = np.isin(labels, 1 + np.flatnonzero((areas >= PIECE * areas.max()) | (cut & (areas >= CUT_PIECE * areas.max())))).astype(np.uint8)
+    return lit & cv2.dilate(echo_hull(pieces), np.ones((2 * MARK_GAP + 1,) * 2, np.uint8))
 
 
 def echo_hull(lit: np.ndarray) -> np.ndarray:
@@ -645,7 +666,7 @@ class BeamSpeckle:
             ray, sample, outside = fan.polar(frame.shape, self.config.rays, self.config.samples)
             self._maps = self._remap_maps(ray, sample)
         if self.fan.within_echo:  # its deep corners are beyond the echo: the image ends where the echo does
-            outside = np.maximum(outside, outside_of(echo_hull(lit.astype(np.uint8))))
+            outside = np.maximum(outside, outside_of(echo_hull(image_echo(lit.astype(np.uint8)))))
         self._inside = (outside <= 0.0).astype(np.float32)
         outside = outside.ravel()
         self._edge = np.flatnonzero((outside > -EDGE_PX) & (outside <= 0.0))

@@ -82,11 +82,8 @@ def test_frames_without_a_view_to_fit_are_refused_with_the_reason_and_never_give
         fit_fan(slanted)
     ys, xs = np.mgrid[0:128, 0:160]
     crop = np.where((xs > 100) & (ys < 40) & (xs - 100 > 1.5 * ys), 0.0, 0.5).astype(np.float32)  # a view cropped
-    screenshot = PhantomRenderer(128, 160, seed=4).render(0.0).lq.copy()  # inside, one corner dark; a sector with
-    screenshot[2:10, 2:40] = screenshot[118:126, 120:158] = 0.9  # burned-in text at two corners
-    for frame in (crop, screenshot):  # fitted, each made a fan from near a corner of the frame
-        with pytest.raises(NoFan, match="leans to one side"):
-            fit_fan(frame)
+    with pytest.raises(NoFan, match="leans to one side"):  # inside, one corner dark: fitted, it made a fan from
+        fit_fan(crop)  # near a corner of the frame
     stage = BeamSpeckle(BeamSpeckleConfig())
     planes = [np.zeros(stage.plane_shape[2:], np.float32)] * 2
     out = stage.apply(disc, disc, planes)  # counted, passed through inside its echo region
@@ -139,6 +136,53 @@ def test_a_sector_whose_sides_bend_below_their_straight_part_is_fitted_from_that
     view = fit_fan(np.where(np.abs(xs - whole.apex_x) > half, 0.0, frame).astype(np.float32))
     assert abs(view.apex_x - whole.apex_x) < 1 and abs(view.apex_y - whole.apex_y) < 3
     assert abs(view.theta0 - whole.theta0) < math.radians(4) and abs(view.theta1 - whole.theta1) < math.radians(4)
+
+
+def marks(shape: tuple[int, int]) -> np.ndarray:
+    """What a scanner or a simulator draws around its view (uint8, 255 on a mark): labels in the four corners, an
+    orientation dot above the view's left, depth ticks down the right side."""
+    h, w = shape
+    drawn = np.zeros(shape, np.uint8)
+    for org in ((2, 12), (w - 40, 12), (2, h - 4), (w - 40, h - 4)):
+        cv2.putText(drawn, "12cm", org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 255, 1, cv2.LINE_AA)
+    cv2.circle(drawn, (w // 3, 6), 3, 255, -1)
+    for y in range(20, h - 10, 16):
+        drawn[y, w - 6:w - 2] = 255
+    return drawn
+
+
+@pytest.mark.parametrize("kind", [None, *PROBES])
+def test_marks_drawn_beside_the_view_leave_its_fit_as_it_was(kind):
+    """Labels, an orientation dot and depth ticks beside the view (4 px or more from its echo) are not echo of the
+    view: every probe kind's fit is the one without them (they joined the echo's hull, and a sector with a label in
+    a corner was refused)."""
+    renderer = PhantomRenderer(192, 192, seed=4, **({} if kind is None else {"geometry": probe(kind)}))
+    frame = renderer.render(0.0).lq
+    beside = cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    drawn = (marks(frame.shape) > 0) & beside
+    assert drawn.sum() > 40  # marks this view leaves room for
+    marked = np.where(drawn, 1.0, frame).astype(np.float32)
+    assert fit_fan(marked).close_to(fit_fan(frame))
+    stage = BeamSpeckle(BeamSpeckleConfig())
+    stage.apply(marked, marked, None)
+    assert stage.skipped == 0 and not stage._inside[drawn].any()  # grain in the view, none on the marks
+
+
+def test_a_view_split_by_fluid_is_fitted_whole_and_a_piece_cut_by_the_frame_is_kept():
+    """Pieces of one view — a near field cut off by fluid across the view, echo in a corner of a view cropped by
+    the frame — are the image, not marks: the fit is the one of the whole view."""
+    frame = PhantomRenderer(192, 192, seed=4).render(0.0).lq
+    split = frame.copy()
+    split[40:56] = 0.0  # anechoic fluid right across the sector: its near field is a piece of its own
+    pieces = cv2.connectedComponentsWithStats((split > ECHO_LEVEL).astype(np.uint8), connectivity=8)[2][1:, 4]
+    assert np.sort(pieces)[-2] > 300  # 3 % of the rest: a piece, not a speck
+    assert fit_fan(split).close_to(fit_fan(frame))
+    ys, xs = np.mgrid[0:128, 0:160]
+    band = np.where(xs < 150, 0.5, 0.0).astype(np.float32)  # a linear view cropped at the frame's left and top
+    cropped = band.copy()
+    cropped[:8, :] = 0.0
+    cropped[:8, :12] = 0.5  # its echo in the top-left corner, cut off by the dark near field from the rest
+    assert fit_fan(cropped).close_to(Band(-0.5, 149.5, -0.5, 127.5), px=0.01)
 
 
 @pytest.mark.parametrize("kind", PROBES)
