@@ -12,6 +12,11 @@ stop 41); ``--a-stage-at COMMIT``: model A run by the beam-speckle stage's code 
 the stage's code, not to a checkpoint, costs).
 
     python research/engine_ratio.py --a lq2hq_fast --a-stage-at 277225f --b lq2hq_fast --moving --sizes 512,1000
+
+``--marks``: every frame with labels, an orientation dot and depth ticks beside its view, as a scanner's or a
+simulator's display draws them (``phantom.with_marks``); the frames each stage gave no grain are counted.
+
+    python research/engine_ratio.py --a lq2hq_fast --a-stage-at 0e9a446 --b lq2hq_fast --moving --marks --sizes 512
 """
 import argparse
 import importlib.util
@@ -27,7 +32,7 @@ from usnst.engines.base import EngineOptions
 from usnst.engines.beam_speckle import BeamSpeckle
 from usnst.engines.registry import load_engine
 from usnst_io.media import to_float, to_uint8
-from usnst_stream.phantom import PhantomRenderer
+from usnst_stream.phantom import PhantomRenderer, with_marks
 
 
 def main() -> None:
@@ -38,6 +43,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="512")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--moving", action="store_true", help="a moving probe's frames, not one frame repeated")
+    ap.add_argument("--marks", action="store_true", help="labels, a dot and depth ticks beside every frame's view")
     ap.add_argument("--a-screen-grain", action="store_true", help="model A's fixed grain drawn on the screen")
     ap.add_argument("--a-kept-grain", action="store_true", help="model A's anchored scatterers never renewed")
     ap.add_argument("--a-stage-at", default=None, metavar="COMMIT",
@@ -60,6 +66,8 @@ def main() -> None:
         renderer = PhantomRenderer(size, size, seed=1)
         frames = [to_float(to_uint8(renderer.render(i / 30 if args.moving else 0.0).lq))
                   for i in range(args.frames if args.moving else 1)]
+        if args.marks:
+            frames = [with_marks(frame) for frame in frames]
         times = {name: [] for name in engines}
         for engine in engines.values():
             engine.infer(frames[0])  # warm-up (and the fixed noise planes for this size)
@@ -69,8 +77,10 @@ def main() -> None:
                 engine.infer(frames[i % len(frames)])
                 times[name].append((time.perf_counter() - t0) * 1e3)
         p50 = {name: float(np.median(t)) for name, t in times.items()}
+        ungrained = {name: f", {engine.stage.skipped} of {args.frames + 1} frames without grain" if args.marks else ""
+                     for name, engine in engines.items()}
         print(f"{size}x{size} {args.backend}: " + ", ".join(f"{n} p50 {p50[n]:.1f} ms ({1e3 / p50[n]:.1f} fps)"
-                                                             for n in engines)
+                                                             f"{ungrained[n]}" for n in engines)
               + f"; ratio b/a {p50[args.b] / p50[a_name]:.2f}", flush=True)
 
 

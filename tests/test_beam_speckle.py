@@ -25,7 +25,7 @@ from usnst.engines.registry import build_artifact, load_engine
 from usnst.offline.realism import speckle_fwhm, tissue_mask
 from usnst.offline.speckle_fit import fit_beam_speckle
 from usnst_io.media import to_uint8
-from usnst_stream.phantom import PROBES, PhantomRenderer, acquisition, probe
+from usnst_stream.phantom import PROBES, PhantomRenderer, acquisition, probe, with_marks
 
 
 def true_fan(renderer: PhantomRenderer) -> tuple[float, float, float, float, float]:
@@ -138,19 +138,6 @@ def test_a_sector_whose_sides_bend_below_their_straight_part_is_fitted_from_that
     assert abs(view.theta0 - whole.theta0) < math.radians(4) and abs(view.theta1 - whole.theta1) < math.radians(4)
 
 
-def marks(shape: tuple[int, int]) -> np.ndarray:
-    """What a scanner or a simulator draws around its view (uint8, 255 on a mark): labels in the four corners, an
-    orientation dot above the view's left, depth ticks down the right side."""
-    h, w = shape
-    drawn = np.zeros(shape, np.uint8)
-    for org in ((2, 12), (w - 40, 12), (2, h - 4), (w - 40, h - 4)):
-        cv2.putText(drawn, "12cm", org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 255, 1, cv2.LINE_AA)
-    cv2.circle(drawn, (w // 3, 6), 3, 255, -1)
-    for y in range(20, h - 10, 16):
-        drawn[y, w - 6:w - 2] = 255
-    return drawn
-
-
 @pytest.mark.parametrize("kind", [None, *PROBES])
 def test_marks_drawn_beside_the_view_leave_its_fit_as_it_was(kind):
     """Labels, an orientation dot and depth ticks beside the view (4 px or more from its echo) are not echo of the
@@ -158,10 +145,9 @@ def test_marks_drawn_beside_the_view_leave_its_fit_as_it_was(kind):
     a corner was refused)."""
     renderer = PhantomRenderer(192, 192, seed=4, **({} if kind is None else {"geometry": probe(kind)}))
     frame = renderer.render(0.0).lq
-    beside = cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
-    drawn = (marks(frame.shape) > 0) & beside
+    marked = with_marks(frame)
+    drawn = marked != frame
     assert drawn.sum() > 40  # marks this view leaves room for
-    marked = np.where(drawn, 1.0, frame).astype(np.float32)
     assert fit_fan(marked).close_to(fit_fan(frame))
     stage = BeamSpeckle(BeamSpeckleConfig())
     stage.apply(marked, marked, None)

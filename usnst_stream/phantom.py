@@ -29,6 +29,7 @@ from usnst.engines.acoustics import (
     BRAIN,
     CHOROID,
     DIAPHRAGM,
+    ECHO_LEVEL,
     FAT,
     FLUID,
     HQ_AXIAL_SIGMA_MM,
@@ -617,3 +618,22 @@ def uniform_cyst_frame(height: int, width: int, seed: int = 0, cyst_radius: floa
     img[:, width - width // 10:] = 0.0
     img[: height // 20] = 0.0
     return img
+
+
+def with_marks(frame: np.ndarray) -> np.ndarray:
+    """``frame`` (float, (H, W)) with what a scanner or simulator draws around its view: labels in the four corners,
+    an orientation dot above the view's left, depth ticks down the right side — white, and only where they stay 4 px
+    or more (at 256 px; scaled with the frame) from the view's echo, as a display lays them out beside the image."""
+    h, w = frame.shape
+    scale = h / 256
+    drawn = np.zeros((h, w), np.uint8)
+    stroke = max(1, round(scale))
+    for org in ((2, round(14 * scale)), (w - round(48 * scale), round(14 * scale)), (2, h - 4),
+                (w - round(48 * scale), h - 4)):
+        cv2.putText(drawn, "12cm", org, cv2.FONT_HERSHEY_SIMPLEX, 0.35 * scale, 255, stroke, cv2.LINE_AA)
+    cv2.circle(drawn, (w // 3, round(8 * scale)), max(3, round(4 * scale)), 255, -1)
+    for y in np.linspace(0.1 * h, 0.9 * h, 10).astype(int):
+        drawn[y:y + stroke, w - round(8 * scale):w - 2] = 255
+    reach = 2 * max(4, round(4 * scale)) + 1
+    beside = cv2.dilate((frame > ECHO_LEVEL).astype(np.uint8), np.ones((reach, reach), np.uint8)) == 0
+    return np.where((drawn > 0) & beside, 1.0, frame).astype(np.float32)
