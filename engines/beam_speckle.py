@@ -579,6 +579,8 @@ class BeamSpeckle:
         """Anchored: every pixel's fractional (ray, sample) in the margined planes at the point where its tissue was
         in the reference frame (the same objects while the motion stays, so the grain is kept). The motion comes
         from the frame's ``pose`` when the sender gives one, else it is estimated from the frames."""
+        if pose is None:  # only the view: what a display draws beside it (labels, a dot) stays on the screen and
+            frame = frame * self._inside  # pulled the estimate towards no motion (stop 48)
         to_reference = self.motion.update(frame, pose, flat_face=self.fan.flat_face)
         if self._anchored[0] is maps and self._anchored[1] is to_reference:
             return self._anchored[2]

@@ -7,7 +7,7 @@ import pytest
 from usnst.engines.beam_speckle import BeamSpeckle, BeamSpeckleConfig
 from usnst.engines.tissue_motion import SLICE_MM, TissueMotion, pose_motion
 from usnst.offline.temporal import merge_texture_motion, texture_motion
-from usnst_stream.phantom import PhantomRenderer
+from usnst_stream.phantom import PhantomRenderer, with_marks
 
 FPS, LAG = 25, 8
 
@@ -104,6 +104,24 @@ def test_the_stream_grain_moves_with_the_tissue_and_a_paused_probe_stays_still(a
         assert r["following"] >= 0.8 and r["after_motion"] > 0.15 and r["at_zero"] < 0.2
     else:
         assert r["following"] == 0.0 and r["at_zero"] > 0.6
+
+
+def test_marks_beside_the_view_do_not_hold_the_grain_still():
+    """Labels and a dot a display draws beside the view stay on the screen while the tissue moves; the motion is
+    estimated from the view alone, so a marked stream's grain is placed as the unmarked stream's (the marks pulled
+    the estimate towards no motion: 2 px of a 15-px sweep at 256²)."""
+    renderer = PhantomRenderer(160, 160, seed=50001)
+    lq = [renderer.render(k / FPS).lq for k in range(24)]
+    stages = [BeamSpeckle(BeamSpeckleConfig(), anchored=True) for _ in range(2)]
+    planes = [np.random.default_rng(0).standard_normal(stages[0].plane_shape[2:]).astype(np.float32) for _ in range(2)]
+    for frame in lq:
+        marked = with_marks(frame)
+        assert (marked != frame).sum() > 40
+        for stage, shown in zip(stages, (frame, marked)):
+            stage.apply(shown, shown, planes)
+    moved = stages[0].motion.to_reference
+    assert np.hypot(*moved[:2, 2]) > 4  # the sweep moved the tissue
+    assert np.allclose(stages[1].motion.to_reference, moved, atol=1e-6)
 
 
 def _white_planes(stage: BeamSpeckle, seed: int = 0) -> list[np.ndarray]:
