@@ -732,7 +732,8 @@ class BeamSpeckle:
         the pixels at its edge where the frame has no echo; the base is low-passed within it, so nothing from
         beyond the view's edge darkens its last pixels (until stop 44, the echo region grown by 2 px did: a dark rim
         along the sector, its last pixel 101 grey where HQ's is 120 at 256², 4–6 px wide at 1000×1386), and pixels
-        the fit's view takes in beyond the input's echo stay black."""
+        the fit's view takes in beyond the input's echo stay black. What the sender drew beside the view (lit
+        pixels beyond it: labels, depth ticks, an orientation dot) is shown as sent."""
         try:
             maps = self._maps_for(frame) if maps is None else maps
         except NoFan as exc:
@@ -764,7 +765,10 @@ class BeamSpeckle:
             elif self.config.mean_shown:
                 out = self.level_under_grain(mean, grain) + (out - mean)
             out = out + grain
-        return (np.clip(out, 0.0, 1.0) * region).astype(np.float32)  # black outside the image, as a scanner's
+        shown = (np.clip(out, 0.0, 1.0) * region).astype(np.float32)  # black outside the image, as a scanner's ...
+        beside = (self._inside == 0) & (frame > ECHO_LEVEL)  # ... but for what the display drew beside the view
+        shown[beside] = frame[beside]  # (labels, depth ticks, a dot): the sender's, as it sent them
+        return shown
 
     def mean_of(self, base: np.ndarray) -> np.ndarray:
         """The mean grey the display is to show for the low-passed output: the fitted grey curve where the model

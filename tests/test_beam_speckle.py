@@ -142,7 +142,7 @@ def test_a_sector_whose_sides_bend_below_their_straight_part_is_fitted_from_that
 def test_marks_drawn_beside_the_view_leave_its_fit_as_it_was(kind):
     """Labels, an orientation dot and depth ticks beside the view (4 px or more from its echo) are not echo of the
     view: every probe kind's fit is the one without them (they joined the echo's hull, and a sector with a label in
-    a corner was refused)."""
+    a corner was refused), and the output shows them as they were sent."""
     renderer = PhantomRenderer(192, 192, seed=4, **({} if kind is None else {"geometry": probe(kind)}))
     frame = renderer.render(0.0).lq
     marked = with_marks(frame)
@@ -150,8 +150,9 @@ def test_marks_drawn_beside_the_view_leave_its_fit_as_it_was(kind):
     assert drawn.sum() > 40  # marks this view leaves room for
     assert fit_fan(marked).close_to(fit_fan(frame))
     stage = BeamSpeckle(BeamSpeckleConfig())
-    stage.apply(marked, marked, None)
+    out = stage.apply(marked, marked, None)
     assert stage.skipped == 0 and not stage._inside[drawn].any()  # grain in the view, none on the marks
+    assert np.array_equal(out[drawn], marked[drawn])  # the marks shown as the sender drew them
 
 
 def test_a_view_split_by_fluid_is_fitted_whole_and_a_piece_cut_by_the_frame_is_kept():
