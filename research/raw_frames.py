@@ -19,7 +19,15 @@ import numpy as np
 from engine_ratio import stage_at
 
 from usnst.engines import beam_speckle
-from usnst.offline.real_scanners import ARCHIVES, RECORDINGS, distinct, extract, obtain, read_frames, views_of
+from usnst.offline.real_scanners import (
+    ARCHIVES,
+    RECORDINGS,
+    distinct,
+    extract,
+    obtain,
+    read_frames,
+    views_of,
+)
 from usnst.offline.screenshot import clean_screenshot
 
 FIT_AGREES = 0.9  # IoU with the cleaner's region: the view it found
@@ -59,7 +67,7 @@ def main() -> None:
         stages[args.stage_at] = stage_at(args.stage_at)
     cache = Path(args.cache)
     paths = {name: obtain(archive, cache) for name, archive in ARCHIVES.items()}
-    print(f"| recording | probe | frames | " + " | ".join(f"{s}: fitted, IoU ≥ {FIT_AGREES} (median IoU)"
+    print("| recording | probe | frames | " + " | ".join(f"{s}: fitted, IoU ≥ {FIT_AGREES} (median IoU)"
                                                             for s in stages) + " |")
     print("|---|---|---|" + "---|" * len(stages))
     totals = {s: [0, 0] for s in stages}
