@@ -257,7 +257,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
         if abs(theta0 + theta1) > LEAN * (theta1 - theta0):
             raise NoFan(f"the fitted sector leans to one side (its edges at {math.degrees(theta0):.0f}° and "
                         f"{math.degrees(theta1):.0f}° from straight down): no probe's view does (an image cropped "
-                        "inside its view, or text around it?)")
+                        "inside its view, or marks touching it?)")
         apex_y = (cut_l - cut_r) / (slope_r - slope_l)
         apex_x = cut_l + slope_l * apex_y
         ys, xs = np.nonzero(hull)
@@ -300,17 +300,19 @@ def _straight(rows: np.ndarray, side: np.ndarray, inward: float) -> np.ndarray:
 
 def image_echo(lit: np.ndarray) -> np.ndarray:
     """The pixels with echo (``lit``, uint8) that belong to the image: within MARK_GAP of the convex hull of its
-    pieces, the connected components of at least PIECE of the largest one's area. A simulator or scanner draws
-    labels, depth ticks and an orientation marker beside the view; lit, they joined the hull, and a sector with a
-    depth label in a corner was refused (issue 27: a frame commonly sent)."""
+    pieces — the connected components of at least PIECE of the largest one's area, or CUT_PIECE where the frame's
+    edge cuts them. A simulator or a scanner draws labels, depth ticks and an orientation dot beside the view; lit,
+    they joined the hull, and a sector with a label in a corner was refused, one with labels in all four fitted as a
+    band over the whole frame (stop 48)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
     if n <= 2:
         return lit
-    areas = stats[1:, cv2.CC_STAT_AREA]
+    areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
     x, y, w, h = (stats[1:, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
     cut = (x == 0) | (y == 0) | (x + w == lit.shape[1]) | (y + h == lit.shape[0])
-    pieces = np.isin(labels, 1 + np.flatnonzero((areas >= PIECE * areas.max()) | (cut & (areas >= CUT_PIECE * areas.max())))).astype(np.uint8)
-    return lit & cv2.dilate(echo_hull(pieces), np.ones((2 * MARK_GAP + 1,) * 2, np.uint8))
+    share = areas / areas.max()
+    pieces = np.isin(labels, 1 + np.flatnonzero((share >= PIECE) | (cut & (share >= CUT_PIECE))))
+    return lit & cv2.dilate(echo_hull(pieces.astype(np.uint8)), np.ones((2 * MARK_GAP + 1,) * 2, np.uint8))
 
 
 def echo_hull(lit: np.ndarray) -> np.ndarray:
