@@ -230,7 +230,9 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
     MIN_AGREEMENT) is refused: a frame gets no grain rather than grain from a wrong geometry — unless all it adds
     to the echo lies deep in its beams (DIM_FAR_FIELD): a scanner's far field fades before the view's corners, so the
     view is kept ``within_echo``, its image ending where the echo does."""
-    lit = image_echo((frame > level).astype(np.uint8))
+    lit = (frame > level).astype(np.uint8)
+    pieces = image_pieces(lit)
+    lit = lit & _near(echo_hull(pieces))  # image_echo: what a display draws beside the view set aside
     hull = echo_hull(lit)
     rows = np.flatnonzero(hull.any(axis=1))
     left = np.argmax(hull, axis=1).astype(np.float64) - 0.5  # a lit pixel's centre is inside: its edge is ½ px out
@@ -267,7 +269,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
         if top != "flat":  # a near arc (a sector's, a curved array's face): the hull's chord across it is nearer the
             # apex than the arc (4 px at a 1000-px sector's 27-px arc, where the stage lit rows the probe shows black);
             # the echo's nearest pixel is on it
-            ys, xs = np.nonzero(lit)
+            ys, xs = np.nonzero(lit & _near(pieces))  # not a mark inside the view's hull (a dot by a curved face)
             r0 = np.hypot(xs - apex_x, ys - apex_y).min() - 0.5
         view = Fan(float(apex_x), float(apex_y), float(r0), float(radius.max() + 0.5),
                    float(theta0), float(theta1),
@@ -300,10 +302,15 @@ def _straight(rows: np.ndarray, side: np.ndarray, inward: float) -> np.ndarray:
 
 def image_echo(lit: np.ndarray) -> np.ndarray:
     """The pixels with echo (``lit``, uint8) that belong to the image: within MARK_GAP of the convex hull of its
-    pieces — the connected components of at least PIECE of the largest one's area, or CUT_PIECE where the frame's
-    edge cuts them. A simulator or a scanner draws labels, depth ticks and an orientation dot beside the view; lit,
-    they joined the hull, and a sector with a label in a corner was refused, one with labels in all four fitted as a
-    band over the whole frame (stop 48)."""
+    pieces (``image_pieces``). A simulator or a scanner draws labels, depth ticks and an orientation dot beside the
+    view; lit, they joined the hull, and a sector with a label in a corner was refused, one with labels in all four
+    fitted as a band over the whole frame (stop 48)."""
+    return lit & _near(echo_hull(image_pieces(lit)))
+
+
+def image_pieces(lit: np.ndarray) -> np.ndarray:
+    """The connected components of ``lit`` (uint8) that are pieces of the image: at least PIECE of the largest
+    one's area, or CUT_PIECE where the frame's edge cuts them (uint8, 1 on them)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
     if n <= 2:
         return lit
@@ -311,8 +318,11 @@ def image_echo(lit: np.ndarray) -> np.ndarray:
     x, y, w, h = (stats[1:, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
     cut = (x == 0) | (y == 0) | (x + w == lit.shape[1]) | (y + h == lit.shape[0])
     share = areas / areas.max()
-    pieces = np.isin(labels, 1 + np.flatnonzero((share >= PIECE) | (cut & (share >= CUT_PIECE))))
-    return lit & cv2.dilate(echo_hull(pieces.astype(np.uint8)), np.ones((2 * MARK_GAP + 1,) * 2, np.uint8))
+    return np.isin(labels, 1 + np.flatnonzero((share >= PIECE) | (cut & (share >= CUT_PIECE)))).astype(np.uint8)
+
+
+def _near(mask: np.ndarray) -> np.ndarray:
+    return cv2.dilate(mask, np.ones((2 * MARK_GAP + 1,) * 2, np.uint8))
 
 
 def echo_hull(lit: np.ndarray) -> np.ndarray:

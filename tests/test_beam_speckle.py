@@ -17,6 +17,7 @@ from usnst.engines.beam_speckle import (
     Fan,
     NoFan,
     Resampled,
+    echo_hull,
     echo_region,
     fit_fan,
 )
@@ -153,6 +154,18 @@ def test_marks_drawn_beside_the_view_leave_its_fit_as_it_was(kind):
     out = stage.apply(marked, marked, None)
     assert stage.skipped == 0 and not stage._inside[drawn].any()  # grain in the view, none on the marks
     assert np.array_equal(out[drawn], marked[drawn])  # the marks shown as the sender drew them
+
+
+def test_a_mark_inside_a_curved_faces_hull_is_not_taken_for_its_near_arc():
+    """A curved array's face bulges away from the view's hull: a dot drawn in between lies inside the hull, and the
+    near arc (the echo's nearest pixel to the apex) is found from the image's pieces, not from it."""
+    frame = PhantomRenderer(192, 192, seed=4, geometry=probe("curvilinear")).render(0.0).lq
+    view = fit_fan(frame)
+    dot = (round(view.apex_x), round(view.apex_y + view.r0 - 6))  # 6 px above the face's middle, between its ends
+    marked = frame.copy()
+    cv2.circle(marked, dot, 2, 1.0, -1)
+    assert echo_hull((frame > ECHO_LEVEL).astype(np.uint8))[dot[1], dot[0]]
+    assert fit_fan(marked).close_to(view)
 
 
 def test_a_view_split_by_fluid_is_fitted_whole_and_a_piece_cut_by_the_frame_is_kept():
