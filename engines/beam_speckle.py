@@ -230,9 +230,7 @@ def fit_fan(frame: np.ndarray, level: float = ECHO_LEVEL) -> Fan | Band:
     MIN_AGREEMENT) is refused: a frame gets no grain rather than grain from a wrong geometry — unless all it adds
     to the echo lies deep in its beams (DIM_FAR_FIELD): a scanner's far field fades before the view's corners, so the
     view is kept ``within_echo``, its image ending where the echo does."""
-    lit = (frame > level).astype(np.uint8)
-    pieces = image_pieces(lit)
-    lit = lit & _near(echo_hull(pieces))  # image_echo: what a display draws beside the view set aside
+    lit, pieces = image_echo((frame > level).astype(np.uint8))
     hull = echo_hull(lit)
     rows = np.flatnonzero(hull.any(axis=1))
     left = np.argmax(hull, axis=1).astype(np.float64) - 0.5  # a lit pixel's centre is inside: its edge is ½ px out
@@ -300,12 +298,13 @@ def _straight(rows: np.ndarray, side: np.ndarray, inward: float) -> np.ndarray:
     return rows
 
 
-def image_echo(lit: np.ndarray) -> np.ndarray:
-    """The pixels with echo (``lit``, uint8) that belong to the image: within MARK_GAP of the convex hull of its
-    pieces (``image_pieces``). A simulator or a scanner draws labels, depth ticks and an orientation dot beside the
-    view; lit, they joined the hull, and a sector with a label in a corner was refused, one with labels in all four
-    fitted as a band over the whole frame (stop 48)."""
-    return lit & _near(echo_hull(image_pieces(lit)))
+def image_echo(lit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels with echo (``lit``, uint8) that belong to the image — within MARK_GAP of the convex hull of its
+    pieces — and those pieces (``image_pieces``). A simulator or a scanner draws labels, depth ticks and an
+    orientation dot beside the view; lit, they joined the hull, and a sector with a label in a corner was refused,
+    one with labels in all four fitted as a band over the whole frame (stop 48)."""
+    pieces = image_pieces(lit)
+    return lit & _near(echo_hull(pieces)), pieces
 
 
 def image_pieces(lit: np.ndarray) -> np.ndarray:
@@ -680,10 +679,11 @@ class BeamSpeckle:
             ray, sample, outside = fan.polar(frame.shape, self.config.rays, self.config.samples)
             self._maps = self._remap_maps(ray, sample)
         if self.fan.within_echo:  # its deep corners are beyond the echo: the image ends where the echo does
-            outside = np.maximum(outside, outside_of(echo_hull(image_echo(lit.astype(np.uint8)))))
+            outside = np.maximum(outside, outside_of(echo_hull(image_echo(lit.astype(np.uint8))[0])))
         self._inside = (outside <= 0.0).astype(np.float32)
         outside = outside.ravel()
         self._edge = np.flatnonzero((outside > -EDGE_PX) & (outside <= 0.0))
+        self._beyond = np.flatnonzero(outside > 0.0)  # where what the sender draws beside the view is shown as sent
         self._rings = (np.flatnonzero((outside > 2) & (outside <= 4)), np.flatnonzero((outside >= -4) & (outside < -2)))
         return self._maps
 
@@ -778,8 +778,8 @@ class BeamSpeckle:
                 out = self.level_under_grain(mean, grain) + (out - mean)
             out = out + grain
         shown = (np.clip(out, 0.0, 1.0) * region).astype(np.float32)  # black outside the image, as a scanner's ...
-        beside = (self._inside == 0) & (frame > ECHO_LEVEL)  # ... but for what the display drew beside the view
-        shown[beside] = frame[beside]  # (labels, depth ticks, a dot): the sender's, as it sent them
+        beside = self._beyond[frame.reshape(-1)[self._beyond] > ECHO_LEVEL]  # ... but for what the display drew
+        shown.reshape(-1)[beside] = frame.reshape(-1)[beside]  # beside the view (labels, ticks): as it was sent
         return shown
 
     def mean_of(self, base: np.ndarray) -> np.ndarray:
