@@ -29,9 +29,11 @@ def main() -> None:
     ap.add_argument("--models", required=True, help="comma-separated embedded names or checkpoints")
     ap.add_argument("--per-recording", type=int, default=8)
     ap.add_argument("--noise", default="frame")
+    ap.add_argument("--sides", default="train,held_out",
+                    help="which sides of the set: a net that trained on the train side's frames is read on held_out")
     args = ap.parse_args()
     frames, groups, names = [], [], []
-    for side in ("train", "held_out"):
+    for side in args.sides.split(","):
         f, g, n = recordings(Path(args.real) / side, args.per_recording)
         frames += f
         groups += [k + len(names) for k in g]
