@@ -308,3 +308,29 @@ def recording_frames(folder: str | Path, per_recording: int) -> tuple[list[np.nd
     if not frames:
         raise FileNotFoundError(f"no recordings in {folder}: make the set with `usnst real-scanners --out ...`")
     return frames, groups, names
+
+
+KEEP_PER_RECORDING = 64  # frames of each recording: 262 real frames beside the phantom's 960 scenes (lq2hq_fast card)
+
+
+def write_keep_triptychs(real: str | Path, out: str | Path, per_recording: int = KEEP_PER_RECORDING,
+                         min_side: int = 128) -> int:
+    """Write the training side of a set ``build`` wrote as LQ | HQ | label triptychs whose LQ and HQ panels are the
+    real frame itself (a blank label panel): at most ``per_recording`` frames of each recording, evenly spread, and
+    none narrower than ``min_side`` (the trainer's crop). Returns how many were written.
+
+    Why: a net trained on the phantom alone maps whatever it is sent to the phantom's anatomy, so a frame that
+    already looks like a scanner's came out with patches brightened or darkened where it is uniform (issue 27 item 5).
+    Such a frame has nothing to be made more real at the anatomy's scale: its right output is itself, and these
+    triptychs teach a net that beside the phantom's. The held-out side stays unseen, for the figures."""
+    frames, groups, names = recording_frames(Path(real) / "train", per_recording)
+    out = Path(out)
+    if out.is_dir():
+        shutil.rmtree(out)  # made again whole: no triptych of an earlier run with other settings stays
+    written = 0
+    for index, (frame, k) in enumerate(zip(frames, groups)):
+        if min(frame.shape) < min_side:
+            continue
+        media.write_png(out / f"{names[k]}_{index:04d}.png", np.hstack([frame, frame, np.zeros_like(frame)]))
+        written += 1
+    return written

@@ -456,6 +456,17 @@ def test_serve_spacing_for_frames_that_give_none_is_refused_where_it_would_chang
     assert proc.returncode == 2 and "drop one of them" in proc.stderr
 
 
+def test_real_scanners_refuses_triptych_options_before_downloading_anything(tmp_path):
+    proc = usnst("real-scanners", "--out", tmp_path / "set", "--per-recording", "5", "--cache", tmp_path / "c",
+                 check=False)
+    assert proc.returncode == 2 and "applies to --keep-triptychs only" in proc.stderr
+    (tmp_path / "keep").mkdir()
+    proc = usnst("real-scanners", "--out", tmp_path / "set", "--keep-triptychs", tmp_path / "keep", "--cache",
+                 tmp_path / "c", check=False)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert not (tmp_path / "set").exists() and not (tmp_path / "c").exists()
+
+
 def _empty(tmp_path):
     (tmp_path / "empty.toml").write_text("")
     return tmp_path / "empty.toml"

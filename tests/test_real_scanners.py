@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from usnst.offline.datasets import read_triptych_folder
 from usnst.offline.real_scanners import (
     ARCHIVES,
     LEFT_OUT,
@@ -19,6 +20,7 @@ from usnst.offline.real_scanners import (
     Recording,
     build,
     split_of,
+    write_keep_triptychs,
 )
 from usnst_io import media
 
@@ -91,6 +93,23 @@ def test_the_set_is_split_by_maker_cleaned_deduplicated_and_every_file_accounted
         build(out, say=lambda line: None, **registry)
     build(out, overwrite=True, height=80, say=lambda line: None, **registry)  # at the simulator's frame height
     assert {media.read_gray(p).shape[0] for p in out.rglob("*.png")} == {80}
+
+
+def test_the_training_side_becomes_triptychs_that_ask_a_net_to_keep_each_frame(tmp_path, registry):
+    out = tmp_path / "set"
+    build(out, say=lambda line: None, **registry)
+    keep = tmp_path / "keep"
+    (keep / "old").mkdir(parents=True)  # an earlier run's leftovers do not stay
+    assert write_keep_triptychs(out, keep, per_recording=2) == 2  # the cine's first and last kept frames
+    triptychs = read_triptych_folder(keep)
+    frames = sorted((out / "train" / "a-cine").glob("*.png"))
+    assert len(triptychs) == 2 and not (keep / "old").exists()
+    assert np.array_equal(triptychs[0].lq, media.read_gray(frames[0]))
+    assert np.array_equal(triptychs[1].lq, media.read_gray(frames[-1]))  # evenly spread: the last one too
+    for t in triptychs:
+        assert t.name.startswith("a-cine_")  # the training side only: Maker2 is held out
+        assert np.array_equal(t.lq, t.hq) and not t.seg.any()
+    assert write_keep_triptychs(out, keep, min_side=200) == 0  # narrower than a training crop: left out
 
 
 def test_an_archive_whose_hash_differs_is_refused_before_anything_is_written(tmp_path, registry):

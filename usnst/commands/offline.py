@@ -298,7 +298,7 @@ def run_clean(args) -> int:
 
 # -- real-scanners ---------------------------------------------------------------------------------------
 def real_scanners_flags(p) -> None:
-    from usnst.offline.real_scanners import MIN_CHANGE
+    from usnst.offline.real_scanners import KEEP_PER_RECORDING, MIN_CHANGE
 
     p.add_argument("--out", required=True, help="folder for train/ and held_out/ frames and manifest.json")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "usnst" / "real-scanners"),
@@ -309,13 +309,29 @@ def real_scanners_flags(p) -> None:
     p.add_argument("--height", type=flags.ranged(int, 16, 4096), default=None,
                    help="scale every frame to this many rows (e.g. the simulator's frame height); default: as "
                         "the scanner wrote it")
-    p.add_argument("--overwrite", action="store_true", help="replace a set already in --out")
+    p.add_argument("--keep-triptychs", metavar="DIR",
+                   help="also write the training side's frames as LQ | HQ | label triptychs whose LQ and HQ are the "
+                        "frame itself: real frames a net trained on them with the phantom's learns to leave as they "
+                        "are (lq2hq_fast's recipe)")
+    p.add_argument("--per-recording", type=flags.ranged(int, 1, 100000), default=None,
+                   help="--keep-triptychs: at most this many frames of each recording, evenly spread (default "
+                        f"{KEEP_PER_RECORDING})")
+    p.add_argument("--overwrite", action="store_true", help="replace a set (and triptychs) already there")
     p.set_defaults(func=run_real_scanners)
 
 
 def run_real_scanners(args) -> int:
-    from usnst.offline.real_scanners import build
+    from usnst.offline.real_scanners import (
+        KEEP_PER_RECORDING,
+        build,
+        write_keep_triptychs,
+    )
+    from usnst_io.media import refuse_existing
 
+    if args.per_recording is not None and not args.keep_triptychs:
+        raise ValueError("--per-recording applies to --keep-triptychs only")
+    if args.keep_triptychs:
+        refuse_existing(args.keep_triptychs, args.overwrite, "--keep-triptychs")
     m = build(args.out, args.cache, args.min_change, args.overwrite, args.height,
               say=lambda line: flags.say(args, line))
     for r in m["recordings"]:
@@ -323,6 +339,9 @@ def run_real_scanners(args) -> int:
     print(f"usnst real-scanners: {m['frames']['train']} training and {m['frames']['held_out']} held-out frames "
           f"({', '.join(m['held_out_makers'])} held out) -> {args.out}; {len(m['left_out'])} files left out, "
           f"each with its reason, in manifest.json")
+    if args.keep_triptychs:
+        n = write_keep_triptychs(args.out, args.keep_triptychs, args.per_recording or KEEP_PER_RECORDING)
+        print(f"usnst real-scanners: {n} training frames as LQ = HQ triptychs -> {args.keep_triptychs}")
     return 0
 
 
