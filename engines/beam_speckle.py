@@ -662,12 +662,21 @@ class BeamSpeckle:
         check is fitted again, and the maps change only if the new fan is beyond fitting noise of the old (the image of
         a view that ends with its echo is made anew from the new frame's echo)."""
         lit = frame > ECHO_LEVEL
-        if self._maps is not None and self._shape == frame.shape:
+        had = self._maps is not None and self._shape == frame.shape
+        if had:
             guard, rim = self._rings  # a view that fills the frame has no ring outside it: nothing there to light
             dark_outside = guard.size == 0 or lit.ravel()[guard].mean() < 0.02
             if dark_outside and rim.size and lit.ravel()[rim].mean() > 0.5:
                 return self._maps
-        fan = fit_fan(frame)
+        try:
+            fan = fit_fan(frame)
+        except NoFan as exc:
+            # Echo only within the view it had, in a shape no view fits: the probe lost contact along part of its
+            # face, or a shadow reaches its edge. The view is the probe's and stays (a real linear-array video lost
+            # its grain on such frames, one in nine, and got it back on the next: flicker). A blank frame stays black.
+            if had and dark_outside and not isinstance(exc, NoEcho):
+                return self._maps
+            raise
         same_beams = self._maps is not None and self._shape == frame.shape and fan.close_to(self.fan)
         if same_beams and not (fan.within_echo or self.fan.within_echo):
             return self._maps

@@ -672,6 +672,33 @@ def test_a_view_that_fills_the_frame_is_checked_not_fitted_again_every_frame(mon
     assert all(o.std() > 0.05 for o in outs)
 
 
+def test_a_stream_keeps_its_view_when_contact_is_lost_along_part_of_the_face():
+    """A linear array lifted off the skin on one side shows black there, and its echo a slanted edge no view fits
+    (a real Clarius video: 4 of 210 frames streamed without grain, between frames with it). With echo only inside the
+    view it had, the view stays; a blank frame stays black, and echo beyond the view is a new view."""
+    rng = np.random.default_rng(5)
+    band = np.clip(0.4 + 0.15 * rng.standard_normal((96, 128)), 0, 1).astype(np.float32)
+    band[:, :16], band[:, -16:] = 0, 0  # a 96-px-wide band in a 128-px frame
+    ys, xs = np.mgrid[0:96, 0:128]
+    lifted = np.where(xs < 16 + 1.2 * (96 - ys), 0, band).astype(np.float32)  # black left of a slanted line
+    with pytest.raises(NoFan, match="leans"):
+        fit_fan(lifted)
+    stage = BeamSpeckle(BeamSpeckleConfig(rays=64, samples=96))
+    planes = [rng.standard_normal((96, 64)).astype(np.float32) for _ in range(2)]
+    stage.apply(band, band, planes)
+    view = stage.fan
+    out = stage.apply(lifted, lifted, planes)
+    assert stage.skipped == 0 and stage.fan is view
+    grain = out - stage.apply(lifted, lifted, None)  # the same frame with the noise off
+    assert grain[lifted > ECHO_LEVEL].std() > 0.05
+    assert out[:, :16].max() == 0 and out[:, -16:].max() == 0  # still black beyond the view
+    blank = np.zeros_like(band)
+    assert stage.apply(blank, blank, planes).max() == 0 and stage.skipped == 1
+    fresh = BeamSpeckle(BeamSpeckleConfig(rays=64, samples=96))
+    fresh.apply(lifted, lifted, planes)  # no view yet: nothing to keep
+    assert fresh.skipped == 1
+
+
 def test_an_engine_says_its_grey_curve_in_five_greys_not_two_hundred_and_fifty_six():
     """describe() goes into every node's start-up log, stats record and Prometheus info: the curve's shape suffices."""
     described = load_engine("lq2hq_fast", "torch").describe()["beam_speckle"]["grey_curve"]
