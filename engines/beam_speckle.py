@@ -672,8 +672,8 @@ class BeamSpeckle:
             fan = fit_fan(frame)
         except NoFan as exc:
             # Echo only within the view it had, in a shape no view fits: the probe lost contact along part of its
-            # face, or a shadow reaches its edge. The view is the probe's and stays (a real linear-array video lost
-            # its grain on such frames, one in nine, and got it back on the next: flicker). A blank frame stays black.
+            # face, or a shadow reaches its edge. The view is the probe's and stays (a real linear-array video showed
+            # such frames without grain between frames with it: a flash). A blank frame stays black.
             if had and dark_outside and not isinstance(exc, NoEcho):
                 return self._maps
             raise

@@ -1,12 +1,13 @@
-"""Invented structure on real scanner frames given as the input: a formation no model here was trained on and no
-one here generated (issue 27 item 5). A simulator whose frames already look like a scanner's is the hardest case for
+"""Invented structure on real scanner frames given as the input: a formation no one here generated, whose held-out
+makers no model here was trained on (issue 27 item 5). A simulator whose frames already look like a scanner's is the hardest case for
 a model that learnt what to change on the phantom's: whatever it changes at the anatomy's scale beyond a grey map is
 structure the frame does not have.
 
     usnst real-scanners --out data/real --height 256
     python research/real_invented.py --real data/real --models lq2hq_fast,lq2hq
 
-Each recording (both sides of the set: no LQ→HQ model trained on any of them) gives at most ``--per-recording``
+Each recording (both sides of the set, or ``--sides``: since stop 49 `lq2hq_fast`'s net, and `lq2real` on it, trained
+on the training side's frames, so their evidence is ``--sides held_out``) gives at most ``--per-recording``
 frames, evenly spread; the row is the mean share over recordings (each recording weighs the same) and the widest blob
 over all frames. There is no HQ of these frames, so no HQ-vs-LQ reference: the figure is read against the model's own
 figure on the phantom's formations (realism_table.py --invented-only) and against zero.
