@@ -11,7 +11,7 @@ when it shipped (issue 28, stop 37), re-recorded when its fit left out the squar
 when their stages' level gave way to a fitted grey curve (issue 27, stop 43); all four when the stage's view took its
 near arc where the echo starts and its low-pass stayed within the image (issue 27, stop 44: the grain's polar grid
 moved with the arc); ``lq2hq_fast``'s and ``lq2real``'s when their net learnt to leave real scanner frames as they are (stop 49;
-``lq2real`` rebuilt by its recipe on it)."""
+``lq2real`` rebuilt by its recipe on it); ``lq2hq``'s when its net did (stop 50)."""
 from pathlib import Path
 
 import cv2
