@@ -6,8 +6,8 @@ structure the frame does not have.
     usnst real-scanners --out data/real --height 256
     python research/real_invented.py --real data/real --models lq2hq_fast,lq2hq
 
-Each recording (both sides of the set, or ``--sides``: since stop 49 `lq2hq_fast`'s net, and `lq2real` on it, trained
-on the training side's frames, so their evidence is ``--sides held_out``) gives at most ``--per-recording``
+Each recording (both sides of the set, or ``--sides``: since stop 49 `lq2hq_fast`'s net, and `lq2real` on it, and
+since stop 50 `lq2hq`'s trained on the training side's frames, so their evidence is ``--sides held_out``) gives at most ``--per-recording``
 frames, evenly spread; the row is the mean share over recordings (each recording weighs the same) and the widest blob
 over all frames. There is no HQ of these frames, so no HQ-vs-LQ reference: the figure is read against the model's own
 figure on the phantom's formations (realism_table.py --invented-only) and against zero.

@@ -312,7 +312,7 @@ def real_scanners_flags(p) -> None:
     p.add_argument("--keep-triptychs", metavar="DIR",
                    help="also write the training side's frames as LQ | HQ | label triptychs whose LQ and HQ are the "
                         "frame itself: real frames a net trained on them with the phantom's learns to leave as they "
-                        "are (lq2hq_fast's recipe)")
+                        "are (the lq2hq_fast and lq2hq recipes)")
     p.add_argument("--per-recording", type=flags.ranged(int, 1, 100000), default=None,
                    help="--keep-triptychs: at most this many frames of each recording, evenly spread (default "
                         f"{KEEP_PER_RECORDING})")
