@@ -166,7 +166,8 @@ def main() -> None:
     ap.add_argument("--pose-too", action="store_true",
                     help="--motion: also each model with its fixed grain placed by the phantom's poses, not estimated")
     ap.add_argument("--repeats", type=int, default=C2STBudget.repeats,
-                    help="C2ST classifiers averaged per row (8 on 48 scenes: standard error about 0.035)")
+                    help="C2ST classifiers averaged per row (8 on 48 scenes: standard error about 0.035; "
+                         "--probes-only: 0 for no C2ST, the other columns in seconds)")
     ap.add_argument("--no-baselines", action="store_true",
                     help="leave out the identity and oracle rows (their C2ST costs as much as a model's; they do "
                          "not change with the model)")
@@ -320,12 +321,12 @@ def print_probe_table(args, seeds: list[int]) -> None:
     """Per probe kind: the models' outputs on that probe's held-out phantom views against its HQ — speckle FWHM and
     Nakagami m (the stage's grain is formed on each view's own beams; with the frame's pose it also knows the pixel
     spacing, so its axial width stays in mm) and the tissue C2ST with poses (``--unposed-c2st``: without them too)."""
-    budget = C2STBudget(repeats=args.repeats)
+    budget = C2STBudget(repeats=max(args.repeats, 1))
     print(f"per probe kind: {args.n} scenes per seed set ({', '.join(f'{s}…' for s in seeds)}), {args.size}², "
           f"noise {args.noise.split(',')[0]}; C2ST against the same scenes' HQ, tissue patches, {budget.steps} steps, "
           f"mean ± s.e. of {budget.repeats}. Domain: phantom (each probe's own view; the stage shares its physics)")
-    print("| probe | frames | FWHM ax / lat px | Nakagami m | C2ST |")
-    print("|---|---|---|---|---|")
+    print("| probe | frames | SSIM to HQ | FWHM ax / lat px | Nakagami m | C2ST |")
+    print("|---|---|---|---|---|---|")
     for kind in [args.probe] if args.probe else PROBES:
         renders = []
         for s in seeds:
@@ -336,8 +337,9 @@ def print_probe_table(args, seeds: list[int]) -> None:
                                 renderer.image_to_world(float(i % 7))))
         data = [d for d, _ in renders]
         target = row("HQ", [d[1] for d in data], data, C2STBudget(steps=1, repeats=1))
-        print(f"| {kind} | HQ | {target['fwhm_axial_px']:.2f} / {target['fwhm_lateral_px']:.2f} | "
-              f"{target['nakagami_m']:.2f} | — |", flush=True)
+        identity = row("LQ", [d[0] for d in data], data, C2STBudget(steps=1, repeats=1))
+        print(f"| {kind} | HQ (LQ, the input: its SSIM) | {identity['ssim']:.4f} | {target['fwhm_axial_px']:.2f} / "
+              f"{target['fwhm_lateral_px']:.2f} | {target['nakagami_m']:.2f} | — |", flush=True)
         for name in args.models.split(","):
             engine = load_engine(name, "torch", EngineOptions(noise=args.noise.split(",")[0], seed=0))
             for posed in (True, False):
@@ -345,10 +347,11 @@ def print_probe_table(args, seeds: list[int]) -> None:
                 for i, (d, pose) in enumerate(renders):
                     engine.reset(f"scene-{i}")
                     outputs.append(to_uint8(engine.infer_at(to_float(d[0]), pose if posed else None)))
-                scored = posed or args.unposed_c2st
+                scored = (posed or args.unposed_c2st) and args.repeats > 0
                 r = row(name, outputs, data, budget if scored else C2STBudget(steps=1, repeats=1))
                 ratio = lambda key: r[key] / target[key]
-                print(f"| {kind} | {name}, {'with' if posed else 'without'} poses | {r['fwhm_axial_px']:.2f} / "
+                print(f"| {kind} | {name}, {'with' if posed else 'without'} poses | {r['ssim']:.4f} | "
+                      f"{r['fwhm_axial_px']:.2f} / "
                       f"{r['fwhm_lateral_px']:.2f} ({ratio('fwhm_axial_px'):.2f} / {ratio('fwhm_lateral_px'):.2f} of "
                       f"HQ) | {r['nakagami_m']:.2f} ({ratio('nakagami_m'):.2f}) | "
                       f"{c2st_cell(r) if scored else '—'} |", flush=True)
