@@ -196,6 +196,8 @@ def main() -> None:
     if args.settings != "default" and (args.motion or args.motion_only or args.probes_only or args.sector_only):
         ap.error("--settings applies to the still and invented-structure tables only (the motion, probe and sector "
                  "tables render the default acquisition)")
+    if args.repeats < 1 and not args.probes_only:
+        ap.error("--repeats 0 (no C2ST) applies to the probe table only (--probes-only); give 1 or more")
     if args.lag != MOTION_LAG and not (args.motion or args.motion_only):
         ap.error("--lag applies to the motion table only (--motion, --motion-only)")
     if args.lag < 1:
@@ -318,13 +320,14 @@ def print_sector_table(args, seeds: list[int], shape: tuple[int, int]) -> None:
 
 
 def print_probe_table(args, seeds: list[int]) -> None:
-    """Per probe kind: the models' outputs on that probe's held-out phantom views against its HQ — speckle FWHM and
-    Nakagami m (the stage's grain is formed on each view's own beams; with the frame's pose it also knows the pixel
+    """Per probe kind: the models' outputs on that probe's held-out phantom views against its HQ — SSIM (beside the
+    input's), speckle FWHM and Nakagami m (the stage's grain is formed on each view's own beams; with the frame's pose it also knows the pixel
     spacing, so its axial width stays in mm) and the tissue C2ST with poses (``--unposed-c2st``: without them too)."""
     budget = C2STBudget(repeats=max(args.repeats, 1))
     print(f"per probe kind: {args.n} scenes per seed set ({', '.join(f'{s}…' for s in seeds)}), {args.size}², "
-          f"noise {args.noise.split(',')[0]}; C2ST against the same scenes' HQ, tissue patches, {budget.steps} steps, "
-          f"mean ± s.e. of {budget.repeats}. Domain: phantom (each probe's own view; the stage shares its physics)")
+          f"noise {args.noise.split(',')[0]}; " + (f"C2ST against the same scenes' HQ, tissue patches, {budget.steps} "
+          f"steps, mean ± s.e. of {budget.repeats}" if args.repeats > 0 else "no C2ST (--repeats 0)") +
+          ". Domain: phantom (each probe's own view; the stage shares its physics)")
     print("| probe | frames | SSIM to HQ | FWHM ax / lat px | Nakagami m | C2ST |")
     print("|---|---|---|---|---|---|")
     for kind in [args.probe] if args.probe else PROBES:
