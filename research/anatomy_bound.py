@@ -5,7 +5,8 @@ and boundaries are wider than HQ's, under any stage or filter. This asks whether
 phantom can re-render a scene with new scatterers, so each image splits into its anatomy (the mean over ``--fields``
 renders) and its speckle (one render less that mean). Per band of spatial frequency, the power of:
 
-- LQ's anatomy: nearly all of HQ's at every scale (LQ resolves the anatomy);
+- LQ's anatomy: 0.7–0.9 of HQ's, about as much at the fine scales as at the coarse (LQ resolves the anatomy;
+  its grey scale is lower);
 - LQ's speckle in one frame: as strong as that anatomy at the scales that make an edge sharp, so in one frame
   they cannot be told apart pixel by pixel;
 - the best *linear* estimate of the anatomy from one LQ frame (the Wiener filter, band by band: A² / (A + N));
