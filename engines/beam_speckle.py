@@ -19,8 +19,9 @@ simulator's probe does not change its geometry between frames. With fixed noise 
 the tissue, as a scanner's do: the planes cover the fan with a margin, and each frame reads them where its tissue was
 in the stream's first frame (``engines.tissue_motion``), so the grain moves with the anatomy and a paused probe
 gives a still output. As the tissue moves they renew in part (``BeamSpeckle.renewed``), as a hand-held scanner's
-speckle does: in real scanners' own videos it survives 80 ms of hand motion and is gone within a third of a second,
-where scatterers carried rigidly kept it three times as long (lq2hq_fast card). The
+speckle does — in real scanners' own videos it survives 80 ms of hand motion and is gone within a third of a second
+(lq2hq_fast card) — as far as the input's own speckle shows renewal (``engines.speckle_renewal``): a simulator whose
+scatterers are fixed in its world keeps them while its tissue stays in view. The
 speckle's parameters (PSF widths in rays and samples, the display's contrast per neper) are fitted to target
 frames by ``offline.speckle_fit`` and stored with the model (checkpoint metadata ``beam_speckle``), with the beam
 length of the views the net was trained on: a frame rendered at another size goes to the net resampled to that
@@ -57,14 +58,15 @@ from usnst.engines.scanner_texture import (
     ScannerTextureConfig,
     SquareCycle,
 )
+from usnst.engines.speckle_renewal import SpeckleRenewal
 from usnst.engines.tissue_motion import SLICE_MM, TissueMotion
 from usnst_io.limits import check_config
 
 log = logging.getLogger(__name__)
 META_KEY = "beam_speckle"  # checkpoint metadata: the stage's BeamSpeckleConfig as a dict
-RENEW_DEPTH_SHARE = 0.03  # anchored grain: the path the tissue travels (a share of the view's depth) over which its
-# scatterers' field keeps 1/e of its coherence. A hand-held probe's speckle renews as the probe moves (it tilts out
-# of plane and presses the tissue); the lq2hq_fast card measures it on real scanners' videos
+RENEW_DEPTH_SHARE = 0.03  # a hand-held probe's speckle: the tissue path (a share of the view's depth) over which it
+# keeps 1/e of its coherence, chosen on real scanners' videos (lq2hq_fast card, stop 41); the stage renews at this
+# rate as far as its input's own speckle shows renewal (engines.speckle_renewal)
 EDGE_PX = 2.0  # the fitted view's last pixels, where a pixel the input shows black is beyond its view, not fluid (the
 # fit's edge runs up to a pixel beyond the echo: 1,950 px of a 1000×1386 phantom frame)
 STILL_MM = 1e-3  # mm: a posed frame closer than this to the last one's plane has not left it (rounding, not a probe)
@@ -477,11 +479,12 @@ class BeamSpeckle:
     no grain (noise "off": the low-passed output alone). ``anchored``: the planes are the tissue's scatterers,
     larger than the fan by a margin (a quarter of the rays and an eighth of the samples each side, so tissue that
     slides into view brings its own; farther out they repeat), read where each frame's tissue was at the start,
-    and renewed in part as the tissue moves (``renewed``; ``renew``: the path of 1/e coherence as a share of the
-    view's depth, 0 for scatterers that never change; ``seed``: where the fresh ones are taken)."""
+    and renewed in part as the tissue moves (``renewed``; ``renew``: None for a hand-held scanner's renewal as far
+    as the input's own speckle shows it, else a fixed path of 1/e coherence as a share of the view's depth, 0 for
+    scatterers that never change; ``seed``: where the fresh ones are taken)."""
 
     def __init__(self, config: BeamSpeckleConfig = BeamSpeckleConfig(), anchored: bool = False,
-                 texture: ScannerTexture | None = None, renew: float = RENEW_DEPTH_SHARE, seed: int = 0):
+                 texture: ScannerTexture | None = None, renew: float | None = None, seed: int = 0):
         if texture is not None and config.mean_shown:
             raise ValueError("beam speckle: mean_shown is for the formed grain; a scanner texture brings its own "
                              "strength at each grey level")
@@ -508,6 +511,8 @@ class BeamSpeckle:
         self._curve = None if not config.grey_curve else np.interp(  # the grey curve at 1/4096 grey, for lookup
             np.linspace(0, 1, 4096), np.linspace(0, 1, 256), config.grey_curve).astype(np.float32)
         self.renew, self._rng = renew, np.random.default_rng(seed)
+        self.renewal = SpeckleRenewal() if anchored else None  # how fast the input's own speckle renews
+        self._motion_starts = -1  # the motion's restarts the renewal has seen (a new view: its frames are forgotten)
         self._field: list | None = None  # anchored: the scatterers now, the planes they began as, the motion they had
         self._field_from: tuple = (None, None, None)
         self._squares: SquareCycle | None = None  # anchored scanner texture: its squares' renewal
@@ -593,6 +598,11 @@ class BeamSpeckle:
         if pose is None:  # only the view: what a display draws beside it (labels, a dot) stays on the screen and
             frame = frame * self._inside  # pulled the estimate towards no motion (stop 48)
         to_reference = self.motion.update(frame, pose, flat_face=self.fan.flat_face)
+        if self.renew is None and pose is None:
+            if self.motion.starts != self._motion_starts:
+                self.renewal.clear()
+                self._motion_starts = self.motion.starts
+            self.renewal.update(frame, to_reference)
         if self._anchored[0] is maps and self._anchored[1] is to_reference:
             return self._anchored[2]
         if self._pixels is None or self._pixels[0].shape != frame.shape:
@@ -610,9 +620,11 @@ class BeamSpeckle:
         plane: coherence exp(−step / SLICE_MM) for a frame ``step`` mm off the last one's plane, the slice thickness
         as the scale (a tilting probe images other scatterers gradually, not all at once). Estimated from the
         frames, a share is replaced in proportion to the path the tissue moved since the last frame (its centre's,
-        in reference pixels), so their coherence falls as exp(−path / (renew · depth)): a hand-held probe's speckle
-        renews as the hand moves it (tilting out of plane, pressing), which the frames cannot show but the probe's
-        motion in plane goes with. A still probe keeps them all: a paused output stays still. The fresh field is
+        in reference pixels), so their coherence falls as exp(−path · rate): a hand-held probe's speckle renews as
+        the hand moves it (tilting out of plane, pressing; 1/e over ``RENEW_DEPTH_SHARE`` of the depth), a
+        simulator's with scatterers fixed in its world does not, and the input's own speckle says which
+        (``engines.speckle_renewal``: the rate is the scanner's times the share the input shows; ``renew``, when
+        set, fixes the path of 1/e at that share of the depth instead). A still probe keeps them all: a paused output stays still. The fresh field is
         the stream's own planes circularly shifted by a random offset: white noise shifted is independent of itself,
         and costs no new draw (drawing two planes costs ~6 ms; the mix ~1 ms, and the log-envelope made anew ~2 ms,
         per moving frame). A scanner texture's squares cannot be mixed so; they move on by the coherence lost
@@ -635,7 +647,12 @@ class BeamSpeckle:
             h, w = shape
             centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
             path = float(np.hypot(*((to_reference - last) @ centre)[:2]))
-            keep = math.exp(-min(path / (self.renew * self.fan.depth_px), 30.0))
+            rate = 1.0 / ((self.renew or RENEW_DEPTH_SHARE) * self.fan.depth_px)
+            if self.renew is None:
+                rate *= self.renewal.shown(rate)
+            keep = math.exp(-min(path * rate, 30.0))
+            if keep == 1.0:  # nothing renewed (the input's speckle is not seen to renew): the grain is kept
+                return self._field
         if self.texture is not None:  # a scanner's texture: its squares renew in turn over the same path
             if self._squares is not None:
                 self._squares.advance(-math.log(keep) / SQUARE_LIFE) if keep > 0 else self._squares.restart()
@@ -777,7 +794,7 @@ class BeamSpeckle:
             self._follow_spacing(px_mm)
         if self.motion is not None:
             maps = self.tissue_maps(maps, frame, pose)
-            if planes and self.renew > 0:
+            if planes and self.renew != 0:
                 planes = self.renewed(planes, frame.shape, pose is not None)
         if planes:
             grain = self.grain(maps, planes)

@@ -143,6 +143,9 @@ def main() -> None:
     ap.add_argument("--on-real", action="store_true",
                     help="also each model run on the real videos themselves (every video as a stream, fixed noise): "
                          "its grain beside the video's own speckle, under the same motion")
+    ap.add_argument("--fixed-renewal-too", action="store_true",
+                    help="also each staged model renewing as a hand-held scanner does whatever its input shows (stops "
+                         "41-51)")
     ap.add_argument("--kept-grain-too", action="store_true",
                     help="also each staged model with its scatterers never renewed (before stop 41; "
                          "a real texture's squares: before stop 42)")
@@ -176,21 +179,27 @@ def main() -> None:
     for name in [] if args.real_only else args.models.split(","):
         engine = load_engine(name, "torch", EngineOptions(noise="fixed", seed=0))
         rows.append(("phantom", f"{name}, noise fixed", view, lq, streamed(engine, lq)))
+        if args.fixed_renewal_too and hasattr(engine, "stage"):
+            engine.stage.renew = RENEW_DEPTH_SHARE  # kept through resets: the stage is rebuilt with its own renewal
+            rows.append(("phantom", f"{name}, noise fixed, fixed renewal", view, lq, streamed(engine, lq)))
+            engine.stage.renew = None
         if args.kept_grain_too and hasattr(engine, "stage"):
             engine.stage.renew = 0
             rows.append(("phantom", f"{name}, noise fixed, scatterers kept", view, lq, streamed(engine, lq)))
     for name in args.models.split(",") if args.on_real else []:
         engine = load_engine(name, "torch", EngineOptions(noise="fixed", seed=0))
-        kept = [False, True] if args.kept_grain_too and hasattr(engine, "stage") else [False]
-        for keep in kept:
-            if keep:  # the scatterers (or squares) never renewed, as before stop 41 (42)
-                engine.stage.renew = 0  # kept through resets: the stage is rebuilt with its own renewal
-            label_of = f"{name}{', scatterers kept' if keep else ''} on"
+        staged = hasattr(engine, "stage")
+        rules = [(None, "")] + [(RENEW_DEPTH_SHARE, ", fixed renewal")] * (args.fixed_renewal_too and staged) + [
+            (0, ", scatterers kept")] * (args.kept_grain_too and staged)
+        for renew, what in rules:
+            if staged:  # kept through resets: the stage is rebuilt with its own renewal
+                engine.stage.renew = renew  # 0: the scatterers (or squares) never renewed, as before stop 41 (42)
+            label_of = f"{name}{what} on"
             for rec, label, kind, split, frames in real:
                 rows.append((f"real ({split}) in", f"{label_of} {rec}: {label}", kind, [frames],
                              streamed(engine, [frames])))
         if cycles and getattr(getattr(engine, "stage", None), "texture", None) is not None:
-            engine.stage.renew = RENEW_DEPTH_SHARE
+            engine.stage.renew = None
             for life, fade in cycles:  # how the shipped cycle was chosen (lq2real card)
                 beam_speckle.SQUARE_LIFE, scanner_texture.FADE_SHARE = life, fade
                 for rec, label, kind, split, frames in real:

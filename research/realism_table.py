@@ -28,7 +28,7 @@ import json
 import numpy as np
 
 from usnst.engines.base import EngineOptions
-from usnst.engines.beam_speckle import BeamSpeckle
+from usnst.engines.beam_speckle import RENEW_DEPTH_SHARE, BeamSpeckle
 from usnst.engines.registry import load_engine
 from usnst.offline.realism import (
     LOWPASS_SIGMA,
@@ -157,6 +157,9 @@ def main() -> None:
                          "for 256² frames; at 512² the same anatomy spans twice the pixels: 6)")
     ap.add_argument("--screen-grain-too", action="store_true",
                     help="--motion: also each staged model with its fixed grain drawn on the screen (before issue 27)")
+    ap.add_argument("--fixed-renewal-too", action="store_true",
+                    help="--motion: also each staged model renewing its scatterers as a hand-held scanner does "
+                         "whatever its input shows (stops 41-51)")
     ap.add_argument("--kept-grain-too", action="store_true",
                     help="--motion: also each staged model with its anchored scatterers never renewed (before stop "
                          "41; a real texture's squares: before stop 42)")
@@ -403,6 +406,10 @@ def print_motion_table(args, seeds: list[int]) -> None:
                 posed = lambda img, pose, engine=engine: to_float(to_uint8(engine.infer_at(img, pose)))
                 posed.reset = engine.reset
                 rows.append(motion_row(f"{name}, noise fixed, placed by the simulator's pose", sequences, posed, source))
+            if mode == "fixed" and args.fixed_renewal_too and hasattr(engine, "stage"):
+                engine.stage.renew = RENEW_DEPTH_SHARE  # kept through resets: the stage is rebuilt with its own renewal
+                rows.append(motion_row(f"{name}, noise fixed, fixed renewal (stops 41-51)", sequences, run, source))
+                engine.stage.renew = None
             if mode == "fixed" and args.kept_grain_too and hasattr(engine, "stage"):
                 engine.stage.renew = 0  # kept through resets: the stage is rebuilt with its own renewal
                 label = f"{name}, noise fixed, scatterers kept (before stop 41, squares 42)"

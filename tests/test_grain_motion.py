@@ -291,7 +291,7 @@ def test_a_long_sweep_of_renewals_keeps_the_grains_statistics():
     from usnst.offline.realism import speckle_fwhm
 
     renderer = PhantomRenderer(192, 192, seed=50003)
-    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True)
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True, renew=0.05)  # the phantom's own speckle never renews
     planes = _white_planes(stage)
     grains = []
     for k in range(31):
