@@ -13,6 +13,12 @@ the stage's code, not to a checkpoint, costs).
 
     python research/engine_ratio.py --a lq2hq_fast --a-stage-at 277225f --b lq2hq_fast --moving --sizes 512,1000
 
+``--real-video ID``: the frames of a real scanner's video (a recording of `usnst real-scanners`, e.g. clarius-ocular,
+resized to each size) in place of the phantom's, a moving input whose own speckle renews (what the stage's renewal
+costs shows only then; stop 52):
+
+    python research/engine_ratio.py --a lq2hq_fast --a-stage-at 3a85f0e --b lq2hq_fast --real-video clarius-ocular --sizes 512
+
 ``--marks``: every frame with labels, an orientation dot and depth ticks beside its view, as a scanner's or a
 simulator's display draws them (``phantom.with_marks``); the frames each stage gave no grain are counted.
 
@@ -26,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from usnst.engines.base import EngineOptions
@@ -43,6 +50,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="512")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--moving", action="store_true", help="a moving probe's frames, not one frame repeated")
+    ap.add_argument("--real-video", default=None, metavar="ID",
+                    help="the frames of this real recording's first video (`usnst real-scanners` fills the cache)")
     ap.add_argument("--marks", action="store_true", help="labels, a dot and depth ticks beside every frame's view")
     ap.add_argument("--a-screen-grain", action="store_true", help="model A's fixed grain drawn on the screen")
     ap.add_argument("--a-kept-grain", action="store_true", help="model A's anchored scatterers never renewed")
@@ -63,9 +72,13 @@ def main() -> None:
         engine = engines[a_name]
         engines[a_name] = stage_at(args.a_stage_at).SpeckledEngine(engine.inner, engine.stage.config, engine.options)
     for size in (int(s) for s in args.sizes.split(",")):
-        renderer = PhantomRenderer(size, size, seed=1)
-        frames = [to_float(to_uint8(renderer.render(i / 30 if args.moving else 0.0).lq))
-                  for i in range(args.frames if args.moving else 1)]
+        if args.real_video:
+            frames = [cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+                      for f in real_video(args.real_video, args.frames)]
+        else:
+            renderer = PhantomRenderer(size, size, seed=1)
+            frames = [to_float(to_uint8(renderer.render(i / 30 if args.moving else 0.0).lq))
+                      for i in range(args.frames if args.moving else 1)]
         if args.marks:
             frames = [with_marks(frame) for frame in frames]
         times = {name: [] for name in engines}
@@ -82,6 +95,17 @@ def main() -> None:
         print(f"{size}x{size} {args.backend}: " + ", ".join(f"{n} p50 {p50[n]:.1f} ms ({1e3 / p50[n]:.1f} fps)"
                                                              f"{ungrained[n]}" for n in engines)
               + f"; ratio b/a {p50[args.b] / p50[a_name]:.2f}", flush=True)
+
+
+def real_video(recording: str, frames: int) -> list[np.ndarray]:
+    """The first video of a real recording, cleaned as `usnst real-scanners` cleans it (grey uint8, 256 rows)."""
+    from real_motion import real_sequences  # research/, beside this script
+
+    cache = Path.home() / ".cache" / "usnst" / "real-scanners"
+    for rec, _, _, _, video in real_sequences(cache, frames):
+        if rec == recording:
+            return video
+    raise SystemExit(f"--real-video {recording}: not a moving recording (research/real_motion.py MOVING)")
 
 
 def stage_at(commit: str):
