@@ -48,7 +48,7 @@ def test_the_rate_is_the_inputs_own_renewal_whatever_its_per_frame_noise(length)
         assert renewal.rate == pytest.approx(1 / length, rel=0.25), noise
 
 
-def test_speckle_fixed_in_the_tissue_and_a_frame_without_speckle_renew_nothing():
+def test_speckle_fixed_in_the_tissue_a_frame_without_speckle_and_boiling_speckle_renew_nothing():
     renewal = SpeckleRenewal()
     for frame, to_reference in _sweep(None, 0.7):  # world-fixed scatterers, per-frame noise
         renewal.update(frame, to_reference)
@@ -57,6 +57,11 @@ def test_speckle_fixed_in_the_tissue_and_a_frame_without_speckle_renew_nothing()
     for t in range(10):  # a smooth simulator: nothing to measure, so nothing renewed
         flat.update(np.full((SIDE, SIDE), 0.5, np.float32), np.array([[1.0, 0, t], [0, 1, 0], [0, 0, 1]]))
     assert flat.rate == 0.0
+    boiling, rng = SpeckleRenewal(), np.random.default_rng(3)
+    for t in range(20):  # speckle drawn anew every frame: nothing follows the tissue, so nothing to renew
+        frame = np.clip(0.5 + 0.3 * _field(rng, (SIDE, SIDE)), 0.05, 1).astype(np.float32)
+        boiling.update(frame, np.array([[1.0, 0, t], [0, 1, 0], [0, 0, 1]]))
+    assert boiling.shown(1 / 6.0) == 0.0
 
 
 def test_a_still_probe_teaches_nothing_and_a_new_view_forgets_its_frames_not_its_rate():
