@@ -624,10 +624,10 @@ class BeamSpeckle:
         the hand moves it (tilting out of plane, pressing; 1/e over ``RENEW_DEPTH_SHARE`` of the depth), a
         simulator's with scatterers fixed in its world does not, and the input's own speckle says which
         (``engines.speckle_renewal``: the rate is the scanner's times the share the input shows; ``renew``, when
-        set, fixes the path of 1/e at that share of the depth instead). A still probe keeps them all: a paused output stays still. The fresh field is
-        the stream's own planes circularly shifted by a random offset: white noise shifted is independent of itself,
-        and costs no new draw (drawing two planes costs ~6 ms; the mix ~1 ms, and the log-envelope made anew ~2 ms,
-        per moving frame). A scanner texture's squares cannot be mixed so; they move on by the coherence lost
+        set, fixes the path of 1/e at that share of the depth instead). A still probe keeps them all: a paused
+        output stays still. The fresh field is the stream's own planes circularly shifted by a random offset: white
+        noise shifted is independent of itself, and costs no new draw (drawing two planes costs ~6 ms; the mix ~1
+        ms, and the log-envelope made anew ~2 ms, per moving frame). A scanner texture's squares cannot be mixed so; they move on by the coherence lost
         (−ln of the share kept) over ``SQUARE_LIFE`` of their cycle (``SquareCycle``), and the planes stay."""
         to_reference, starts = self.motion.to_reference, self.motion.starts
         if self._field is None or self._field_from[0] is not planes[0]:  # a new stream's planes

@@ -52,7 +52,8 @@ class SpeckleRenewal:
 
     def clear(self) -> None:
         """Forget the frames (a new view or size), not what was learnt about the input."""
-        self._ring: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = []  # band, mask, scale, motion, path
+        # per moving frame: its speckle band, tissue mask, working scale, motion and the path travelled so far
+        self._ring: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = []
         self._centre: np.ndarray | None = None
 
     @property

@@ -17,7 +17,7 @@ the stage's code, not to a checkpoint, costs).
 resized to each size) in place of the phantom's, a moving input whose own speckle renews (what the stage's renewal
 costs shows only then; stop 52):
 
-    python research/engine_ratio.py --a lq2hq_fast --a-stage-at 3a85f0e --b lq2hq_fast --real-video clarius-ocular --sizes 512
+    python research/engine_ratio.py --a lq2hq_fast --a-stage-at 3a85f0e --b lq2hq_fast --real-video clarius-ocular
 
 ``--marks``: every frame with labels, an orientation dot and depth ticks beside its view, as a scanner's or a
 simulator's display draws them (``phantom.with_marks``); the frames each stage gave no grain are counted.

@@ -1,5 +1,5 @@
-"""The stage's scatterers renew over the path the input's own speckle renews over (engines.speckle_renewal): known
-answers on frames whose speckle decorrelates at a set rate, and the stage's field on a world-fixed and a renewing input."""
+"""The stage's scatterers renew as far as the input's own speckle does (engines.speckle_renewal): known answers on
+frames whose speckle decorrelates at a set rate, and the stage's field on a world-fixed and a renewing input."""
 import math
 
 import cv2
