@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 from real_motion import real_sequences
 
-from usnst.engines.beam_speckle import RENEW_DEPTH_SHARE, NoFan, fit_fan
-from usnst.engines.speckle_renewal import SpeckleRenewal
-from usnst.engines.tissue_motion import TissueMotion
+from usnst.engines.beam_speckle import RENEW_DEPTH_SHARE, BeamSpeckle, BeamSpeckleConfig
 from usnst_io.media import to_uint8
 from usnst_stream.phantom import ANATOMIES, FORMATIONS, PhantomRenderer, probe
 
@@ -26,22 +24,17 @@ VIEWS = (None, "linear", "trapezoid", "curvilinear", "phased")
 SKIP = 5  # frames of each sequence before its share counts
 
 
-def shares(frames: list[np.ndarray], flat_face: bool) -> np.ndarray:
-    """The share of a scanner's renewal rate the input shows after each frame, as the stage follows it (grey uint8)."""
-    first = frames[0].astype(np.float32) / 255.0
-    try:
-        depth = fit_fan(first).depth_px
-    except NoFan:  # a view the stage does not fit: its depth taken as most of the frame's height
-        depth = 0.85 * first.shape[0]
-    motion, renewal, starts, out = TissueMotion(), SpeckleRenewal(), 0, []
+def shares(frames: list[np.ndarray]) -> np.ndarray:
+    """The share of a scanner's renewal rate the input shows after each frame (grey uint8), read off an anchored
+    stage run on the frames as a stream does (its fan, its motion estimate, its view's mask)."""
+    stage = BeamSpeckle(BeamSpeckleConfig(), anchored=True)
+    planes = [np.random.default_rng(0).standard_normal(stage.plane_shape).astype(np.float32) for _ in range(2)]
+    out = []
     for frame in frames:
         frame = frame.astype(np.float32) / 255.0
-        to_reference = motion.update(frame, flat_face=flat_face)
-        if motion.starts != starts:  # a new view: its frames are forgotten, as the stage forgets them
-            renewal.clear()
-            starts = motion.starts
-        renewal.update(frame, to_reference)
-        out.append(renewal.rate * RENEW_DEPTH_SHARE * depth)
+        stage.apply(frame, frame, planes)
+        depth = stage.fan.depth_px if stage.fan is not None else 0.85 * frame.shape[0]  # no view fitted yet
+        out.append(stage.renewal.rate * RENEW_DEPTH_SHARE * depth)
     return np.array(out[SKIP:])
 
 
@@ -57,7 +50,7 @@ def main() -> None:
     print("| input | split / view | q: p10 | median | p90 | max |")
     print("|---|---|---|---|---|---|")
     for rec, name, kind, split, frames in real_sequences(args.cache, args.frames):
-        q = shares(frames, kind == "linear")
+        q = shares(frames)
         print(f"| real: {rec}, {name} | {split} | {np.percentile(q, 10):.2f} | {np.median(q):.2f} | "
               f"{np.percentile(q, 90):.2f} | {q.max():.2f} |", flush=True)
     panel = "hq" if args.hq else "lq"
@@ -70,7 +63,7 @@ def main() -> None:
                                                **({} if view is None else {"geometry": probe(view)}))
                     for t0 in (0.0, 5.5):
                         frames = [to_uint8(getattr(renderer.render(t0 + k / 25), panel)) for k in range(args.length)]
-                        q.append(shares(frames, view in ("linear", "trapezoid")))
+                        q.append(shares(frames))
                 q = np.concatenate(q)
                 print(f"| phantom {panel.upper()}: {formation}, {anatomy} | {view or 'sector'} | "
                       f"{np.percentile(q, 10):.2f} | {np.median(q):.2f} | {np.percentile(q, 90):.2f} | "
