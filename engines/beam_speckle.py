@@ -20,8 +20,8 @@ the tissue, as a scanner's do: the planes cover the fan with a margin, and each 
 in the stream's first frame (``engines.tissue_motion``), so the grain moves with the anatomy and a paused probe
 gives a still output. As the tissue moves they renew in part (``BeamSpeckle.renewed``), as a hand-held scanner's
 speckle does — in real scanners' own videos it survives 80 ms of hand motion and is gone within a third of a second
-(lq2hq_fast card) — as far as the input's own speckle shows renewal (``engines.speckle_renewal``): a simulator whose
-scatterers are fixed in its world keeps them while its tissue stays in view. The
+(docs/lab/lq2hq_fast.md) — as far as the input's own speckle shows renewal (``engines.speckle_renewal``): a
+simulator whose scatterers are fixed in its world keeps them while its tissue stays in view. The
 speckle's parameters (PSF widths in rays and samples, the display's contrast per neper) are fitted to target
 frames by ``offline.speckle_fit`` and stored with the model (checkpoint metadata ``beam_speckle``), with the beam
 length of the views the net was trained on: a frame rendered at another size goes to the net resampled to that
@@ -65,8 +65,8 @@ from usnst_io.limits import check_config
 log = logging.getLogger(__name__)
 META_KEY = "beam_speckle"  # checkpoint metadata: the stage's BeamSpeckleConfig as a dict
 RENEW_DEPTH_SHARE = 0.03  # a hand-held probe's speckle: the tissue path (a share of the view's depth) over which it
-# keeps 1/e of its coherence, chosen on real scanners' videos (lq2hq_fast card, stop 41); the stage renews at this
-# rate as far as its input's own speckle shows renewal (engines.speckle_renewal)
+# keeps 1/e of its coherence, chosen on real scanners' videos (docs/lab/lq2hq_fast.md, stop 41); the stage renews at
+# this rate as far as its input's own speckle shows renewal (engines.speckle_renewal)
 EDGE_PX = 2.0  # the fitted view's last pixels, where a pixel the input shows black is beyond its view, not fluid (the
 # fit's edge runs up to a pixel beyond the echo: 1,950 px of a 1000×1386 phantom frame)
 STILL_MM = 1e-3  # mm: a posed frame closer than this to the last one's plane has not left it (rounding, not a probe)
@@ -376,9 +376,9 @@ class BeamSpeckleConfig:
     # near-black fluid (and near-white bone) grain added on top and clipped brightens (darkens) the mean, an even
     # grey grain where a scanner's is dark and sparse (a cue a whole-sector classifier reads)
     grey_curve: tuple = ()  # 256 mean greys shown (0–1) for the base's grey levels 0…255, in place of base + level:
-    # a squared-error net is not calibrated at its dark end (its fluid shows brighter than the target's: the
-    # lq2hq_fast card), so the mean the target shows at each base grey is fitted (--fit-curve, with mean_shown: the
-    # curve is what the display shows under the grain); empty: none
+    # a squared-error net is not calibrated at its dark end (its fluid shows brighter than the target's:
+    # docs/lab/lq2hq_fast.md), so the mean the target shows at each base grey is fitted (--fit-curve, with mean_shown:
+    # the curve is what the display shows under the grain); empty: none
     net_depth_px: float = 0.0  # a beam's length in pixels in the frames the net was trained at (0: unknown). A frame
     # whose beams are more than RESAMPLE_BEYOND times longer or shorter is resampled to it for the net, so the net
     # sees anatomy and input speckle at the scale it learned, whatever size a simulator renders at
@@ -464,8 +464,8 @@ class Resampled:
         """The input's fine texture that shrinking the frame for the net took away: the frame less its shrunk copy
         brought back, inside its image region. At its trained scale the net's detail passes on the input speckle
         LQ shares with HQ; on a shrunk frame that speckle is finer than the net sees, and the stage takes it from the
-        input at the same share (lq2hq_fast card, stop 44: at 1000×1386 the grain's Nakagami m and strength come to
-        HQ's)."""
+        input at the same share (docs/lab/lq2hq_fast.md, stop 44: at 1000×1386 the grain's Nakagami m and strength come
+        to HQ's)."""
         return ((self._source - self.back(self.frame)[0]) * self._region).astype(np.float32)
 
 

@@ -15,7 +15,7 @@ before carries the simulator's per-frame noise and one step's loss; against fram
 falls further in proportion to the extra path, so the noise cancels in the difference. The slope (least squares
 through the origin, older evidence fading by ``MEMORY`` a frame) is the input's renewal rate (``rate``: 1/e per
 1/rate px of path). As a share of a scanner's rate it reads 0.5–3.5 on real scanners' videos and 0–0.3 (median 0)
-on every view of the phantom (stop 52, the lq2hq_fast card): the stage takes it as evidence of renewal, not as the
+on every view of the phantom (stop 52, docs/lab/lq2hq_fast.md): the stage takes it as evidence of renewal, not as the
 rate itself (on real videos the rigid motion estimate's own error reads as renewal too), so an input that shows
 half a scanner's rate or more gets all of it (``shown``). An input with no speckle to follow (a one-frame
 correlation below ``MIN_CORRELATION``: no grain, or grain drawn anew every frame) and a stream before its first

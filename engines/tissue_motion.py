@@ -26,7 +26,7 @@ Why a rigid (Euclidean) motion, and why against a key frame:
   after frame. A poorer match is therefore not by itself a new view: the grain starts afresh only where the match is
   poor outright or falls well below the last one (a fixed 0.6 restarted the grain mid-sweep on such views).
   Smoothing the estimates over time (a constant-speed α-β filter) helped on the phantom's smooth sweeps and hurt on
-  real hand-held videos, whose probe moves in jerks: it is not used (lq2hq_fast card).
+  real hand-held videos, whose probe moves in jerks: it is not used (docs/lab/lq2hq_fast.md).
 - A paused probe must give a still output: a motion within ``STILL_PX`` of the last one is taken as no motion (a
   simulator's electronic noise moves the estimate by a few hundredths of a pixel), and an identical frame costs nothing.
 

@@ -310,7 +310,8 @@ def recording_frames(folder: str | Path, per_recording: int) -> tuple[list[np.nd
     return frames, groups, names
 
 
-KEEP_PER_RECORDING = 64  # frames of each recording: 262 real frames beside the phantom's 960 scenes (lq2hq_fast card)
+KEEP_PER_RECORDING = 64  # frames of each recording: 262 real frames beside the phantom's 960 scenes
+# (docs/lab/lq2hq_fast.md, stop 49)
 
 
 def write_keep_triptychs(real: str | Path, out: str | Path, per_recording: int = KEEP_PER_RECORDING,

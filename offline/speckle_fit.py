@@ -5,7 +5,7 @@ frame's fitted fan, is measured the same way for a grid of PSF widths; the close
 follows from the ratio of grain strengths (the grain is added, so its strength is linear in the contrast).
 
 On the phantom's HQ frames the fit recovers the acquisition they were rendered with (lateral 0.9 ray, axial 0.25 mm =
-1.37 samples, 55 dB): see tests/test_beam_speckle.py and the lq2hq_fast card.
+1.37 samples, 55 dB): see tests/test_beam_speckle.py and docs/lab/lq2hq_fast.md.
 """
 from __future__ import annotations
 

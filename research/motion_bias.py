@@ -15,7 +15,7 @@ sequence**, the phantom's true motion):
   when the picture moves exactly rigidly;
 - ``step:A``: the shipped estimate blended with the last output carried one frame on by a frame-to-frame match (a
   complementary filter: the key frame's estimate weighs A, the step 1 − A; no lag, unlike a constant-speed filter,
-  which real hand-held videos refused, lq2hq_fast card).
+  which real hand-held videos refused, docs/lab/lq2hq_fast.md).
 
 Per view and signal: the estimate's share of the true motion over the tissue after ``--lag`` frames (1.00: exact;
 above: ahead of the tissue), the placement error after 8 and ``--lag`` frames (median over tissue pixels, px), and

@@ -383,7 +383,7 @@ def speckle_flags(p) -> None:
     fit_grey.add_argument("--fit-curve", action="store_true",
                           help="with --triptychs: also fit the mean grey shown at each of the net's grey levels to "
                                "the HQ panels', everywhere in the view, with the grain under the display's clipping "
-                               "(implies --mean-shown; fluid as dark as HQ's: the lq2hq_fast card)")
+                               "(implies --mean-shown; fluid as dark as HQ's: docs/lab/lq2hq_fast.md)")
     p.add_argument("--curve-from", default=None,
                    help="with --fit-curve: triptych folders (comma-separated; --frames of each) the curve is fitted "
                         "on, e.g. frames of every image formation the model will meet (default: the --triptychs frames)")
