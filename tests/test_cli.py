@@ -427,7 +427,10 @@ def test_version_and_the_embedded_model_list():
     assert "lq2hq" in names and "lq2hq_fast" in names
     assert all(m["parameters"] > 0 and m["task"] for m in listing)
     assert all(0.4 < m["realism"]["c2st"] <= 1 for m in listing), "every shipped model shows its card's headline C2ST"
-    assert "| lq2hq_fast |" in usnst("models").stdout
+    domains = {m["name"]: m["domain"] for m in listing}
+    assert domains["lq2hq_fast"] == "phantom" and domains["lq2real"].startswith("real frames"), \
+        "each headline says where it was measured"
+    assert "| lq2hq_fast | lq2hq | 66,128 | phantom |" in usnst("models").stdout
 
 
 def test_serve_reads_a_toml_config_and_command_line_options_win(tmp_path, tiny_checkpoint):

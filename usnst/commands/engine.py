@@ -194,18 +194,21 @@ def run_models(args) -> int:
                         "parameters": sum(t.numel() for t in payload["state_dict"].values()),
                         "training": meta.get("training", ""), "realism": headline(name),
                         "card": str(default_model_path(name).with_suffix(".md"))})
+        listing[-1]["domain"] = "real frames, held-out makers" if listing[-1]["realism"].get("against") else "phantom"
     if args.json:
         flags.emit_json(args, listing)
         return 0
-    flags.say(args, "| model | task | parameters | SSIM vs target | low-passed SSIM | Nakagami m | FWHM ax/lat px | C2ST |")
-    flags.say(args, "|---|---|---|---|---|---|---|---|")
+    flags.say(args, "| model | task | parameters | measured on | SSIM vs target | low-passed SSIM | Nakagami m | "
+                    "FWHM ax/lat px | C2ST |")
+    flags.say(args, "|---|---|---|---|---|---|---|---|---|")
     for m in listing:
         r = m["realism"]
         figures = (f"{r['ssim']:.3f} | {r['lowpass_ssim']:.3f} | {r['nakagami_m']:.2f} | "
                    f"{r['fwhm_axial_px']:.2f}/{r['fwhm_lateral_px']:.2f} | {r['c2st']:.2f}") if r else "| | | |"
-        flags.say(args, f"| {m['name']} | {m['task']} | {m['parameters']:,} | {figures} |")
-    flags.say(args, "(held-out 256x256 phantoms against HQ unless said; each model's card: "
-                    "engines/default_models/NAME.md)")
+        flags.say(args, f"| {m['name']} | {m['task']} | {m['parameters']:,} | {m['domain']} | {figures} |")
+    flags.say(args, "(phantom: held-out 256x256 phantoms against their HQ — in-domain figures: the LQ→HQ models' "
+                    "grain is formed as this phantom forms its HQ, so they say little about real scanners; each "
+                    "model's card, engines/default_models/NAME.md, names the domain of every figure)")
     for m in listing:
         if m["realism"].get("against"):
             flags.say(args, f"{m['name']}: against {m['realism']['against']}")
