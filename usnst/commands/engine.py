@@ -190,11 +190,12 @@ def run_models(args) -> int:
     for name in embedded_models():
         payload = read_checkpoint(default_model_path(name))
         meta = payload["meta"]
+        realism = headline(name)
         listing.append({"name": name, "task": meta.get("task"), "network": payload["config"].get("arch", "johnson"),
                         "parameters": sum(t.numel() for t in payload["state_dict"].values()),
-                        "training": meta.get("training", ""), "realism": headline(name),
+                        "training": meta.get("training", ""), "realism": realism,
+                        "domain": "real frames, held-out makers" if realism.get("against") else "phantom",
                         "card": str(default_model_path(name).with_suffix(".md"))})
-        listing[-1]["domain"] = "real frames, held-out makers" if listing[-1]["realism"].get("against") else "phantom"
     if args.json:
         flags.emit_json(args, listing)
         return 0
